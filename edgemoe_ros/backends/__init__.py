@@ -1,0 +1,33 @@
+"""Backend registry. Imports are lazy so a missing optional piece (pynq, the csim library) only
+matters to whoever selects that backend."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Backend, BackboneResult, BackendError
+
+#: name -> "module:Class", relative to this package.
+BACKENDS: dict[str, str] = {
+    "cpu": ".cpu:CpuBackend",
+    "reference": ".reference:ReferenceBackend",
+    "fixed": ".fixed:FixedPointBackend",
+    "csim": ".csim:CSimBackend",
+    "fpga": ".fpga:FpgaBackend",
+    "null": ".null:NullBackend",
+}
+
+
+def create_backend(name: str, **options: Any) -> Backend:
+    """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the valid ones."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+    module_name, cls_name = target.split(":")
+    module = importlib.import_module(module_name, __name__)
+    return getattr(module, cls_name)(**options)
+
+
+__all__ = ["Backend", "BackboneResult", "BackendError", "BACKENDS", "create_backend"]

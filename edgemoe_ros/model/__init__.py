@@ -1,0 +1,1 @@
+"""Model definition: configuration, weights, reference math. numpy only, no ROS."""

@@ -1,0 +1,206 @@
+"""Model configuration: the numbers of SPEC §2 in one place.
+
+Every size the rest of the code needs (token counts, MoE layer indices, head sizes) is derived
+here, so tests can shrink the model by changing a few fields and nothing else has to know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Task names in task-id order (task id = index; the accelerator takes the id).
+TASKS: tuple[str, ...] = ("semseg", "depth")
+
+#: The 7 Cityscapes categories of SPEC §2, in class-id order.
+SEMSEG_CLASSES: tuple[str, ...] = (
+    "flat", "human", "vehicle", "construction", "object", "nature", "sky",
+)
+
+#: Label value for "no class" (training ignore, and pixels outside the crop in crop-fit mode).
+IGNORE_INDEX = 255
+
+HEAD_TYPES = ("light", "up")
+RESIZE_MODES = ("stretch", "crop")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot describe a valid model."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the multi-task MoE ViT. Defaults are the SPEC §2 model."""
+
+    img_h: int = 128
+    img_w: int = 256
+    patch: int = 16
+    in_chans: int = 3
+    dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_hidden: int = 768
+    #: MoE blocks are the odd ones (1, 3, ..., 11); the even ones have a dense MLP.
+    moe_every: int = 2
+    num_experts: int = 16
+    top_k: int = 2
+    expert_hidden: int = 384
+    ln_eps: float = 1e-6
+    tasks: tuple[str, ...] = TASKS
+    class_names: tuple[str, ...] = SEMSEG_CLASSES
+    #: "light" (shipped default, <= 10 % of backbone MACs) or "up" (M3ViT VisionTransformerUpHead).
+    head: str = "light"
+    #: Hidden width of the light head's per-token MLP.
+    light_hidden: int = 192
+    #: Channels of the up-head's 3x3 convolutions and number of conv+2x-upsample stages.
+    up_channels: int = 256
+    up_stages: int = 4
+    #: Pixels are u8/256 (Edge-MoE's ap_ufixed<8,0>); mean/std are applied after that scaling.
+    pixel_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: Depth head predicts log-metres; outputs are clipped to this range.
+    min_depth: float = 0.5
+    max_depth: float = 80.0
+    #: How camera images are fitted to the model input: "stretch" or "crop" (centre crop).
+    resize_mode: str = "stretch"
+    #: Free-form provenance (training run, importer) carried in the weights file.
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----- derived sizes -----
+    @property
+    def grid_h(self) -> int:
+        return self.img_h // self.patch
+
+    @property
+    def grid_w(self) -> int:
+        return self.img_w // self.patch
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_h * self.grid_w
+
+    @property
+    def num_tokens(self) -> int:
+        """Patches plus the class token."""
+        return self.num_patches + 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def moe_layers(self) -> tuple[int, ...]:
+        """Indices of the blocks whose MLP is a Mixture of Experts."""
+        return tuple(i for i in range(self.depth) if i % self.moe_every == self.moe_every - 1)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def is_moe(self, block: int) -> bool:
+        return block in self.moe_layers
+
+    def task_id(self, task: str) -> int:
+        try:
+            return self.tasks.index(task)
+        except ValueError:
+            raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(self.tasks)}") from None
+
+    def head_out_channels(self, task: str) -> int:
+        return self.num_classes if task == "semseg" else 1
+
+    # ----- cost model (MACs per image per task) -----
+    def backbone_macs(self) -> int:
+        """Multiply-accumulates of the backbone for one task (SPEC §2: ~0.78 GMAC)."""
+        n, d = self.num_tokens, self.dim
+        macs = self.num_patches * d * self.in_chans * self.patch * self.patch
+        for b in range(self.depth):
+            macs += n * d * 3 * d + n * d * d  # qkv + proj
+            macs += 2 * n * n * d  # q.k^T and attn.v over all heads
+            if self.is_moe(b):
+                macs += n * d * self.num_experts  # router
+                macs += self.top_k * n * 2 * d * self.expert_hidden
+            else:
+                macs += n * 2 * d * self.mlp_hidden
+        return macs
+
+    def head_macs(self, task: str) -> int:
+        """Multiply-accumulates of one task head on the host."""
+        c = self.head_out_channels(task)
+        n, d = self.num_patches, self.dim
+        if self.head == "light":
+            return n * (d * self.light_hidden + self.light_hidden * self.patch * self.patch * c)
+        macs, h, w, cin = 0, self.grid_h, self.grid_w, d
+        for _ in range(self.up_stages):
+            macs += h * w * 9 * cin * self.up_channels
+            cin, h, w = self.up_channels, h * 2, w * 2
+        return macs + (h * w * cin * c)
+
+    # ----- validation and (de)serialisation -----
+    def validate(self) -> None:
+        problems = []
+        if self.img_h % self.patch or self.img_w % self.patch:
+            problems.append(f"input {self.img_h}x{self.img_w} is not a multiple of patch {self.patch}")
+        if self.dim % self.num_heads:
+            problems.append(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if not 1 <= self.top_k <= self.num_experts:
+            problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
+        if self.head not in HEAD_TYPES:
+            problems.append(f"head {self.head!r} not one of {HEAD_TYPES}")
+        if self.resize_mode not in RESIZE_MODES:
+            problems.append(f"resize_mode {self.resize_mode!r} not one of {RESIZE_MODES}")
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown or not self.tasks:
+            problems.append(f"tasks {self.tasks} must be a non-empty subset of {TASKS}")
+        if min(self.img_h, self.img_w, self.patch, self.dim, self.depth, self.mlp_hidden,
+               self.num_experts, self.expert_hidden, self.moe_every) <= 0:
+            problems.append("sizes must be positive")
+        if not 0 < self.min_depth < self.max_depth:
+            problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        extra = set(data) - set(known)
+        if extra:
+            raise ConfigError(f"unknown model config keys: {sorted(extra)}")
+        kwargs = {}
+        for name, value in data.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("model config JSON must be an object")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def tiny_config(**overrides: Any) -> ModelConfig:
+    """A small model for fast tests: same structure, smaller sizes."""
+    base = dict(img_h=32, img_w=64, patch=16, dim=24, depth=4, num_heads=3, mlp_hidden=48,
+                num_experts=4, top_k=2, expert_hidden=32, light_hidden=16, up_channels=8)
+    base.update(overrides)
+    return ModelConfig(**base)
