@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -22,6 +22,12 @@ from .config import ConfigError, ModelConfig
 META_CONFIG = "edgemoe.config"
 META_FORMAT = "edgemoe.format"
 FORMAT_VERSION = "1"
+#: Storage dtypes: float16 halves the file; compute is always float32.
+SAVE_DTYPES = ("float32", "float16")
+#: safetensors dtype codes accepted on load (converted to float32).
+LOAD_DTYPES = ("F16", "F32", "F64")
+#: The model shipped with the package (trained on the procedural scenes), under ``edgemoe_ros/data``.
+SHIPPED_WEIGHTS_NAME = "edgemoe_synth.safetensors"
 
 Shape = tuple[int, ...]
 
@@ -136,12 +142,16 @@ class ModelWeights:
             if not np.all(np.isfinite(arr)):
                 raise WeightsError(self.source, "contains NaN or Inf", name)
 
-    def astype(self, dtype: np.dtype | type) -> "ModelWeights":
+    def astype(self, dtype: np.dtype | type) -> ModelWeights:
         return ModelWeights(self.config, {k: v.astype(dtype) for k, v in self.tensors.items()}, self.source)
 
 
 def random_init(cfg: ModelConfig, seed: int = 0) -> ModelWeights:
-    """Seeded random weights with sensible scales (ViT-style truncated-normal-ish init)."""
+    """Seeded random weights with sensible scales (ViT-style truncated-normal-ish init).
+
+    Deterministic for a given (config, seed): tests and the CLI use it to build models whose
+    outputs are reproducible without shipping a trained file.
+    """
     rng = np.random.default_rng(seed)
     tensors: dict[str, np.ndarray] = {}
     for name, shape in expected_shapes(cfg).items():
@@ -151,9 +161,12 @@ def random_init(cfg: ModelConfig, seed: int = 0) -> ModelWeights:
         elif leaf in ("bias", "running_mean"):
             arr = 0.02 * rng.standard_normal(shape)
         else:
-            fan_in = int(np.prod(shape[1:])) if name.endswith("router.weight") is False else shape[1]
-            if name.endswith(("moe.fc1.weight", "moe.fc2.weight")):
-                fan_in = shape[-1]
+            if name.endswith("router.weight"):
+                fan_in = shape[1]  # (tasks, dim, experts): each router is dim -> experts
+            elif name.endswith(("moe.fc1.weight", "moe.fc2.weight")):
+                fan_in = shape[-1]  # (experts, out, in)
+            else:
+                fan_in = int(np.prod(shape[1:]))
             std = 0.02 if name in ("cls_token", "pos_embed") else 1.0 / np.sqrt(max(fan_in, 1))
             arr = std * np.clip(rng.standard_normal(shape), -2.0, 2.0)
         tensors[name] = arr.astype(np.float32)
@@ -161,68 +174,137 @@ def random_init(cfg: ModelConfig, seed: int = 0) -> ModelWeights:
 
 
 def save_weights(weights: ModelWeights, path: str | os.PathLike, dtype: str = "float32") -> None:
-    """Write a safetensors file with the config in its metadata. ``dtype``: float32 or float16."""
+    """Write a safetensors file with the config in its metadata. ``dtype``: float32 or float16.
+
+    The model is validated first, so a file written here always loads. The file is written
+    under a temporary name and renamed, so a crash never leaves a half-written file under the
+    real name (a node reloading weights could otherwise pick it up).
+    """
     from safetensors.numpy import save_file
 
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
+    if dtype not in SAVE_DTYPES:
+        raise ValueError(f"dtype must be one of {SAVE_DTYPES}, not {dtype!r}")
     weights.validate()
-    arrays = {k: np.ascontiguousarray(v.astype(dtype)) for k, v in weights.tensors.items()}
+    with np.errstate(over="ignore"):  # overflow is reported below, naming the tensor
+        arrays = {k: np.ascontiguousarray(v.astype(dtype)) for k, v in weights.tensors.items()}
+    if dtype == "float16":
+        for name, arr in arrays.items():
+            if not np.all(np.isfinite(arr)):
+                raise WeightsError(path, "value out of float16 range (would be stored as Inf)", name)
     meta = {META_CONFIG: weights.config.to_json(), META_FORMAT: FORMAT_VERSION}
     tmp = Path(str(path) + ".tmp")
-    save_file(arrays, str(tmp), metadata=meta)
-    os.replace(tmp, path)  # never leave a half-written weights file under the real name
+    try:
+        save_file(arrays, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(path, f"cannot write weights file: {exc.strerror or exc}") from None
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The safetensors header metadata, with clear errors for files that are not safetensors."""
+def shipped_weights_path() -> Path | None:
+    """The packaged default model file, or ``None`` if this install does not include it.
+
+    CLIs and the node fall back to it when no weights file is given, so "it just runs" after
+    install; callers turn ``None`` into an error that tells the user to pass a file.
+    """
+    path = Path(__file__).resolve().parent.parent / "data" / SHIPPED_WEIGHTS_NAME
+    return path if path.is_file() else None
+
+
+def _read_header(path: str | os.PathLike) -> dict:
+    """The parsed safetensors JSON header, after checking the file is long enough for it."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise WeightsError(p, "file not found")
+    if not p.is_file():
+        raise WeightsError(p, "not a regular file")
     size = p.stat().st_size
     with open(p, "rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise WeightsError(p, "truncated file (no safetensors header)")
+            raise WeightsError(p, f"truncated file ({size} bytes, no safetensors header)")
         hlen = int.from_bytes(raw, "little")
-        if hlen <= 0 or 8 + hlen > size:
+        if hlen <= 1 or 8 + hlen > size:
             raise WeightsError(p, f"truncated or not a safetensors file (header length {hlen}, file {size} bytes)")
         try:
             header = json.loads(fh.read(hlen))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise WeightsError(p, "corrupt safetensors header") from None
+            raise WeightsError(p, "corrupt safetensors header (not JSON); not a safetensors file?") from None
     if not isinstance(header, dict):
-        raise WeightsError(p, "corrupt safetensors header")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    if ends and 8 + hlen + max(ends) > size:
-        raise WeightsError(p, f"truncated file: data ends at {8 + hlen + max(ends)} bytes, file has {size}")
-    return dict(header.get("__metadata__") or {})
+        raise WeightsError(p, "corrupt safetensors header (not a JSON object)")
+    data_size = size - 8 - hlen
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+            dtype = str(info["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise WeightsError(p, "corrupt safetensors header entry", name) from None
+        if end > data_size:
+            raise WeightsError(p, f"truncated file: tensor data ends at byte {8 + hlen + end}, file has {size}", name)
+        if not 0 <= begin <= end:
+            raise WeightsError(p, f"corrupt data offsets [{begin}, {end}]", name)
+        info["shape"], info["dtype"] = shape, dtype
+    return header
 
 
-def load_weights(path: str | os.PathLike, expect: ModelConfig | None = None) -> ModelWeights:
-    """Load and validate a weights file. ``expect``: fail if the file's config differs from it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors header metadata, with clear errors for files that are not safetensors."""
+    meta = _read_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise WeightsError(path, "corrupt safetensors metadata (not a JSON object)")
+    return {str(k): str(v) for k, v in meta.items()}
 
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The ``ModelConfig`` stored in a weights file, without reading any tensor data."""
     meta = read_metadata(path)
+    fmt = meta.get(META_FORMAT)
+    if fmt is not None and fmt != FORMAT_VERSION:
+        raise WeightsError(path, f"weights format version {fmt!r}; this build reads version {FORMAT_VERSION!r}")
     if META_CONFIG not in meta:
         raise WeightsError(path, f"no model config in metadata (key {META_CONFIG!r}); not an edgemoe weights file")
     try:
-        cfg = ModelConfig.from_json(meta[META_CONFIG])
+        return ModelConfig.from_json(meta[META_CONFIG])
     except (ConfigError, TypeError) as exc:
         raise WeightsError(path, f"bad model config in metadata: {exc}") from None
+
+
+def load_weights(path: str | os.PathLike, expect: ModelConfig | None = None) -> ModelWeights:
+    """Load and validate a weights file. ``expect``: fail if the file's config differs from it.
+
+    Names, dtypes and shapes are checked against the config from the header *before* any
+    tensor data is read, so a wrong file fails fast and the error names the offending tensor.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    header = _read_header(path)
+    cfg = read_config(path)
     if expect is not None and cfg != expect:
-        diffs = [k for k, v in expect.to_dict().items() if k != "notes" and cfg.to_dict().get(k) != v]
-        raise WeightsError(path, f"config mismatch with the expected model in: {', '.join(diffs)}")
+        mine = cfg.to_dict()
+        diffs = [f"{k}={mine.get(k)!r} (expected {v!r})"
+                 for k, v in expect.to_dict().items() if k != "notes" and mine.get(k) != v]
+        raise WeightsError(path, f"config mismatch with the expected model: {'; '.join(diffs)}")
+    expected = expected_shapes(cfg)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name in expected:
+        if name not in entries:
+            raise WeightsError(path, "missing tensor", name)
+    for name, info in entries.items():
+        if name not in expected:
+            raise WeightsError(path, "unexpected tensor (not in the model config)", name)
+        if info["dtype"] not in LOAD_DTYPES:
+            raise WeightsError(path, f"dtype {info['dtype']} is not floating point ({'/'.join(LOAD_DTYPES)})", name)
+        if info["shape"] != expected[name]:
+            raise WeightsError(path, f"shape {info['shape']} != expected {expected[name]}", name)
     try:
         arrays = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(path, f"cannot read tensors: {exc}") from None
-    tensors = {}
-    for k, v in arrays.items():
-        if v.dtype.kind != "f":
-            raise WeightsError(path, f"dtype {v.dtype} is not floating point", k)
-        tensors[k] = v.astype(np.float32)
+    tensors = {k: v.astype(np.float32, copy=False) for k, v in arrays.items()}
     weights = ModelWeights(cfg, tensors, source=str(path))
     weights.validate()
     return weights

@@ -1,0 +1,352 @@
+"""Node overhead and end-to-end latency of ``edgemoe_node`` with the ``null`` backend (issue 4).
+
+What the node costs *around* inference, at 640x480 and 1280x720 (bgr8 input, outputs at the input
+resolution, both tasks, colour output subscribed):
+
+1. pieces, in process: decode, fit to the model (resize), backbone (null: ~0), heads, restore to the
+   input size, colourise, build the output messages, publish them to a subscriber in another process.
+2. node path: the real ``EdgeMoeNode`` (configured and activated in this process) processing one
+   frame exactly as its worker does, wall time per frame. ``overhead`` = node path minus backbone
+   and heads (the two parts that are inference and scale with the model, not with the node).
+3. end to end, three processes: ``edgemoe-bag play --restamp`` (publisher) -> ``edgemoe_node`` ->
+   this process (subscriber). Latency = receive time - header stamp (stamped at publish time), read
+   from the raw CDR bytes so the subscriber's own decoding is not counted. Median over the frames.
+
+Prints a table; ``--json FILE`` writes ``{"overhead_ms": {"480p", "720p"}, "e2e_ms": {"480p", "720p"},
+...}`` plus the pieces. Target (issue 4): overhead <= 2 ms at 720p.
+
+    .venv/bin/python bench/bench_node.py --json build/bench_node.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIZES: dict[str, tuple[int, int]] = {"480p": (480, 640), "720p": (720, 1280)}
+NAMESPACE = "/cam"
+#: Outputs the node publishes per frame; the sink subscribes to all so each one is really sent.
+OUTPUT_TOPICS = ("segmentation", "segmentation/color", "depth")
+#: e2e playback rate: well under what the null backend sustains, so latency is not queueing.
+E2E_HZ = 10.0
+WARMUP = 5
+BIN = Path(sys.executable).parent
+
+
+def _frame(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth synthetic bgr-ordered image (content does not change raw decode cost)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.dstack([(xx + seed) % 256, (yy * 2) % 256, (xx + yy) % 256]).astype(np.uint8)
+
+
+def _ms(samples: list[float], q: float = 50) -> float:
+    return float(np.percentile(np.asarray(samples), q)) if samples else float("nan")
+
+
+def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    out, times = None, []
+    for i in range(runs + WARMUP):
+        t0 = time.perf_counter()
+        out = fn()
+        if i >= WARMUP:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times, out
+
+
+def _ros_env(domain: int, log_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(log_dir))
+    env.setdefault("HOME", str(log_dir))
+    return env
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- sink process
+def run_sink(namespace: str) -> int:
+    """``--sink``: subscribe (raw, no decoding) to the node's outputs until SIGINT."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import Image
+
+    from edgemoe_ros.ros.params import qos_profile
+
+    rclpy.init()
+    node = rclpy.create_node("bench_sink")
+    for t in OUTPUT_TOPICS:
+        node.create_subscription(Image, f"{namespace}/{t}", lambda _m: None, qos_profile("reliable"), raw=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# ----------------------------------------------------------------------------- in-process parts
+def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str, float]:
+    """Median ms of each step the node performs per frame, measured one by one."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from edgemoe_ros import postprocess as pp
+    from edgemoe_ros.engine import Engine
+    from edgemoe_ros.ros import conversions as conv
+    from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, qos_profile
+
+    h, w = SIZES[size]
+    header = Header(frame_id="cam")
+    msg = conv.array_to_image(_frame(h, w, 0)[..., ::-1].copy(), conv.RGB8, header)
+    msg.encoding = "bgr8"
+    engine = Engine(weights, "null")
+    pubs = {t: pub_node.create_publisher(Image, f"{NAMESPACE}/bench_{t.replace('/', '_')}", qos_profile("reliable"))
+            for t in OUTPUT_TOPICS}
+    out: dict[str, float] = {}
+    t, rgb = _timed(lambda: conv.image_to_rgb(msg, DEFAULT_MAX_IMAGE_PIXELS), runs)
+    out["decode"] = _ms(t)
+    stages: dict[str, list[float]] = {"preprocess": [], "backbone": [], "heads": []}
+    res = None
+    for i in range(runs + WARMUP):
+        res = engine.infer(rgb, tasks=("semseg", "depth"))
+        if i >= WARMUP:
+            for k in stages:
+                stages[k].append(float(res.timings_ms[k]))
+    out.update({k: _ms(v) for k, v in stages.items()})
+    t, restored = _timed(lambda: (res.semseg_at_input(), res.depth_at_input()), runs)
+    out["restore"] = _ms(t)
+    ids, depth = restored
+    t, color = _timed(lambda: pp.colorize_semseg(ids), runs)
+    out["colourise"] = _ms(t)
+    t, msgs = _timed(lambda: (conv.array_to_image(ids, conv.MONO8, header),
+                              conv.array_to_image(color, conv.RGB8, header),
+                              conv.array_to_image(depth.astype(np.float32, copy=False), conv.DEPTH_32FC1, header)),
+                     runs)
+    out["to_msg"] = _ms(t)
+    t, _ = _timed(lambda: [pubs[k].publish(m) for k, m in zip(OUTPUT_TOPICS, msgs, strict=True)], runs)
+    out["publish"] = _ms(t)
+    engine.close()
+    for p in pubs.values():
+        pub_node.destroy_publisher(p)
+    return out
+
+
+def bench_node_path(weights_path: Path, size: str, runs: int) -> dict[str, float]:
+    """Wall ms of the node's own per-frame path (decode -> engine -> publish) and its inference part."""
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+
+    from edgemoe_ros.ros import conversions as conv
+    from edgemoe_ros.ros.node import TOPIC_SEGMENTATION_COLOR, EdgeMoeNode, Frame
+
+    node = EdgeMoeNode(namespace=NAMESPACE, parameter_overrides=[
+        Parameter("weights_path", value=str(weights_path)), Parameter("backend", value="null"),
+        Parameter("autostart", value=False), Parameter("output_qos", value="reliable"),
+        Parameter("tasks", value=["semseg", "depth"])])
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        model = node._model  # bench-only peek: time the inference part of each call the node makes
+        inner = model.engine.infer
+        inference: list[float] = []
+
+        def timed_infer(*a: Any, **kw: Any) -> Any:
+            res = inner(*a, **kw)
+            inference.append(float(res.timings_ms["backbone"] + res.timings_ms["heads"]))
+            return res
+
+        model.engine.infer = timed_infer
+        # Outputs go to a subscriber in another process (the sink), as on a robot.
+        _wait(lambda: node._pubs[TOPIC_SEGMENTATION_COLOR].get_subscription_count() > 0, 30, "the sink")
+        h, w = SIZES[size]
+        msg = conv.array_to_image(_frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam"))
+        msg.encoding = "bgr8"
+        frame = Frame(msg, False)
+        times, _ = _timed(lambda: node._process_frame(frame, node._frame_state()), runs)
+        infer = inference[WARMUP:]
+        overhead = [a - b for a, b in zip(times, infer, strict=True)]
+        return {"node_path": _ms(times), "inference": _ms(infer), "overhead": _ms(overhead),
+                "overhead_p90": _ms(overhead, 90)}
+    finally:
+        node.destroy_node()
+
+
+# ----------------------------------------------------------------------------- end to end
+def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str],
+              listener: Any) -> dict[str, float]:
+    """Median/p90 ms from header stamp (set at publish by the player) to receipt here."""
+    from edgemoe_ros.bag import CameraInfoParams, write_image_bag
+
+    h, w = SIZES[size]
+    bag = tmp / f"e2e_{size}"
+    period = int(1e9 / E2E_HZ)
+    write_image_bag(bag, ((i * period + 1, _frame(h, w, i)) for i in range(frames)), f"{NAMESPACE}/image",
+                    "cam", "mcap", CameraInfoParams.pinhole(w, h, w / 2), encoding="bgr8")
+    node = subprocess.Popen([str(BIN / "edgemoe_node"), "--ros-args", "-r", f"__ns:={NAMESPACE}",
+                             "-p", f"weights_path:={weights_path}", "-p", "backend:=null",
+                             "-p", "input_qos:=reliable", "-p", "output_qos:=reliable",
+                             "-p", "tasks:=[semseg,depth]"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"node_{size}.log", "wb"))  # noqa: SIM115
+    try:
+        listener.reset()
+        _wait(listener.matched, 60, "edgemoe_node outputs")
+        play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
+                               "--wait-subscribers", "1", "--wait-timeout", "60"], env=env,
+                              capture_output=True, text=True, timeout=120 + frames / E2E_HZ)
+        if play.returncode != 0:
+            raise RuntimeError(f"edgemoe-bag play failed: {play.stderr[-2000:]}")
+        _wait(lambda: len(listener.latencies) >= frames, 10, f"{frames} outputs")
+    except RuntimeError as exc:
+        print(f"  e2e {size}: {exc} ({len(listener.latencies)} received)", file=sys.stderr)
+    finally:
+        _stop(node)
+    lat = listener.latencies[WARMUP:] if len(listener.latencies) > WARMUP else listener.latencies
+    return {"e2e": _ms(lat), "e2e_p90": _ms(lat, 90), "received": float(len(listener.latencies)),
+            "sent": float(frames)}
+
+
+class Listener:
+    """Raw subscription to ``depth`` (the node publishes it last for each frame): stamp -> now latency."""
+
+    def __init__(self, node: Any):
+        from sensor_msgs.msg import Image
+
+        from edgemoe_ros.ros.params import qos_profile
+
+        self.latencies: list[float] = []
+        qos = qos_profile("reliable")
+        self.sub = node.create_subscription(Image, f"{NAMESPACE}/depth", self._on, qos, raw=True)
+        # Subscribe to the other outputs too, so the node publishes (and pays for) all of them.
+        self._others = [node.create_subscription(Image, f"{NAMESPACE}/{t}", lambda _m: None, qos, raw=True)
+                        for t in OUTPUT_TOPICS if t != "depth"]
+
+    def reset(self) -> None:
+        self.latencies = []
+
+    def matched(self) -> bool:
+        return self.sub.get_publisher_count() > 0
+
+    def _on(self, raw: bytes) -> None:
+        now = time.time_ns()
+        sec, nsec = struct.unpack_from("<iI", raw, 4)  # CDR: 4-byte encapsulation, then header.stamp
+        self.latencies.append((now - (sec * 1_000_000_000 + nsec)) / 1e6)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=50, help="frames per in-process measurement")
+    ap.add_argument("--e2e-frames", type=int, default=40, help="frames played per size end to end")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, from " + ", ".join(SIZES))
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--json", help="write results to this file")
+    ap.add_argument("--sink", metavar="NS", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.sink:
+        return run_sink(args.sink)
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = set(sizes) - set(SIZES)
+    if unknown:
+        ap.error(f"unknown sizes {sorted(unknown)}; choose from {', '.join(SIZES)}")
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from edgemoe_ros.model.config import ModelConfig
+    from edgemoe_ros.model.weights import random_init, save_weights
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    env = _ros_env(random.randint(1, 101), tmp / "ros_log")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")})
+    os.environ.setdefault("HOME", env["HOME"])
+    weights = random_init(ModelConfig())  # the shipped model's shape; null backend ignores the values
+    weights_path = tmp / "model.safetensors"
+    save_weights(weights, weights_path)
+
+    results: dict[str, dict[str, float]] = {}
+    rclpy.init()
+    sink = subprocess.Popen([sys.executable, __file__, "--sink", NAMESPACE], env=env)
+    pub_node = rclpy.create_node("bench_pieces")
+    executor = SingleThreadedExecutor()
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    try:
+        for size in sizes:
+            r = bench_pieces(weights, size, args.runs, pub_node)
+            r.update(bench_node_path(weights_path, size, args.runs))
+            results[size] = r
+        _stop(sink)
+        if not args.skip_e2e:
+            listen_node = rclpy.create_node("bench_listener")
+            listener = Listener(listen_node)
+            executor.add_node(listen_node)
+            spin.start()
+            for size in sizes:
+                results[size].update(bench_e2e(weights_path, size, args.e2e_frames, tmp, env, listener))
+    finally:
+        _stop(sink)
+        executor.shutdown()
+        rclpy.try_shutdown()
+
+    _print_table(results, args)
+    if args.json:
+        doc = {"overhead_ms": {s: r["overhead"] for s, r in results.items()},
+               "e2e_ms": {s: r.get("e2e", float("nan")) for s, r in results.items()},
+               "detail_ms": results, "runs": args.runs, "e2e_frames": args.e2e_frames,
+               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input"}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 0
+
+
+def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    rows = [("decode (bgr8 -> rgb)", "decode"), ("fit to model (resize)", "preprocess"),
+            ("backbone (null)", "backbone"), ("heads (host)", "heads"), ("restore to input size", "restore"),
+            ("colourise", "colourise"), ("build 3 output msgs", "to_msg"), ("publish 3 outputs", "publish"),
+            ("node path, per frame", "node_path"), ("  of which inference", "inference"),
+            ("node overhead (path - inference)", "overhead"), ("  overhead p90", "overhead_p90"),
+            ("end to end stamp->received p50", "e2e"), ("end to end p90", "e2e_p90")]
+    sizes = list(results)
+    print(f"\nedgemoe_node with the null backend, median ms over {args.runs} frames "
+          f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes)")
+    print(f"{'':36}" + "".join(f"{s:>10}" for s in sizes))
+    for label, key in rows:
+        if any(key in results[s] for s in sizes):
+            print(f"{label:36}" + "".join(f"{results[s].get(key, float('nan')):>10.2f}" for s in sizes))
+    for s in sizes:
+        if "received" in results[s]:
+            print(f"e2e {s}: received {int(results[s]['received'])}/{int(results[s]['sent'])} frames")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Our Edge-MoE accelerator seen from the host: the hardware interface (register map, number
+formats, weight/buffer layout) in ``interface.py``, and the PYNQ driver pieces built on it."""

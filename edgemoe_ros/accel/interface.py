@@ -1,0 +1,566 @@
+"""The hardware interface of our Edge-MoE accelerator: the single source of truth.
+
+Everything the host and the HLS C++ must agree on lives here and nowhere else:
+
+* the top function ``edgemoe_top``, its arguments in order, their AXI bundles and the AXI-lite
+  register map (Vitis HLS ``s_axilite`` layout, docs/ARCHITECTURE.md);
+* the fixed-point formats of SPEC §3 plus the few internal formats of our datapath;
+* the constants of our integer algorithms (exp2 table, GELU correction table, reciprocal and
+  LayerNorm shifts), so the C++ kernels and the numpy emulator use the very same numbers;
+* the weight layout: which tensor sits at which word of the two weight buffers, in the order the
+  kernel reads them (``pack_weights``), and the shapes of the image/feature/routing buffers.
+
+The C++ side never hard-codes any of this: ``python -m edgemoe_ros.accel.interface --header
+hls_accel/include/edgemoe_interface.h`` writes a header with these constants (for the SPEC model;
+``--config`` selects another model, which is how tests build a small variant), and a test checks
+that the committed header is up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model.config import ModelConfig, tiny_config
+from ..model.weights import ModelWeights
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------ kernel & ABI
+#: Bumped whenever the argument list, the register map, the layout or the numerics change.
+ABI_VERSION = 1
+TOP_FUNCTION = "edgemoe_top"
+#: Target device and clock of the synthesis scripts (Edge-MoE's board: ZCU102 at 300 MHz).
+FPGA_PART = "xczu9eg-ffvb1156-2-e"
+BOARD = "zcu102"
+CLOCK_MHZ = 300.0
+#: AXI-lite control bundle and its port name in the exported IP.
+CONTROL_BUNDLE = "control"
+CONTROL_BUNDLE_PORT = "s_axi_control"
+#: Width of each AXI master data bus (the HP ports of the Zynq UltraScale+ PS are 128-bit).
+AXI_DATA_WIDTH_BITS = 128
+#: Largest batch one kernel call accepts (the ``num_images`` register is checked against it).
+MAX_IMAGES = 64
+
+# AXI-lite register map (Vitis HLS layout for this argument list).
+REG_AP_CTRL = 0x00
+REG_GIE = 0x04
+REG_IER = 0x08
+REG_ISR = 0x0C
+#: ap_ctrl bits.
+AP_START = 1 << 0
+AP_DONE = 1 << 1
+AP_IDLE = 1 << 2
+AP_READY = 1 << 3
+AP_AUTO_RESTART = 1 << 7
+#: Bytes of AXI-lite address space the control registers occupy (next power of two above 0x5C).
+CONTROL_RANGE_BYTES = 0x80
+
+
+@dataclass(frozen=True)
+class KernelArg:
+    """One argument of ``edgemoe_top``: pointers are m_axi masters, scalars plain registers."""
+
+    name: str
+    kind: str  # "pointer" | "scalar"
+    offset: int  # AXI-lite offset (pointers: low word; high word at offset + 4)
+    ctype: str  # C element type (pointer element for pointers)
+    bundle: str | None = None  # m_axi bundle for pointers
+    direction: str = "in"  # "in" | "out"
+    description: str = ""
+
+
+#: The arguments of ``edgemoe_top`` in declaration order.
+KERNEL_ARGS: tuple[KernelArg, ...] = (
+    KernelArg("images", "pointer", 0x10, "uint8_t", "gmem0", "in", "(B, img_h, img_w, 3) RGB pixels"),
+    KernelArg("weights_one_time", "pointer", 0x1C, "int16_t", "gmem1", "in",
+              "params + streamed dense weights, packed by pack_weights"),
+    KernelArg("weights_experts", "pointer", 0x28, "int16_t", "gmem2", "in",
+              "per-layer, per-expert weight blocks, packed by pack_weights"),
+    KernelArg("features_out", "pointer", 0x34, "int32_t", "gmem3", "out",
+              "(B, num_patches, dim) raw act format"),
+    KernelArg("routing_out", "pointer", 0x40, "int32_t", "gmem4", "out",
+              "(B, num_moe_layers, num_tokens, top_k) expert ids"),
+    KernelArg("num_images", "scalar", 0x4C, "int32_t", description="batch size B, 1..MAX_IMAGES"),
+    KernelArg("task_id", "scalar", 0x54, "int32_t", description="selects the router (TASKS order)"),
+    KernelArg("reload_one_time_weights", "scalar", 0x5C, "int32_t",
+              description="1: refresh the on-chip parameter cache from weights_one_time"),
+)
+AXI_MASTER_BUNDLES: tuple[str, ...] = tuple(a.bundle for a in KERNEL_ARGS if a.kind == "pointer")  # type: ignore[misc]
+POINTER_ARGS: dict[str, int] = {a.name: a.offset for a in KERNEL_ARGS if a.kind == "pointer"}
+SCALAR_ARGS: dict[str, int] = {a.name: a.offset for a in KERNEL_ARGS if a.kind == "scalar"}
+#: Every named register, control registers included (pointers by their low word).
+REGISTER_MAP: dict[str, int] = {"ap_ctrl": REG_AP_CTRL, "gie": REG_GIE, "ier": REG_IER, "isr": REG_ISR,
+                                **POINTER_ARGS, **SCALAR_ARGS}
+
+#: Return codes of ``edgemoe_csim_run`` (the hardware has no return value; the C-sim reports
+#: what the hardware would silently get wrong).
+CSIM_OK = 0
+CSIM_ERR_NUM_IMAGES = -1
+CSIM_ERR_TASK_ID = -2
+CSIM_ERR_NO_ONE_TIME_WEIGHTS = -3
+CSIM_ERRORS: dict[int, str] = {
+    CSIM_ERR_NUM_IMAGES: f"num_images outside 1..{MAX_IMAGES}",
+    CSIM_ERR_TASK_ID: "task_id outside 0..num_tasks-1",
+    CSIM_ERR_NO_ONE_TIME_WEIGHTS: "reload_one_time_weights=0 but no parameters were ever loaded",
+}
+
+
+# ------------------------------------------------------------------------------ number formats
+@dataclass(frozen=True)
+class FixedFormat:
+    """An ap_fixed / ap_ufixed format: ``width`` bits, ``int_bits`` integer bits (sign included)."""
+
+    name: str
+    width: int
+    int_bits: int
+    signed: bool = True
+    description: str = ""
+
+    @property
+    def frac(self) -> int:
+        return self.width - self.int_bits
+
+    @property
+    def min_raw(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max_raw(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    @property
+    def c_type(self) -> str:
+        return f"ap_{'' if self.signed else 'u'}fixed<{self.width}, {self.int_bits}>"
+
+    @property
+    def lsb(self) -> float:
+        return 2.0 ** -self.frac
+
+
+#: SPEC §3 formats (Edge-MoE's) and our internal datapath formats, by name.
+FORMATS: dict[str, FixedFormat] = {f.name: f for f in (
+    FixedFormat("act", 32, 10, True, "activations"),
+    FixedFormat("weight", 16, 2, True, "linear weights (dense, router, experts)"),
+    FixedFormat("attn_bias", 16, 7, True, "attention-path biases (qkv, proj)"),
+    FixedFormat("bias", 16, 5, True, "other biases, LayerNorm scale/shift, cls/pos embedding, pixel norm"),
+    FixedFormat("patch_weight", 16, 0, True, "patch-embedding weights"),
+    FixedFormat("pixel", 8, 0, False, "input pixels"),
+    # Internal formats of our datapath (not stored in DRAM).
+    FixedFormat("attn", 24, 8, True, "q (pre-scaled to log2 units), k, v operands of attention"),
+    FixedFormat("score", 32, 16, True, "attention / router logits in log2 units"),
+    FixedFormat("expo", 17, 1, False, "exp2 results in (0, 1]"),
+)}
+#: Weight-buffer word type: every stored format is at most 16 bits wide.
+WEIGHT_WORD_BITS = 16
+
+# ------------------------------------------------------------------------------ algorithm constants
+#: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated on
+#: the remaining fraction bits; results in the ``expo`` format.
+EXP2_LUT_BITS = 8
+#: Shifts larger than this produce 0 (the value is below one expo LSB).
+EXP2_MAX_SHIFT = 31
+#: Softmax normalisation: recip = floor(2^SOFTMAX_RECIP_SHIFT / sum(expo)).
+SOFTMAX_RECIP_SHIFT = 38
+#: Fraction bits of the coefficient constants (attention scale, log2 e).
+COEF_FRAC = 16
+#: GELU = ReLU(x) - corr(|x|); corr tabulated at x = i / 2^GELU_STEP_SHIFT, i = 0..GELU_TABLE_SIZE-1.
+GELU_TABLE_SIZE = 177
+GELU_STEP_SHIFT = 5
+#: LayerNorm: deviations are shifted right by LN_SQ_SHIFT before squaring (variance then has
+#: 2 * (act.frac - LN_SQ_SHIFT) fraction bits), rstd has LN_RSTD_FRAC fraction bits.
+LN_SQ_SHIFT = 6
+LN_RSTD_FRAC = 24
+#: Largest right shift applied to a 64-bit accumulator (shifting by >= 64 is undefined in C++).
+MAX_ACC_SHIFT = 63
+
+
+def ln_var_frac() -> int:
+    return 2 * (FORMATS["act"].frac - LN_SQ_SHIFT)
+
+
+def ln_std_frac() -> int:
+    return ln_var_frac() // 2
+
+
+def ln_eps_raw(cfg: ModelConfig) -> int:
+    """LayerNorm epsilon in the variance format (at least one LSB so the rsqrt never divides by 0)."""
+    return max(1, int(round(cfg.ln_eps * 2 ** ln_var_frac())))
+
+
+def attn_scale_raw(cfg: ModelConfig) -> int:
+    """q multiplier: log2(e) / sqrt(head_dim), so scores come out in log2 units for the exp2 unit."""
+    return int(round(math.log2(math.e) / math.sqrt(cfg.head_dim) * 2 ** COEF_FRAC))
+
+
+def log2e_raw() -> int:
+    """log2(e) for the router softmax (logits are natural-log units)."""
+    return int(round(math.log2(math.e) * 2 ** COEF_FRAC))
+
+
+def exp2_table() -> np.ndarray:
+    """2^(i / 2^EXP2_LUT_BITS) for i = 0..2^EXP2_LUT_BITS, in expo raw units (2^16 = 1.0)."""
+    n = 1 << EXP2_LUT_BITS
+    f = FORMATS["expo"].frac
+    return np.floor(np.exp2(np.arange(n + 1) / n) * 2 ** f + 0.5).astype(np.int64)
+
+
+def gelu_correction_table() -> np.ndarray:
+    """ReLU(x) - GELU(x) = |x| * Phi(-|x|) at x = i / 32, i = 0..176, in act raw units."""
+    x = np.arange(GELU_TABLE_SIZE, dtype=np.float64) / (1 << GELU_STEP_SHIFT)
+    phi_neg = 0.5 * np.array([math.erfc(v / math.sqrt(2.0)) for v in x])
+    return np.floor(x * phi_neg * 2 ** FORMATS["act"].frac + 0.5).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ quantisation
+def quantize(x: np.ndarray, fmt: FixedFormat | str) -> tuple[np.ndarray, int]:
+    """Round to nearest (ties toward +inf, like AP_RND) and saturate; returns (raw int64, #saturated)."""
+    f = FORMATS[fmt] if isinstance(fmt, str) else fmt
+    scaled = np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** f.frac + 0.5)
+    saturated = int(np.count_nonzero((scaled < f.min_raw) | (scaled > f.max_raw)))
+    return np.clip(scaled, f.min_raw, f.max_raw).astype(np.int64), saturated
+
+
+def dequantize(raw: np.ndarray, fmt: FixedFormat | str) -> np.ndarray:
+    f = FORMATS[fmt] if isinstance(fmt, str) else fmt
+    return np.asarray(raw, dtype=np.float64) * f.lsb
+
+
+# ------------------------------------------------------------------------------ weight layout
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One stored tensor: ``tensor`` (canonical name) [``index`` along its first axis], possibly
+    transposed (``transform``), occupying ``size`` words from ``offset`` of ``buffer``."""
+
+    name: str
+    buffer: str  # "one_time" | "experts"
+    offset: int
+    shape: tuple[int, ...]
+    fmt: str
+    tensor: str
+    index: int | None = None
+    #: "router_t": (tasks, dim, E) stored as (tasks, E, dim); "flatten": conv kernel as (out, in).
+    transform: str | None = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class WeightLayout:
+    """Where every tensor sits in the two weight buffers.
+
+    ``weights_one_time`` = [params section | streamed section]: the params section (biases,
+    LayerNorm, cls/pos embedding, pixel normalisation) is what the kernel caches on chip and
+    refreshes only when ``reload_one_time_weights`` is set; the streamed section (patch, qkv, proj,
+    dense MLP and router weights) is read tile by tile through the shared linear unit every frame.
+    ``weights_experts`` holds one contiguous block per (MoE layer, expert) so that each expert is
+    one burst, loaded once per layer.
+    """
+
+    entries: list[LayoutEntry]
+    params_words: int
+    one_time_words: int
+    expert_words: int  # one expert's block
+    experts_words: int  # whole buffer
+
+    def by_name(self) -> dict[str, LayoutEntry]:
+        return {e.name: e for e in self.entries}
+
+
+def _block_param_entries(cfg: ModelConfig, b: int) -> list[tuple[str, tuple[int, ...], str]]:
+    d, p = cfg.dim, f"blocks.{b}."
+    out = [(p + "norm1.weight", (d,), "bias"), (p + "norm1.bias", (d,), "bias"),
+           (p + "attn.qkv.bias", (3 * d,), "attn_bias"), (p + "attn.proj.bias", (d,), "attn_bias"),
+           (p + "norm2.weight", (d,), "bias"), (p + "norm2.bias", (d,), "bias")]
+    if not cfg.is_moe(b):
+        out += [(p + "mlp.fc1.bias", (cfg.mlp_hidden,), "bias"), (p + "mlp.fc2.bias", (d,), "bias")]
+    return out
+
+
+def weight_layout(cfg: ModelConfig) -> WeightLayout:
+    """The packing order of ``pack_weights`` (= the order the kernel reads)."""
+    d, n = cfg.dim, cfg.num_tokens
+    entries: list[LayoutEntry] = []
+    off = 0
+
+    def add(name: str, shape: tuple[int, ...], fmt: str, buffer: str = "one_time", tensor: str | None = None,
+            index: int | None = None, transform: str | None = None) -> None:
+        nonlocal off
+        entries.append(LayoutEntry(name, buffer, off, shape, fmt, tensor or name, index, transform))
+        off += int(np.prod(shape))
+
+    # params section (cached on chip)
+    add("pixel_mean", (cfg.in_chans,), "bias", tensor="config.pixel_mean")
+    add("pixel_inv_std", (cfg.in_chans,), "bias", tensor="config.pixel_std")
+    add("patch_embed.bias", (d,), "bias")
+    add("cls_token", (1, d), "bias")
+    add("pos_embed", (n, d), "bias")
+    for b in range(cfg.depth):
+        for name, shape, fmt in _block_param_entries(cfg, b):
+            add(name, shape, fmt)
+    add("norm.weight", (d,), "bias")
+    add("norm.bias", (d,), "bias")
+    params_words = off
+    # streamed section
+    add("patch_embed.weight", (d, cfg.in_chans * cfg.patch * cfg.patch), "patch_weight", transform="flatten")
+    for b in range(cfg.depth):
+        p = f"blocks.{b}."
+        add(p + "attn.qkv.weight", (3 * d, d), "weight")
+        add(p + "attn.proj.weight", (d, d), "weight")
+        if cfg.is_moe(b):
+            add(p + "moe.router.weight", (len(cfg.tasks), cfg.num_experts, d), "weight", transform="router_t")
+        else:
+            add(p + "mlp.fc1.weight", (cfg.mlp_hidden, d), "weight")
+            add(p + "mlp.fc2.weight", (d, cfg.mlp_hidden), "weight")
+    one_time_words = off
+    # experts buffer
+    off = 0
+    h = cfg.expert_hidden
+    for b in cfg.moe_layers:
+        p = f"blocks.{b}.moe."
+        for e in range(cfg.num_experts):
+            q = f"{p}experts.{e}."
+            add(q + "fc1.weight", (h, d), "weight", "experts", p + "fc1.weight", e)
+            add(q + "fc1.bias", (h,), "bias", "experts", p + "fc1.bias", e)
+            add(q + "fc2.weight", (d, h), "weight", "experts", p + "fc2.weight", e)
+            add(q + "fc2.bias", (d,), "bias", "experts", p + "fc2.bias", e)
+    expert_words = 2 * h * d + h + d
+    return WeightLayout(entries, params_words, one_time_words, expert_words, off)
+
+
+@dataclass
+class PackedWeights:
+    """Raw fixed-point weight buffers, ready to copy into device memory."""
+
+    one_time: np.ndarray  # int16, layout.one_time_words
+    experts: np.ndarray  # int16, layout.experts_words
+    layout: WeightLayout
+    #: tensor entry name -> number of values clipped to the format's range (only entries with > 0).
+    saturated: dict[str, int] = field(default_factory=dict)
+
+
+def _entry_values(weights: ModelWeights, e: LayoutEntry) -> np.ndarray:
+    cfg = weights.config
+    if e.tensor == "config.pixel_mean":
+        return np.asarray(cfg.pixel_mean, dtype=np.float64)
+    if e.tensor == "config.pixel_std":
+        return 1.0 / np.asarray(cfg.pixel_std, dtype=np.float64)
+    arr = np.asarray(weights[e.tensor], dtype=np.float64)
+    if e.index is not None:
+        arr = arr[e.index]
+    if e.transform == "router_t":
+        arr = np.transpose(arr, (0, 2, 1))
+    elif e.transform == "flatten" and arr.size == e.size:
+        arr = arr.reshape(e.shape)  # conv kernel (dim, c, ky, kx) -> per-patch linear (dim, c*ky*kx)
+    if arr.shape != e.shape:
+        raise ValueError(f"tensor {e.tensor!r}: shape {arr.shape} does not fit layout entry {e.name} {e.shape}")
+    return arr
+
+
+def pack_weights(weights: ModelWeights) -> PackedWeights:
+    """Quantise every tensor to its format and lay it out as the kernel reads it.
+
+    Values outside a format's range are saturated and reported (``PackedWeights.saturated`` and
+    one warning naming the tensors), because a silently clipped weight is a silent accuracy loss.
+    """
+    layout = weight_layout(weights.config)
+    bufs = {"one_time": np.zeros(layout.one_time_words, np.int16),
+            "experts": np.zeros(layout.experts_words, np.int16)}
+    saturated: dict[str, int] = {}
+    for e in layout.entries:
+        raw, n_sat = quantize(_entry_values(weights, e), e.fmt)
+        bufs[e.buffer][e.offset:e.offset + e.size] = raw.reshape(-1)
+        if n_sat:
+            saturated[e.name] = n_sat
+    if saturated:
+        worst = sorted(saturated.items(), key=lambda kv: -kv[1])[:5]
+        log.warning("pack_weights(%s): %d values saturated in %d tensors (worst: %s)", weights.source,
+                    sum(saturated.values()), len(saturated), ", ".join(f"{k}: {v}" for k, v in worst))
+    return PackedWeights(bufs["one_time"], bufs["experts"], layout, saturated)
+
+
+def unpack_weights(packed: PackedWeights) -> dict[str, np.ndarray]:
+    """Dequantised float64 value of every layout entry (as stored: transposed router, per expert)."""
+    bufs = {"one_time": packed.one_time, "experts": packed.experts}
+    return {e.name: dequantize(bufs[e.buffer][e.offset:e.offset + e.size].reshape(e.shape), e.fmt)
+            for e in packed.layout.entries}
+
+
+def buffer_shapes(cfg: ModelConfig, num_images: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every per-call buffer of ``edgemoe_top`` for ``num_images`` images."""
+    if not 1 <= num_images <= MAX_IMAGES:
+        raise ValueError(f"num_images {num_images} outside 1..{MAX_IMAGES}")
+    b = num_images
+    return {
+        "images": ((b, cfg.img_h, cfg.img_w, cfg.in_chans), np.dtype(np.uint8)),
+        "features_out": ((b, cfg.num_patches, cfg.dim), np.dtype(np.int32)),
+        "routing_out": ((b, len(cfg.moe_layers), cfg.num_tokens, cfg.top_k), np.dtype(np.int32)),
+    }
+
+
+# ------------------------------------------------------------------------------ C++ header
+_BLOCK_OFFSETS = {  # header array name -> entry suffix inside blocks.{b}.
+    "OFF_NORM1_W": "norm1.weight", "OFF_NORM1_B": "norm1.bias",
+    "OFF_QKV_W": "attn.qkv.weight", "OFF_QKV_B": "attn.qkv.bias",
+    "OFF_PROJ_W": "attn.proj.weight", "OFF_PROJ_B": "attn.proj.bias",
+    "OFF_NORM2_W": "norm2.weight", "OFF_NORM2_B": "norm2.bias",
+    "OFF_MLP_FC1_W": "mlp.fc1.weight", "OFF_MLP_FC1_B": "mlp.fc1.bias",
+    "OFF_MLP_FC2_W": "mlp.fc2.weight", "OFF_MLP_FC2_B": "mlp.fc2.bias",
+    "OFF_ROUTER_W": "moe.router.weight",
+}
+_GLOBAL_OFFSETS = {
+    "OFF_PIXEL_MEAN": "pixel_mean", "OFF_PIXEL_INV_STD": "pixel_inv_std", "OFF_PATCH_B": "patch_embed.bias",
+    "OFF_CLS": "cls_token", "OFF_POS": "pos_embed", "OFF_NORM_W": "norm.weight", "OFF_NORM_B": "norm.bias",
+    "OFF_PATCH_W": "patch_embed.weight",
+}
+
+
+def model_signature(cfg: ModelConfig) -> int:
+    """31-bit hash of everything the compiled kernel bakes in, so the host can refuse a library
+    built for another model or another interface version."""
+    dims = model_dims(cfg)
+    text = f"abi={ABI_VERSION};" + ";".join(f"{k}={v}" for k, v in dims.items())
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def model_dims(cfg: ModelConfig) -> dict[str, int]:
+    """The compile-time sizes of the kernel, by header name."""
+    return {
+        "IMG_H": cfg.img_h, "IMG_W": cfg.img_w, "PATCH": cfg.patch, "IN_CHANS": cfg.in_chans,
+        "GRID_H": cfg.grid_h, "GRID_W": cfg.grid_w, "PATCH_IN": cfg.in_chans * cfg.patch * cfg.patch,
+        "DIM": cfg.dim, "DEPTH": cfg.depth, "NUM_HEADS": cfg.num_heads, "HEAD_DIM": cfg.head_dim,
+        "MLP_HIDDEN": cfg.mlp_hidden, "NUM_EXPERTS": cfg.num_experts, "TOP_K": cfg.top_k,
+        "EXPERT_HIDDEN": cfg.expert_hidden, "MOE_EVERY": cfg.moe_every, "NUM_TASKS": len(cfg.tasks),
+        "NUM_PATCHES": cfg.num_patches, "NUM_TOKENS": cfg.num_tokens, "NUM_MOE_LAYERS": len(cfg.moe_layers),
+        "LN_EPS_RAW": ln_eps_raw(cfg), "ATTN_SCALE_RAW": attn_scale_raw(cfg),
+    }
+
+
+def _c_array(ctype: str, name: str, values: np.ndarray | list[int], per_line: int = 12) -> str:
+    vals = [str(int(v)) for v in values]
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    body = ",\n    ".join(lines)
+    return f"static const {ctype} {name}[{len(vals)}] = {{\n    {body}\n}};"
+
+
+def generate_header(cfg: ModelConfig | None = None) -> str:
+    """The C++ header ``edgemoe_interface.h`` for ``cfg`` (default: the SPEC model)."""
+    cfg = cfg or ModelConfig()
+    layout = weight_layout(cfg)
+    names = layout.by_name()
+    out: list[str] = [
+        "// GENERATED by `python -m edgemoe_ros.accel.interface --header ...` from",
+        "// edgemoe_ros/accel/interface.py. Do not edit: change interface.py and regenerate.",
+        "#ifndef EDGEMOE_INTERFACE_H_",
+        "#define EDGEMOE_INTERFACE_H_",
+        "",
+        "#include <stdint.h>",
+        "",
+        "namespace edgemoe {",
+        "",
+        "// ---- ABI and kernel",
+        f"static const int ABI_VERSION = {ABI_VERSION};",
+        f"static const int32_t MODEL_SIGNATURE = {model_signature(cfg)};",
+        f"#define EDGEMOE_TOP_NAME \"{TOP_FUNCTION}\"",
+        f"static const int MAX_IMAGES = {MAX_IMAGES};",
+        f"static const int AXI_DATA_WIDTH_BITS = {AXI_DATA_WIDTH_BITS};",
+        "",
+        "// ---- AXI-lite register map (bundle \"" + CONTROL_BUNDLE + "\")",
+        f"static const int REG_AP_CTRL = 0x{REG_AP_CTRL:02X};",
+        f"static const int REG_GIE = 0x{REG_GIE:02X};",
+        f"static const int REG_IER = 0x{REG_IER:02X};",
+        f"static const int REG_ISR = 0x{REG_ISR:02X};",
+    ]
+    for a in KERNEL_ARGS:
+        out.append(f"static const int REG_{a.name.upper()} = 0x{a.offset:02X};  // {a.kind}"
+                   + (f", {a.bundle}" if a.bundle else ""))
+    out += [f"static const int AP_START = 0x{AP_START:02X};", f"static const int AP_DONE = 0x{AP_DONE:02X};",
+            f"static const int AP_IDLE = 0x{AP_IDLE:02X};", f"static const int AP_READY = 0x{AP_READY:02X};",
+            f"static const int AP_AUTO_RESTART = 0x{AP_AUTO_RESTART:02X};", "",
+            "// ---- C-simulation return codes",
+            f"static const int CSIM_OK = {CSIM_OK};",
+            f"static const int CSIM_ERR_NUM_IMAGES = {CSIM_ERR_NUM_IMAGES};",
+            f"static const int CSIM_ERR_TASK_ID = {CSIM_ERR_TASK_ID};",
+            f"static const int CSIM_ERR_NO_ONE_TIME_WEIGHTS = {CSIM_ERR_NO_ONE_TIME_WEIGHTS};", "",
+            "// ---- fixed-point formats: width, integer bits, fraction bits"]
+    for f in FORMATS.values():
+        n = f.name.upper()
+        out.append(f"static const int FMT_{n}_W = {f.width};")
+        out.append(f"static const int FMT_{n}_I = {f.int_bits};")
+        out.append(f"static const int FMT_{n}_F = {f.frac};  // {f.c_type}: {f.description}")
+    out += ["", "// ---- algorithm constants",
+            f"static const int EXP2_LUT_BITS = {EXP2_LUT_BITS};",
+            f"static const int EXP2_MAX_SHIFT = {EXP2_MAX_SHIFT};",
+            f"static const int SOFTMAX_RECIP_SHIFT = {SOFTMAX_RECIP_SHIFT};",
+            f"static const int COEF_FRAC = {COEF_FRAC};",
+            f"static const int32_t LOG2E_RAW = {log2e_raw()};",
+            f"static const int GELU_TABLE_SIZE = {GELU_TABLE_SIZE};",
+            f"static const int GELU_STEP_SHIFT = {GELU_STEP_SHIFT};",
+            f"static const int LN_SQ_SHIFT = {LN_SQ_SHIFT};",
+            f"static const int LN_VAR_FRAC = {ln_var_frac()};",
+            f"static const int LN_STD_FRAC = {ln_std_frac()};",
+            f"static const int LN_RSTD_FRAC = {LN_RSTD_FRAC};",
+            f"static const int MAX_ACC_SHIFT = {MAX_ACC_SHIFT};", "",
+            "// ---- model sizes (" + ("SPEC model" if cfg == ModelConfig() else "custom model") + ")"]
+    for k, v in model_dims(cfg).items():
+        out.append(f"static const int {k} = {v};")
+    out += ["", "// ---- weight layout (16-bit words)",
+            f"static const int64_t PARAMS_WORDS = {layout.params_words};",
+            f"static const int64_t ONE_TIME_WORDS = {layout.one_time_words};",
+            f"static const int64_t EXPERT_WORDS = {layout.expert_words};",
+            f"static const int64_t EXPERTS_BUFFER_WORDS = {layout.experts_words};"]
+    for cname, ename in _GLOBAL_OFFSETS.items():
+        out.append(f"static const int64_t {cname} = {names[ename].offset};")
+    for cname, suffix in _BLOCK_OFFSETS.items():
+        vals = [names[f"blocks.{b}.{suffix}"].offset if f"blocks.{b}.{suffix}" in names else -1
+                for b in range(cfg.depth)]
+        out.append(_c_array("int64_t", cname, vals))
+    first = f"blocks.{cfg.moe_layers[0]}.moe.experts.0." if cfg.moe_layers else None
+    for cname, suffix in (("EXP_OFF_FC1_W", "fc1.weight"), ("EXP_OFF_FC1_B", "fc1.bias"),
+                          ("EXP_OFF_FC2_W", "fc2.weight"), ("EXP_OFF_FC2_B", "fc2.bias")):
+        out.append(f"static const int64_t {cname} = {names[first + suffix].offset if first else 0};")
+    out += ["", "// ---- tables",
+            "// exp2 fraction table: 2^(i/2^EXP2_LUT_BITS) in expo raw units",
+            _c_array("int32_t", "EXP2_TABLE", exp2_table()),
+            "// GELU correction ReLU(x)-GELU(x) at x = i/2^GELU_STEP_SHIFT, act raw units",
+            _c_array("int32_t", "GELU_CORR_TABLE", gelu_correction_table(), 8),
+            "", "}  // namespace edgemoe", "", "#endif  // EDGEMOE_INTERFACE_H_", ""]
+    return "\n".join(out)
+
+
+#: Where the committed header for the SPEC model lives (relative to the repository root).
+HEADER_PATH = Path("hls_accel/include/edgemoe_interface.h")
+
+
+def _config_from_arg(value: str) -> ModelConfig:
+    if value == "spec":
+        return ModelConfig()
+    if value == "tiny":
+        return tiny_config()
+    return ModelConfig.from_json(Path(value).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write the C++ interface header."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--header", required=True, help="output path of the generated C++ header")
+    ap.add_argument("--config", default="spec", help="'spec' (default), 'tiny', or a model-config JSON file")
+    args = ap.parse_args(argv)
+    text = generate_header(_config_from_arg(args.config))
+    path = Path(args.header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

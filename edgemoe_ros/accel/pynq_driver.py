@@ -1,0 +1,297 @@
+"""PYNQ driver of the ``edgemoe_top`` accelerator: overlay, buffers, registers, start, poll, read back.
+
+One driver per loaded overlay. Device buffers are allocated once, at construction, for the model
+the bitstream was synthesised for (``buffer_shapes``/``weight_layout`` of ``accel/interface.py``),
+because contiguous memory is scarce and allocation is slow on the board. A frame is then: copy the
+images in, ``sync_to_device``, program the registers by offset (HLS argument registers are
+write-only in pynq's ``register_map``, so the offsets come from ``interface.py``), set ap_start,
+poll ap_done with a deadline, ``sync_from_device``, and copy the results out.
+
+The kernel caches its small parameters (biases, LayerNorm, embeddings) on chip; the
+``reload_one_time_weights`` register asks it to refresh that cache. The driver sets it only on the
+first run after the weights actually changed (and after a failed run, when the cache state is
+unknown), so switching task or running the next frame costs no reload.
+
+pynq is imported lazily so the package works on machines without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model.config import ModelConfig
+from ..model.weights import ModelWeights
+from . import interface as itf
+
+log = logging.getLogger(__name__)
+
+#: Default limit for one kernel call. The board needs ~59 ms per image and task (SPEC §3); a full
+#: batch of MAX_IMAGES takes ~4 s. Beyond this the accelerator is considered hung.
+DEFAULT_TIMEOUT_S = 10.0
+#: Sleep between two reads of ap_ctrl while waiting; short against a ~59 ms frame.
+DEFAULT_POLL_INTERVAL_S = 2e-4
+
+_CTRL_BITS = (("ap_start", itf.AP_START), ("ap_done", itf.AP_DONE), ("ap_idle", itf.AP_IDLE),
+              ("ap_ready", itf.AP_READY), ("auto_restart", itf.AP_AUTO_RESTART))
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator or its overlay cannot be used, or it returned unusable results."""
+
+
+class AcceleratorTimeout(AcceleratorError):
+    """ap_done did not rise within the timeout; the message carries the register state."""
+
+
+class AcceleratorBusy(AcceleratorError):
+    """A start was requested while the kernel is not idle (typically after a timeout)."""
+
+
+def describe_ctrl(value: int) -> str:
+    """``ap_ctrl`` decoded, e.g. ``0x01 (ap_start=1 ap_done=0 ap_idle=0 ap_ready=0 auto_restart=0)``."""
+    bits = " ".join(f"{name}={int(bool(value & mask))}" for name, mask in _CTRL_BITS)
+    return f"0x{value:02X} ({bits})"
+
+
+def _import_pynq() -> Any:
+    try:
+        import pynq
+    except ImportError as exc:
+        raise AcceleratorError(f"pynq is not importable ({exc}); install pynq 4.x on the board") from None
+    return pynq
+
+
+class EdgeMoeDriver:
+    """Drive ``edgemoe_top`` in a PYNQ overlay.
+
+    ``bitfile``: the ``.bit`` with its ``.hwh`` (and ``.xclbin``) beside it; ``download`` is passed
+    to ``pynq.Overlay`` (False when the PL is already programmed, or on the simulated device);
+    ``device``: a pynq ``Device`` (default: pynq's active device); ``max_images``: the largest batch
+    one call takes (buffers are sized for it); ``ip_name``: the IP instance, when the design holds
+    more than one ``edgemoe_top``.
+    """
+
+    def __init__(self, bitfile: str | Path, config: ModelConfig, *, max_images: int = 1, download: bool = True,
+                 device: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, ip_name: str | None = None):
+        if not 1 <= max_images <= itf.MAX_IMAGES:
+            raise AcceleratorError(f"max_images {max_images} outside 1..{itf.MAX_IMAGES}")
+        if timeout_s <= 0:
+            raise AcceleratorError(f"timeout_s must be > 0, got {timeout_s}")
+        self.config = config
+        self.max_images = max_images
+        self.timeout_s = float(timeout_s)
+        self.poll_interval_s = float(poll_interval_s)
+        self._buffers: dict[str, Any] = {}
+        self._closed = False
+        self._weights_digest: bytes | None = None
+        self._reload_pending = True
+        self.bitfile = Path(bitfile)
+        pynq = _import_pynq()
+        try:
+            self.overlay = pynq.Overlay(str(self.bitfile), download=download, device=device)
+        except Exception as exc:
+            raise AcceleratorError(f"cannot open overlay {self.bitfile}: {exc}") from exc
+        self.device = self.overlay.device
+        self.ip_name = ip_name or self._find_ip()
+        try:
+            self.ip = functools.reduce(getattr, self.ip_name.split("/"), self.overlay)
+        except AttributeError as exc:
+            raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} not in the overlay: {exc}") from None
+        self._allocate(pynq)
+        log.info("opened %s: %s at 0x%X, buffers for %d image(s), %.1f MB", self.bitfile, self.ip_name,
+                 self.overlay.ip_dict[self.ip_name]["phys_addr"], max_images,
+                 sum(b.nbytes for b in self._buffers.values()) / 1e6)
+
+    # ------------------------------------------------------------------ setup
+    def _find_ip(self) -> str:
+        found = [name for name, desc in self.overlay.ip_dict.items()
+                 if str(desc.get("type") or "").split(":")[2:3] == [itf.TOP_FUNCTION]]
+        if len(found) != 1:
+            listing = ", ".join(f"{k} ({v.get('type')})" for k, v in self.overlay.ip_dict.items())
+            what = "no" if not found else f"{len(found)} ({', '.join(found)}):"
+            raise AcceleratorError(f"{self.bitfile}: {what} {itf.TOP_FUNCTION} IP found; pass ip_name. "
+                                   f"IPs in the overlay: {listing}")
+        return found[0]
+
+    def _allocate(self, pynq: Any) -> None:
+        layout = itf.weight_layout(self.config)
+        wanted = dict(itf.buffer_shapes(self.config, self.max_images))
+        wanted["weights_one_time"] = ((layout.one_time_words,), np.dtype(np.int16))
+        wanted["weights_experts"] = ((layout.experts_words,), np.dtype(np.int16))
+        try:
+            for name in itf.POINTER_ARGS:
+                shape, dtype = wanted[name]
+                self._buffers[name] = pynq.allocate(shape, dtype, target=self.device)
+        except Exception as exc:
+            self.close()
+            raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: {exc}") from exc
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, weights: ModelWeights) -> bool:
+        """Pack and upload ``weights``; returns False (and uploads nothing) if they are already loaded."""
+        self._check_open()
+        if weights.config != self.config:
+            diffs = [k for k, v in self.config.to_dict().items()
+                     if k != "notes" and weights.config.to_dict().get(k) != v]
+            raise AcceleratorError(f"weights {weights.source} are for another model than the accelerator in "
+                                   f"{self.bitfile} was built for (differs in: {', '.join(diffs)})")
+        packed = itf.pack_weights(weights)
+        digest = hashlib.blake2b(packed.one_time.tobytes() + packed.experts.tobytes(), digest_size=16).digest()
+        if digest == self._weights_digest:
+            log.info("weights %s already on the accelerator; nothing uploaded", weights.source)
+            return False
+        for name, data in (("weights_one_time", packed.one_time), ("weights_experts", packed.experts)):
+            buf = self._buffers[name]
+            buf[:] = data
+            self._device_call(f"sync {name} to device", buf.sync_to_device)
+        self._weights_digest = digest
+        self._reload_pending = True
+        log.info("uploaded weights %s (%.1f MB); parameters reload on the next run", weights.source,
+                 (packed.one_time.nbytes + packed.experts.nbytes) / 1e6)
+        return True
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self._weights_digest is not None
+
+    # ------------------------------------------------------------------ run
+    def run(self, images: np.ndarray, task_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Run the backbone on ``images`` (B, img_h, img_w, 3) uint8 for one task.
+
+        Returns ``(features_raw, routing)``: (B, num_patches, dim) int32 in the ``act`` format and
+        (B, num_moe_layers, num_tokens, top_k) int32 expert ids, both fresh arrays.
+        """
+        self._check_open()
+        if not self.weights_loaded:
+            raise AcceleratorError("run() before load_weights()")
+        cfg = self.config
+        want = (cfg.img_h, cfg.img_w, cfg.in_chans)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want:
+            raise AcceleratorError(f"images must be uint8 (B, {want[0]}, {want[1]}, {want[2]}), "
+                                   f"got {images.dtype} {images.shape}")
+        b = images.shape[0]
+        if not 1 <= b <= self.max_images:
+            raise AcceleratorError(f"batch of {b} images; this driver holds buffers for 1..{self.max_images}")
+        if not 0 <= task_id < len(cfg.tasks):
+            raise AcceleratorError(f"task_id {task_id} outside 0..{len(cfg.tasks) - 1} (tasks {cfg.tasks})")
+
+        img = self._buffers["images"]
+        img[:b] = images
+        self._device_call("sync images to device", img[:b].sync_to_device)
+        ctrl = self._read(itf.REG_AP_CTRL)
+        if not ctrl & itf.AP_IDLE:
+            self._reload_pending = True
+            raise AcceleratorBusy(f"{self.ip_name} is not idle before start, ap_ctrl={describe_ctrl(ctrl)}; "
+                                  "a previous run did not finish: reload the overlay")
+        reload = int(self._reload_pending)
+        for name, offset in itf.POINTER_ARGS.items():
+            address = int(self._buffers[name].device_address)
+            self._write(offset, address & 0xFFFF_FFFF)
+            self._write(offset + 4, address >> 32)
+        scalars = {"num_images": b, "task_id": task_id, "reload_one_time_weights": reload}
+        for name, offset in itf.SCALAR_ARGS.items():
+            self._write(offset, scalars[name])
+        started = time.monotonic()
+        self._write(itf.REG_AP_CTRL, itf.AP_START)
+        # Until it finished, the on-chip parameter cache is in an unknown state.
+        self._reload_pending = True
+        self._wait_done(started, scalars)
+        self._reload_pending = False
+        log.debug("%s: %d image(s), task %d, reload %d in %.2f ms", self.ip_name, b, task_id, reload,
+                  (time.monotonic() - started) * 1e3)
+
+        feats, routing = self._buffers["features_out"][:b], self._buffers["routing_out"][:b]
+        self._device_call("sync features_out from device", feats.sync_from_device)
+        self._device_call("sync routing_out from device", routing.sync_from_device)
+        features_raw = np.array(feats, dtype=np.int32, copy=True)
+        routing_ids = np.array(routing, dtype=np.int32, copy=True)
+        self._check_routing(routing_ids)
+        return features_raw, routing_ids
+
+    def _wait_done(self, started: float, scalars: dict[str, int]) -> None:
+        deadline = started + self.timeout_s
+        while True:
+            ctrl = self._read(itf.REG_AP_CTRL)
+            # ap_done is clear-on-read; idle without start pending also means the call finished.
+            if ctrl & itf.AP_DONE or (ctrl & itf.AP_IDLE and not ctrl & itf.AP_START):
+                return
+            if time.monotonic() >= deadline:
+                args = ", ".join(f"{k}={v}" for k, v in scalars.items())
+                raise AcceleratorTimeout(
+                    f"{self.ip_name} did not assert ap_done within {self.timeout_s:g} s; "
+                    f"ap_ctrl={describe_ctrl(ctrl)}, {args}; the accelerator is hung: reload the overlay")
+            time.sleep(self.poll_interval_s)
+
+    def _check_routing(self, routing: np.ndarray) -> None:
+        """Expert ids outside 0..E-1 mean the kernel did not (completely) write its outputs."""
+        e = self.config.num_experts
+        bad = (routing < 0) | (routing >= e)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise AcceleratorError(
+                f"{self.ip_name} returned invalid routing_out: expert id {int(routing[where])} at "
+                f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} ({int(bad.sum())} bad entries)")
+
+    def recover(self) -> None:
+        """Bring a hung kernel back: re-program the PL with the same bitstream (the only reset an
+        HLS block without a soft-reset register has). Buffers and weights in DDR survive; the
+        on-chip parameter cache does not, so the next run reloads it."""
+        self._check_open()
+        log.warning("re-programming %s to reset %s", self.bitfile, self.ip_name)
+        self._device_call("re-programming the PL", self.device.download, self.overlay, self.overlay.parser)
+        self._reload_pending = True
+        ctrl = self._read(itf.REG_AP_CTRL)
+        if not ctrl & itf.AP_IDLE:
+            raise AcceleratorBusy(f"{self.ip_name} still not idle after re-programming, ap_ctrl={describe_ctrl(ctrl)}")
+
+    # ------------------------------------------------------------------ register access
+    def _read(self, offset: int) -> int:
+        return int(self._device_call(f"read register 0x{offset:02X}", self.ip.read, offset))
+
+    def _write(self, offset: int, value: int) -> None:
+        self._device_call(f"write register 0x{offset:02X}", self.ip.write, offset, int(value))
+
+    def _device_call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except AcceleratorError:
+            raise
+        except Exception as exc:
+            self._reload_pending = True
+            raise AcceleratorError(f"{self.ip_name}: device error during {what}: {exc}") from exc
+
+    # ------------------------------------------------------------------ teardown
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AcceleratorError(f"driver for {self.bitfile} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Free the device buffers. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for name, buf in self._buffers.items():
+            try:
+                buf.freebuffer()
+            except Exception as exc:  # a failing free must not hide the others
+                log.warning("freeing device buffer %s failed: %s", name, exc)
+        self._buffers.clear()
+        self._weights_digest = None
+
+    def __enter__(self) -> EdgeMoeDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

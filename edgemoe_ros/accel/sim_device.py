@@ -1,0 +1,374 @@
+"""A simulated PYNQ device whose "hardware" is the C-simulation of ``hls_accel/``.
+
+pynq 4.0.0 installs on x86 but finds no device. To run the *real* driver code path
+(``pynq.Overlay`` -> ``DefaultIP.write/read`` -> ``pynq.allocate`` -> ``sync_to_device`` -> start ->
+poll -> ``sync_from_device``) without a board, this module registers a ``pynq.pl_server.device.Device``
+subclass with capability ``REGISTER_RW``: pynq then routes every ``ip.write``/``ip.read`` of the
+overlay to :meth:`SimulatedDevice.write_registers`/:meth:`read_registers`, which model the Vitis
+HLS AXI-lite control block of ``edgemoe_top`` (register offsets from ``accel/interface.py``):
+a write of ap_start resolves the pointer registers to the buffers the driver allocated and runs
+the hardware model on them, then raises ap_done/ap_idle/ap_ready (ap_done and ap_ready clear on
+read, as in HLS).
+
+Memory is modelled as non-coherent, like the Zynq PS DDR seen through the HP ports: each buffer
+has a host copy (the ``PynqBuffer`` the driver sees) and a device copy (what the accelerator
+reads and writes); only ``sync_to_device``/``sync_from_device`` copy between them. A driver that
+forgets a sync therefore gets stale data here exactly as it would on the board.
+
+Fault injection (:class:`Fault`) makes the device hang (never finish: the driver must time out),
+fail (the hardware model reports an error; modelled as a bus error on the start write), or
+finish with corrupted outputs (the driver must notice).
+
+The simulated device is only probed by pynq after :func:`install` (so importing this module on a
+real board changes nothing); the driver can also be handed a :class:`SimulatedDevice` directly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pynq.buffer import PynqBuffer
+from pynq.pl_server.device import Device
+
+from ..model.config import ModelConfig
+from . import interface as itf
+from .hwh import BLOCK_DESIGN
+
+log = logging.getLogger(__name__)
+
+#: pynq picks the device with the lowest priority value; real devices use 40..200. Only devices
+#: created by :func:`install` are ever probed, so this low value never shadows a real board.
+PROBE_PRIORITY = 7
+#: Where simulated DDR allocations start, and their alignment (a page, like CMA allocations).
+SIM_DDR_BASE = 0x1000_0000
+SIM_PAGE = 4096
+
+#: hardware(images, weights_one_time, weights_experts, features_out, routing_out,
+#:          num_images, task_id, reload_one_time_weights) -> return code (0 = ok, see CSIM_ERRORS)
+Hardware = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int], int]
+
+
+class SimulatedDeviceError(RuntimeError):
+    """The simulated hardware failed (bad pointer, hardware model error): a bus error on a board."""
+
+
+class Fault(enum.Enum):
+    """Injected misbehaviour of the simulated accelerator."""
+
+    NONE = "none"
+    #: ap_start is accepted but ap_done never rises.
+    HANG = "hang"
+    #: the hardware model returns an error code: the start write raises ``SimulatedDeviceError``.
+    ERROR = "error"
+    #: the run completes but routing_out holds out-of-range expert ids (a DMA gone wrong).
+    CORRUPT = "corrupt"
+
+
+@dataclass(frozen=True)
+class SimRun:
+    """One accepted ap_start: the scalar arguments the driver programmed."""
+
+    num_images: int
+    task_id: int
+    reload_one_time_weights: int
+
+
+@dataclass
+class _Allocation:
+    handle: int
+    address: int
+    host: PynqBuffer
+    device: np.ndarray  # uint8 copy seen by the accelerator
+    freed: bool = False
+
+    @property
+    def host_bytes(self) -> np.ndarray:
+        return self.host.view(np.uint8).reshape(-1)
+
+
+class CsimHardware:
+    """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware` callable.
+
+    The kernel keeps its parameter cache in static memory (BRAM in hardware), and ``dlopen`` shares
+    one copy of it per library path within a process. So that this simulated accelerator has its
+    own cache, as a separate board would, a private copy of the library is loaded.
+    """
+
+    def __init__(self, library: str | Path):
+        path = Path(library)
+        if not path.is_file():
+            raise SimulatedDeviceError(f"C-simulation library {path} not found (build it with `make hls`)")
+        self.path = path
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgemoe_csim_")
+        private = Path(self._tmp.name) / path.name
+        shutil.copyfile(path, private)
+        try:
+            self._lib = ctypes.CDLL(str(private))
+        except OSError as exc:
+            raise SimulatedDeviceError(f"cannot load C-simulation library {path}: {exc}") from None
+        version = int(self._lib.edgemoe_csim_abi_version())
+        if version != itf.ABI_VERSION:
+            raise SimulatedDeviceError(
+                f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild hls_accel")
+        p = ctypes.c_void_p
+        i32 = ctypes.c_int32
+        self._run = self._lib.edgemoe_csim_run
+        self._run.argtypes = [p, p, p, p, p, i32, i32, i32]
+        self._run.restype = ctypes.c_int
+        self._signature = getattr(self._lib, "edgemoe_csim_model_signature", None)
+
+    def check_model(self, cfg: ModelConfig) -> None:
+        """Refuse a library compiled for another model (when it exports its signature)."""
+        if self._signature is None:
+            return
+        got, want = int(self._signature()), itf.model_signature(cfg)
+        if got != want:
+            raise SimulatedDeviceError(f"{self.path} was built for another model (signature {got}, "
+                                       f"model needs {want}); rebuild it for this config")
+
+    def __call__(self, images: np.ndarray, weights_one_time: np.ndarray, weights_experts: np.ndarray,
+                 features_out: np.ndarray, routing_out: np.ndarray, num_images: int, task_id: int,
+                 reload_one_time_weights: int) -> int:
+        def ptr(a: np.ndarray) -> int:
+            return a.ctypes.data
+        return int(self._run(ptr(images), ptr(weights_one_time), ptr(weights_experts), ptr(features_out),
+                             ptr(routing_out), num_images, task_id, reload_one_time_weights))
+
+
+class SimulatedDevice(Device):
+    """A pynq ``Device`` with one ``edgemoe_top`` accelerator behind a register interface.
+
+    ``config`` is the model the simulated hardware was "synthesised" for (buffer sizes are checked
+    against it); ``hardware`` computes a run (default: none until set; tests and the fpga backend
+    pass a :class:`CsimHardware`); ``completion_delay_s`` delays ap_done after a start, so polling is
+    exercised as on the board.
+    """
+
+    _probe_priority_ = PROBE_PRIORITY
+    _installed: list[SimulatedDevice] = []
+
+    @classmethod
+    def _probe_(cls) -> list[SimulatedDevice]:
+        return list(cls._installed)
+
+    def __init__(self, config: ModelConfig, hardware: Hardware | None = None, *, tag: str = "edgemoe_sim0",
+                 base_address: int = BLOCK_DESIGN.control_base, completion_delay_s: float = 0.0):
+        super().__init__(tag)
+        self.name = "edgemoe-simulated-zcu102"
+        self.capabilities = {"REGISTER_RW": True}
+        self.config = config
+        self.hardware = hardware
+        self.fault = Fault.NONE
+        self.base_address = base_address
+        self.completion_delay_s = completion_delay_s
+        self.timestamp = ""
+        self.bitfile_name = None
+        self._lock = threading.Lock()
+        self._regs: dict[int, int] = {}
+        self._ctrl = itf.AP_IDLE
+        self._done_at: float | None = None
+        self._allocs: dict[int, _Allocation] = {}
+        self._next_address = SIM_DDR_BASE
+        #: Accepted starts, in order, and register writes per offset (for tests and debugging).
+        self.runs: list[SimRun] = []
+        self.register_writes: Counter[int] = Counter()
+        self.allocations = 0
+        self.syncs_to_device = 0
+        self.syncs_from_device = 0
+
+    # ------------------------------------------------------------------ pynq Device API
+    def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False):
+        """Parse the ``.hwh``/``.xclbin`` beside the bitstream with pynq's own handler."""
+        from pynq.pl_server.embedded_device import _get_bitstream_handler
+
+        parser = _get_bitstream_handler(bitfile_name).get_parser(partial=partial)
+        if parser is None:
+            raise SimulatedDeviceError(f"no .hwh or .xclbin metadata beside {bitfile_name}")
+        return parser
+
+    def download(self, bitstream, parser=None) -> None:
+        """'Program' the PL: reset the accelerator and record the bitstream as loaded."""
+        with self._lock:
+            self._regs.clear()
+            self._ctrl = itf.AP_IDLE
+            self._done_at = None
+        self.post_download(bitstream, parser, self.name)
+
+    def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str, **kwargs: object) -> PynqBuffer:
+        """A host buffer plus its device-side copy at a fresh page-aligned simulated DDR address."""
+        handle = len(self._allocs) + 1
+        buf = PynqBuffer(shape, dtype, device_address=self._next_address, device=self, bo=handle)
+        buf[...] = 0
+        # pynq's freebuffer() hands ``pointer`` back to ``return_to`` when ``memory`` is set:
+        # that is how this device learns a buffer was freed.
+        buf.memory = self
+        buf.pointer = handle
+        buf.return_to = self
+        alloc = _Allocation(handle, self._next_address, buf, np.zeros(buf.nbytes, np.uint8))
+        self._allocs[handle] = alloc
+        self._next_address += -(-max(buf.nbytes, 1) // SIM_PAGE) * SIM_PAGE
+        self.allocations += 1
+        return buf
+
+    def return_pointer(self, handle: int) -> None:
+        alloc = self._allocs.get(handle)
+        if alloc is not None:
+            alloc.freed = True
+            alloc.host.freed = True  # pynq would otherwise munmap() memory it did not map
+
+    def flush(self, bo: int, offset: int, vaddr: int, nbytes: int) -> None:
+        """Host -> device copy (``sync_to_device``)."""
+        alloc = self._live(bo)
+        alloc.device[offset:offset + nbytes] = alloc.host_bytes[offset:offset + nbytes]
+        self.syncs_to_device += 1
+
+    def invalidate(self, bo: int, offset: int, vaddr: int, nbytes: int) -> None:
+        """Device -> host copy (``sync_from_device``)."""
+        alloc = self._live(bo)
+        alloc.host_bytes[offset:offset + nbytes] = alloc.device[offset:offset + nbytes]
+        self.syncs_from_device += 1
+
+    @property
+    def live_buffers(self) -> int:
+        return sum(not a.freed for a in self._allocs.values())
+
+    def read_registers(self, address: int, length: int) -> bytes:
+        offset = self._reg_offset(address, length)
+        with self._lock:
+            if offset == itf.REG_AP_CTRL:
+                self._maybe_complete()
+                value = self._ctrl
+                self._ctrl &= ~(itf.AP_DONE | itf.AP_READY)  # clear on read
+            else:
+                value = self._regs.get(offset, 0)
+        return int(value).to_bytes(4, "little")[:length]
+
+    def write_registers(self, address: int, data: bytes) -> None:
+        offset = self._reg_offset(address, len(data))
+        for i in range(0, len(data), 4):
+            self._write_word(offset + i, int.from_bytes(data[i:i + 4], "little"))
+
+    # ------------------------------------------------------------------ control block model
+    def _reg_offset(self, address: int, length: int) -> int:
+        offset = address - self.base_address
+        if offset < 0 or offset + max(length, 4) > itf.CONTROL_RANGE_BYTES or offset % 4:
+            raise SimulatedDeviceError(
+                f"AXI-lite access at 0x{address:X} ({length} bytes) outside {itf.TOP_FUNCTION}'s control "
+                f"registers 0x{self.base_address:X}..0x{self.base_address + itf.CONTROL_RANGE_BYTES - 1:X}")
+        return offset
+
+    def _write_word(self, offset: int, value: int) -> None:
+        self.register_writes[offset] += 1
+        with self._lock:
+            if offset == itf.REG_AP_CTRL:
+                self._ctrl = (self._ctrl & ~itf.AP_AUTO_RESTART) | (value & itf.AP_AUTO_RESTART)
+                if value & itf.AP_START and self._ctrl & itf.AP_IDLE:
+                    self._start()
+            elif offset == itf.REG_ISR:
+                self._regs[offset] = self._regs.get(offset, 0) ^ (value & 0x3)  # toggle on write
+            else:
+                self._regs[offset] = value & 0xFFFF_FFFF
+
+    def _maybe_complete(self) -> None:
+        if self._done_at is not None and time.monotonic() >= self._done_at:
+            self._done_at = None
+            self._ctrl = (self._ctrl & ~itf.AP_START) | itf.AP_DONE | itf.AP_IDLE | itf.AP_READY
+            if self._regs.get(itf.REG_IER, 0) & 0x1:
+                self._regs[itf.REG_ISR] = self._regs.get(itf.REG_ISR, 0) | 0x1
+
+    def _pointer(self, name: str) -> int:
+        off = itf.POINTER_ARGS[name]
+        return self._regs.get(off, 0) | (self._regs.get(off + 4, 0) << 32)
+
+    def _resolve(self, name: str, nbytes: int) -> np.ndarray:
+        """The device memory a pointer register points at, checked to hold ``nbytes``."""
+        address = self._pointer(name)
+        for alloc in self._allocs.values():
+            if alloc.address <= address < alloc.address + len(alloc.device):
+                if alloc.freed:
+                    raise SimulatedDeviceError(f"{name} = 0x{address:X} points into a freed buffer")
+                start = address - alloc.address
+                if start + nbytes > len(alloc.device):
+                    raise SimulatedDeviceError(
+                        f"{name} = 0x{address:X}: buffer has {len(alloc.device) - start} bytes from there, "
+                        f"the kernel accesses {nbytes}")
+                return alloc.device[start:start + nbytes]
+        raise SimulatedDeviceError(f"{name} = 0x{address:X} is not an allocated buffer (DMA decode error)")
+
+    def _start(self) -> None:
+        args = {name: self._regs.get(off, 0) for name, off in itf.SCALAR_ARGS.items()}
+        run = SimRun(args["num_images"], args["task_id"], args["reload_one_time_weights"])
+        self.runs.append(run)
+        self._ctrl = (self._ctrl | itf.AP_START) & ~(itf.AP_IDLE | itf.AP_DONE | itf.AP_READY)
+        log.debug("simulated %s start: %s", itf.TOP_FUNCTION, run)
+        if self.fault is Fault.HANG:
+            return
+        try:
+            code = self._execute(run)
+        except Exception:
+            self._ctrl = (self._ctrl & ~itf.AP_START) | itf.AP_IDLE
+            raise
+        if code != itf.CSIM_OK:
+            self._ctrl = (self._ctrl & ~itf.AP_START) | itf.AP_IDLE
+            raise SimulatedDeviceError(f"{itf.TOP_FUNCTION} hardware model returned {code}: "
+                                       f"{itf.CSIM_ERRORS.get(code, 'unknown error')} ({run})")
+        self._done_at = time.monotonic() + self.completion_delay_s
+
+    def _execute(self, run: SimRun) -> int:
+        if self.fault is Fault.ERROR:
+            return itf.CSIM_ERR_NUM_IMAGES if run.num_images <= 0 else itf.CSIM_ERR_TASK_ID
+        if self.hardware is None:
+            raise SimulatedDeviceError("simulated device has no hardware model attached")
+        if not 1 <= run.num_images <= itf.MAX_IMAGES:
+            return itf.CSIM_ERR_NUM_IMAGES
+        cfg = self.config
+        layout = itf.weight_layout(cfg)
+        shapes = itf.buffer_shapes(cfg, run.num_images)
+
+        def view(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            return self._resolve(name, nbytes).view(dtype).reshape(shape)
+
+        images = view("images", *shapes["images"])
+        one_time = view("weights_one_time", (layout.one_time_words,), np.dtype(np.int16))
+        experts = view("weights_experts", (layout.experts_words,), np.dtype(np.int16))
+        features = view("features_out", *shapes["features_out"])
+        routing = view("routing_out", *shapes["routing_out"])
+        code = self.hardware(images, one_time, experts, features, routing, run.num_images, run.task_id,
+                             run.reload_one_time_weights)
+        if code == itf.CSIM_OK and self.fault is Fault.CORRUPT:
+            routing[...] = -1
+        return code
+
+    def _live(self, handle: int) -> _Allocation:
+        alloc = self._allocs.get(handle)
+        if alloc is None or alloc.freed:
+            raise SimulatedDeviceError(f"sync of buffer handle {handle}, which is not allocated")
+        return alloc
+
+
+def install(device: SimulatedDevice) -> SimulatedDevice:
+    """Make ``device`` what pynq probes and uses by default (``Device.active_device``)."""
+    if device not in SimulatedDevice._installed:
+        SimulatedDevice._installed.append(device)
+    Device.active_device = device
+    return device
+
+
+def uninstall(device: SimulatedDevice) -> None:
+    """Undo :func:`install` (the next ``Device.active_device`` falls back to what pynq probes)."""
+    if device in SimulatedDevice._installed:
+        SimulatedDevice._installed.remove(device)
+    if getattr(Device, "_active_device", None) is device:
+        del Device._active_device

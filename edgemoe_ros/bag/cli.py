@@ -1,0 +1,253 @@
+"""``edgemoe-bag``: process, play, record and inspect rosbag2 camera bags.
+
+Exit codes (one per kind of failure, so scripts can tell them apart):
+0 success · 2 bad command line (argparse) · 3 bag problem (missing/corrupt bag, missing topic,
+output exists) · 4 model problem (weights file, backend, unknown task) · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..backends.base import BackendError
+from ..model.config import ConfigError
+from ..model.weights import WeightsError
+from .io import BagError, bag_info
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_BAG = 3
+EXIT_MODEL = 4
+EXIT_INTERRUPTED = 130
+
+#: Printed on stderr by ``record`` once every topic has a publisher.
+RECORD_READY = "recording: every topic has a publisher"
+#: How often ``record`` re-checks the graph for topics whose type or publisher is still unknown.
+DISCOVERY_PERIOD_S = 0.2
+
+log = logging.getLogger("edgemoe-bag")
+
+
+def _tasks(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise argparse.ArgumentTypeError("--tasks needs at least one task name")
+    return tasks
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _remap(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition(":=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"remap must be OLD:=NEW, got {text!r}")
+    return old, new
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .play import QOS_CHOICES
+    from .process import OUTPUT_RESOLUTIONS
+
+    parser = argparse.ArgumentParser(prog="edgemoe-bag", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="run the model over an image topic, write a new mcap bag")
+    p.add_argument("input", help="input bag (directory, .mcap or .db3; sqlite3 or mcap storage)")
+    p.add_argument("output", help="output bag directory (must not exist; written as mcap)")
+    p.add_argument("--topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
+    p.add_argument("--tasks", type=_tasks, help="comma-separated tasks (default: all tasks of the model)")
+    p.add_argument("--weights", required=True, help="model weights (.safetensors)")
+    p.add_argument("--backend", default="cpu", help="backbone backend (cpu, reference, fixed, csim, fpga, null)")
+    p.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default="input",
+                   help="outputs at the camera's size (default) or the model's")
+    p.add_argument("--resize-mode", choices=("stretch", "crop"), help="override the model's fit mode")
+    p.add_argument("--namespace", help="output namespace (default: the image topic's namespace)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("play", help="publish a bag's image (+camera_info) topics with rclpy")
+    p.add_argument("bag")
+    p.add_argument("--topic", action="append", help="image topic to play (repeatable; default: all)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_positive_float, default=1.0, help="recorded pace x RATE (default 1)")
+    pace.add_argument("--max-rate", action="store_true", help="publish as fast as possible")
+    p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
+    p.add_argument("--queue-size", type=_positive_int, default=10, help="publisher history depth")
+    p.add_argument("--loop", action="store_true", help="repeat until interrupted")
+    p.add_argument("--restamp", action="store_true", help="replace header stamps with the publish time")
+    p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",
+                   help="publish a bag topic under another name (repeatable)")
+    p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                   help="before playing, wait until each image topic has N subscribers")
+    p.add_argument("--wait-timeout", type=_positive_float, default=10.0, help="seconds (default 10)")
+    p.add_argument("--json", help="write the play statistics to this file")
+
+    p = sub.add_parser("record", help="record topics into a new bag until interrupted")
+    p.add_argument("output", help="output bag directory (must not exist)")
+    p.add_argument("topics", nargs="+", metavar="TOPIC[:TYPE]",
+                   help="absolute topic, optionally with its type (pkg/msg/Name); else discovered")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
+    p.add_argument("--queue-size", type=_positive_int, default=100, help="subscription history depth")
+    p.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    p.add_argument("--count", type=_positive_int, help="stop after this many messages in total")
+
+    p = sub.add_parser("info", help="print topics, types, counts and duration")
+    p.add_argument("bag")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = bag_info(args.bag)
+    if args.json:
+        print(json.dumps({"path": info.path, "storage": info.storage, "duration_ns": info.duration_ns,
+                          "start_ns": info.start_ns, "message_count": info.message_count,
+                          "topics": [t.__dict__ for t in info.topics]}, indent=2))
+        return EXIT_OK
+    print(f"bag:      {info.path} ({info.storage})")
+    print(f"duration: {info.duration_ns / 1e9:.3f} s, {info.message_count} messages")
+    width = max((len(t.topic) for t in info.topics), default=0)
+    for t in info.topics:
+        print(f"  {t.topic:<{width}}  {t.msgtype:<32} {t.count:>7}")
+    return EXIT_OK
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from ..model.weights import load_weights
+    from .process import process_bag, tqdm_progress
+
+    try:
+        weights = load_weights(args.weights)
+        for t in args.tasks or ():
+            weights.config.task_id(t)
+    except (WeightsError, ConfigError) as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
+    summary = process_bag(args.input, args.output, weights, topic=args.topic, tasks=args.tasks,
+                          backend=args.backend, output_resolution=args.output_resolution,
+                          resize_mode=args.resize_mode, namespace=args.namespace,
+                          progress=None if args.no_progress else tqdm_progress)
+    for line in summary.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _ros_init() -> Any:
+    import rclpy
+
+    rclpy.init(args=None)
+    return rclpy
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from .play import BagPlayer, PlayStats
+
+    rclpy = _ros_init()
+    stats = PlayStats()
+    try:
+        with BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate, qos=args.qos,
+                       queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap)) as player:
+            if args.wait_subscribers > 0:
+                player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+            player.play(loops=0 if args.loop else 1, stats=stats)
+    finally:
+        rclpy.try_shutdown()
+        rate = stats.total / stats.seconds if stats.seconds > 0 else 0.0
+        print(f"published {stats.total} messages in {stats.seconds:.2f} s ({rate:.1f} msg/s), "
+              f"{stats.loops} loop(s)", file=sys.stderr)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"published": stats.published, "seconds": stats.seconds, "loops": stats.loops}, fh)
+    return EXIT_OK
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from .record import Recorder
+
+    rclpy = _ros_init()
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # finish the bag on `kill`
+    try:
+        rec = Recorder(args.output, args.topics, storage=args.storage, qos=args.qos, queue_size=args.queue_size)
+    except ValueError as exc:
+        rclpy.try_shutdown()
+        log.error("%s", exc)
+        return EXIT_USAGE
+    executor = SingleThreadedExecutor()
+    executor.add_node(rec.node)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    last_discovery = 0.0
+    matched = False
+    try:
+        while not stop["flag"] and rclpy.ok():
+            if not matched and time.monotonic() - last_discovery > DISCOVERY_PERIOD_S:
+                rec.subscribe_known()
+                last_discovery = time.monotonic()
+                if rec.all_matched():
+                    matched = True  # scripts wait for this line before they start publishing
+                    print(f"{RECORD_READY}: {', '.join(rec.counts)}", file=sys.stderr, flush=True)
+            executor.spin_once(timeout_sec=0.05)
+            if args.count and rec.total >= args.count:
+                break
+            if deadline and time.monotonic() > deadline:
+                break
+    except ExternalShutdownException:
+        pass  # Ctrl-C: rclpy shut the context down; the bag is still finished below
+    finally:
+        executor.shutdown()
+        rec.close()
+        rclpy.try_shutdown()
+        print(f"recorded {rec.total} messages: " + ", ".join(f"{t}={n}" for t, n in rec.counts.items()),
+              file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {"process": cmd_process, "play": cmd_play, "record": cmd_record, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (see module docstring)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except BagError as exc:
+        log.error("%s", exc)
+        return EXIT_BAG
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
+    except (BackendError, WeightsError) as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

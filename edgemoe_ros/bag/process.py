@@ -1,0 +1,188 @@
+"""``edgemoe-bag process IN OUT``: run the engine over a camera topic and write a new mcap bag.
+
+The output bag holds the input image topic and its camera_info copied byte for byte, plus the
+outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
+``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
+Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
+with the original recording in Foxglove/RViz and can be compared frame by frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import postprocess as pp
+from ..model.config import ModelConfig
+from ..model.weights import ModelWeights
+from . import messages as m
+from .io import BagError, BagImage, BagReader, BagWriter
+
+log = logging.getLogger(__name__)
+
+#: Output topic names relative to the camera namespace — the node's publisher names (SPEC §5).
+SEGMENTATION = "segmentation"
+SEGMENTATION_COLOR = "segmentation/color"
+DEPTH = "depth"
+CAMERA_INFO_SUFFIX = "camera_info"
+OUTPUT_RESOLUTIONS = ("input", "model")
+#: Undecodable frames logged one by one before the log goes quiet (all are counted in the summary).
+MAX_SKIP_WARNINGS = 5
+
+
+@dataclass
+class ProcessSummary:
+    """What ``process_bag`` did, for the CLI's closing line and for tests."""
+
+    input_topic: str
+    frames: int = 0
+    skipped: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    infer_ms: list[float] = field(default_factory=list)
+
+    def count(self, topic: str) -> None:
+        self.written[topic] = self.written.get(topic, 0) + 1
+
+    def lines(self) -> list[str]:
+        ms = np.asarray(self.infer_ms) if self.infer_ms else np.zeros(1)
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        out = [f"processed {self.frames} frames of {self.input_topic} in {self.seconds:.1f} s "
+               f"({fps:.1f} frames/s; inference p50 {np.percentile(ms, 50):.1f} ms, "
+               f"p90 {np.percentile(ms, 90):.1f} ms), skipped {self.skipped}"]
+        out += [f"  {topic}: {n} messages" for topic, n in sorted(self.written.items())]
+        return out
+
+
+def output_topics(namespace: str) -> dict[str, str]:
+    """Absolute output topic names for a camera namespace ("" for the root)."""
+    names = {SEGMENTATION: SEGMENTATION, "color": SEGMENTATION_COLOR, DEPTH: DEPTH,
+             "segmentation_info": f"{SEGMENTATION}/{CAMERA_INFO_SUFFIX}",
+             "depth_info": f"{DEPTH}/{CAMERA_INFO_SUFFIX}"}
+    return {k: f"{namespace.rstrip('/')}/{v}" for k, v in names.items()}
+
+
+def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, frame_id: str) -> Any:
+    """The camera_info that describes the output images (scaled when they are at model size)."""
+    params = m.CameraInfoParams.from_msg(info_msg)
+    if resolution == "model":
+        k, p, w, h = pp.scale_camera_info_params(np.asarray(params.k), np.asarray(params.p),
+                                                 params.width, params.height, fit)
+        params = m.CameraInfoParams(w, h, tuple(k.ravel()), params.d, params.r, tuple(p.ravel()),
+                                    params.distortion_model)
+    return params.to_msg(stamp, frame_id)
+
+
+@dataclass
+class _Job:
+    """Everything fixed for one run, so the per-frame step takes only the frame."""
+
+    writer: BagWriter
+    engine: Any
+    cfg: ModelConfig
+    tasks: tuple[str, ...]
+    outs: dict[str, str]
+    resolution: str
+    resize_mode: str | None
+    summary: ProcessSummary
+
+    def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
+        """Infer one frame and write its outputs (and their camera_info when the input has one)."""
+        res = self.engine.infer(frame.rgb, tasks=self.tasks)
+        self.summary.frames += 1
+        self.summary.infer_ms.append(float(res.timings_ms.get("total", 0.0)))
+        stamp, fid = frame.stamp_ns, frame.frame_id
+        at_input = self.resolution == "input"
+        produced = []
+        if res.semseg is not None:
+            sem = res.semseg_at_input() if at_input else res.semseg
+            self._write(SEGMENTATION, log_time, m.array_to_image(sem, m.MONO8, stamp, fid))
+            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem), m.RGB8, stamp, fid))
+            produced.append("segmentation_info")
+        if res.depth is not None:
+            depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)
+            self._write(DEPTH, log_time, m.array_to_image(depth, m.DEPTH_32FC1, stamp, fid))
+            produced.append("depth_info")
+        if info_msg is not None and produced:
+            h, w = frame.rgb.shape[:2]
+            fit = pp.compute_fit(h, w, self.cfg, self.resize_mode)
+            info = _output_info(info_msg, fit, self.resolution, stamp, fid)
+            for key in produced:
+                self._write(key, log_time, info)
+
+    def _write(self, key: str, log_time: int, msg: Any) -> None:
+        self.writer.write(self.outs[key], log_time, msg)
+        self.summary.count(self.outs[key])
+
+
+def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights, *,
+                topic: str | None = None, tasks: Sequence[str] | None = None, backend: str = "cpu",
+                output_resolution: str = "input", resize_mode: str | None = None,
+                namespace: str | None = None,
+                progress: Callable[[int], Any] | None = None) -> ProcessSummary:
+    """Run the engine over every frame of ``topic`` in ``in_path`` and write ``out_path`` (mcap).
+
+    Frames that cannot be decoded (unsupported encoding, corrupt compressed data) are skipped, logged
+    and counted; a damaged bag or a missing topic raises ``BagError`` and removes the partial output;
+    so does a backend failure (``BackendError``), since every later frame would fail the same way.
+    ``progress(total)`` is called once with the frame count and must return an object with
+    ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
+    """
+    from ..engine import Engine  # the model stack loads only for `process`, not for play/record/info
+
+    if output_resolution not in OUTPUT_RESOLUTIONS:
+        raise ValueError(f"output_resolution {output_resolution!r} not one of {OUTPUT_RESOLUTIONS}")
+    cfg = weights.config
+    tasks = tuple(tasks) if tasks else tuple(cfg.tasks)
+    for t in tasks:
+        cfg.task_id(t)  # ConfigError naming the unknown task before any work
+    with BagReader(in_path) as reader:
+        topic = reader.pick_image_topic(topic)
+        info_topic = m.camera_info_topic(topic)
+        copy = [topic] + ([info_topic] if reader.has(info_topic) else [])
+        outs = output_topics(m.topic_namespace(topic) if namespace is None else namespace)
+        total = next(t.count for t in reader.info().topics if t.topic == topic)
+        summary = ProcessSummary(topic)
+        engine = Engine(weights, backend, resize_mode)
+        bar = progress(total) if progress else None
+        start = time.perf_counter()
+        try:
+            with BagWriter(out_path, "mcap") as writer:
+                job = _Job(writer, engine, cfg, tasks, outs, output_resolution, resize_mode, summary)
+                latest_info = None
+                for t, log_time, raw in reader.raw_messages(copy):
+                    writer.write_raw(t, reader.msgtype(t), log_time, raw, reader.msgdef(t))
+                    summary.count(t)
+                    if t == info_topic:
+                        latest_info = reader.deserialize(t, raw)
+                        continue
+                    try:
+                        job.frame(reader.decode_image(t, log_time, raw), latest_info, log_time)
+                    except (BagError, ValueError) as exc:  # undecodable, or a size the model cannot fit
+                        summary.skipped += 1
+                        if summary.skipped <= MAX_SKIP_WARNINGS:
+                            log.warning("skipping frame: %s", exc)
+                        if summary.skipped == MAX_SKIP_WARNINGS:
+                            log.warning("further undecodable frames are counted but not logged")
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            engine.close()
+            if bar is not None:
+                bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def tqdm_progress(total: int) -> Any:
+    """A tqdm bar on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", file=sys.stderr, disable=None, dynamic_ncols=True)

@@ -1,0 +1,1 @@
+"""Command-line tools built on ``edgemoe_ros.engine`` (no ROS needed): ``edgemoe-infer``."""

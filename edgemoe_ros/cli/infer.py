@@ -1,0 +1,189 @@
+"""``edgemoe-infer``: run the model on image files and write outputs a person can look at.
+
+For each ``IMAGE`` it writes, at the image's own resolution (stretch or crop fit undone):
+
+* ``<stem>_semseg.png``      class colours (Cityscapes palette), black = ignore / outside crop
+* ``<stem>_semseg_ids.png``  raw class ids, mono8 (255 = ignore / outside crop)
+* ``<stem>_depth.png``       depth colour map (log scale, near = red), black = invalid
+* ``<stem>_depth.npy``       raw metric depth, float32 metres, NaN = invalid
+* ``<stem>_mosaic.png``      input | segmentation | depth side by side
+
+and prints per-image timings (preprocess / backbone / heads / total). Exit status: 0 ok, 1 some
+images could not be read, 2 bad arguments / weights / backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..backends import BACKENDS, BackendError
+from ..model.config import RESIZE_MODES, ConfigError
+from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, shipped_weights_path
+from ..postprocess import FitError, colorize_depth, colorize_semseg
+
+LOG = logging.getLogger("edgemoe-infer")
+
+#: Stage names in the order ``FrameResult.timings_ms`` reports them (docs/ARCHITECTURE.md).
+TIMING_STAGES = ("preprocess", "backbone", "heads", "total")
+#: Mosaic tiles taller than this are scaled down so the mosaic stays viewable.
+MOSAIC_MAX_TILE_HEIGHT = 720
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="edgemoe-infer", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", metavar="IMAGE", help="input image files (any format OpenCV reads)")
+    ap.add_argument("--tasks", default="semseg,depth",
+                    help="comma-separated tasks to run (default: semseg,depth)")
+    ap.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
+    ap.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                    help=f"model weights (.safetensors); default: the shipped {SHIPPED_WEIGHTS_NAME}")
+    ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS), help="backbone backend (default: cpu)")
+    ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
+                    help="fit images to the model by stretching or centre-cropping (default: the model's)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each image N times and report the median timings (after one warm-up run)")
+    return ap.parse_args(argv)
+
+
+def _tasks(text: str, available: Sequence[str]) -> tuple[str, ...]:
+    tasks = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in tasks if t not in available]
+    if not tasks or unknown:
+        raise ValueError(f"--tasks {text!r}: unknown or empty; this model has: {','.join(available)}")
+    return tasks
+
+
+def _resolve_weights(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    shipped = shipped_weights_path()
+    if shipped is None:
+        raise FileNotFoundError(f"no --weights given and the shipped model {SHIPPED_WEIGHTS_NAME} is not "
+                                "installed; pass --weights FILE.safetensors")
+    return shipped
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"{path}: cannot read image (missing, unreadable or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _write_rgb(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: cannot write image")
+
+
+def _mosaic(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    h = tiles[0].shape[0]
+    scale = min(1.0, MOSAIC_MAX_TILE_HEIGHT / h)
+    if scale < 1.0:
+        size = (max(1, round(tiles[0].shape[1] * scale)), max(1, round(h * scale)))
+        tiles = [cv2.resize(t, size, interpolation=cv2.INTER_AREA) for t in tiles]
+    return np.hstack(tiles)
+
+
+def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarray | None,
+                  depth: np.ndarray | None, min_depth: float, max_depth: float) -> list[Path]:
+    """Write the files of one image; returns their paths."""
+    written: list[Path] = []
+    tiles = [image]
+    if semseg is not None:
+        color = colorize_semseg(semseg)
+        _write_rgb(out_dir / f"{stem}_semseg.png", color)
+        ids_path = out_dir / f"{stem}_semseg_ids.png"
+        if not cv2.imwrite(str(ids_path), semseg.astype(np.uint8)):
+            raise OSError(f"{ids_path}: cannot write image")
+        written += [out_dir / f"{stem}_semseg.png", ids_path]
+        tiles.append(color)
+    if depth is not None:
+        color = colorize_depth(depth, min_depth, max_depth)
+        _write_rgb(out_dir / f"{stem}_depth.png", color)
+        np.save(out_dir / f"{stem}_depth.npy", depth.astype(np.float32))
+        written += [out_dir / f"{stem}_depth.png", out_dir / f"{stem}_depth.npy"]
+        tiles.append(color)
+    _write_rgb(out_dir / f"{stem}_mosaic.png", _mosaic(tiles))
+    written.append(out_dir / f"{stem}_mosaic.png")
+    return written
+
+
+def _format_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
+    name_w = max([len("image"), len("median")] + [len(r[0]) for r in rows])
+    head = f"{'image':<{name_w}}  {'input':>11}  " + "  ".join(f"{s + ' ms':>13}" for s in TIMING_STAGES)
+    lines = [head, "-" * len(head)]
+    for name, size, t in rows:
+        lines.append(f"{name:<{name_w}}  {size:>11}  " + "  ".join(f"{t.get(s, float('nan')):>13.2f}"
+                                                                   for s in TIMING_STAGES))
+    if len(rows) > 1:
+        med = {s: statistics.median(r[2][s] for r in rows if s in r[2]) for s in TIMING_STAGES}
+        lines.append(f"{'median':<{name_w}}  {'':>11}  " + "  ".join(f"{med[s]:>13.2f}" for s in TIMING_STAGES))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import Engine  # the engine pulls in backends; import after argument errors
+
+    weights = load_weights(_resolve_weights(args.weights))
+    cfg = weights.config
+    tasks = _tasks(args.tasks, cfg.tasks)
+    if args.repeat < 1:
+        raise ValueError(f"--repeat {args.repeat}: must be >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    engine = Engine(weights, backend=args.backend, resize_mode=args.resize)
+    rows: list[tuple[str, str, dict[str, float]]] = []
+    failed = 0
+    try:
+        for i, name in enumerate(args.images):
+            path = Path(name)
+            try:
+                image = _read_rgb(path)
+            except OSError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            if args.repeat > 1 and i == 0:
+                engine.infer(image, tasks=tasks)  # warm-up: caches, lazy allocations
+            runs = [engine.infer(image, tasks=tasks) for _ in range(args.repeat)]
+            res = runs[-1]
+            timings = {s: statistics.median(r.timings_ms[s] for r in runs) for s in TIMING_STAGES
+                       if s in res.timings_ms}
+            semseg = res.semseg_at_input() if "semseg" in tasks else None
+            depth = res.depth_at_input() if "depth" in tasks else None
+            if semseg is not None and semseg.shape != image.shape[:2]:
+                raise FitError(f"{path}: semseg output {semseg.shape} does not match the input {image.shape[:2]}")
+            stem = path.stem if len(args.images) == len({Path(n).stem for n in args.images}) else f"{i:03d}_{path.stem}"
+            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth, cfg.max_depth)
+            rows.append((path.name, f"{image.shape[1]}x{image.shape[0]}", timings))
+    finally:
+        engine.close()
+    print(f"backend={args.backend} tasks={','.join(tasks)} resize={args.resize or cfg.resize_mode} "
+          f"model={cfg.img_h}x{cfg.img_w} repeat={args.repeat}")
+    if rows:
+        print(_format_table(rows))
+    print(f"wrote {len(rows)} image(s) to {args.out}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point (``edgemoe-infer``)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Inference engine: one camera image in, class-id and metric-depth maps out. No ROS, no torch.
+
+    engine = Engine(load_weights("model.safetensors"), backend="cpu")
+    res = engine.infer(image_rgb_u8, tasks=("semseg", "depth"))
+    res.semseg, res.depth                          # model resolution (img_h, img_w)
+    res.semseg_at_input(), res.depth_at_input()    # back on the camera's pixel grid
+
+The node, the CLIs, the bag tools and the demo all go through here, so fitting, heads, decoding,
+timings and expert-usage statistics behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .model.config import IGNORE_INDEX, RESIZE_MODES, ConfigError, ModelConfig
+from .model.heads import decode_depth, decode_semseg, run_head
+from .model.weights import ModelWeights
+from .postprocess import FitInfo, fit_to_model, restore_to_input
+
+log = logging.getLogger(__name__)
+
+#: Keys of ``FrameResult.timings_ms``.
+TIMING_KEYS = ("preprocess", "backbone", "heads", "total")
+
+
+@dataclass
+class FrameResult:
+    """Outputs of one ``Engine.infer`` call. Maps are at model resolution; ``*_at_input`` restores."""
+
+    semseg: np.ndarray | None
+    depth: np.ndarray | None
+    routing: dict[str, np.ndarray]
+    timings_ms: dict[str, float]
+    fit: FitInfo
+    tasks: tuple[str, ...] = field(default=())
+
+    def semseg_at_input(self) -> np.ndarray | None:
+        """(input_h, input_w) uint8 class ids; ``IGNORE_INDEX`` outside the crop. None if not run."""
+        if self.semseg is None:
+            return None
+        return restore_to_input(self.semseg, self.fit, IGNORE_INDEX, "nearest")
+
+    def depth_at_input(self) -> np.ndarray | None:
+        """(input_h, input_w) float32 metres; NaN outside the crop. None if not run."""
+        if self.depth is None:
+            return None
+        return restore_to_input(self.depth, self.fit, np.nan, "linear")
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """Accept (H, W, 3) RGB or grayscale (H, W) / (H, W, 1) uint8; replicate gray to RGB."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB or (H, W) grayscale, got shape {image.shape} "
+                         "(convert RGBA/BGR before calling the engine)")
+    return image
+
+
+class Engine:
+    """Image → fit → backbone backend → task heads → decoded maps, plus expert-usage counters.
+
+    ``backend``: a ``Backend`` instance (the engine takes ownership and closes it) or a registry
+    name. ``resize_mode``: "stretch" or "crop"; ``None`` uses the model config's choice.
+    Thread safety: ``infer`` must not run concurrently with itself or ``reload``; the usage
+    counters may be read from any thread (diagnostics timers do).
+    """
+
+    def __init__(self, weights: ModelWeights, backend: Backend | str = "cpu",
+                 resize_mode: str | None = None) -> None:
+        if resize_mode is not None and resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}")
+        self._resize_mode = resize_mode
+        self.backend: Backend = create_backend(backend) if isinstance(backend, str) else backend
+        self._lock = threading.Lock()
+        self._weights: ModelWeights | None = None
+        self._usage: dict[str, np.ndarray] = {}
+        self.reload(weights)
+
+    # ----- model -----
+    @property
+    def config(self) -> ModelConfig:
+        assert self._weights is not None
+        return self._weights.config
+
+    @property
+    def resize_mode(self) -> str:
+        return self._resize_mode or self.config.resize_mode
+
+    def reload(self, weights: ModelWeights) -> None:
+        """Swap the model without re-creating the backend. Usage counters restart at zero.
+
+        If the backend rejects the weights, the exception propagates and (for backends that
+        prepare before committing, like cpu) the previous model stays loaded and usable.
+        """
+        weights.validate()
+        self.backend.load(weights)
+        with self._lock:
+            self._weights = weights
+            self._usage = self._zero_usage(weights.config)
+        log.info("engine: loaded %s on backend %r", weights.source or "<weights>", self.backend.name)
+
+    def close(self) -> None:
+        """Release the backend. Safe to call twice."""
+        self.backend.close()
+
+    # ----- expert usage -----
+    @staticmethod
+    def _zero_usage(cfg: ModelConfig) -> dict[str, np.ndarray]:
+        return {t: np.zeros((len(cfg.moe_layers), cfg.num_experts), np.int64) for t in cfg.tasks}
+
+    @property
+    def expert_usage(self) -> dict[str, np.ndarray]:
+        """{task: (num_moe_layers, num_experts) int64} tokens routed per expert since load/reset (copies)."""
+        with self._lock:
+            return {t: u.copy() for t, u in self._usage.items()}
+
+    def reset_expert_usage(self) -> None:
+        with self._lock:
+            self._usage = self._zero_usage(self.config)
+
+    # ----- inference -----
+    def _check_tasks(self, tasks: Sequence[str] | str) -> tuple[str, ...]:
+        if isinstance(tasks, str):
+            tasks = (tasks,)
+        tasks = tuple(dict.fromkeys(tasks))
+        if not tasks:
+            raise ConfigError(f"no task requested; known tasks: {', '.join(self.config.tasks)}")
+        for t in tasks:
+            self.config.task_id(t)  # ConfigError naming the unknown task
+        return tasks
+
+    def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth")) -> FrameResult:
+        """Run the requested tasks on one uint8 RGB (or grayscale) image of any size."""
+        t0 = time.perf_counter()
+        cfg, weights = self.config, self._weights
+        assert weights is not None
+        tasks = self._check_tasks(tasks)
+        model_image, fit = fit_to_model(_as_rgb(image), cfg, self.resize_mode)
+        t1 = time.perf_counter()
+        out = self.backend.run(model_image[None], tasks)
+        t2 = time.perf_counter()
+        semseg = depth = None
+        for task in tasks:
+            pred = run_head(weights, cfg, task, out.features[task])
+            if task == "semseg":
+                semseg = decode_semseg(pred)[0]
+            else:
+                depth = decode_depth(pred, cfg)[0]
+        t3 = time.perf_counter()
+        with self._lock:
+            for task in tasks:
+                counts = out.expert_counts[task]
+                if self._usage[task].shape == counts.shape:
+                    self._usage[task] += counts
+                else:
+                    log.warning("engine: backend %r returned expert counts of shape %s, expected %s; "
+                                "usage not updated", self.backend.name, counts.shape, self._usage[task].shape)
+        timings = dict(zip(TIMING_KEYS, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                                         (time.perf_counter() - t0) * 1e3), strict=True))
+        routing = {t: out.routing[t][0] for t in tasks}
+        return FrameResult(semseg=semseg, depth=depth, routing=routing, timings_ms=timings, fit=fit, tasks=tasks)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

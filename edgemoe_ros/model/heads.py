@@ -1,0 +1,138 @@
+"""Task heads on the host (Edge-MoE accelerates only the backbone), numpy float32.
+
+Two heads, chosen by ``ModelConfig.head``:
+
+* ``light`` (shipped default): per token fc1 → GELU → fc2 to a patch of ``p*p*C`` values,
+  pixel-shuffled to full resolution. ~45 MMAC for semseg, under 10 % of the backbone, so the
+  host never becomes the bottleneck of an accelerated backbone.
+* ``up``: M3ViT's ``VisionTransformerUpHead``: LayerNorm, then ``up_stages`` x (3x3 conv, BN in
+  eval mode, ReLU, 2x bilinear upsample with align_corners=False), then a 1x1 conv. ~6.4 GMAC,
+  heavier than the backbone; kept so M3ViT-trained heads run unchanged.
+
+Everything is channels-last inside (``(B, H, W, C)``) so every conv is one matmul over pixels;
+``run_head`` returns the PyTorch layout ``(B, C, img_h, img_w)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import ModelConfig
+from .layers import gelu, layer_norm
+from .weights import ModelWeights
+
+#: BatchNorm epsilon of the up-head: PyTorch's ``BatchNorm2d`` default, which M3ViT trains with.
+BN_EPS = 1e-5
+
+_F32 = np.float32
+
+
+def _w(weights: ModelWeights, name: str) -> np.ndarray:
+    return np.asarray(weights[name], dtype=_F32)
+
+
+def light_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+    """(B, P, D) features → (B, C, img_h, img_w). Each token's vector is ordered (ky, kx, c)."""
+    p = f"heads.{task}."
+    c, k = cfg.head_out_channels(task), cfg.patch
+    hidden = features @ _w(weights, p + "fc1.weight").T
+    hidden += _w(weights, p + "fc1.bias")
+    gelu(hidden, out=hidden)
+    out = hidden @ _w(weights, p + "fc2.weight").T
+    out += _w(weights, p + "fc2.bias")
+    grid = out.reshape(-1, cfg.grid_h, cfg.grid_w, k, k, c)
+    return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(-1, c, cfg.img_h, cfg.img_w)
+
+
+def conv3x3_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """3x3 conv, stride 1, zero padding 1, channels-last: (B, H, W, Cin) → (B, H, W, Cout).
+
+    ``weight`` is PyTorch's (Cout, Cin, 3, 3). im2col: every pixel's 3x3xCin neighbourhood becomes
+    one row, flattened (cin, ky, kx) like the weight, so the conv is a single (B*H*W, 9*Cin) matmul.
+    """
+    b, h, w, cin = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))  # (B,H,W,Cin,3,3)
+    cols = windows.reshape(b * h * w, cin * 9)
+    out = cols @ weight.reshape(weight.shape[0], -1).T
+    out += bias
+    return out.reshape(b, h, w, -1)
+
+
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of PyTorch's bilinear resize with align_corners=False on one axis."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.maximum(src, 0.0)  # PyTorch clamps negative source coordinates to the first pixel
+    i0 = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(_F32)
+    return i0, i1, frac
+
+
+def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of channels-last (B, H, W, C), ``F.interpolate(..., align_corners=False)``."""
+    i0, i1, f = _bilinear_taps(x.shape[1], out_h)
+    f = f[None, :, None, None]
+    x = x[:, i0] * (1 - f) + x[:, i1] * f
+    i0, i1, f = _bilinear_taps(x.shape[2], out_w)
+    f = f[None, None, :, None]
+    return x[:, :, i0] * (1 - f) + x[:, :, i1] * f
+
+
+def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+    """M3ViT VisionTransformerUpHead: (B, P, D) features → (B, C, img_h, img_w).
+
+    BN (eval) is folded into its conv: ``gamma * (conv(x) - mean) / sqrt(var + eps) + beta``.
+    If ``grid * 2**up_stages`` is not the image size, a final bilinear resize makes it so.
+    """
+    p = f"heads.{task}."
+    x = layer_norm(features.astype(_F32, copy=False), _w(weights, p + "norm.weight"),
+                   _w(weights, p + "norm.bias"), cfg.ln_eps)
+    x = x.reshape(-1, cfg.grid_h, cfg.grid_w, cfg.dim)
+    for s in range(cfg.up_stages):
+        scale = _w(weights, f"{p}bn_{s}.weight") / np.sqrt(_w(weights, f"{p}bn_{s}.running_var") + _F32(BN_EPS))
+        weight = _w(weights, f"{p}conv_{s}.weight") * scale[:, None, None, None]
+        bias = (_w(weights, f"{p}conv_{s}.bias") - _w(weights, f"{p}bn_{s}.running_mean")) * scale
+        bias += _w(weights, f"{p}bn_{s}.bias")
+        x = conv3x3_im2col(x, weight, bias)
+        np.maximum(x, 0, out=x)  # ReLU
+        x = resize_bilinear(x, x.shape[1] * 2, x.shape[2] * 2)
+    last = cfg.up_stages
+    out = x @ _w(weights, f"{p}conv_{last}.weight")[:, :, 0, 0].T  # 1x1 conv
+    out += _w(weights, f"{p}conv_{last}.bias")
+    if out.shape[1:3] != (cfg.img_h, cfg.img_w):
+        out = resize_bilinear(out, cfg.img_h, cfg.img_w)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def run_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+    """Backbone features (B, num_patches, dim) → (B, C, img_h, img_w) float32.
+
+    C = number of classes (semseg logits) or 1 (depth, log-metres); the head type is ``cfg.head``.
+    """
+    cfg.task_id(task)  # ConfigError naming the task if unknown
+    want = (cfg.num_patches, cfg.dim)
+    if features.ndim != 3 or features.shape[1:] != want:
+        raise ValueError(f"head {task!r}: features must be (B, {want[0]}, {want[1]}), got {features.shape}")
+    features = np.asarray(features, dtype=_F32)
+    if cfg.head == "light":
+        return light_head(weights, cfg, task, features)
+    return up_head(weights, cfg, task, features)
+
+
+def decode_semseg(logits: np.ndarray) -> np.ndarray:
+    """(B, C, H, W) class logits → (B, H, W) uint8 class ids (argmax; ties → lower id)."""
+    if logits.shape[1] > np.iinfo(np.uint8).max:
+        raise ValueError(f"{logits.shape[1]} classes do not fit a uint8 class-id map")
+    return np.argmax(logits, axis=1).astype(np.uint8)
+
+
+def decode_depth(log_depth: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(B, 1, H, W) log-metres → (B, H, W) float32 metres, clipped to [min_depth, max_depth].
+
+    Clipping makes every output a valid range for REP-118 consumers; an overflowing exp (a broken
+    model) saturates at ``max_depth`` instead of producing Inf.
+    """
+    with np.errstate(over="ignore"):
+        metres = np.exp(log_depth[:, 0])
+    return np.clip(metres, cfg.min_depth, cfg.max_depth).astype(_F32)

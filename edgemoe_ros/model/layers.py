@@ -1,0 +1,128 @@
+"""Numpy building blocks shared by the float64 reference, the float32 CPU backend and the heads.
+
+Every op computes in the dtype of its input, so the reference (float64) and the fast path
+(float32) run the *same* code and can only differ by rounding. Where float32 needs a different
+algorithm for speed (GELU: numpy has no ``erf`` ufunc), the difference is confined here and
+bounded by a test against ``math.erf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import ModelConfig
+
+#: Pixels enter as ``u8 / 256`` (Edge-MoE's ap_ufixed<8,0>: 8 fraction bits, range [0, 1)).
+PIXEL_DIVISOR = 256.0
+
+# Abramowitz & Stegun 7.1.26: erfc(z) ~= (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z), z >= 0,
+# absolute error <= 1.5e-7, i.e. at float32 resolution. Used only on the float32 path.
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_erf_exact = np.frompyfunc(math.erf, 1, 1)
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis with biased variance (PyTorch semantics); returns a new array.
+
+    ``weight``/``bias`` of ``None`` skip the affine step: the CPU backend folds it into the next
+    linear layer, so only the standardisation is left here.
+    """
+    inv_n = 1.0 / x.shape[-1]
+    out = x - np.add.reduce(x, axis=-1, keepdims=True) * inv_n
+    var = np.add.reduce(np.square(out), axis=-1, keepdims=True)
+    var *= inv_n
+    var += eps
+    np.sqrt(var, out=var)
+    out /= var
+    if weight is not None:
+        out *= weight
+    if bias is not None:
+        out += bias
+    return out
+
+
+def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Exact (erf) GELU, ``x * Phi(x)``; ``out=x`` works in place.
+
+    float64 input uses libm's ``erf`` per element (exact, slow: the reference path). Other dtypes
+    use ``gelu(x) = relu(x) - |x| * erfc(|x|/sqrt2) / 2`` with A&S 7.1.26 for erfc: ~20 vectorised
+    passes and no cancellation, error <= 1e-7 * |x|, far below float32 model noise.
+    """
+    if x.dtype == np.float64:
+        phi = _erf_exact(x * _SQRT1_2).astype(np.float64)
+        phi += 1.0
+        phi *= 0.5
+        return np.multiply(x, phi, out=out)
+    a = np.abs(x)
+    t = a * np.asarray(_AS_P * _SQRT1_2, dtype=x.dtype)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    # Horner on the A&S polynomial with the 1/2 of erfc/2 folded into the coefficients.
+    q = t * np.asarray(0.5 * _AS_A[-1], dtype=x.dtype)
+    for coef in reversed(_AS_A[:-1]):
+        q += np.asarray(0.5 * coef, dtype=x.dtype)
+        q *= t
+    e = np.square(x)
+    e *= np.asarray(-0.5, dtype=x.dtype)
+    np.exp(e, out=e)
+    q *= e
+    q *= a
+    res = np.maximum(x, 0, out=out)
+    res -= q
+    return res
+
+
+def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """Numerically stable softmax along ``axis``; ``out=x`` works in place."""
+    res = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    np.exp(res, out=res)
+    res /= res.sum(axis=axis, keepdims=True)
+    return res
+
+
+def patchify(images: np.ndarray, patch: int) -> np.ndarray:
+    """(B, H, W, C) → (B, num_patches, C*patch*patch): patches row-major, each flattened (c, ky, kx).
+
+    (c, ky, kx) is the order of a PyTorch conv weight ``(out, C, p, p)`` flattened, so the 16x16
+    stride-16 patch-embedding conv becomes one matmul with ``weight.reshape(dim, -1)``.
+    """
+    b, h, w, c = images.shape
+    if h % patch or w % patch:
+        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch}")
+    gh, gw = h // patch, w // patch
+    grid = images.reshape(b, gh, patch, gw, patch, c).transpose(0, 1, 3, 5, 2, 4)
+    return grid.reshape(b, gh * gw, c * patch * patch)
+
+
+def pixel_affine(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(scale, offset)`` with ``normalised = u8 * scale + offset`` (float64, shape (3,)).
+
+    One affine map, so the CPU backend can fold input normalisation into the patch embedding.
+    """
+    std = np.asarray(cfg.pixel_std, dtype=np.float64)
+    mean = np.asarray(cfg.pixel_mean, dtype=np.float64)
+    if std.shape != (cfg.in_chans,) or mean.shape != (cfg.in_chans,) or np.any(std <= 0):
+        raise ValueError(f"pixel_mean {cfg.pixel_mean} / pixel_std {cfg.pixel_std} must have "
+                         f"{cfg.in_chans} entries and std > 0")
+    return 1.0 / (PIXEL_DIVISOR * std), -mean / std
+
+
+def normalize_pixels(images: np.ndarray, cfg: ModelConfig, dtype: type = np.float64) -> np.ndarray:
+    """uint8 (B, H, W, 3) RGB → ``(u8 / 256 - mean) / std`` in ``dtype`` (SPEC model math step 1)."""
+    scale, offset = pixel_affine(cfg)
+    return (images.astype(dtype) * scale.astype(dtype) + offset.astype(dtype)).astype(dtype, copy=False)
+
+
+def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores on the last axis, best first, ties → lower index (int32).
+
+    A stable sort of the negated scores is what makes ties deterministic (the Edge-MoE HLS top-k
+    had undefined behaviour here). Any strictly increasing function of the router logits (the
+    softmax probabilities, or the logits themselves) selects the same experts.
+    """
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    return np.ascontiguousarray(order[..., :k]).astype(np.int32, copy=False)

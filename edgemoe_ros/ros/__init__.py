@@ -1,0 +1,9 @@
+"""The ROS 2 face of edgemoe_ros: the lifecycle node and its helpers.
+
+Modules, one job each: ``node`` (the LifecycleNode and ``main``), ``params`` (every parameter,
+its descriptor and validator), ``conversions`` (Image/CompressedImage <-> numpy with SPEC §7
+validation), ``task_switch`` (which tasks run), ``worker`` (inference off the DDS callback),
+``diagnostics`` (rates, latency percentiles, counters -> /diagnostics).
+
+Nothing here is imported by ``model``/``backends``/``engine``: the dependency runs one way.
+"""

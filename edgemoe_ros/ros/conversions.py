@@ -1,0 +1,234 @@
+"""sensor_msgs <-> numpy, with the input validation of SPEC §7.
+
+Every malformed input raises :class:`BadInputError` whose ``kind`` (one of :data:`BAD_INPUT_KINDS`)
+is what diagnostics count, so each failure mode is visible separately on ``/diagnostics``.
+
+Validation is split in two on purpose: :func:`check_image` / :func:`check_compressed` only read
+message metadata and headers (O(1), safe in the DDS callback, so a bad frame is counted even if a
+later good one replaces it in the latest-frame-wins queue); :func:`image_to_rgb` /
+:func:`compressed_to_rgb` do the pixel work on the worker thread.
+
+Outputs are built from ``ndarray.tobytes()``: assigning an ndarray to ``msg.data`` goes through
+rosidl's per-element Python check and costs tens of milliseconds per frame.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+# ----- encodings (REP-118 / sensor_msgs/image_encodings names) -----
+RGB8 = "rgb8"
+BGR8 = "bgr8"
+RGBA8 = "rgba8"
+BGRA8 = "bgra8"
+MONO8 = "mono8"
+DEPTH_32FC1 = "32FC1"
+
+#: Accepted input encodings -> bytes per pixel (all are 8 bits per channel).
+INPUT_ENCODINGS: dict[str, int] = {RGB8: 3, BGR8: 3, RGBA8: 4, BGRA8: 4, MONO8: 1}
+
+#: Output encodings -> (channels, numpy dtype).
+OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
+    MONO8: (1, np.dtype(np.uint8)),
+    RGB8: (3, np.dtype(np.uint8)),
+    DEPTH_32FC1: (1, np.dtype(np.float32)),
+}
+
+#: Smallest accepted image side. Below one ViT patch (16 px) a camera frame carries no usable
+#: content, and a centre crop to the model's 1:2 aspect of a smaller side degenerates to 0 rows.
+MIN_IMAGE_SIDE = 16
+#: Largest accepted width:height (or height:width) ratio; beyond it the frame is not a camera
+#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16 of it.
+MAX_ASPECT_RATIO = 16.0
+
+#: Compressed codecs we decode, recognised by their magic bytes (the format string is only a hint).
+JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"
+
+# ----- bad input kinds (diagnostics keys) -----
+KIND_ENCODING = "encoding"
+KIND_EMPTY = "empty"
+KIND_ODD_SIZE = "odd_size"
+KIND_STEP = "step_mismatch"
+KIND_TRUNCATED = "truncated"
+KIND_TOO_LARGE = "too_large"
+KIND_NON_FINITE = "non_finite"
+KIND_CORRUPT_COMPRESSED = "corrupt_compressed"
+BAD_INPUT_KINDS: tuple[str, ...] = (
+    KIND_ENCODING, KIND_EMPTY, KIND_ODD_SIZE, KIND_STEP, KIND_TRUNCATED, KIND_TOO_LARGE,
+    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED,
+)
+
+
+class BadInputError(ValueError):
+    """A message that cannot be used. ``kind`` is a :data:`BAD_INPUT_KINDS` entry."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in BAD_INPUT_KINDS:
+            raise ValueError(f"unknown bad-input kind {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+
+
+def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
+    if width == 0 or height == 0:
+        raise BadInputError(KIND_EMPTY, f"{what} has zero size {width}x{height}")
+    if width * height > max_pixels:
+        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels exceeds "
+                                            f"max_image_pixels={max_pixels}")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below {MIN_IMAGE_SIDE} px")
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: aspect ratio beyond "
+                                           f"{MAX_ASPECT_RATIO:g}:1")
+
+
+def check_image(msg: Image, max_pixels: int) -> None:
+    """Metadata-only validation of a raw image (encoding, sizes, step, data length)."""
+    enc = msg.encoding
+    if enc not in INPUT_ENCODINGS:
+        raise BadInputError(KIND_ENCODING, f"unsupported encoding {enc!r}; accepted: "
+                                           f"{', '.join(INPUT_ENCODINGS)}")
+    w, h, step, n = int(msg.width), int(msg.height), int(msg.step), len(msg.data)
+    _check_dims(f"image ({enc})", w, h, max_pixels)
+    row = w * INPUT_ENCODINGS[enc]
+    if step < row:
+        raise BadInputError(KIND_STEP, f"step {step} < width {w} x {INPUT_ENCODINGS[enc]} bytes = {row}")
+    if n < step * h:
+        raise BadInputError(KIND_TRUNCATED, f"data has {n} bytes, step {step} x height {h} needs {step * h}")
+    if n > step * h:
+        raise BadInputError(KIND_STEP, f"data has {n} bytes but step {step} x height {h} = {step * h}")
+
+
+def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
+    """A validated raw image as a contiguous (H, W, 3) uint8 RGB array."""
+    check_image(msg, max_pixels)
+    w, h, step = int(msg.width), int(msg.height), int(msg.step)
+    ch = INPUT_ENCODINGS[msg.encoding]
+    rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * h).reshape(h, step)
+    px = rows[:, : w * ch].reshape(h, w, ch) if ch > 1 else rows[:, :w]
+    enc = msg.encoding
+    if enc == RGB8:
+        return np.ascontiguousarray(px)
+    code = {BGR8: cv2.COLOR_BGR2RGB, RGBA8: cv2.COLOR_RGBA2RGB, BGRA8: cv2.COLOR_BGRA2RGB,
+            MONO8: cv2.COLOR_GRAY2RGB}[enc]
+    return cv2.cvtColor(np.ascontiguousarray(px), code)
+
+
+def _compressed_dims(data: bytes) -> tuple[str, int, int]:
+    """Codec and (width, height) from the JPEG SOF / PNG IHDR header, without decoding pixels.
+
+    Reading the header first lets a decompression bomb be rejected before it allocates anything.
+    """
+    if data.startswith(PNG_MAGIC):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise BadInputError(KIND_CORRUPT_COMPRESSED, "PNG without a valid IHDR chunk")
+        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(JPEG_MAGIC):
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                raise BadInputError(KIND_CORRUPT_COMPRESSED, f"JPEG marker expected at byte {i}")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            seg_len = int.from_bytes(data[i + 2:i + 4], "big")
+            # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC) carry the frame size.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if i + 9 > len(data):
+                    break
+                return "jpeg", int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            i += 2 + seg_len
+        raise BadInputError(KIND_CORRUPT_COMPRESSED, "JPEG without a frame header (SOF)")
+    raise BadInputError(KIND_CORRUPT_COMPRESSED, "data is neither JPEG nor PNG (bad magic bytes)")
+
+
+def compressed_codec(fmt: str) -> str | None:
+    """The codec a CompressedImage ``format`` names ('jpeg'/'png'), or None if unsupported.
+
+    image_transport writes e.g. ``"bgr8; jpeg compressed bgr8"``; plain ``"jpeg"``/``"png"`` too.
+    """
+    f = fmt.lower()
+    if "compresseddepth" in f:
+        return None
+    if "jpeg" in f or "jpg" in f:
+        return "jpeg"
+    if "png" in f:
+        return "png"
+    return None
+
+
+def check_compressed(msg: CompressedImage, max_pixels: int) -> None:
+    """Header-only validation of a compressed image (format, magic, size, completeness)."""
+    codec = compressed_codec(msg.format)
+    if codec is None:
+        raise BadInputError(KIND_ENCODING, f"unsupported compressed format {msg.format!r}; accepted: jpeg, png")
+    data = bytes(msg.data)
+    if not data:
+        raise BadInputError(KIND_TRUNCATED, "compressed image has no data")
+    found, w, h = _compressed_dims(data)
+    if found != codec:
+        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"format says {codec} but data is {found}")
+    _check_dims(f"compressed {codec} image", w, h, max_pixels)
+    tail = data.rstrip(b"\x00")  # some encoders pad; the end marker must still be there
+    if codec == "jpeg" and not tail.endswith(JPEG_EOI):
+        raise BadInputError(KIND_TRUNCATED, "JPEG data ends without an EOI marker")
+    if codec == "png" and not tail.endswith(PNG_IEND):
+        raise BadInputError(KIND_TRUNCATED, "PNG data ends without an IEND chunk")
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
+    """A validated JPEG/PNG as a contiguous (H, W, 3) uint8 RGB array."""
+    check_compressed(msg, max_pixels)
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"cannot decode {msg.format!r} data ({buf.size} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_camera_info(msg: CameraInfo) -> None:
+    """Calibration values must be finite; a NaN K or P would poison every downstream projection."""
+    for name in ("k", "p", "r", "d"):
+        values = getattr(msg, name)
+        if not all(math.isfinite(v) for v in values):
+            raise BadInputError(KIND_NON_FINITE, f"camera_info.{name} contains NaN or Inf")
+
+
+def copy_header(header: Header) -> Header:
+    """A fresh header with the input's stamp and frame_id (outputs never alias the input)."""
+    out = Header()
+    out.stamp.sec = header.stamp.sec
+    out.stamp.nanosec = header.stamp.nanosec
+    out.frame_id = header.frame_id
+    return out
+
+
+def array_to_image(arr: np.ndarray, encoding: str, header: Header) -> Image:
+    """An output Image whose width/height/step always match its data (SPEC §7)."""
+    try:
+        channels, dtype = OUTPUT_ENCODINGS[encoding]
+    except KeyError:
+        raise ValueError(f"output encoding {encoding!r} not one of {', '.join(OUTPUT_ENCODINGS)}") from None
+    want_ndim = 2 if channels == 1 else 3
+    if arr.dtype != dtype or arr.ndim != want_ndim or (channels > 1 and arr.shape[2] != channels):
+        raise ValueError(f"array {arr.dtype} {arr.shape} does not match encoding {encoding} "
+                         f"({channels} x {dtype})")
+    h, w = arr.shape[:2]
+    msg = Image()
+    msg.header = copy_header(header)
+    msg.height, msg.width = int(h), int(w)
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big")
+    msg.step = int(w * channels * dtype.itemsize)
+    msg.data = np.ascontiguousarray(arr).tobytes()
+    return msg

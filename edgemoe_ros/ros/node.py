@@ -1,0 +1,565 @@
+"""``edgemoe_node``: the lifecycle node publishing segmentation and metric depth (SPEC §5, §7).
+
+Reads top to bottom like image_pipeline's nodes: constants, then the constructor (parameters,
+always-on interfaces), then the lifecycle callbacks (configure loads the model, activate starts
+subscriptions and the worker), then the per-frame path (validate -> infer -> publish), then
+diagnostics and ``main``.
+
+Threads: DDS callbacks only validate metadata and enqueue; one worker thread (``worker.py``) runs
+inference and publishes. A MultiThreadedExecutor keeps services answering during inference.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.task import Future
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from ..model.config import ModelConfig
+from ..model.weights import ModelWeights, load_weights
+from ..postprocess import FitInfo, colorize_semseg, compute_fit, scale_camera_info_params
+from . import conversions as conv
+from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
+from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
+from .worker import FrameWorker
+
+NODE_NAME = "edgemoe_node"
+
+# ----- topics (relative, so launch files can namespace and remap them) -----
+TOPIC_IMAGE = "image"
+TOPIC_IMAGE_COMPRESSED = "image/compressed"
+TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_SEGMENTATION = "segmentation"
+TOPIC_SEGMENTATION_COLOR = "segmentation/color"
+TOPIC_SEGMENTATION_INFO = "segmentation/camera_info"
+TOPIC_DEPTH = "depth"
+TOPIC_DEPTH_INFO = "depth/camera_info"
+TOPIC_DIAGNOSTICS = "/diagnostics"
+TOPIC_TASK_REQUEST = "~/task_request"
+SRV_ENABLE = {"semseg": "~/enable_segmentation", "depth": "~/enable_depth"}
+SRV_RELOAD = "~/reload_model"
+
+#: The model shipped in the package, used when ``weights_path`` is ''.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "edgemoe_synth.safetensors"
+#: Delay between the shutdown transition and the process leaving spin, so the change_state
+#: response still goes out.
+EXIT_DELAY_S = 0.3
+DIAGNOSTICS_QOS_DEPTH = 10
+
+STATE_UNCONFIGURED, STATE_INACTIVE, STATE_ACTIVE, STATE_FINALIZED = (
+    "unconfigured", "inactive", "active", "finalized")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One received input: the message and whether it is a CompressedImage."""
+
+    msg: Image | CompressedImage
+    compressed: bool
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """Everything a frame is processed with, taken once so a frame never mixes two states."""
+
+    tasks: TaskState
+    params: NodeParams
+
+
+@dataclass
+class LoadedModel:
+    """The primary engine, an optional fallback engine, and what they were built from."""
+
+    engine: Any
+    fallback: Any | None
+    config: ModelConfig
+    backend: str
+    fallback_backend: str
+    options: dict[str, Any]
+    resize_mode: str
+
+    def close(self) -> None:
+        for eng in (self.engine, self.fallback):
+            if eng is not None:
+                eng.close()
+
+
+def resolve_weights_path(param: str) -> Path:
+    """'' -> the shipped model; otherwise the given path (``~`` expanded)."""
+    return SHIPPED_WEIGHTS if not param else Path(param).expanduser()
+
+
+def _make_engine(weights: ModelWeights, backend: str, options: dict[str, Any], resize_mode: str) -> Any:
+    # Imported here so the node starts (parameters, services, diagnostics) before the model
+    # stack is imported; a broken optional backend then shows up as a configure failure.
+    from ..backends import create_backend
+    from ..engine import Engine
+
+    backend_obj = create_backend(backend, **options)
+    try:
+        return Engine(weights, backend_obj, resize_mode=resize_mode or None)
+    except Exception:
+        backend_obj.close()
+        raise
+
+
+def relay_camera_info(info: CameraInfo, header, image_h: int, image_w: int, fit: FitInfo | None) -> CameraInfo:
+    """CameraInfo for an output: header copied from the image, intrinsics scaled to the output.
+
+    ``fit`` None: outputs are at the image resolution; a calibration made at another resolution
+    (binning upstream) is still rescaled to the image so width/height always match the output.
+    """
+    if fit is None:
+        fit = FitInfo("stretch", image_h, image_w, image_h, image_w, 0, 0, image_w, image_h)
+    k, p, w, h = scale_camera_info_params(np.asarray(info.k), np.asarray(info.p), int(info.width),
+                                          int(info.height), fit)
+    out = CameraInfo()
+    out.header = conv.copy_header(header)
+    out.width, out.height = int(w), int(h)
+    out.distortion_model = info.distortion_model
+    out.d = list(info.d)
+    out.r = info.r
+    out.k = k.ravel().tolist()
+    out.p = p.ravel().tolist()
+    return out
+
+
+class EdgeMoeNode(LifecycleNode):
+    """Lifecycle node: image in; segmentation, colour segmentation, depth and camera_info out."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._params = declare_all(self)
+        self.add_on_set_parameters_callback(check_set_request)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+        self._tasks = TaskSwitch(self._params.tasks)
+        self._stats = NodeStats()
+        self._throttle = KeyedThrottle()
+        self._group = ReentrantCallbackGroup()
+        self._model_lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._on_fallback = False
+        self._lifecycle = STATE_UNCONFIGURED
+        self._config_error = ""
+        self._latest_info: CameraInfo | None = None
+        self._worker: FrameWorker[Frame, FrameState] | None = None
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self.finished = Future()
+
+        # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
+        # and task switches made before activation apply to the first frame.
+        self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
+        self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics,
+                                             callback_group=self._group)
+        for task, srv in SRV_ENABLE.items():
+            self.create_service(SetBool, srv, self._enable_handler(task), callback_group=self._group)
+        self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
+        self.create_subscription(String, TOPIC_TASK_REQUEST, self._on_task_request, 10,
+                                 callback_group=self._group)
+        self._autostart_timer = None
+        if self._params.autostart:
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._group)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load weights and backend(s); on any error stay unconfigured with a clear log."""
+        params = read_all(self)
+        try:
+            model = self._load_model(params)
+        except Exception as exc:  # noqa: BLE001 - every load error must leave the node alive
+            self._config_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
+            return TransitionCallbackReturn.FAILURE
+        with self._model_lock:
+            self._model, self._on_fallback = model, False
+        self._config_error = ""
+        qos = qos_profile(params.output_qos)
+        for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
+                                (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
+                                (TOPIC_DEPTH_INFO, CameraInfo)):
+            self._pubs[topic] = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._lifecycle = STATE_INACTIVE
+        self.get_logger().info(
+            f"configured: backend {model.backend}"
+            + (f" (fallback {model.fallback_backend})" if model.fallback else "")
+            + f", model {model.config.img_h}x{model.config.img_w}, tasks {self._tasks.as_parameter()}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
+        params = self._params
+        self._worker = FrameWorker(self._process_frame, self._frame_state, params.queue_size)
+        self._worker.start()
+        qos = qos_profile(params.input_qos)
+        self._subs = [
+            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group),
+            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
+                                     callback_group=self._group),
+        ]
+        if params.use_compressed:
+            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
+                                                       self._on_compressed, qos, callback_group=self._group))
+        self._lifecycle = STATE_ACTIVE
+        self.get_logger().info("activated")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._lifecycle = STATE_INACTIVE
+        self.get_logger().info("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        self._lifecycle = STATE_UNCONFIGURED
+        self.get_logger().info("cleaned up")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything from whatever state we are in, then let ``main`` exit."""
+        self._stop_processing()
+        self._release_model()
+        self._lifecycle = STATE_FINALIZED
+        self.get_logger().info("shut down")
+        exit_timer = None
+
+        def finish() -> None:
+            exit_timer.cancel()
+            if not self.finished.done():
+                self.finished.set_result(True)
+
+        exit_timer = self.create_timer(EXIT_DELAY_S, finish, callback_group=self._group)
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("error transition: releasing resources")
+        self._stop_processing()
+        self._release_model()
+        self._lifecycle = STATE_UNCONFIGURED
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Stop the worker and free the backend even when the process exits without transitions."""
+        self._stop_processing()
+        self._release_model()
+        super().destroy_node()
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return  # configure logged why; the node stays up for a later configure/reload
+        self.trigger_activate()
+
+    def _load_model(self, params: NodeParams) -> LoadedModel:
+        path = resolve_weights_path(params.weights_path)
+        weights = load_weights(path)
+        options = params.backend_kwargs
+        engine = _make_engine(weights, params.backend, options, params.resize_mode)
+        fallback = None
+        fb = params.fallback_backend
+        if fb == params.backend:
+            self.get_logger().warning(f"fallback_backend '{fb}' equals backend: no fallback")
+            fb = ""
+        if fb:
+            try:
+                # The fallback is a host backend: the primary's device options do not apply to it.
+                fallback = _make_engine(weights, fb, {}, params.resize_mode)
+            except Exception:
+                engine.close()
+                raise
+        return LoadedModel(engine, fallback, weights.config, params.backend, fb, options, params.resize_mode)
+
+    def _stop_processing(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def _release_model(self) -> None:
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        with self._model_lock:
+            model, self._model = self._model, None
+        if model is not None:
+            model.close()
+
+    # ------------------------------------------------------------------ parameters and switching
+    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        self._params = read_all(self)
+        for p in parameters:
+            if p.name == "tasks" and self._tasks.set_tasks(list(p.value)):
+                self.get_logger().info(f"tasks set by parameter: {list(p.value)}")
+
+    def _sync_tasks_parameter(self) -> None:
+        """Mirror a service/topic switch into the ``tasks`` parameter so ``param get`` tells the truth."""
+        value = self._tasks.as_parameter()
+        result: SetParametersResult = self.set_parameters(
+            [Parameter("tasks", Parameter.Type.STRING_ARRAY, value)])[0]
+        if not result.successful:
+            self.get_logger().error(f"could not mirror tasks {value} into the parameter: {result.reason}")
+
+    def _enable_handler(self, task: str):
+        def handle(request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+            changed = self._tasks.enable(task, bool(request.data), subscribed=self._subscribed())
+            self._sync_tasks_parameter()
+            response.success = True
+            response.message = (f"{task} {'enabled' if request.data else 'disabled'}; tasks now "
+                                f"{self._tasks.as_parameter()}" + ("" if changed else " (unchanged)"))
+            self.get_logger().info(response.message)
+            return response
+        return handle
+
+    def _on_task_request(self, msg: String) -> None:
+        try:
+            changed = self._tasks.request(msg.data)
+        except TaskRequestError as exc:
+            self._stats.count("bad_task_requests")
+            self._log_throttled("warning", "task_request", f"ignored ~/task_request: {exc}")
+            return
+        self._sync_tasks_parameter()
+        if changed:
+            self.get_logger().info(f"tasks set by ~/task_request: {self._tasks.as_parameter()}")
+
+    def _subscribed(self) -> dict[str, bool]:
+        """Per task: does any of its outputs have a subscriber (auto mode)."""
+        topics = {"semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
+                  "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO)}
+        pubs = self._pubs
+        return {task: any(t in pubs and pubs[t].get_subscription_count() > 0 for t in names)
+                for task, names in topics.items()}
+
+    def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Reload weights (and the backend if its parameters changed) without restarting."""
+        if self._lifecycle not in (STATE_INACTIVE, STATE_ACTIVE):
+            response.success = False
+            response.message = f"node is {self._lifecycle}; configure it before reloading"
+            return response
+        params = read_all(self)
+        try:
+            response.message = self._reload(params)
+            response.success = True
+            self.get_logger().info(response.message)
+        except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
+            response.success = False
+            response.message = f"reload failed, previous model kept: {type(exc).__name__}: {exc}"
+            self.get_logger().error(response.message)
+        return response
+
+    def _reload(self, params: NodeParams) -> str:
+        path = resolve_weights_path(params.weights_path)
+        weights = load_weights(path)  # slow part outside the lock: frames keep flowing meanwhile
+        with self._model_lock:
+            old = self._model
+            same_backend = (old is not None and old.backend == params.backend
+                            and old.options == params.backend_kwargs and old.resize_mode == params.resize_mode
+                            and old.fallback_backend == params.fallback_backend
+                            and old.config == weights.config)
+            if same_backend:
+                # Same device: reuse it (an FPGA cannot be opened twice), only the weights change.
+                old.engine.reload(weights)
+                if old.fallback is not None:
+                    old.fallback.reload(weights)
+                self._on_fallback = False
+                return f"reloaded weights {path} on backend {old.backend}"
+        model = self._load_model(params)
+        with self._model_lock:
+            old, self._model, self._on_fallback = self._model, model, False
+        if old is not None:
+            old.close()
+        return f"reloaded {path} on new backend {model.backend}"
+
+    # ------------------------------------------------------------------ per frame
+    def _on_image(self, msg: Image) -> None:
+        self._enqueue(msg, compressed=False)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._enqueue(msg, compressed=True)
+
+    def _enqueue(self, msg: Image | CompressedImage, compressed: bool) -> None:
+        self._stats.input_rate.tick()
+        try:  # metadata checks here, so every bad frame is counted even if the queue drops it later
+            if compressed:
+                conv.check_compressed(msg, self._params.max_image_pixels)
+            else:
+                conv.check_image(msg, self._params.max_image_pixels)
+        except conv.BadInputError as exc:
+            self._bad_input(exc, msg)
+            return
+        worker = self._worker
+        if worker is not None and not worker.submit(Frame(msg, compressed)):
+            self._log_throttled("debug", "queue_drop", "worker busy: dropped the oldest queued frame")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            conv.check_camera_info(msg)
+        except conv.BadInputError as exc:
+            self._bad_input(exc, msg)
+            return
+        self._latest_info = msg
+
+    def _bad_input(self, exc: conv.BadInputError, msg: Any) -> None:
+        self._stats.count_bad(exc.kind)
+        frame_id = getattr(getattr(msg, "header", None), "frame_id", "")
+        self._log_throttled("warning", f"bad_input.{exc.kind}",
+                            f"dropped bad {type(msg).__name__} (frame_id '{frame_id}', {exc.kind}): {exc}")
+
+    def _frame_state(self) -> FrameState:
+        tasks = self._tasks.snapshot(self._subscribed() if self._tasks.mode == MODE_AUTO else ())
+        return FrameState(tasks, self._params)
+
+    def _process_frame(self, frame: Frame, state: FrameState) -> None:
+        """Worker thread: decode, infer with exactly ``state``, publish with the input header."""
+        active = state.tasks.active
+        if not active:
+            self._stats.count("skipped_no_task")
+            return
+        params = state.params
+        try:
+            if frame.compressed:
+                rgb = conv.compressed_to_rgb(frame.msg, params.max_image_pixels)
+            else:
+                rgb = conv.image_to_rgb(frame.msg, params.max_image_pixels)
+        except conv.BadInputError as exc:
+            self._bad_input(exc, frame.msg)
+            return
+        with self._model_lock:
+            model = self._model
+            if model is None:
+                return
+            engine = model.fallback if self._on_fallback else model.engine
+            t0 = time.perf_counter()
+            try:
+                result = engine.infer(rgb, tasks=active)
+            except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
+                self._backend_fault(model, exc)
+                return
+            self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
+        self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params, model)
+
+    def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
+        self._stats.count("backend_faults")
+        name = model.fallback_backend if self._on_fallback else model.backend
+        self._log_throttled("error", f"fault.{name}",
+                            f"backend '{name}' failed, frame dropped: {type(exc).__name__}: {exc}")
+        if model.fallback is not None and not self._on_fallback:
+            self._on_fallback = True
+            self._stats.count("fallbacks")
+            self.get_logger().warning(f"switching to fallback backend '{model.fallback_backend}' "
+                                      f"until the next ~/reload_model or configure")
+
+    def _publish(self, header, in_h: int, in_w: int, result: Any, params: NodeParams, model: LoadedModel) -> None:
+        at_input = params.output_resolution == "input"
+        info = self._latest_info
+        relayed = None
+        if info is not None:
+            # The engine's resize mode, not the parameter: that one applies at the next reload.
+            fit = None if at_input else compute_fit(in_h, in_w, model.config, model.resize_mode or None)
+            relayed = relay_camera_info(info, header, in_h, in_w, fit)
+        pubs = self._pubs
+        if not pubs:
+            return  # cleaned up while this frame was in flight
+        if result.semseg is not None:
+            ids = result.semseg_at_input() if at_input else result.semseg
+            pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header))
+            color_pub = pubs[TOPIC_SEGMENTATION_COLOR]
+            if params.publish_color and color_pub.get_subscription_count() > 0:
+                color_pub.publish(conv.array_to_image(colorize_semseg(ids), conv.RGB8, header))
+            if relayed is not None:
+                pubs[TOPIC_SEGMENTATION_INFO].publish(relayed)
+        if result.depth is not None:
+            depth = result.depth_at_input() if at_input else result.depth
+            pubs[TOPIC_DEPTH].publish(conv.array_to_image(depth.astype(np.float32, copy=False),
+                                                          conv.DEPTH_32FC1, header))
+            if relayed is not None:
+                pubs[TOPIC_DEPTH_INFO].publish(relayed)
+        self._stats.count("published")
+        self._stats.output_rate.tick()
+        stamp = Time.from_msg(header.stamp)
+        if stamp.nanoseconds > 0:
+            self._stats.stamp_to_publish_ms.add((self.get_clock().now() - stamp).nanoseconds / 1e6)
+
+    # ------------------------------------------------------------------ diagnostics and logging
+    def _log_throttled(self, level: str, key: str, message: str) -> None:
+        suppressed = self._throttle.allow(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f" ({suppressed} similar messages suppressed)"
+        getattr(self.get_logger(), level)(message)
+
+    def _publish_diagnostics(self) -> None:
+        snapshot = self._tasks.snapshot(self._subscribed()) if self._tasks.mode == MODE_AUTO else None
+        tasks = snapshot or self._tasks.snapshot()
+        model = self._model
+        bad, counters = self._stats.snapshot_counts()
+        if self._config_error:
+            level, message = DiagnosticStatus.ERROR, f"{self._lifecycle}: configure failed: {self._config_error}"
+        elif model is None:
+            level, message = DiagnosticStatus.WARN, f"{self._lifecycle}: no model loaded"
+        elif self._on_fallback:
+            level, message = DiagnosticStatus.WARN, f"{self._lifecycle}: running on fallback backend"
+        else:
+            level, message = DiagnosticStatus.OK, self._lifecycle
+        backend = "none"
+        usage = None
+        moe_layers: tuple[int, ...] = ()
+        if model is not None:
+            backend = model.fallback_backend if self._on_fallback else model.backend
+            engine = model.fallback if self._on_fallback else model.engine
+            usage = {t: np.array(u) for t, u in getattr(engine, "expert_usage", {}).items()}
+            moe_layers = model.config.moe_layers
+        worker_counts = self._worker.counters() if self._worker is not None else {}
+        status = build_status(self.get_fully_qualified_name(), level, message, backend, tasks.active,
+                              tasks.mode, self._stats, worker_counts, usage, moe_layers)
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [status]
+        self._diag_pub.publish(arr)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown transition."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = EdgeMoeNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin_until_future_complete(node.finished)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ParameterValueError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        code = 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""Every parameter of ``edgemoe_node`` in one place: default, descriptor, validator.
+
+The same validator runs at declare time (a bad override from a launch/params file stops the
+node with an error naming the parameter and value) and in the node's set-parameters callback (a
+bad ``ros2 param set`` is rejected with that same reason and the old value stays).
+
+Parameters that shape the ROS graph (QoS, which subscriptions exist, queue length, timer period)
+are read-only: changing them would need subscriptions rebuilt mid-flight. Model/backend choices
+are writable and take effect on the next configure or ``~/reload_model``; task and output choices
+take effect on the next frame.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+
+from ..backends import BACKENDS
+from ..model.config import RESIZE_MODES, TASKS
+from .task_switch import TaskRequestError, parse_task_list
+
+OUTPUT_RESOLUTIONS = ("input", "model")
+QOS_CHOICES = ("reliable", "best_effort", "sensor_data", "system_default")
+#: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
+QUEUE_SIZE_RANGE = (1, 100)
+#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_PIXELS_RANGE = (1, 1 << 28)
+DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
+#: History depth of the explicit QoS words (sensor_data/system_default bring their own).
+QOS_DEPTH = 5
+
+
+class ParameterValueError(ValueError):
+    """A parameter value that fails validation; the message names the parameter and the value."""
+
+    def __init__(self, name: str, value: Any, reason: str) -> None:
+        super().__init__(f"parameter '{name}' = {value!r}: {reason}")
+        self.name, self.value, self.reason = name, value, reason
+
+
+Validator = Callable[[Any], str | None]  # returns the reason a value is invalid, or None
+
+
+def _one_of(choices: Sequence[str]) -> Validator:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            return f"must be one of {', '.join(repr(c) for c in choices)}"
+        return None
+    return check
+
+
+def _int_in(lo: int, hi: int) -> Validator:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"must be an integer in [{lo}, {hi}]"
+        return None
+    return check
+
+
+def _float_in(lo: float, hi: float) -> Validator:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            return f"must be a number in [{lo:g}, {hi:g}] seconds"
+        return None
+    return check
+
+
+def _is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _weights_path(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and not value.endswith(".safetensors"):
+        return "must be '' (the shipped model) or a path to a .safetensors file"
+    if "\x00" in value:
+        return "contains a NUL character"
+    return None
+
+
+def _fallback_backend(value: Any) -> str | None:
+    if value == "":
+        return None
+    return _one_of(tuple(BACKENDS))(value)
+
+
+def parse_backend_options(text: str) -> dict[str, Any]:
+    """The ``backend_options`` JSON object as kwargs for ``create_backend`` ('' means none)."""
+    if not text.strip():
+        return {}
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _backend_options(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string holding a JSON object"
+    try:
+        parse_backend_options(value)
+    except (ValueError, json.JSONDecodeError) as exc:
+        return f"must be a JSON object like '{{\"timeout_s\": 2.0}}' ({exc})"
+    return None
+
+
+def _tasks(value: Any) -> str | None:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return "must be a string array"
+    try:
+        parse_task_list(value)
+    except TaskRequestError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: name, default, human description, validator and range for the descriptor."""
+
+    name: str
+    default: Any
+    description: str
+    validate: Validator
+    read_only: bool = False
+    constraints: str = ""
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                additional_constraints=self.constraints)
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
+        if self.float_range:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1], step=0.0)]
+        return d
+
+
+_backend_names = ", ".join(BACKENDS)
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("weights_path", "", "Model file (.safetensors with config metadata); '' = shipped "
+              "edgemoe_ros/data/edgemoe_synth.safetensors. Applied on configure / ~/reload_model.",
+              _weights_path, constraints="'' or a path ending in .safetensors"),
+    ParamSpec("backend", "cpu", "Backbone backend. Applied on configure / ~/reload_model.",
+              _one_of(tuple(BACKENDS)), constraints=_backend_names),
+    ParamSpec("fallback_backend", "", "Backend used after the primary faults at run time; '' = none.",
+              _fallback_backend, constraints="'' or " + _backend_names),
+    ParamSpec("backend_options", "{}", "JSON object of keyword arguments for the backend, e.g. "
+              "'{\"bitstream\": \"/path/edgemoe.bit\", \"timeout_s\": 2.0}'.",
+              _backend_options, constraints="JSON object"),
+    ParamSpec("tasks", list(TASKS), "Tasks to run: any of semseg, depth; or ['auto'] = a task runs only "
+              "while its outputs have subscribers. Takes effect on the next frame.",
+              _tasks, constraints="subset of [semseg, depth], or [auto]"),
+    ParamSpec("output_resolution", "input", "'input': outputs at the camera resolution; 'model': at "
+              "the model resolution (camera_info relays scaled to match).",
+              _one_of(OUTPUT_RESOLUTIONS), constraints=", ".join(OUTPUT_RESOLUTIONS)),
+    ParamSpec("resize_mode", "", "How frames are fitted to the model input: stretch, crop (centre "
+              "crop to the model aspect), or '' = the model file's default. Applied on configure / "
+              "~/reload_model.",
+              _one_of(("",) + RESIZE_MODES), constraints="'', " + ", ".join(RESIZE_MODES)),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image/camera_info subscriptions.",
+              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+    ParamSpec("output_qos", "reliable", "QoS of the output publishers.",
+              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+    ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
+              "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
+              int_range=QUEUE_SIZE_RANGE),
+    ParamSpec("use_compressed", False, "Also subscribe to image/compressed (jpeg/png).",
+              _is_bool, read_only=True),
+    ParamSpec("publish_color", True, "Publish segmentation/color (rgb8 palette) for RViz.", _is_bool),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
+              "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
+              int_range=MAX_IMAGE_PIXELS_RANGE),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
+              _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
+    ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
+              "manager) produces output.", _is_bool, read_only=True),
+)
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def validate(name: str, value: Any) -> None:
+    """Raise :class:`ParameterValueError` if ``value`` is not valid for parameter ``name``."""
+    try:
+        spec = SPECS[name]
+    except KeyError:
+        raise ParameterValueError(name, value, "unknown parameter") from None
+    reason = spec.validate(value)
+    if reason:
+        raise ParameterValueError(name, value, reason)
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """A typed snapshot of every parameter (read once per configure / per frame, never mid-frame)."""
+
+    weights_path: str
+    backend: str
+    fallback_backend: str
+    backend_options: str
+    tasks: tuple[str, ...]
+    output_resolution: str
+    resize_mode: str
+    input_qos: str
+    output_qos: str
+    queue_size: int
+    use_compressed: bool
+    publish_color: bool
+    max_image_pixels: int
+    diagnostics_period: float
+    autostart: bool
+
+    @property
+    def backend_kwargs(self) -> dict[str, Any]:
+        return parse_backend_options(self.backend_options)
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def declare_all(node: Node) -> NodeParams:
+    """Declare every parameter with its descriptor, then validate what was actually set.
+
+    Raises :class:`ParameterValueError` on the first bad override so the process exits with a
+    message naming it, instead of running with a half-valid configuration.
+    """
+    node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    params = read_all(node)
+    for p in PARAMS:
+        value = getattr(params, p.name)
+        validate(p.name, list(value) if isinstance(value, tuple) else value)
+    return params
+
+
+def read_all(node: Node) -> NodeParams:
+    """The current values as a :class:`NodeParams` snapshot."""
+    return NodeParams(**{p.name: _plain(node.get_parameter(p.name).value) for p in PARAMS})
+
+
+def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
+    """For ``add_on_set_parameters_callback``: reject the whole request at the first bad value."""
+    for param in parameters:
+        if param.name not in SPECS:
+            continue  # e.g. use_sim_time: rclpy's own parameters
+        try:
+            validate(param.name, param.value)
+        except ParameterValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+    return SetParametersResult(successful=True)
+
+
+def qos_profile(word: str) -> QoSProfile:
+    """QoS from its parameter word (validated already)."""
+    if word == "sensor_data":
+        return qos_profile_sensor_data
+    if word == "system_default":
+        return qos_profile_system_default
+    policy = QoSReliabilityPolicy.RELIABLE if word == "reliable" else QoSReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(depth=QOS_DEPTH, reliability=policy)

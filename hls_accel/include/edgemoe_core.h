@@ -1,0 +1,21 @@
+// The accelerator's computation without the interface pragmas, shared by the synthesis top
+// (src/edgemoe_top.cpp) and the C-simulation ABI (src/csim_api.cpp), which needs the status code
+// the hardware cannot return.
+#ifndef EDGEMOE_CORE_H_
+#define EDGEMOE_CORE_H_
+
+#include <stdint.h>
+
+#include "datatypes.h"
+
+namespace edgemoe {
+
+// Runs the backbone on num_images images for one task. Returns CSIM_OK or a CSIM_ERR_* code
+// (arguments are checked before anything is read or written).
+int edgemoe_core(const uint8_t *images, const word_t *weights_one_time, const word_t *weights_experts,
+                 int32_t *features_out, int32_t *routing_out, int32_t num_images, int32_t task_id,
+                 int32_t reload_one_time_weights);
+
+}  // namespace edgemoe
+
+#endif  // EDGEMOE_CORE_H_

@@ -1,0 +1,54 @@
+"""``edgemoe_node`` with one extra backend, ``faulty``, for testing run-time backend faults.
+
+Run as a script (it is the node's executable in the fault tests): it registers the backend, then
+calls the real ``main``. ``faulty`` is the cpu backend, except that while ``trigger_file`` exists
+every ``run`` raises ``BackendError`` the way an FPGA timeout does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgemoe_ros.backends import BACKENDS, BackboneResult, Backend, BackendError, create_backend
+from edgemoe_ros.model.weights import ModelWeights
+
+FAULTY = "faulty"
+
+
+class FaultyBackend(Backend):
+    """cpu backend that fails on demand (while ``trigger_file`` exists)."""
+
+    name = FAULTY
+
+    def __init__(self, trigger_file: str) -> None:
+        super().__init__()
+        self._trigger = Path(trigger_file)
+        self._inner = create_backend("cpu")
+
+    def load(self, weights: ModelWeights) -> None:
+        self._inner.load(weights)
+        self.config = weights.config
+
+    def run(self, images: np.ndarray, tasks: Sequence[str]) -> BackboneResult:
+        if self._trigger.exists():
+            raise BackendError(f"simulated device timeout ({self._trigger} exists)")
+        return self._inner.run(images, tasks)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def register() -> None:
+    BACKENDS[FAULTY] = f"{__name__ if __name__ != '__main__' else 'fault_injection'}:FaultyBackend"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    register()
+    from edgemoe_ros.ros.node import main
+
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""``edgemoe-bag process``: outputs match the engine frame by frame, stamps kept, errors map to exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemoe_ros import postprocess as pp
+from edgemoe_ros.bag import BagWriter, CameraInfoParams, bag_info, write_image_bag
+from edgemoe_ros.bag import messages as m
+from edgemoe_ros.bag.cli import EXIT_BAG, EXIT_MODEL, EXIT_OK, main
+from edgemoe_ros.bag.io import BagReader
+from edgemoe_ros.bag.process import process_bag
+from edgemoe_ros.model.config import tiny_config
+from edgemoe_ros.model.weights import random_init, save_weights
+
+engine_mod = pytest.importorskip("edgemoe_ros.engine", reason="engine (track A) not available yet")
+
+H, W = 40, 72
+STAMPS = [1_600_000_000_950_000_000 + i * 100_000_000 for i in range(3)]
+INFO = CameraInfoParams.pinhole(W, H, 60.0)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(random_init(tiny_config(), seed=11), path)
+    return path
+
+
+def _frames() -> list[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    return [(s, rng.integers(0, 256, (H, W, 3), dtype=np.uint8)) for s in STAMPS]
+
+
+@pytest.fixture(params=["mcap", "sqlite3"])
+def in_bag(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    path = tmp_path / f"in_{request.param}"
+    write_image_bag(path, _frames(), "/cam/image_raw", "cam_optical", request.param, INFO, "bgr8")
+    return path
+
+
+def _read_all(path: Path) -> dict[str, list[tuple[int, object, bytes]]]:
+    out: dict[str, list[tuple[int, object, bytes]]] = {}
+    with BagReader(path) as reader:
+        topics = [t.topic for t in reader.info().topics]
+        for t, log_time, raw in reader.raw_messages(topics):
+            out.setdefault(t, []).append((log_time, reader.deserialize(t, raw), raw))
+    return out
+
+
+def _image(msg: object) -> np.ndarray:
+    dtype = np.float32 if msg.encoding == "32FC1" else np.uint8
+    ch = 3 if msg.encoding == "rgb8" else 1
+    arr = msg.data.view(dtype).reshape(msg.height, msg.width, ch)
+    return arr[..., 0] if ch == 1 else arr
+
+
+def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weights_file: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--no-progress"]) == EXIT_OK
+    assert bag_info(out).storage == "mcap"
+    got, src = _read_all(out), _read_all(in_bag)
+    assert set(got) == {"/cam/image_raw", "/cam/camera_info", "/cam/segmentation", "/cam/segmentation/color",
+                        "/cam/depth", "/cam/segmentation/camera_info", "/cam/depth/camera_info"}
+    for topic in ("/cam/image_raw", "/cam/camera_info"):  # inputs copied byte for byte
+        assert [(t, raw) for t, _, raw in got[topic]] == [(t, raw) for t, _, raw in src[topic]]
+    engine = engine_mod.Engine(random_init(tiny_config(), seed=11), "cpu")
+    for i, (stamp, rgb) in enumerate(_frames()):
+        res = engine.infer(rgb, tasks=("semseg", "depth"))
+        for topic, enc in (("/cam/segmentation", "mono8"), ("/cam/segmentation/color", "rgb8"),
+                           ("/cam/depth", "32FC1")):
+            log_time, msg, _ = got[topic][i]
+            assert (log_time, m.stamp_ns(msg), msg.header.frame_id) == (stamp, stamp, "cam_optical")
+            assert (msg.encoding, msg.height, msg.width) == (enc, H, W)
+        np.testing.assert_array_equal(_image(got["/cam/segmentation"][i][1]), res.semseg_at_input())
+        np.testing.assert_array_equal(_image(got["/cam/segmentation/color"][i][1]),
+                                      pp.colorize_semseg(res.semseg_at_input()))
+        np.testing.assert_array_equal(_image(got["/cam/depth"][i][1]), res.depth_at_input())
+        for topic in ("/cam/segmentation/camera_info", "/cam/depth/camera_info"):
+            info = got[topic][i][1]
+            assert m.stamp_ns(info) == stamp and CameraInfoParams.from_msg(info) == INFO  # same size: unchanged
+    engine.close()
+
+
+def test_model_resolution_scales_camera_info(in_bag: Path, weights_file: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    out = tmp_path / "out"
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--tasks", "depth",
+                 "--output-resolution", "model", "--no-progress"]) == EXIT_OK
+    got = _read_all(out)
+    assert "/cam/segmentation" not in got and "/cam/segmentation/camera_info" not in got
+    depth = got["/cam/depth"]
+    assert len(depth) == len(STAMPS)
+    assert all((msg.height, msg.width) == (cfg.img_h, cfg.img_w) for _, msg, _ in depth)
+    assert all(np.isfinite(_image(msg)).all() for _, msg, _ in depth)
+    info = CameraInfoParams.from_msg(got["/cam/depth/camera_info"][0][1])
+    k, _, w, h = pp.scale_camera_info_params(np.array(INFO.k), np.array(INFO.p), W, H,
+                                             pp.compute_fit(H, W, cfg))
+    assert (info.width, info.height) == (w, h) == (cfg.img_w, cfg.img_h)
+    np.testing.assert_allclose(info.k, k.ravel())
+    assert info.k[0] == pytest.approx(INFO.k[0] * cfg.img_w / W)
+
+
+def test_undecodable_frames_are_skipped_and_counted(weights_file: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "in"
+    good = m.rgb_to_image(_frames()[0][1], 1, "cam")
+    bad = m.rgb_to_image(_frames()[1][1], 2, "cam")
+    bad.encoding = "yuv422"
+    with BagWriter(bag) as writer:
+        for i, msg in enumerate((good, bad, good)):
+            writer.write("/cam/image", 10 + i, msg)
+    from edgemoe_ros.model.weights import load_weights
+    summary = process_bag(bag, tmp_path / "out", load_weights(weights_file))
+    assert (summary.frames, summary.skipped) == (2, 1)
+    assert summary.written["/cam/image"] == 3 and summary.written["/cam/depth"] == 2
+    assert [t for t, _, _ in _read_all(tmp_path / "out")["/cam/segmentation"]] == [10, 12]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_metadata"])
+def test_corrupt_input_exit_code_and_no_output(in_bag: Path, weights_file: Path, tmp_path: Path,
+                                               damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    data = next(p for p in in_bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    if damage == "truncate":
+        data.write_bytes(data.read_bytes()[:300])
+    else:
+        (in_bag / "metadata.yaml").unlink()
+    out = tmp_path / "out"
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file)]) == EXIT_BAG
+    assert not out.exists()
+    assert str(in_bag) in caplog.text and "not a readable rosbag2 bag" in caplog.text
+
+
+def test_missing_topic_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file),
+                 "--topic", "/front/image"]) == EXIT_BAG
+    assert "[topic /front/image]: topic not in bag" in caplog.text
+    assert not out.exists()
+
+
+def test_existing_output_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file)]) == EXIT_BAG
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tasks", "semseg,flow"], "unknown task 'flow'"),
+    (["--backend", "gpu"], "unknown backend 'gpu'"),
+    (["--weights", "/nonexistent/w.safetensors"], "file not found"),
+])
+def test_model_errors_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path, args: list[str],
+                                message: str, caplog: pytest.LogCaptureFixture) -> None:
+    argv = ["process", str(in_bag), str(tmp_path / "out"), "--weights", str(weights_file), *args]
+    assert main(argv) == EXIT_MODEL
+    assert message in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_command_line_is_usage_error(in_bag: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["process", str(in_bag), str(tmp_path / "o"), "--weights", "w", "--output-resolution", "native"])
+    assert exc.value.code == 2
+
+
+def test_console_script_prints_summary(weights_file: Path, tmp_path: Path) -> None:
+    """The installed entry point, as a user runs it: exit code 0, summary on stdout, then exit 3."""
+    bag = tmp_path / "in"
+    write_image_bag(bag, _frames()[:2], "/cam/image/compressed", "cam", "sqlite3", encoding="png")
+    exe = shutil.which("edgemoe-bag", path=str(Path(sys.executable).parent))
+    assert exe, "edgemoe-bag console script not installed in the venv"
+    run = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == EXIT_OK, run.stderr
+    assert "processed 2 frames of /cam/image/compressed" in run.stdout
+    assert "/cam/depth: 2 messages" in run.stdout
+    again = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == EXIT_BAG and "already exists" in again.stderr

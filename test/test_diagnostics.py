@@ -1,0 +1,91 @@
+"""Diagnostics building blocks: rates, latency percentiles, keyed log throttling, the status message."""
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from edgemoe_ros.ros.diagnostics import (
+    KeyedThrottle,
+    LatencyWindow,
+    NodeStats,
+    RollingRate,
+    build_status,
+    expert_usage_values,
+    values_dict,
+)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_rolling_rate_steady_stream_and_decay():
+    clock = FakeClock()
+    rate = RollingRate(window_s=5.0, clock=clock)
+    assert rate.rate() == 0.0
+    for _ in range(40):  # 20 Hz for 2 s
+        rate.tick()
+        clock.t += 0.05
+    assert rate.rate() == pytest.approx(20.0, rel=0.05)
+    clock.t += 2.0  # stream stopped: the rate must fall, not freeze
+    assert rate.rate() < 11.0
+    clock.t += 10.0
+    assert rate.rate() == 0.0
+
+
+def test_latency_percentiles_over_window():
+    lat = LatencyWindow(maxlen=100)
+    assert lat.percentiles() is None
+    for v in range(1, 201):  # only the last 100 (101..200) are kept
+        lat.add(v)
+    p = lat.percentiles()
+    assert p[50] == pytest.approx(150.5)
+    assert p[90] == pytest.approx(np.percentile(np.arange(101, 201), 90))
+    assert p[99] > p[90] > p[50]
+
+
+def test_keyed_throttle_is_per_key_and_reports_suppressed():
+    clock = FakeClock()
+    th = KeyedThrottle(period_s=5.0, clock=clock)
+    assert th.allow("encoding") == 0
+    assert th.allow("encoding") is None
+    assert th.allow("truncated") == 0  # another kind is not hidden by the first
+    assert th.allow("encoding") is None
+    clock.t += 5.0
+    assert th.allow("encoding") == 2
+
+
+def test_expert_usage_values_shares_and_per_layer():
+    usage = {"semseg": np.array([[3, 1, 0, 0], [0, 0, 2, 2]]), "depth": np.zeros((2, 4), np.int64)}
+    vals = {kv.key: kv.value for kv in expert_usage_values(usage, (1, 3))}
+    assert vals["experts semseg share %"] == "37.5 12.5 25.0 25.0"
+    assert vals["experts semseg block 3"] == "0 0 2 2"
+    assert vals["experts depth share %"] == "0.0 0.0 0.0 0.0"
+
+
+def test_build_status_reports_everything_spec_asks_for():
+    stats = NodeStats()
+    stats.count_bad("encoding")
+    stats.count_bad("encoding")
+    stats.count_bad("truncated")
+    stats.count("published", 5)
+    stats.count("backend_faults")
+    stats.inference_ms.add(10.0)
+    stats.stamp_to_publish_ms.add(20.0)
+    status = build_status("/ns/edgemoe_node", DiagnosticStatus.WARN, "active", "cpu", ("semseg",), "explicit",
+                          stats, {"submitted": 9, "dropped": 2}, {"semseg": np.ones((2, 4), np.int64)}, (1, 3))
+    v = values_dict(status)
+    assert status.hardware_id == "cpu" and status.level == DiagnosticStatus.WARN
+    assert v["backend"] == "cpu" and v["active tasks"] == "semseg"
+    assert v["bad input encoding"] == "2" and v["bad input truncated"] == "1" and v["bad inputs"] == "3"
+    assert v["frames processed"] == "5" and v["frames dropped (queue)"] == "2" and v["frames received"] == "9"
+    assert v["backend faults"] == "1"
+    assert v["latency inference ms"] == "p50=10.0 p90=10.0 p99=10.0"
+    assert v["latency stamp to publish ms"].startswith("p50=20.0")
+    assert "experts semseg share %" in v
+    for key in ("input rate hz", "output rate hz", "task mode"):
+        assert key in v

@@ -1,0 +1,170 @@
+"""Task heads against slow, direct (loop-per-pixel) implementations, and the decoders."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgemoe_ros.model.config import ConfigError, tiny_config
+from edgemoe_ros.model.heads import BN_EPS, decode_depth, decode_semseg, resize_bilinear, run_head
+from edgemoe_ros.model.weights import random_init
+
+
+def _features(cfg, batch=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, cfg.num_patches, cfg.dim)).astype(np.float32)
+
+
+def _gelu(x):
+    return x * 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _slow_light_head(w, cfg, task, feats):
+    p, c, k = f"heads.{task}.", cfg.head_out_channels(task), cfg.patch
+    out = np.zeros((feats.shape[0], c, cfg.img_h, cfg.img_w))
+    for b in range(feats.shape[0]):
+        for tok in range(cfg.num_patches):
+            gy, gx = divmod(tok, cfg.grid_w)
+            hidden = _gelu(w[p + "fc1.weight"] @ feats[b, tok] + w[p + "fc1.bias"])
+            vec = w[p + "fc2.weight"] @ hidden + w[p + "fc2.bias"]
+            for ky in range(k):
+                for kx in range(k):
+                    for ch in range(c):
+                        out[b, ch, gy * k + ky, gx * k + kx] = vec[(ky * k + kx) * c + ch]
+    return out
+
+
+def _slow_conv(x, weight, bias):
+    """Direct 3x3 / 1x1 conv, zero padding, on (C, H, W) float64."""
+    cout, cin, kh, kw = weight.shape
+    pad = kh // 2
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    h, w = x.shape[1:]
+    out = np.zeros((cout, h, w))
+    for ky in range(kh):
+        for kx in range(kw):
+            out += np.einsum("oc,chw->ohw", weight[:, :, ky, kx], xp[:, ky:ky + h, kx:kx + w])
+    return out + bias[:, None, None]
+
+
+def _slow_upsample(x, out_h, out_w):
+    """PyTorch bilinear, align_corners=False, written per output pixel."""
+    c, h, w = x.shape
+    out = np.zeros((c, out_h, out_w))
+    for oy in range(out_h):
+        sy = max((oy + 0.5) * h / out_h - 0.5, 0.0)
+        y0 = min(int(sy), h - 1)
+        y1, fy = min(y0 + 1, h - 1), sy - y0
+        for ox in range(out_w):
+            sx = max((ox + 0.5) * w / out_w - 0.5, 0.0)
+            x0 = min(int(sx), w - 1)
+            x1, fx = min(x0 + 1, w - 1), sx - x0
+            top = x[:, y0, x0] * (1 - fx) + x[:, y0, x1] * fx
+            bottom = x[:, y1, x0] * (1 - fx) + x[:, y1, x1] * fx
+            out[:, oy, ox] = top * (1 - fy) + bottom * fy
+    return out
+
+
+def _slow_up_head(w, cfg, task, feats):
+    p = f"heads.{task}."
+    outs = []
+    for b in range(feats.shape[0]):
+        t = feats[b].astype(np.float64)
+        t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + cfg.ln_eps)
+        x = (t * w[p + "norm.weight"] + w[p + "norm.bias"]).T.reshape(cfg.dim, cfg.grid_h, cfg.grid_w)
+        for s in range(cfg.up_stages):
+            x = _slow_conv(x, w[f"{p}conv_{s}.weight"], w[f"{p}conv_{s}.bias"])
+            mean, var = w[f"{p}bn_{s}.running_mean"], w[f"{p}bn_{s}.running_var"]
+            x = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + BN_EPS)
+            x = x * w[f"{p}bn_{s}.weight"][:, None, None] + w[f"{p}bn_{s}.bias"][:, None, None]
+            x = _slow_upsample(np.maximum(x, 0), x.shape[1] * 2, x.shape[2] * 2)
+        x = _slow_conv(x, w[f"{p}conv_{cfg.up_stages}.weight"], w[f"{p}conv_{cfg.up_stages}.bias"])
+        if x.shape[1:] != (cfg.img_h, cfg.img_w):
+            x = _slow_upsample(x, cfg.img_h, cfg.img_w)
+        outs.append(x)
+    return np.stack(outs)
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_light_head_matches_direct_implementation(task):
+    cfg = tiny_config()
+    w = random_init(cfg, seed=1)
+    feats = _features(cfg)
+    got = run_head(w, cfg, task, feats)
+    assert got.shape == (2, cfg.head_out_channels(task), cfg.img_h, cfg.img_w) and got.dtype == np.float32
+    want = _slow_light_head(w.astype(np.float64), cfg, task, feats.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("task,stages", [("semseg", 4), ("depth", 4), ("semseg", 2)])
+def test_up_head_matches_direct_implementation(task, stages):
+    # stages=2 leaves the output at 1/4 size: the head's final bilinear resize must restore it.
+    cfg = tiny_config(head="up", up_stages=stages, up_channels=6)
+    w = random_init(cfg, seed=2)
+    feats = _features(cfg, seed=3)
+    got = run_head(w, cfg, task, feats)
+    assert got.shape == (2, cfg.head_out_channels(task), cfg.img_h, cfg.img_w) and got.dtype == np.float32
+    want = _slow_up_head(w.astype(np.float64), cfg, task, feats)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_up_head_matches_pytorch_when_installed():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    cfg = tiny_config(head="up", up_channels=5)
+    w = random_init(cfg, seed=4)
+    feats = _features(cfg, batch=1, seed=5)
+    p, t = "heads.semseg.", lambda name: torch.from_numpy(w[name].astype(np.float64))
+    x = F.layer_norm(torch.from_numpy(feats).double(), (cfg.dim,), t(p + "norm.weight"), t(p + "norm.bias"), cfg.ln_eps)
+    x = x.transpose(1, 2).reshape(1, cfg.dim, cfg.grid_h, cfg.grid_w)
+    for s in range(cfg.up_stages):
+        x = F.conv2d(x, t(f"{p}conv_{s}.weight"), t(f"{p}conv_{s}.bias"), padding=1)
+        x = F.batch_norm(x, t(f"{p}bn_{s}.running_mean"), t(f"{p}bn_{s}.running_var"),
+                         t(f"{p}bn_{s}.weight"), t(f"{p}bn_{s}.bias"), False, 0.0, BN_EPS)
+        x = F.interpolate(F.relu(x), scale_factor=2, mode="bilinear", align_corners=False)
+    x = F.conv2d(x, t(f"{p}conv_{cfg.up_stages}.weight"), t(f"{p}conv_{cfg.up_stages}.bias"))
+    want = x.numpy()
+    np.testing.assert_allclose(run_head(w, cfg, "semseg", feats), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_resize_bilinear_odd_ratio_matches_direct():
+    x = np.random.default_rng(6).normal(size=(1, 5, 7, 2)).astype(np.float32)
+    got = resize_bilinear(x, 9, 4)
+    want = _slow_upsample(x[0].transpose(2, 0, 1).astype(np.float64), 9, 4).transpose(1, 2, 0)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_head_macs_budget_of_light_head():
+    """SPEC: the shipped light head costs <= 10 % of the backbone on the host."""
+    from edgemoe_ros.model.config import ModelConfig
+
+    cfg = ModelConfig()
+    assert cfg.head == "light"
+    for task in cfg.tasks:
+        assert cfg.head_macs(task) <= 0.10 * cfg.backbone_macs()
+
+
+def test_decoders():
+    cfg = tiny_config()
+    logits = np.zeros((1, 7, 2, 3), np.float32)
+    logits[0, 4, 0, 0] = 1.0
+    logits[0, 6, 1, 2] = 2.0
+    ids = decode_semseg(logits)
+    assert ids.dtype == np.uint8 and ids.shape == (1, 2, 3)
+    np.testing.assert_array_equal(ids[0], [[4, 0, 0], [0, 0, 6]])  # ties (all zero) → class 0
+    log_depth = np.log(np.array([[[[0.1, 1.0, 10.0, 1e3], [np.nan, 2.0, 3.0, 4.0]]]], np.float32))
+    depth = decode_depth(log_depth, cfg)
+    assert depth.dtype == np.float32 and depth.shape == (1, 2, 4)
+    np.testing.assert_allclose(depth[0, 0], [cfg.min_depth, 1.0, 10.0, cfg.max_depth], rtol=1e-6)
+    assert decode_depth(np.full((1, 1, 1, 1), 1e4, np.float32), cfg)[0, 0, 0] == cfg.max_depth  # no Inf
+
+
+def test_run_head_rejects_bad_input():
+    cfg = tiny_config()
+    w = random_init(cfg)
+    with pytest.raises(ValueError, match=r"features must be \(B, 8, 24\)"):
+        run_head(w, cfg, "semseg", np.zeros((1, 9, cfg.dim), np.float32))
+    with pytest.raises(ConfigError, match="unknown task 'normals'"):
+        run_head(w, cfg, "normals", _features(cfg))

@@ -1,0 +1,154 @@
+"""The analytic accelerator latency model: tied to the HLS code, internally consistent, and
+responsive to each of its assumptions."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemoe_ros.accel import interface as itf
+from edgemoe_ros.accel.latency_model import (
+    EDGE_MOE_BOARD_MS,
+    AcceleratorParams,
+    estimate,
+    expected_tokens_per_expert,
+    linear_cycles,
+    reload_ms,
+)
+from edgemoe_ros.model.config import ModelConfig, tiny_config
+
+SPEC = ModelConfig()
+HLS_INCLUDE = Path(__file__).resolve().parents[1] / "hls_accel" / "include"
+LINEAR_STAGES = {"patch_embed", "qkv", "proj", "dense_mlp", "router", "experts"}
+
+
+def _hls_constant(header: str, name: str) -> int:
+    text = (HLS_INCLUDE / header).read_text()
+    m = re.search(rf"static const int {name} = (\d+);", text)
+    assert m, f"{header}: no 'static const int {name} = N;'"
+    return int(m.group(1))
+
+
+def _has_dataflow(header: str) -> bool:
+    """Loads overlap compute in hardware only inside a DATAFLOW region (a comment does not count)."""
+    return re.search(r"^\s*#pragma HLS DATAFLOW", (HLS_INCLUDE / header).read_text(), re.M) is not None
+
+
+def test_params_match_the_hls_code():
+    """Tile size, attention parallelism and load overlap are what hls_accel/ implements."""
+    p = AcceleratorParams()
+    assert p.tile == _hls_constant("linear.h", "tile")
+    assert p.attn_parallel == _hls_constant("attention.h", "par")
+    assert p.tile_load_overlap == _has_dataflow("linear.h")
+    assert p.expert_load_overlap == _has_dataflow("moe.h")
+    assert p.clock_mhz == itf.CLOCK_MHZ
+
+
+@pytest.mark.parametrize("params", [AcceleratorParams(), AcceleratorParams.double_buffered()],
+                         ids=["as_written", "double_buffered"])
+def test_linear_unit_cycles_cover_exactly_the_linear_macs(params):
+    """MAC cycles x tile^2 = every linear MAC of the config's cost model (dims are tile multiples)."""
+    est = estimate(SPEC, params=params)
+    linear = sum(s.compute_cycles for s in est.stages if s.name in LINEAR_STAGES) * params.tile ** 2
+    attention_macs = SPEC.depth * 2 * SPEC.num_tokens ** 2 * SPEC.dim
+    assert linear == SPEC.backbone_macs() - attention_macs
+
+
+def test_totals_are_sums_of_stages_and_clock_converts_cycles():
+    est = estimate(SPEC)
+    assert est.total_cycles == sum(s.cycles for s in est.stages) == sum(est.by_kind().values())
+    assert est.ms_per_call == pytest.approx(est.total_cycles / (itf.CLOCK_MHZ * 1e3))
+    assert est.speedup_vs_edge_moe == pytest.approx(EDGE_MOE_BOARD_MS / est.ms_per_image)
+    assert {s.block for s in est.stages if s.name == "attention"} == {f"block{b}" for b in range(SPEC.depth)}
+    assert sum(s.name == "experts" for s in est.stages) == len(SPEC.moe_layers)
+    assert sum(s.name == "dense_mlp" for s in est.stages) == SPEC.depth - len(SPEC.moe_layers)
+
+
+def test_double_clock_halves_the_time():
+    base = estimate(SPEC)
+    fast = estimate(SPEC, params=AcceleratorParams(clock_mhz=2 * itf.CLOCK_MHZ))
+    assert fast.total_cycles == base.total_cycles
+    assert fast.ms_per_image == pytest.approx(base.ms_per_image / 2)
+
+
+def test_images_of_a_batch_run_one_after_the_other():
+    one, four = estimate(SPEC, 1), estimate(SPEC, 4)
+    assert four.total_cycles == 4 * one.total_cycles
+    assert four.ms_per_image == pytest.approx(one.ms_per_image)
+
+
+@pytest.mark.parametrize("params", [AcceleratorParams(), AcceleratorParams.double_buffered()],
+                         ids=["as_written", "double_buffered"])
+def test_expert_layers_are_memory_bound(params):
+    experts = [s for s in estimate(SPEC, params=params).stages if s.name == "experts"]
+    assert experts and all(s.bound == "memory" for s in experts)
+
+
+def test_wider_weight_loads_speed_up_loads_only():
+    base = estimate(SPEC)
+    wide = estimate(SPEC, params=AcceleratorParams(weight_words_per_cycle=8))
+    b, w = base.by_kind(), wide.by_kind()
+    assert w["experts"] < b["experts"] and w["qkv"] < b["qkv"]
+    assert w["attention"] == b["attention"] and w["layernorm"] == b["layernorm"]
+
+
+def test_bus_width_caps_the_weight_rate():
+    p = AcceleratorParams(weight_words_per_cycle=64)
+    assert p.weight_rate == pytest.approx(p.axi_bytes_per_cycle * p.axi_efficiency / 2)
+
+
+def test_overlapping_loads_with_compute_saves_cycles():
+    base = estimate(SPEC).by_kind()
+    tiles = estimate(SPEC, params=AcceleratorParams(tile_load_overlap=True)).by_kind()
+    experts = estimate(SPEC, params=AcceleratorParams(expert_load_overlap=True)).by_kind()
+    assert tiles["qkv"] < base["qkv"] and tiles["attention"] == base["attention"]
+    assert experts["experts"] < base["experts"] and experts["qkv"] == base["qkv"]
+
+
+def test_bigger_tile_quarters_the_mac_cycles():
+    p16, p32 = AcceleratorParams(), dataclasses.replace(AcceleratorParams(), tile=32)
+    _, mac16, _ = linear_cycles(p16, SPEC.num_tokens, SPEC.dim, SPEC.mlp_hidden)
+    _, mac32, _ = linear_cycles(p32, SPEC.num_tokens, SPEC.dim, SPEC.mlp_hidden)
+    assert mac32 * 4 == mac16
+
+
+def test_measured_routing_changes_the_expert_cost():
+    """Routing every token to experts 0 and 1 loads 2 expert blocks per layer instead of all 16."""
+    routing = np.zeros((1, len(SPEC.moe_layers), SPEC.num_tokens, SPEC.top_k), np.int32)
+    routing[..., 1] = 1
+    skewed = [s for s in estimate(SPEC, routing=routing).stages if s.name == "experts"]
+    uniform = [s for s in estimate(SPEC).stages if s.name == "experts"]
+    assert sum(s.load_cycles for s in skewed) * SPEC.num_experts == sum(s.load_cycles for s in uniform) * 2
+    assert sum(s.cycles for s in skewed) < sum(s.cycles for s in uniform)
+
+
+def test_routing_of_the_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match="routing shape"):
+        estimate(SPEC, num_images=2, routing=np.zeros((1, len(SPEC.moe_layers), SPEC.num_tokens, 2), np.int32))
+
+
+def test_expected_tokens_per_expert_preserves_the_token_count():
+    cfg = tiny_config()
+    counts = expected_tokens_per_expert(cfg)
+    assert counts.sum() == cfg.num_tokens * cfg.top_k
+    assert counts.max() - counts.min() <= 1
+
+
+def test_reload_cost_is_the_parameter_section_at_the_load_rate():
+    p = AcceleratorParams()
+    words = itf.weight_layout(SPEC).params_words
+    assert reload_ms(SPEC) == pytest.approx(words / p.weight_rate / (p.clock_mhz * 1e3), rel=1e-4)
+
+
+def test_table_names_the_comparison_with_edge_moe():
+    text = estimate(SPEC).table()
+    assert "experts" in text and f"{EDGE_MOE_BOARD_MS:g} ms" in text
+
+
+def test_rejects_an_empty_batch():
+    with pytest.raises(ValueError, match="num_images"):
+        estimate(SPEC, num_images=0)
