@@ -162,18 +162,22 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     return out
 
 
-def bench_node_path(weights_path: Path, size: str, runs: int) -> dict[str, float]:
-    """Wall ms of the node's own per-frame path (decode -> engine -> publish) and its inference part."""
+def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = "input") -> dict[str, float]:
+    """Wall ms of the node's own per-frame path (decode -> engine -> publish) and its inference part.
+
+    ``resolution``: the node's ``output_resolution`` ("input": outputs restored to the camera size,
+    the default; "model": published at 128x256, which skips restore and shrinks colourise/publish).
+    """
     from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
     from edgemoe_ros.ros import conversions as conv
     from edgemoe_ros.ros.node import TOPIC_SEGMENTATION_COLOR, EdgeMoeNode, Frame
 
-    node = EdgeMoeNode(namespace=NAMESPACE, parameter_overrides=[
+    node = EdgeMoeNode(f"edgemoe_node_{size}_{resolution}", namespace=NAMESPACE, parameter_overrides=[
         Parameter("weights_path", value=str(weights_path)), Parameter("backend", value="null"),
         Parameter("autostart", value=False), Parameter("output_qos", value="reliable"),
-        Parameter("tasks", value=["semseg", "depth"])])
+        Parameter("tasks", value=["semseg", "depth"]), Parameter("output_resolution", value=resolution)])
     try:
         node.trigger_configure()
         node.trigger_activate()
@@ -304,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             r = bench_pieces(weights, size, args.runs, pub_node)
             r.update(bench_node_path(weights_path, size, args.runs))
+            model_res = bench_node_path(weights_path, size, args.runs, "model")
+            r.update({f"{k}_model_res": v for k, v in model_res.items()})
             results[size] = r
         _stop(sink)
         if not args.skip_e2e:
@@ -325,8 +331,17 @@ def main(argv: list[str] | None = None) -> int:
                "detail_ms": results, "runs": args.runs, "e2e_frames": args.e2e_frames,
                "backend": "null", "input_encoding": "bgr8", "output_resolution": "input"}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2))
+        Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
     return 0
+
+
+def _finite(obj: Any) -> Any:
+    """NaN (a measurement that could not be taken) -> null, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
@@ -335,9 +350,11 @@ def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace)
             ("colourise", "colourise"), ("build 3 output msgs", "to_msg"), ("publish 3 outputs", "publish"),
             ("node path, per frame", "node_path"), ("  of which inference", "inference"),
             ("node overhead (path - inference)", "overhead"), ("  overhead p90", "overhead_p90"),
+            ("output_resolution=model: node path", "node_path_model_res"),
+            ("  overhead (path - inference)", "overhead_model_res"),
             ("end to end stamp->received p50", "e2e"), ("end to end p90", "e2e_p90")]
     sizes = list(results)
-    print(f"\nedgemoe_node with the null backend, median ms over {args.runs} frames "
+    print(f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
           f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes)")
     print(f"{'':36}" + "".join(f"{s:>10}" for s in sizes))
     for label, key in rows:

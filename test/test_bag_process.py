@@ -185,3 +185,47 @@ def test_console_script_prints_summary(weights_file: Path, tmp_path: Path) -> No
     again = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == EXIT_BAG and "already exists" in again.stderr
+
+
+def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Path, tmp_path: Path) -> None:
+    """A camera_info calibrated at 2x the image size (binning upstream) is relayed at the image size."""
+    from edgemoe_ros.model.weights import load_weights
+
+    bag = tmp_path / "in"
+    full = CameraInfoParams.pinhole(2 * W, 2 * H, 120.0)
+    with BagWriter(bag) as writer:
+        for stamp, rgb in _frames()[:1]:
+            writer.write("/cam/camera_info", stamp, full.to_msg(stamp, "cam"))
+            writer.write("/cam/image_raw", stamp, m.rgb_to_image(rgb, stamp, "cam"))
+    process_bag(bag, tmp_path / "out", load_weights(weights_file), tasks=["depth"])
+    info = CameraInfoParams.from_msg(_read_all(tmp_path / "out")["/cam/depth/camera_info"][0][1])
+    assert (info.width, info.height) == (W, H)
+    assert info.k[0] == pytest.approx(60.0) and info.k[2] == pytest.approx((W - 1) / 2)
+
+
+def test_info_command_lists_topics(in_bag: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["info", str(in_bag), "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["message_count"] == 2 * len(STAMPS)
+    assert {(t["topic"], t["count"]) for t in doc["topics"]} == {("/cam/image_raw", 3), ("/cam/camera_info", 3)}
+    assert doc["duration_ns"] == STAMPS[-1] - STAMPS[0]
+    assert main(["info", str(in_bag)]) == EXIT_OK
+    assert "/cam/image_raw" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["play", "{missing}"], "no such file or directory"),
+    (["play", "{bag}", "--topic", "/cam/camera_info"], "is not one of sensor_msgs/msg/Image"),
+    (["play", "{bag}", "--topic", "/front/image"], "topic not in bag"),
+    (["info", "{missing}"], "no such file or directory"),
+])
+def test_play_and_info_bag_errors_exit_code(in_bag: Path, tmp_path: Path, argv: list[str], message: str,
+                                            caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    args = [a.format(bag=in_bag, missing=tmp_path / "nope") for a in argv]
+    assert main(args) == EXIT_BAG
+    assert message in caplog.text

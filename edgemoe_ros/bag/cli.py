@@ -197,6 +197,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
         log.error("%s", exc)
         return EXIT_USAGE
+    except BagError:
+        rclpy.try_shutdown()
+        raise
     executor = SingleThreadedExecutor()
     executor.add_node(rec.node)
     deadline = time.monotonic() + args.duration if args.duration else None

@@ -110,8 +110,9 @@ class BagReader:
         files = [self.path] if self.path.is_file() else list(self.path.iterdir())
         storage = "mcap" if any(f.suffix == ".mcap" for f in files) else "sqlite3"
         topics = tuple(TopicInfo(c.topic, c.msgtype, int(c.msgcount)) for c in r.connections)
-        return BagInfo(str(self.path), storage, int(r.duration), int(r.start_time) if r.message_count else 0,
-                       int(r.message_count), topics)
+        # rosbags' end_time is "just after the last message" (last + 1 ns); report first-to-last.
+        start, end = (int(r.start_time), int(r.end_time) - 1) if r.message_count else (0, 0)
+        return BagInfo(str(self.path), storage, end - start, start, int(r.message_count), topics)
 
     def msgtype(self, topic: str) -> str:
         self.require(topic)

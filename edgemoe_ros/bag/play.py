@@ -49,7 +49,7 @@ def message_class(msgtype: str) -> type:
         pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ValueError, ImportError, AttributeError):
-        raise BagError("<play>", f"message type {msgtype!r} is not available in this ROS install") from None
+        raise ValueError(f"message type {msgtype!r} is not available in this ROS install") from None
 
 
 def qos_profile(name: str, depth: int) -> Any:
@@ -89,12 +89,21 @@ class BagPlayer:
         self.path = Path(path)
         self.rate = rate
         self.restamp = restamp
-        self._reader = BagReader(path)
-        self.topics = select_topics(self._reader, topics)
-        self.node = Node(node_name, context=context)
         profile = qos_profile(qos, queue_size)
+        self._reader = BagReader(path)
+        try:
+            self.topics = select_topics(self._reader, topics)
+            self._classes = {}
+            for t in self.topics:
+                try:
+                    self._classes[t] = message_class(self._reader.msgtype(t))
+                except ValueError as exc:
+                    raise BagError(self.path, str(exc), t) from None
+        except BagError:
+            self._reader.close()
+            raise
+        self.node = Node(node_name, context=context)
         remap = remap or {}
-        self._classes = {t: message_class(self._reader.msgtype(t)) for t in self.topics}
         self._pubs = {t: self.node.create_publisher(self._classes[t], remap.get(t, t), profile)
                       for t in self.topics}
         self._new_stamps: OrderedDict[tuple[int, int], Any] = OrderedDict()

@@ -70,13 +70,20 @@ def output_topics(namespace: str) -> dict[str, str]:
 
 
 def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, frame_id: str) -> Any:
-    """The camera_info that describes the output images (scaled when they are at model size)."""
+    """The camera_info that describes the output images, as the node relays it.
+
+    At model resolution the intrinsics follow the fit (scale, and crop in crop mode). At input
+    resolution the identity fit still rescales a calibration made at another size (binning
+    upstream), so width/height always match the output images.
+    """
     params = m.CameraInfoParams.from_msg(info_msg)
-    if resolution == "model":
-        k, p, w, h = pp.scale_camera_info_params(np.asarray(params.k), np.asarray(params.p),
-                                                 params.width, params.height, fit)
-        params = m.CameraInfoParams(w, h, tuple(k.ravel()), params.d, params.r, tuple(p.ravel()),
-                                    params.distortion_model)
+    if resolution == "input":
+        h, w = fit.input_h, fit.input_w
+        fit = pp.FitInfo("stretch", h, w, h, w, 0, 0, w, h)
+    k, p, w, h = pp.scale_camera_info_params(np.asarray(params.k), np.asarray(params.p),
+                                             params.width, params.height, fit)
+    params = m.CameraInfoParams(int(w), int(h), tuple(float(v) for v in k.ravel()), params.d, params.r,
+                                tuple(float(v) for v in p.ravel()), params.distortion_model)
     return params.to_msg(stamp, frame_id)
 
 

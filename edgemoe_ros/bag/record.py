@@ -37,9 +37,12 @@ class Recorder:
         self.specs = [parse_topic_spec(s) for s in topics]
         if not self.specs:
             raise ValueError("no topic to record")
-        self.node = Node(node_name, context=context)
+        for _, msgtype in self.specs:
+            if msgtype:
+                message_class(msgtype)  # a typo fails here, before any file is created
         self._profile = qos_profile(qos, queue_size)
         self._writer = BagWriter(out, storage).open()
+        self.node = Node(node_name, context=context)
         self.counts: dict[str, int] = {t: 0 for t, _ in self.specs}
         self._subs: dict[str, Any] = {}
         self._pending = {t: ty for t, ty in self.specs}
