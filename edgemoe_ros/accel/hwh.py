@@ -84,14 +84,15 @@ class BlockDesign:
 
 BLOCK_DESIGN = BlockDesign()
 
-#: Vitis HLS control register bit fields (offset 0x00), pynq/HWH naming.
-_CTRL_FIELDS: tuple[tuple[str, int, int, str], ...] = (
-    ("AP_START", 0, 1, "read-write"),
-    ("AP_DONE", 1, 1, "read-only"),
-    ("AP_IDLE", 2, 1, "read-only"),
-    ("AP_READY", 3, 1, "read-only"),
-    ("AUTO_RESTART", 7, 1, "read-write"),
-)
+#: Vitis HLS control register bit fields (offset 0x00), pynq/HWH naming, bits from interface.py.
+_CTRL_FIELDS: tuple[tuple[str, int, int, str], ...] = tuple(
+    (name, mask.bit_length() - 1, 1, access) for name, mask, access in (
+        ("AP_START", itf.AP_START, "read-write"),
+        ("AP_DONE", itf.AP_DONE, "read-only"),
+        ("AP_IDLE", itf.AP_IDLE, "read-only"),
+        ("AP_READY", itf.AP_READY, "read-only"),
+        ("AUTO_RESTART", itf.AP_AUTO_RESTART, "read-write"),
+    ))
 
 
 @dataclass(frozen=True)

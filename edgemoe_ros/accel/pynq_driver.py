@@ -20,9 +20,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from ..model.weights import ModelWeights
 from . import interface as itf
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Default limit for one kernel call. The board needs ~59 ms per image and task (SPEC §3); a full
 #: batch of MAX_IMAGES takes ~4 s. Beyond this the accelerator is considered hung.
@@ -60,6 +63,18 @@ def describe_ctrl(value: int) -> str:
     return f"0x{value:02X} ({bits})"
 
 
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    """One caller at a time: the kernel, its registers and the shared buffers are one resource
+    (a weight upload from a service callback must not interleave with a frame)."""
+
+    @functools.wraps(method)
+    def wrapper(self: EdgeMoeDriver, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _import_pynq() -> Any:
     try:
         import pynq
@@ -75,7 +90,8 @@ class EdgeMoeDriver:
     to ``pynq.Overlay`` (False when the PL is already programmed, or on the simulated device);
     ``device``: a pynq ``Device`` (default: pynq's active device); ``max_images``: the largest batch
     one call takes (buffers are sized for it); ``ip_name``: the IP instance, when the design holds
-    more than one ``edgemoe_top``.
+    more than one ``edgemoe_top``. Public methods are serialised, so a weight upload from another
+    thread waits for the frame in flight.
     """
 
     def __init__(self, bitfile: str | Path, config: ModelConfig, *, max_images: int = 1, download: bool = True,
@@ -90,6 +106,7 @@ class EdgeMoeDriver:
         self.timeout_s = float(timeout_s)
         self.poll_interval_s = float(poll_interval_s)
         self._buffers: dict[str, Any] = {}
+        self._lock = threading.RLock()
         self._closed = False
         self._weights_digest: bytes | None = None
         self._reload_pending = True
@@ -107,7 +124,7 @@ class EdgeMoeDriver:
             raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} not in the overlay: {exc}") from None
         self._allocate(pynq)
         log.info("opened %s: %s at 0x%X, buffers for %d image(s), %.1f MB", self.bitfile, self.ip_name,
-                 self.overlay.ip_dict[self.ip_name]["phys_addr"], max_images,
+                 self.overlay.ip_dict.get(self.ip_name, {}).get("phys_addr", 0), max_images,
                  sum(b.nbytes for b in self._buffers.values()) / 1e6)
 
     # ------------------------------------------------------------------ setup
@@ -126,15 +143,16 @@ class EdgeMoeDriver:
         wanted = dict(itf.buffer_shapes(self.config, self.max_images))
         wanted["weights_one_time"] = ((layout.one_time_words,), np.dtype(np.int16))
         wanted["weights_experts"] = ((layout.experts_words,), np.dtype(np.int16))
-        try:
-            for name in itf.POINTER_ARGS:
-                shape, dtype = wanted[name]
+        for name in itf.POINTER_ARGS:
+            shape, dtype = wanted[name]
+            try:
                 self._buffers[name] = pynq.allocate(shape, dtype, target=self.device)
-        except Exception as exc:
-            self.close()
-            raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: {exc}") from exc
+            except Exception as exc:
+                self.close()
+                raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: {exc}") from exc
 
     # ------------------------------------------------------------------ weights
+    @_serialised
     def load_weights(self, weights: ModelWeights) -> bool:
         """Pack and upload ``weights``; returns False (and uploads nothing) if they are already loaded."""
         self._check_open()
@@ -163,6 +181,7 @@ class EdgeMoeDriver:
         return self._weights_digest is not None
 
     # ------------------------------------------------------------------ run
+    @_serialised
     def run(self, images: np.ndarray, task_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the backbone on ``images`` (B, img_h, img_w, 3) uint8 for one task.
 
@@ -235,11 +254,13 @@ class EdgeMoeDriver:
         e = self.config.num_experts
         bad = (routing < 0) | (routing >= e)
         if bad.any():
+            self._reload_pending = True  # the kernel misbehaved: trust nothing it cached
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise AcceleratorError(
                 f"{self.ip_name} returned invalid routing_out: expert id {int(routing[where])} at "
                 f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} ({int(bad.sum())} bad entries)")
 
+    @_serialised
     def recover(self) -> None:
         """Bring a hung kernel back: re-program the PL with the same bitstream (the only reset an
         HLS block without a soft-reset register has). Buffers and weights in DDR survive; the
@@ -277,6 +298,7 @@ class EdgeMoeDriver:
     def closed(self) -> bool:
         return self._closed
 
+    @_serialised
     def close(self) -> None:
         """Free the device buffers. Safe to call twice."""
         if self._closed:

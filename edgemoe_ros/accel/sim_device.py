@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pynq.buffer import PynqBuffer
@@ -97,12 +98,62 @@ class _Allocation:
         return self.host.view(np.uint8).reshape(-1)
 
 
+_RTLD_NOW = 2
+_LM_ID_NEWLM = -1
+_RUN_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32)
+_INT_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int32)
+#: (library path, mtime, size) -> (private copy directory, dlmopen handle); one namespace per build.
+_LOADED: dict[tuple[str, int, int], tuple[tempfile.TemporaryDirectory, int]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_isolated(path: Path) -> int:
+    """``dlmopen`` a private copy of ``path`` into a new link-map namespace; returns the handle.
+
+    Why not ``ctypes.CDLL``: the kernel's scratch buffers are static locals of templates, which g++
+    exports as ``STB_GNU_UNIQUE`` symbols, and the dynamic linker merges those across every library
+    of a namespace. Two C-simulation builds for different model sizes loaded by one process (the
+    csim backend's and this device's, or a tiny and a full model) would then share buffers sized
+    for whichever came first, and overflow them. A namespace of its own makes this simulated
+    accelerator's memory its own, as a separate board's BRAM would be. The copy keeps a running
+    simulation safe from a rebuild of the file underneath it.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            tmp = tempfile.TemporaryDirectory(prefix="edgemoe_csim_")
+            private = Path(tmp.name) / path.name
+            shutil.copyfile(path, private)
+            libc = ctypes.CDLL(None)
+            libc.dlmopen.restype = ctypes.c_void_p
+            libc.dlmopen.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.c_int]
+            libc.dlerror.restype = ctypes.c_char_p
+            handle = libc.dlmopen(_LM_ID_NEWLM, str(private).encode(), _RTLD_NOW)
+            if not handle:
+                raise SimulatedDeviceError(f"cannot load C-simulation library {path}: "
+                                           f"{(libc.dlerror() or b'dlmopen failed').decode()}")
+            _LOADED[key] = (tmp, handle)
+        return _LOADED[key][1]
+
+
+def _symbol(handle: int, name: str, path: Path) -> int:
+    libc = ctypes.CDLL(None)
+    libc.dlsym.restype = ctypes.c_void_p
+    libc.dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    address = libc.dlsym(handle, name.encode())
+    if not address:
+        raise SimulatedDeviceError(f"{path}: symbol {name} missing; not an edgemoe C-simulation library")
+    return address
+
+
 class CsimHardware:
     """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware` callable.
 
-    The kernel keeps its parameter cache in static memory (BRAM in hardware), and ``dlopen`` shares
-    one copy of it per library path within a process. So that this simulated accelerator has its
-    own cache, as a separate board would, a private copy of the library is loaded.
+    The library is loaded in a link-map namespace of its own (see :func:`_load_isolated`); all
+    simulated devices using the same library build share it, as calls from one process to one
+    board would. Every driver reloads the parameter cache on its first run, so sharing is safe.
     """
 
     def __init__(self, library: str | Path):
@@ -110,28 +161,16 @@ class CsimHardware:
         if not path.is_file():
             raise SimulatedDeviceError(f"C-simulation library {path} not found (build it with `make hls`)")
         self.path = path
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgemoe_csim_")
-        private = Path(self._tmp.name) / path.name
-        shutil.copyfile(path, private)
-        try:
-            self._lib = ctypes.CDLL(str(private))
-        except OSError as exc:
-            raise SimulatedDeviceError(f"cannot load C-simulation library {path}: {exc}") from None
-        version = int(self._lib.edgemoe_csim_abi_version())
+        handle = _load_isolated(path)
+        version = int(_INT_FUNCTION(_symbol(handle, "edgemoe_csim_abi_version", path))())
         if version != itf.ABI_VERSION:
             raise SimulatedDeviceError(
                 f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild hls_accel")
-        p = ctypes.c_void_p
-        i32 = ctypes.c_int32
-        self._run = self._lib.edgemoe_csim_run
-        self._run.argtypes = [p, p, p, p, p, i32, i32, i32]
-        self._run.restype = ctypes.c_int
-        self._signature = getattr(self._lib, "edgemoe_csim_model_signature", None)
+        self._signature = _INT_FUNCTION(_symbol(handle, "edgemoe_csim_model_signature", path))
+        self._run = _RUN_SIGNATURE(_symbol(handle, "edgemoe_csim_run", path))
 
     def check_model(self, cfg: ModelConfig) -> None:
-        """Refuse a library compiled for another model (when it exports its signature)."""
-        if self._signature is None:
-            return
+        """Refuse a library compiled for another model."""
         got, want = int(self._signature()), itf.model_signature(cfg)
         if got != want:
             raise SimulatedDeviceError(f"{self.path} was built for another model (signature {got}, "
@@ -188,7 +227,7 @@ class SimulatedDevice(Device):
         self.syncs_from_device = 0
 
     # ------------------------------------------------------------------ pynq Device API
-    def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False):
+    def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
         """Parse the ``.hwh``/``.xclbin`` beside the bitstream with pynq's own handler."""
         from pynq.pl_server.embedded_device import _get_bitstream_handler
 
@@ -197,7 +236,7 @@ class SimulatedDevice(Device):
             raise SimulatedDeviceError(f"no .hwh or .xclbin metadata beside {bitfile_name}")
         return parser
 
-    def download(self, bitstream, parser=None) -> None:
+    def download(self, bitstream: Any, parser: Any = None) -> None:
         """'Program' the PL: reset the accelerator and record the bitstream as loaded."""
         with self._lock:
             self._regs.clear()
@@ -272,11 +311,13 @@ class SimulatedDevice(Device):
         self.register_writes[offset] += 1
         with self._lock:
             if offset == itf.REG_AP_CTRL:
+                self._maybe_complete()  # the kernel finishes whether or not anyone polled
                 self._ctrl = (self._ctrl & ~itf.AP_AUTO_RESTART) | (value & itf.AP_AUTO_RESTART)
                 if value & itf.AP_START and self._ctrl & itf.AP_IDLE:
                     self._start()
             elif offset == itf.REG_ISR:
-                self._regs[offset] = self._regs.get(offset, 0) ^ (value & 0x3)  # toggle on write
+                # ap_done / ap_ready interrupt status bits: toggle on write, as in Vitis HLS
+                self._regs[offset] = self._regs.get(offset, 0) ^ (value & 0x3)
             else:
                 self._regs[offset] = value & 0xFFFF_FFFF
 
@@ -372,3 +413,6 @@ def uninstall(device: SimulatedDevice) -> None:
         SimulatedDevice._installed.remove(device)
     if getattr(Device, "_active_device", None) is device:
         del Device._active_device
+    probed = getattr(Device, "_devices", None)  # pynq caches its first probe
+    if probed is not None and device in probed:
+        probed.remove(device)
