@@ -17,16 +17,17 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..accel import interface as itf
+from ..accel.cpp_header import generate_header
 from ..fixedpoint.quant import act_to_float32
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
-from .base import Backend, BackboneResult, BackendError, _count_experts
+from .base import BackboneResult, Backend, BackendError, _count_experts
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,12 @@ def _variant_dirs(cfg: ModelConfig, hls_dir: Path) -> tuple[Path, Path | None]:
     return base, base / "include"
 
 
-def build_library(cfg: ModelConfig, sanitize: bool = False, hls_dir: Path = HLS_DIR) -> Path:
-    """Build (if needed) the C-simulation library for ``cfg`` and return its path.
+def build_artifact(cfg: ModelConfig, artifact: str = LIB_NAME, hls_dir: Path = HLS_DIR) -> Path:
+    """Build (if needed) one artifact of ``hls_accel/Makefile`` for ``cfg`` and return its path.
 
-    ``sanitize`` builds the AddressSanitizer/UBSan variant (``make asan``). Concurrent builders of
-    the same variant are serialised with a file lock. Raises ``BackendError`` naming what is missing.
+    ``artifact`` is relative to the build dir: ``libedgemoe_csim.so``, ``testbench``, or their
+    sanitizer variants ``asan/...``. Concurrent builders of the same variant are serialised with a
+    file lock. Raises ``BackendError`` naming what is missing or the compiler's last lines.
     """
     if not (hls_dir / "Makefile").is_file():
         raise BackendError(f"csim: HLS sources not found at {hls_dir} (needs a source checkout)")
@@ -57,18 +59,18 @@ def build_library(cfg: ModelConfig, sanitize: bool = False, hls_dir: Path = HLS_
         raise BackendError("csim: 'make' and 'g++' are required to build the C-simulation library")
     build, gen = _variant_dirs(cfg, hls_dir)
     build.mkdir(parents=True, exist_ok=True)
-    target = build / ("asan" if sanitize else ".") / LIB_NAME
-    args = ["make", "-C", str(hls_dir), f"PYTHON={sys.executable}", f"BUILD={build}"]
+    target = (build / artifact).resolve()
+    args = ["make", "-C", str(hls_dir), f"PYTHON={sys.executable}", f"BUILD={build.resolve()}"]
     with open(build / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if gen is not None:
-            text = itf.generate_header(cfg)
+            text = generate_header(cfg)
             header = gen / "edgemoe_interface.h"
             if not header.exists() or header.read_text() != text:
                 gen.mkdir(parents=True, exist_ok=True)
                 header.write_text(text)
-            args.append(f"GEN_DIR={gen}")
-        args.append(str(target.resolve()))
+            args.append(f"GEN_DIR={gen.resolve()}")
+        args.append(str(target))
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -77,6 +79,11 @@ def build_library(cfg: ModelConfig, sanitize: bool = False, hls_dir: Path = HLS_
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise BackendError(f"csim: building {target} failed (make exit {proc.returncode}):\n{tail}")
     return target
+
+
+def build_library(cfg: ModelConfig, sanitize: bool = False, hls_dir: Path = HLS_DIR) -> Path:
+    """The C-simulation shared library for ``cfg`` (``sanitize``: the ASan/UBSan build)."""
+    return build_artifact(cfg, ("asan/" if sanitize else "") + LIB_NAME, hls_dir)
 
 
 class CSimLibrary:
@@ -149,20 +156,21 @@ class CSimBackend(Backend):
         super().__init__()
         self._sanitize = sanitize
         self._lib: CSimLibrary | None = None
-        self._packed: itf.PackedWeights | None = None
+        #: The weight buffers as the kernel reads them (set by ``load``).
+        self.packed: itf.PackedWeights | None = None
 
     def load(self, weights: ModelWeights) -> None:
         lib = CSimLibrary.open(weights.config, self._sanitize)
-        self._packed = itf.pack_weights(weights)
+        self.packed = itf.pack_weights(weights)
         self._lib, self.config = lib, weights.config
 
     def run_raw(self, images: np.ndarray, task_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw kernel outputs for one task (features int32 raw act, routing)."""
-        if self._lib is None or self._packed is None:
+        if self._lib is None or self.packed is None:
             raise BackendError("backend 'csim': run() before load()")
         out_f, out_r = [], []
         for start in range(0, images.shape[0], itf.MAX_IMAGES):
-            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self._packed, task_id, self)
+            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id, self)
             out_f.append(f)
             out_r.append(r)
         return np.concatenate(out_f), np.concatenate(out_r)
@@ -180,4 +188,4 @@ class CSimBackend(Backend):
     def close(self) -> None:
         if self._lib is not None and self._lib.cached_owner is self:
             self._lib.cached_owner = None
-        self._lib, self._packed = None, None
+        self._lib, self.packed = None, None

@@ -6,7 +6,7 @@ test holds it to that), so it is the way to see fixed-point effects on the node'
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from ..accel import interface as itf
 from ..fixedpoint.emulator import FixedPointEmulator
 from ..fixedpoint.quant import act_to_float32
 from ..model.weights import ModelWeights
-from .base import Backend, BackboneResult, BackendError, _count_experts
+from .base import BackboneResult, Backend, BackendError, _count_experts
 
 
 class FixedPointBackend(Backend):
@@ -39,8 +39,8 @@ class FixedPointBackend(Backend):
         cfg = self.config
         ids = [cfg.task_id(t) for t in tasks]
         out = self._emulator.run(images, ids)
-        features = {t: act_to_float32(out[i].features) for t, i in zip(tasks, ids)}
-        routing = {t: out[i].routing for t, i in zip(tasks, ids)}
+        features = {t: act_to_float32(out[i].features) for t, i in zip(tasks, ids, strict=True)}
+        routing = {t: out[i].routing for t, i in zip(tasks, ids, strict=True)}
         counts = {t: _count_experts(r, cfg.num_experts) for t, r in routing.items()}
         return BackboneResult(features, routing, counts)
 

@@ -72,7 +72,10 @@ def matmul_exact(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     if w_t.shape[0] > _MAX_EXACT_TERMS:
         raise ValueError(f"matmul_exact: {w_t.shape[0]} terms exceed the exact float64 range")
     hi, lo = split_hi_lo(x)
-    return (hi @ w_t).astype(np.int64) * 65536 + (lo @ w_t).astype(np.int64)
+    rows = hi.reshape(-1, hi.shape[-1])
+    both = (np.concatenate([rows, lo.reshape(rows.shape)]) @ w_t).astype(np.int64)  # one BLAS call
+    n = rows.shape[0]
+    return (both[:n] * 65536 + both[n:]).reshape(*x.shape[:-1], w_t.shape[1])
 
 
 # ------------------------------------------------------------------------------ hls_math.h

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include <cmath>
+
 #include "ap_fixed.h"
 // Angle brackets: the generated header is looked up on the -I path (GEN_DIR first), never
 // next to this file, so a build for another model picks up its own header.
@@ -34,6 +36,10 @@ typedef int16_t word_t;      // one word of a weight buffer (every stored format
 typedef int64_t acc_t;       // exact accumulator of products
 
 static_assert(FMT_ACT_W == 32, "act_raw_t holds the act format");
+// The raw datapath implements exactly these ap_fixed formats and modes:
+static_assert(act_t::width == 32 && act_t::iwidth == FMT_ACT_I, "act_t is the act format");
+static_assert(act_t::qmode == AP_RND && act_t::omode == AP_SAT, "narrow_act rounds (AP_RND) and saturates (AP_SAT)");
+static_assert(weight_t::width == FMT_WEIGHT_W && bias_t::iwidth == FMT_BIAS_I, "stored formats");
 static_assert(FMT_ATTN_W <= 32 && FMT_SCORE_W <= 32, "attn/score raw values must fit act_raw_t");
 static_assert(FMT_WEIGHT_W <= 16 && FMT_BIAS_W <= 16 && FMT_ATTN_BIAS_W <= 16 &&
                   FMT_PATCH_WEIGHT_W <= 16,
@@ -69,11 +75,8 @@ static inline act_raw_t add_sat(act_raw_t a, act_raw_t b) {
 }
 
 // Raw act bits -> real value, for test benches and debug prints only (never in the datapath).
-static inline double act_to_double(act_raw_t raw) {
-  act_t v;
-  v.range(FMT_ACT_W - 1, 0) = (int)raw;
-  return v.to_double();
-}
+// (Not via act_t::to_double: hls4ml's implementation reads an uninitialised temporary.)
+static inline double act_to_double(act_raw_t raw) { return std::ldexp((double)raw, -FMT_ACT_F); }
 
 }  // namespace edgemoe
 

@@ -10,7 +10,12 @@
 #ifndef EDGEMOE_LINEAR_H_
 #define EDGEMOE_LINEAR_H_
 
+#ifndef __HLS_SYN__
+#include <cassert>
+#endif
+
 #include "datatypes.h"
+#include "hls_vector.h"
 
 namespace edgemoe {
 
@@ -25,12 +30,15 @@ template <class CONFIG_T = linear_config>
 void linear_unit(const act_raw_t *x, int rows, int in_dim, int out_dim, const word_t *w, int w_frac,
                  const word_t *bias, int bias_frac, act_raw_t *y) {
   const int T = CONFIG_T::tile;
-  static acc_t acc[CONFIG_T::max_rows][CONFIG_T::tile];
-#pragma HLS ARRAY_PARTITION variable = acc dim = 2 complete
-  word_t wtile[CONFIG_T::tile][CONFIG_T::tile];
+  typedef hls::vector<acc_t, CONFIG_T::tile> acc_vec;    // one row's TILE output accumulators
+  typedef hls::vector<word_t, CONFIG_T::tile> word_vec;  // one weight-tile row
+#ifndef __HLS_SYN__
+  assert(rows >= 0 && rows <= CONFIG_T::max_rows && "linear_unit: more rows than the on-chip buffer");
+#endif
+  static acc_vec acc[CONFIG_T::max_rows];
+  word_vec wtile[CONFIG_T::tile];
 #pragma HLS ARRAY_PARTITION variable = wtile complete dim = 0
-  act_raw_t xtile[CONFIG_T::tile];
-#pragma HLS ARRAY_PARTITION variable = xtile complete
+  hls::vector<act_raw_t, CONFIG_T::tile> xtile;
 
 OutTiles:
   for (int ot = 0; ot < out_dim; ot += T) {
@@ -54,6 +62,7 @@ OutTiles:
       }
     Rows:
       for (int r = 0; r < rows; ++r) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::max_rows
 #pragma HLS PIPELINE II = 1
         const act_raw_t *xr = x + (acc_t)r * in_dim + it;
       LoadRow:

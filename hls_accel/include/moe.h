@@ -19,6 +19,10 @@
 #include "hls_stream.h"
 #include "linear.h"
 
+#if !defined(__HLS_SYN__) && !defined(EDGEMOE_OWN_HLS_STREAM)
+#error "C-simulation must use hls_accel/include/hls_stream.h (check the include path order)"
+#endif
+
 namespace edgemoe {
 
 struct moe_config {
@@ -99,6 +103,7 @@ void moe_mlp(const act_raw_t *xn, const word_t *router_w, const word_t *experts,
   static int32_t queue_slot[CONFIG_T::n_tokens];
   static word_t wbuf[2][CONFIG_T::expert_words];  // ping-pong expert weight buffers
   hls::stream<TokenSlot> queues[CONFIG_T::experts];
+#pragma HLS STREAM variable = queues depth = CONFIG_T::n_tokens
 
   linear_unit(xn, N, D, E, router_w, FMT_WEIGHT_F, nullptr, 0, logits);
 Route:
@@ -130,6 +135,7 @@ Experts:
     int rows = 0;
   Gather:
     while (!queues[e].empty()) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::n_tokens
       const TokenSlot ts = queues[e].read();
       queue_tok[rows] = ts.token;
       queue_slot[rows] = ts.slot;
