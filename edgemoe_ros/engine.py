@@ -89,13 +89,22 @@ class Engine:
         self._lock = threading.Lock()
         self._weights: ModelWeights | None = None
         self._usage: dict[str, np.ndarray] = {}
-        self.reload(weights)
+        try:
+            self.reload(weights)
+        except Exception:
+            self.backend.close()  # never leak a device or library handle on a failed start
+            raise
 
     # ----- model -----
     @property
-    def config(self) -> ModelConfig:
+    def weights(self) -> ModelWeights:
+        """The loaded model (heads run from it on the host)."""
         assert self._weights is not None
-        return self._weights.config
+        return self._weights
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.weights.config
 
     @property
     def resize_mode(self) -> str:
@@ -147,8 +156,8 @@ class Engine:
     def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth")) -> FrameResult:
         """Run the requested tasks on one uint8 RGB (or grayscale) image of any size."""
         t0 = time.perf_counter()
-        cfg, weights = self.config, self._weights
-        assert weights is not None
+        weights = self.weights
+        cfg = weights.config
         tasks = self._check_tasks(tasks)
         model_image, fit = fit_to_model(_as_rgb(image), cfg, self.resize_mode)
         t1 = time.perf_counter()

@@ -177,3 +177,20 @@ def test_registry_builds_cpu_and_reference_backends(tiny_backend):
         assert _rel(b.features[task], a.features[task]) < RTOL
         np.testing.assert_array_equal(a.routing[task], b.routing[task])
         np.testing.assert_array_equal(a.expert_counts[task], b.expert_counts[task])
+
+
+def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference():
+    cfg = tiny_config()
+    weights = random_init(cfg, seed=12)
+    for i in cfg.moe_layers:
+        weights.tensors[f"blocks.{i}.moe.router.weight"][:] = 0.0  # all experts tie for every token
+    backend = CpuBackend()
+    backend.load(weights)
+    images = _images(cfg, 2, seed=12)
+    res = backend.run(images, BOTH)
+    for task in BOTH:
+        np.testing.assert_array_equal(res.routing[task][..., 0], 0)
+        np.testing.assert_array_equal(res.routing[task][..., 1], 1)
+        ref = forward(weights.astype(np.float64), images, task)
+        np.testing.assert_array_equal(res.routing[task], ref.routing)
+        assert _rel(res.features[task], ref.features) < RTOL

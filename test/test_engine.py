@@ -54,7 +54,7 @@ def test_engine_output_equals_backbone_plus_head(engine):
     img = _image(engine.config.img_h, engine.config.img_w, seed=3)  # model size: fit is a copy
     res = engine.infer(img, ("semseg",))
     feats = engine.backend.run(img[None], ("semseg",)).features["semseg"]
-    want = decode_semseg(run_head(engine._weights, engine.config, "semseg", feats))[0]
+    want = decode_semseg(run_head(engine.weights, engine.config, "semseg", feats))[0]
     np.testing.assert_array_equal(res.semseg, want)
 
 
@@ -138,3 +138,13 @@ def test_backend_instance_and_up_head():
     assert res.semseg.shape == (cfg.img_h, cfg.img_w) and res.semseg_at_input().shape == (20, 30)
     assert np.all((res.depth >= cfg.min_depth) & (res.depth <= cfg.max_depth))
     eng.close()
+
+
+def test_engine_imports_neither_torch_nor_rclpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgemoe_ros.engine, edgemoe_ros.backends.cpu, edgemoe_ros.backends.reference; "
+            "bad = [m for m in ('torch', 'rclpy') if m in sys.modules]; sys.exit(f'imported {bad}' if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

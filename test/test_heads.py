@@ -168,3 +168,20 @@ def test_run_head_rejects_bad_input():
         run_head(w, cfg, "semseg", np.zeros((1, 9, cfg.dim), np.float32))
     with pytest.raises(ConfigError, match="unknown task 'normals'"):
         run_head(w, cfg, "normals", _features(cfg))
+
+
+@pytest.mark.parametrize("head", ["light", "up"])
+def test_heads_match_the_pytorch_training_twin(head):
+    """Heads trained in PyTorch must decode identically here (same tensor names, same math)."""
+    torch = pytest.importorskip("torch")
+    from edgemoe_ros.training.torch_model import build_torch_model
+
+    cfg = tiny_config(head=head, up_channels=6)
+    w = random_init(cfg, seed=9)
+    module = build_torch_model(cfg).double().eval()
+    module.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in w.tensors.items()}, strict=True)
+    feats = _features(cfg, seed=10)
+    for task in cfg.tasks:
+        with torch.no_grad():
+            want = module.heads[task](torch.from_numpy(feats).double()).numpy()
+        np.testing.assert_allclose(run_head(w, cfg, task, feats), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, BackboneResult, BackendError
+from .base import BackboneResult, Backend, BackendError
 
 #: name -> "module:Class", relative to this package.
 BACKENDS: dict[str, str] = {

@@ -7,8 +7,8 @@ uint8 RGB images at model resolution in, final-LayerNorm patch features out, per
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -35,10 +35,11 @@ class BackboneResult:
 
     def __post_init__(self) -> None:
         if not self.expert_counts:
-            self.expert_counts = {t: _count_experts(r) for t, r in self.routing.items()}
+            self.expert_counts = {t: count_experts(r) for t, r in self.routing.items()}
 
 
-def _count_experts(routing: np.ndarray, num_experts: int | None = None) -> np.ndarray:
+def count_experts(routing: np.ndarray, num_experts: int | None = None) -> np.ndarray:
+    """Tokens routed to each expert per MoE layer: (B, layers, tokens, k) ids -> (layers, E) counts."""
     layers = routing.shape[1]
     e = int(num_experts or (routing.max() + 1 if routing.size else 0))
     counts = np.zeros((layers, e), dtype=np.int64)
@@ -64,7 +65,7 @@ class Backend(ABC):
     def run(self, images: np.ndarray, tasks: Sequence[str]) -> BackboneResult:
         """Run the backbone. ``images``: (B, img_h, img_w, 3) uint8 RGB; ``tasks``: names from the config."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release resources (buffers, devices). Safe to call twice."""
 
     def check_input(self, images: np.ndarray, tasks: Sequence[str]) -> None:
@@ -82,7 +83,7 @@ class Backend(ABC):
         for t in tasks:
             cfg.task_id(t)  # raises ConfigError naming the task
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -27,7 +27,7 @@ from ..accel.cpp_header import generate_header
 from ..fixedpoint.quant import act_to_float32
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
-from .base import BackboneResult, Backend, BackendError, _count_experts
+from .base import BackboneResult, Backend, BackendError, count_experts
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class CSimBackend(Backend):
         for task in tasks:
             raw_f, raw_r = self.run_raw(images, self.config.task_id(task))
             features[task], routing[task] = act_to_float32(raw_f), raw_r
-        counts = {t: _count_experts(r, self.config.num_experts) for t, r in routing.items()}
+        counts = {t: count_experts(r, self.config.num_experts) for t, r in routing.items()}
         return BackboneResult(features, routing, counts)
 
     def close(self) -> None:

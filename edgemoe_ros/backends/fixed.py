@@ -14,7 +14,7 @@ from ..accel import interface as itf
 from ..fixedpoint.emulator import FixedPointEmulator
 from ..fixedpoint.quant import act_to_float32
 from ..model.weights import ModelWeights
-from .base import BackboneResult, Backend, BackendError, _count_experts
+from .base import BackboneResult, Backend, BackendError, count_experts
 
 
 class FixedPointBackend(Backend):
@@ -41,7 +41,7 @@ class FixedPointBackend(Backend):
         out = self._emulator.run(images, ids)
         features = {t: act_to_float32(out[i].features) for t, i in zip(tasks, ids, strict=True)}
         routing = {t: out[i].routing for t, i in zip(tasks, ids, strict=True)}
-        counts = {t: _count_experts(r, cfg.num_experts) for t, r in routing.items()}
+        counts = {t: count_experts(r, cfg.num_experts) for t, r in routing.items()}
         return BackboneResult(features, routing, counts)
 
     def close(self) -> None:

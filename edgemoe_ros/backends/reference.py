@@ -12,7 +12,7 @@ import numpy as np
 
 from ..model.reference import forward
 from ..model.weights import ModelWeights
-from .base import BackboneResult, Backend, _count_experts
+from .base import BackboneResult, Backend, count_experts
 
 
 class ReferenceBackend(Backend):
@@ -37,7 +37,7 @@ class ReferenceBackend(Backend):
             out = forward(self._weights, images, task)
             features[task] = out.features.astype(np.float32)
             routing[task] = out.routing
-            counts[task] = _count_experts(out.routing, self.config.num_experts)
+            counts[task] = count_experts(out.routing, self.config.num_experts)
         return BackboneResult(features, routing, counts)
 
     def close(self) -> None:

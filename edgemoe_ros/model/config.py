@@ -172,7 +172,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         extra = set(data) - set(known)
         if extra:
@@ -185,7 +185,7 @@ class ModelConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -194,7 +194,7 @@ class ModelConfig:
             raise ConfigError("model config JSON must be an object")
         return cls.from_dict(data)
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -3,7 +3,7 @@
 Two heads, chosen by ``ModelConfig.head``:
 
 * ``light`` (shipped default): per token fc1 → GELU → fc2 to a patch of ``p*p*C`` values,
-  pixel-shuffled to full resolution. ~45 MMAC for semseg, under 10 % of the backbone, so the
+  pixel-shuffled to full resolution. ~49 MMAC for semseg (6 % of the backbone), so the
   host never becomes the bottleneck of an accelerated backbone.
 * ``up``: M3ViT's ``VisionTransformerUpHead``: LayerNorm, then ``up_stages`` x (3x3 conv, BN in
   eval mode, ReLU, 2x bilinear upsample with align_corners=False), then a 1x1 conv. ~6.4 GMAC,

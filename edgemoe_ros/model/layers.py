@@ -57,21 +57,22 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         phi += 1.0
         phi *= 0.5
         return np.multiply(x, phi, out=out)
+    dt = x.dtype.type  # numpy scalars, not 0-d arrays: 0-d operands take a ~3x slower ufunc path
     a = np.abs(x)
-    t = a * np.asarray(_AS_P * _SQRT1_2, dtype=x.dtype)
-    t += 1.0
+    t = a * dt(_AS_P * _SQRT1_2)
+    t += dt(1.0)
     np.reciprocal(t, out=t)
     # Horner on the A&S polynomial with the 1/2 of erfc/2 folded into the coefficients.
-    q = t * np.asarray(0.5 * _AS_A[-1], dtype=x.dtype)
+    q = t * dt(0.5 * _AS_A[-1])
     for coef in reversed(_AS_A[:-1]):
-        q += np.asarray(0.5 * coef, dtype=x.dtype)
+        q += dt(0.5 * coef)
         q *= t
-    e = np.square(x)
-    e *= np.asarray(-0.5, dtype=x.dtype)
+    e = np.square(x, out=t)  # t is spent: reuse it for exp(-x^2 / 2)
+    e *= dt(-0.5)
     np.exp(e, out=e)
     q *= e
     q *= a
-    res = np.maximum(x, 0, out=out)
+    res = np.maximum(x, dt(0), out=out)
     res -= q
     return res
 
@@ -114,7 +115,7 @@ def pixel_affine(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
 def normalize_pixels(images: np.ndarray, cfg: ModelConfig, dtype: type = np.float64) -> np.ndarray:
     """uint8 (B, H, W, 3) RGB → ``(u8 / 256 - mean) / std`` in ``dtype`` (SPEC model math step 1)."""
     scale, offset = pixel_affine(cfg)
-    return (images.astype(dtype) * scale.astype(dtype) + offset.astype(dtype)).astype(dtype, copy=False)
+    return images.astype(dtype) * scale.astype(dtype) + offset.astype(dtype)
 
 
 def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
