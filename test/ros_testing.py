@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,8 @@ MSG_TIMEOUT_S = 30.0
 #: Fast DDS supports domain ids 0..232; 0 is the default everyone else uses.
 DOMAIN_RANGE = (1, 232)
 
+#: Set to keep NodeHarness temp dirs (node logs, params files) for post-mortem debugging.
+KEEP_TMP_ENV = "EDGEMOE_KEEP_TEST_TMP"
 #: Parameters every test node gets unless a test overrides them.
 TEST_PARAMS: dict[str, Any] = {
     "input_qos": "reliable",
@@ -420,9 +423,12 @@ class NodeHarness:
         return f"\n--- node output ({self.node.command}) ---\n{self.node.output()[-4000:]}"
 
     def close(self) -> int | None:
+        """Stop client and node; remove the temp dir unless ``EDGEMOE_KEEP_TEST_TMP`` is set."""
         try:
             if self.client is not None:
                 self.client.close()
         finally:
             code = self.node.stop()
+            if not os.environ.get(KEEP_TMP_ENV):
+                shutil.rmtree(self.tmp, ignore_errors=True)
         return code

@@ -204,3 +204,43 @@ def test_array_to_image_rejects_mismatched_array():
         conv.array_to_image(np.zeros((4, 4), np.float64), "32FC1", Header())
     with pytest.raises(ValueError, match="rgb8"):
         conv.array_to_image(np.zeros((4, 4), np.uint8), "rgb8", Header())
+
+
+# ----- camera_info relay -----
+def _info(w, h, f=200.0):
+    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    info.k = [f, 0.0, (w - 1) / 2, 0.0, f, (h - 1) / 2, 0.0, 0.0, 1.0]
+    info.p = [f, 0.0, (w - 1) / 2, 0.0, 0.0, f, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def test_camera_info_relay_at_input_resolution_keeps_calibration_and_copies_header():
+    header = Header(frame_id="cam")
+    header.stamp.sec = 42
+    info = _info(640, 480)
+    out = conv.camera_info_for_output(info, header, 480, 640, None)
+    assert (out.width, out.height, out.header.frame_id, out.header.stamp.sec) == (640, 480, "cam", 42)
+    np.testing.assert_allclose(out.k, info.k)
+    np.testing.assert_allclose(out.d, info.d)
+    assert out.distortion_model == "plumb_bob"
+
+
+def test_camera_info_relay_rescales_a_calibration_made_at_another_resolution():
+    info = _info(1280, 960, f=400.0)  # calibrated at full res, images arrive 2x binned
+    out = conv.camera_info_for_output(info, Header(), 480, 640, None)
+    assert (out.width, out.height) == (640, 480)
+    assert out.k[0] == pytest.approx(200.0) and out.k[2] == pytest.approx((640 - 1) / 2)
+
+
+def test_camera_info_relay_to_model_resolution_with_crop():
+    from edgemoe_ros.model.config import tiny_config
+    from edgemoe_ros.postprocess import compute_fit
+
+    cfg = tiny_config()  # 32 x 64 model input
+    fit = compute_fit(480, 640, cfg, "crop")  # 640x320 centre crop, then /10
+    out = conv.camera_info_for_output(_info(640, 480), Header(), 480, 640, fit)
+    assert (out.width, out.height) == (cfg.img_w, cfg.img_h)
+    assert out.k[0] == pytest.approx(20.0) and out.k[4] == pytest.approx(20.0)
+    assert out.k[2] == pytest.approx((cfg.img_w - 1) / 2) and out.k[5] == pytest.approx((cfg.img_h - 1) / 2)
+    assert out.p[0] == pytest.approx(20.0) and out.p[10] == 1.0

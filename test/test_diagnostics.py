@@ -89,3 +89,38 @@ def test_build_status_reports_everything_spec_asks_for():
     assert "experts semseg share %" in v
     for key in ("input rate hz", "output rate hz", "task mode"):
         assert key in v
+
+
+# ----- end to end: the running node's /diagnostics -----
+@pytest.mark.ros
+def test_running_node_reports_rates_latency_and_expert_usage():
+    import time
+
+    from ros_testing import NodeHarness, make_image, wait_diag
+    from sensor_msgs.msg import Image
+
+    h = NodeHarness(params={"queue_size": 10})
+    try:
+        c = h.client
+        diag = c.diagnostics()
+        seg = c.collect("segmentation", Image)
+        pub = c.publisher("image", Image)
+        c.wait_for_subscribers(pub)
+        c.wait_for_matched(seg)
+        frames = 8
+        for i in range(frames):
+            pub.publish(make_image(seed=i))
+            time.sleep(0.1)
+        v = wait_diag(diag, lambda v: int(v["frames processed"]) >= frames)
+        assert v["backend"] == "cpu" and v["active tasks"] == "semseg,depth" and v["__level__"] == "0"
+        assert float(v["input rate hz"]) > 0 and float(v["output rate hz"]) > 0
+        for key in ("latency stamp to publish ms", "latency inference ms"):
+            p = dict(item.split("=") for item in v[key].split())
+            assert set(p) == {"p50", "p90", "p99"}, v[key]
+            assert 0 < float(p["p50"]) <= float(p["p90"]) <= float(p["p99"]) < 10_000
+        for task in ("semseg", "depth"):
+            shares = [float(x) for x in v[f"experts {task} share %"].split()]
+            assert sum(shares) == pytest.approx(100.0, abs=0.5) and len(shares) == 4  # tiny model: 4 experts
+            assert f"experts {task} block 1" in v and f"experts {task} block 3" in v
+    finally:
+        h.close()

@@ -18,7 +18,6 @@ from ros_testing import (
     make_camera_info,
     make_image,
     ros_env,
-    tmp_dir,
     wait_until,
     write_tiny_weights,
 )
@@ -135,9 +134,8 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     desc = launch_description({"namespace": ns, "image": "/sensors/cam/image_raw",
                                "camera_info": "/sensors/cam/camera_info", "params_file": str(params_file)})
     cmd = command_for(desc)
-    tmp = tmp_dir()
-    env = ros_env(tmp)
-    node = NodeProcess(tmp, env, command=cmd)
+    env = ros_env(tmp_path)
+    node = NodeProcess(tmp_path, env, command=cmd)
     client = None
     try:
         client = RosClient(env)

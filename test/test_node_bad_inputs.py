@@ -129,6 +129,7 @@ def test_bad_input_counted_by_kind_then_good_frame_correct(env, case):
     after = wait_diag(diag, lambda v: int(v.get(key, 0)) > int(before.get(key, 0)))
     assert int(after.get(key, 0)) == int(before.get(key, 0)) + 1
     assert int(after["bad inputs"]) == int(before["bad inputs"]) + 1
+    assert after["__level__"] == "1" and "bad input" in after["__message__"]  # WARN for that report
     _check_good_frame(env)
     assert f"{kind}" in h.node.output()
 
@@ -201,6 +202,7 @@ def test_backend_fault_dropped_counted_and_fallback_or_recovery(fallback, tmp_pa
         if fallback:
             assert values["fallbacks"] == "1" and values["backend"] == "cpu" and values["__level__"] == "1"
         else:
+            assert values["__level__"] == "2" and "backend fault" in values["__message__"]
             trigger.unlink()  # the device comes back: the primary recovers by itself
         image_pub.publish(make_image(stamp=(300, 3), pixels=GOOD_PIXELS))
         third = seg.wait_for(match((300, 3)))

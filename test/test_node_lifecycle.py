@@ -113,3 +113,14 @@ def test_reload_model_swaps_weights_and_keeps_old_model_on_bad_file():
         assert bytes(third.data) == bytes(second.data)
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("name,value", [("backend", "gpu"), ("tasks", ["semseg", "optical_flow"])])
+def test_bad_parameter_override_exits_with_error_naming_it(name, value):
+    h = NodeHarness(params={name: value}, wait_active=False)
+    try:
+        assert h.node.wait(timeout=30) != 0
+        out = h.node.output()
+        assert f"parameter '{name}'" in out and repr(value) in out, out
+    finally:
+        h.close()

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from ros_testing import NodeHarness, image_array, make_camera_info, make_image
 from sensor_msgs.msg import CameraInfo, Image
+from std_srvs.srv import Trigger
 
 from edgemoe_ros.engine import Engine
+from edgemoe_ros.model.config import IGNORE_INDEX
 from edgemoe_ros.model.weights import load_weights
-from edgemoe_ros.postprocess import PALETTE
+from edgemoe_ros.postprocess import PALETTE, colorize_semseg
 
 pytestmark = pytest.mark.ros
 
@@ -111,3 +113,41 @@ def test_model_resolution_outputs_and_scaled_camera_info(harness, io):
         assert info.p[0] == pytest.approx(FOCAL * sx)
     finally:
         harness.client.set_parameters(harness.node_name, {"output_resolution": "input"})
+
+
+def test_crop_mode_marks_outside_as_nan_and_ignore(harness, io):
+    c = harness.client
+    [res] = c.set_parameters(harness.node_name, {"resize_mode": "crop"})
+    assert res.successful
+    assert c.call(Trigger, harness.srv("reload_model"), Trigger.Request()).success
+    try:
+        msg, out = _send(io, (1_700_000_002, 9), seed=5)
+        engine = Engine(load_weights(harness.weights_path), "cpu", resize_mode="crop")
+        rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(H, W, 3)
+        want = engine.infer(rgb)
+        engine.close()
+        depth = image_array(out["depth"])
+        seg = image_array(out["segmentation"])
+        np.testing.assert_array_equal(seg, want.semseg_at_input())
+        np.testing.assert_array_equal(np.isnan(depth), np.isnan(want.depth_at_input()))
+        assert np.isnan(depth[0]).all() and (seg[0] == IGNORE_INDEX).all()  # 96x160 -> rows cropped
+        np.testing.assert_array_equal(image_array(out["segmentation/color"]), colorize_semseg(seg))
+        assert np.isfinite(depth[H // 2]).all()
+    finally:
+        c.set_parameters(harness.node_name, {"resize_mode": ""})
+        c.call(Trigger, harness.srv("reload_model"), Trigger.Request())
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop"])
+@pytest.mark.parametrize("in_h,in_w", [(96, 160), (720, 1280), (480, 640), (33, 301)])
+def test_color_at_input_equals_colorizing_the_restored_ids(mode, in_h, in_w):
+    """The node colourises at model resolution and upsamples; it must equal the slow way exactly."""
+    from edgemoe_ros.model.config import tiny_config
+    from edgemoe_ros.postprocess import compute_fit, restore_to_input
+    from edgemoe_ros.ros.node import color_at_input
+
+    cfg = tiny_config()
+    ids = np.random.default_rng(in_w).integers(0, cfg.num_classes, (cfg.img_h, cfg.img_w), dtype=np.uint8)
+    fit = compute_fit(in_h, in_w, cfg, mode)
+    slow = colorize_semseg(restore_to_input(ids, fit, IGNORE_INDEX, "nearest"))
+    np.testing.assert_array_equal(color_at_input(colorize_semseg(ids), fit), slow)

@@ -41,22 +41,26 @@ def both_tasks(env):
     yield
 
 
-def _frame(env, outs=None):
-    """Publish one frame; return the set of tasks whose output came back for it."""
+def _frame(env, expect, outs=None):
+    """Publish one frame; return the set of tasks whose output came back for it.
+
+    Waits until every task in ``expect`` delivered (or 20 s), then ``ABSENT_GRACE_S`` more so an
+    output that should not exist has the chance to show up and fail the comparison.
+    """
     h, default_outs, image_pub = env
     outs = outs or default_outs
     stamp = (100, next(_stamps))
     image_pub.publish(make_image(stamp=stamp))
-    match = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp  # noqa: E731
-    got = set()
+
+    def got():
+        return {t for t, col in outs.items()
+                if any((m.header.stamp.sec, m.header.stamp.nanosec) == stamp for m in list(col.messages))}
+
     deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline:
-        got = {t for t, col in outs.items() if any(match(m) for m in list(col.messages))}
-        if got:
-            break
+    while not set(expect) <= got() and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(ABSENT_GRACE_S)
-    return {t for t, col in outs.items() if any(match(m) for m in list(col.messages))}
+    return got()
 
 
 def _tasks_param(h):
@@ -66,27 +70,27 @@ def _tasks_param(h):
 def test_setbool_services(env):
     h = env[0]
     c = h.client
-    assert _frame(env) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}) == {"semseg", "depth"}
     resp = c.call(SetBool, h.srv("enable_depth"), SetBool.Request(data=False))
     assert resp.success and "depth disabled" in resp.message
-    assert _frame(env) == {"semseg"}
+    assert _frame(env, {"semseg"}) == {"semseg"}
     assert _tasks_param(h) == ["semseg"]
     c.call(SetBool, h.srv("enable_segmentation"), SetBool.Request(data=False))
     c.call(SetBool, h.srv("enable_depth"), SetBool.Request(data=True))
-    assert _frame(env) == {"depth"}
+    assert _frame(env, {"depth"}) == {"depth"}
     assert _tasks_param(h) == ["depth"]
     c.call(SetBool, h.srv("enable_segmentation"), SetBool.Request(data=True))
-    assert _frame(env) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}) == {"semseg", "depth"}
 
 
 def test_tasks_parameter(env):
     h = env[0]
     [res] = h.client.set_parameters(h.node_name, {"tasks": ["depth"]})
     assert res.successful
-    assert _frame(env) == {"depth"}
+    assert _frame(env, {"depth"}) == {"depth"}
     [res] = h.client.set_parameters(h.node_name, {"tasks": ["depth", "normals"]})
     assert not res.successful and "normals" in res.reason
-    assert _frame(env) == {"depth"}
+    assert _frame(env, {"depth"}) == {"depth"}
     assert _tasks_param(h) == ["depth"]
 
 
@@ -98,15 +102,15 @@ def test_task_request_topic_and_unknown_request_counted(env):
     c.wait_for_subscribers(req)
     req.publish(String(data="semseg"))
     wait_diag(diag, lambda v: v["active tasks"] == "semseg")
-    assert _frame(env) == {"semseg"}
+    assert _frame(env, {"semseg"}) == {"semseg"}
     req.publish(String(data="semseg,normals"))
     values = wait_diag(diag, lambda v: int(v["bad task requests"]) >= 1)
     assert values["active tasks"] == "semseg"
-    assert _frame(env) == {"semseg"}
+    assert _frame(env, {"semseg"}) == {"semseg"}
     assert "normals" in h.node.output()
     req.publish(String(data="depth,semseg"))
     wait_diag(diag, lambda v: v["active tasks"] == "semseg,depth")
-    assert _frame(env) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}) == {"semseg", "depth"}
     assert _tasks_param(h) == ["semseg", "depth"]
 
 
@@ -117,11 +121,11 @@ def test_auto_runs_tasks_only_while_subscribed(env):
     [res] = c.set_parameters(h.node_name, {"tasks": ["auto"]})
     assert res.successful
     wait_diag(diag, lambda v: v["task mode"] == "auto" and v["active tasks"] == "semseg,depth")
-    assert _frame(env) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}) == {"semseg", "depth"}
 
     c.unsubscribe(outs["depth"])  # depth listener leaves
     wait_diag(diag, lambda v: v["active tasks"] == "semseg")
-    assert _frame(env, {"semseg": outs["semseg"]}) == {"semseg"}
+    assert _frame(env, {"semseg"}, {"semseg": outs["semseg"]}) == {"semseg"}
 
     c.unsubscribe(outs["semseg"])  # nobody listens: frames are skipped, not processed
     before = wait_diag(diag, lambda v: v["active tasks"] == "none")
@@ -134,7 +138,7 @@ def test_auto_runs_tasks_only_while_subscribed(env):
     c.wait_for_matched(color)
     c.wait_for_matched(depth)
     wait_diag(diag, lambda v: v["active tasks"] == "semseg,depth")
-    assert _frame(env, {"semseg": color, "depth": depth}) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}, {"semseg": color, "depth": depth}) == {"semseg", "depth"}
     assert _tasks_param(h) == ["auto"]
 
     # leaving auto by SetBool starts from what runs now

@@ -2,8 +2,9 @@
 
 Modules, one job each: ``node`` (the LifecycleNode and ``main``), ``params`` (every parameter,
 its descriptor and validator), ``conversions`` (Image/CompressedImage <-> numpy with SPEC §7
-validation), ``task_switch`` (which tasks run), ``worker`` (inference off the DDS callback),
-``diagnostics`` (rates, latency percentiles, counters -> /diagnostics).
+validation, CameraInfo relay), ``task_switch`` (which tasks run), ``worker`` (inference off the
+DDS callback), ``model_loader`` (weights + engine + fallback), ``diagnostics`` (rates, latency
+percentiles, counters -> /diagnostics).
 
 Nothing here is imported by ``model``/``backends``/``engine``: the dependency runs one way.
 """

@@ -22,6 +22,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..postprocess import FitInfo, scale_camera_info_params
+
 # ----- encodings (REP-118 / sensor_msgs/image_encodings names) -----
 RGB8 = "rgb8"
 BGR8 = "bgr8"
@@ -232,3 +234,26 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header) -> Image:
     msg.step = int(w * channels * dtype.itemsize)
     msg.data = np.ascontiguousarray(arr).tobytes()
     return msg
+
+
+def camera_info_for_output(info: CameraInfo, header: Header, image_h: int, image_w: int,
+                           fit: FitInfo | None) -> CameraInfo:
+    """The CameraInfo relayed with an output: header copied from the image, intrinsics scaled to it.
+
+    ``fit`` None: outputs are at the image resolution; a calibration made at another resolution
+    (binning upstream) is still rescaled to the image, so width/height always match the output.
+    Otherwise ``fit`` maps the image to the model resolution (crop offset and scale).
+    """
+    if fit is None:
+        fit = FitInfo("stretch", image_h, image_w, image_h, image_w, 0, 0, image_w, image_h)
+    k, p, w, h = scale_camera_info_params(np.asarray(info.k), np.asarray(info.p), int(info.width),
+                                          int(info.height), fit)
+    out = CameraInfo()
+    out.header = copy_header(header)
+    out.width, out.height = int(w), int(h)
+    out.distortion_model = info.distortion_model
+    out.d = list(info.d)
+    out.r = list(info.r)
+    out.k = k.ravel().tolist()
+    out.p = p.ravel().tolist()
+    return out

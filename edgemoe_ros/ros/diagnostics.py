@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ STATUS_NAME_SUFFIX = "edgemoe"
 class RollingRate:
     """Events per second over the last ``window_s`` seconds."""
 
-    def __init__(self, window_s: float = RATE_WINDOW_S, clock=time.monotonic) -> None:
+    def __init__(self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_s
         self._clock = clock
         self._times: collections.deque[float] = collections.deque()
@@ -78,7 +78,7 @@ class KeyedThrottle:
     bad input hide every other kind behind it.
     """
 
-    def __init__(self, period_s: float = LOG_THROTTLE_S, clock=time.monotonic) -> None:
+    def __init__(self, period_s: float = LOG_THROTTLE_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._period = period_s
         self._clock = clock
         self._last: dict[str, float] = {}
@@ -150,10 +150,14 @@ def expert_usage_values(usage: Mapping[str, np.ndarray], moe_layers: tuple[int, 
 
 def build_status(node_name: str, level: bytes, message: str, backend: str, active_tasks: tuple[str, ...],
                  mode: str, stats: NodeStats, worker_counts: Mapping[str, int],
-                 usage: Mapping[str, np.ndarray] | None = None,
-                 moe_layers: tuple[int, ...] = ()) -> DiagnosticStatus:
-    """One DiagnosticStatus with everything SPEC §5 asks for, keys stable for dashboards and tests."""
-    bad, counters = stats.snapshot_counts()
+                 usage: Mapping[str, np.ndarray] | None = None, moe_layers: tuple[int, ...] = (),
+                 counts: tuple[dict[str, int], dict[str, int]] | None = None) -> DiagnosticStatus:
+    """One DiagnosticStatus with everything SPEC §5 asks for, keys stable for dashboards and tests.
+
+    ``counts``: a ``stats.snapshot_counts()`` the caller already took (so the level it derived
+    and the numbers reported come from the same instant); taken here if None.
+    """
+    bad, counters = counts if counts is not None else stats.snapshot_counts()
     values = [
         KeyValue(key="backend", value=backend),
         KeyValue(key="task mode", value=mode),

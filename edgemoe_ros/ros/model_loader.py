@@ -1,0 +1,98 @@
+"""What the node runs frames on: weights + primary engine + optional fallback engine.
+
+Kept out of ``node.py`` so the lifecycle code reads as ROS wiring; everything here is plain
+Python over the engine contract (docs/ARCHITECTURE.md), no rclpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.config import ModelConfig
+from ..model.weights import ModelWeights, load_weights
+from .params import NodeParams
+
+_log = logging.getLogger(__name__)
+
+#: The model shipped in the package, used when ``weights_path`` is ''.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "edgemoe_synth.safetensors"
+
+
+def resolve_weights_path(param: str) -> Path:
+    """'' -> the shipped model; otherwise the given path (``~`` expanded)."""
+    return SHIPPED_WEIGHTS if not param else Path(param).expanduser()
+
+
+def make_engine(weights: ModelWeights, backend: str, options: dict[str, Any], resize_mode: str) -> Any:
+    """An ``Engine`` on a new backend instance; the backend is closed again if the engine fails."""
+    # Imported here so the node starts (parameters, services, diagnostics) before the model
+    # stack is imported; a broken optional backend then shows up as a configure failure.
+    from ..backends import create_backend
+    from ..engine import Engine
+
+    backend_obj = create_backend(backend, **options)
+    try:
+        return Engine(weights, backend_obj, resize_mode=resize_mode or None)
+    except Exception:
+        backend_obj.close()
+        raise
+
+
+@dataclass
+class LoadedModel:
+    """The primary engine, an optional fallback engine, and the parameters they were built from."""
+
+    engine: Any
+    fallback: Any | None
+    config: ModelConfig
+    backend: str
+    fallback_backend: str
+    options: dict[str, Any]
+    resize_mode: str
+
+    def same_setup(self, params: NodeParams, config: ModelConfig) -> bool:
+        """True if ``params``/``config`` need the same backends, so only the weights change."""
+        fb = "" if params.fallback_backend == params.backend else params.fallback_backend
+        return (self.backend == params.backend and self.options == params.backend_kwargs
+                and self.resize_mode == params.resize_mode and self.fallback_backend == fb
+                and self.config == config)
+
+    def reload(self, weights: ModelWeights) -> None:
+        """New weights on the same backends (an FPGA cannot be opened twice, so reuse it)."""
+        self.engine.reload(weights)
+        if self.fallback is not None:
+            self.fallback.reload(weights)
+        self.config = weights.config
+
+    def close(self) -> None:
+        for eng in (self.engine, self.fallback):
+            if eng is not None:
+                eng.close()
+
+
+def load_weights_for(params: NodeParams) -> tuple[Path, ModelWeights]:
+    """The weights file the parameters name, loaded and validated (``WeightsError`` names file/tensor)."""
+    path = resolve_weights_path(params.weights_path)
+    return path, load_weights(path)
+
+
+def load_model(params: NodeParams, weights: ModelWeights) -> LoadedModel:
+    """Build the primary engine and, if configured, the fallback engine, on ``weights``."""
+    options = params.backend_kwargs
+    engine = make_engine(weights, params.backend, options, params.resize_mode)
+    fb = params.fallback_backend
+    if fb == params.backend:
+        _log.warning("fallback_backend '%s' equals backend: no fallback", fb)
+        fb = ""
+    fallback = None
+    if fb:
+        try:
+            # The fallback is a host backend: the primary's device options do not apply to it.
+            fallback = make_engine(weights, fb, {}, params.resize_mode)
+        except Exception:
+            engine.close()
+            raise
+    return LoadedModel(engine, fallback, weights.config, params.backend, fb, options, params.resize_mode)
