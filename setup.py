@@ -23,13 +23,13 @@ setup(
     maintainer_email="dev@edgemoe-ros.invalid",
     description="Multi-task MoE ViT (M3ViT/Edge-MoE) segmentation and depth node for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "edgemoe_node = edgemoe_ros.ros.node:main",
             "edgemoe-infer = edgemoe_ros.cli.infer:main",
             "edgemoe-bag = edgemoe_ros.bag.cli:main",
             "edgemoe-demo = edgemoe_ros.demo:main",
+            "edgemoe-import = edgemoe_ros.model.importers:main",
         ],
     },
 )

@@ -185,3 +185,14 @@ def test_heads_match_the_pytorch_training_twin(head):
         with torch.no_grad():
             want = module.heads[task](torch.from_numpy(feats).double()).numpy()
         np.testing.assert_allclose(run_head(w, cfg, task, feats), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_decode_depth_linear_output_is_metres_not_log() -> None:
+    """An imported M3ViT head regresses metres directly: decode must not exponentiate it."""
+    cfg_log = tiny_config()
+    cfg_lin = tiny_config(depth_output="linear")
+    raw = np.array([[[[0.1, 2.0], [30.0, 500.0]]]], dtype=np.float32)
+    lin = decode_depth(raw, cfg_lin)[0]
+    np.testing.assert_allclose(lin, [[cfg_lin.min_depth, 2.0], [30.0, cfg_lin.max_depth]])
+    log = decode_depth(raw, cfg_log)[0]
+    np.testing.assert_allclose(log[0, 1], np.exp(2.0), rtol=1e-6)

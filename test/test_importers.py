@@ -96,13 +96,13 @@ def test_m3vit_round_trip(tmp_path, up_model, wrapper, prefix):
     np.testing.assert_array_equal(imported["norm.weight"], np.ones(up_model.config.dim, np.float32))
     np.testing.assert_array_equal(imported["norm.bias"], np.zeros(up_model.config.dim, np.float32))
     cfg = imported.config
-    assert cfg.replace(pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3) == up_model.config
+    assert cfg.replace(pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3) == up_model.config.replace(depth_output="linear")
     # torchvision's u8/255 normalisation expressed on our u8/256 scale: same normalised pixels.
     u8 = np.arange(256.0)
     ours = (u8[:, None] / 256 - np.array(cfg.pixel_mean)) / np.array(cfg.pixel_std)
     theirs = (u8[:, None] / 255 - np.array(M3VIT_PIXEL_MEAN)) / np.array(M3VIT_PIXEL_STD)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
-    assert cfg.notes["importer"] == "m3vit" and cfg.notes["depth_head_output"] == "linear"
+    assert cfg.notes["importer"] == "m3vit" and cfg.depth_output == "linear"
 
 
 def test_m3vit_router_task_order_follows_decoder_order(tmp_path, up_model):

@@ -24,6 +24,7 @@ IGNORE_INDEX = 255
 
 HEAD_TYPES = ("light", "up")
 RESIZE_MODES = ("stretch", "crop")
+DEPTH_OUTPUTS = ("log", "linear")
 
 
 class ConfigError(ValueError):
@@ -60,7 +61,9 @@ class ModelConfig:
     #: Pixels are u8/256 (Edge-MoE's ap_ufixed<8,0>); mean/std are applied after that scaling.
     pixel_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    #: Depth head predicts log-metres; outputs are clipped to this range.
+    #: What the depth head's channel means: "log" (log-metres, ours) or "linear" (metres, M3ViT's
+    #: L1-trained head). Either way outputs are clipped to [min_depth, max_depth].
+    depth_output: str = "log"
     min_depth: float = 0.5
     max_depth: float = 80.0
     #: How camera images are fitted to the model input: "stretch" or "crop" (centre crop).
@@ -152,6 +155,8 @@ class ModelConfig:
             problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
         if self.head not in HEAD_TYPES:
             problems.append(f"head {self.head!r} not one of {HEAD_TYPES}")
+        if self.depth_output not in DEPTH_OUTPUTS:
+            problems.append(f"depth_output {self.depth_output!r} not one of {DEPTH_OUTPUTS}")
         if self.resize_mode not in RESIZE_MODES:
             problems.append(f"resize_mode {self.resize_mode!r} not one of {RESIZE_MODES}")
         unknown = set(self.tasks) - set(TASKS)

@@ -127,12 +127,16 @@ def decode_semseg(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits, axis=1).astype(np.uint8)
 
 
-def decode_depth(log_depth: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """(B, 1, H, W) log-metres → (B, H, W) float32 metres, clipped to [min_depth, max_depth].
+def decode_depth(raw: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(B, 1, H, W) head output → (B, H, W) float32 metres, clipped to [min_depth, max_depth].
 
-    Clipping makes every output a valid range for REP-118 consumers; an overflowing exp (a broken
-    model) saturates at ``max_depth`` instead of producing Inf.
+    ``cfg.depth_output`` says what the channel means: log-metres (ours) or metres (an imported
+    M3ViT head). Clipping makes every output a valid range for REP-118 consumers; an overflowing
+    exp (a broken model) saturates at ``max_depth`` instead of producing Inf.
     """
-    with np.errstate(over="ignore"):
-        metres = np.exp(log_depth[:, 0])
+    if cfg.depth_output == "linear":
+        metres = raw[:, 0]
+    else:
+        with np.errstate(over="ignore"):
+            metres = np.exp(raw[:, 0])
     return np.clip(metres, cfg.min_depth, cfg.max_depth).astype(_F32)

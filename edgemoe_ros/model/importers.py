@@ -33,8 +33,8 @@ M³ViT (VITA-Group/M3ViT, ``models/vision_transformer_moe.py``, ``custom_moe_lay
   ``tam_model*`` (TAM distillation), ``decoders.*.output_level_*`` (deep supervision).
 * Pixels: M³ViT normalises ``u8/255`` with ImageNet mean/std; we scale ``u8/256`` (SPEC §3), so
   ``pixel_mean``/``pixel_std`` are imported as ``m * 255/256``, ``s * 255/256`` (exactly
-  equivalent). M³ViT's depth head regresses metres with an L1 loss (no log); this is recorded in
-  ``config.notes["depth_head_output"] = "linear"``.
+  equivalent). M³ViT's depth head regresses metres with an L1 loss (no log); the imported config
+  says so with ``depth_output="linear"``, which ``heads.decode_depth`` honours.
 
 Edge-MoE (sharc-lab/Edge-MoE, ``testbench/e2e.cpp`` and ``weights/scripts/prepare_for_onboard.py``):
 a directory of raw little-endian float32 files, C order, no header, named
@@ -314,8 +314,8 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
         raise WeightsError(source, f"pos_embed has {sd['backbone.pos_embed'].shape[1]} tokens but a "
                                    f"{cfg.img_h}x{cfg.img_w} input with patch {cfg.patch} gives {cfg.num_tokens}; "
                                    "set img_h/img_w with --config-json", "backbone.pos_embed")
-    cfg = cfg.replace(notes={**cfg.notes, "importer": "m3vit", "imported_from": os.path.basename(source),
-                             "depth_head_output": "linear"})
+    cfg = cfg.replace(depth_output="linear",
+                      notes={**cfg.notes, "importer": "m3vit", "imported_from": os.path.basename(source)})
     exp = expected_shapes(cfg)
     used: set[str] = set()
 
