@@ -122,9 +122,26 @@ def fit_to_model(image: np.ndarray, cfg: ModelConfig, mode: str | None = None) -
     roi = image[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w]
     if (fit.roi_w, fit.roi_h) == (fit.model_w, fit.model_h):
         return np.ascontiguousarray(roi).copy(), fit
+    roi = np.ascontiguousarray(roi)
     interp = _interpolation_for(fit.roi_w, fit.roi_h, fit.model_w, fit.model_h)
-    out = cv2.resize(np.ascontiguousarray(roi), (fit.model_w, fit.model_h), interpolation=interp)
-    return out, fit
+    if interp == cv2.INTER_AREA:
+        return _shrink(roi, fit.model_w, fit.model_h), fit
+    return cv2.resize(roi, (fit.model_w, fit.model_h), interpolation=interp), fit
+
+
+def _shrink(image: np.ndarray, dst_w: int, dst_h: int) -> np.ndarray:
+    """Anti-aliased downscale, fast for camera sizes that are not integer multiples of the model's.
+
+    cv2's INTER_AREA is fast only for integer ratios (1280x720 -> 256x128 is 5 x 5.625: ~4 ms, a
+    quarter of the node's per-frame budget). So: bilinear to the largest integer multiple k of the
+    model size that fits (a mild shrink, by less than (k+1)/k, which bilinear handles without
+    visible aliasing), then an exact k x k box average, which is what INTER_AREA computes anyway.
+    """
+    src_h, src_w = image.shape[:2]
+    k = min(src_w // dst_w, src_h // dst_h)
+    if k >= 2 and (src_w, src_h) != (k * dst_w, k * dst_h):
+        image = cv2.resize(image, (k * dst_w, k * dst_h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (dst_w, dst_h), interpolation=cv2.INTER_AREA)
 
 
 def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int,

@@ -212,3 +212,17 @@ def test_camera_info_from_a_binned_calibration():
 def test_tiny_config_fit():
     out, fit = fit_to_model(rand_image(90, 160), tiny_config(), "crop")
     assert out.shape == (32, 64, 3) and fit.roi_w == 160 and fit.roi_h == 80
+
+
+def test_shrink_from_non_integer_ratio_matches_area_average():
+    """720p -> 256x128 takes the fast two-stage path; it must stay an anti-aliased box average."""
+    rng = np.random.default_rng(3)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3)).astype(np.uint8), (0, 0), 3)
+    out, _ = fit_to_model(smooth, CFG, "stretch")
+    area = cv2.resize(smooth, (256, 128), interpolation=cv2.INTER_AREA)
+    diff = np.abs(out.astype(int) - area.astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 12
+    # A one-pixel checkerboard averages to grey; plain bilinear decimation would alias to 0/255.
+    checker = np.indices((720, 1280)).sum(axis=0) % 2 * 255
+    out, _ = fit_to_model(np.repeat(checker[..., None], 3, axis=2).astype(np.uint8), CFG, "stretch")
+    assert abs(out.astype(float).mean() - 127.5) < 3 and out.std() < 20
