@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,11 +82,16 @@ class Engine:
     """
 
     def __init__(self, weights: ModelWeights, backend: Backend | str = "cpu",
-                 resize_mode: str | None = None) -> None:
+                 resize_mode: str | None = None, backend_options: dict[str, Any] | None = None) -> None:
         if resize_mode is not None and resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}")
         self._resize_mode = resize_mode
-        self.backend: Backend = create_backend(backend) if isinstance(backend, str) else backend
+        if isinstance(backend, str):
+            self.backend: Backend = create_backend(backend, **(backend_options or {}))
+        elif backend_options:
+            raise ValueError("backend_options only apply when the backend is given by name")
+        else:
+            self.backend = backend
         self._lock = threading.Lock()
         self._weights: ModelWeights | None = None
         self._usage: dict[str, np.ndarray] = {}

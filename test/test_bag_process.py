@@ -229,3 +229,17 @@ def test_play_and_info_bag_errors_exit_code(in_bag: Path, tmp_path: Path, argv: 
     args = [a.format(bag=in_bag, missing=tmp_path / "nope") for a in argv]
     assert main(args) == EXIT_BAG
     assert message in caplog.text
+
+
+def test_cli_backend_options_must_be_a_json_object(tmp_path) -> None:
+    """A malformed --backend-options is a model/backend problem (exit 4), reported before any work."""
+    from edgemoe_ros.bag.cli import main
+    from edgemoe_ros.model.config import tiny_config
+    from edgemoe_ros.model.weights import random_init, save_weights
+
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(random_init(tiny_config(), seed=1), weights)
+    rc = main(["process", str(tmp_path / "missing_in"), str(tmp_path / "out"), "--weights", str(weights),
+               "--backend-options", "[1, 2]"])
+    assert rc == 4
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgemoe_ros.backends import create_backend
 from edgemoe_ros.backends.reference import ReferenceBackend
 from edgemoe_ros.engine import TIMING_KEYS, Engine
 from edgemoe_ros.model.config import IGNORE_INDEX, ConfigError, tiny_config
@@ -148,3 +149,12 @@ def test_engine_imports_neither_torch_nor_rclpy():
             "bad = [m for m in ('torch', 'rclpy') if m in sys.modules]; sys.exit(f'imported {bad}' if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_backend_options_reach_the_named_backend() -> None:
+    """CLI/node ``backend_options`` are create_backend kwargs: a bad one fails at construction."""
+    weights = random_init(tiny_config(), seed=5)
+    with pytest.raises(TypeError):
+        Engine(weights, backend="cpu", backend_options={"no_such_option": 1})
+    with pytest.raises(ValueError, match="by name"):
+        Engine(weights, backend=create_backend("cpu"), backend_options={"x": 1})

@@ -4,6 +4,7 @@ matters to whoever selects that backend."""
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
 from .base import BackboneResult, Backend, BackendError
@@ -19,6 +20,20 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def parse_backend_options(text: str) -> dict[str, Any]:
+    """A JSON object of ``create_backend`` keyword arguments ('' means none).
+
+    One parser for the node's ``backend_options`` parameter and the CLIs' ``--backend-options``,
+    so e.g. '{"bitstream": "/opt/edgemoe.bit", "timeout_s": 2.0}' means the same everywhere.
+    """
+    if not text.strip():
+        return {}
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
 def create_backend(name: str, **options: Any) -> Backend:
     """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the valid ones."""
     try:
@@ -30,4 +45,4 @@ def create_backend(name: str, **options: Any) -> Backend:
     return getattr(module, cls_name)(**options)
 
 
-__all__ = ["Backend", "BackboneResult", "BackendError", "BACKENDS", "create_backend"]
+__all__ = ["Backend", "BackboneResult", "BackendError", "BACKENDS", "create_backend", "parse_backend_options"]

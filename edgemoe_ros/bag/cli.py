@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output bag directory (must not exist; written as mcap)")
     p.add_argument("--topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
     p.add_argument("--tasks", type=_tasks, help="comma-separated tasks (default: all tasks of the model)")
-    p.add_argument("--weights", required=True, help="model weights (.safetensors)")
+    p.add_argument("--weights", default=None, help="model weights (.safetensors); default: the shipped model")
     p.add_argument("--backend", default="cpu", help="backbone backend (cpu, reference, fixed, csim, fpga, null)")
+    p.add_argument("--backend-options", default="", metavar="JSON",
+                   help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", "timeout_s": 2}\'')
     p.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default="input",
                    help="outputs at the camera's size (default) or the model's")
     p.add_argument("--resize-mode", choices=("stretch", "crop"), help="override the model's fit mode")
@@ -134,18 +136,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from ..model.weights import load_weights
+    from ..backends import parse_backend_options
+    from ..model.weights import load_weights, resolve_weights_path
     from .process import process_bag, tqdm_progress
 
     try:
-        weights = load_weights(args.weights)
+        weights = load_weights(resolve_weights_path(args.weights))
         for t in args.tasks or ():
             weights.config.task_id(t)
-    except (WeightsError, ConfigError) as exc:
+        backend_options = parse_backend_options(args.backend_options)
+    except (WeightsError, ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_MODEL
     summary = process_bag(args.input, args.output, weights, topic=args.topic, tasks=args.tasks,
-                          backend=args.backend, output_resolution=args.output_resolution,
+                          backend=args.backend, backend_options=backend_options,
+                          output_resolution=args.output_resolution,
                           resize_mode=args.resize_mode, namespace=args.namespace,
                           progress=None if args.no_progress else tqdm_progress)
     for line in summary.lines():

@@ -131,7 +131,7 @@ class _Job:
 
 def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights, *,
                 topic: str | None = None, tasks: Sequence[str] | None = None, backend: str = "cpu",
-                output_resolution: str = "input", resize_mode: str | None = None,
+                backend_options: dict[str, Any] | None = None, output_resolution: str = "input", resize_mode: str | None = None,
                 namespace: str | None = None,
                 progress: Callable[[int], Any] | None = None) -> ProcessSummary:
     """Run the engine over every frame of ``topic`` in ``in_path`` and write ``out_path`` (mcap).
@@ -157,7 +157,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
         outs = output_topics(m.topic_namespace(topic) if namespace is None else namespace)
         total = next(t.count for t in reader.info().topics if t.topic == topic)
         summary = ProcessSummary(topic)
-        engine = Engine(weights, backend, resize_mode)
+        engine = Engine(weights, backend, resize_mode, backend_options=backend_options)
         bar = progress(total) if progress else None
         start = time.perf_counter()
         try:

@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..backends import BACKENDS, BackendError
+from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..model.config import RESIZE_MODES, ConfigError
-from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, shipped_weights_path
+from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
 from ..postprocess import FitError, colorize_depth, colorize_semseg
 
 LOG = logging.getLogger("edgemoe-infer")
@@ -47,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weights", type=Path, default=None, metavar="FILE",
                     help=f"model weights (.safetensors); default: the shipped {SHIPPED_WEIGHTS_NAME}")
     ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS), help="backbone backend (default: cpu)")
+    ap.add_argument("--backend-options", default="", metavar="JSON",
+                    help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", "timeout_s": 2}\'')
     ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
                     help="fit images to the model by stretching or centre-cropping (default: the model's)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -60,16 +62,6 @@ def _tasks(text: str, available: Sequence[str]) -> tuple[str, ...]:
     if not tasks or unknown:
         raise ValueError(f"--tasks {text!r}: unknown or empty; this model has: {','.join(available)}")
     return tasks
-
-
-def _resolve_weights(path: Path | None) -> Path:
-    if path is not None:
-        return path
-    shipped = shipped_weights_path()
-    if shipped is None:
-        raise FileNotFoundError(f"no --weights given and the shipped model {SHIPPED_WEIGHTS_NAME} is not "
-                                "installed; pass --weights FILE.safetensors")
-    return shipped
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -133,13 +125,14 @@ def _format_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..engine import Engine  # the engine pulls in backends; import after argument errors
 
-    weights = load_weights(_resolve_weights(args.weights))
+    weights = load_weights(resolve_weights_path(args.weights))
     cfg = weights.config
     tasks = _tasks(args.tasks, cfg.tasks)
     if args.repeat < 1:
         raise ValueError(f"--repeat {args.repeat}: must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    engine = Engine(weights, backend=args.backend, resize_mode=args.resize)
+    engine = Engine(weights, backend=args.backend, resize_mode=args.resize,
+                    backend_options=parse_backend_options(args.backend_options))
     rows: list[tuple[str, str, dict[str, float]]] = []
     failed = 0
     try:

@@ -201,6 +201,17 @@ def save_weights(weights: ModelWeights, path: str | os.PathLike, dtype: str = "f
         raise WeightsError(path, f"cannot write weights file: {exc.strerror or exc}") from None
 
 
+def resolve_weights_path(path: str | os.PathLike | None) -> Path:
+    """``path``, or the shipped model when ``path`` is None; a clear error if neither exists."""
+    if path is not None:
+        return Path(path)
+    shipped = shipped_weights_path()
+    if shipped is None:
+        raise WeightsError(SHIPPED_WEIGHTS_NAME, "no weights file given and the shipped model is not "
+                           "installed; pass a .safetensors file (--weights FILE / weights_path)")
+    return shipped
+
+
 def shipped_weights_path() -> Path | None:
     """The packaged default model file, or ``None`` if this install does not include it.
 

@@ -27,7 +27,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, parse_backend_options
 from ..model.config import RESIZE_MODES, TASKS
 from .task_switch import TaskRequestError, parse_task_list
 
@@ -96,16 +96,6 @@ def _fallback_backend(value: Any) -> str | None:
     if value == "":
         return None
     return _one_of(tuple(BACKENDS))(value)
-
-
-def parse_backend_options(text: str) -> dict[str, Any]:
-    """The ``backend_options`` JSON object as kwargs for ``create_backend`` ('' means none)."""
-    if not text.strip():
-        return {}
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
 
 
 def _backend_options(value: Any) -> str | None:
