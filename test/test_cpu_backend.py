@@ -194,3 +194,40 @@ def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference():
         ref = forward(weights.astype(np.float64), images, task)
         np.testing.assert_array_equal(res.routing[task], ref.routing)
         assert _rel(res.features[task], ref.features) < RTOL
+
+
+def test_large_key_and_value_biases_are_handled_exactly():
+    """The backend drops the key bias (it shifts every score of a query row equally, which softmax
+    cancels) and folds the value bias into the output projection (attention rows sum to one).
+    Both are exact only if those identities hold, so exercise them with biases far above init scale."""
+    cfg = tiny_config()
+    weights = random_init(cfg, seed=13)
+    rng = np.random.default_rng(13)
+    for i in range(cfg.depth):
+        bias = weights.tensors[f"blocks.{i}.attn.qkv.bias"]
+        bias[cfg.dim:] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
+    backend = CpuBackend()
+    backend.load(weights)
+    images = _images(cfg, 2, seed=13)
+    res = backend.run(images, BOTH)
+    for task in BOTH:
+        ref = forward(weights.astype(np.float64), images, task)
+        assert _rel(res.features[task], ref.features) < RTOL
+        np.testing.assert_array_equal(res.routing[task], ref.routing)
+
+
+def test_gates_are_unrenormalised_probabilities_of_all_experts():
+    """Expert outputs are mixed with softmax-over-all-experts probabilities (M3ViT), not renormalised
+    over the top-k: with identical experts the MoE output is (sum of the k gates) x expert output."""
+    cfg = tiny_config(depth=2, moe_every=2)  # block 1 is the only MoE block
+    weights = random_init(cfg, seed=14)
+    p = "blocks.1.moe."
+    for leaf in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        weights.tensors[p + leaf][:] = weights.tensors[p + leaf][0]  # every expert = expert 0
+    backend = CpuBackend()
+    backend.load(weights)
+    images = _images(cfg, 1, seed=14)
+    res = backend.run(images, ("semseg",))
+    ref = forward(weights.astype(np.float64), images, "semseg")
+    assert np.all(ref.gates.sum(axis=-1) < 0.999)  # the reference keeps probabilities < 1 in total
+    assert _rel(res.features["semseg"], ref.features) < RTOL

@@ -6,6 +6,10 @@ Where the time goes and what this module does about it:
   and folds constants into weights: pixel normalisation into the patch embedding, every
   LayerNorm affine into the linear that consumes it, 1/sqrt(head_dim) into the q rows of qkv.
   ``run`` never copies a weight and LayerNorm is reduced to standardisation.
+* **Biases that cancel.** The key bias adds ``q·b_k`` to every score of a query row, which softmax
+  removes, so it is dropped; attention rows sum to one, so the value bias passes through
+  unchanged and is folded into the output projection's bias (``b_o + W_o b_v``). Only the q
+  third of the qkv output gets a bias add.
 * **One token matrix.** A batch of B images is one (B*N, D) matrix for every linear; only
   attention is per image (batched matmul over images x heads).
 * **Patch reordering (Edge-MoE).** In a MoE layer, (token, expert) pairs are sorted by expert;
@@ -17,6 +21,12 @@ Where the time goes and what this module does about it:
 * **Tasks as a batch.** After the fork the tasks' token streams are stacked (task-major) into one
   matrix, so every shared weight (attention, dense MLP, each expert) is one matmul for all tasks;
   only the routers are per task (contiguous row slices, no gather).
+
+What is left (measured with ``bench/bench_engine.py``, SPEC model, one thread): about two thirds of
+a single-task run is the matrix products themselves (its "BLAS floor" line); most of the rest is
+numpy element-wise passes that cannot be fused from Python — GELU alone is ~20 passes over each
+hidden matrix (~15 % of the run), then softmax and LayerNorm. Going meaningfully lower needs fused
+native kernels, not more numpy rearrangement.
 """
 
 from __future__ import annotations
@@ -58,9 +68,9 @@ class _Block:
     """
 
     qkv_w: np.ndarray  # (D, 3D), LN1 folded in, q columns pre-scaled by 1/sqrt(head_dim)
-    qkv_b: np.ndarray
+    q_b: np.ndarray  # (D,): the q bias; k's cancels in softmax, v's is folded into proj_b
     proj_w: np.ndarray
-    proj_b: np.ndarray
+    proj_b: np.ndarray  # (D,): b_o + W_o b_v
     # dense blocks
     fc1_w: np.ndarray | None = None
     fc1_b: np.ndarray | None = None
@@ -70,7 +80,7 @@ class _Block:
     router_w: np.ndarray | None = None  # (D, num_tasks * E): all tasks' routers side by side
     router_b: np.ndarray | None = None  # (num_tasks * E,): LN2 shift through the router
     e_fc1_w: np.ndarray | None = None  # (E, H, D)
-    e_fc1_b: np.ndarray | None = None  # (H, E): column e is expert e's bias
+    e_fc1_b: np.ndarray | None = None  # (E, H, 1): a column to add to the feature-major hidden block
     e_fc2_w: np.ndarray | None = None  # (E, H, D)
     e_fc2_b: np.ndarray | None = None  # (E, D)
 
@@ -113,10 +123,12 @@ def _prepare(weights: ModelWeights) -> _Prepared:
         ln1 = w[p + "norm1.weight"], w[p + "norm1.bias"]
         ln2 = w[p + "norm2.weight"], w[p + "norm2.bias"]
         qkv_w, qkv_b = _fold_ln(w[p + "attn.qkv.weight"], w[p + "attn.qkv.bias"], *ln1)
-        qkv_w[:cfg.dim] *= q_scale
-        qkv_b[:cfg.dim] *= q_scale
-        common = dict(qkv_w=_t(qkv_w), qkv_b=_c(qkv_b),
-                      proj_w=_t(w[p + "attn.proj.weight"]), proj_b=_c(w[p + "attn.proj.bias"]))
+        d = cfg.dim
+        qkv_w[:d] *= q_scale
+        qkv_b[:d] *= q_scale
+        proj = w[p + "attn.proj.weight"].astype(np.float64)
+        proj_b = w[p + "attn.proj.bias"] + proj @ qkv_b[2 * d:]  # value bias through the projection
+        common = dict(qkv_w=_t(qkv_w), q_b=_c(qkv_b[:d]), proj_w=_t(proj), proj_b=_c(proj_b))
         if cfg.is_moe(i):
             router = np.concatenate(list(w[p + "moe.router.weight"]), axis=1)  # (T, D, E) → (D, T*E)
             router_wt, router_b = _fold_ln(router.T, np.zeros(router.shape[1]), *ln2)
@@ -124,7 +136,7 @@ def _prepare(weights: ModelWeights) -> _Prepared:
             blocks.append(_Block(
                 **common,
                 router_w=_t(router_wt), router_b=_c(router_b),
-                e_fc1_w=_c(fc1_w), e_fc1_b=_c(fc1_b.T),
+                e_fc1_w=_c(fc1_w), e_fc1_b=_c(fc1_b[:, :, None]),
                 e_fc2_w=_t(w[p + "moe.fc2.weight"]), e_fc2_b=_c(w[p + "moe.fc2.bias"]),
             ))
         else:
@@ -226,16 +238,21 @@ class CpuBackend(Backend):
         """Self-attention of ``images`` independent token sets stacked in x (images*N, D)."""
         cfg = self.config
         assert cfg is not None
-        n, heads, hd = cfg.num_tokens, cfg.num_heads, cfg.head_dim
+        n, heads, hd, d = cfg.num_tokens, cfg.num_heads, cfg.head_dim, cfg.dim
         h = layer_norm(x, None, None, cfg.ln_eps)
-        qkv = _linear(h, blk.qkv_w, blk.qkv_b).reshape(images, n, 3, heads, hd)
-        q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # (S, heads, N, hd) strided views: BLAS takes them as is
-        k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # (S, heads, hd, N)
-        v = qkv[:, :, 2].transpose(0, 2, 1, 3)
-        scores = softmax(np.matmul(q, k), axis=-1, out=None)
-        ctx = np.matmul(scores, v)  # (S, heads, N, hd)
-        ctx = ctx.transpose(0, 2, 1, 3).reshape(images * n, cfg.dim)
-        return _linear(ctx, blk.proj_w, blk.proj_b)
+        qkv = np.matmul(h, blk.qkv_w)
+        qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
+        qkv5 = qkv.reshape(images, n, 3, heads, hd)
+        q = qkv5[:, :, 0].transpose(0, 2, 1, 3)  # (S, heads, N, hd) strided views: BLAS takes them as is
+        k = qkv5[:, :, 1].transpose(0, 2, 3, 1)  # (S, heads, hd, N)
+        v = qkv5[:, :, 2].transpose(0, 2, 1, 3)
+        scores = np.matmul(q, k)
+        softmax(scores, axis=-1, out=scores)
+        # Written through a (S, heads, N, hd) view of a (S, N, heads, hd) buffer: the heads come out
+        # already concatenated per token, so no transpose copy before the projection.
+        ctx = np.empty((images, n, heads, hd), _F32)
+        np.matmul(scores, v, out=ctx.transpose(0, 2, 1, 3))
+        return _linear(ctx.reshape(images * n, d), blk.proj_w, blk.proj_b)
 
     def _dense_mlp(self, blk: _Block, h: np.ndarray) -> np.ndarray:
         hidden = _linear(h, blk.fc1_w, blk.fc1_b)
@@ -249,23 +266,24 @@ class CpuBackend(Backend):
         cfg = self.config
         assert cfg is not None
         e, k = cfg.num_experts, cfg.top_k
-        chosen_parts, gate_parts = [], []
         if streams == 1:  # shared stream: every task's logits from one matmul over the same tokens
             logits_all = _linear(h, blk.router_w, blk.router_b)
-            logits = [logits_all[:, t * e:(t + 1) * e] for t in task_ids]
+            parts = [logits_all[:, t * e:(t + 1) * e] for t in task_ids]
             src = np.tile(np.repeat(np.arange(rows), k), len(task_ids))
         else:  # stacked streams, task-major: each task's rows are one contiguous slice
-            logits = [_linear(h[i * rows:(i + 1) * rows], blk.router_w[:, t * e:(t + 1) * e],
-                              blk.router_b[t * e:(t + 1) * e]) for i, t in enumerate(task_ids)]
+            parts = [_linear(h[i * rows:(i + 1) * rows], blk.router_w[:, t * e:(t + 1) * e],
+                             blk.router_b[t * e:(t + 1) * e]) for i, t in enumerate(task_ids)]
             src = np.repeat(np.arange(len(task_ids) * rows), k)
-        for lg in logits:
-            # Top-k on the logits: softmax is strictly increasing, so the same experts as top-k on
-            # the probabilities, without float32 exp ties.
-            chosen = top_k_experts(lg, k)
-            probs = softmax(lg, axis=-1)
-            chosen_parts.append(chosen)
-            gate_parts.append(np.take_along_axis(probs, chosen, axis=-1))
-        return np.concatenate(chosen_parts), np.concatenate(gate_parts), src
+        logits = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (T*rows, E), task-major
+        # Top-k on the logits: softmax is strictly increasing, so the same experts as top-k on the
+        # probabilities, without float32 exp ties. Gates are the chosen experts' probabilities over
+        # ALL experts (not renormalised), computed without materialising the full softmax.
+        chosen = top_k_experts(logits, k)
+        best = np.take_along_axis(logits, chosen[:, :1], axis=-1)  # the row max
+        denom = np.exp(logits - best).sum(axis=-1, keepdims=True)
+        gates = np.exp(np.take_along_axis(logits, chosen, axis=-1) - best)
+        gates /= denom
+        return chosen, gates, src
 
     def _experts(self, blk: _Block, h: np.ndarray, src: np.ndarray, experts: np.ndarray,
                  gates: np.ndarray, k: int) -> np.ndarray:
@@ -273,7 +291,8 @@ class CpuBackend(Backend):
 
         Pairs are deduplicated on (expert, source row) and sorted by expert, so each expert runs one
         matmul pair over its gathered tokens, and a token two tasks sent to the same expert in the
-        shared layer is computed once.
+        shared layer is computed once. Each expert's bias is added to its own block right after its
+        matmul, while the block is still in cache (a per-column bias gather costed more).
         """
         cfg = self.config
         assert cfg is not None
@@ -282,20 +301,20 @@ class CpuBackend(Backend):
         uniq, inverse = np.unique(key, return_inverse=True)  # sorted by expert, then token
         uniq_expert = uniq // nsrc
         tokens = h[uniq - uniq_expert * nsrc]  # (M, D) gathered, grouped by expert
-        bounds = np.searchsorted(uniq_expert, np.arange(cfg.num_experts + 1))
+        bounds = np.searchsorted(uniq_expert, np.arange(cfg.num_experts + 1)).tolist()
         active = [(e, bounds[e], bounds[e + 1]) for e in range(cfg.num_experts) if bounds[e] < bounds[e + 1]]
-        # Feature-major (out, M) buffers: expert e owns columns lo:hi, so one GELU and one bias add
-        # cover all experts and each matmul writes its block in place.
+        # fc1 feature-major (H, M): weights on the left is OpenBLAS's faster case for ~16-token
+        # blocks, and expert e owns columns lo:hi so one GELU covers all experts.
         hidden = np.empty((cfg.expert_hidden, uniq.size), _F32)
         for e, lo, hi in active:
-            np.matmul(blk.e_fc1_w[e], tokens[lo:hi].T, out=hidden[:, lo:hi])
-        hidden += blk.e_fc1_b[:, uniq_expert]
+            block = np.matmul(blk.e_fc1_w[e], tokens[lo:hi].T, out=hidden[:, lo:hi])
+            block += blk.e_fc1_b[e]
         gelu(hidden, out=hidden)
         # fc2 back to token-major (M, D): rows come out contiguous for the per-pair gather below.
         out = np.empty((uniq.size, cfg.dim), _F32)
         for e, lo, hi in active:
-            np.matmul(hidden[:, lo:hi].T, blk.e_fc2_w[e], out=out[lo:hi])
-        out += blk.e_fc2_b[uniq_expert]
+            block = np.matmul(hidden[:, lo:hi].T, blk.e_fc2_w[e], out=out[lo:hi])
+            block += blk.e_fc2_b[e]
         mixed = out[inverse]  # (pair, D), pair j = (token j // k, slot j % k)
-        mixed *= gates[:, None]
+        mixed *= gates.reshape(-1, 1)
         return mixed.reshape(-1, k, cfg.dim).sum(axis=1)
