@@ -68,6 +68,21 @@ def test_tiny_model_bit_exact_including_saturation(scale):
         csim.close()
 
 
+def test_unaligned_shapes_bit_exact():
+    """Dims that are not multiples of the tile or of an AXI beat: partial tiles, and task 1's router
+    starts mid-beat, so the wide weight reads must mask the first and last beat."""
+    cfg = tiny_config(dim=21, num_heads=3, mlp_hidden=42, num_experts=5, expert_hidden=20)
+    assert (cfg.num_experts * cfg.dim) % itf.WORDS_PER_BEAT != 0 and cfg.dim % 16 != 0
+    csim = CSimBackend()
+    csim.load(random_init(cfg, seed=8))
+    emu = FixedPointEmulator(csim.packed, cfg)
+    try:
+        for task_id in (0, 1):
+            _assert_bit_exact(csim, emu, _images(cfg, 2, seed=task_id), task_id)
+    finally:
+        csim.close()
+
+
 def test_backends_agree_and_share_the_library_safely():
     cfg = tiny_config()
     w1, w2 = random_init(cfg, seed=1), random_init(cfg, seed=2)

@@ -16,7 +16,9 @@ from edgemoe_ros.fixedpoint.testbench_io import write_case
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init
 
-CFG = tiny_config()
+# Small, and deliberately unaligned: dims that are not multiples of the 16-wide tile, and a router
+# whose second task starts mid-beat, so the sanitizer also watches the masked wide reads.
+CFG = tiny_config(dim=21, num_heads=3, mlp_hidden=42, num_experts=5, expert_hidden=20)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,7 @@ def case_dir(tmp_path_factory) -> Path:
     w = random_init(CFG, seed=21)
     packed = itf.pack_weights(w)
     images = np.random.default_rng(3).integers(0, 256, (2, CFG.img_h, CFG.img_w, 3), dtype=np.uint8)
+    assert (CFG.num_experts * CFG.dim) % itf.WORDS_PER_BEAT != 0  # task 1's router is unaligned
     out = FixedPointEmulator(packed, CFG).run(images, [1])[1]
     return write_case(tmp_path_factory.mktemp("tbcase"), CFG, packed, images, 1, out.features, out.routing)
 

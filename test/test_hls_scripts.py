@@ -140,6 +140,23 @@ def test_shim_headers_are_exactly_the_clean_room_ones():
     assert shims == own and own >= {"hls_stream.h", "hls_math.h", "hls_vector.h"}
 
 
+def test_axi_width_and_alignment_settings_come_from_interface():
+    """The tool is promised what pack_weights and burst.h deliver: 64-byte aligned bursts of
+    128-bit beats; run_hls.tcl and hls_config.cfg say the same."""
+    tcl = (VITIS / "run_hls.tcl").read_text()
+    cfg = _cfg(VITIS / "hls_config.cfg")
+    align = re.search(r"-m_axi_alignment_byte_size (\d+)", tcl)
+    widen = re.search(r"-m_axi_max_widen_bitwidth (\d+)", tcl)
+    assert align and int(align.group(1)) == itf.BURST_ALIGN_BYTES
+    assert widen and int(widen.group(1)) == itf.AXI_DATA_WIDTH_BITS
+    assert cfg["syn.interface.m_axi_alignment_byte_size"] == [str(itf.BURST_ALIGN_BYTES)]
+    assert cfg["syn.interface.m_axi_max_widen_bitwidth"] == [str(itf.AXI_DATA_WIDTH_BITS)]
+    # AXI bursts may not cross 4 KiB: 256 beats of the weight masters is exactly that.
+    for arg in ("weights_one_time", "weights_experts"):
+        beats = int(_pragmas()["m_axi"][arg]["max_read_burst_length"])
+        assert beats * itf.AXI_DATA_WIDTH_BITS // 8 <= 4096, arg
+
+
 # ------------------------------------------------------------------ hls_config.cfg
 def test_hls_config_matches_run_hls_tcl():
     cfg = _cfg(VITIS / "hls_config.cfg")

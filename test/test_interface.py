@@ -59,21 +59,52 @@ def test_top_function_matches_interface():
             assert re.search(rf"m_axi port = {a.name} offset = slave bundle = {a.bundle}\b", src), a.name
 
 
-def test_layout_covers_every_backbone_tensor_once_without_gaps():
-    cfg = tiny_config()
+@pytest.mark.parametrize("cfg", [tiny_config(), ModelConfig()], ids=["tiny", "spec"])
+def test_layout_covers_every_backbone_tensor_once_without_overlap(cfg):
+    """Tensors never overlap; the only gaps are burst-alignment padding before aligned tensors."""
     layout = itf.weight_layout(cfg)
     for buf, total in (("one_time", layout.one_time_words), ("experts", layout.experts_words)):
         entries = sorted((e for e in layout.entries if e.buffer == buf), key=lambda e: e.offset)
         end = 0
         for e in entries:
-            assert e.offset == end, f"gap or overlap before {e.name}"
-            end += e.size
-        assert end == total
+            assert e.offset >= end, f"overlap before {e.name}"
+            if e.offset > end:
+                assert e.offset == itf.align_words(end), f"gap before {e.name} is not alignment padding"
+            end = e.offset + e.size
+        assert total == itf.align_words(end)
     tensors = {e.tensor for e in layout.entries if not e.tensor.startswith("config.")}
     assert tensors == {k for k in expected_shapes(cfg) if not k.startswith("heads.")}
     params = [e for e in layout.entries if e.buffer == "one_time" and e.offset < layout.params_words]
     assert all(e.fmt not in ("weight", "patch_weight") for e in params)
-    assert layout.expert_words * cfg.num_experts * len(cfg.moe_layers) == layout.experts_words
+    assert layout.expert_stride * cfg.num_experts * len(cfg.moe_layers) == layout.experts_words
+    assert layout.expert_words <= layout.expert_stride < layout.expert_words + itf.BURST_ALIGN_WORDS
+
+
+@pytest.mark.parametrize("cfg", [tiny_config(), ModelConfig()], ids=["tiny", "spec"])
+def test_burst_sources_are_aligned_to_whole_beats(cfg):
+    """Every streamed weight tensor, every expert block and both buffer ends sit on a burst
+    boundary, so the kernel's wide reads start on a beat and never run past a buffer."""
+    layout = itf.weight_layout(cfg)
+    assert itf.WORDS_PER_BEAT * itf.WEIGHT_WORD_BITS == itf.AXI_DATA_WIDTH_BITS
+    assert itf.BURST_ALIGN_WORDS % itf.WORDS_PER_BEAT == 0
+    streamed = [e for e in layout.entries if e.buffer == "one_time" and e.offset >= layout.params_words]
+    assert streamed and all(e.offset % itf.BURST_ALIGN_WORDS == 0 for e in streamed)
+    blocks = [e for e in layout.entries if e.buffer == "experts" and e.name.endswith("fc1.weight")]
+    assert [e.offset for e in blocks] == [i * layout.expert_stride for i in range(len(blocks))]
+    for words in (layout.params_words, layout.one_time_words, layout.expert_stride, layout.experts_words):
+        assert words % itf.BURST_ALIGN_WORDS == 0
+
+
+def test_alignment_padding_is_zero():
+    cfg = tiny_config()
+    packed = itf.pack_weights(random_init(cfg, 4))
+    for buf, arr in (("one_time", packed.one_time), ("experts", packed.experts)):
+        used = np.zeros(arr.size, bool)
+        for e in packed.layout.entries:
+            if e.buffer == buf:
+                used[e.offset:e.offset + e.size] = True
+        assert (~used).any(), f"{buf}: the tiny model should need some padding"
+        assert not arr[~used].any(), f"{buf}: padding words must be zero"
 
 
 def test_pack_round_trip_within_half_an_lsb():

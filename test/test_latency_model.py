@@ -22,34 +22,60 @@ from edgemoe_ros.accel.latency_model import (
 from edgemoe_ros.model.config import ModelConfig, tiny_config
 
 SPEC = ModelConfig()
-HLS_INCLUDE = Path(__file__).resolve().parents[1] / "hls_accel" / "include"
+HLS = Path(__file__).resolve().parents[1] / "hls_accel"
+HLS_INCLUDE = HLS / "include"
 LINEAR_STAGES = {"patch_embed", "qkv", "proj", "dense_mlp", "router", "experts"}
+NO_OVERLAP = AcceleratorParams(tile_load_overlap=False, expert_load_overlap=False, tile_fetch_overlap=False)
 
 
 def _hls_constant(header: str, name: str) -> int:
+    """``static const int name = N;`` of a header, N a literal or a generated-header constant."""
     text = (HLS_INCLUDE / header).read_text()
-    m = re.search(rf"static const int {name} = (\d+);", text)
+    m = re.search(rf"static const int {name} = (\w+);", text)
     assert m, f"{header}: no 'static const int {name} = N;'"
+    value = m.group(1)
+    if value.isdigit():
+        return int(value)
+    m = re.search(rf"static const int {value} = (\d+);", (HLS_INCLUDE / "edgemoe_interface.h").read_text())
+    assert m, f"{header}: {name} = {value}, which edgemoe_interface.h does not define"
     return int(m.group(1))
 
 
-def _has_dataflow(header: str) -> bool:
-    """Loads overlap compute in hardware only inside a DATAFLOW region (a comment does not count)."""
-    return re.search(r"^\s*#pragma HLS DATAFLOW", (HLS_INCLUDE / header).read_text(), re.M) is not None
+def _dataflow_tasks(header: str) -> list[list[str]]:
+    """Calls in each function body that holds a DATAFLOW region (a comment does not count): loads
+    overlap compute in hardware only when the load and the compute are tasks of one region."""
+    text = (HLS_INCLUDE / header).read_text()
+    regions = []
+    for m in re.finditer(r"^\s*#pragma HLS DATAFLOW\s*$", text, re.M):
+        body = text[m.end():text.index("\n}\n", m.end())]
+        regions.append(re.findall(r"^\s*([a-z_]+)(?:<[^>]*>)?\(", body, re.M))
+    return regions
 
 
 def test_params_match_the_hls_code():
-    """Tile size, attention parallelism and load overlap are what hls_accel/ implements."""
+    """Tile size, attention parallelism, lanes, beat width and load overlap are what hls_accel/
+    implements."""
     p = AcceleratorParams()
     assert p.tile == _hls_constant("linear.h", "tile")
     assert p.attn_parallel == _hls_constant("attention.h", "par")
-    assert p.tile_load_overlap == _has_dataflow("linear.h")
-    assert p.expert_load_overlap == _has_dataflow("moe.h")
+    for header in ("layernorm.h", "gelu.h", "moe.h", "patch_embed.h", "attention.h"):
+        assert p.elements_per_cycle == _hls_constant(header, "lanes") == itf.ELEM_LANES, header
+    assert p.weight_words_per_cycle == _hls_constant("burst.h", "words_per_beat") == itf.WORDS_PER_BEAT
+    assert p.tile_load_overlap == (["burst_read", "linear_group"] in _dataflow_tasks("linear.h"))
+    assert p.expert_load_overlap == (["burst_read", "expert_compute"] in _dataflow_tasks("moe.h"))
+    assert p.tile_fetch_overlap == ("RowsFetch:" in (HLS_INCLUDE / "linear.h").read_text())
     assert p.clock_mhz == itf.CLOCK_MHZ
 
 
-@pytest.mark.parametrize("params", [AcceleratorParams(), AcceleratorParams.double_buffered()],
-                         ids=["as_written", "double_buffered"])
+def test_weight_masters_are_beat_wide():
+    """The estimate's weight rate assumes whole-beat reads: the top's weight ports are beat_t."""
+    top = (HLS / "src" / "edgemoe_top.cpp").read_text()
+    for name in ("weights_one_time", "weights_experts"):
+        assert re.search(rf"const beat_t \*{name}\b", top), name
+    assert "hls::vector<word_t, WORDS_PER_BEAT> beat_t" in (HLS_INCLUDE / "burst.h").read_text()
+
+
+@pytest.mark.parametrize("params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"])
 def test_linear_unit_cycles_cover_exactly_the_linear_macs(params):
     """MAC cycles x tile^2 = every linear MAC of the config's cost model (dims are tile multiples)."""
     est = estimate(SPEC, params=params)
@@ -81,19 +107,28 @@ def test_images_of_a_batch_run_one_after_the_other():
     assert four.ms_per_image == pytest.approx(one.ms_per_image)
 
 
-@pytest.mark.parametrize("params", [AcceleratorParams(), AcceleratorParams.double_buffered()],
-                         ids=["as_written", "double_buffered"])
+@pytest.mark.parametrize("params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"])
 def test_expert_layers_are_memory_bound(params):
     experts = [s for s in estimate(SPEC, params=params).stages if s.name == "experts"]
     assert experts and all(s.bound == "memory" for s in experts)
 
 
-def test_wider_weight_loads_speed_up_loads_only():
+def test_experts_never_beat_the_bus():
+    """Expert weights are read once per layer, so the expert stage cannot be faster than moving
+    all of them through one AXI master at its sustained rate."""
+    p = AcceleratorParams()
+    layout = itf.weight_layout(SPEC)
+    floor = len(SPEC.moe_layers) * SPEC.num_experts * layout.expert_words / p.weight_rate
+    experts = estimate(SPEC).by_kind()["experts"]
+    assert floor <= experts < 1.2 * floor
+
+
+def test_narrower_weight_loads_slow_down_loads_only():
     base = estimate(SPEC)
-    wide = estimate(SPEC, params=AcceleratorParams(weight_words_per_cycle=8))
-    b, w = base.by_kind(), wide.by_kind()
-    assert w["experts"] < b["experts"] and w["qkv"] < b["qkv"]
-    assert w["attention"] == b["attention"] and w["layernorm"] == b["layernorm"]
+    narrow = estimate(SPEC, params=AcceleratorParams(weight_words_per_cycle=1))
+    b, n = base.by_kind(), narrow.by_kind()
+    assert n["experts"] > 5 * b["experts"] and n["patch_embed"] > b["patch_embed"]
+    assert n["attention"] == b["attention"] and n["layernorm"] == b["layernorm"]
 
 
 def test_bus_width_caps_the_weight_rate():
@@ -102,11 +137,26 @@ def test_bus_width_caps_the_weight_rate():
 
 
 def test_overlapping_loads_with_compute_saves_cycles():
-    base = estimate(SPEC).by_kind()
-    tiles = estimate(SPEC, params=AcceleratorParams(tile_load_overlap=True)).by_kind()
-    experts = estimate(SPEC, params=AcceleratorParams(expert_load_overlap=True)).by_kind()
+    base = estimate(SPEC, params=NO_OVERLAP).by_kind()
+    tiles = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_load_overlap=True)).by_kind()
+    experts = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, expert_load_overlap=True)).by_kind()
+    fetch = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_fetch_overlap=True)).by_kind()
     assert tiles["qkv"] < base["qkv"] and tiles["attention"] == base["attention"]
     assert experts["experts"] < base["experts"] and experts["qkv"] == base["qkv"]
+    assert fetch["experts"] < base["experts"] and fetch["qkv"] < base["qkv"]
+
+
+def test_overlap_hides_every_load_but_the_first():
+    """Streamed layer: band 0 is exposed, later bands hide behind compute-bound groups."""
+    p = AcceleratorParams()
+    rows, k, o = SPEC.num_tokens, SPEC.dim, 3 * SPEC.dim
+    cycles, _, loads = linear_cycles(p, rows, k, o)
+    _, _, loads_onchip = linear_cycles(p, rows, k, o, onchip=True)
+    compute_only, _, _ = linear_cycles(p, rows, k, o, onchip=True)
+    assert loads_onchip == 0
+    band = p.load_cycles(p.tile * k)
+    assert band < compute_only // (o // p.tile)  # each group's compute outlasts the next band
+    assert cycles == compute_only + band and loads == (o // p.tile) * band
 
 
 def test_bigger_tile_quarters_the_mac_cycles():
@@ -141,7 +191,18 @@ def test_expected_tokens_per_expert_preserves_the_token_count():
 def test_reload_cost_is_the_parameter_section_at_the_load_rate():
     p = AcceleratorParams()
     words = itf.weight_layout(SPEC).params_words
-    assert reload_ms(SPEC) == pytest.approx(words / p.weight_rate / (p.clock_mhz * 1e3), rel=1e-4)
+    cycles = words / p.weight_rate + p.axi_read_latency + p.loop_overhead
+    assert reload_ms(SPEC) == pytest.approx(cycles / (p.clock_mhz * 1e3), rel=1e-4)
+
+
+def test_block_table_lists_every_layer_with_its_kind():
+    est = estimate(SPEC)
+    per_block = est.by_block()
+    assert list(per_block) == ["embed", *(f"block{b}" for b in range(SPEC.depth)), "final"]
+    assert sum(per_block.values()) == est.total_cycles
+    lines = est.block_table().splitlines()
+    assert sum(" moe " in line for line in lines) == len(SPEC.moe_layers)
+    assert sum(" dense " in line for line in lines) == SPEC.depth - len(SPEC.moe_layers)
 
 
 def test_table_names_the_comparison_with_edge_moe():

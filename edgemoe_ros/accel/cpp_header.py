@@ -56,6 +56,9 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
         f"#define EDGEMOE_TOP_NAME \"{itf.TOP_FUNCTION}\"",
         f"static const int MAX_IMAGES = {itf.MAX_IMAGES};",
         f"static const int AXI_DATA_WIDTH_BITS = {itf.AXI_DATA_WIDTH_BITS};",
+        f"static const int WORDS_PER_BEAT = {itf.WORDS_PER_BEAT};  // 16-bit weight words per AXI beat",
+        f"static const int BURST_ALIGN_WORDS = {itf.BURST_ALIGN_WORDS};  // {itf.BURST_ALIGN_BYTES}-byte bursts",
+        f"static const int ELEM_LANES = {itf.ELEM_LANES};  // elements per cycle of elementwise loops",
         "",
         "// ---- AXI-lite register map (bundle \"" + itf.CONTROL_BUNDLE + "\")",
         f"static const int REG_AP_CTRL = 0x{itf.REG_AP_CTRL:02X};",
@@ -100,6 +103,7 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
             f"static const int64_t PARAMS_WORDS = {layout.params_words};",
             f"static const int64_t ONE_TIME_WORDS = {layout.one_time_words};",
             f"static const int64_t EXPERT_WORDS = {layout.expert_words};",
+            f"static const int64_t EXPERT_STRIDE_WORDS = {layout.expert_stride};",
             f"static const int64_t EXPERTS_BUFFER_WORDS = {layout.experts_words};"]
     for cname, ename in _GLOBAL_OFFSETS.items():
         out.append(f"static const int64_t {cname} = {names[ename].offset};")

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ kernel & ABI
 #: Bumped whenever the argument list, the register map, the layout or the numerics change.
-ABI_VERSION = 1
+#: 2: weight masters read 128-bit beats; burst-aligned weight layout (padding between tensors).
+ABI_VERSION = 2
 TOP_FUNCTION = "edgemoe_top"
 #: Target device and clock of the synthesis scripts (Edge-MoE's board: ZCU102 at 300 MHz).
 FPGA_PART = "xczu9eg-ffvb1156-2-e"
@@ -80,9 +81,9 @@ class KernelArg:
 KERNEL_ARGS: tuple[KernelArg, ...] = (
     KernelArg("images", "pointer", 0x10, "uint8_t", "gmem0", "in", "(B, img_h, img_w, 3) RGB pixels"),
     KernelArg("weights_one_time", "pointer", 0x1C, "int16_t", "gmem1", "in",
-              "params + streamed dense weights, packed by pack_weights"),
+              "params + streamed dense weights, packed by pack_weights; read as WORDS_PER_BEAT-word beats"),
     KernelArg("weights_experts", "pointer", 0x28, "int16_t", "gmem2", "in",
-              "per-layer, per-expert weight blocks, packed by pack_weights"),
+              "per-layer, per-expert weight blocks, packed by pack_weights; read as WORDS_PER_BEAT-word beats"),
     KernelArg("features_out", "pointer", 0x34, "int32_t", "gmem3", "out",
               "(B, num_patches, dim) raw act format"),
     KernelArg("routing_out", "pointer", 0x40, "int32_t", "gmem4", "out",
@@ -159,6 +160,16 @@ FORMATS: dict[str, FixedFormat] = {f.name: f for f in (
 )}
 #: Weight-buffer word type: every stored format is at most 16 bits wide.
 WEIGHT_WORD_BITS = 16
+#: The weight masters (gmem1, gmem2) read whole AXI beats: this many 16-bit words per cycle.
+WORDS_PER_BEAT = AXI_DATA_WIDTH_BITS // WEIGHT_WORD_BITS
+#: Every burst-read weight tensor, each expert block, and the end of each weight buffer start on
+#: this byte boundary, so bursts begin on a DDR burst / cache-line boundary and never read past
+#: the buffer (the Vitis scripts promise the tool this alignment: m_axi_alignment_byte_size).
+BURST_ALIGN_BYTES = 64
+BURST_ALIGN_WORDS = BURST_ALIGN_BYTES // (WEIGHT_WORD_BITS // 8)
+#: Elements per cycle of the elementwise loops (LayerNorm, GELU, residual, narrowing, copies): the
+#: on-chip activation buffers are cyclically partitioned by this factor.
+ELEM_LANES = 16
 
 # ------------------------------------------------------------------------------ algorithm constants
 #: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated on
@@ -263,13 +274,19 @@ class WeightLayout:
     dense MLP and router weights) is read tile by tile through the shared linear unit every frame.
     ``weights_experts`` holds one contiguous block per (MoE layer, expert) so that each expert is
     one burst, loaded once per layer.
+
+    The streamed section, every tensor in it, each expert block and each buffer's end are aligned
+    to ``BURST_ALIGN_WORDS`` (zero padding in between), so each weight band or expert block is one
+    aligned burst of whole AXI beats. Params-section tensors are packed back to back (they are read
+    once, as one burst, into the on-chip cache).
     """
 
     entries: list[LayoutEntry]
-    params_words: int
+    params_words: int  # end of the params section, padded to BURST_ALIGN_WORDS
     one_time_words: int
-    expert_words: int  # one expert's block
+    expert_words: int  # one expert's tensors
     experts_words: int  # whole buffer
+    expert_stride: int  # words from one expert block to the next (expert_words, aligned)
 
     def by_name(self) -> dict[str, LayoutEntry]:
         return {e.name: e for e in self.entries}
@@ -285,6 +302,11 @@ def _block_param_entries(cfg: ModelConfig, b: int) -> list[tuple[str, tuple[int,
     return out
 
 
+def align_words(words: int) -> int:
+    """``words`` rounded up to the burst alignment (``BURST_ALIGN_WORDS``)."""
+    return -(-words // BURST_ALIGN_WORDS) * BURST_ALIGN_WORDS
+
+
 def weight_layout(cfg: ModelConfig) -> WeightLayout:
     """The packing order of ``pack_weights`` (= the order the kernel reads)."""
     d, n = cfg.dim, cfg.num_tokens
@@ -292,8 +314,10 @@ def weight_layout(cfg: ModelConfig) -> WeightLayout:
     off = 0
 
     def add(name: str, shape: tuple[int, ...], fmt: str, buffer: str = "one_time", tensor: str | None = None,
-            index: int | None = None, transform: str | None = None) -> None:
+            index: int | None = None, transform: str | None = None, aligned: bool = False) -> None:
         nonlocal off
+        if aligned:
+            off = align_words(off)
         entries.append(LayoutEntry(name, buffer, off, shape, fmt, tensor or name, index, transform))
         off += int(np.prod(shape))
 
@@ -308,32 +332,35 @@ def weight_layout(cfg: ModelConfig) -> WeightLayout:
             add(name, shape, fmt)
     add("norm.weight", (d,), "bias")
     add("norm.bias", (d,), "bias")
-    params_words = off
-    # streamed section
-    add("patch_embed.weight", (d, cfg.in_chans * cfg.patch * cfg.patch), "patch_weight", transform="flatten")
+    params_words = off = align_words(off)
+    # streamed section: each tensor an aligned burst source
+    add("patch_embed.weight", (d, cfg.in_chans * cfg.patch * cfg.patch), "patch_weight", transform="flatten",
+        aligned=True)
     for b in range(cfg.depth):
         p = f"blocks.{b}."
-        add(p + "attn.qkv.weight", (3 * d, d), "weight")
-        add(p + "attn.proj.weight", (d, d), "weight")
+        add(p + "attn.qkv.weight", (3 * d, d), "weight", aligned=True)
+        add(p + "attn.proj.weight", (d, d), "weight", aligned=True)
         if cfg.is_moe(b):
-            add(p + "moe.router.weight", (len(cfg.tasks), cfg.num_experts, d), "weight", transform="router_t")
+            add(p + "moe.router.weight", (len(cfg.tasks), cfg.num_experts, d), "weight", transform="router_t",
+                aligned=True)
         else:
-            add(p + "mlp.fc1.weight", (cfg.mlp_hidden, d), "weight")
-            add(p + "mlp.fc2.weight", (d, cfg.mlp_hidden), "weight")
-    one_time_words = off
-    # experts buffer
+            add(p + "mlp.fc1.weight", (cfg.mlp_hidden, d), "weight", aligned=True)
+            add(p + "mlp.fc2.weight", (d, cfg.mlp_hidden), "weight", aligned=True)
+    one_time_words = align_words(off)
+    # experts buffer: one aligned block per (layer, expert); tensors back to back inside a block
     off = 0
     h = cfg.expert_hidden
     for b in cfg.moe_layers:
         p = f"blocks.{b}.moe."
         for e in range(cfg.num_experts):
             q = f"{p}experts.{e}."
-            add(q + "fc1.weight", (h, d), "weight", "experts", p + "fc1.weight", e)
+            add(q + "fc1.weight", (h, d), "weight", "experts", p + "fc1.weight", e, aligned=True)
             add(q + "fc1.bias", (h,), "bias", "experts", p + "fc1.bias", e)
             add(q + "fc2.weight", (d, h), "weight", "experts", p + "fc2.weight", e)
             add(q + "fc2.bias", (d,), "bias", "experts", p + "fc2.bias", e)
     expert_words = 2 * h * d + h + d
-    return WeightLayout(entries, params_words, one_time_words, expert_words, off)
+    return WeightLayout(entries, params_words, one_time_words, expert_words, align_words(off),
+                        align_words(expert_words))
 
 
 @dataclass

@@ -1,28 +1,37 @@
 """Analytic latency of our ``edgemoe_top`` accelerator at its synthesis clock.
 
 No board runs here, so the FPGA time of a frame is estimated from the HLS code in ``hls_accel/``:
-the trip counts of its pipelined loops, the tile size of the shared linear unit, the row
-parallelism of the attention unit, and the words per cycle its weight-load loops move, with or
-without overlap of loads and compute (double buffering). Every number the estimate rests on is in
-:class:`AcceleratorParams` (clock and bus width come from ``accel/interface.py``); the defaults
-describe the code as written, and ``test/test_latency_model.py`` re-reads the tile size and the
-attention parallelism from the C++ so the two cannot drift apart.
+the trip counts of its pipelined loops (II = 1 each), the tile size of the shared linear unit, the
+row parallelism of the attention unit, the lanes of the elementwise loops, the width of the weight
+masters and whether weight loads overlap compute. Every number the estimate rests on is in
+:class:`AcceleratorParams` (clock, bus width, lanes and the integer-math step counts come from
+``accel/interface.py``); the defaults describe the code as written, and
+``test/test_latency_model.py`` re-reads the tile size, the attention parallelism, the lanes, the
+beat-wide weight ports and the presence of the DATAFLOW regions from the C++ so they cannot drift.
 
 Per image and task (the kernel processes the images of a batch one after the other):
 
-* shared linear unit (``linear.h``): for each ``tile``-wide group of outputs, every ``tile x tile``
-  weight tile is loaded (``tile**2 / weight_rate`` cycles) and then applied to all rows, one row
-  per cycle (``tile x tile`` MACs per cycle); the group's accumulators are then narrowed, one
-  element per cycle. With ``tile_load_overlap`` the next tile loads while the current one computes;
-* attention (``attention.h``): ``attn_parallel`` query rows at once, each walking all keys with a
-  fused q.k / softmax / v step per cycle (single pass), after converting q, k, v to the attention
-  format one element per cycle;
-* MoE (``moe.h``): router linear, top-k and gate softmax per token, then per used expert: gather
-  its queued tokens, fc1, GELU, fc2, scatter-add; each expert's weight block is loaded once per
-  layer, overlapping the previous expert's compute when ``expert_load_overlap`` is set;
-* LayerNorm (three passes), GELU, residual adds, patch gathering, position embedding and the
-  feature write-back: one element per cycle (``PIPELINE II=1``);
-* every pipelined loop pays ``loop_overhead`` cycles of fill and drain.
+* weight loads (``burst.h``): one AXI beat (``WORDS_PER_BEAT`` 16-bit words) per cycle, derated by
+  ``axi_efficiency`` (DDR refresh, page misses, HP-port arbitration), plus ``axi_read_latency``
+  cycles before the first beat of each burst;
+* shared linear unit (``linear.h``), per ``tile``-wide output group: initialise the accumulators
+  (one row per cycle), fetch the first ``tile x tile`` tile (one tile row per cycle), then per
+  input tile ``max(rows, tile)`` cycles (rows through the MAC array while the next tile's rows are
+  fetched into the other register half), then narrow one row per cycle. Streamed layers burst the
+  next group's band (``tile`` weight rows) while the current group computes (``band_step``, a
+  DATAFLOW region), so a group costs ``max(band load, group compute)`` and only the first band is
+  exposed; expert layers read bands already on chip;
+* attention (``attention.h``): q, k and v converted to the attention format one after the other,
+  ``elements_per_cycle`` per cycle; then ``attn_parallel`` query rows at once, each walking all keys
+  once (fused q.k / softmax / v per cycle), then the reciprocal (bit-serial) and the output;
+* MoE (``moe.h``): router (streamed linear), per token top-k, exp2 softmax and its reciprocal;
+  clear the mix; per used expert: gather its queued tokens (exposed), then ``max(load of the next
+  used expert's block, fc1 + GELU + fc2 + scatter)`` (``expert_step``, a DATAFLOW region), the
+  first block's load exposed; each used expert's weights are loaded once per layer;
+* LayerNorm: per row three passes of ``elements_per_cycle`` lanes, plus the bit-serial isqrt and
+  reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
+  per cycle; patch gathering and feature write-back: one element per cycle;
+* every pipelined loop invocation pays ``loop_overhead`` cycles of fill and drain.
 
 The anchor for comparison is Edge-MoE's measured ~59 ms per image per task on a ZCU102 (SPEC §3).
 """
@@ -39,6 +48,14 @@ from . import interface as itf
 
 #: Edge-MoE (ICCAD 2023) measured on the ZCU102, per image per task (SPEC §3).
 EDGE_MOE_BOARD_MS = 59.0
+#: Steps of the bit-serial units of hls_math.h: isqrt yields one of 32 root bits per step,
+#: recip<S> one of S + 1 quotient bits per step.
+ISQRT_STEPS = 32
+
+
+def recip_steps(shift: int) -> int:
+    """Cycles of ``hls::recip<shift>`` (restoring division, one quotient bit per cycle)."""
+    return shift + 1
 
 
 @dataclass(frozen=True)
@@ -50,17 +67,21 @@ class AcceleratorParams:
     tile: int = 16
     #: Query rows processed in parallel: ``attention_config::par`` in attention.h (Edge-MoE: 4).
     attn_parallel: int = 4
-    #: Elements per cycle of the elementwise loops (LayerNorm, GELU, residual, narrowing, gathers).
-    elements_per_cycle: int = 1
-    #: 16-bit weight words the load loops (LoadTile, LoadExpert, LoadParams) accept per cycle.
-    weight_words_per_cycle: int = 1
+    #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual, ...).
+    elements_per_cycle: int = itf.ELEM_LANES
+    #: 16-bit weight words the load loops accept per cycle (one AXI beat: ``WORDS_PER_BEAT``).
+    weight_words_per_cycle: int = itf.WORDS_PER_BEAT
     #: One AXI master's data width (interface.py) and the share of it HP ports sustain on bursts.
     axi_bytes_per_cycle: int = itf.AXI_DATA_WIDTH_BITS // 8
     axi_efficiency: float = 0.8
-    #: Double buffering of linear-unit weight tiles (load tile t+1 while tile t computes).
-    tile_load_overlap: bool = False
-    #: Double buffering of expert weight blocks (load expert e+1 while expert e computes).
-    expert_load_overlap: bool = False
+    #: Cycles from a burst's address to its first beat (ZynqMP HP port to PS DDR4: ~200 ns).
+    axi_read_latency: int = 60
+    #: Streamed weight bands load while the previous band computes (``band_step`` DATAFLOW).
+    tile_load_overlap: bool = True
+    #: The next expert's block loads while the current expert computes (``expert_step`` DATAFLOW).
+    expert_load_overlap: bool = True
+    #: The next weight tile is fetched into registers while the current one multiplies (RowsFetch).
+    tile_fetch_overlap: bool = True
     #: Fill/drain cycles of one pipelined loop invocation.
     loop_overhead: int = 8
 
@@ -71,17 +92,23 @@ class AcceleratorParams:
         return min(float(self.weight_words_per_cycle), bus_words)
 
     def load_cycles(self, words: float) -> int:
-        return math.ceil(words / self.weight_rate)
+        """One burst of ``words`` weight words (0 words: the idle half of a ping-pong step)."""
+        if words <= 0:
+            return 0
+        return math.ceil(words / self.weight_rate) + self.axi_read_latency + self.loop_overhead
 
     def elementwise(self, n: int) -> int:
         return math.ceil(n / self.elements_per_cycle) + self.loop_overhead
 
+    def serial(self, n: int) -> int:
+        """A pipelined loop moving one element per cycle (not laned)."""
+        return n + self.loop_overhead
+
     @classmethod
     def double_buffered(cls) -> AcceleratorParams:
-        """What-if: tile and expert loads at the full AXI width and overlapped with compute, 16
-        elementwise lanes (Edge-MoE's design point). Not what the HLS code does today."""
-        return cls(elements_per_cycle=16, weight_words_per_cycle=itf.AXI_DATA_WIDTH_BITS // itf.WEIGHT_WORD_BITS,
-                   tile_load_overlap=True, expert_load_overlap=True)
+        """Loads at the full AXI width, overlapped with compute. Since ``hls_accel/`` does exactly
+        this, it equals the defaults (kept for callers that printed it as a what-if)."""
+        return cls()
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,13 @@ class LatencyEstimate:
             out[s.name] = out.get(s.name, 0) + s.cycles
         return out
 
+    def by_block(self) -> dict[str, int]:
+        """Cycles per block (embed, block0..block11, final), summed over the images of the call."""
+        out: dict[str, int] = {}
+        for s in self.stages:
+            out[s.block] = out.get(s.block, 0) + s.cycles
+        return out
+
     def table(self) -> str:
         """A short human-readable breakdown (bench scripts print it)."""
         total = self.total_cycles
@@ -145,31 +179,52 @@ class LatencyEstimate:
                      f"{self.speedup_vs_edge_moe:.2f})")
         return "\n".join(lines)
 
+    def block_table(self) -> str:
+        """Per-layer breakdown: cycles and ms of each block, dense or MoE."""
+        mhz = self.params.clock_mhz
+        lines = [f"{'block':<9}{'kind':<7}{'cycles':>12}{'ms':>9}"]
+        for blk, cyc in self.by_block().items():
+            kind = ""
+            if blk.startswith("block"):
+                kind = "moe" if self.config.is_moe(int(blk.removeprefix("block"))) else "dense"
+            lines.append(f"{blk:<9}{kind:<7}{cyc:>12,}{cyc / (mhz * 1e3):>9.3f}")
+        return "\n".join(lines)
 
-def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int) -> tuple[int, int, int]:
-    """(cycles, MAC cycles, load cycles) of one ``linear_unit`` call: rows x k -> rows x o."""
+
+def _group_compute(p: AcceleratorParams, rows: int, k: int) -> int:
+    """One output group of ``linear_group``: init, first tile fetch, input tiles, narrow."""
+    t = p.tile
+    n_in = math.ceil(k / t)
+    per_tile = (max(rows, t) if p.tile_fetch_overlap else rows + t) + p.loop_overhead
+    return p.serial(rows) + p.serial(t) + n_in * per_tile + p.serial(rows)
+
+
+def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int, onchip: bool = False) -> tuple[int, int, int]:
+    """(cycles, MAC cycles, load cycles) of one linear layer: rows x k -> rows x o.
+
+    ``onchip``: weights already on chip (expert blocks, ``linear_onchip``): no band loads.
+    """
     t = p.tile
     n_out, n_in = math.ceil(o / t), math.ceil(k / t)
-    tile_load = p.load_cycles(t * t) + p.loop_overhead
-    row_pass = rows + p.loop_overhead
-    step = max(tile_load, row_pass) if p.tile_load_overlap else tile_load + row_pass
-    exposed = tile_load if p.tile_load_overlap else 0
-    cycles = 0
-    for g in range(n_out):
-        width = min(t, o - g * t)
-        cycles += rows + n_in * step + exposed + p.elementwise(rows * width)  # init, tiles, narrow
-    return cycles, n_out * n_in * rows, n_out * n_in * tile_load
+    compute = _group_compute(p, rows, k)
+    bands = [0 if onchip else p.load_cycles(min(t, o - g * t) * k) for g in range(n_out)]
+    if p.tile_load_overlap:  # band g+1 loads while group g computes; band 0 exposed
+        cycles = bands[0] + sum(max(compute, bands[g + 1] if g + 1 < n_out else 0) for g in range(n_out))
+    else:
+        cycles = sum(bands) + n_out * compute
+    return cycles, n_out * n_in * rows, sum(bands)
 
 
 def attention_cycles(p: AcceleratorParams, cfg: ModelConfig) -> int:
     n, hd = cfg.num_tokens, cfg.head_dim
     groups = math.ceil(n / p.attn_parallel)
-    per_head = p.elementwise(n * hd) + groups * (n + p.loop_overhead + hd)  # convert, rows, normalise
-    return cfg.num_heads * per_head
+    row = n + p.loop_overhead + recip_steps(itf.SOFTMAX_RECIP_SHIFT) + p.elementwise(hd)  # keys, recip, out
+    return cfg.num_heads * (3 * p.elementwise(n * hd) + groups * row)  # q, k, v conversion; query rows
 
 
 def layer_norm_cycles(p: AcceleratorParams, rows: int, dim: int) -> int:
-    return rows * 3 * p.elementwise(dim)
+    row_math = ISQRT_STEPS + recip_steps(itf.ln_std_frac() + itf.LN_RSTD_FRAC)
+    return rows * (3 * p.elementwise(dim) + row_math)
 
 
 def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:
@@ -180,23 +235,30 @@ def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:
     return counts
 
 
+def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig, rows: int) -> tuple[int, int]:
+    """(cycles, MAC cycles) of ``expert_compute`` on ``rows`` queued tokens."""
+    d, h = cfg.dim, cfg.expert_hidden
+    c1, m1, _ = linear_cycles(p, rows, d, h, onchip=True)
+    c2, m2, _ = linear_cycles(p, rows, h, d, onchip=True)
+    scatter = rows * p.elementwise(d)
+    return c1 + p.elementwise(rows * h) + c2 + scatter, m1 + m2
+
+
 def _moe_cycles(p: AcceleratorParams, cfg: ModelConfig, counts: np.ndarray, expert_words: int) -> tuple[int, int, int]:
     """(cycles, MAC cycles, load cycles) of the experts of one MoE layer for one image."""
-    d, h = cfg.dim, cfg.expert_hidden
-    load = p.load_cycles(expert_words) + p.loop_overhead
-    cycles = compute = loads = 0
+    load = p.load_cycles(expert_words)
     used = [int(c) for c in counts if c > 0]
+    cycles = load if (p.expert_load_overlap and used) else 0  # the first block's load is exposed
+    compute = 0
     for i, rows in enumerate(used):
-        c1, m1, _ = linear_cycles(p, rows, d, h)
-        c2, m2, _ = linear_cycles(p, rows, h, d)
-        work = p.elementwise(rows * d) + c1 + p.elementwise(rows * h) + c2 + p.elementwise(rows * d)
-        compute += m1 + m2
-        loads += load
-        if not p.expert_load_overlap:
-            cycles += load + work
-        else:  # the first load is exposed, later ones hide behind the previous expert's compute
-            cycles += (load + work) if i == 0 else max(load, work)
-    return cycles, compute, loads
+        work, macs = expert_compute_cycles(p, cfg, rows)
+        gather = rows * p.elementwise(cfg.dim)
+        compute += macs
+        if p.expert_load_overlap:
+            cycles += gather + max(work, load if i + 1 < len(used) else 0)
+        else:
+            cycles += load + gather + work
+    return cycles, compute, load * len(used)
 
 
 def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | None = None,
@@ -220,9 +282,9 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
         est.stages.append(Stage(block, name, int(cycles), int(cycles if compute is None else compute), int(load)))
 
     for img in range(num_images):
-        add("embed", "patch_embed", p.elementwise(cfg.num_patches * cfg.in_chans * cfg.patch ** 2), 0)
+        add("embed", "patch_embed", p.serial(cfg.num_patches * cfg.in_chans * cfg.patch ** 2), 0)  # gather
         add("embed", "patch_embed", *linear_cycles(p, cfg.num_patches, cfg.in_chans * cfg.patch ** 2, d))
-        add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)
+        add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)  # class token, position
         for blk in range(cfg.depth):
             tag = f"block{blk}"
             add(tag, "layernorm", 2 * layer_norm_cycles(p, n, d), 0)
@@ -237,13 +299,14 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
                 continue
             add(tag, "router", *linear_cycles(p, n, d, cfg.num_experts))
             e, k = cfg.num_experts, cfg.top_k
-            add(tag, "route", n * (k * e + 2 * e + k) + 2 * p.elementwise(n * d), 0)  # top-k, softmax, mix
+            per_token = k * e + 2 * e + k + recip_steps(itf.SOFTMAX_RECIP_SHIFT)  # top-k, softmax, gates
+            add(tag, "route", n * per_token + 2 * p.elementwise(n * d), 0)  # + clear mix, combine
             layer = cfg.moe_layers.index(blk)
             counts = (np.bincount(np.asarray(routing)[img, layer].ravel(), minlength=e) if routing is not None
                       else expected_tokens_per_expert(cfg))
             add(tag, "experts", *_moe_cycles(p, cfg, counts, expert_words))
         add("final", "layernorm", layer_norm_cycles(p, n, d), 0)
-        add("final", "write_out", p.elementwise(cfg.num_patches * d), 0)
+        add("final", "write_out", p.serial(cfg.num_patches * d), 0)
     return est
 
 

@@ -19,6 +19,7 @@ namespace edgemoe {
 struct attention_config {
   static const int n_tokens = NUM_TOKENS, dim = DIM, heads = NUM_HEADS, head_dim = HEAD_DIM;
   static const int par = 4;  // query rows processed in parallel
+  static const int lanes = ELEM_LANES;  // elements per cycle of the format conversion and output
   static const acc_t scale_raw = ATTN_SCALE_RAW;
 };
 
@@ -55,7 +56,33 @@ Keys:
   const acc_t r = (acc_t)hls::recip<SOFTMAX_RECIP_SHIFT>((uint64_t)den);
   const int shift_out = (FMT_EXPO_F + FMT_ATTN_F) + (SOFTMAX_RECIP_SHIFT - FMT_EXPO_F) - FMT_ACT_F;
 Normalize:
-  for (int d = 0; d < CONFIG_T::head_dim; ++d) out[d] = narrow_act(acc[d] * r, shift_out);
+  for (int d0 = 0; d0 < CONFIG_T::head_dim; d0 += CONFIG_T::lanes) {
+#pragma HLS PIPELINE II = 1
+  NormalizeLanes:
+    for (int j = 0; j < CONFIG_T::lanes; ++j) {
+      if (d0 + j < CONFIG_T::head_dim) out[d0 + j] = narrow_act(acc[d0 + j] * r, shift_out);
+    }
+  }
+}
+
+// One head's slice of q, k or v (columns col0 .. col0 + head_dim of every qkv row) times mul,
+// narrowed by `shift` bits to the attn format; `lanes` elements per cycle, one slice at a time so
+// each cycle reads each bank of the (cyclically partitioned) qkv buffer once.
+template <class CONFIG_T>
+void to_attn_format(const act_raw_t *qkv, int col0, acc_t mul, int shift, act_raw_t (*dst)[CONFIG_T::head_dim]) {
+  const int HD = CONFIG_T::head_dim, L = CONFIG_T::lanes, n = CONFIG_T::n_tokens * CONFIG_T::head_dim;
+ToAttnFormat:
+  for (int i = 0; i < n; i += L) {
+#pragma HLS PIPELINE II = 1
+  ToAttnLanes:
+    for (int j = 0; j < L; ++j) {
+      if (i + j < n) {
+        const int t = (i + j) / HD, d = (i + j) % HD;
+        const acc_t v = (acc_t)qkv[(acc_t)t * 3 * CONFIG_T::dim + col0 + d] * mul;
+        dst[t][d] = (act_raw_t)saturate<FMT_ATTN_W>(round_shift(v, shift));
+      }
+    }
+  }
 }
 
 // qkv: n_tokens x 3*dim act (PyTorch layout: [q | k | v], heads contiguous inside each);
@@ -66,21 +93,15 @@ void attention(const act_raw_t *qkv, act_raw_t *out) {
   static act_raw_t q[CONFIG_T::n_tokens][CONFIG_T::head_dim];
   static act_raw_t k[CONFIG_T::n_tokens][CONFIG_T::head_dim];
   static act_raw_t v[CONFIG_T::n_tokens][CONFIG_T::head_dim];
+#pragma HLS ARRAY_PARTITION variable = q dim = 2 complete
 #pragma HLS ARRAY_PARTITION variable = k dim = 2 complete
 #pragma HLS ARRAY_PARTITION variable = v dim = 2 complete
 Heads:
   for (int h = 0; h < CONFIG_T::heads; ++h) {
-  ToAttnFormat:  // narrow q (scaled to log2 units), k, v from act to the attn format
-    for (int t = 0; t < N; ++t) {
-      const act_raw_t *row = qkv + (acc_t)t * 3 * D + h * HD;
-      for (int d = 0; d < HD; ++d) {
-#pragma HLS PIPELINE II = 1
-        q[t][d] = (act_raw_t)saturate<FMT_ATTN_W>(
-            round_shift((acc_t)row[d] * CONFIG_T::scale_raw, FMT_ACT_F + COEF_FRAC - FMT_ATTN_F));
-        k[t][d] = (act_raw_t)saturate<FMT_ATTN_W>(round_shift(row[D + d], FMT_ACT_F - FMT_ATTN_F));
-        v[t][d] = (act_raw_t)saturate<FMT_ATTN_W>(round_shift(row[2 * D + d], FMT_ACT_F - FMT_ATTN_F));
-      }
-    }
+    // q scaled to log2 units, k and v as they are, each narrowed from act to the attn format
+    to_attn_format<CONFIG_T>(qkv, h * HD, CONFIG_T::scale_raw, FMT_ACT_F + COEF_FRAC - FMT_ATTN_F, q);
+    to_attn_format<CONFIG_T>(qkv, D + h * HD, 1, FMT_ACT_F - FMT_ATTN_F, k);
+    to_attn_format<CONFIG_T>(qkv, 2 * D + h * HD, 1, FMT_ACT_F - FMT_ATTN_F, v);
   QueryRows:
     for (int t0 = 0; t0 < N; t0 += CONFIG_T::par) {
     ParallelRows:

@@ -8,11 +8,14 @@
 namespace edgemoe {
 
 // ---- ABI and kernel
-static const int ABI_VERSION = 1;
-static const int32_t MODEL_SIGNATURE = 1091494335;
+static const int ABI_VERSION = 2;
+static const int32_t MODEL_SIGNATURE = 1714607198;
 #define EDGEMOE_TOP_NAME "edgemoe_top"
 static const int MAX_IMAGES = 64;
 static const int AXI_DATA_WIDTH_BITS = 128;
+static const int WORDS_PER_BEAT = 8;  // 16-bit weight words per AXI beat
+static const int BURST_ALIGN_WORDS = 32;  // 64-byte bursts
+static const int ELEM_LANES = 16;  // elements per cycle of elementwise loops
 
 // ---- AXI-lite register map (bundle "control")
 static const int REG_AP_CTRL = 0x00;
@@ -107,9 +110,10 @@ static const int LN_EPS_RAW = 4295;
 static const int ATTN_SCALE_RAW = 11819;
 
 // ---- weight layout (16-bit words)
-static const int64_t PARAMS_WORDS = 49734;
-static const int64_t ONE_TIME_WORDS = 3772998;
+static const int64_t PARAMS_WORDS = 49760;
+static const int64_t ONE_TIME_WORDS = 3773024;
 static const int64_t EXPERT_WORDS = 148032;
+static const int64_t EXPERT_STRIDE_WORDS = 148032;
 static const int64_t EXPERTS_BUFFER_WORDS = 14211072;
 static const int64_t OFF_PIXEL_MEAN = 0;
 static const int64_t OFF_PIXEL_INV_STD = 3;
@@ -118,7 +122,7 @@ static const int64_t OFF_CLS = 198;
 static const int64_t OFF_POS = 390;
 static const int64_t OFF_NORM_W = 49350;
 static const int64_t OFF_NORM_B = 49542;
-static const int64_t OFF_PATCH_W = 49734;
+static const int64_t OFF_PATCH_W = 49760;
 static const int64_t OFF_NORM1_W[12] = {
     25158, 27654, 29190, 31686, 33222, 35718, 37254, 39750, 41286, 43782, 45318, 47814
 };
@@ -126,13 +130,13 @@ static const int64_t OFF_NORM1_B[12] = {
     25350, 27846, 29382, 31878, 33414, 35910, 37446, 39942, 41478, 43974, 45510, 48006
 };
 static const int64_t OFF_QKV_W[12] = {
-    197190, 639558, 793158, 1235526, 1389126, 1831494, 1985094, 2427462, 2581062, 3023430, 3177030, 3619398
+    197216, 639584, 793184, 1235552, 1389152, 1831520, 1985120, 2427488, 2581088, 3023456, 3177056, 3619424
 };
 static const int64_t OFF_QKV_B[12] = {
     25542, 28038, 29574, 32070, 33606, 36102, 37638, 40134, 41670, 44166, 45702, 48198
 };
 static const int64_t OFF_PROJ_W[12] = {
-    307782, 750150, 903750, 1346118, 1499718, 1942086, 2095686, 2538054, 2691654, 3134022, 3287622, 3729990
+    307808, 750176, 903776, 1346144, 1499744, 1942112, 2095712, 2538080, 2691680, 3134048, 3287648, 3730016
 };
 static const int64_t OFF_PROJ_B[12] = {
     26118, 28614, 30150, 32646, 34182, 36678, 38214, 40710, 42246, 44742, 46278, 48774
@@ -144,19 +148,19 @@ static const int64_t OFF_NORM2_B[12] = {
     26502, 28998, 30534, 33030, 34566, 37062, 38598, 41094, 42630, 45126, 46662, 49158
 };
 static const int64_t OFF_MLP_FC1_W[12] = {
-    344646, -1, 940614, -1, 1536582, -1, 2132550, -1, 2728518, -1, 3324486, -1
+    344672, -1, 940640, -1, 1536608, -1, 2132576, -1, 2728544, -1, 3324512, -1
 };
 static const int64_t OFF_MLP_FC1_B[12] = {
     26694, -1, 30726, -1, 34758, -1, 38790, -1, 42822, -1, 46854, -1
 };
 static const int64_t OFF_MLP_FC2_W[12] = {
-    492102, -1, 1088070, -1, 1684038, -1, 2280006, -1, 2875974, -1, 3471942, -1
+    492128, -1, 1088096, -1, 1684064, -1, 2280032, -1, 2876000, -1, 3471968, -1
 };
 static const int64_t OFF_MLP_FC2_B[12] = {
     27462, -1, 31494, -1, 35526, -1, 39558, -1, 43590, -1, 47622, -1
 };
 static const int64_t OFF_ROUTER_W[12] = {
-    -1, 787014, -1, 1382982, -1, 1978950, -1, 2574918, -1, 3170886, -1, 3766854
+    -1, 787040, -1, 1383008, -1, 1978976, -1, 2574944, -1, 3170912, -1, 3766880
 };
 static const int64_t EXP_OFF_FC1_W = 0;
 static const int64_t EXP_OFF_FC1_B = 73728;

@@ -10,6 +10,7 @@ namespace edgemoe {
 
 struct gelu_config {
   static const int step_bits = FMT_ACT_F - GELU_STEP_SHIFT;  // fraction bits below one table step
+  static const int lanes = ELEM_LANES;                        // elements per cycle of gelu_buffer
 };
 
 template <class CONFIG_T = gelu_config>
@@ -28,13 +29,16 @@ static inline act_raw_t gelu(act_raw_t x) {
   return (act_raw_t)(relu - corr);
 }
 
-// In-place GELU over a (rows x cols) activation buffer.
+// In-place GELU over n activations, ELEM_LANES per cycle.
 template <class CONFIG_T = gelu_config>
 void gelu_buffer(act_raw_t *buf, int n) {
 Gelu:
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < n; i += CONFIG_T::lanes) {
 #pragma HLS PIPELINE II = 1
-    buf[i] = gelu<CONFIG_T>(buf[i]);
+  GeluLanes:
+    for (int j = 0; j < CONFIG_T::lanes; ++j) {
+      if (i + j < n) buf[i + j] = gelu<CONFIG_T>(buf[i + j]);
+    }
   }
 }
 

@@ -13,6 +13,7 @@ namespace edgemoe {
 struct patch_embed_config {
   static const int img_h = IMG_H, img_w = IMG_W, patch = PATCH, chans = IN_CHANS;
   static const int grid_w = GRID_W, n_patches = NUM_PATCHES, patch_in = PATCH_IN, dim = DIM;
+  static const int lanes = ELEM_LANES;  // elements per cycle of the class-token and position adds
 };
 
 static inline act_raw_t normalize_pixel(uint8_t p, word_t mean, word_t inv_std) {
@@ -23,8 +24,10 @@ static inline act_raw_t normalize_pixel(uint8_t p, word_t mean, word_t inv_std) 
 // image: img_h x img_w x chans (RGB, row-major); params: the on-chip parameter cache;
 // weights: the one-time buffer (patch weights streamed from it); x: NUM_TOKENS x dim.
 template <class CONFIG_T = patch_embed_config>
-void patch_embed(const uint8_t *image, const word_t *params, const word_t *weights, act_raw_t *x) {
+void patch_embed(const uint8_t *image, const word_t *params, const beat_t *weights, act_raw_t *x) {
+  const int L = CONFIG_T::lanes;
   static act_raw_t patches[CONFIG_T::n_patches * CONFIG_T::patch_in];
+#pragma HLS ARRAY_PARTITION variable = patches cyclic factor = linear_config::tile
   const word_t *mean = params + OFF_PIXEL_MEAN;
   const word_t *inv_std = params + OFF_PIXEL_INV_STD;
 Gather:
@@ -43,19 +46,26 @@ Gather:
     }
   }
   // Patch tokens go to rows 1..n_patches; row 0 is the class token.
-  linear_unit(patches, CONFIG_T::n_patches, CONFIG_T::patch_in, CONFIG_T::dim, weights + OFF_PATCH_W,
-              FMT_PATCH_WEIGHT_F, params + OFF_PATCH_B, FMT_BIAS_F, x + CONFIG_T::dim);
+  linear_stream(patches, CONFIG_T::n_patches, CONFIG_T::patch_in, CONFIG_T::dim, weights, OFF_PATCH_W,
+                FMT_PATCH_WEIGHT_F, params + OFF_PATCH_B, FMT_BIAS_F, x + CONFIG_T::dim);
   const word_t *cls = params + OFF_CLS;
   const word_t *pos = params + OFF_POS;
 ClsToken:
-  for (int d = 0; d < CONFIG_T::dim; ++d) {
+  for (int d = 0; d < CONFIG_T::dim; d += L) {
 #pragma HLS PIPELINE II = 1
-    x[d] = (act_raw_t)shl(cls[d], FMT_ACT_F - FMT_BIAS_F);
+  ClsLanes:
+    for (int j = 0; j < L; ++j) {
+      if (d + j < CONFIG_T::dim) x[d + j] = (act_raw_t)shl(cls[d + j], FMT_ACT_F - FMT_BIAS_F);
+    }
   }
+  const int n_pos = (CONFIG_T::n_patches + 1) * CONFIG_T::dim;
 PosEmbed:
-  for (int i = 0; i < (CONFIG_T::n_patches + 1) * CONFIG_T::dim; ++i) {
+  for (int i = 0; i < n_pos; i += L) {
 #pragma HLS PIPELINE II = 1
-    x[i] = add_sat(x[i], (act_raw_t)shl(pos[i], FMT_ACT_F - FMT_BIAS_F));
+  PosLanes:
+    for (int j = 0; j < L; ++j) {
+      if (i + j < n_pos) x[i + j] = add_sat(x[i + j], (act_raw_t)shl(pos[i + j], FMT_ACT_F - FMT_BIAS_F));
+    }
   }
 }
 

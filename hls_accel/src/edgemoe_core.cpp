@@ -2,10 +2,14 @@
 // patch embedding, 12 pre-LN blocks (attention; dense MLP or MoE MLP), final LayerNorm.
 // Small parameters (biases, LayerNorm, cls/pos embedding, pixel normalisation) live in an on-chip
 // cache refreshed only when reload_one_time_weights is set; linear weights stream from DRAM
-// through the shared linear unit; expert blocks come from the experts buffer.
+// through the shared linear unit in double-buffered bands; expert blocks come from the experts
+// buffer, prefetched one expert ahead (linear.h, moe.h). Both weight masters read whole AXI beats.
+// The activation buffers are cyclically partitioned so the linear unit reads a TILE-wide input
+// slice and the elementwise loops ELEM_LANES elements per cycle.
 #include <string.h>
 
 #include "attention.h"
+#include "burst.h"
 #include "datatypes.h"
 #include "edgemoe_core.h"
 #include "gelu.h"
@@ -20,6 +24,7 @@ namespace {
 
 const int N = NUM_TOKENS;
 const int MAX_HIDDEN = (MLP_HIDDEN > 3 * DIM) ? MLP_HIDDEN : 3 * DIM;
+const int L = ELEM_LANES;
 
 word_t param_cache[PARAMS_WORDS];  // on-chip copy of the params section
 bool params_loaded = false;
@@ -32,53 +37,58 @@ act_raw_t y[N * DIM];           // branch output added to the residual
 
 void residual_add(act_raw_t *dst, const act_raw_t *src) {
 Residual:
-  for (int i = 0; i < N * DIM; ++i) {
+  for (int i = 0; i < N * DIM; i += L) {
 #pragma HLS PIPELINE II = 1
-    dst[i] = add_sat(dst[i], src[i]);
+  ResidualLanes:
+    for (int j = 0; j < L; ++j) {
+      if (i + j < N * DIM) dst[i + j] = add_sat(dst[i + j], src[i + j]);
+    }
   }
 }
 
-void run_block(int b, const word_t *p, const word_t *w, const word_t *weights_experts, int32_t task_id,
+void run_block(int b, const word_t *p, const beat_t *w, const beat_t *weights_experts, int32_t task_id,
                int32_t *routing) {
   layernorm(x, xn, N, p + OFF_NORM1_W[b], p + OFF_NORM1_B[b]);
-  linear_unit(xn, N, DIM, 3 * DIM, w + OFF_QKV_W[b], FMT_WEIGHT_F, p + OFF_QKV_B[b], FMT_ATTN_BIAS_F, wide);
+  linear_stream(xn, N, DIM, 3 * DIM, w, OFF_QKV_W[b], FMT_WEIGHT_F, p + OFF_QKV_B[b], FMT_ATTN_BIAS_F, wide);
   attention(wide, mid);
-  linear_unit(mid, N, DIM, DIM, w + OFF_PROJ_W[b], FMT_WEIGHT_F, p + OFF_PROJ_B[b], FMT_ATTN_BIAS_F, y);
+  linear_stream(mid, N, DIM, DIM, w, OFF_PROJ_W[b], FMT_WEIGHT_F, p + OFF_PROJ_B[b], FMT_ATTN_BIAS_F, y);
   residual_add(x, y);
   layernorm(x, xn, N, p + OFF_NORM2_W[b], p + OFF_NORM2_B[b]);
   if (OFF_ROUTER_W[b] >= 0) {  // MoE block
     const int layer = b / MOE_EVERY;
-    const word_t *router = w + OFF_ROUTER_W[b] + (acc_t)task_id * NUM_EXPERTS * DIM;
-    const word_t *experts = weights_experts + (acc_t)layer * NUM_EXPERTS * EXPERT_WORDS;
-    moe_mlp(xn, router, experts, y, routing + (acc_t)layer * N * TOP_K);
+    const int64_t router_first = OFF_ROUTER_W[b] + (acc_t)task_id * NUM_EXPERTS * DIM;
+    const int64_t layer_first = (acc_t)layer * NUM_EXPERTS * EXPERT_STRIDE_WORDS;
+    moe_mlp(xn, w, router_first, weights_experts, layer_first, y, routing + (acc_t)layer * N * TOP_K);
   } else {
-    linear_unit(xn, N, DIM, MLP_HIDDEN, w + OFF_MLP_FC1_W[b], FMT_WEIGHT_F, p + OFF_MLP_FC1_B[b], FMT_BIAS_F,
-                wide);
+    linear_stream(xn, N, DIM, MLP_HIDDEN, w, OFF_MLP_FC1_W[b], FMT_WEIGHT_F, p + OFF_MLP_FC1_B[b], FMT_BIAS_F,
+                  wide);
     gelu_buffer(wide, N * MLP_HIDDEN);
-    linear_unit(wide, N, MLP_HIDDEN, DIM, w + OFF_MLP_FC2_W[b], FMT_WEIGHT_F, p + OFF_MLP_FC2_B[b],
-                FMT_BIAS_F, y);
+    linear_stream(wide, N, MLP_HIDDEN, DIM, w, OFF_MLP_FC2_W[b], FMT_WEIGHT_F, p + OFF_MLP_FC2_B[b],
+                  FMT_BIAS_F, y);
   }
   residual_add(x, y);
 }
 
 }  // namespace
 
-int edgemoe_core(const uint8_t *images, const word_t *weights_one_time, const word_t *weights_experts,
+int edgemoe_core(const uint8_t *images, const beat_t *weights_one_time, const beat_t *weights_experts,
                  int32_t *features_out, int32_t *routing_out, int32_t num_images, int32_t task_id,
                  int32_t reload_one_time_weights) {
+#pragma HLS ARRAY_PARTITION variable = x cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = xn cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = wide cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = mid cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = y cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = param_cache cyclic factor = WORDS_PER_BEAT
   if (num_images < 1 || num_images > MAX_IMAGES) return CSIM_ERR_NUM_IMAGES;
   if (task_id < 0 || task_id >= NUM_TASKS) return CSIM_ERR_TASK_ID;
   if (reload_one_time_weights) {
-  LoadParams:
-    for (int64_t i = 0; i < PARAMS_WORDS; ++i) {
-#pragma HLS PIPELINE II = 1
-      param_cache[i] = weights_one_time[i];
-    }
+    burst_read(weights_one_time, 0, PARAMS_WORDS, param_cache);  // LoadParams: one burst
     params_loaded = true;
   }
   if (!params_loaded) return CSIM_ERR_NO_ONE_TIME_WEIGHTS;
   const word_t *p = param_cache;
-  const word_t *w = weights_one_time;
+  const beat_t *w = weights_one_time;
 Images:
   for (int img = 0; img < num_images; ++img) {
     const uint8_t *image = images + (acc_t)img * IMG_H * IMG_W * IN_CHANS;
@@ -91,7 +101,7 @@ Images:
   WriteFeatures:  // drop the class token (row 0)
     for (int i = 0; i < NUM_PATCHES * DIM; ++i) {
 #pragma HLS PIPELINE II = 1
-      feats[i] = xn[DIM + i];
+      feats[i] = xn[DIM + i];  // one 32-bit word per beat of gmem3 (0.1 ms per image; not worth widening)
     }
   }
   return CSIM_OK;

@@ -1,10 +1,11 @@
 // Synthesis top of the accelerator: the argument list, AXI bundles and AXI-lite offsets are those
-// of edgemoe_ros/accel/interface.py (KERNEL_ARGS); test_hls_build checks they agree.
+// of edgemoe_ros/accel/interface.py (KERNEL_ARGS); test_hls_build checks they agree. The two weight
+// masters are AXI_DATA_WIDTH_BITS wide (beat_t), so each carries WORDS_PER_BEAT int16 words per beat.
 #include "edgemoe_core.h"
 
-using edgemoe::word_t;
+using edgemoe::beat_t;
 
-void edgemoe_top(const uint8_t *images, const word_t *weights_one_time, const word_t *weights_experts,
+void edgemoe_top(const uint8_t *images, const beat_t *weights_one_time, const beat_t *weights_experts,
                  int32_t *features_out, int32_t *routing_out, int32_t num_images, int32_t task_id,
                  int32_t reload_one_time_weights) {
 #pragma HLS INTERFACE m_axi port = images offset = slave bundle = gmem0 max_read_burst_length = 256

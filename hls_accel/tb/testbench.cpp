@@ -9,12 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "burst.h"
 #include "datatypes.h"
 #include "edgemoe_core.h"
 
 // The synthesis top (src/edgemoe_top.cpp).
-void edgemoe_top(const uint8_t *images, const edgemoe::word_t *weights_one_time,
-                 const edgemoe::word_t *weights_experts, int32_t *features_out, int32_t *routing_out,
+void edgemoe_top(const uint8_t *images, const edgemoe::beat_t *weights_one_time,
+                 const edgemoe::beat_t *weights_experts, int32_t *features_out, int32_t *routing_out,
                  int32_t num_images, int32_t task_id, int32_t reload_one_time_weights);
 
 using namespace edgemoe;
@@ -78,10 +79,11 @@ int main(int argc, char **argv) {
   const size_t n_feat = (size_t)num_images * NUM_PATCHES * DIM;
   const size_t n_rout = (size_t)num_images * NUM_MOE_LAYERS * NUM_TOKENS * TOP_K;
   std::vector<uint8_t> images;
-  std::vector<int16_t> one_time, experts;
+  std::vector<beat_t> one_time, experts;  // the int16 weight files read as whole AXI beats
   std::vector<int32_t> want_feat, want_rout;
-  if (!load(dir + "/images.bin", images, n_img) || !load(dir + "/weights_one_time.bin", one_time, ONE_TIME_WORDS) ||
-      !load(dir + "/weights_experts.bin", experts, EXPERTS_BUFFER_WORDS) ||
+  if (!load(dir + "/images.bin", images, n_img) ||
+      !load(dir + "/weights_one_time.bin", one_time, ONE_TIME_WORDS / WORDS_PER_BEAT) ||
+      !load(dir + "/weights_experts.bin", experts, EXPERTS_BUFFER_WORDS / WORDS_PER_BEAT) ||
       !load(dir + "/expected_features.bin", want_feat, n_feat) ||
       !load(dir + "/expected_routing.bin", want_rout, n_rout))
     return 2;

@@ -63,8 +63,11 @@ foreach src $tb_sources { add_files -tb "$hls_root/$src" -cflags $cflags }
 open_solution -reset solution_zcu102 -flow_target vivado
 set_part $part
 create_clock -period $clock_period -name default
-# 64-bit pointers (the driver writes both words), aligned 128-bit bursts on the HP ports.
-config_interface -m_axi_addr64 -m_axi_alignment_byte_size 16 -m_axi_max_widen_bitwidth 128
+# 64-bit pointers (the driver writes both words). The weight ports are 128-bit beats in the C++
+# (beat_t, = AXI_DATA_WIDTH_BITS of edgemoe_ros/accel/interface.py); every weight burst starts on a
+# 64-byte boundary (BURST_ALIGN_BYTES: pack_weights pads to it, pynq.allocate is page-aligned), and
+# the other ports may be widened to the same 128 bits.
+config_interface -m_axi_addr64 -m_axi_alignment_byte_size 64 -m_axi_max_widen_bitwidth 128
 config_export -format ip_catalog -rtl verilog -vendor $ip_vendor -library $ip_library -version $ip_version \
     -display_name "Edge-MoE multi-task MoE ViT accelerator" \
     -description "M3ViT backbone (patch embed, 12 blocks, MoE with per-task routers) at 300 MHz"
