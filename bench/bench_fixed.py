@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgemoe_ros.accel import interface as itf
-from edgemoe_ros.accel.latency_model import EDGE_MOE_BOARD_MS, AcceleratorParams, estimate
+from edgemoe_ros.accel.latency_model import EDGE_MOE_BOARD_MS, estimate
 from edgemoe_ros.backends import create_backend
 from edgemoe_ros.fixedpoint.emulator import FixedPointEmulator
 from edgemoe_ros.fixedpoint.quant import act_to_float32
@@ -134,12 +134,11 @@ def run(weights: ModelWeights, images: np.ndarray, runs: int, with_driver: bool)
         if fpga is not None:
             fpga.close()
     as_written = estimate(cfg)
-    overlapped = estimate(cfg, params=AcceleratorParams.double_buffered())
     k = len(cfg.tasks)
     out = {
         "emulator_s": emu_s / k, "csim_s": csim_s / k, "mismatched_bits": bits,
         "cosine_vs_float": float(min(cosines)), "est_fpga_ms": as_written.ms_per_image,
-        "est_fpga_ms_double_buffered": overlapped.ms_per_image, "edge_moe_board_ms": EDGE_MOE_BOARD_MS,
+        "edge_moe_board_ms": EDGE_MOE_BOARD_MS,
         "tasks": rows, "latency_breakdown": as_written.by_kind(),
     }
     if with_driver:
@@ -172,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nemulator {res['emulator_s']:.3f} s/frame, csim {res['csim_s']:.3f} s/frame (per image per task), "
           f"mismatched bits {res['mismatched_bits']}, cosine vs float {res['cosine_vs_float']:.5f}")
     print(f"\n## Accelerator estimate at {itf.CLOCK_MHZ:g} MHz (accel/latency_model.py), per image per task\n")
-    print(estimate(cfg).table())
-    print(f"\nwith tile and expert loads double-buffered at the AXI width: {res['est_fpga_ms_double_buffered']:.2f} ms "
-          f"(Edge-MoE board: {EDGE_MOE_BOARD_MS:g} ms)")
+    est = estimate(cfg)
+    print(est.table())
+    print()
+    print(est.block_table())
+    print(f"\nestimate {est.ms_per_image:.2f} ms per image per task (Edge-MoE board, measured: {EDGE_MOE_BOARD_MS:g} ms)")
     if args.json:
         keys = ("emulator_s", "csim_s", "mismatched_bits", "cosine_vs_float", "est_fpga_ms")
         payload = {k: res[k] for k in keys}

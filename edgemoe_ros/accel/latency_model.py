@@ -104,12 +104,6 @@ class AcceleratorParams:
         """A pipelined loop moving one element per cycle (not laned)."""
         return n + self.loop_overhead
 
-    @classmethod
-    def double_buffered(cls) -> AcceleratorParams:
-        """Loads at the full AXI width, overlapped with compute. Since ``hls_accel/`` does exactly
-        this, it equals the defaults (kept for callers that printed it as a what-if)."""
-        return cls()
-
 
 @dataclass(frozen=True)
 class Stage:
