@@ -28,6 +28,8 @@ TRAIN_SEED_START = 1_000_000
 VAL_SEED_START = 900_000
 #: bench/eval_model.py's held-out evaluation set starts here (disjoint from the validation seeds).
 EVAL_SEED_START = 0
+#: Largest finite depth stored in the float16 cache (metres; far beyond any model's max_depth).
+FLOAT16_DEPTH_CAP = 60000.0
 #: Frames per cache shard file.
 SHARD_FRAMES = 32
 
@@ -47,9 +49,11 @@ def shard_path(cache_dir: Path, first_seed: int) -> Path:
 
 
 def write_shard(cache_dir: Path, first_seed: int, width: int, height: int) -> Path:
-    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16: inf survives)."""
+    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16; sky stays inf)."""
     data = render_set(range(first_seed, first_seed + SHARD_FRAMES), width, height)
-    data["depth"] = data["depth"].astype(np.float16)
+    # float16 tops out at 65504 m: clamp finite distances (the horizon) so only sky stays +inf
+    depth = data["depth"]
+    data["depth"] = np.where(np.isfinite(depth), np.minimum(depth, FLOAT16_DEPTH_CAP), depth).astype(np.float16)
     path = shard_path(cache_dir, first_seed)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **data)

@@ -1,0 +1,126 @@
+"""Accuracy of a model on held-out synthetic driving scenes, per backend.
+
+    python bench/eval_model.py [--weights FILE] [--frames 100] [--backends cpu,fixed] [--json out.json]
+
+Frames are rendered from seeds starting at ``EVAL_SEED_START`` (never used for training, see
+``edgemoe_ros/training/data.py``) at the model's input size, run through ``Engine`` exactly as the
+node runs them, and scored: mIoU and per-class IoU for segmentation; AbsRel, RMSE and δ<1.25 for
+depth on finite, non-sky pixels within the model's depth range. A backend that cannot be created
+(not built, not importable) is reported as unavailable instead of failing the whole run. When
+several backends run, their routing agreement (same top-k expert set per token) with the first is
+reported too, since SPEC §3 expects fixed point to flip a few routing decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemoe_ros.engine import Engine
+from edgemoe_ros.model.config import SEMSEG_CLASSES
+from edgemoe_ros.model.weights import ModelWeights, WeightsError, load_weights
+from edgemoe_ros.training.data import EVAL_SEED_START, render_set
+from edgemoe_ros.training.metrics import SegDepthMeter
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "edgemoe_ros" / "data" / "edgemoe_synth.safetensors"
+#: Targets of issue 6 on the held-out synthetic set.
+TARGETS = {"miou": 0.80, "delta1": 0.90}
+
+
+def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray], first: str | None = None
+             ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Score one backend; returns (metrics, routing per task stacked over frames)."""
+    cfg = weights.config
+    meter = SegDepthMeter(cfg.num_classes, cfg.max_depth)
+    routing: dict[str, list[np.ndarray]] = {t: [] for t in cfg.tasks}
+    times = []
+    with Engine(weights, backend=backend) as engine:
+        for rgb, labels, depth in zip(scenes["rgb"], scenes["labels"], scenes["depth"], strict=True):
+            t0 = time.perf_counter()
+            res = engine.infer(rgb, tasks=cfg.tasks)
+            times.append(time.perf_counter() - t0)
+            meter.add_semseg(res.semseg_at_input(), labels)
+            meter.add_depth(res.depth_at_input(), depth, labels)
+            for t in cfg.tasks:
+                routing[t].append(res.routing[t])
+    out: dict = meter.summary()
+    out["iou"] = {name: (None if np.isnan(v) else float(v)) for name, v in zip(SEMSEG_CLASSES, meter.iou(), strict=True)}
+    out["frames"] = len(times)
+    out["ms_per_frame"] = 1e3 * float(np.median(times))
+    return out, {t: np.stack(r) for t, r in routing.items()}
+
+
+def routing_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of (frame, layer, token) whose chosen expert *set* is the same in both runs."""
+    return float(np.mean(np.all(np.sort(a, -1) == np.sort(b, -1), axis=-1)))
+
+
+def print_table(results: dict, n_frames: int, seeds: tuple[int, int]) -> None:
+    print(f"held-out synthetic scenes: {n_frames} frames, seeds {seeds[0]}..{seeds[1] - 1}")
+    head = f"{'backend':<8} {'mIoU':>6} " + " ".join(f"{c[:6]:>6}" for c in SEMSEG_CLASSES) + \
+        f" {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7} {'ms/img':>7}"
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        if not r.get("available", True):
+            print(f"{name:<8} unavailable: {r['error']}")
+            continue
+        ious = " ".join(f"{(v if v is not None else float('nan')):6.3f}" for v in r["iou"].values())
+        print(f"{name:<8} {r['miou']:6.3f} {ious} {r['absrel']:7.3f} {r['rmse']:6.2f} {r['delta1']:7.3f} "
+              f"{r['ms_per_frame']:7.1f}")
+    print("targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--frames", type=int, default=100, help="held-out frames for the float backends")
+    ap.add_argument("--fixed-frames", type=int, default=20,
+                    help="frames for the (slow) bit-exact backends: fixed, csim (the first N of the set)")
+    ap.add_argument("--backends", default="cpu,fixed")
+    ap.add_argument("--json", type=Path, help="write the results as JSON")
+    args = ap.parse_args(argv)
+
+    try:
+        weights = load_weights(args.weights)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = weights.config
+    seeds = (EVAL_SEED_START, EVAL_SEED_START + args.frames)
+    scenes = render_set(range(*seeds), cfg.img_w, cfg.img_h)
+
+    results: dict = {}
+    routings: dict[str, dict[str, np.ndarray]] = {}
+    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        n = args.fixed_frames if name in ("fixed", "csim") else args.frames
+        subset = {k: v[:n] for k, v in scenes.items()}
+        try:
+            results[name], routings[name] = evaluate(weights, name, subset)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
+            results[name] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+        if n < args.frames and "cpu" in routings and f"cpu@{n}" not in results:
+            # the slow backends see fewer frames: score the float model on the same ones for a fair delta
+            results[f"cpu@{n}"], _ = evaluate(weights, "cpu", subset)
+    names = [n for n in routings]
+    for other in names[1:]:
+        n = min(len(routings[names[0]][cfg.tasks[0]]), len(routings[other][cfg.tasks[0]]))
+        results[other]["routing_agreement_vs_" + names[0]] = {
+            t: routing_agreement(routings[names[0]][t][:n], routings[other][t][:n]) for t in cfg.tasks}
+
+    print_table(results, args.frames, seeds)
+    for other in names[1:]:
+        print(f"routing agreement {other} vs {names[0]}: {results[other]['routing_agreement_vs_' + names[0]]}")
+    if args.json:
+        payload = {**results, "weights": str(args.weights), "seeds": list(seeds), "targets": TARGETS}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Training loop: it learns, resumes where it stopped, and exports a loadable weights file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgemoe_ros.model.config import tiny_config  # noqa: E402
+from edgemoe_ros.model.weights import load_weights, read_metadata  # noqa: E402
+from edgemoe_ros.training import data  # noqa: E402
+from edgemoe_ros.training.metrics import SegDepthMeter  # noqa: E402
+from edgemoe_ros.training.train import (  # noqa: E402
+    CHECKPOINT_NAME,
+    Hyper,
+    Trainer,
+    class_weights,
+    depth_targets,
+    main,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_frames():
+    cfg = tiny_config()
+    return data.render_set(range(data.TRAIN_SEED_START, data.TRAIN_SEED_START + 4), cfg.img_w, cfg.img_h)
+
+
+def test_a_few_steps_decrease_the_loss(tiny_frames):
+    torch.set_num_threads(1)
+    trainer = Trainer(tiny_config(), Hyper(batch=4, lr=3e-3, warmup_steps=1), seed=0)
+    batch = (tiny_frames["rgb"], tiny_frames["labels"], tiny_frames["depth"])
+    with torch.no_grad():
+        before = {k: float(v) for k, v in trainer.losses(*batch, train=False).items()}
+    for _ in range(40):
+        trainer.step(*batch, progress=0.0)
+    with torch.no_grad():
+        after = {k: float(v) for k, v in trainer.losses(*batch, train=False).items()}
+    assert after["seg"] < 0.8 * before["seg"]
+    assert after["depth"] < 0.8 * before["depth"]
+    assert trainer.step_count == 40
+
+
+def test_weights_stay_inside_fixed_point_ranges(tiny_frames):
+    trainer = Trainer(tiny_config(), Hyper(batch=4), seed=0)
+    assert trainer._ranges, "accelerator formats should constrain the backbone weights"
+    name = "blocks.0.attn.qkv.weight"
+    with torch.no_grad():
+        dict(trainer.model.named_parameters())[name].fill_(10.0)
+    trainer.step(tiny_frames["rgb"], tiny_frames["labels"], tiny_frames["depth"], progress=0.5)
+    for p, lo, hi in trainer._ranges:
+        assert float(p.detach().min()) >= lo and float(p.detach().max()) <= hi
+    assert float(dict(trainer.model.named_parameters())[name].detach().max()) < 2.0  # ap_fixed<16,2>
+
+
+def test_lr_schedule_warms_up_and_decays():
+    trainer = Trainer(tiny_config(), Hyper(lr=1e-3, warmup_steps=10, min_lr_frac=0.0))
+    assert trainer.lr_at(0.0) == pytest.approx(1e-4)
+    trainer.step_count = 100
+    assert trainer.lr_at(0.0) == pytest.approx(1e-3)
+    assert trainer.lr_at(0.5) == pytest.approx(5e-4)
+    assert trainer.lr_at(1.0) == pytest.approx(0.0)
+
+
+def test_depth_targets_are_log_metres_and_sky_is_weighted_down():
+    cfg = tiny_config()
+    depth = torch.tensor([[2.0, float("inf"), 1000.0, 0.1]])
+    labels = torch.tensor([[0, 6, 0, 2]])
+    target, weight = depth_targets(depth, labels, cfg, sky_weight=0.1)
+    np.testing.assert_allclose(target.numpy(), np.log([[2.0, cfg.max_depth, cfg.max_depth, cfg.min_depth]]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(weight.numpy(), [[1.0, 0.1, 1.0, 1.0]])
+
+
+def test_class_weights_favour_rare_classes_within_bounds():
+    w = class_weights(np.array([0.4, 0.005, 0.1, 0.3, 0.02, 0.07, 0.1]), 0.5).numpy()
+    assert w[1] > w[2] > w[0]
+    assert w.min() >= 0.5 and w.max() <= 5.0
+
+
+def test_metrics_on_known_values():
+    m = SegDepthMeter(num_classes=3, max_depth=80.0)
+    gt = np.array([[0, 0, 1, 2]], dtype=np.uint8)
+    m.add_semseg(np.array([[0, 1, 1, 2]], dtype=np.uint8), gt)
+    iou = m.iou()
+    np.testing.assert_allclose(iou, [0.5, 0.5, 1.0])
+    m.add_depth(np.array([[2.0, 3.0, 10.0, 5.0]]), np.array([[2.0, 2.0, 100.0, np.inf]]),
+                np.array([[0, 0, 0, 2]]))  # 100 m is beyond max_depth; class 2 is not sky here
+    s = m.summary()
+    assert s["miou"] == pytest.approx(2 / 3)
+    assert s["delta1"] == pytest.approx(0.5)  # 2/2 exact, 3/2 = 1.5 fails; inf and 100 m excluded
+    assert s["absrel"] == pytest.approx(0.25)
+
+
+def _train_cli(tmp_path, *extra):
+    return main(["--out", str(tmp_path / "run"), "--tiny", "--batch", "2", "--cache", str(tmp_path / "cache"),
+                 "--initial-shards", "1", "--no-refresh", "--val-frames", "2",
+                 "--export", str(tmp_path / "w.safetensors"), "--threads", "1", *extra])
+
+
+def test_cli_resume_continues_step_count_and_export_loads(tmp_path):
+    assert _train_cli(tmp_path, "--steps", "3") == 0
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    assert _train_cli(tmp_path, "--steps", "5", "--resume") == 0
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 5
+    assert state["images_seen"] == 10
+    weights = load_weights(tmp_path / "w.safetensors", expect=tiny_config())
+    notes = weights.config.notes
+    assert notes["steps"] == 5 and "--resume" in notes["command"]
+    header_len = int.from_bytes((tmp_path / "w.safetensors").read_bytes()[:8], "little")
+    header = json.loads((tmp_path / "w.safetensors").read_bytes()[8:8 + header_len])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
+    assert "edgemoe.config" in read_metadata(tmp_path / "w.safetensors")
+
+
+def test_cache_shards_are_seed_disjoint_from_evaluation(tmp_path):
+    cfg = tiny_config()
+    data.ensure_shards(tmp_path, 2, cfg.img_w, cfg.img_h)
+    seeds = sorted(int(p.stem.split("_")[1]) for p in data.list_shards(tmp_path))
+    assert seeds == [data.TRAIN_SEED_START, data.TRAIN_SEED_START + data.SHARD_FRAMES]
+    assert data.next_seed(tmp_path) == data.TRAIN_SEED_START + 2 * data.SHARD_FRAMES
+    assert data.EVAL_SEED_START + 10_000 <= data.VAL_SEED_START < data.TRAIN_SEED_START
+    pool = data.FramePool(tmp_path)
+    assert pool.reload() and len(pool) == 2 * data.SHARD_FRAMES
+    assert not pool.reload()  # unchanged shard set: no reload
+    assert np.isinf(pool.depth[pool.labels == 6]).all()
