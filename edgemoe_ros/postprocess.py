@@ -76,6 +76,10 @@ class FitInfo:
         return self.model_h / self.roi_h
 
 
+#: Shrink ratio from which fit_to_model first halves the image with a Gaussian pyramid.
+PYRAMID_RATIO = 6
+
+
 def _interpolation_for(src_w: int, src_h: int, dst_w: int, dst_h: int) -> int:
     # INTER_AREA averages all source pixels under each destination pixel (no aliasing) but is a
     # poor enlarger; bilinear is right for enlarging. Mixed cases (shrink one axis, grow the
@@ -132,15 +136,16 @@ def fit_to_model(image: np.ndarray, cfg: ModelConfig, mode: str | None = None) -
 def _shrink(image: np.ndarray, dst_w: int, dst_h: int) -> np.ndarray:
     """Anti-aliased downscale, fast for camera sizes that are not integer multiples of the model's.
 
-    cv2's INTER_AREA is fast only for integer ratios (1280x720 -> 256x128 is 5 x 5.625: ~4 ms, a
-    quarter of the node's per-frame budget). So: bilinear to the largest integer multiple k of the
-    model size that fits (a mild shrink, by less than (k+1)/k, which bilinear handles without
-    visible aliasing), then an exact k x k box average, which is what INTER_AREA computes anyway.
+    cv2's INTER_AREA is fast only for integer ratios (1280x720 -> 256x128 is 5 x 5.625: ~4.5 ms,
+    most of the node's per-frame budget). So: halve with a Gaussian pyramid while the image is
+    still >= 6x the target (4K, 1080p), bilinear to exactly 2x the target (a shrink by < 3, mild
+    aliasing), then an exact 2x2 box average. 720p: 0.36 ms, mean 0.2 grey levels from INTER_AREA.
     """
+    while image.shape[1] >= PYRAMID_RATIO * dst_w and image.shape[0] >= PYRAMID_RATIO * dst_h:
+        image = cv2.pyrDown(image)
     src_h, src_w = image.shape[:2]
-    k = min(src_w // dst_w, src_h // dst_h)
-    if k >= 2 and (src_w, src_h) != (k * dst_w, k * dst_h):
-        image = cv2.resize(image, (k * dst_w, k * dst_h), interpolation=cv2.INTER_LINEAR)
+    if src_w >= 2 * dst_w and src_h >= 2 * dst_h and (src_w, src_h) != (2 * dst_w, 2 * dst_h):
+        image = cv2.resize(image, (2 * dst_w, 2 * dst_h), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(image, (dst_w, dst_h), interpolation=cv2.INTER_AREA)
 
 
