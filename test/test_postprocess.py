@@ -226,3 +226,11 @@ def test_shrink_from_non_integer_ratio_matches_area_average():
     checker = np.indices((720, 1280)).sum(axis=0) % 2 * 255
     out, _ = fit_to_model(np.repeat(checker[..., None], 3, axis=2).astype(np.uint8), CFG, "stretch")
     assert abs(out.astype(float).mean() - 127.5) < 3 and out.std() < 20
+
+
+def test_colorize_lut_path_equals_palette_for_every_uint8_id():
+    """uint8 maps go through a cv2.LUT table; every id (classes, unknown, 255 ignore) must match."""
+    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    want = PALETTE[np.where(ids < len(PALETTE) - 1, ids, len(PALETTE) - 1)]
+    np.testing.assert_array_equal(colorize_semseg(ids), want)
+    np.testing.assert_array_equal(colorize_semseg(ids.astype(np.int32)), want)
