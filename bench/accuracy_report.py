@@ -19,11 +19,9 @@ import json
 import sys
 import time
 
-import numpy as np
+from bench_inputs import bench_images, bench_weights
 
 from edgemoe_ros.fixedpoint.accuracy import compare, to_markdown
-from edgemoe_ros.model.config import ModelConfig, tiny_config
-from edgemoe_ros.model.weights import load_weights, random_init
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,25 +39,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _images(cfg: ModelConfig, n: int, seed: int, random: bool) -> np.ndarray:
-    if random:
-        return np.random.default_rng(seed).integers(0, 256, (n, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
-    from edgemoe_ros.scenes import render_frame
-
-    return np.stack([render_frame(seed + i, cfg.img_w, cfg.img_h).rgb for i in range(n)])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.weights:
-        weights = load_weights(args.weights)
-        source = args.weights
-    else:
-        cfg = ModelConfig() if args.config == "spec" else tiny_config()
-        weights = random_init(cfg, seed=args.seed)
-        source = f"random_init(seed={args.seed}, config={args.config})"
+    weights, source = bench_weights(args.weights, args.config, args.seed)
     cfg = weights.config
-    images = _images(cfg, args.images, args.seed, args.random)
+    images = bench_images(cfg, args.images, args.seed, args.random)
     t0 = time.perf_counter()
     reports = compare(weights, images)
     elapsed = time.perf_counter() - t0

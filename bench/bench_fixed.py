@@ -31,14 +31,14 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from bench_inputs import bench_images, bench_weights
 
 from edgemoe_ros.accel import interface as itf
 from edgemoe_ros.accel.latency_model import EDGE_MOE_BOARD_MS, estimate
 from edgemoe_ros.backends import create_backend
 from edgemoe_ros.fixedpoint.emulator import FixedPointEmulator
 from edgemoe_ros.fixedpoint.quant import act_to_float32
-from edgemoe_ros.model.config import ModelConfig, tiny_config
-from edgemoe_ros.model.weights import ModelWeights, load_weights, random_init
+from edgemoe_ros.model.weights import ModelWeights
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -57,14 +57,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.images < 1 or args.runs < 1:
         ap.error("--images and --runs must be >= 1")
     return args
-
-
-def _images(cfg: ModelConfig, n: int, seed: int, random: bool) -> np.ndarray:
-    if random:
-        return np.random.default_rng(seed).integers(0, 256, (n, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
-    from edgemoe_ros.scenes import render_frame
-
-    return np.stack([render_frame(seed + i, cfg.img_w, cfg.img_h).rgb for i in range(n)])
 
 
 def _timed(fn: Callable[[], object], runs: int) -> tuple[float, object]:
@@ -148,13 +140,9 @@ def run(weights: ModelWeights, images: np.ndarray, runs: int, with_driver: bool)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.weights:
-        weights, source = load_weights(args.weights), args.weights
-    else:
-        cfg = ModelConfig() if args.config == "spec" else tiny_config()
-        weights, source = random_init(cfg, seed=args.seed), f"random_init(seed={args.seed}, config={args.config})"
+    weights, source = bench_weights(args.weights, args.config, args.seed)
     cfg = weights.config
-    images = _images(cfg, args.images, args.seed, args.random)
+    images = bench_images(cfg, args.images, args.seed, args.random)
     kind = "uniform noise" if args.random else "rendered scenes"
     res = run(weights, images, args.runs, args.with_driver)
 
