@@ -31,7 +31,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..postprocess import INTERPOLATIONS, PALETTE, FitInfo, colorize_semseg, compute_fit
+from ..engine import FrameResult
+from ..postprocess import INTERPOLATIONS, PALETTE, FitInfo, colorize_semseg
 from . import conversions as conv
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
@@ -390,7 +391,7 @@ class EdgeMoeNode(LifecycleNode):
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
-        self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params, model)
+        self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
         name = model.fallback_backend if self._on_fallback else model.backend
@@ -405,13 +406,14 @@ class EdgeMoeNode(LifecycleNode):
                                       f"until the next ~/reload_model or configure")
         self._stats.count("backend_faults")
 
-    def _publish(self, header: Header, in_h: int, in_w: int, result: Any, params: NodeParams, model: LoadedModel) -> None:
+    def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams) -> None:
         at_input = params.output_resolution == "input"
         info = self._latest_info
         relayed = None
         if info is not None:
-            # The engine's resize mode, not the parameter: that one applies at the next reload.
-            fit = None if at_input else compute_fit(in_h, in_w, model.config, model.resize_mode or None)
+            # The fit the engine used for this frame (its resize mode, not the parameter, which
+            # applies at the next reload).
+            fit = None if at_input else result.fit
             relayed = conv.camera_info_for_output(info, header, in_h, in_w, fit)
         pubs = self._pubs
         if not pubs:
@@ -430,8 +432,7 @@ class EdgeMoeNode(LifecycleNode):
                 if want_color:
                     color = colorize_semseg(result.semseg)  # at model resolution: see color_at_input
                     if at_input:
-                        color = color_at_input(color, compute_fit(in_h, in_w, model.config,
-                                                                  model.resize_mode or None))
+                        color = color_at_input(color, result.fit)
                     pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header))
             if relayed is not None and wanted(TOPIC_SEGMENTATION_INFO):
                 pubs[TOPIC_SEGMENTATION_INFO].publish(relayed)
