@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",
                    help="publish a bag topic under another name (repeatable)")
     p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                   help="before playing, wait until each image topic has N subscribers")
+                   help="before playing, wait until each played topic (images and camera_info) has N subscribers")
     p.add_argument("--wait-timeout", type=_positive_float, default=10.0, help="seconds (default 10)")
     p.add_argument("--json", help="write the play statistics to this file")
 

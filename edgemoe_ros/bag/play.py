@@ -119,11 +119,14 @@ class BagPlayer:
         self.close()
 
     def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
-        """Block until every image topic has ``count`` subscribers (DDS discovery), or time out."""
-        images = [t for t in self.topics if self._reader.msgtype(t) in m.IMAGE_TYPES]
+        """Block until every played topic has ``count`` subscribers (DDS discovery), or time out.
+
+        Every topic, camera_info included: a consumer matched on the image topic but not yet on
+        camera_info would otherwise miss the first calibrations of a fast playback.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(self._pubs[t].get_subscription_count() >= count for t in images):
+            if all(self._pubs[t].get_subscription_count() >= count for t in self.topics):
                 return True
             time.sleep(0.02)
         log.warning("%s: fewer than %d subscribers after %.1f s; playing anyway", self.path, count, timeout_s)
