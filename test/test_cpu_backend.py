@@ -1,4 +1,7 @@
-"""Fast float32 CPU backend against the float64 reference, and its batching / task-sharing invariants."""
+"""Fast float32 CPU backend against the float64 reference, and its batching / task-sharing invariants.
+
+The reference comparisons run on both paths of the backend: numpy (``native="off"``, the
+fallback) and the native kernels (``native="on"``, skipped where they cannot be built)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import pytest
 
 from edgemoe_ros.backends import BackendError, create_backend
 from edgemoe_ros.backends.cpu import CpuBackend
+from edgemoe_ros.backends.native import fastops
 from edgemoe_ros.backends.reference import ReferenceBackend
 from edgemoe_ros.model.config import ConfigError, ModelConfig, tiny_config
 from edgemoe_ros.model.reference import forward
@@ -14,6 +18,17 @@ from edgemoe_ros.model.weights import random_init
 
 RTOL = 1e-4  # float32 fast path vs float64 reference, relative to the feature scale
 BOTH = ("semseg", "depth")
+
+
+@pytest.fixture(params=["off", "on"], ids=["numpy", "native"])
+def native(request) -> str:
+    """The backend's ``native`` option: each test using it runs on both paths."""
+    if request.param == "on":
+        try:
+            fastops.load()
+        except fastops.NativeBuildError as exc:
+            pytest.skip(f"native kernels unavailable here: {exc}")
+    return request.param
 
 
 def _images(cfg, batch=2, seed=0):
@@ -24,10 +39,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def _check_against_reference(cfg: ModelConfig, seed: int, batch: int, tasks=BOTH) -> None:
+def _check_against_reference(cfg: ModelConfig, seed: int, batch: int, tasks=BOTH, native="auto") -> None:
     weights = random_init(cfg, seed=seed)
     images = _images(cfg, batch, seed)
-    backend = CpuBackend()
+    backend = CpuBackend(native=native)
     backend.load(weights)
     res = backend.run(images, tasks)
     w64 = weights.astype(np.float64)
@@ -48,26 +63,26 @@ def _check_against_reference(cfg: ModelConfig, seed: int, batch: int, tasks=BOTH
     {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
     {"tasks": ("depth",)},
 ])
-def test_matches_reference_tiny(overrides):
+def test_matches_reference_tiny(overrides, native):
     cfg = tiny_config(**overrides)
-    _check_against_reference(cfg, seed=11, batch=2, tasks=cfg.tasks)
+    _check_against_reference(cfg, seed=11, batch=2, tasks=cfg.tasks, native=native)
 
 
 @pytest.mark.parametrize("tasks", [("semseg",), ("depth",), ("depth", "semseg")])
-def test_matches_reference_each_task_selection(tasks):
-    _check_against_reference(tiny_config(), seed=4, batch=1, tasks=tasks)
+def test_matches_reference_each_task_selection(tasks, native):
+    _check_against_reference(tiny_config(), seed=4, batch=1, tasks=tasks, native=native)
 
 
-def test_matches_reference_full_spec_size():
+def test_matches_reference_full_spec_size(native):
     """The SPEC §2 model itself (129 tokens, 16 experts, 12 blocks), both tasks, one image."""
-    _check_against_reference(ModelConfig(), seed=7, batch=1)
+    _check_against_reference(ModelConfig(), seed=7, batch=1, native=native)
 
 
-def test_model_without_moe_layers_gives_every_task_the_same_features():
+def test_model_without_moe_layers_gives_every_task_the_same_features(native):
     cfg = tiny_config(moe_every=10)  # depth 4: no MoE block
     assert cfg.moe_layers == ()
-    _check_against_reference(cfg, seed=2, batch=2)
-    backend = CpuBackend()
+    _check_against_reference(cfg, seed=2, batch=2, native=native)
+    backend = CpuBackend(native=native)
     backend.load(random_init(cfg, 2))
     res = backend.run(_images(cfg), BOTH)
     np.testing.assert_array_equal(res.features["semseg"], res.features["depth"])
@@ -75,10 +90,10 @@ def test_model_without_moe_layers_gives_every_task_the_same_features():
     assert res.expert_counts["depth"].shape == (0, cfg.num_experts)
 
 
-@pytest.fixture(scope="module")
-def tiny_backend():
+@pytest.fixture(scope="module", params=["off", "auto"], ids=["numpy", "default"])
+def tiny_backend(request):
     cfg = tiny_config()
-    backend = CpuBackend()
+    backend = CpuBackend(native=request.param)
     backend.load(random_init(cfg, seed=21))
     return cfg, backend
 
@@ -179,12 +194,12 @@ def test_registry_builds_cpu_and_reference_backends(tiny_backend):
         np.testing.assert_array_equal(a.expert_counts[task], b.expert_counts[task])
 
 
-def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference():
+def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference(native):
     cfg = tiny_config()
     weights = random_init(cfg, seed=12)
     for i in cfg.moe_layers:
         weights.tensors[f"blocks.{i}.moe.router.weight"][:] = 0.0  # all experts tie for every token
-    backend = CpuBackend()
+    backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 2, seed=12)
     res = backend.run(images, BOTH)
@@ -196,7 +211,7 @@ def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference():
         assert _rel(res.features[task], ref.features) < RTOL
 
 
-def test_large_key_and_value_biases_are_handled_exactly():
+def test_large_key_and_value_biases_are_handled_exactly(native):
     """The backend drops the key bias (it shifts every score of a query row equally, which softmax
     cancels) and folds the value bias into the output projection (attention rows sum to one).
     Both are exact only if those identities hold, so exercise them with biases far above init scale."""
@@ -206,7 +221,7 @@ def test_large_key_and_value_biases_are_handled_exactly():
     for i in range(cfg.depth):
         bias = weights.tensors[f"blocks.{i}.attn.qkv.bias"]
         bias[cfg.dim:] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
-    backend = CpuBackend()
+    backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 2, seed=13)
     res = backend.run(images, BOTH)
@@ -216,7 +231,7 @@ def test_large_key_and_value_biases_are_handled_exactly():
         np.testing.assert_array_equal(res.routing[task], ref.routing)
 
 
-def test_gates_are_unrenormalised_probabilities_of_all_experts():
+def test_gates_are_unrenormalised_probabilities_of_all_experts(native):
     """Expert outputs are mixed with softmax-over-all-experts probabilities (M3ViT), not renormalised
     over the top-k: with identical experts the MoE output is (sum of the k gates) x expert output."""
     cfg = tiny_config(depth=2, moe_every=2)  # block 1 is the only MoE block
@@ -224,7 +239,7 @@ def test_gates_are_unrenormalised_probabilities_of_all_experts():
     p = "blocks.1.moe."
     for leaf in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
         weights.tensors[p + leaf][:] = weights.tensors[p + leaf][0]  # every expert = expert 0
-    backend = CpuBackend()
+    backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 1, seed=14)
     res = backend.run(images, ("semseg",))

@@ -21,12 +21,25 @@ Where the time goes and what this module does about it:
 * **Tasks as a batch.** After the fork the tasks' token streams are stacked (task-major) into one
   matrix, so every shared weight (attention, dense MLP, each expert) is one matmul for all tasks;
   only the routers are per task (contiguous row slices, no gather).
+* **Native kernels** (option ``native``, ``native/fastops.cpp``, built with g++ on first use):
+  every linear but the routers and attention's per-head products runs a GEMM on weights packed at
+  load, with bias and GELU applied to the output tile in registers (OpenBLAS repacks the weights on
+  every call: 1.5-1.8x slower at the experts' ~16-token blocks, 1.1-1.3x at 129 tokens); each
+  residual add is fused with the LayerNorm after it; softmax is one pass; a MoE layer is four calls
+  (route, group, all experts, gated mix) instead of ~70 numpy calls. The numpy path is the fallback
+  and computes the same math (both within float32 rounding of the float64 reference).
 
-What is left (measured with ``bench/bench_engine.py``, SPEC model, one thread): about two thirds of
-a single-task run is the matrix products themselves (its "BLAS floor" line); most of the rest is
-numpy element-wise passes that cannot be fused from Python — GELU alone is ~20 passes over each
-hidden matrix (~15 % of the run), then softmax and LayerNorm. Going meaningfully lower needs fused
-native kernels, not more numpy rearrangement.
+Measured (``bench/bench_engine.py --runs 30``, SPEC model, one thread, two runs on a 2-core machine
+shared with a training run, load 3.8-4.0), median ms semseg / depth / both: native 31.2-37.2 /
+30.3-34.8 / 56.9-61.4, numpy path 47.2-52.2 / 46.3-50.3 / 82.0-89.6, the PyTorch M³ViT peer
+43.8-49.9 / 43.3-52.4 / 88.1-105.1: 1.34-1.40x the peer per task; both tasks 1.77-1.88x one task.
+
+What is left: ~85 % of a native run is matrix products (our GEMM ~25 ms/task, attention's per-head
+products in OpenBLAS ~3 ms; the GEMM alone measures 57-73 GFLOP/s here), so a 2x lead over the
+peer would need ~70 GFLOP/s sustained over the whole run, element-wise steps included. Both tasks cost
+~1.9x one task because everything after the first router is genuinely per task (only the prefix
+is shared); the numpy path's lower ratio came from per-call overhead that batching the two streams
+amortised, which the native path no longer has.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ from ..model.config import ModelConfig
 from ..model.layers import gelu, layer_norm, patchify, pixel_affine, softmax, top_k_experts
 from ..model.weights import ModelWeights
 from .base import BackboneResult, Backend, BackendError
+from .native import fastops
+from .native.fastops import PackedMatrix
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +71,38 @@ def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=_F32)
 
 
+_Weight = np.ndarray | PackedMatrix
+
+
 @dataclass(frozen=True)
 class _Block:
     """One transformer block's weights in run-ready float32 layout.
 
     LayerNorm affines are folded into the linear layers that consume them (LN1 into qkv, LN2 into
     the dense fc1, the routers and the experts' fc1), so ``run`` only standardises.
-    Token-major linears are (in, out). Expert fc1 stays (out, in) and runs weights-on-the-left
-    (``W @ x.T``), which OpenBLAS does ~30 % faster than ``x @ W.T`` for ~16-token matrices; fc2
-    turns back to token-major so the gated mix gathers contiguous rows (measured ~2 % overall).
+    Matrix weights are in the layout of the path the model was prepared for. numpy: token-major
+    linears are (in, out); expert fc1 stays (out, in) and runs weights-on-the-left (``W @ x.T``),
+    which OpenBLAS does ~30 % faster than ``x @ W.T`` for ~16-token matrices; fc2 turns back to
+    token-major so the gated mix gathers contiguous rows (measured ~2 % overall). native: every
+    linear except the router is a ``PackedMatrix`` of its (in, out) matrix (experts stacked).
     """
 
-    qkv_w: np.ndarray  # (D, 3D), LN1 folded in, q columns pre-scaled by 1/sqrt(head_dim)
+    qkv_w: _Weight  # (D, 3D), LN1 folded in, q columns pre-scaled by 1/sqrt(head_dim)
     q_b: np.ndarray  # (D,): the q bias; k's cancels in softmax, v's is folded into proj_b
-    proj_w: np.ndarray
+    qkv_b: np.ndarray  # (3D,): q_b then zeros, for the native GEMM (a full bias row costs it nothing)
+    proj_w: _Weight
     proj_b: np.ndarray  # (D,): b_o + W_o b_v
     # dense blocks
-    fc1_w: np.ndarray | None = None
+    fc1_w: _Weight | None = None
     fc1_b: np.ndarray | None = None
-    fc2_w: np.ndarray | None = None
+    fc2_w: _Weight | None = None
     fc2_b: np.ndarray | None = None
     # MoE blocks
     router_w: np.ndarray | None = None  # (D, num_tasks * E): all tasks' routers side by side
     router_b: np.ndarray | None = None  # (num_tasks * E,): LN2 shift through the router
-    e_fc1_w: np.ndarray | None = None  # (E, H, D)
-    e_fc1_b: np.ndarray | None = None  # (E, H, 1): a column to add to the feature-major hidden block
-    e_fc2_w: np.ndarray | None = None  # (E, H, D)
+    e_fc1_w: _Weight | None = None  # numpy (E, H, D); native packed (E, D, H)
+    e_fc1_b: np.ndarray | None = None  # (E, H)
+    e_fc2_w: _Weight | None = None  # (E, H, D)
     e_fc2_b: np.ndarray | None = None  # (E, D)
 
     @property
@@ -107,9 +128,11 @@ def _fold_ln(weight: np.ndarray, bias: np.ndarray, ln_w: np.ndarray, ln_b: np.nd
     return w64 * ln_w.astype(np.float64), bias + w64 @ ln_b.astype(np.float64)
 
 
-def _prepare(weights: ModelWeights) -> _Prepared:
-    """All layout work, done once per model (in float64, rounded to float32 once at the end)."""
+def _prepare(weights: ModelWeights, native: bool) -> _Prepared:
+    """All layout work, done once per model (in float64, rounded to float32 once at the end), for
+    the numpy path or (``native``) the packed weights of the native GEMM."""
     cfg = weights.config
+    lin = (lambda a: fastops.pack(_t(a))) if native else _t  # PyTorch (out, in) → matmul-ready
     w = weights.tensors
     scale, offset = pixel_affine(cfg)  # normalised = u8 * scale + offset, per channel
     conv = w["patch_embed.weight"].astype(np.float64).reshape(cfg.dim, cfg.in_chans, -1)
@@ -128,7 +151,8 @@ def _prepare(weights: ModelWeights) -> _Prepared:
         qkv_b[:d] *= q_scale
         proj = w[p + "attn.proj.weight"].astype(np.float64)
         proj_b = w[p + "attn.proj.bias"] + proj @ qkv_b[2 * d:]  # value bias through the projection
-        common = dict(qkv_w=_t(qkv_w), q_b=_c(qkv_b[:d]), proj_w=_t(proj), proj_b=_c(proj_b))
+        common = dict(qkv_w=lin(qkv_w), q_b=_c(qkv_b[:d]), qkv_b=_c(np.concatenate([qkv_b[:d], np.zeros(2 * d)])),
+                      proj_w=lin(proj), proj_b=_c(proj_b))
         if cfg.is_moe(i):
             router = np.concatenate(list(w[p + "moe.router.weight"]), axis=1)  # (T, D, E) → (D, T*E)
             router_wt, router_b = _fold_ln(router.T, np.zeros(router.shape[1]), *ln2)
@@ -136,15 +160,15 @@ def _prepare(weights: ModelWeights) -> _Prepared:
             blocks.append(_Block(
                 **common,
                 router_w=_t(router_wt), router_b=_c(router_b),
-                e_fc1_w=_c(fc1_w), e_fc1_b=_c(fc1_b[:, :, None]),
-                e_fc2_w=_t(w[p + "moe.fc2.weight"]), e_fc2_b=_c(w[p + "moe.fc2.bias"]),
+                e_fc1_w=lin(fc1_w) if native else _c(fc1_w), e_fc1_b=_c(fc1_b),
+                e_fc2_w=lin(w[p + "moe.fc2.weight"]), e_fc2_b=_c(w[p + "moe.fc2.bias"]),
             ))
         else:
             fc1_w, fc1_b = _fold_ln(w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"], *ln2)
             blocks.append(_Block(
                 **common,
-                fc1_w=_t(fc1_w), fc1_b=_c(fc1_b),
-                fc2_w=_t(w[p + "mlp.fc2.weight"]), fc2_b=_c(w[p + "mlp.fc2.bias"]),
+                fc1_w=lin(fc1_w), fc1_b=_c(fc1_b),
+                fc2_w=lin(w[p + "mlp.fc2.weight"]), fc2_b=_c(w[p + "mlp.fc2.bias"]),
             ))
     return _Prepared(
         config=cfg, embed_w=_t(embed_w),
@@ -153,27 +177,48 @@ def _prepare(weights: ModelWeights) -> _Prepared:
     )
 
 
-def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    y = np.matmul(x, weight, out=out)
+def _biased(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    y = np.matmul(x, weight)
     y += bias
     return y
 
 
 class CpuBackend(Backend):
-    """Registry name ``cpu``. Options: none (BLAS threads follow OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)."""
+    """Registry name ``cpu``.
+
+    Option ``native``: "auto" (default) runs the linears, the element-wise steps and the MoE
+    bookkeeping in the C++ kernels of ``native/fastops.cpp`` (built with g++ on first use, ~2 s,
+    then cached) and falls back to numpy with one warning if they cannot be built; "on" makes that
+    a ``BackendError``; "off" is pure numpy. Both paths compute the same math and agree to float32
+    rounding. OpenBLAS (attention products, routers, numpy path) follows OPENBLAS_NUM_THREADS /
+    OMP_NUM_THREADS; the native kernels are single-threaded.
+    """
 
     name = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, native: str = "auto") -> None:
         super().__init__()
+        if native not in fastops.MODES:
+            raise BackendError(f"cpu: option native must be one of {', '.join(fastops.MODES)}; got {native!r}")
+        self._native_mode = native
         self._m: _Prepared | None = None
+        self._fast: fastops.FastOps | None = None
+
+    @property
+    def native(self) -> bool:
+        """Whether ``run`` uses the native kernels (decided at ``load``)."""
+        return self._fast is not None
 
     def load(self, weights: ModelWeights) -> None:
-        """Validate and re-lay out the weights. On failure the previously loaded model stays usable."""
+        """Validate and re-lay out the weights (and build the native kernels the first time).
+
+        On failure the previously loaded model stays usable.
+        """
         weights.validate()
-        prepared = _prepare(weights)
-        self._m, self.config = prepared, weights.config
-        log.debug("cpu backend: loaded %s", weights.source)
+        fast = fastops.native_ops(self._native_mode)
+        prepared = _prepare(weights, native=fast is not None)
+        self._m, self.config, self._fast = prepared, weights.config, fast
+        log.debug("cpu backend: loaded %s (%s path)", weights.source, "native" if fast else "numpy")
 
     def close(self) -> None:
         self._m = None
@@ -192,23 +237,27 @@ class CpuBackend(Backend):
 
         x = self._embed(m, images)  # (B*N, D), shared by all tasks until the first MoE router
         streams = 1  # number of task streams stacked in x (1 until the fork)
+        # Every residual add is fused with the LayerNorm that follows it: a block's MLP output (and
+        # its bias) waits in `pending` until the next block's LN1 (or the final LN) adds it.
+        pending: np.ndarray | None = None
+        pending_b: np.ndarray | None = None
         chosen_per_layer: list[np.ndarray] = []  # each (T*B*N, k), task-major
         for blk in m.blocks:
-            x += self._attention(blk, x, b * streams)
-            h = layer_norm(x, None, None, cfg.ln_eps)  # affine folded into the consumers
+            h = self._add_ln(x, pending, pending_b)  # LN1 (affine folded into qkv)
+            h = self._add_ln(x, self._attention(blk, h, b * streams), blk.proj_b)  # LN2
             if not blk.is_moe:
-                x += self._dense_mlp(blk, h)
+                pending, pending_b = self._dense_mlp(blk, h), blk.fc2_b
                 continue
-            chosen, gates, src = self._route(blk, h, task_ids, rows, streams)
-            mix = self._experts(blk, h, src, chosen.ravel(), gates.ravel(), cfg.top_k)
+            chosen, gates = self._route(blk, h, task_ids, rows, streams)
+            pending, pending_b = self._experts(blk, h, chosen, gates), None
             if streams == 1 and len(tasks) > 1:  # the fork: one shared stream becomes T streams
                 x = np.tile(x, (len(tasks), 1))
                 streams = len(tasks)
-            x += mix
             chosen_per_layer.append(chosen)
+        normed = self._add_ln(x, pending, pending_b, m.norm_w, m.norm_b)
         if streams != len(tasks):  # a model without MoE layers: all tasks share one output
-            x = np.tile(x, (len(tasks), 1))
-        normed = layer_norm(x, m.norm_w, m.norm_b, cfg.ln_eps).reshape(len(tasks), b, n, cfg.dim)
+            normed = np.tile(normed, (len(tasks), 1))
+        normed = normed.reshape(len(tasks), b, n, cfg.dim)
 
         layers, k = len(chosen_per_layer), cfg.top_k
         chosen_all = (np.stack(chosen_per_layer).reshape(layers, len(tasks), b, n, k)
@@ -222,7 +271,7 @@ class CpuBackend(Backend):
                 counts[task][layer] = np.bincount(chosen_all[layer, ti].ravel(), minlength=cfg.num_experts)
         return BackboneResult(features, routing, counts)
 
-    # ----- steps -----
+    # ----- steps: each has a numpy and a native form computing the same thing -----
     @staticmethod
     def _embed(m: _Prepared, images: np.ndarray) -> np.ndarray:
         cfg = m.config
@@ -234,47 +283,80 @@ class CpuBackend(Backend):
         x[:, 0] = m.cls_pos
         return x.reshape(b * cfg.num_tokens, cfg.dim)
 
-    def _attention(self, blk: _Block, x: np.ndarray, images: int) -> np.ndarray:
-        """Self-attention of ``images`` independent token sets stacked in x (images*N, D)."""
+    def _add_ln(self, x: np.ndarray, delta: np.ndarray | None, delta_b: np.ndarray | None,
+                weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+        """The residual add ``x += delta + delta_b`` (in place, if delta), then LayerNorm(x) as a new
+        array: standardisation only unless weight/bias are given (folded into the consumers)."""
+        cfg = self.config
+        assert cfg is not None
+        if self._fast is not None:
+            return self._fast.add_layernorm(x, delta, np.empty_like(x), cfg.ln_eps, delta_b, weight, bias)
+        if delta is not None:
+            x += delta
+            if delta_b is not None:
+                x += delta_b
+        return layer_norm(x, weight, bias, cfg.ln_eps)
+
+    def _linear(self, x: np.ndarray, weight: _Weight, bias: np.ndarray | None = None,
+                act_gelu: bool = False) -> np.ndarray:
+        """``act(x @ W + bias)``: the native GEMM with bias and GELU in its epilogue, or numpy."""
+        if self._fast is not None:
+            assert isinstance(weight, PackedMatrix)
+            return self._fast.gemm(x, weight, bias=bias, gelu=act_gelu)
+        y = np.matmul(x, weight)
+        if bias is not None:
+            y += bias
+        return gelu(y, out=y) if act_gelu else y
+
+    def _attention(self, blk: _Block, h: np.ndarray, images: int) -> np.ndarray:
+        """Self-attention of ``images`` independent token sets stacked in h = LN1(x) (images*N, D),
+        before the output projection's bias (the caller adds it with the residual)."""
         cfg = self.config
         assert cfg is not None
         n, heads, hd, d = cfg.num_tokens, cfg.num_heads, cfg.head_dim, cfg.dim
-        h = layer_norm(x, None, None, cfg.ln_eps)
-        qkv = np.matmul(h, blk.qkv_w)
-        qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
+        if self._fast is not None:
+            qkv = self._linear(h, blk.qkv_w, blk.qkv_b)
+        else:
+            qkv = np.matmul(h, blk.qkv_w)
+            qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
         qkv5 = qkv.reshape(images, n, 3, heads, hd)
         q = qkv5[:, :, 0].transpose(0, 2, 1, 3)  # (S, heads, N, hd) strided views: BLAS takes them as is
         k = qkv5[:, :, 1].transpose(0, 2, 3, 1)  # (S, heads, hd, N)
         v = qkv5[:, :, 2].transpose(0, 2, 1, 3)
         scores = np.matmul(q, k)
-        softmax(scores, axis=-1, out=scores)
+        if self._fast is not None:
+            self._fast.softmax_rows(scores)
+        else:
+            softmax(scores, axis=-1, out=scores)
         # Written through a (S, heads, N, hd) view of a (S, N, heads, hd) buffer: the heads come out
         # already concatenated per token, so no transpose copy before the projection.
         ctx = np.empty((images, n, heads, hd), _F32)
         np.matmul(scores, v, out=ctx.transpose(0, 2, 1, 3))
-        return _linear(ctx.reshape(images * n, d), blk.proj_w, blk.proj_b)
+        return self._linear(ctx.reshape(images * n, d), blk.proj_w)
 
     def _dense_mlp(self, blk: _Block, h: np.ndarray) -> np.ndarray:
-        hidden = _linear(h, blk.fc1_w, blk.fc1_b)
-        gelu(hidden, out=hidden)
-        return _linear(hidden, blk.fc2_w, blk.fc2_b)
+        """fc2(GELU(fc1(h))) before fc2's bias (the caller adds it with the residual)."""
+        return self._linear(self._linear(h, blk.fc1_w, blk.fc1_b, act_gelu=True), blk.fc2_w)
 
     def _route(self, blk: _Block, h: np.ndarray, task_ids: list[int], rows: int,
-               streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k experts and gates per task, task-major: (T*rows, k) each, plus the source row of h
-        for every (token, slot) pair (repeated rows when tasks still share one stream)."""
+               streams: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k experts and gates per task, task-major: (T*rows, k) each."""
         cfg = self.config
         assert cfg is not None
         e, k = cfg.num_experts, cfg.top_k
         if streams == 1:  # shared stream: every task's logits from one matmul over the same tokens
-            logits_all = _linear(h, blk.router_w, blk.router_b)
-            parts = [logits_all[:, t * e:(t + 1) * e] for t in task_ids]
-            src = np.tile(np.repeat(np.arange(rows), k), len(task_ids))
+            logits_all = _biased(h, blk.router_w, blk.router_b)
+            parts = [(logits_all, t * e) for t in task_ids]  # (logits, first column) per task
         else:  # stacked streams, task-major: each task's rows are one contiguous slice
-            parts = [_linear(h[i * rows:(i + 1) * rows], blk.router_w[:, t * e:(t + 1) * e],
-                             blk.router_b[t * e:(t + 1) * e]) for i, t in enumerate(task_ids)]
-            src = np.repeat(np.arange(len(task_ids) * rows), k)
-        logits = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (T*rows, E), task-major
+            parts = [(_biased(h[i * rows:(i + 1) * rows], blk.router_w[:, t * e:(t + 1) * e],
+                              blk.router_b[t * e:(t + 1) * e]), 0) for i, t in enumerate(task_ids)]
+        if self._fast is not None:
+            chosen = np.empty((len(parts) * rows, k), np.int32)
+            gates = np.empty((len(parts) * rows, k), _F32)
+            for i, (logits, col0) in enumerate(parts):
+                self._fast.moe_route(logits, col0, e, chosen[i * rows:(i + 1) * rows], gates[i * rows:(i + 1) * rows])
+            return chosen, gates
+        logits = np.concatenate([lg[:, c:c + e] for lg, c in parts])  # (T*rows, E), task-major
         # Top-k on the logits: softmax is strictly increasing, so the same experts as top-k on the
         # probabilities, without float32 exp ties. Gates are the chosen experts' probabilities over
         # ALL experts (not renormalised), computed without materialising the full softmax.
@@ -283,38 +365,43 @@ class CpuBackend(Backend):
         denom = np.exp(logits - best).sum(axis=-1, keepdims=True)
         gates = np.exp(np.take_along_axis(logits, chosen, axis=-1) - best)
         gates /= denom
-        return chosen, gates, src
+        return chosen, gates
 
-    def _experts(self, blk: _Block, h: np.ndarray, src: np.ndarray, experts: np.ndarray,
-                 gates: np.ndarray, k: int) -> np.ndarray:
-        """Pair j (output row j // k) adds gates[j] * expert[experts[j]](h[src[j]]).
+    def _experts(self, blk: _Block, h: np.ndarray, chosen: np.ndarray, gates: np.ndarray) -> np.ndarray:
+        """Row r of the result is Σ_i gates[r, i] * expert[chosen[r, i]](h[r % len(h)]), biases included.
 
         Pairs are deduplicated on (expert, source row) and sorted by expert, so each expert runs one
         matmul pair over its gathered tokens, and a token two tasks sent to the same expert in the
-        shared layer is computed once. Each expert's bias is added to its own block right after its
-        matmul, while the block is still in cache (a per-column bias gather costed more).
+        shared layer is computed once (with stacked task streams, ``r % len(h)`` is the row itself).
         """
         cfg = self.config
         assert cfg is not None
-        nsrc = h.shape[0]
-        key = experts.astype(np.int64) * nsrc + src
+        if self._fast is not None:  # the same steps, one kernel call each, experts on packed weights
+            uniq_src, bounds, inverse = self._fast.moe_group(chosen, h.shape[0], cfg.num_experts)
+            assert isinstance(blk.e_fc1_w, PackedMatrix) and isinstance(blk.e_fc2_w, PackedMatrix)
+            out = self._fast.moe_experts(h, uniq_src, bounds, blk.e_fc1_w, blk.e_fc1_b, blk.e_fc2_w, blk.e_fc2_b)
+            return self._fast.moe_combine(out, inverse, gates, np.empty((chosen.shape[0], cfg.dim), _F32))
+        nsrc, k = h.shape[0], cfg.top_k
+        src = np.arange(chosen.size) // k % nsrc
+        key = chosen.ravel().astype(np.int64) * nsrc + src
         uniq, inverse = np.unique(key, return_inverse=True)  # sorted by expert, then token
         uniq_expert = uniq // nsrc
         tokens = h[uniq - uniq_expert * nsrc]  # (M, D) gathered, grouped by expert
         bounds = np.searchsorted(uniq_expert, np.arange(cfg.num_experts + 1)).tolist()
         active = [(e, bounds[e], bounds[e + 1]) for e in range(cfg.num_experts) if bounds[e] < bounds[e + 1]]
         # fc1 feature-major (H, M): weights on the left is OpenBLAS's faster case for ~16-token
-        # blocks, and expert e owns columns lo:hi so one GELU covers all experts.
+        # blocks, and expert e owns columns lo:hi so one GELU covers all experts. Each expert's bias
+        # is added to its own block right after its matmul, while the block is still in cache.
         hidden = np.empty((cfg.expert_hidden, uniq.size), _F32)
         for e, lo, hi in active:
             block = np.matmul(blk.e_fc1_w[e], tokens[lo:hi].T, out=hidden[:, lo:hi])
-            block += blk.e_fc1_b[e]
+            block += blk.e_fc1_b[e][:, None]
         gelu(hidden, out=hidden)
         # fc2 back to token-major (M, D): rows come out contiguous for the per-pair gather below.
         out = np.empty((uniq.size, cfg.dim), _F32)
         for e, lo, hi in active:
             block = np.matmul(hidden[:, lo:hi].T, blk.e_fc2_w[e], out=out[lo:hi])
             block += blk.e_fc2_b[e]
-        mixed = out[inverse]  # (pair, D), pair j = (token j // k, slot j % k)
+        mixed = out[inverse]  # (pair, D), pair j = (row j // k, slot j % k)
         mixed *= gates.reshape(-1, 1)
         return mixed.reshape(-1, k, cfg.dim).sum(axis=1)

@@ -1,0 +1,363 @@
+// Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py), loaded by fastops.py.
+//
+// numpy runs each element-wise step as separate full passes over memory (GELU alone is ~20);
+// these kernels do one pass per step, and the GEMM below applies bias and GELU while the output
+// tile is still in registers. The GEMM exists because its weights are packed once at load: at our
+// shapes OpenBLAS repacks the weight matrix on every call, which dominates for the experts' ~8-40
+// token blocks (measured 1.5-1.8x slower there, 1.1-1.3x at 129 tokens). Attention's per-head
+// products stay in OpenBLAS (through numpy).
+//
+// Single-threaded (the node runs BLAS with one thread) and without shared state: every function
+// is reentrant. Conventions: float32, C-contiguous row-major buffers, sizes as int64_t, no
+// allocation except fastops_moe_group's scratch. Built without -ffast-math: loops are written to
+// auto-vectorise as they are, and only the reductions marked `#pragma omp simd reduction`
+// (honoured with -fopenmp-simd, which adds no runtime and no threads) are reassociated. The
+// loader checks fastops_abi_version() and fastops_panel_width() before any other call.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+// Bump whenever a signature or a buffer convention below changes (fastops.py: ABI_VERSION).
+static const int32_t FASTOPS_ABI_VERSION = 2;
+
+// Return codes of the kernels that can fail on bad indices (fastops.py: ERRORS).
+static const int32_t FASTOPS_OK = 0;
+static const int32_t FASTOPS_BAD_INDEX = -1;
+static const int32_t FASTOPS_NO_MEMORY = -2;
+
+namespace {
+
+// ---- exp for float32, branch-free so loops around it vectorise -------------------------------
+// Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-6 polynomial for
+// exp(r) (relative error ~1 ulp), then 2^n built in the exponent bits. Inputs are clamped to
+// [EXP_MIN_ARG, EXP_MAX_ARG] so 2^n stays a normal float: exp(-87) ~ 1.6e-38, i.e. zero for every
+// use here (softmax terms, the GELU tail), and no input of ours comes near exp(88).
+const float EXP_MIN_ARG = -87.0f;
+const float EXP_MAX_ARG = 88.0f;
+const float LOG2E = 1.44269504088896341f;
+const float LN2_HI = 0.693359375f;      // ln 2 split so n * LN2_HI is exact for |n| < 2^9
+const float LN2_LO = -2.12194440e-4f;
+const float ROUND_MAGIC = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (round-to-nearest)
+
+inline float exp_f32(float x) {
+    x = x < EXP_MIN_ARG ? EXP_MIN_ARG : x;
+    x = x > EXP_MAX_ARG ? EXP_MAX_ARG : x;
+    float n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    float r = x - n * LN2_HI;
+    r = r - n * LN2_LO;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+// ---- exact (erf) GELU ------------------------------------------------------------------------
+// gelu(x) = x Phi(x) = relu(x) - |x| erfc(|x|/sqrt2) / 2: no cancellation for either sign.
+// erfc by Abramowitz & Stegun 7.1.26, erfc(z) = (a1 t + ... + a5 t^5) exp(-z^2), t = 1/(1 + p z),
+// absolute error <= 1.5e-7: the same formula as the numpy float32 path (model/layers.py::gelu),
+// so native and numpy agree to float32 rounding. The 1/2 is folded into the coefficients.
+const float AS_P_OVER_SQRT2 = 0.3275911f * 0.70710678118654752f;
+const float AS_A1 = 0.5f * 0.254829592f;
+const float AS_A2 = 0.5f * -0.284496736f;
+const float AS_A3 = 0.5f * 1.421413741f;
+const float AS_A4 = 0.5f * -1.453152027f;
+const float AS_A5 = 0.5f * 1.061405429f;
+
+inline float gelu_f32(float x) {
+    float a = x < 0.0f ? -x : x;
+    float t = 1.0f / (1.0f + AS_P_OVER_SQRT2 * a);
+    float q = AS_A5;
+    q = q * t + AS_A4;
+    q = q * t + AS_A3;
+    q = q * t + AS_A2;
+    q = q * t + AS_A1;
+    q = q * t;
+    float relu = x > 0.0f ? x : 0.0f;
+    // NaN stays NaN: a is NaN, so q * a is NaN.
+    return relu - q * exp_f32(-0.5f * x * x) * a;
+}
+
+
+// ---- GEMM with packed weights ------------------------------------------------------------------
+// C (M, N) = act(A (M, K) B (K, N) + bias). B is packed once per model into column panels of
+// PANEL floats: packed[p][k][j] = B[k][p * PANEL + j], zero past N, so the inner loop reads one
+// contiguous K x PANEL panel (12-24 KB: L1) per block of MICRO_ROWS rows of A. The micro-kernel
+// keeps a MICRO_ROWS x PANEL tile in 12 vector registers (Haswell-style 6x16 for 8-float vectors).
+// GCC vector extensions: AVX2+FMA with -march=native on x86, NEON (two halves) on ARM.
+typedef float vec8 __attribute__((vector_size(32), aligned(4)));  // aligned(4): unaligned loads OK
+const int PANEL = 16;
+const int MICRO_ROWS = 6;
+
+enum Activation : int32_t { ACT_NONE = 0, ACT_GELU = 1 };
+
+template <int R>
+inline void gemm_tile(const float *const *a, int64_t k_len, const float *panel, float *const *c, int cols,
+                      const float *bias, int32_t act) {
+    vec8 lo[R], hi[R];
+    for (int r = 0; r < R; ++r) {
+        lo[r] = vec8{};
+        hi[r] = vec8{};
+    }
+    for (int64_t k = 0; k < k_len; ++k) {
+        const vec8 b0 = *reinterpret_cast<const vec8 *>(panel + k * PANEL);
+        const vec8 b1 = *reinterpret_cast<const vec8 *>(panel + k * PANEL + 8);
+        for (int r = 0; r < R; ++r) {
+            const float av = a[r][k];
+            lo[r] += av * b0;
+            hi[r] += av * b1;
+        }
+    }
+    float tile[PANEL];
+    for (int r = 0; r < R; ++r) {
+        *reinterpret_cast<vec8 *>(tile) = lo[r];
+        *reinterpret_cast<vec8 *>(tile + 8) = hi[r];
+        if (bias != nullptr) {
+            for (int j = 0; j < cols; ++j) tile[j] += bias[j];
+        }
+        if (act == ACT_GELU) {
+            for (int j = 0; j < PANEL; ++j) tile[j] = gelu_f32(tile[j]);
+        }
+        for (int j = 0; j < cols; ++j) c[r][j] = tile[j];
+    }
+}
+
+// Rows of A are a_base + row(i) * lda with row(i) = rows ? rows[i] : i (rows: a gather, e.g. the
+// tokens routed to one expert, without copying them).
+void gemm_packed(const float *a_base, int64_t lda, const int32_t *rows, int64_t m, int64_t k_len,
+                 const float *packed, int64_t n, float *c_base, int64_t ldc, const float *bias, int32_t act) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const float *a[MICRO_ROWS];
+    float *c[MICRO_ROWS];
+    for (int64_t p = 0; p < panels; ++p) {
+        const float *panel = packed + p * k_len * PANEL;
+        const int cols = static_cast<int>(n - p * PANEL < PANEL ? n - p * PANEL : PANEL);
+        const float *pbias = bias != nullptr ? bias + p * PANEL : nullptr;
+        for (int64_t i = 0; i < m; i += MICRO_ROWS) {
+            const int tile_rows = static_cast<int>(m - i < MICRO_ROWS ? m - i : MICRO_ROWS);
+            for (int r = 0; r < tile_rows; ++r) {
+                a[r] = a_base + (rows != nullptr ? static_cast<int64_t>(rows[i + r]) : i + r) * lda;
+                c[r] = c_base + (i + r) * ldc + p * PANEL;
+            }
+            switch (tile_rows) {
+                case 6: gemm_tile<6>(a, k_len, panel, c, cols, pbias, act); break;
+                case 5: gemm_tile<5>(a, k_len, panel, c, cols, pbias, act); break;
+                case 4: gemm_tile<4>(a, k_len, panel, c, cols, pbias, act); break;
+                case 3: gemm_tile<3>(a, k_len, panel, c, cols, pbias, act); break;
+                case 2: gemm_tile<2>(a, k_len, panel, c, cols, pbias, act); break;
+                default: gemm_tile<1>(a, k_len, panel, c, cols, pbias, act); break;
+            }
+        }
+    }
+}
+
+int64_t packed_size(int64_t k_len, int64_t n) { return (n + PANEL - 1) / PANEL * k_len * PANEL; }
+
+}  // namespace
+
+extern "C" {
+
+int32_t fastops_abi_version(void) { return FASTOPS_ABI_VERSION; }
+
+int32_t fastops_panel_width(void) { return PANEL; }
+
+// C = act(A B + bias) with B packed (see gemm_packed); A rows gathered through `rows` if not NULL,
+// each checked against a_rows (the rows A has). bias (n) may be NULL; act: 0 none, 1 GELU.
+int32_t fastops_gemm(const float *a, int64_t lda, int64_t a_rows, const int32_t *rows, int64_t m, int64_t k_len,
+                     const float *packed, int64_t n, float *c, int64_t ldc, const float *bias, int32_t act) {
+    if (rows != nullptr) {
+        for (int64_t i = 0; i < m; ++i) {
+            if (rows[i] < 0 || rows[i] >= a_rows) return FASTOPS_BAD_INDEX;
+        }
+    }
+    gemm_packed(a, lda, rows, m, k_len, packed, n, c, ldc, bias, act);
+    return FASTOPS_OK;
+}
+
+// Every expert of a MoE layer in one call (after fastops_moe_group): expert e takes the rows
+// uniq_src[bounds[e] .. bounds[e+1]) of h (num_src, dim), computes
+//   hidden = GELU(h_rows fc1_e + fc1_bias_e)   (rows bounds[e].. of hidden (M, expert_hidden))
+//   out    = hidden fc2_e + fc2_bias_e         (rows bounds[e].. of out (M, dim))
+// fc1 (num_experts, packed dim x expert_hidden), fc2 (num_experts, packed expert_hidden x dim).
+int32_t fastops_moe_experts(const float *h, int64_t num_src, int64_t dim, const int32_t *uniq_src,
+                            const int32_t *bounds, int32_t num_experts, int64_t expert_hidden,
+                            const float *fc1, const float *fc1_bias, const float *fc2, const float *fc2_bias,
+                            float *hidden, float *out) {
+    if (bounds[0] != 0) return FASTOPS_BAD_INDEX;
+    for (int32_t e = 0; e < num_experts; ++e) {
+        if (bounds[e + 1] < bounds[e]) return FASTOPS_BAD_INDEX;
+    }
+    for (int64_t i = 0; i < bounds[num_experts]; ++i) {
+        if (uniq_src[i] < 0 || uniq_src[i] >= num_src) return FASTOPS_BAD_INDEX;
+    }
+    const int64_t fc1_size = packed_size(dim, expert_hidden), fc2_size = packed_size(expert_hidden, dim);
+    for (int32_t e = 0; e < num_experts; ++e) {
+        const int64_t lo = bounds[e], m = bounds[e + 1] - bounds[e];
+        if (m == 0) continue;
+        gemm_packed(h, dim, uniq_src + lo, m, dim, fc1 + e * fc1_size, expert_hidden, hidden + lo * expert_hidden,
+                    expert_hidden, fc1_bias + e * expert_hidden, ACT_GELU);
+        gemm_packed(hidden + lo * expert_hidden, expert_hidden, nullptr, m, expert_hidden, fc2 + e * fc2_size, dim,
+                    out + lo * dim, dim, fc2_bias + e * dim, ACT_NONE);
+    }
+    return FASTOPS_OK;
+}
+
+// Residual add then LayerNorm standardisation, row by row (the backbone's `x += f(LN(x))` chain):
+//   if delta:      x[r] += delta[r] (+ delta_bias)     (written back: x is the residual stream)
+//   out[r] = (x[r] - mean) / sqrt(var + eps)           (biased variance, PyTorch semantics)
+//   if gamma/beta: out[r] = out[r] * gamma + beta      (only the final LayerNorm keeps its affine)
+// Mean and variance are two passes over the row (in L1), each summed in vector lanes: the same
+// accuracy class as numpy's float32 pairwise sums.
+void fastops_add_layernorm(float *x, const float *delta, const float *delta_bias, float *out,
+                           int64_t rows, int64_t cols, float eps, const float *gamma, const float *beta) {
+    const float inv_n = 1.0f / static_cast<float>(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        float *xr = x + r * cols;
+        float *o = out + r * cols;
+        if (delta != nullptr) {
+            const float *d = delta + r * cols;
+            if (delta_bias != nullptr) {
+                for (int64_t c = 0; c < cols; ++c) xr[c] += d[c] + delta_bias[c];
+            } else {
+                for (int64_t c = 0; c < cols; ++c) xr[c] += d[c];
+            }
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < cols; ++c) sum += xr[c];
+        const float mean = sum * inv_n;
+        float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t c = 0; c < cols; ++c) {
+            const float dev = xr[c] - mean;
+            sq += dev * dev;
+        }
+        const float inv_std = 1.0f / std::sqrt(sq * inv_n + eps);
+        if (gamma != nullptr && beta != nullptr) {
+            for (int64_t c = 0; c < cols; ++c) o[c] = (xr[c] - mean) * inv_std * gamma[c] + beta[c];
+        } else {
+            for (int64_t c = 0; c < cols; ++c) o[c] = (xr[c] - mean) * inv_std;
+        }
+    }
+}
+
+// Numerically stable softmax of each row of a (rows, cols) matrix, in place (attention scores).
+void fastops_softmax_rows(float *x, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float *xr = x + r * cols;
+        float mx = xr[0];
+#pragma omp simd reduction(max : mx)
+        for (int64_t c = 1; c < cols; ++c) mx = xr[c] > mx ? xr[c] : mx;
+        for (int64_t c = 0; c < cols; ++c) xr[c] = exp_f32(xr[c] - mx);
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < cols; ++c) sum += xr[c];
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t c = 0; c < cols; ++c) xr[c] *= inv;
+    }
+}
+
+// Router: for each of `rows` rows of logits (num_experts values starting at logits + r * ld),
+// the top_k experts best first with ties going to the lower expert id (the reference's stable
+// sort), and their gates = softmax over ALL experts of the logits, not renormalised (M3ViT).
+// Top-k on the logits selects the same experts as top-k on the probabilities (exp is increasing)
+// without exp's float32 ties. chosen and gates are (rows, top_k), top_k >= 1. A NaN logit ranks
+// below every number (as numpy's sort puts NaN last); a row of only NaNs picks experts 0..k-1.
+void fastops_moe_route(const float *logits, int64_t rows, int64_t ld, int32_t num_experts, int32_t top_k,
+                       int32_t *chosen, float *gates) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *l = logits + r * ld;
+        int32_t *ch = chosen + r * top_k;
+        float *g = gates + r * top_k;
+        for (int32_t j = 0; j < top_k; ++j) {
+            int32_t best = -1;
+            for (int32_t e = 0; e < num_experts; ++e) {
+                bool taken = false;
+                for (int32_t i = 0; i < j; ++i) taken = taken || ch[i] == e;
+                if (taken) continue;
+                if (best < 0 || l[e] > l[best] || (std::isnan(l[best]) && !std::isnan(l[e]))) best = e;
+            }
+            ch[j] = best;
+        }
+        const float mx = l[ch[0]];
+        double denom = 0.0;
+        for (int32_t e = 0; e < num_experts; ++e) denom += exp_f32(l[e] - mx);
+        for (int32_t j = 0; j < top_k; ++j) g[j] = static_cast<float>(exp_f32(l[ch[j]] - mx) / denom);
+    }
+}
+
+// Patch reordering (Edge-MoE): group the (token, slot) pairs of a MoE layer by expert.
+// Pair j = (row j / top_k, slot j % top_k) sends source row src(j) = (j / top_k) % num_src to expert
+// experts[j]; with T task streams stacked task-major over one shared source (the first MoE layer)
+// the modulo maps every task's pair to the same row, so a (expert, row) pair two tasks share is
+// evaluated once. Outputs: the M distinct pairs sorted by expert then row as uniq_src[0..M) (the
+// rows to gather), bounds[e]..bounds[e+1] the slice of expert e, and inverse[j] the position of
+// pair j's (expert, row) in that order. uniq_src and inverse hold num_pairs entries, bounds
+// num_experts + 1. Returns M, or FASTOPS_BAD_INDEX for an expert id out of range.
+int64_t fastops_moe_group(const int32_t *experts, int64_t num_pairs, int32_t top_k, int64_t num_src,
+                          int32_t num_experts, int32_t *uniq_src, int32_t *bounds, int32_t *inverse) {
+    for (int64_t j = 0; j < num_pairs; ++j) {
+        if (experts[j] < 0 || experts[j] >= num_experts) return FASTOPS_BAD_INDEX;
+    }
+    try {
+        // slot[e * num_src + s]: 1 while marking, then the pair's position in the sorted order.
+        std::vector<int32_t> slot(static_cast<size_t>(num_experts) * static_cast<size_t>(num_src), 0);
+        for (int64_t j = 0; j < num_pairs; ++j) {
+            slot[static_cast<int64_t>(experts[j]) * num_src + (j / top_k) % num_src] = 1;
+        }
+        int32_t m = 0;
+        for (int32_t e = 0; e < num_experts; ++e) {
+            bounds[e] = m;
+            int32_t *row = slot.data() + static_cast<int64_t>(e) * num_src;
+            for (int64_t s = 0; s < num_src; ++s) {
+                if (row[s]) {
+                    uniq_src[m] = static_cast<int32_t>(s);
+                    row[s] = m++;
+                }
+            }
+        }
+        bounds[num_experts] = m;
+        for (int64_t j = 0; j < num_pairs; ++j) {
+            inverse[j] = slot[static_cast<int64_t>(experts[j]) * num_src + (j / top_k) % num_src];
+        }
+        return m;
+    } catch (const std::bad_alloc &) {
+        return FASTOPS_NO_MEMORY;
+    }
+}
+
+// The gated mix: out[t] = sum over slots i of gates[t, i] * expert_out[inverse[t, i]] for t < rows,
+// with expert_out (M, cols) in the order of fastops_moe_group (biases included). Slots accumulate
+// in slot order, like numpy's (rows, k, cols).sum(axis=1). FASTOPS_BAD_INDEX if an index is out of range.
+int32_t fastops_moe_combine(const float *expert_out, int64_t num_out, const int32_t *inverse, const float *gates,
+                            int64_t rows, int32_t top_k, int64_t cols, float *out) {
+    const int64_t pairs = rows * top_k;
+    for (int64_t j = 0; j < pairs; ++j) {
+        if (inverse[j] < 0 || inverse[j] >= num_out) return FASTOPS_BAD_INDEX;
+    }
+    for (int64_t t = 0; t < rows; ++t) {
+        float *o = out + t * cols;
+        for (int32_t i = 0; i < top_k; ++i) {
+            const int64_t j = t * top_k + i;
+            const float g = gates[j];
+            const float *y = expert_out + static_cast<int64_t>(inverse[j]) * cols;
+            if (i == 0) {
+                for (int64_t c = 0; c < cols; ++c) o[c] = g * y[c];
+            } else {
+                for (int64_t c = 0; c < cols; ++c) o[c] += g * y[c];
+            }
+        }
+    }
+    return FASTOPS_OK;
+}
+
+}  // extern "C"

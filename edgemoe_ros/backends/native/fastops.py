@@ -1,0 +1,412 @@
+"""Build, cache and bind ``fastops.cpp``: the CPU backend's fused float32 kernels.
+
+The library is compiled on first use with the flags below into ``build/native/`` of a source
+checkout, or into ``$XDG_CACHE_HOME/edgemoe_ros/native`` (``~/.cache/...``) where that is not
+writable (an installed package). Its file name carries a hash of the source, the compiler, the
+flags and the host CPU, so an edited source, other flags or a build for another machine
+(``-march=native``) can never be picked up; concurrent builders are serialised with a file lock
+and the library is renamed into place only when complete. On load the library must report
+``ABI_VERSION``, which refuses a foreign or stale file put there by hand.
+
+``native_ops(mode)`` is the policy the backend uses: ``"auto"`` returns ``None`` (numpy path)
+with ONE warning per process if the library cannot be built, ``"on"`` raises, ``"off"`` never
+builds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..base import BackendError
+
+log = logging.getLogger(__name__)
+
+#: Must equal FASTOPS_ABI_VERSION in fastops.cpp.
+ABI_VERSION = 2
+SOURCE = Path(__file__).with_name("fastops.cpp")
+LIB_PREFIX = "libedgemoe_fastops"
+#: Environment variable naming the C++ compiler (``g++`` when unset).
+COMPILER_ENV = "EDGEMOE_CXX"
+DEFAULT_COMPILER = "g++"
+#: No -ffast-math: it would reassociate every sum and, with GCC < 13, link crtfastmath.o, which
+#: flushes denormals to zero for the whole process. Only what changes nothing beyond float32
+#: rounding: FMA contraction, no errno/FP-trap bookkeeping (lets comparisons vectorise), and
+#: -fopenmp-simd (no runtime, no threads) so only the sums marked ``omp simd reduction`` are
+#: reassociated. -fno-gnu-unique as for the csim library: two loaded copies stay independent.
+CXXFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-trapping-math", "-fno-math-errno",
+            "-fopenmp-simd", "-fno-gnu-unique", "-std=c++17", "-fPIC", "-shared", "-Wall", "-Wextra")
+#: Seconds the compile may take (about 2 s on one core).
+BUILD_TIMEOUT_S = 120
+MODES = ("auto", "on", "off")
+#: Kernel return codes (fastops.cpp).
+ERRORS = {-1: "index out of range", -2: "out of memory"}
+#: Columns per packed weight panel (fastops.cpp: PANEL; checked against the library at load).
+PANEL = 16
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class NativeBuildError(BackendError):
+    """The native library could not be built or loaded (no compiler, compile error, ABI mismatch)."""
+
+
+def compiler() -> str:
+    return os.environ.get(COMPILER_ENV, DEFAULT_COMPILER)
+
+
+def build_dirs() -> list[Path]:
+    """Candidate build directories, preferred first."""
+    dirs = []
+    if (_REPO_ROOT / "setup.py").is_file():  # a source checkout (or editable install)
+        dirs.append(_REPO_ROOT / "build" / "native")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    dirs.append(Path(cache) / "edgemoe_ros" / "native")
+    return dirs
+
+
+def _host_tag() -> str:
+    """What -march=native depends on: the CPU model and its feature flags."""
+    tag = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    tag.append(line.strip())
+                if line.strip() == "":  # the first processor is enough
+                    break
+    except OSError:
+        tag.append(platform.processor())
+    return "\n".join(tag)
+
+
+def library_name(compiler_path: str, source: bytes) -> str:
+    """``libedgemoe_fastops-<hash>.so``: the hash covers everything the binary depends on."""
+    digest = hashlib.sha256()
+    for part in (source, compiler_path.encode(), " ".join(CXXFLAGS).encode(), _host_tag().encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    return f"{LIB_PREFIX}-{digest.hexdigest()[:16]}.so"
+
+
+def _writable_dir(candidates: list[Path]) -> Path:
+    for d in candidates:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(d, os.W_OK | os.X_OK):
+            return d
+    raise NativeBuildError(f"native: no writable build directory among {[str(d) for d in candidates]}")
+
+
+def build_library(cxx: str | None = None, build_dir: Path | None = None) -> Path:
+    """Compile ``fastops.cpp`` if no up-to-date library exists; return the library's path."""
+    cxx = cxx or compiler()
+    exe = shutil.which(cxx)
+    if exe is None:
+        raise NativeBuildError(f"native: C++ compiler {cxx!r} not found (set {COMPILER_ENV} or install g++)")
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as exc:
+        raise NativeBuildError(f"native: kernel source {SOURCE} missing ({exc.strerror})") from None
+    directory = _writable_dir([build_dir] if build_dir is not None else build_dirs())
+    target = directory / library_name(exe, source)
+    if target.is_file():  # renamed into place only when complete: no lock needed to use it
+        return target
+    with open(directory / ".fastops.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():  # another process built it while we waited
+            return target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            proc = subprocess.run([exe, *CXXFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True,
+                                  text=True, timeout=BUILD_TIMEOUT_S)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+                raise NativeBuildError(f"native: compiling {SOURCE.name} failed ({cxx} exit "
+                                       f"{proc.returncode}):\n{tail}")
+            os.replace(tmp, target)
+        except subprocess.TimeoutExpired:
+            raise NativeBuildError(f"native: compiling {SOURCE.name} took more than {BUILD_TIMEOUT_S} s") from None
+        except OSError as exc:
+            raise NativeBuildError(f"native: cannot run {cxx!r}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    log.info("native: built %s", target)
+    return target
+
+
+@dataclass(frozen=True)
+class PackedMatrix:
+    """Weights ``B`` (K, N) of ``x @ B`` (or a stack (E, K, N)) in the GEMM kernel's layout:
+    ``panels[..., p, k, j] = B[..., k, p * PANEL + j]``, zero past N. Packed once per model so the
+    kernel streams contiguous panels and never repacks (what OpenBLAS does on every call)."""
+
+    panels: np.ndarray  # (..., ceil(N / PANEL), K, PANEL) float32, C-contiguous
+    k: int
+    n: int
+
+    def __post_init__(self) -> None:
+        # The kernels index panels from (k, n) alone: a mismatched array would be read out of bounds.
+        want = (-(-self.n // PANEL), self.k, PANEL)
+        if (self.panels.shape[-3:] != want or self.panels.dtype != np.float32
+                or not self.panels.flags.c_contiguous):
+            raise ValueError(f"native: packed panels must be C-contiguous float32 (..., {want}), "
+                             f"got {self.panels.dtype} {self.panels.shape}")
+
+
+def pack(b: np.ndarray) -> PackedMatrix:
+    """Pack (K, N) or stacked (E, K, N) weights, (in, out) orientation, for ``FastOps.gemm``."""
+    *lead, k, n = b.shape
+    width = -(-n // PANEL) * PANEL
+    padded = np.zeros((*lead, k, width), np.float32)
+    padded[..., :n] = b
+    panels = padded.reshape(*lead, k, width // PANEL, PANEL)
+    return PackedMatrix(np.ascontiguousarray(np.moveaxis(panels, -2, -3)), k, n)
+
+
+_F32, _I32 = np.dtype(np.float32), np.dtype(np.int32)
+_char = ctypes.c_char
+
+
+def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> int:
+    """The buffer address of a C-contiguous ``dtype`` array: the kernels trust their pointers."""
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        raise ValueError(f"native: {name} must be a C-contiguous {dtype.name} array, "
+                         f"got {arr.dtype} with strides {arr.strides}")
+    if arr.flags.writeable and arr.size:
+        # ~3x cheaper than arr.ctypes.data, which matters at ~200 kernel arguments per frame.
+        return ctypes.addressof(_char.from_buffer(arr))
+    return arr.ctypes.data
+
+
+def _opt(arr: np.ndarray | None, size: int, name: str) -> int | None:
+    """Address of an optional float32 vector of ``size`` entries (None → NULL)."""
+    if arr is None:
+        return None
+    if arr.size != size:
+        raise ValueError(f"native: {name} needs {size} entries, got {arr.size}")
+    return _check(arr, _F32, name)
+
+
+class FastOps:
+    """ctypes binding of one built ``fastops`` library.
+
+    Every method checks dtypes, contiguity and sizes before passing pointers (a wrong pointer
+    would corrupt memory, not raise), and works in place or into caller-given buffers so the
+    backend controls allocation. Kernels are reentrant and ctypes drops the GIL while they run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise NativeBuildError(f"native: cannot load {path}: {exc}") from None
+        try:
+            lib.fastops_abi_version.restype = ctypes.c_int32
+            abi = lib.fastops_abi_version()
+        except AttributeError:
+            raise NativeBuildError(f"native: {path} is not a fastops library (no fastops_abi_version)") from None
+        if abi != ABI_VERSION:
+            raise NativeBuildError(f"native: {path} has ABI {abi}, expected {ABI_VERSION}: a stale or "
+                                   f"foreign build; delete it to rebuild")
+        p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+        sigs = {
+            "fastops_panel_width": (i32, []),
+            "fastops_gemm": (i32, [p, i64, i64, p, i64, i64, p, i64, p, i64, p, i32]),
+            "fastops_moe_experts": (i32, [p, i64, i64, p, p, i32, i64, p, p, p, p, p, p]),
+            "fastops_add_layernorm": (None, [p, p, p, p, i64, i64, f32, p, p]),
+            "fastops_softmax_rows": (None, [p, i64, i64]),
+            "fastops_moe_route": (None, [p, i64, i64, i32, i32, p, p]),
+            "fastops_moe_group": (i64, [p, i64, i32, i64, i32, p, p, p]),
+            "fastops_moe_combine": (i32, [p, i64, p, p, i64, i32, i64, p]),
+        }
+        for name, (restype, argtypes) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+        if lib.fastops_panel_width() != PANEL:
+            raise NativeBuildError(f"native: {path} packs {lib.fastops_panel_width()} columns per panel, "
+                                   f"expected {PANEL}: a stale build; delete it to rebuild")
+        self._lib, self.path = lib, path
+
+    @staticmethod
+    def _ok(rc: int, what: str) -> int:
+        if rc < 0:
+            raise BackendError(f"native: {what}: {ERRORS.get(rc, f'error {rc}')}")
+        return rc
+
+    def gemm(self, a: np.ndarray, b: PackedMatrix, out: np.ndarray | None = None, bias: np.ndarray | None = None,
+             gelu: bool = False, rows: np.ndarray | None = None) -> np.ndarray:
+        """``out = act(a[rows] @ B + bias)`` with act = exact-erf GELU if ``gelu``; ``a`` (R, K),
+        ``rows`` (M,) int32 row indices into ``a`` (default: all rows in order), out (M, N)."""
+        if b.panels.ndim != 3 or a.ndim != 2 or a.shape[1] != b.k:
+            raise ValueError(f"native: gemm shapes a {a.shape} and packed {b.panels.shape} (K={b.k}) do not fit")
+        m = a.shape[0] if rows is None else rows.size
+        if out is None:
+            out = np.empty((m, b.n), np.float32)
+        elif out.shape != (m, b.n):
+            raise ValueError(f"native: gemm out must be ({m}, {b.n}), got {out.shape}")
+        rc = self._lib.fastops_gemm(
+            _check(a, _F32, "a"), b.k, a.shape[0], None if rows is None else _check(rows, _I32, "rows"), m, b.k,
+            _check(b.panels, _F32, "packed"), b.n, _check(out, _F32, "out"), b.n, _opt(bias, b.n, "bias"), int(gelu))
+        self._ok(rc, "gemm")
+        return out
+
+    def moe_experts(self, h: np.ndarray, uniq_src: np.ndarray, bounds: np.ndarray, fc1: PackedMatrix,
+                    fc1_bias: np.ndarray, fc2: PackedMatrix, fc2_bias: np.ndarray) -> np.ndarray:
+        """All experts of one MoE layer on their gathered rows (``moe_group`` order): returns (M, D)
+        ``fc2_e(GELU(fc1_e(h[uniq_src]) + b1_e)) + b2_e`` with e the expert owning each row."""
+        e = fc1.panels.shape[0]
+        d, hidden = h.shape[1], fc1.n
+        if (fc1.panels.ndim != 4 or fc2.panels.shape[0] != e or (fc1.k, fc2.k, fc2.n) != (d, hidden, d)
+                or fc1_bias.shape != (e, hidden) or fc2_bias.shape != (e, d) or bounds.shape != (e + 1,)):
+            raise ValueError(f"native: moe_experts shapes h {h.shape}, fc1 {fc1.panels.shape}, fc2 "
+                             f"{fc2.panels.shape}, biases {fc1_bias.shape} {fc2_bias.shape}, bounds {bounds.shape}")
+        m = uniq_src.size
+        if bounds[-1] != m:
+            raise ValueError(f"native: moe_experts bounds end at {bounds[-1]}, but {m} rows were grouped")
+        hid = np.empty((m, hidden), np.float32)
+        out = np.empty((m, d), np.float32)
+        rc = self._lib.fastops_moe_experts(
+            _check(h, _F32, "h"), h.shape[0], d, _check(uniq_src, _I32, "uniq_src"), _check(bounds, _I32, "bounds"),
+            e, hidden, _check(fc1.panels, _F32, "fc1"), _check(fc1_bias, _F32, "fc1_bias"),
+            _check(fc2.panels, _F32, "fc2"), _check(fc2_bias, _F32, "fc2_bias"), _check(hid, _F32, "hidden"),
+            _check(out, _F32, "out"))
+        self._ok(rc, "moe_experts")
+        return out
+
+    def add_layernorm(self, x: np.ndarray, delta: np.ndarray | None, out: np.ndarray, eps: float,
+                      delta_bias: np.ndarray | None = None, gamma: np.ndarray | None = None,
+                      beta: np.ndarray | None = None) -> np.ndarray:
+        """``x += delta (+ delta_bias)`` in place, then ``out = LayerNorm(x)`` over the last axis
+        (standardisation only unless ``gamma`` and ``beta`` are both given); returns ``out``."""
+        if out.shape != x.shape or (delta is not None and delta.shape != x.shape):
+            raise ValueError(f"native: add_layernorm shapes x {x.shape}, delta "
+                             f"{None if delta is None else delta.shape}, out {out.shape} differ")
+        if (gamma is None) != (beta is None):
+            raise ValueError("native: add_layernorm needs both gamma and beta, or neither")
+        cols = x.shape[-1]
+        self._lib.fastops_add_layernorm(
+            _check(x, _F32, "x"), None if delta is None else _check(delta, _F32, "delta"),
+            _opt(delta_bias, cols, "delta_bias"), _check(out, _F32, "out"), x.size // cols, cols, eps,
+            _opt(gamma, cols, "gamma"), _opt(beta, cols, "beta"))
+        return out
+
+    def softmax_rows(self, x: np.ndarray) -> np.ndarray:
+        """In place: softmax over the last axis."""
+        cols = x.shape[-1]
+        ptr = _check(x, _F32, "x")
+        if x.size:
+            self._lib.fastops_softmax_rows(ptr, x.size // cols, cols)
+        return x
+
+    def moe_route(self, logits: np.ndarray, col0: int, num_experts: int, chosen: np.ndarray,
+                  gates: np.ndarray) -> None:
+        """Top-k experts (ties → lower id) and their un-renormalised softmax gates for the logits in
+        columns ``col0:col0 + num_experts`` of ``logits`` (rows, ≥ col0 + E), into (rows, k) buffers."""
+        rows, ld = logits.shape
+        k = chosen.shape[-1]
+        if col0 < 0 or col0 + num_experts > ld or not 1 <= k <= num_experts:
+            raise ValueError(f"native: moe_route columns {col0}:{col0 + num_experts} / top_k {k} "
+                             f"do not fit logits {logits.shape}")
+        if chosen.shape != (rows, k) or gates.shape != (rows, k):
+            raise ValueError(f"native: moe_route outputs must be ({rows}, {k}), got {chosen.shape}, {gates.shape}")
+        base = _check(logits, _F32, "logits")
+        self._lib.fastops_moe_route(base + 4 * col0, rows, ld, num_experts, k, _check(chosen, _I32, "chosen"),
+                                    _check(gates, _F32, "gates"))
+
+    def moe_group(self, experts: np.ndarray, num_src: int, num_experts: int) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray]:
+        """Group a MoE layer's (token, slot) pairs by expert (``experts``: (rows, k) expert ids; pair j
+        reads source row ``(j // k) % num_src``). Returns ``uniq_src`` (M,) rows to gather, sorted by
+        expert then row; ``bounds`` (E + 1,) each expert's slice; ``inverse`` (rows, k) each pair's
+        position in that order."""
+        if experts.ndim != 2:
+            raise ValueError(f"native: moe_group needs (rows, top_k) expert ids, got shape {experts.shape}")
+        k = experts.shape[1]
+        uniq = np.empty(experts.size, np.int32)
+        bounds = np.empty(num_experts + 1, np.int32)
+        inverse = np.empty(experts.shape, np.int32)
+        m = self._lib.fastops_moe_group(_check(experts, _I32, "experts"), experts.size, k, num_src,
+                                        num_experts, uniq.ctypes.data, bounds.ctypes.data, inverse.ctypes.data)
+        return uniq[:self._ok(m, "moe_group")], bounds, inverse
+
+    def moe_combine(self, expert_out: np.ndarray, inverse: np.ndarray, gates: np.ndarray, out: np.ndarray
+                    ) -> np.ndarray:
+        """``out[t] = Σ_i gates[t, i] * expert_out[inverse[t, i]]`` (the MoE layer's gated mix)."""
+        rows, k = gates.shape
+        cols = out.shape[-1]
+        if inverse.shape != (rows, k) or out.shape != (rows, cols) or expert_out.shape[1:] != (cols,):
+            raise ValueError(f"native: moe_combine shapes expert_out {expert_out.shape}, inverse {inverse.shape}, "
+                             f"gates {gates.shape}, out {out.shape}")
+        rc = self._lib.fastops_moe_combine(
+            _check(expert_out, _F32, "expert_out"), expert_out.shape[0], _check(inverse, _I32, "inverse"),
+            _check(gates, _F32, "gates"), rows, k, cols, _check(out, _F32, "out"))
+        self._ok(rc, "moe_combine")
+        return out
+
+
+_lock = threading.Lock()
+_loaded: dict[str, FastOps | NativeBuildError] = {}  # by compiler name: the library or why not
+
+
+def load(cxx: str | None = None) -> FastOps:
+    """The process-wide library for compiler ``cxx`` (default: ``$EDGEMOE_CXX`` or g++), built if needed.
+
+    A failure is remembered too, so a backend reloading its model does not recompile every time.
+    """
+    cxx = cxx or compiler()
+    with _lock:
+        got = _loaded.get(cxx)
+        if got is None:
+            try:
+                got = FastOps(build_library(cxx))
+            except NativeBuildError as exc:
+                got = exc
+            _loaded[cxx] = got
+    if isinstance(got, NativeBuildError):
+        raise got
+    return got
+
+
+_warned = False
+
+
+def native_ops(mode: str) -> FastOps | None:
+    """The library per the backend option ``native``: "on" (raise if unavailable), "auto" (``None``
+    plus one warning per process if unavailable), "off" (``None``, nothing built)."""
+    global _warned
+    if mode not in MODES:
+        raise BackendError(f"cpu: option native must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode == "off":
+        return None
+    try:
+        return load()
+    except NativeBuildError as exc:
+        if mode == "on":
+            raise
+        if not _warned:
+            _warned = True
+            log.warning("%s; the cpu backend uses its numpy path (same results, slower). "
+                        "Pass native='off' to silence this.", exc)
+        return None
+
+
+def forget() -> None:
+    """Drop cached libraries, failures and the warned flag (tests; a process that installs g++ later)."""
+    global _warned
+    with _lock:
+        _loaded.clear()
+        _warned = False

@@ -1,0 +1,364 @@
+"""The CPU backend's native kernels (backends/native/): each kernel against its float64 definition,
+the native backend against the numpy path and the float64 reference, the ``native`` option, the
+fallback when the library cannot be built, and the refusal of stale builds."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgemoe_ros.backends import BackendError, create_backend, parse_backend_options
+from edgemoe_ros.backends.cpu import CpuBackend
+from edgemoe_ros.backends.native import fastops
+from edgemoe_ros.model.config import ModelConfig, tiny_config
+from edgemoe_ros.model.layers import top_k_experts
+from edgemoe_ros.model.reference import forward
+from edgemoe_ros.model.weights import random_init
+
+RTOL = 1e-4  # float32 backend vs float64 reference, relative to the feature scale (as test_cpu_backend)
+GELU_TOL = 2e-6  # absolute GELU error allowed per unit of max(1, |x|)
+BOTH = ("semseg", "depth")
+F32 = np.float32
+
+
+@pytest.fixture(scope="module")
+def fast() -> fastops.FastOps:
+    try:
+        return fastops.load()
+    except fastops.NativeBuildError as exc:
+        pytest.skip(f"native kernels unavailable here: {exc}")
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """A process in which the compiler does not exist (and nothing was built or warned yet)."""
+    monkeypatch.setenv(fastops.COMPILER_ENV, "/nonexistent/bin/g++")
+    fastops.forget()
+    yield
+    monkeypatch.undo()
+    fastops.forget()
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _gelu64(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.float64)
+    return v * 0.5 * (1.0 + np.array([math.erf(t / math.sqrt(2.0)) for t in v.ravel()]).reshape(v.shape))
+
+
+def _ln64(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    dev = x - x.mean(axis=-1, keepdims=True)
+    return dev / np.sqrt((dev ** 2).mean(axis=-1, keepdims=True) + 1e-6)
+
+
+# ----- kernels -----------------------------------------------------------------------------------
+def _gelu_inputs() -> np.ndarray:
+    sweep = np.linspace(-20.0, 20.0, 4001)
+    extreme = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 40.0, -40.0, 1e4, -1e4, 3e38, -3e38])
+    return np.concatenate([sweep, extreme, _rng(1).normal(0.0, 3.0, 3001)]).astype(F32)
+
+
+def _gelu_via_gemm(fast, x: np.ndarray, bias: float = 0.0) -> np.ndarray:
+    """GELU(x + bias) from the GEMM epilogue: x as a (len, 1) matrix times the 1x1 identity."""
+    ident = fastops.pack(np.ones((1, 1), F32))
+    return fast.gemm(np.ascontiguousarray(x.reshape(-1, 1)), ident, bias=np.array([bias], F32), gelu=True)[:, 0]
+
+
+def test_gelu_is_exact_erf_gelu_to_float32_accuracy(fast):
+    x = _gelu_inputs()
+    got = _gelu_via_gemm(fast, x)
+    err = np.abs(got.astype(np.float64) - _gelu64(x))
+    assert np.all(err <= GELU_TOL * np.maximum(1.0, np.abs(x.astype(np.float64)))), float(err.max())
+    assert np.all(got[x == 0] == 0.0) and np.all(got[x >= 1e4] == x[x >= 1e4])
+    assert np.isnan(_gelu_via_gemm(fast, np.array([np.nan], F32))[0])
+    shifted = _gelu_via_gemm(fast, x[:100], bias=-1.5)  # the bias is added before the GELU
+    want = _gelu64((x[:100] - np.float32(1.5)).astype(F32))
+    assert np.all(np.abs(shifted - want) <= GELU_TOL * np.maximum(1.0, np.abs(want)))
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 5), (5, 3, 16), (6, 9, 17), (13, 33, 40), (129, 192, 576),
+                                   (16, 384, 192)])
+def test_gemm_matches_float64_matmul(fast, m, k, n):
+    rng = _rng(2)
+    a = rng.normal(0.0, 1.0, (m, k)).astype(F32)
+    b = rng.normal(0.0, 1.0, (k, n)).astype(F32)
+    bias = rng.normal(0.0, 1.0, n).astype(F32)
+    packed = fastops.pack(b)
+    assert packed.panels.shape == (-(-n // fastops.PANEL), k, fastops.PANEL)
+    want = a.astype(np.float64) @ b
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(fast.gemm(a, packed), want, atol=2e-6 * scale * np.sqrt(k))
+    np.testing.assert_allclose(fast.gemm(a, packed, bias=bias), want + bias, atol=2e-6 * scale * np.sqrt(k))
+    act = fast.gemm(a, packed, bias=bias, gelu=True)
+    np.testing.assert_allclose(act, _gelu64(want + bias), atol=4e-6 * scale * np.sqrt(k))
+
+
+def test_gemm_gathers_rows_and_checks_them(fast):
+    rng = _rng(3)
+    a = rng.normal(size=(11, 24)).astype(F32)
+    packed = fastops.pack(rng.normal(size=(24, 20)).astype(F32))
+    rows = np.array([10, 0, 3, 3, 7, 1, 9], np.int32)
+    np.testing.assert_allclose(fast.gemm(a, packed, rows=rows), fast.gemm(a[rows], packed), rtol=0, atol=0)
+    with pytest.raises(BackendError, match="out of range"):
+        fast.gemm(a, packed, rows=np.array([0, 11], np.int32))
+    with pytest.raises(ValueError, match="do not fit"):
+        fast.gemm(a[:, :23].copy(), packed)
+    with pytest.raises(ValueError, match="out must be"):
+        fast.gemm(a, packed, out=np.empty((11, 19), F32))
+    with pytest.raises(ValueError, match="packed panels must be"):
+        fastops.PackedMatrix(packed.panels, k=24, n=40)  # claims more columns than it holds
+
+
+def test_moe_experts_runs_each_expert_on_its_rows(fast):
+    rng = _rng(4)
+    nsrc, d, hidden, experts = 17, 24, 40, 5
+    h = rng.normal(size=(nsrc, d)).astype(F32)
+    w1, w2 = rng.normal(0, 0.3, (experts, d, hidden)).astype(F32), rng.normal(0, 0.3, (experts, hidden, d)).astype(F32)
+    b1, b2 = rng.normal(size=(experts, hidden)).astype(F32), rng.normal(size=(experts, d)).astype(F32)
+    bounds = np.array([0, 4, 4, 11, 12, 20], np.int32)  # expert 1 gets no rows
+    uniq_src = rng.integers(0, nsrc, 20).astype(np.int32)
+    got = fast.moe_experts(h, uniq_src, bounds, fastops.pack(w1), b1, fastops.pack(w2), b2)
+    for e in range(experts):
+        lo, hi = bounds[e], bounds[e + 1]
+        x = h[uniq_src[lo:hi]].astype(np.float64)
+        want = _gelu64(x @ w1[e] + b1[e]) @ w2[e] + b2[e]
+        np.testing.assert_allclose(got[lo:hi], want, rtol=1e-5, atol=1e-5)
+    bad = uniq_src.copy()
+    bad[5] = nsrc
+    with pytest.raises(BackendError, match="out of range"):
+        fast.moe_experts(h, bad, bounds, fastops.pack(w1), b1, fastops.pack(w2), b2)
+    with pytest.raises(ValueError, match="bounds end"):
+        fast.moe_experts(h, uniq_src[:19], bounds, fastops.pack(w1), b1, fastops.pack(w2), b2)
+
+
+@pytest.mark.parametrize("shape", [(1, 192), (129, 192), (4, 7), (3, 1), (2, 3, 9)])
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_add_layernorm_matches_float64(fast, shape, offset):
+    rng = _rng(4)
+    x = (rng.normal(0.0, 2.0, shape) + offset).astype(F32)
+    delta = rng.normal(0.0, 1.0, shape).astype(F32)
+    dbias = rng.normal(0.0, 1.0, shape[-1]).astype(F32)
+    gamma, beta = rng.normal(1.0, 0.2, shape[-1]).astype(F32), rng.normal(0.0, 0.2, shape[-1]).astype(F32)
+    resid = x.astype(np.float64) + delta + dbias
+
+    xs = x.copy()
+    out = fast.add_layernorm(xs, delta, np.empty_like(xs), 1e-6, dbias)
+    np.testing.assert_allclose(xs, resid, rtol=1e-6, atol=1e-5)  # the residual stream is updated
+    np.testing.assert_allclose(out, _ln64(xs), atol=2e-5)
+
+    xs = x.copy()
+    out = fast.add_layernorm(xs, None, np.empty_like(xs), 1e-6, None, gamma, beta)
+    np.testing.assert_array_equal(xs, x)  # no delta: x untouched
+    np.testing.assert_allclose(out, _ln64(x) * gamma + beta, atol=2e-5)
+
+
+def test_add_layernorm_checks_its_arguments(fast):
+    x = np.zeros((2, 4), F32)
+    with pytest.raises(ValueError, match="shapes"):
+        fast.add_layernorm(x, np.zeros((2, 5), F32), np.empty_like(x), 1e-6)
+    with pytest.raises(ValueError, match="gamma and beta"):
+        fast.add_layernorm(x, None, np.empty_like(x), 1e-6, gamma=np.ones(4, F32))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        fast.add_layernorm(x.astype(np.float64), None, np.empty((2, 4)), 1e-6)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        fast.add_layernorm(np.zeros((4, 2), F32).T, None, np.empty_like(x), 1e-6)
+    with pytest.raises(ValueError, match="4 entries"):
+        fast.add_layernorm(x, x.copy(), np.empty_like(x), 1e-6, np.ones(3, F32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 129), (7, 3), (2, 3, 129, 129)])
+def test_softmax_rows_matches_float64(fast, shape):
+    x = _rng(5).normal(0.0, 30.0, shape).astype(F32)
+    x.reshape(-1, shape[-1])[0, 0] = 80.0  # exp would overflow without the max shift
+    want = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+    want /= want.sum(axis=-1, keepdims=True)
+    got = fast.softmax_rows(x.copy())
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k,experts", [(1, 4), (2, 16), (3, 5), (5, 5)])
+def test_moe_route_is_top_k_with_unrenormalised_gates(fast, k, experts):
+    rng = _rng(6)
+    logits = rng.normal(0.0, 3.0, (37, 3 * experts)).astype(F32)
+    logits[0] = 0.0  # all tie: lowest ids win
+    logits[1, experts:experts + 3] = 7.0  # a tie at the top within the middle column block
+    for col0 in (0, experts):
+        chosen, gates = np.empty((37, k), np.int32), np.empty((37, k), F32)
+        fast.moe_route(logits, col0, experts, chosen, gates)
+        part = logits[:, col0:col0 + experts]
+        np.testing.assert_array_equal(chosen, top_k_experts(part, k))
+        p = np.exp(part.astype(np.float64) - part.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(gates, np.take_along_axis(p, chosen, axis=-1), rtol=2e-6, atol=1e-8)
+    np.testing.assert_array_equal(chosen[0], np.arange(k))
+
+
+def test_moe_route_ranks_nan_below_numbers_like_the_numpy_path(fast):
+    logits = np.array([[np.nan, 1.0, 3.0, 2.0]], F32)
+    chosen, gates = np.empty((1, 2), np.int32), np.empty((1, 2), F32)
+    fast.moe_route(logits, 0, 4, chosen, gates)
+    np.testing.assert_array_equal(chosen, top_k_experts(logits, 2))
+    with pytest.raises(ValueError, match="do not fit"):
+        fast.moe_route(logits, 1, 4, chosen, gates)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_moe_group_matches_unique_on_expert_and_row(fast, streams):
+    rng = _rng(7)
+    nsrc, k, experts = 13, 2, 6
+    chosen = np.stack([rng.choice(experts, k, replace=False) for _ in range(streams * nsrc)]).astype(np.int32)
+    uniq_src, bounds, inverse = fast.moe_group(chosen, nsrc, experts)
+    src = np.arange(chosen.size) // k % nsrc  # with two streams over one source, rows repeat
+    keys, inv = np.unique(chosen.ravel().astype(np.int64) * nsrc + src, return_inverse=True)
+    np.testing.assert_array_equal(uniq_src, keys % nsrc)
+    np.testing.assert_array_equal(bounds, np.searchsorted(keys // nsrc, np.arange(experts + 1)))
+    np.testing.assert_array_equal(inverse.ravel(), inv)
+    with pytest.raises(BackendError, match="out of range"):
+        fast.moe_group(np.full((2, 2), experts, np.int32), nsrc, experts)
+
+
+def test_moe_combine_is_the_gated_sum(fast):
+    rng = _rng(8)
+    rows, k, cols, m = 9, 3, 11, 14
+    out_rows = rng.normal(size=(m, cols)).astype(F32)
+    inverse = rng.integers(0, m, (rows, k)).astype(np.int32)
+    gates = rng.random((rows, k)).astype(F32)
+    want = np.einsum("rk,rkc->rc", gates.astype(np.float64), out_rows[inverse].astype(np.float64))
+    got = fast.moe_combine(out_rows, inverse, gates, np.empty((rows, cols), F32))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    inverse[3, 1] = m
+    with pytest.raises(BackendError, match="out of range"):
+        fast.moe_combine(out_rows, inverse, gates, np.empty((rows, cols), F32))
+
+
+# ----- the backend on the native kernels -------------------------------------------------------
+def _images(cfg: ModelConfig, batch: int, seed: int) -> np.ndarray:
+    return _rng(seed).integers(0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _native_vs_numpy_vs_reference(cfg: ModelConfig, seed: int, batch: int) -> None:
+    weights = random_init(cfg, seed=seed)
+    images = _images(cfg, batch, seed)
+    native, numpy_path = CpuBackend(native="on"), CpuBackend(native="off")
+    native.load(weights)
+    numpy_path.load(weights)
+    assert native.native and not numpy_path.native
+    a, b = native.run(images, cfg.tasks), numpy_path.run(images, cfg.tasks)
+    w64 = weights.astype(np.float64)
+    for task in cfg.tasks:
+        ref = forward(w64, images, task)
+        assert a.features[task].dtype == np.float32 and a.features[task].shape == ref.features.shape
+        assert _rel(a.features[task], ref.features) < RTOL, task
+        assert _rel(a.features[task], b.features[task]) < RTOL, task
+        np.testing.assert_array_equal(a.routing[task], ref.routing)
+        np.testing.assert_array_equal(a.routing[task], b.routing[task])
+        np.testing.assert_array_equal(a.expert_counts[task], b.expert_counts[task])
+
+
+def test_native_matches_numpy_and_reference_on_the_spec_model(fast):
+    _native_vs_numpy_vs_reference(ModelConfig(), seed=3, batch=1)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"top_k": 1}, {"top_k": 3, "num_experts": 5},
+                                       {"moe_every": 1, "depth": 3}, {"moe_every": 10}])
+def test_native_matches_numpy_and_reference_on_tiny_models(fast, overrides):
+    _native_vs_numpy_vs_reference(tiny_config(**overrides), seed=5, batch=2)
+
+
+# ----- the option, the fallback, stale builds ----------------------------------------------------
+@pytest.mark.parametrize("text,native", [('{"native": "off"}', False), ('{"native": "on"}', True), ("", True)])
+def test_native_option_through_the_registry(fast, text, native):
+    backend = create_backend("cpu", **parse_backend_options(text))
+    backend.load(random_init(tiny_config(), seed=1))
+    assert backend.native is native
+
+
+@pytest.mark.parametrize("bad", ["yes", "", "ON", True, None])
+def test_bad_native_option_names_the_choices(bad):
+    with pytest.raises(BackendError, match=r"native must be one of auto, on, off; got"):
+        create_backend("cpu", native=bad)
+
+
+def test_without_a_compiler_auto_falls_back_to_numpy_and_warns_once(no_compiler, caplog):
+    cfg = tiny_config()
+    weights = random_init(cfg, seed=9)
+    images = _images(cfg, 1, 9)
+    with caplog.at_level(logging.WARNING, logger=fastops.__name__):
+        backends = [CpuBackend(), CpuBackend(native="auto")]
+        for backend in backends:
+            backend.load(weights)
+            backend.load(weights)  # a reload does not try (or warn) again
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "/nonexistent/bin/g++" in warnings[0].getMessage()
+    assert "numpy path" in warnings[0].getMessage()
+    res = backends[0].run(images, BOTH)
+    assert not backends[0].native
+    ref = forward(weights.astype(np.float64), images, "depth")
+    assert _rel(res.features["depth"], ref.features) < RTOL
+
+
+def test_without_a_compiler_native_on_is_an_error(no_compiler):
+    backend = CpuBackend(native="on")
+    with pytest.raises(BackendError, match="compiler '/nonexistent/bin/g\\+\\+' not found"):
+        backend.load(random_init(tiny_config(), seed=1))
+    off = CpuBackend(native="off")  # never touches the compiler
+    off.load(random_init(tiny_config(), seed=1))
+    assert not off.native
+
+
+def test_a_failing_compile_is_reported_with_the_compiler_output(tmp_path):
+    script = tmp_path / "broken-g++"
+    script.write_text("#!/bin/sh\necho 'fastops.cpp:1: error: something broke' >&2\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(fastops.NativeBuildError, match="(?s)failed.*exit 1.*something broke"):
+        fastops.build_library(str(script), build_dir=tmp_path / "build")
+    assert not list((tmp_path / "build").glob("*.so"))
+
+
+def _compile(tmp_path, name: str, body: str):
+    src = tmp_path / f"{name}.cpp"
+    src.write_text(body)
+    lib = tmp_path / f"{name}.so"
+    subprocess.run(["g++", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True)
+    return lib
+
+
+def test_a_library_with_another_abi_is_refused(fast, tmp_path):
+    stale = _compile(tmp_path, "stale",
+                     f'extern "C" int fastops_abi_version(void) {{ return {fastops.ABI_VERSION + 1}; }}\n')
+    with pytest.raises(fastops.NativeBuildError, match=f"ABI {fastops.ABI_VERSION + 1}, expected"):
+        fastops.FastOps(stale)
+    foreign = _compile(tmp_path, "foreign", 'extern "C" int something_else(void) { return 0; }\n')
+    with pytest.raises(fastops.NativeBuildError, match="not a fastops library"):
+        fastops.FastOps(foreign)
+    assert fastops.FastOps(fast.path).path == fast.path  # the real one passes the same check
+
+
+def test_the_library_name_changes_with_source_flags_and_compiler(monkeypatch):
+    base = fastops.library_name("/usr/bin/g++", b"int x;")
+    assert fastops.library_name("/usr/bin/g++", b"int y;") != base
+    assert fastops.library_name("/usr/bin/clang++", b"int x;") != base
+    monkeypatch.setattr(fastops, "CXXFLAGS", fastops.CXXFLAGS + ("-DEXTRA",))
+    assert fastops.library_name("/usr/bin/g++", b"int x;") != base
+
+
+def test_build_dir_falls_back_to_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert fastops.build_dirs()[-1] == tmp_path / "cache" / "edgemoe_ros" / "native"
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a directory cannot be created below a regular file
+    chosen = fastops._writable_dir([blocker / "native", tmp_path / "cache" / "native"])
+    assert chosen == tmp_path / "cache" / "native" and chosen.is_dir()
+    with pytest.raises(fastops.NativeBuildError, match="no writable build directory"):
+        fastops._writable_dir([blocker / "native"])
