@@ -67,6 +67,13 @@ def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     return times, out
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (all threads)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _ros_env(domain: int, log_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(log_dir))
@@ -205,11 +212,14 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
         msg = conv.array_to_image(_frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam"))
         msg.encoding = "bgr8"
         frame = Frame(msg, False)
+        faults_before = _minor_faults()
         times, _ = _timed(lambda: node._process_frame(frame, node._frame_state()), runs)
+        # Load-independent companion of the times: pages the path touches fresh every frame.
+        faults = (_minor_faults() - faults_before) / (runs + WARMUP)
         infer = inference[WARMUP:]
         overhead = [a - b for a, b in zip(times, infer, strict=True)]
         return {"node_path": _ms(times), "inference": _ms(infer), "overhead": _ms(overhead),
-                "overhead_p90": _ms(overhead, 90)}
+                "overhead_p90": _ms(overhead, 90), "page_faults": faults}
     finally:
         node.destroy_node()
 
@@ -295,9 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from edgemoe_ros.allocator import ENV_SWITCH, tune_allocator
     from edgemoe_ros.model.config import ModelConfig
     from edgemoe_ros.model.weights import random_init, save_weights
 
+    # As edgemoe_node's main() does; EDGEMOE_MALLOC_TUNING=0 measures with glibc's defaults (the
+    # node subprocess of the e2e part inherits the same setting).
+    tuned = tune_allocator()
+    print(f"allocator tuning: {'on' if tuned else 'off'} ({ENV_SWITCH})")
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     env = _ros_env(random.randint(1, 101), tmp / "ros_log")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")})
@@ -338,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"overhead_ms": {s: r["overhead"] for s, r in results.items()},
                "e2e_ms": {s: r.get("e2e", float("nan")) for s, r in results.items()},
                "detail_ms": results, "runs": args.runs, "e2e_frames": args.e2e_frames,
-               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input"}
+               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input",
+               "allocator_tuning": tuned}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
     return 0
@@ -361,8 +377,10 @@ def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace)
             ("node path, per frame", "node_path"), ("  of which inference", "inference"),
             ("node overhead (path - inference)", "overhead"), ("  overhead p90", "overhead_p90"),
             ("  overhead minus DDS floor", "overhead_own"),
+            ("  page faults per frame (count)", "page_faults"),
             ("output_resolution=model: node path", "node_path_model_res"),
             ("  overhead (path - inference)", "overhead_model_res"),
+            ("  page faults per frame (count)", "page_faults_model_res"),
             ("end to end stamp->received p50", "e2e"), ("end to end p90", "e2e_p90")]
     sizes = list(results)
     print(f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "

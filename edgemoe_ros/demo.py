@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .allocator import tune_allocator
 from .bag import CameraInfoParams, read_image_frames, write_image_bag
 from .engine import Engine
 from .model.config import SEMSEG_CLASSES
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tune_allocator()
     if args.frames < 4 or args.width < 16 or args.height < 16:
         print("error: need at least 4 frames of at least 16x16 pixels", file=sys.stderr)
         return 2

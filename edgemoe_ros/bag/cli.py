@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..allocator import tune_allocator
 from ..backends.base import BackendError
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
@@ -242,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    tune_allocator()
     try:
         return COMMANDS[args.command](args)
     except BagError as exc:

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..allocator import tune_allocator
 from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..model.config import RESIZE_MODES, ConfigError
 from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
@@ -171,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point (``edgemoe-infer``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    tune_allocator()
     try:
         return run(args)
     except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:

@@ -31,6 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
+from ..allocator import tune_allocator
 from ..engine import FrameResult
 from ..postprocess import INTERPOLATIONS, PALETTE, FitInfo, colorize_semseg
 from . import conversions as conv
@@ -501,6 +502,7 @@ class EdgeMoeNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown transition."""
+    tune_allocator()  # frame-sized buffers reused, not re-faulted every frame (see allocator.py)
     rclpy.init(args=args)
     node = None
     code = 0
