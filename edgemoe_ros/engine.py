@@ -171,7 +171,7 @@ class Engine:
         t2 = time.perf_counter()
         semseg = depth = None
         for task in tasks:
-            pred = run_head(weights, cfg, task, out.features[task])
+            pred = run_head(weights, cfg, task, out.features[task], model_image[None])
             if task == "semseg":
                 semseg = decode_semseg(pred)[0]
             else:

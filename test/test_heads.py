@@ -35,6 +35,26 @@ def _slow_light_head(w, cfg, task, feats):
     return out
 
 
+def _images(cfg, batch=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (batch, cfg.img_h, cfg.img_w, cfg.in_chans), dtype=np.uint8)
+
+
+def _slow_guided_head(w, cfg, task, feats, images):
+    """Light head, then per pixel: [coarse, GELU(3x3 conv of u8/256)] -> fuse -> GELU -> refine, added."""
+    p = f"heads.{task}."
+    coarse = _slow_light_head(w, cfg, task, feats)
+    out = np.zeros_like(coarse)
+    for b in range(feats.shape[0]):
+        pixels = images[b].astype(np.float64).transpose(2, 0, 1) / 256.0
+        guide = _gelu(_slow_conv(pixels, w[p + "guide.weight"], w[p + "guide.bias"]))
+        for y in range(cfg.img_h):
+            for x in range(cfg.img_w):
+                vec = np.concatenate([coarse[b, :, y, x], guide[:, y, x]])
+                hidden = _gelu(w[p + "fuse.weight"] @ vec + w[p + "fuse.bias"])
+                out[b, :, y, x] = coarse[b, :, y, x] + w[p + "refine.weight"] @ hidden + w[p + "refine.bias"]
+    return out
+
+
 def _slow_conv(x, weight, bias):
     """Direct 3x3 / 1x1 conv, zero padding, on (C, H, W) float64."""
     cout, cin, kh, kw = weight.shape
@@ -97,6 +117,29 @@ def test_light_head_matches_direct_implementation(task):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_guided_head_matches_direct_implementation(task):
+    cfg = tiny_config(head="guided", guide_channels=3, refine_hidden=5)
+    w = random_init(cfg, seed=4)
+    feats, images = _features(cfg, seed=5), _images(cfg, seed=6)
+    got = run_head(w, cfg, task, feats, images)
+    assert got.shape == (2, cfg.head_out_channels(task), cfg.img_h, cfg.img_w) and got.dtype == np.float32
+    want = _slow_guided_head(w.astype(np.float64), cfg, task, feats.astype(np.float64), images)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # The refinement does something: the guided output is not the light head's.
+    light = run_head(w, cfg.replace(head="light"), task, feats)
+    assert np.abs(got - light).max() > 1e-3 * np.abs(light).max()
+
+
+def test_guided_head_needs_the_model_input_images():
+    cfg = tiny_config(head="guided")
+    w = random_init(cfg)
+    with pytest.raises(ValueError, match="guided head needs the model-input images"):
+        run_head(w, cfg, "semseg", _features(cfg))
+    with pytest.raises(ValueError, match="guided head needs the model-input images"):
+        run_head(w, cfg, "semseg", _features(cfg), _images(cfg, batch=1))
+
+
 @pytest.mark.parametrize("task,stages", [("semseg", 4), ("depth", 4), ("semseg", 2)])
 def test_up_head_matches_direct_implementation(task, stages):
     # stages=2 leaves the output at 1/4 size: the head's final bilinear resize must restore it.
@@ -136,14 +179,18 @@ def test_resize_bilinear_odd_ratio_matches_direct():
     np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
 
 
-def test_head_macs_budget_of_light_head():
-    """SPEC: the shipped light head costs <= 10 % of the backbone on the host."""
+@pytest.mark.parametrize("head", ["light", "guided"])
+def test_head_macs_budget_of_light_heads(head):
+    """SPEC: the shipped light head costs <= 10 % of the backbone on the host; up-head does not."""
     from edgemoe_ros.model.config import ModelConfig
 
-    cfg = ModelConfig()
-    assert cfg.head == "light"
+    cfg = ModelConfig(head=head)
     for task in cfg.tasks:
         assert cfg.head_macs(task) <= 0.10 * cfg.backbone_macs()
+    # The guided refinement's cost is counted: per pixel 3x3 guide + fuse + refine on top of the light head.
+    extra = cfg.head_macs("semseg") - ModelConfig(head="light").head_macs("semseg")
+    assert extra == (0 if head == "light" else cfg.img_h * cfg.img_w * (9 * 3 * 8 + (7 + 8) * 16 + 16 * 7))
+    assert ModelConfig(head="up").head_macs("semseg") > cfg.backbone_macs()
 
 
 def test_decoders():
@@ -170,7 +217,7 @@ def test_run_head_rejects_bad_input():
         run_head(w, cfg, "normals", _features(cfg))
 
 
-@pytest.mark.parametrize("head", ["light", "up"])
+@pytest.mark.parametrize("head", ["light", "guided", "up"])
 def test_heads_match_the_pytorch_training_twin(head):
     """Heads trained in PyTorch must decode identically here (same tensor names, same math)."""
     torch = pytest.importorskip("torch")
@@ -180,11 +227,13 @@ def test_heads_match_the_pytorch_training_twin(head):
     w = random_init(cfg, seed=9)
     module = build_torch_model(cfg).double().eval()
     module.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in w.tensors.items()}, strict=True)
-    feats = _features(cfg, seed=10)
+    feats, images = _features(cfg, seed=10), _images(cfg, seed=11)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).double() / 256.0
     for task in cfg.tasks:
         with torch.no_grad():
-            want = module.heads[task](torch.from_numpy(feats).double()).numpy()
-        np.testing.assert_allclose(run_head(w, cfg, task, feats), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+            want = module.heads[task](torch.from_numpy(feats).double(), pixels).numpy()
+        got = run_head(w, cfg, task, feats, images)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_decode_depth_linear_output_is_metres_not_log() -> None:

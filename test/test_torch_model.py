@@ -25,7 +25,7 @@ def images():
     return np.random.default_rng(0).integers(0, 256, (3, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("head", ["light", "up"])
+@pytest.mark.parametrize("head", ["light", "guided", "up"])
 def test_state_dict_names_and_shapes_are_the_canonical_ones(head):
     cfg = tiny_config(head=head, up_stages=2)
     sd = build_torch_model(cfg).state_dict()
@@ -136,3 +136,18 @@ def test_moe_gradients_reach_router_and_experts(images):
     assert moe.router.weight.grad is not None and moe.router.weight.grad[1].abs().sum() > 0
     assert moe.router.weight.grad[0].abs().sum() == 0  # semseg's router is untouched by a depth step
     assert moe.fc1.weight.grad.abs().sum() > 0
+
+
+def test_new_guided_head_starts_as_its_light_head(images):
+    """The refinement is zero at init, so a light-head model fine-tuned into a guided one starts unchanged."""
+    guided = build_torch_model(tiny_config(head="guided")).eval()
+    light = build_torch_model(tiny_config(head="light")).eval()
+    light.load_state_dict({k: v for k, v in guided.state_dict().items() if k in light.state_dict()}, strict=True)
+    x = images_to_tensor(images)
+    with torch.no_grad():
+        got, _ = guided.forward_tasks(x, ("semseg", "depth"))
+        want, _ = light.forward_tasks(x, ("semseg", "depth"))
+    for task in ("semseg", "depth"):
+        torch.testing.assert_close(got[task], want[task])
+    with pytest.raises(ValueError, match="needs the input pixels"):
+        guided.heads["semseg"](torch.zeros(1, guided.cfg.num_patches, guided.cfg.dim))

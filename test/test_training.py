@@ -118,6 +118,41 @@ def test_cli_resume_continues_step_count_and_export_loads(tmp_path):
     assert "edgemoe.config" in read_metadata(tmp_path / "w.safetensors")
 
 
+def test_init_from_a_light_model_fine_tunes_a_guided_head_and_resumes(tmp_path):
+    """--init copies every matching tensor; the guided refinement is new, learns faster, survives --resume."""
+    assert _train_cli(tmp_path, "--steps", "2") == 0
+    light = load_weights(tmp_path / "w.safetensors")
+    assert light.config.head == "light"
+    guided_out = tmp_path / "guided.safetensors"
+    args = ["--out", str(tmp_path / "g"), "--tiny", "--batch", "2", "--cache", str(tmp_path / "cache"),
+            "--initial-shards", "1", "--no-refresh", "--val-frames", "2", "--export", str(guided_out),
+            "--threads", "1", "--init", str(tmp_path / "w.safetensors"), "--head", "guided", "--new-lr-mult", "7"]
+    assert main([*args, "--steps", "1"]) == 0
+    state = torch.load(tmp_path / "g" / CHECKPOINT_NAME, weights_only=False)
+    new = set(state["fresh"])
+    assert new == {f"heads.{t}.{layer}.{kind}" for t in ("semseg", "depth")
+                   for layer in ("guide", "fuse", "refine") for kind in ("weight", "bias")}
+    assert sorted(g["lr_mult"] for g in state["opt"]["param_groups"]) == [1.0, 1.0, 7.0, 7.0]
+    guided = load_weights(guided_out)
+    assert guided.config.head == "guided"
+    # Backbone tensors started from the file: after one small step they are still close to it.
+    moved = np.abs(guided["blocks.0.attn.qkv.weight"] - light["blocks.0.attn.qkv.weight"]).max()
+    assert 0 < moved < 0.05
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    assert torch.load(tmp_path / "g" / CHECKPOINT_NAME, weights_only=False)["step"] == 2
+    assert load_weights(guided_out).config.head == "guided"
+
+
+def test_init_rejects_a_file_of_another_shape(tmp_path):
+    from edgemoe_ros.model.weights import random_init
+    from edgemoe_ros.training.torch_model import build_torch_model
+    from edgemoe_ros.training.train import copy_matching
+
+    other = random_init(tiny_config(light_hidden=5))
+    with pytest.raises(ValueError, match="heads.semseg.fc1.weight"):
+        copy_matching(build_torch_model(tiny_config()), other.tensors)
+
+
 def test_cache_shards_are_seed_disjoint_from_evaluation(tmp_path):
     cfg = tiny_config()
     data.ensure_shards(tmp_path, 2, cfg.img_w, cfg.img_h)

@@ -81,8 +81,8 @@ def compare(weights: ModelWeights, images: np.ndarray, tasks: Sequence[str] | No
         f_fixed = to_float(fx.features)
         rep.feature_rel_l2 = relative_l2(f_fixed, ref.features)
         rep.feature_cosine = cosine(f_fixed, ref.features)
-        out_float = heads.run_head(weights, cfg, task, ref.features.astype(np.float32))
-        out_fixed = heads.run_head(weights, cfg, task, f_fixed.astype(np.float32))
+        out_float = heads.run_head(weights, cfg, task, ref.features.astype(np.float32), images)
+        out_fixed = heads.run_head(weights, cfg, task, f_fixed.astype(np.float32), images)
         if task == "semseg":
             rep.seg_pixel_agreement = float(np.mean(heads.decode_semseg(out_fixed) == heads.decode_semseg(out_float)))
         else:

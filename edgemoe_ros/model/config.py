@@ -22,7 +22,11 @@ SEMSEG_CLASSES: tuple[str, ...] = (
 #: Label value for "no class" (training ignore, and pixels outside the crop in crop-fit mode).
 IGNORE_INDEX = 255
 
-HEAD_TYPES = ("light", "up")
+#: "light": per-token MLP to a patch of pixels; "guided": the light head plus a pixel-level refinement
+#: guided by the input image (sharper edges for objects thinner than a patch); "up": M3ViT's up-head.
+HEAD_TYPES = ("light", "guided", "up")
+#: Head types built on the light head's per-token MLP.
+LIGHT_HEADS = ("light", "guided")
 RESIZE_MODES = ("stretch", "crop")
 DEPTH_OUTPUTS = ("log", "linear")
 
@@ -51,10 +55,15 @@ class ModelConfig:
     ln_eps: float = 1e-6
     tasks: tuple[str, ...] = TASKS
     class_names: tuple[str, ...] = SEMSEG_CLASSES
-    #: "light" (shipped default, <= 10 % of backbone MACs) or "up" (M3ViT VisionTransformerUpHead).
+    #: "light" or "guided" (<= 10 % of backbone MACs; the shipped model is "guided") or "up"
+    #: (M3ViT VisionTransformerUpHead, heavier than the backbone).
     head: str = "light"
     #: Hidden width of the light head's per-token MLP.
     light_hidden: int = 192
+    #: Guided head: channels of the 3x3 conv on the input image, and hidden width of the per-pixel
+    #: refinement that mixes them with the light head's output.
+    guide_channels: int = 8
+    refine_hidden: int = 16
     #: Channels of the up-head's 3x3 convolutions and number of conv+2x-upsample stages.
     up_channels: int = 256
     up_stages: int = 4
@@ -136,8 +145,12 @@ class ModelConfig:
         """Multiply-accumulates of one task head on the host."""
         c = self.head_out_channels(task)
         n, d = self.num_patches, self.dim
-        if self.head == "light":
-            return n * (d * self.light_hidden + self.light_hidden * self.patch * self.patch * c)
+        if self.head in LIGHT_HEADS:
+            macs = n * (d * self.light_hidden + self.light_hidden * self.patch * self.patch * c)
+            if self.head == "guided":
+                g, h = self.guide_channels, self.refine_hidden
+                macs += self.img_h * self.img_w * (9 * self.in_chans * g + (c + g) * h + h * c)
+            return macs
         macs, h, w, cin = 0, self.grid_h, self.grid_w, d
         for _ in range(self.up_stages):
             macs += h * w * 9 * cin * self.up_channels
@@ -163,7 +176,8 @@ class ModelConfig:
         if unknown or not self.tasks:
             problems.append(f"tasks {self.tasks} must be a non-empty subset of {TASKS}")
         if min(self.img_h, self.img_w, self.patch, self.dim, self.depth, self.mlp_hidden,
-               self.num_experts, self.expert_hidden, self.moe_every) <= 0:
+               self.num_experts, self.expert_hidden, self.moe_every, self.light_hidden,
+               self.guide_channels, self.refine_hidden) <= 0:
             problems.append("sizes must be positive")
         if not 0 < self.min_depth < self.max_depth:
             problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")

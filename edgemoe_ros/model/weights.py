@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, ModelConfig
+from .config import LIGHT_HEADS, ConfigError, ModelConfig
 
 #: Metadata keys inside the safetensors header.
 META_CONFIG = "edgemoe.config"
@@ -49,14 +49,23 @@ def head_shapes(cfg: ModelConfig, task: str) -> dict[str, Shape]:
     c = cfg.head_out_channels(task)
     p = f"heads.{task}."
     d = cfg.dim
-    if cfg.head == "light":
+    if cfg.head in LIGHT_HEADS:
         # LayerNorm is the backbone's final norm; per token: fc1 -> GELU -> fc2 to a p*p*c patch.
-        return {
+        shapes = {
             p + "fc1.weight": (cfg.light_hidden, d),
             p + "fc1.bias": (cfg.light_hidden,),
             p + "fc2.weight": (cfg.patch * cfg.patch * c, cfg.light_hidden),
             p + "fc2.bias": (cfg.patch * cfg.patch * c,),
         }
+        if cfg.head == "guided":
+            # 3x3 conv on the image, then per pixel: [light output, guide] -> fuse -> GELU -> refine.
+            g, h = cfg.guide_channels, cfg.refine_hidden
+            shapes.update({
+                p + "guide.weight": (g, cfg.in_chans, 3, 3), p + "guide.bias": (g,),
+                p + "fuse.weight": (h, c + g), p + "fuse.bias": (h,),
+                p + "refine.weight": (c, h), p + "refine.bias": (c,),
+            })
+        return shapes
     # M3ViT VisionTransformerUpHead: norm, then up_stages x (3x3 conv, BN, ReLU, 2x up), 1x1 conv.
     shapes: dict[str, Shape] = {p + "norm.weight": (d,), p + "norm.bias": (d,)}
     cin = d

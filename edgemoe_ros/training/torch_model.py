@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.config import ModelConfig
+from ..model.config import LIGHT_HEADS, ModelConfig
 from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, WeightsError, expected_shapes
 
@@ -137,11 +137,37 @@ class LightHead(nn.Module):
         self.fc1 = nn.Linear(cfg.dim, cfg.light_hidden)
         self.fc2 = nn.Linear(cfg.light_hidden, cfg.patch * cfg.patch * channels)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
         cfg, c = self.cfg, self.channels
         y = self.fc2(F.gelu(self.fc1(feats)))
         y = y.reshape(-1, cfg.grid_h, cfg.grid_w, cfg.patch, cfg.patch, c)
         return y.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, cfg.img_h, cfg.img_w)
+
+
+class GuidedHead(LightHead):
+    """Light head + per-pixel refinement from the (normalised) input pixels; see ``model.heads``.
+
+    ``refine`` starts at zero, so a new guided head begins as exactly its light head (which is how
+    a trained light-head model is fine-tuned into a guided one).
+    """
+
+    def __init__(self, cfg: ModelConfig, channels: int):
+        super().__init__(cfg, channels)
+        self.guide = nn.Conv2d(cfg.in_chans, cfg.guide_channels, 3, padding=1)
+        self.fuse = nn.Linear(channels + cfg.guide_channels, cfg.refine_hidden)
+        self.refine = nn.Linear(cfg.refine_hidden, channels)
+
+    def zero_refinement(self) -> None:
+        nn.init.zeros_(self.refine.weight)
+        nn.init.zeros_(self.refine.bias)
+
+    def forward(self, feats: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        if pixels is None:
+            raise ValueError("the guided head needs the input pixels")
+        coarse = super().forward(feats).permute(0, 2, 3, 1)  # channels-last for the per-pixel layers
+        guide = F.gelu(self.guide(pixels)).permute(0, 2, 3, 1)
+        out = coarse + self.refine(F.gelu(self.fuse(torch.cat([coarse, guide], dim=-1))))
+        return out.permute(0, 3, 1, 2)
 
 
 class EvalBatchNorm(nn.Module):
@@ -175,7 +201,7 @@ class UpHead(nn.Module):
             cin = cfg.up_channels
         self.add_module(f"conv_{cfg.up_stages}", nn.Conv2d(cin, channels, 1))
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         x = self.norm(feats).transpose(1, 2).reshape(-1, cfg.dim, cfg.grid_h, cfg.grid_w)
         for s in range(cfg.up_stages):
@@ -198,7 +224,7 @@ class EdgeMoEViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(cfg.num_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg, cfg.is_moe(i)) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
-        head_cls = LightHead if cfg.head == "light" else UpHead
+        head_cls = {"light": LightHead, "guided": GuidedHead, "up": UpHead}[cfg.head]
         self.heads = nn.ModuleDict({t: head_cls(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
@@ -218,14 +244,19 @@ class EdgeMoEViT(nn.Module):
             else:
                 nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
         if "depth" in self.heads:
-            last = self.heads["depth"].fc2 if self.cfg.head == "light" else getattr(
+            last = self.heads["depth"].fc2 if self.cfg.head in LIGHT_HEADS else getattr(
                 self.heads["depth"], f"conv_{self.cfg.up_stages}")
             nn.init.constant_(last.bias, DEPTH_INIT_LOG_METRES)
+        for head in self.heads.values():
+            if isinstance(head, GuidedHead):
+                head.zero_refinement()
 
     # ----- forward -----
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.pixel_mean) / self.pixel_std
+
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.pixel_mean) / self.pixel_std
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, P, D), patches row-major
+        x = self.patch_embed(self._pixels(images)).flatten(2).transpose(1, 2)  # (B, P, D), patches row-major
         cls = self.cls_token.expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
@@ -273,10 +304,11 @@ class EdgeMoEViT(nn.Module):
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Head outputs for several tasks with the shared prefix computed once; aux loss summed over tasks."""
         x, first = self._shared_prefix(images)
+        pixels = self._pixels(images) if self.cfg.head == "guided" else None
         outs, aux = {}, x.new_zeros(())
         for task in tasks:
             feats, _, task_aux = self._task_suffix(x, first, self.cfg.task_id(task))
-            outs[task] = self.heads[task](feats)
+            outs[task] = self.heads[task](feats, pixels)
             aux = aux + task_aux
         return outs, aux
 

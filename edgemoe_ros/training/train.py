@@ -1,6 +1,7 @@
 """Train the SPEC §2 model on procedural driving scenes, on CPU, within a wall-clock budget.
 
     python -m edgemoe_ros.training.train --out runs/synth --minutes 70 [--resume] [--batch 32]
+    python -m edgemoe_ros.training.train --out runs/guided --init MODEL.safetensors --head guided ...
 
 Both tasks are trained every step: the shared prefix (patch embedding, block 0, block 1
 attention) runs once, then each task's routers pick its experts, and the losses are summed:
@@ -9,6 +10,9 @@ error costs the same near and far), and the M3ViT load-balancing loss. AdamW wit
 and a cosine decay over the *time* budget, so a run of any length ends annealed. The run is
 resumable from ``OUT/last.pt`` (model, optimiser, step, elapsed time, RNG state), and the
 shipped weights file is re-exported periodically so a usable model exists even if the run stops.
+``--init`` starts a new run from an exported model instead of random weights: every tensor whose
+name and shape match is copied, the rest (e.g. the refinement of a ``guided`` head added to a
+light-head model) keeps its initialisation and learns ``--new-lr-mult`` times faster.
 
 After every optimiser step the backbone weights are clamped to the range of the fixed-point
 format the accelerator stores them in (``accel/interface.py``), so the exported model never
@@ -32,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.config import IGNORE_INDEX, ModelConfig, tiny_config
-from ..model.weights import save_weights
+from ..model.config import HEAD_TYPES, IGNORE_INDEX, ModelConfig, tiny_config
+from ..model.weights import load_weights, save_weights
 from . import data
 from .metrics import SKY_CLASS, SegDepthMeter
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
@@ -107,14 +111,25 @@ def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, s
 class Trainer:
     """Model, optimiser and the loss of one step; no I/O (so tests can drive it directly)."""
 
-    def __init__(self, cfg: ModelConfig, hyper: Hyper, weights: torch.Tensor | None = None, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, hyper: Hyper, weights: torch.Tensor | None = None, seed: int = 0,
+                 init: dict[str, np.ndarray] | None = None, new_lr_mult: float = 1.0,
+                 fresh: set[str] | None = None):
+        """``init``: tensors to start from; the parameters it lacks (or, when resuming, ``fresh``)
+        learn ``new_lr_mult`` x faster."""
         torch.manual_seed(seed)
         self.cfg, self.hyper = cfg, hyper
         self.model: EdgeMoEViT = build_torch_model(cfg)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and n not in ("cls_token", "pos_embed")]
-        other = [p for n, p in self.model.named_parameters() if not (p.dim() > 1 and n not in ("cls_token", "pos_embed"))]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": hyper.weight_decay},
-                                      {"params": other, "weight_decay": 0.0}], lr=hyper.lr)
+        self.fresh = copy_matching(self.model, init) if init is not None else set(fresh or ())
+        self.new_lr_mult = new_lr_mult
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for n, p in self.model.named_parameters():
+            decays = p.dim() > 1 and n not in ("cls_token", "pos_embed")
+            groups.setdefault((decays, n in self.fresh), []).append(p)
+        # Decaying group first: the order of checkpoints written before fresh groups existed.
+        order = sorted(groups, key=lambda k: (not k[0], k[1]))
+        self.opt = torch.optim.AdamW(
+            [{"params": groups[k], "weight_decay": hyper.weight_decay if k[0] else 0.0,
+              "lr_mult": new_lr_mult if k[1] else 1.0} for k in order], lr=hyper.lr)
         self.class_w = weights if weights is not None else torch.ones(cfg.num_classes)
         self.step_count = 0
         self.gen = torch.Generator().manual_seed(seed)
@@ -149,7 +164,7 @@ class Trainer:
         self.model.train()
         lr = self.lr_at(progress)
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         parts = self.losses(rgb, labels, depth)
         self.opt.zero_grad(set_to_none=True)
         parts["total"].backward()
@@ -169,6 +184,26 @@ class Trainer:
         seg = outs["semseg"].argmax(1).numpy().astype(np.uint8)
         dep = torch.exp(outs["depth"][:, 0]).clamp(self.cfg.min_depth, self.cfg.max_depth).numpy()
         return seg, dep
+
+
+def copy_matching(model: EdgeMoEViT, tensors: dict[str, np.ndarray]) -> set[str]:
+    """Copy every tensor whose name and shape match a parameter; returns the names left as initialised.
+
+    A tensor of the right name but another shape is an error (a different model, not a new head).
+    """
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if name not in params:
+                continue
+            if tuple(params[name].shape) != tuple(value.shape):
+                raise ValueError(f"--init tensor {name!r} has shape {tuple(value.shape)}, "
+                                 f"the model wants {tuple(params[name].shape)}")
+            params[name].copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
+    fresh = set(params) - set(tensors)
+    log.info("initialised from file: %d tensors; new (learning x faster): %s", len(params) - len(fresh),
+             sorted(fresh) or "none")
+    return fresh
 
 
 def fixed_point_ranges(model: EdgeMoEViT) -> list[tuple[torch.nn.Parameter, float, float]]:
@@ -199,7 +234,8 @@ def validate(trainer: Trainer, val: dict[str, np.ndarray], batch: int = 8) -> di
 def save_checkpoint(path: Path, trainer: Trainer, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-                "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), **state}, tmp)
+                "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
+                "new_lr_mult": trainer.new_lr_mult, **state}, tmp)
     os.replace(tmp, path)
 
 
@@ -242,6 +278,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--export-every", type=float, default=15.0, help="minutes between exports of the weights")
     ap.add_argument("--export", type=Path, default=SHIPPED_WEIGHTS, help="weights file to write")
     ap.add_argument("--tiny", action="store_true", help="tiny model (tests)")
+    ap.add_argument("--head", choices=HEAD_TYPES, default=None,
+                    help="task head type (default: the --init file's, else the config default)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start a new run from this weights file (tensors matched by name and shape)")
+    ap.add_argument("--new-lr-mult", type=float, default=10.0,
+                    help="learning-rate multiplier of parameters --init does not provide")
     # 1 thread: on a shared, oversubscribed 2-core machine 2 OpenMP threads measured 7x slower
     # (each parallel region waits for a descheduled worker); more threads only help on an idle machine.
     ap.add_argument("--threads", type=int, default=1)
@@ -253,6 +295,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     """Train per ``args``; ``command`` (the command line) is recorded in the exported file's notes."""
     torch.set_num_threads(args.threads)
     cfg = tiny_config() if args.tiny else ModelConfig()
+    init = None
+    if args.init is not None and not (args.resume and (args.out / CHECKPOINT_NAME).exists()):
+        start = load_weights(args.init)
+        cfg, init = start.config.replace(notes={}), start.tensors
+    if args.head is not None:
+        cfg = cfg.replace(head=args.head)
     hyper = Hyper(batch=args.batch, lr=args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache / f"synth_{cfg.img_h}x{cfg.img_w}"
@@ -266,7 +314,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
-        trainer = Trainer(cfg, hyper, ck["class_w"], args.seed)
+        if "config" in ck:
+            cfg = ModelConfig.from_json(ck["config"])
+        trainer = Trainer(cfg, hyper, ck["class_w"], args.seed, fresh=set(ck.get("fresh", ())),
+                          new_lr_mult=ck.get("new_lr_mult", 1.0))
         trainer.model.load_state_dict(ck["model"])
         trainer.opt.load_state_dict(ck["opt"])
         trainer.step_count = ck["step"]
@@ -276,7 +327,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count, elapsed / 60)
     else:
         freq = data.class_frequencies(pool.labels, cfg.num_classes)
-        trainer = Trainer(cfg, hyper, class_weights(freq, hyper.class_weight_power), args.seed)
+        trainer = Trainer(cfg, hyper, class_weights(freq, hyper.class_weight_power), args.seed,
+                          init=init, new_lr_mult=args.new_lr_mult)
         log.info("class frequencies %s -> weights %s", np.round(freq, 4).tolist(),
                  np.round(trainer.class_w.numpy(), 2).tolist())
 
