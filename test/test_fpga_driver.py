@@ -224,8 +224,20 @@ def test_weights_reach_the_device_only_through_sync(driver, device, weights, ima
 
 
 def test_weights_for_another_model_are_refused(driver):
-    with pytest.raises(AcceleratorError, match="another model.*dim"):
+    with pytest.raises(AcceleratorError, match="another model.*dim 48 .built for 24."):
         driver.load_weights(random_init(tiny_config(dim=48), seed=0))
+
+
+def test_weights_with_another_host_head_load(driver, weights, images):
+    """The head runs on the host: a guided-head model uses the same bitstream and the same backbone."""
+    driver.load_weights(weights)
+    plain_features, plain_routing = driver.run(images, 0)
+    guided = random_init(CFG.replace(head="guided"), seed=11)  # same backbone tensors (same seed, heads last)
+    np.testing.assert_array_equal(guided["blocks.0.attn.qkv.weight"], weights["blocks.0.attn.qkv.weight"])
+    driver.load_weights(guided)
+    features, routing = driver.run(images, 0)
+    np.testing.assert_array_equal(features, plain_features)
+    np.testing.assert_array_equal(routing, plain_routing)
 
 
 # ------------------------------------------------------------------ faults

@@ -34,6 +34,18 @@ def test_header_cli_writes_variant(tmp_path):
     assert itf.model_signature(tiny_config()) != itf.model_signature(ModelConfig())
 
 
+def test_host_side_head_does_not_change_the_kernel():
+    """The shipped model (guided head) runs on the committed SPEC kernel; a backbone change does not."""
+    from edgemoe_ros.backends.csim import HLS_DIR, _variant_dirs
+
+    guided = ModelConfig(head="guided", guide_channels=4)
+    assert itf.is_spec_kernel(guided) and itf.model_signature(guided) == itf.model_signature(ModelConfig())
+    assert generate_header(guided) == generate_header(ModelConfig())
+    assert _variant_dirs(guided, HLS_DIR) == (HLS_DIR / "build", None)
+    wider = ModelConfig(expert_hidden=256)
+    assert not itf.is_spec_kernel(wider) and _variant_dirs(wider, HLS_DIR)[1] is not None
+
+
 def test_register_map_is_the_documented_one():
     # docs/ARCHITECTURE.md, "Accelerator interface".
     assert itf.REGISTER_MAP == {

@@ -96,7 +96,7 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
             f"static const int LN_STD_FRAC = {itf.ln_std_frac()};",
             f"static const int LN_RSTD_FRAC = {itf.LN_RSTD_FRAC};",
             f"static const int MAX_ACC_SHIFT = {itf.MAX_ACC_SHIFT};", "",
-            "// ---- model sizes (" + ("SPEC model" if cfg == ModelConfig() else "custom model") + ")"]
+            f"// ---- model sizes ({'SPEC model' if itf.is_spec_kernel(cfg) else 'custom model'})"]
     for k, v in itf.model_dims(cfg).items():
         out.append(f"static const int {k} = {v};")
     out += ["", "// ---- weight layout (16-bit words)",

@@ -442,6 +442,11 @@ def model_signature(cfg: ModelConfig) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+def is_spec_kernel(cfg: ModelConfig) -> bool:
+    """True when ``cfg`` compiles to the SPEC model's kernel (host-side head settings do not count)."""
+    return model_dims(cfg) == model_dims(ModelConfig())
+
+
 def model_dims(cfg: ModelConfig) -> dict[str, int]:
     """The compile-time sizes of the kernel, by header name."""
     return {

@@ -156,9 +156,9 @@ class EdgeMoeDriver:
     def load_weights(self, weights: ModelWeights) -> bool:
         """Pack and upload ``weights``; returns False (and uploads nothing) if they are already loaded."""
         self._check_open()
-        if weights.config != self.config:
-            diffs = [k for k, v in self.config.to_dict().items()
-                     if k != "notes" and weights.config.to_dict().get(k) != v]
+        built, given = itf.model_dims(self.config), itf.model_dims(weights.config)
+        if given != built:  # only what the kernel bakes in: host-side head settings may differ
+            diffs = [f"{k.lower()} {given[k]} (built for {v})" for k, v in built.items() if given[k] != v]
             raise AcceleratorError(f"weights {weights.source} are for another model than the accelerator in "
                                    f"{self.bitfile} was built for (differs in: {', '.join(diffs)})")
         packed = itf.pack_weights(weights)
