@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, create_backend
+from .backends.native import fastops
 from .model.config import IGNORE_INDEX, RESIZE_MODES, ConfigError, ModelConfig
 from .model.heads import decode_depth, decode_semseg, run_head
 from .model.weights import ModelWeights
@@ -77,15 +78,23 @@ class Engine:
 
     ``backend``: a ``Backend`` instance (the engine takes ownership and closes it) or a registry
     name. ``resize_mode``: "stretch" or "crop"; ``None`` uses the model config's choice.
+    ``native_heads``: "auto" | "on" | "off", whether the guided head's per-pixel refinement runs
+    in the native kernels (built with g++ on first use, like the cpu backend's; "auto" falls back
+    to numpy with one warning).
     Thread safety: ``infer`` must not run concurrently with itself or ``reload``; the usage
     counters may be read from any thread (diagnostics timers do).
     """
 
     def __init__(self, weights: ModelWeights, backend: Backend | str = "cpu",
-                 resize_mode: str | None = None, backend_options: dict[str, Any] | None = None) -> None:
+                 resize_mode: str | None = None, backend_options: dict[str, Any] | None = None,
+                 native_heads: str = "auto") -> None:
         if resize_mode is not None and resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}")
+        if native_heads not in fastops.MODES:
+            raise ValueError(f"native_heads {native_heads!r} is not one of {fastops.MODES}")
         self._resize_mode = resize_mode
+        self._native_heads = native_heads
+        self._head_ops: fastops.FastOps | None = None
         if isinstance(backend, str):
             self.backend: Backend = create_backend(backend, **(backend_options or {}))
         elif backend_options:
@@ -123,8 +132,10 @@ class Engine:
         prepare before committing, like cpu) the previous model stays loaded and usable.
         """
         weights.validate()
+        head_ops = fastops.native_ops(self._native_heads) if weights.config.head == "guided" else None
         self.backend.load(weights)
         with self._lock:
+            self._head_ops = head_ops
             self._weights = weights
             self._usage = self._zero_usage(weights.config)
         log.info("engine: loaded %s on backend %r", weights.source or "<weights>", self.backend.name)
@@ -162,7 +173,7 @@ class Engine:
     def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth")) -> FrameResult:
         """Run the requested tasks on one uint8 RGB (or grayscale) image of any size."""
         t0 = time.perf_counter()
-        weights = self.weights
+        weights, head_ops = self.weights, self._head_ops
         cfg = weights.config
         tasks = self._check_tasks(tasks)
         model_image, fit = fit_to_model(_as_rgb(image), cfg, self.resize_mode)
@@ -171,7 +182,7 @@ class Engine:
         t2 = time.perf_counter()
         semseg = depth = None
         for task in tasks:
-            pred = run_head(weights, cfg, task, out.features[task], model_image[None])
+            pred = run_head(weights, cfg, task, out.features[task], model_image[None], head_ops)
             if task == "semseg":
                 semseg = decode_semseg(pred)[0]
             else:

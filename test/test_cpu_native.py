@@ -290,6 +290,66 @@ def test_bad_native_option_names_the_choices(bad):
         create_backend("cpu", native=bad)
 
 
+@pytest.mark.parametrize("shape", [(1, 128, 256, 7, 8, 16), (2, 5, 3, 1, 3, 5), (1, 1, 1, 2, 1, 1)])
+def test_guided_refine_matches_the_numpy_head(fast, shape):
+    """Same sums as model/heads.py's im2col + BLAS path, including 1-pixel images (all padding)."""
+    from edgemoe_ros.model import heads
+
+    b, h, w, c, g, hid = shape
+    cfg = ModelConfig(head="guided", img_h=h, img_w=w, guide_channels=g, refine_hidden=hid, patch=1,
+                      class_names=tuple(f"c{i}" for i in range(c)), pixel_mean=(0.1, 0.2, 0.3),
+                      pixel_std=(0.5, 0.6, 0.7))
+    weights = random_init(cfg, seed=3)
+    rng = _rng(4)
+    coarse = rng.normal(0.0, 3.0, (b, h, w, c)).astype(F32)
+    images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+    want = heads.guided_refine(weights, cfg, "semseg", coarse, images)
+    got = heads.guided_refine(weights, cfg, "semseg", coarse, images, native=fast)
+    assert got.shape == want.shape and got.dtype == F32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_guided_refine_checks_its_arguments(fast):
+    coarse = np.zeros((1, 4, 4, 2), F32)
+    images = np.zeros((1, 4, 4, 3), np.uint8)
+    args = [np.ones(3, F32), np.zeros(3, F32), np.zeros((2, 3, 3, 3), F32), np.zeros(2, F32),
+            np.zeros((5, 4), F32), np.zeros(5, F32), np.zeros((2, 5), F32), np.zeros(2, F32)]
+    fast.guided_refine(coarse, images, *args)  # fits
+    with pytest.raises(ValueError, match="of one size"):
+        fast.guided_refine(coarse, np.zeros((1, 4, 5, 3), np.uint8), *args)
+    bad = list(args)
+    bad[4] = np.zeros((5, 3), F32)
+    with pytest.raises(ValueError, match="do not fit 2 channels"):
+        fast.guided_refine(coarse, images, *bad)
+    with pytest.raises(ValueError, match="images must be a C-contiguous uint8"):
+        fast.guided_refine(coarse, images.astype(F32), *args)
+    with pytest.raises(ValueError, match="separate"):
+        fast.guided_refine(coarse, images, *args, out=coarse)
+
+
+@pytest.mark.parametrize("native_heads", ["on", "off"])
+def test_engine_runs_the_guided_head_natively_or_in_numpy_with_equal_results(fast, native_heads):
+    from edgemoe_ros.engine import Engine
+
+    cfg = tiny_config(head="guided")
+    weights = random_init(cfg, seed=12)
+    image = _rng(13).integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    with Engine(weights, backend="cpu", native_heads=native_heads) as eng:
+        assert (eng._head_ops is not None) == (native_heads == "on")
+        got = eng.infer(image)
+    with Engine(weights, backend="reference", native_heads="off") as ref_eng:  # numpy head, float64 backbone
+        want = ref_eng.infer(image)
+    assert np.mean(got.semseg == want.semseg) > 0.99
+    np.testing.assert_allclose(got.depth, want.depth, rtol=1e-3)
+
+
+def test_engine_rejects_a_bad_native_heads_option():
+    from edgemoe_ros.engine import Engine
+
+    with pytest.raises(ValueError, match="native_heads 'yes'"):
+        Engine(random_init(tiny_config()), native_heads="yes")
+
+
 def test_without_a_compiler_auto_falls_back_to_numpy_and_warns_once(no_compiler, caplog):
     cfg = tiny_config()
     weights = random_init(cfg, seed=9)

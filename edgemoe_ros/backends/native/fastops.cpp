@@ -1,4 +1,5 @@
-// Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py), loaded by fastops.py.
+// Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py) and the guided task
+// head (edgemoe_ros/model/heads.py), loaded by fastops.py.
 //
 // numpy runs each element-wise step as separate full passes over memory (GELU alone is ~20);
 // these kernels do one pass per step, and the GEMM below applies bias and GELU while the output
@@ -21,7 +22,7 @@
 #include <vector>
 
 // Bump whenever a signature or a buffer convention below changes (fastops.py: ABI_VERSION).
-static const int32_t FASTOPS_ABI_VERSION = 2;
+static const int32_t FASTOPS_ABI_VERSION = 3;
 
 // Return codes of the kernels that can fail on bad indices (fastops.py: ERRORS).
 static const int32_t FASTOPS_OK = 0;
@@ -354,6 +355,97 @@ int32_t fastops_moe_combine(const float *expert_out, int64_t num_out, const int3
                 for (int64_t c = 0; c < cols; ++c) o[c] = g * y[c];
             } else {
                 for (int64_t c = 0; c < cols; ++c) o[c] += g * y[c];
+            }
+        }
+    }
+    return FASTOPS_OK;
+}
+
+// The guided head's per-pixel refinement (model/heads.py::guided_refine), one image row at a time
+// in planar scratch so every loop runs along x (contiguous, vectorised):
+//   guide  = GELU(conv3x3(pixels * scale + offset, zero padding))        (G channels)
+//   hidden = GELU(fuse_w [coarse; guide] + fuse_b)                         (HID channels)
+//   out    = coarse + refine_w hidden + refine_b                           (C channels)
+// coarse/out (B, H, W, C) and images (B, H, W, CIN) uint8 are channels-last; the weights are
+// PyTorch's: guide (G, CIN, 3, 3), fuse (HID, C + G), refine (C, HID). numpy does the same sums
+// through im2col + BLAS, so the two agree to float32 rounding. out may not alias coarse.
+int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_t batch, int64_t height,
+                              int64_t width, int32_t channels, int32_t in_chans, const float *pix_scale,
+                              const float *pix_offset, const float *guide_w, const float *guide_b,
+                              int32_t guide_ch, const float *fuse_w, const float *fuse_b, int32_t hidden,
+                              const float *refine_w, const float *refine_b, float *out) {
+    const int64_t W = width, padded = width + 2;
+    std::vector<float> pix, guide, coarse_p, hid, acc;
+    try {
+        pix.assign(static_cast<size_t>(3 * in_chans * padded), 0.0f);  // rows y-1, y, y+1 per channel
+        guide.resize(static_cast<size_t>(guide_ch * W));
+        coarse_p.resize(static_cast<size_t>(channels * W));
+        hid.resize(static_cast<size_t>(hidden * W));
+        acc.resize(static_cast<size_t>(W));
+    } catch (const std::bad_alloc &) {
+        return FASTOPS_NO_MEMORY;
+    }
+    const int32_t fuse_in = channels + guide_ch;
+    for (int64_t b = 0; b < batch; ++b) {
+        const uint8_t *img = images + b * height * W * in_chans;
+        for (int64_t y = 0; y < height; ++y) {
+            // Normalised pixels of rows y-1..y+1, zero outside the image (padding after normalising).
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t yy = y + ky - 1;
+                for (int32_t c = 0; c < in_chans; ++c) {
+                    float *row = pix.data() + (ky * in_chans + c) * padded;
+                    if (yy < 0 || yy >= height) {
+                        for (int64_t x = 0; x < padded; ++x) row[x] = 0.0f;
+                        continue;
+                    }
+                    const uint8_t *src = img + yy * W * in_chans + c;
+                    const float sc = pix_scale[c], off = pix_offset[c];
+                    row[0] = row[W + 1] = 0.0f;
+                    for (int64_t x = 0; x < W; ++x) row[x + 1] = static_cast<float>(src[x * in_chans]) * sc + off;
+                }
+            }
+            for (int32_t g = 0; g < guide_ch; ++g) {
+                float *gr = guide.data() + g * W;
+                for (int64_t x = 0; x < W; ++x) gr[x] = guide_b[g];
+                for (int32_t c = 0; c < in_chans; ++c) {
+                    for (int ky = 0; ky < 3; ++ky) {
+                        const float *row = pix.data() + (ky * in_chans + c) * padded;
+                        for (int kx = 0; kx < 3; ++kx) {
+                            const float wv = guide_w[((g * in_chans + c) * 3 + ky) * 3 + kx];
+                            const float *src = row + kx;
+                            for (int64_t x = 0; x < W; ++x) gr[x] += wv * src[x];
+                        }
+                    }
+                }
+                for (int64_t x = 0; x < W; ++x) gr[x] = gelu_f32(gr[x]);
+            }
+            const int64_t base = (b * height + y) * W * channels;
+            for (int32_t c = 0; c < channels; ++c) {
+                float *cr = coarse_p.data() + c * W;
+                for (int64_t x = 0; x < W; ++x) cr[x] = coarse[base + x * channels + c];
+            }
+            for (int32_t h = 0; h < hidden; ++h) {
+                float *hr = hid.data() + h * W;
+                const float *fw = fuse_w + h * fuse_in;
+                for (int64_t x = 0; x < W; ++x) hr[x] = fuse_b[h];
+                for (int32_t j = 0; j < fuse_in; ++j) {
+                    const float wv = fw[j];
+                    const float *src = j < channels ? coarse_p.data() + j * W : guide.data() + (j - channels) * W;
+                    for (int64_t x = 0; x < W; ++x) hr[x] += wv * src[x];
+                }
+                for (int64_t x = 0; x < W; ++x) hr[x] = gelu_f32(hr[x]);
+            }
+            for (int32_t c = 0; c < channels; ++c) {
+                const float *rw = refine_w + c * hidden;
+                float *a = acc.data();
+                for (int64_t x = 0; x < W; ++x) a[x] = refine_b[c];
+                for (int32_t h = 0; h < hidden; ++h) {
+                    const float wv = rw[h];
+                    const float *src = hid.data() + h * W;
+                    for (int64_t x = 0; x < W; ++x) a[x] += wv * src[x];
+                }
+                const float *cr = coarse_p.data() + c * W;
+                for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = a[x] + cr[x];
             }
         }
     }

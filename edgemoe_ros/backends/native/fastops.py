@@ -34,7 +34,7 @@ from ..base import BackendError
 log = logging.getLogger(__name__)
 
 #: Must equal FASTOPS_ABI_VERSION in fastops.cpp.
-ABI_VERSION = 2
+ABI_VERSION = 3
 SOURCE = Path(__file__).with_name("fastops.cpp")
 LIB_PREFIX = "libedgemoe_fastops"
 #: Environment variable naming the C++ compiler (``g++`` when unset).
@@ -232,6 +232,7 @@ class FastOps:
             "fastops_moe_route": (None, [p, i64, i64, i32, i32, p, p]),
             "fastops_moe_group": (i64, [p, i64, i32, i64, i32, p, p, p]),
             "fastops_moe_combine": (i32, [p, i64, p, p, i64, i32, i64, p]),
+            "fastops_guided_refine": (i32, [p, p, i64, i64, i64, i32, i32, p, p, p, p, i32, p, p, i32, p, p, p]),
         }
         for name, (restype, argtypes) in sigs.items():
             fn = getattr(lib, name)
@@ -355,6 +356,36 @@ class FastOps:
             _check(expert_out, _F32, "expert_out"), expert_out.shape[0], _check(inverse, _I32, "inverse"),
             _check(gates, _F32, "gates"), rows, k, cols, _check(out, _F32, "out"))
         self._ok(rc, "moe_combine")
+        return out
+
+    def guided_refine(self, coarse: np.ndarray, images: np.ndarray, pix_scale: np.ndarray, pix_offset: np.ndarray,
+                      guide_w: np.ndarray, guide_b: np.ndarray, fuse_w: np.ndarray, fuse_b: np.ndarray,
+                      refine_w: np.ndarray, refine_b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The guided head's refinement (``model.heads.guided_refine``) in one pass per image row.
+
+        ``coarse`` (B, H, W, C) float32 and ``images`` (B, H, W, CIN) uint8, channels-last; the
+        pixels are normalised as ``u8 * pix_scale + pix_offset``; weights in PyTorch layout.
+        Returns ``out`` (B, H, W, C), a new array unless given (it must not be ``coarse``).
+        """
+        if coarse.ndim != 4 or images.ndim != 4 or images.shape[:3] != coarse.shape[:3]:
+            raise ValueError(f"native: guided_refine coarse {coarse.shape} and images {images.shape} "
+                             f"must be (B, H, W, C) and (B, H, W, CIN) of one size")
+        b, h, w, c = coarse.shape
+        cin = images.shape[3]
+        g, hid = guide_w.shape[0], fuse_w.shape[0]
+        if guide_w.shape != (g, cin, 3, 3) or fuse_w.shape != (hid, c + g) or refine_w.shape != (c, hid):
+            raise ValueError(f"native: guided_refine weights guide {guide_w.shape}, fuse {fuse_w.shape}, refine "
+                             f"{refine_w.shape} do not fit {c} channels and {cin} input channels")
+        out = np.empty_like(coarse) if out is None else out
+        if out.shape != coarse.shape or np.shares_memory(out, coarse):
+            raise ValueError(f"native: guided_refine out {out.shape} must be a separate {coarse.shape} array")
+        self._ok(self._lib.fastops_guided_refine(
+            _check(coarse, _F32, "coarse"), _check(images, np.dtype(np.uint8), "images"), b, h, w, c, cin,
+            _opt(pix_scale, cin, "pix_scale"), _opt(pix_offset, cin, "pix_offset"),
+            _check(guide_w, _F32, "guide_w"), _opt(guide_b, g, "guide_b"), g,
+            _check(fuse_w, _F32, "fuse_w"), _opt(fuse_b, hid, "fuse_b"), hid,
+            _check(refine_w, _F32, "refine_w"), _opt(refine_b, c, "refine_b"), _check(out, _F32, "out")),
+            "guided_refine")
         return out
 
 
