@@ -163,6 +163,18 @@ void gemm_packed(const float *a_base, int64_t lda, const int32_t *rows, int64_t 
 
 int64_t packed_size(int64_t k_len, int64_t n) { return (n + PANEL - 1) / PANEL * k_len * PANEL; }
 
+// The guided refinement sums REFINE_VECS independent vectors (REFINE_BLOCK pixels) per weight, so
+// consecutive multiply-adds do not wait on each other's latency.
+const int REFINE_VECS = 4;
+const int64_t REFINE_BLOCK = 8 * REFINE_VECS;
+
+inline vec8 load8(const float *p) { return *reinterpret_cast<const vec8 *>(p); }
+inline void store8(float *p, vec8 v) { *reinterpret_cast<vec8 *>(p) = v; }
+
+inline void gelu_inplace(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = gelu_f32(x[i]);
+}
+
 }  // namespace
 
 extern "C" {
@@ -361,31 +373,36 @@ int32_t fastops_moe_combine(const float *expert_out, int64_t num_out, const int3
     return FASTOPS_OK;
 }
 
-// The guided head's per-pixel refinement (model/heads.py::guided_refine), one image row at a time
-// in planar scratch so every loop runs along x (contiguous, vectorised):
+// The guided head's per-pixel refinement (model/heads.py::guided_refine), one image row at a time:
 //   guide  = GELU(conv3x3(pixels * scale + offset, zero padding))        (G channels)
 //   hidden = GELU(fuse_w [coarse; guide] + fuse_b)                         (HID channels)
 //   out    = coarse + refine_w hidden + refine_b                           (C channels)
 // coarse/out (B, H, W, C) and images (B, H, W, CIN) uint8 are channels-last; the weights are
-// PyTorch's: guide (G, CIN, 3, 3), fuse (HID, C + G), refine (C, HID). numpy does the same sums
-// through im2col + BLAS, so the two agree to float32 rounding. out may not alias coarse.
+// PyTorch's: guide (G, CIN, 3, 3), fuse (HID, C + G), refine (C, HID). The row is kept planar
+// (one contiguous run of x per channel, width rounded up to whole blocks, zero past W) and every
+// output channel is summed in registers over a block of pixels, so each multiply-add costs one
+// L1 load (summing into memory costs two loads and a store). numpy does the same sums through im2col +
+// BLAS, so the two agree to float32 rounding. out may not alias coarse.
 int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_t batch, int64_t height,
                               int64_t width, int32_t channels, int32_t in_chans, const float *pix_scale,
                               const float *pix_offset, const float *guide_w, const float *guide_b,
                               int32_t guide_ch, const float *fuse_w, const float *fuse_b, int32_t hidden,
                               const float *refine_w, const float *refine_b, float *out) {
-    const int64_t W = width, padded = width + 2;
-    std::vector<float> pix, guide, coarse_p, hid, acc;
+    const int64_t W = width;
+    const int64_t Wv = (width + REFINE_BLOCK - 1) / REFINE_BLOCK * REFINE_BLOCK;  // lanes past W see zeros
+    const int64_t padded = Wv + 2;  // one zero column left, >= one right
+    const int32_t fuse_in = channels + guide_ch;
+    std::vector<float> pix, planes, hid, row_out;
     try {
         pix.assign(static_cast<size_t>(3 * in_chans * padded), 0.0f);  // rows y-1, y, y+1 per channel
-        guide.resize(static_cast<size_t>(guide_ch * W));
-        coarse_p.resize(static_cast<size_t>(channels * W));
-        hid.resize(static_cast<size_t>(hidden * W));
-        acc.resize(static_cast<size_t>(W));
+        planes.assign(static_cast<size_t>(fuse_in * Wv), 0.0f);       // [coarse; guide], the fuse input
+        hid.resize(static_cast<size_t>(hidden * Wv));
+        row_out.resize(static_cast<size_t>(Wv));
     } catch (const std::bad_alloc &) {
         return FASTOPS_NO_MEMORY;
     }
-    const int32_t fuse_in = channels + guide_ch;
+    float *coarse_p = planes.data();
+    float *guide = planes.data() + channels * Wv;
     for (int64_t b = 0; b < batch; ++b) {
         const uint8_t *img = images + b * height * W * in_chans;
         for (int64_t y = 0; y < height; ++y) {
@@ -400,52 +417,57 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
                     }
                     const uint8_t *src = img + yy * W * in_chans + c;
                     const float sc = pix_scale[c], off = pix_offset[c];
-                    row[0] = row[W + 1] = 0.0f;
                     for (int64_t x = 0; x < W; ++x) row[x + 1] = static_cast<float>(src[x * in_chans]) * sc + off;
                 }
             }
-            for (int32_t g = 0; g < guide_ch; ++g) {
-                float *gr = guide.data() + g * W;
-                for (int64_t x = 0; x < W; ++x) gr[x] = guide_b[g];
-                for (int32_t c = 0; c < in_chans; ++c) {
-                    for (int ky = 0; ky < 3; ++ky) {
-                        const float *row = pix.data() + (ky * in_chans + c) * padded;
-                        for (int kx = 0; kx < 3; ++kx) {
-                            const float wv = guide_w[((g * in_chans + c) * 3 + ky) * 3 + kx];
-                            const float *src = row + kx;
-                            for (int64_t x = 0; x < W; ++x) gr[x] += wv * src[x];
-                        }
-                    }
-                }
-                for (int64_t x = 0; x < W; ++x) gr[x] = gelu_f32(gr[x]);
-            }
             const int64_t base = (b * height + y) * W * channels;
             for (int32_t c = 0; c < channels; ++c) {
-                float *cr = coarse_p.data() + c * W;
+                float *cr = coarse_p + c * Wv;
                 for (int64_t x = 0; x < W; ++x) cr[x] = coarse[base + x * channels + c];
             }
-            for (int32_t h = 0; h < hidden; ++h) {
-                float *hr = hid.data() + h * W;
-                const float *fw = fuse_w + h * fuse_in;
-                for (int64_t x = 0; x < W; ++x) hr[x] = fuse_b[h];
-                for (int32_t j = 0; j < fuse_in; ++j) {
-                    const float wv = fw[j];
-                    const float *src = j < channels ? coarse_p.data() + j * W : guide.data() + (j - channels) * W;
-                    for (int64_t x = 0; x < W; ++x) hr[x] += wv * src[x];
+            for (int32_t g = 0; g < guide_ch; ++g) {
+                const float *wg = guide_w + g * in_chans * 9;
+                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                    vec8 acc[REFINE_VECS];
+                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + guide_b[g];
+                    for (int32_t c = 0; c < in_chans; ++c) {
+                        for (int ky = 0; ky < 3; ++ky) {
+                            const float *row = pix.data() + (ky * in_chans + c) * padded + x0;
+                            for (int kx = 0; kx < 3; ++kx) {
+                                const float wv = wg[(c * 3 + ky) * 3 + kx];
+                                for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wv * load8(row + kx + 8 * v);
+                            }
+                        }
+                    }
+                    for (int v = 0; v < REFINE_VECS; ++v) store8(guide + g * Wv + x0 + 8 * v, acc[v]);
                 }
-                for (int64_t x = 0; x < W; ++x) hr[x] = gelu_f32(hr[x]);
             }
+            gelu_inplace(guide, guide_ch * Wv);
+            for (int32_t h = 0; h < hidden; ++h) {
+                const float *fw = fuse_w + h * fuse_in;
+                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                    vec8 acc[REFINE_VECS];
+                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + fuse_b[h];
+                    for (int32_t j = 0; j < fuse_in; ++j) {
+                        const float *src = planes.data() + j * Wv + x0;
+                        for (int v = 0; v < REFINE_VECS; ++v) acc[v] += fw[j] * load8(src + 8 * v);
+                    }
+                    for (int v = 0; v < REFINE_VECS; ++v) store8(hid.data() + h * Wv + x0 + 8 * v, acc[v]);
+                }
+            }
+            gelu_inplace(hid.data(), hidden * Wv);
             for (int32_t c = 0; c < channels; ++c) {
                 const float *rw = refine_w + c * hidden;
-                float *a = acc.data();
-                for (int64_t x = 0; x < W; ++x) a[x] = refine_b[c];
-                for (int32_t h = 0; h < hidden; ++h) {
-                    const float wv = rw[h];
-                    const float *src = hid.data() + h * W;
-                    for (int64_t x = 0; x < W; ++x) a[x] += wv * src[x];
+                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                    vec8 acc[REFINE_VECS];
+                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = load8(coarse_p + c * Wv + x0 + 8 * v) + refine_b[c];
+                    for (int32_t h = 0; h < hidden; ++h) {
+                        const float *src = hid.data() + h * Wv + x0;
+                        for (int v = 0; v < REFINE_VECS; ++v) acc[v] += rw[h] * load8(src + 8 * v);
+                    }
+                    for (int v = 0; v < REFINE_VECS; ++v) store8(row_out.data() + x0 + 8 * v, acc[v]);
                 }
-                const float *cr = coarse_p.data() + c * W;
-                for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = a[x] + cr[x];
+                for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = row_out[x];
             }
         }
     }
