@@ -76,8 +76,9 @@ def test_gelu_is_exact_erf_gelu_to_float32_accuracy(fast):
     got = _gelu_via_gemm(fast, x)
     err = np.abs(got.astype(np.float64) - _gelu64(x))
     assert np.all(err <= GELU_TOL * np.maximum(1.0, np.abs(x.astype(np.float64)))), float(err.max())
-    assert np.all(got[x == 0] == 0.0) and np.all(got[x >= 1e4] == x[x >= 1e4])
-    assert np.isnan(_gelu_via_gemm(fast, np.array([np.nan], F32))[0])
+    assert np.all(got[x == 0] == 0.0) and np.all(got[x >= 1e4] == x[x >= 1e4]) and np.all(got[x <= -1e4] == 0.0)
+    edge = _gelu_via_gemm(fast, np.array([np.nan, np.inf, -np.inf], F32))
+    assert np.isnan(edge[0]) and edge[1] == np.inf and edge[2] == 0.0
     shifted = _gelu_via_gemm(fast, x[:100], bias=-1.5)  # the bias is added before the GELU
     want = _gelu64((x[:100] - np.float32(1.5)).astype(F32))
     assert np.all(np.abs(shifted - want) <= GELU_TOL * np.maximum(1.0, np.abs(want)))

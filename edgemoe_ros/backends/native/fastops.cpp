@@ -35,7 +35,7 @@ namespace {
 // Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-6 polynomial for
 // exp(r) (relative error ~1 ulp), then 2^n built in the exponent bits. Inputs are clamped to
 // [EXP_MIN_ARG, EXP_MAX_ARG] so 2^n stays a normal float: exp(-87) ~ 1.6e-38, i.e. zero for every
-// use here (softmax terms, the GELU tail), and no input of ours comes near exp(88).
+// use here (softmax terms), and no input of ours comes near exp(88).
 const float EXP_MIN_ARG = -87.0f;
 const float EXP_MAX_ARG = 88.0f;
 const float LOG2E = 1.44269504088896341f;
@@ -63,29 +63,47 @@ inline float exp_f32(float x) {
 }
 
 // ---- exact (erf) GELU ------------------------------------------------------------------------
-// gelu(x) = x Phi(x) = relu(x) - |x| erfc(|x|/sqrt2) / 2: no cancellation for either sign.
-// erfc by Abramowitz & Stegun 7.1.26, erfc(z) = (a1 t + ... + a5 t^5) exp(-z^2), t = 1/(1 + p z),
-// absolute error <= 1.5e-7: the same formula as the numpy float32 path (model/layers.py::gelu),
-// so native and numpy agree to float32 rounding. The 1/2 is folded into the coefficients.
-const float AS_P_OVER_SQRT2 = 0.3275911f * 0.70710678118654752f;
-const float AS_A1 = 0.5f * 0.254829592f;
-const float AS_A2 = 0.5f * -0.284496736f;
-const float AS_A3 = 0.5f * 1.421413741f;
-const float AS_A4 = 0.5f * -1.453152027f;
-const float AS_A5 = 0.5f * 1.061405429f;
+// gelu(x) = x Phi(x), Phi(x) = 1/2 + erf(z)/2 with z = x/sqrt2. erf on |z| <= ERF_SAT is a
+// rational minimax fit of our own, erf(z) ~ z P(z^2) / Q(z^2) (degrees 6 and 5 in z^2; fitted in
+// float64, error 1.7e-8; float32 evaluation ~3e-7 absolute): one division and 12 multiply-adds,
+// 2.4x faster here than erfc via exp (A&S 7.1.26, what the numpy float32 path in
+// model/layers.py::gelu uses; the two agree to ~5e-7 |x|). Beyond ERF_SAT, Phi is 0 or 1 to
+// float32 precision (erf(4) = 1 - 1.5e-8): gelu is 0 below, x above; NaN stays NaN.
+const float SQRT1_2 = 0.70710678118654752f;
+const float ERF_SAT = 4.0f;
+const float ERF_P0 = 0.564189612865448f;  // the 1/2 of Phi is folded into P
+const float ERF_P1 = 0.0919623002409935f;
+const float ERF_P2 = 0.026992032304406166f;
+const float ERF_P3 = 0.0018877455731853843f;
+const float ERF_P4 = 0.00018566746439319104f;
+const float ERF_P5 = 2.2474951038020663e-06f;
+const float ERF_P6 = -6.061334989482248e-09f;
+const float ERF_Q1 = 0.4963325560092926f;
+const float ERF_Q2 = 0.113285131752491f;
+const float ERF_Q3 = 0.015286185778677464f;
+const float ERF_Q4 = 0.0012812576023861766f;
+const float ERF_Q5 = 6.130412657512352e-05f;
 
 inline float gelu_f32(float x) {
-    float a = x < 0.0f ? -x : x;
-    float t = 1.0f / (1.0f + AS_P_OVER_SQRT2 * a);
-    float q = AS_A5;
-    q = q * t + AS_A4;
-    q = q * t + AS_A3;
-    q = q * t + AS_A2;
-    q = q * t + AS_A1;
-    q = q * t;
-    float relu = x > 0.0f ? x : 0.0f;
-    // NaN stays NaN: a is NaN, so q * a is NaN.
-    return relu - q * exp_f32(-0.5f * x * x) * a;
+    const float z = x * SQRT1_2;
+    float zc = z < -ERF_SAT ? -ERF_SAT : z;  // comparisons with NaN are false: NaN passes through
+    zc = zc > ERF_SAT ? ERF_SAT : zc;
+    const float z2 = zc * zc;
+    float p = ERF_P6;
+    p = p * z2 + ERF_P5;
+    p = p * z2 + ERF_P4;
+    p = p * z2 + ERF_P3;
+    p = p * z2 + ERF_P2;
+    p = p * z2 + ERF_P1;
+    p = p * z2 + ERF_P0;
+    float q = ERF_Q5;
+    q = q * z2 + ERF_Q4;
+    q = q * z2 + ERF_Q3;
+    q = q * z2 + ERF_Q2;
+    q = q * z2 + ERF_Q1;
+    q = q * z2 + 1.0f;
+    const float phi = z > ERF_SAT ? 1.0f : 0.5f + zc * p / q;
+    return z < -ERF_SAT ? 0.0f : x * phi;
 }
 
 
