@@ -412,7 +412,9 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
     const int32_t fuse_in = channels + guide_ch;
     std::vector<float> pix, planes, hid, row_out;
     try {
-        pix.assign(static_cast<size_t>(3 * in_chans * padded), 0.0f);  // rows y-1, y, y+1 per channel
+        // Normalised pixels of the whole image, planar, with a zero row above and below and zero
+        // columns left and right (the conv pads after normalising): (height + 2, in_chans, padded).
+        pix.assign(static_cast<size_t>((height + 2) * in_chans * padded), 0.0f);
         planes.assign(static_cast<size_t>(fuse_in * Wv), 0.0f);       // [coarse; guide], the fuse input
         hid.resize(static_cast<size_t>(hidden * Wv));
         row_out.resize(static_cast<size_t>(Wv));
@@ -424,20 +426,14 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
     for (int64_t b = 0; b < batch; ++b) {
         const uint8_t *img = images + b * height * W * in_chans;
         for (int64_t y = 0; y < height; ++y) {
-            // Normalised pixels of rows y-1..y+1, zero outside the image (padding after normalising).
-            for (int ky = 0; ky < 3; ++ky) {
-                const int64_t yy = y + ky - 1;
-                for (int32_t c = 0; c < in_chans; ++c) {
-                    float *row = pix.data() + (ky * in_chans + c) * padded;
-                    if (yy < 0 || yy >= height) {
-                        for (int64_t x = 0; x < padded; ++x) row[x] = 0.0f;
-                        continue;
-                    }
-                    const uint8_t *src = img + yy * W * in_chans + c;
-                    const float sc = pix_scale[c], off = pix_offset[c];
-                    for (int64_t x = 0; x < W; ++x) row[x + 1] = static_cast<float>(src[x * in_chans]) * sc + off;
-                }
+            for (int32_t c = 0; c < in_chans; ++c) {
+                float *row = pix.data() + ((y + 1) * in_chans + c) * padded;
+                const uint8_t *src = img + y * W * in_chans + c;
+                const float sc = pix_scale[c], off = pix_offset[c];
+                for (int64_t x = 0; x < W; ++x) row[x + 1] = static_cast<float>(src[x * in_chans]) * sc + off;
             }
+        }
+        for (int64_t y = 0; y < height; ++y) {
             const int64_t base = (b * height + y) * W * channels;
             for (int32_t c = 0; c < channels; ++c) {
                 float *cr = coarse_p + c * Wv;
@@ -450,7 +446,7 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
                     for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + guide_b[g];
                     for (int32_t c = 0; c < in_chans; ++c) {
                         for (int ky = 0; ky < 3; ++ky) {
-                            const float *row = pix.data() + (ky * in_chans + c) * padded + x0;
+                            const float *row = pix.data() + ((y + ky) * in_chans + c) * padded + x0;
                             for (int kx = 0; kx < 3; ++kx) {
                                 const float wv = wg[(c * 3 + ky) * 3 + kx];
                                 for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wv * load8(row + kx + 8 * v);
