@@ -141,6 +141,8 @@ def test_init_from_a_light_model_fine_tunes_a_guided_head_and_resumes(tmp_path):
     assert main([*args, "--steps", "2", "--resume"]) == 0
     assert torch.load(tmp_path / "g" / CHECKPOINT_NAME, weights_only=False)["step"] == 2
     assert load_weights(guided_out).config.head == "guided"
+    with pytest.raises(SystemExit, match="trains a 'guided' head"):
+        main([*args[:-4], "--head", "light", "--steps", "3", "--resume"])
 
 
 def test_init_rejects_a_file_of_another_shape(tmp_path):

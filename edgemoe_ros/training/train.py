@@ -316,6 +316,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         ck = torch.load(ckpt_path, weights_only=False)
         if "config" in ck:
             cfg = ModelConfig.from_json(ck["config"])
+        if args.head is not None and args.head != cfg.head:
+            raise SystemExit(f"--head {args.head}: the run in {args.out} trains a {cfg.head!r} head; "
+                             f"start a new run (another --out) to change it")
         trainer = Trainer(cfg, hyper, ck["class_w"], args.seed, fresh=set(ck.get("fresh", ())),
                           new_lr_mult=ck.get("new_lr_mult", 1.0))
         trainer.model.load_state_dict(ck["model"])
