@@ -344,6 +344,19 @@ def test_engine_runs_the_guided_head_natively_or_in_numpy_with_equal_results(fas
     np.testing.assert_allclose(got.depth, want.depth, rtol=1e-3)
 
 
+def test_engine_without_a_compiler_runs_the_guided_head_in_numpy(no_compiler):
+    from edgemoe_ros.engine import Engine
+
+    weights = random_init(tiny_config(head="guided"), seed=14)
+    image = _rng(15).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    with Engine(weights, backend="cpu", backend_options={"native": "off"}) as eng:  # auto: numpy, warned
+        assert eng._head_ops is None
+        res = eng.infer(image)
+    assert res.semseg.shape == (weights.config.img_h, weights.config.img_w) and np.isfinite(res.depth).all()
+    with pytest.raises(BackendError, match="compiler '/nonexistent/bin/g\\+\\+' not found"):
+        Engine(weights, backend="cpu", backend_options={"native": "off"}, native_heads="on")
+
+
 def test_engine_rejects_a_bad_native_heads_option():
     from edgemoe_ros.engine import Engine
 
