@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         results[other]["routing_agreement_vs_" + names[0]] = {
             t: routing_agreement(routings[names[0]][t][:n], routings[other][t][:n]) for t in cfg.tasks}
 
+    print(f"model {args.weights} (head: {cfg.head}, trained: {cfg.notes.get('train_minutes', '?')} min)")
     print_table(results, args.frames, seeds)
     for other in names[1:]:
         print(f"routing agreement {other} vs {names[0]}: {results[other]['routing_agreement_vs_' + names[0]]}")
     if args.json:
-        payload = {**results, "weights": str(args.weights), "seeds": list(seeds), "targets": TARGETS}
+        payload = {**results, "weights": str(args.weights), "head": cfg.head, "seeds": list(seeds), "targets": TARGETS}
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
