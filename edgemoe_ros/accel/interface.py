@@ -442,9 +442,14 @@ def model_signature(cfg: ModelConfig) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+def same_kernel(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when ``a`` and ``b`` compile to the same kernel (host-side head settings do not count)."""
+    return model_dims(a) == model_dims(b)
+
+
 def is_spec_kernel(cfg: ModelConfig) -> bool:
-    """True when ``cfg`` compiles to the SPEC model's kernel (host-side head settings do not count)."""
-    return model_dims(cfg) == model_dims(ModelConfig())
+    """True when ``cfg`` compiles to the SPEC model's kernel."""
+    return same_kernel(cfg, ModelConfig())
 
 
 def model_dims(cfg: ModelConfig) -> dict[str, int]:

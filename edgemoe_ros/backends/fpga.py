@@ -75,7 +75,7 @@ class FpgaBackend(Backend):
     # ------------------------------------------------------------------ lifecycle
     def load(self, weights: ModelWeights) -> None:
         cfg = weights.config
-        if self.driver is None or itf.model_dims(self.driver.config) != itf.model_dims(cfg):
+        if self.driver is None or not itf.same_kernel(self.driver.config, cfg):
             self._close_driver()
             self._open(cfg)
         try:
