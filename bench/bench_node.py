@@ -132,6 +132,7 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     from edgemoe_ros import postprocess as pp
     from edgemoe_ros.engine import Engine
     from edgemoe_ros.ros import conversions as conv
+    from edgemoe_ros.ros.node import color_at_input
     from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, qos_profile
 
     h, w = SIZES[size]
@@ -157,12 +158,11 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     t, restored = _timed(lambda: (res.semseg_at_input(), res.depth_at_input()), runs)
     out["restore"] = _ms(t)
     ids, depth = restored
-    t, color = _timed(lambda: pp.colorize_semseg(ids), runs)
+    # As the node does it: palette at model resolution, then the nearest-neighbour map to the input.
+    t, color = _timed(lambda: color_at_input(pp.colorize_semseg(res.semseg), res.fit), runs)
     out["colourise"] = _ms(t)
-    t, msgs = _timed(lambda: (conv.array_to_image(ids, conv.MONO8, header),
-                              conv.array_to_image(color, conv.RGB8, header),
-                              conv.array_to_image(depth.astype(np.float32, copy=False), conv.DEPTH_32FC1, header)),
-                     runs)
+    arrays = ((ids, conv.MONO8), (color, conv.RGB8), (depth.astype(np.float32, copy=False), conv.DEPTH_32FC1))
+    t, msgs = _timed(lambda: [conv.array_to_image(a, e, header, borrow=True) for a, e in arrays], runs)
     out["to_msg"] = _ms(t)
     t, _ = _timed(lambda: [pubs[k].publish(m) for k, m in zip(OUTPUT_TOPICS, msgs, strict=True)], runs)
     out["publish"] = _ms(t)

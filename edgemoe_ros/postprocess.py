@@ -14,6 +14,7 @@ No ROS import here: the node, the CLIs and the bag tools all share these pure fu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -167,6 +168,8 @@ def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int,
         array = array.astype(np.float32, copy=False)  # cv2 has no float16 resize
     if (fit.roi_w, fit.roi_h) == (fit.model_w, fit.model_h):
         roi = np.array(array, copy=True)
+    elif interpolation == "nearest":
+        roi = resize_nearest(array, fit.roi_w, fit.roi_h)
     else:
         roi = cv2.resize(np.ascontiguousarray(array), (fit.roi_w, fit.roi_h),
                          interpolation=INTERPOLATIONS[interpolation])
@@ -175,6 +178,33 @@ def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int,
     out = np.full((fit.input_h, fit.input_w), fill, dtype=roi.dtype)
     out[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w] = roi
     return out
+
+
+@lru_cache(maxsize=64)
+def _nearest_index(src: int, dst: int) -> np.ndarray:
+    """Source index of each of ``dst`` output pixels, exactly as ``cv2.INTER_NEAREST_EXACT`` picks it.
+
+    Taken from cv2 itself (resizing the row 0..src-1, exact in float32), so the fast path below can
+    never drift from the cv2 convention the intrinsics are computed for.
+    """
+    row = np.arange(src, dtype=np.float32)[None, :]
+    picked = cv2.resize(row, (dst, 1), interpolation=cv2.INTER_NEAREST_EXACT)[0]
+    index = picked.astype(np.intp)
+    index.setflags(write=False)
+    return index
+
+
+def resize_nearest(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(H, W)`` or ``(H, W, C)`` array, equal to ``cv2.resize``
+    with ``INTER_NEAREST_EXACT`` element for element.
+
+    Why not cv2: its nearest upscale walks every output pixel (~2 ms for a 720p colour image);
+    gathering columns at the model's height and then whole rows is ~4x faster and any dtype works.
+    """
+    if array.ndim not in (2, 3) or width < 1 or height < 1:
+        raise FitError(f"cannot resize an array of shape {array.shape} to {width}x{height}")
+    cols = np.take(array, _nearest_index(array.shape[1], width), axis=1)
+    return np.take(cols, _nearest_index(array.shape[0], height), axis=0)
 
 
 def colorize_semseg(ids: np.ndarray) -> np.ndarray:
@@ -270,6 +300,6 @@ def scale_camera_info_params(K: np.ndarray, P: np.ndarray, width: int, height: i
 
 __all__ = [
     "FitError", "FitInfo", "INTERPOLATIONS", "IGNORE_INDEX", "PALETTE", "colorize_depth",
-    "colorize_semseg", "compute_fit", "fit_to_model", "overlay", "restore_to_input",
+    "colorize_semseg", "compute_fit", "fit_to_model", "overlay", "resize_nearest", "restore_to_input",
     "scale_camera_info_params",
 ]

@@ -4,6 +4,7 @@ of SPEC §7 is rejected with its own ``kind``."""
 import cv2
 import numpy as np
 import pytest
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -197,6 +198,33 @@ def test_array_to_image_sizes_match_data_and_header_is_copied(encoding, arr):
     assert msg.header is not header
     back = np.frombuffer(msg.data, dtype=arr.dtype).reshape(arr.shape)
     np.testing.assert_array_equal(back, arr)
+
+
+@pytest.mark.parametrize("encoding, arr", [
+    ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
+    ("rgb8", (np.arange(30 * 50 * 3) % 251).astype(np.uint8).reshape(30, 50, 3)),
+    ("32FC1", np.linspace(0.5, 80.0, 30 * 50, dtype=np.float32).reshape(30, 50)),
+])
+def test_borrowed_image_serialises_to_the_same_bytes_as_a_copied_one(encoding, arr):
+    """borrow=True skips two copies; what goes on the wire must be byte-identical, no view left behind."""
+    header = Header(frame_id="cam")
+    copied = conv.array_to_image(arr, encoding, header)
+    source = arr.copy()
+    borrowed = conv.array_to_image(source, encoding, header, borrow=True)
+    wire = serialize_message(borrowed)
+    assert wire == serialize_message(copied)
+    source[...] = 0  # the published bytes were copied out during serialisation
+    back = deserialize_message(wire, Image)
+    np.testing.assert_array_equal(np.frombuffer(back.data, dtype=arr.dtype).reshape(arr.shape), arr)
+    assert (back.height, back.width, back.step) == (copied.height, copied.width, copied.step)
+
+
+def test_borrowed_image_of_a_strided_array_is_made_contiguous():
+    arr = (np.arange(40 * 60) % 256).astype(np.uint8).reshape(40, 60)[::2, ::3]
+    msg = conv.array_to_image(arr, "mono8", Header(), borrow=True)
+    back = deserialize_message(serialize_message(msg), Image)
+    np.testing.assert_array_equal(np.frombuffer(back.data, np.uint8).reshape(arr.shape), arr)
+    assert msg.step == arr.shape[1]
 
 
 def test_array_to_image_rejects_mismatched_array():

@@ -15,6 +15,7 @@ from edgemoe_ros.postprocess import (
     compute_fit,
     fit_to_model,
     overlay,
+    resize_nearest,
     restore_to_input,
     scale_camera_info_params,
 )
@@ -115,6 +116,26 @@ def test_restore_is_exact_for_integer_upscale():
     _, fit = fit_to_model(rand_image(256, 512), CFG, "stretch")
     ids = np.random.default_rng(3).integers(0, 7, (128, 256)).astype(np.uint8)
     np.testing.assert_array_equal(restore_to_input(ids, fit, 255), np.repeat(np.repeat(ids, 2, 0), 2, 1))
+
+
+@pytest.mark.parametrize("src_h,src_w", [(128, 256), (17, 9), (5, 300)])
+@pytest.mark.parametrize("dst_h,dst_w", [(720, 1280), (480, 640), (1080, 1920), (61, 333), (3, 2), (128, 256)])
+@pytest.mark.parametrize("dtype,channels", [(np.uint8, 0), (np.uint8, 3), (np.float32, 0), (np.float64, 0)])
+def test_resize_nearest_equals_cv2_nearest_exact(src_h, src_w, dst_h, dst_w, dtype, channels):
+    """The gather-based nearest resize is element-for-element cv2's INTER_NEAREST_EXACT (up and down)."""
+    shape = (src_h, src_w, channels) if channels else (src_h, src_w)
+    a = (np.random.default_rng(src_h * dst_w).random(shape) * 250).astype(dtype)
+    ref = cv2.resize(a, (dst_w, dst_h), interpolation=cv2.INTER_NEAREST_EXACT)
+    got = resize_nearest(a, dst_w, dst_h)
+    assert got.shape == ref.shape and got.dtype == a.dtype
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_resize_nearest_rejects_bad_shapes():
+    with pytest.raises(FitError, match="resize"):
+        resize_nearest(np.zeros(5, np.uint8), 4, 4)
+    with pytest.raises(FitError, match="resize"):
+        resize_nearest(np.zeros((4, 4), np.uint8), 0, 4)
 
 
 def test_restore_rejects_wrong_shape_and_interpolation():

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -33,7 +32,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ..allocator import tune_allocator
 from ..engine import FrameResult
-from ..postprocess import INTERPOLATIONS, PALETTE, FitInfo, colorize_semseg
+from ..postprocess import PALETTE, FitInfo, colorize_semseg, resize_nearest
 from . import conversions as conv
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
@@ -86,12 +85,12 @@ def color_at_input(color: np.ndarray, fit: FitInfo) -> np.ndarray:
     """A model-resolution palette image mapped onto the input grid, outside the crop black.
 
     Equal pixel for pixel to ``colorize_semseg(semseg_at_input())`` because nearest-neighbour
-    sampling (the same cv2 flag ``restore_to_input`` uses) commutes with a per-pixel palette
+    sampling (the same ``resize_nearest`` ``restore_to_input`` uses) commutes with a per-pixel palette
     lookup, and black is the ignore colour; but the lookup runs on 32 k model pixels instead of
     ~1 M camera pixels: about 10x cheaper at 720p.
     """
     h, w = fit.input_h, fit.input_w
-    roi = cv2.resize(color, (fit.roi_w, fit.roi_h), interpolation=INTERPOLATIONS["nearest"])
+    roi = resize_nearest(color, fit.roi_w, fit.roi_h)
     if (fit.roi_w, fit.roi_h) == (w, h):
         return roi
     out = np.empty((h, w, 3), np.uint8)
@@ -429,19 +428,19 @@ class EdgeMoeNode(LifecycleNode):
             if want_ids or want_color:
                 ids = result.semseg_at_input() if at_input else result.semseg
                 if want_ids:
-                    pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header))
+                    pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header, borrow=True))
                 if want_color:
                     color = colorize_semseg(result.semseg)  # at model resolution: see color_at_input
                     if at_input:
                         color = color_at_input(color, result.fit)
-                    pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header))
+                    pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header, borrow=True))
             if relayed is not None and wanted(TOPIC_SEGMENTATION_INFO):
                 pubs[TOPIC_SEGMENTATION_INFO].publish(relayed)
         if result.depth is not None:
             if wanted(TOPIC_DEPTH):
                 depth = result.depth_at_input() if at_input else result.depth
                 pubs[TOPIC_DEPTH].publish(conv.array_to_image(depth.astype(np.float32, copy=False),
-                                                              conv.DEPTH_32FC1, header))
+                                                              conv.DEPTH_32FC1, header, borrow=True))
             if relayed is not None and wanted(TOPIC_DEPTH_INFO):
                 pubs[TOPIC_DEPTH_INFO].publish(relayed)
         self._stats.count("published")
