@@ -74,9 +74,20 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _ros_env(domain: int, log_dir: Path) -> dict[str, str]:
+#: ``--dds`` choices -> environment of every process in the run (this one, node, player, sink).
+#: ``large_data`` is Fast DDS's builtin LARGE_DATA transports (SHM + TCP for data). It must be set
+#: on *all* participants: measured here, a LARGE_DATA subscriber and a default publisher (either
+#: way round) exchange no samples at all. It also needs discovery beyond LOCALHOST, which rmw maps
+#: to UDP loopback only and so overrides the transports; the random domain keeps runs apart.
+DDS_ENVS: dict[str, dict[str, str]] = {
+    "default": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    "large_data": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+}
+
+
+def _ros_env(domain: int, log_dir: Path, dds: str = "default") -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(log_dir))
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_LOG_DIR=str(log_dir), **DDS_ENVS[dds])
     env.setdefault("HOME", str(log_dir))
     return env
 
@@ -292,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e-frames", type=int, default=40, help="frames played per size end to end")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, from " + ", ".join(SIZES))
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--dds", choices=DDS_ENVS, default="default",
+                    help="middleware set-up of all processes (default: Fast DDS defaults, LOCALHOST discovery)")
     ap.add_argument("--json", help="write results to this file")
     ap.add_argument("--sink", metavar="NS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -314,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned = tune_allocator()
     print(f"allocator tuning: {'on' if tuned else 'off'} ({ENV_SWITCH})")
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-    env = _ros_env(random.randint(1, 101), tmp / "ros_log")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")})
+    env = _ros_env(random.randint(1, 101), tmp / "ros_log", args.dds)
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_LOG_DIR", *DDS_ENVS[args.dds])})
     os.environ.setdefault("HOME", env["HOME"])
     weights = random_init(ModelConfig())  # the shipped model's shape; null backend ignores the values
     weights_path = tmp / "model.safetensors"
@@ -325,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     sink = subprocess.Popen([sys.executable, __file__, "--sink", NAMESPACE], env=env)
     pub_node = rclpy.create_node("bench_pieces")
+    nodes: list[Any] = [pub_node, None]
     executor = SingleThreadedExecutor()
     spin = threading.Thread(target=executor.spin, daemon=True)
     try:
@@ -337,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             results[size] = r
         _stop(sink)
         if not args.skip_e2e:
-            listen_node = rclpy.create_node("bench_listener")
+            listen_node = nodes[1] = rclpy.create_node("bench_listener")
             listener = Listener(listen_node)
             executor.add_node(listen_node)
             spin.start()
@@ -346,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(sink)
         executor.shutdown()
+        for n in nodes:
+            if n is not None:
+                n.destroy_node()
         rclpy.try_shutdown()
 
     _print_table(results, args)
@@ -353,10 +370,17 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"overhead_ms": {s: r["overhead"] for s, r in results.items()},
                "e2e_ms": {s: r.get("e2e", float("nan")) for s, r in results.items()},
                "detail_ms": results, "runs": args.runs, "e2e_frames": args.e2e_frames,
-               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input",
+               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input", "dds": args.dds,
                "allocator_tuning": tuned}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
+    if args.dds == "large_data":
+        # Everything is written. Fast DDS's LARGE_DATA (TCP) transport aborts this process in its
+        # exit-time destructors ("terminate called without an active exception", rc 134) after a
+        # run with several peers that came and went; edgemoe_node itself exits cleanly (checked).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -384,7 +408,7 @@ def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace)
             ("end to end stamp->received p50", "e2e"), ("end to end p90", "e2e_p90")]
     sizes = list(results)
     print(f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
-          f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes)")
+          f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes; DDS set-up: {args.dds})")
     print(f"{'':36}" + "".join(f"{s:>10}" for s in sizes))
     for label, key in rows:
         if any(key in results[s] for s in sizes):
