@@ -49,6 +49,12 @@ def _w(weights: ModelWeights, name: str) -> np.ndarray:
 
 def light_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
     """(B, P, D) features → channels-last (B, img_h, img_w, C). Each token's vector is ordered (ky, kx, c)."""
+    grid = _light_grid(weights, cfg, task, features)
+    return np.ascontiguousarray(grid.transpose(0, 1, 3, 2, 4, 5)).reshape(-1, cfg.img_h, cfg.img_w, grid.shape[-1])
+
+
+def _light_grid(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+    """The light head's per-token output as (B, grid_h, grid_w, patch, patch, C): a view to lay out once."""
     p = f"heads.{task}."
     c, k = cfg.head_out_channels(task), cfg.patch
     hidden = features @ _w(weights, p + "fc1.weight").T
@@ -56,8 +62,7 @@ def light_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.
     gelu(hidden, out=hidden)
     out = hidden @ _w(weights, p + "fc2.weight").T
     out += _w(weights, p + "fc2.bias")
-    grid = out.reshape(-1, cfg.grid_h, cfg.grid_w, k, k, c)
-    return np.ascontiguousarray(grid.transpose(0, 1, 3, 2, 4, 5)).reshape(-1, cfg.img_h, cfg.img_w, c)
+    return out.reshape(-1, cfg.grid_h, cfg.grid_w, k, k, c)
 
 
 def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np.ndarray,
@@ -164,6 +169,9 @@ def run_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nd
     features = np.asarray(features, dtype=_F32)
     if cfg.head not in LIGHT_HEADS:
         return up_head(weights, cfg, task, features)
+    if cfg.head == "light":  # straight to (B, C, H, W): one copy, not two
+        grid = _light_grid(weights, cfg, task, features)
+        return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(-1, grid.shape[-1], cfg.img_h, cfg.img_w)
     out = light_head(weights, cfg, task, features)
     if cfg.head == "guided":
         want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)
