@@ -374,14 +374,13 @@ def main(argv: list[str] | None = None) -> int:
                "allocator_tuning": tuned}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
-    if args.dds == "large_data":
-        # Everything is written. Fast DDS's LARGE_DATA (TCP) transport aborts this process in its
-        # exit-time destructors ("terminate called without an active exception", rc 134) after a
-        # run with several peers that came and went; edgemoe_node itself exits cleanly (checked).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    # Everything is written. Exit without interpreter teardown: about one run in three, a C++ static
+    # destructor of the middleware aborts this process after main() ("terminate called without an
+    # active exception", rc 134, no Python frame), with any --dds; edgemoe_node itself exits 0
+    # (test_node_lifecycle checks it).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _finite(obj: Any) -> Any:
