@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             if n is not None:
                 n.destroy_node()
         rclpy.try_shutdown()
+        # Delete the DDS participant now (it owns shared-memory segments under /dev/shm), not in
+        # interpreter teardown, which the os._exit below skips.
+        rclpy.get_default_context().destroy()
 
     _print_table(results, args)
     if args.json:
@@ -374,10 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                "allocator_tuning": tuned}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
-    # Everything is written. Exit without interpreter teardown: about one run in three, a C++ static
-    # destructor of the middleware aborts this process after main() ("terminate called without an
-    # active exception", rc 134, no Python frame), with any --dds; edgemoe_node itself exits 0
-    # (test_node_lifecycle checks it).
+    # Everything is written and the DDS participant is gone (so its /dev/shm segments are: leaked
+    # ones made later runs fail with "cannot publish data"). Exit without interpreter teardown:
+    # about one run in four, a C++ static destructor aborts this process after main() ("terminate
+    # called without an active exception", rc 134, no Python frame), even with the context destroyed
+    # first; edgemoe_node itself exits 0 (test_node_lifecycle checks it).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
