@@ -172,13 +172,11 @@ def run_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nd
     if cfg.head == "light":  # straight to (B, C, H, W): one copy, not two
         grid = _light_grid(weights, cfg, task, features)
         return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(-1, grid.shape[-1], cfg.img_h, cfg.img_w)
-    out = light_head(weights, cfg, task, features)
-    if cfg.head == "guided":
-        want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)
-        if images is None or images.shape != want_img:
-            got = None if images is None else images.shape
-            raise ValueError(f"head {task!r}: the guided head needs the model-input images {want_img}, got {got}")
-        out = guided_refine(weights, cfg, task, out, images, native)
+    want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)  # the guided head from here on
+    if images is None or images.shape != want_img:
+        got = None if images is None else images.shape
+        raise ValueError(f"head {task!r}: the guided head needs the model-input images {want_img}, got {got}")
+    out = guided_refine(weights, cfg, task, light_head(weights, cfg, task, features), images, native)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
