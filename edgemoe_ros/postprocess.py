@@ -153,17 +153,21 @@ def _shrink(image: np.ndarray, dst_w: int, dst_h: int) -> np.ndarray:
     return cv2.resize(image, (dst_w, dst_h), interpolation=cv2.INTER_AREA)
 
 
-def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int,
+def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int | np.ndarray,
                      interpolation: str = "nearest") -> np.ndarray:
-    """Map a model-resolution ``(img_h, img_w)`` output back onto the input image's pixel grid.
+    """Map a model-resolution ``(img_h, img_w)`` or ``(img_h, img_w, C)`` output back onto the input
+    image's pixel grid.
 
     Pixels outside the crop (crop mode) get ``fill``: ``IGNORE_INDEX`` (255) for class ids, NaN
-    for depth, so consumers can tell "not observed" from a real value. The dtype is preserved.
+    for depth, the ignore colour for a palette image, so consumers can tell "not observed" from a
+    real value. The dtype is preserved. ``linear`` takes 2-D arrays only.
     """
     if interpolation not in INTERPOLATIONS:
         raise FitError(f"interpolation {interpolation!r} is not one of {tuple(INTERPOLATIONS)}")
-    if array.shape != (fit.model_h, fit.model_w):
+    if array.ndim not in (2, 3) or array.shape[:2] != (fit.model_h, fit.model_w):
         raise FitError(f"array shape {array.shape} != model resolution {(fit.model_h, fit.model_w)}")
+    if array.ndim == 3 and interpolation != "nearest":
+        raise FitError(f"{interpolation!r} restores 2-D arrays only, got shape {array.shape}")
     if array.dtype.kind == "f" and array.dtype != np.float64:
         array = array.astype(np.float32, copy=False)  # cv2 has no float16 resize
     if (fit.roi_w, fit.roi_h) == (fit.model_w, fit.model_h):
@@ -175,7 +179,7 @@ def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int,
                          interpolation=INTERPOLATIONS[interpolation])
     if (fit.roi_w, fit.roi_h) == (fit.input_w, fit.input_h):
         return roi
-    out = np.full((fit.input_h, fit.input_w), fill, dtype=roi.dtype)
+    out = np.full((fit.input_h, fit.input_w, *roi.shape[2:]), fill, dtype=roi.dtype)
     out[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w] = roi
     return out
 

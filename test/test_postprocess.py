@@ -138,6 +138,20 @@ def test_resize_nearest_rejects_bad_shapes():
         resize_nearest(np.zeros((4, 4), np.uint8), 0, 4)
 
 
+@pytest.mark.parametrize("mode", ["stretch", "crop"])
+def test_restore_of_a_colour_image_matches_restoring_each_channel(mode):
+    """(H, W, C) arrays restore like C separate 2-D maps; outside the crop every channel gets its fill."""
+    _, fit = fit_to_model(rand_image(300, 900), CFG, mode)
+    color = np.random.default_rng(4).integers(0, 256, (CFG.img_h, CFG.img_w, 3), dtype=np.uint8)
+    fill = np.array([1, 2, 3], np.uint8)
+    got = restore_to_input(color, fit, fill)
+    assert got.shape == (300, 900, 3) and got.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(got[..., c], restore_to_input(color[..., c].copy(), fit, int(fill[c])))
+    with pytest.raises(FitError, match="2-D arrays only"):
+        restore_to_input(color.astype(np.float32), fit, 0.0, interpolation="linear")
+
+
 def test_restore_rejects_wrong_shape_and_interpolation():
     _, fit = fit_to_model(rand_image(100, 100), CFG)
     with pytest.raises(FitError, match="model resolution"):
