@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     sink = subprocess.Popen([sys.executable, __file__, "--sink", NAMESPACE], env=env)
     pub_node = rclpy.create_node("bench_pieces")
-    nodes: list[Any] = [pub_node, None]
+    listen_node = None
     executor = SingleThreadedExecutor()
     spin = threading.Thread(target=executor.spin, daemon=True)
     try:
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             results[size] = r
         _stop(sink)
         if not args.skip_e2e:
-            listen_node = nodes[1] = rclpy.create_node("bench_listener")
+            listen_node = rclpy.create_node("bench_listener")
             listener = Listener(listen_node)
             executor.add_node(listen_node)
             spin.start()
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(sink)
         executor.shutdown()
-        for n in nodes:
+        for n in (pub_node, listen_node):
             if n is not None:
                 n.destroy_node()
         rclpy.try_shutdown()

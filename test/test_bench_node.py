@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def test_bench_node_writes_the_issue_json(tmp_path, dds):
     out = tmp_path / "node.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_node.py"), "--sizes", "480p", "--runs", "4",
                            "--e2e-frames", "12", "--dds", dds, "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**_env(tmp_path)})
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={"HOME": str(tmp_path), **os.environ})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"DDS set-up: {dds}" in proc.stdout
     doc = json.loads(out.read_text())
@@ -37,10 +39,3 @@ def test_bench_node_writes_the_issue_json(tmp_path, dds):
     # one on a loaded CI machine. Completeness of replay is test_replay's job.
     assert 1 <= detail["received"] <= 12 and detail["sent"] == 12
 
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env.setdefault("HOME", str(tmp_path))
-    return env

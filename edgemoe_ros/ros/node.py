@@ -85,9 +85,8 @@ def color_at_input(color: np.ndarray, fit: FitInfo) -> np.ndarray:
     """A model-resolution palette image mapped onto the input grid, outside the crop black.
 
     Equal pixel for pixel to ``colorize_semseg(semseg_at_input())`` because nearest-neighbour
-    sampling commutes with a per-pixel palette
-    lookup, and black is the ignore colour; but the lookup runs on 32 k model pixels instead of
-    ~1 M camera pixels: about 10x cheaper at 720p.
+    sampling commutes with a per-pixel palette lookup, and black is the ignore colour; but the
+    lookup runs on 32 k model pixels instead of ~1 M camera pixels: about 10x cheaper at 720p.
     """
     return restore_to_input(color, fit, PALETTE[-1], "nearest")
 
