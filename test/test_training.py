@@ -19,6 +19,7 @@ from edgemoe_ros.training.train import (  # noqa: E402
     Trainer,
     class_weights,
     depth_targets,
+    lovasz_softmax,
     main,
 )
 
@@ -54,6 +55,37 @@ def test_weights_stay_inside_fixed_point_ranges(tiny_frames):
     for p, lo, hi in trainer._ranges:
         assert float(p.detach().min()) >= lo and float(p.detach().max()) <= hi
     assert float(dict(trainer.model.named_parameters())[name].detach().max()) < 2.0  # ap_fixed<16,2>
+
+
+def _mean_iou_present(pred: np.ndarray, labels: np.ndarray, ignore: int) -> float:
+    valid = labels != ignore
+    ious = [((pred == k) & (labels == k) & valid).sum() / (((pred == k) | (labels == k)) & valid).sum()
+            for k in np.unique(labels[valid])]
+    return float(np.mean(ious))
+
+
+def test_lovasz_softmax_is_one_minus_miou_for_hard_predictions():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, size=(2, 12, 20))
+    labels[0, :3] = 255  # ignored pixels count for nothing
+    pred = np.where(rng.random(labels.shape) < 0.7, labels % 255, rng.integers(0, 5, size=labels.shape))
+    logits = torch.nn.functional.one_hot(torch.from_numpy(pred), 5).permute(0, 3, 1, 2).double() * 60.0
+    loss = float(lovasz_softmax(logits, torch.from_numpy(labels), ignore_index=255))
+    assert loss == pytest.approx(1.0 - _mean_iou_present(pred, labels, 255), abs=1e-9)
+    perfect = torch.nn.functional.one_hot(torch.from_numpy(labels % 255), 5).permute(0, 3, 1, 2).double() * 60.0
+    assert float(lovasz_softmax(perfect, torch.from_numpy(labels), ignore_index=255)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lovasz_term_has_gradients_and_joins_the_segmentation_loss(tiny_frames):
+    batch = (tiny_frames["rgb"], tiny_frames["labels"], tiny_frames["depth"])
+    plain = Trainer(tiny_config(), Hyper(batch=4), seed=0)
+    with_iou = Trainer(tiny_config(), Hyper(batch=4, lovasz_weight=0.5), seed=0)
+    a, b = plain.losses(*batch, train=False), with_iou.losses(*batch, train=False)
+    assert "lovasz" not in a and 0.0 < float(b["lovasz"]) <= 1.0
+    assert float(b["seg"]) == pytest.approx(float(a["seg"]) + 0.5 * float(b["lovasz"]), rel=1e-5)
+    logits = torch.randn(2, 4, 6, 8, requires_grad=True)
+    lovasz_softmax(logits, torch.randint(0, 4, (2, 6, 8))).backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
 
 
 def test_lr_schedule_warms_up_and_decays():
