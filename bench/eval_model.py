@@ -9,6 +9,10 @@ depth on finite, non-sky pixels within the model's depth range. A backend that c
 (not built, not importable) is reported as unavailable instead of failing the whole run. When
 several backends run, their routing agreement (same top-k expert set per token) with the first is
 reported too, since SPEC §3 expects fixed point to flip a few routing decisions.
+
+``--breakdown`` says where the first backend's errors are: scored separately within ``--band-px``
+pixels of a label edge and inside regions, which share of each class lies at an edge, and depth
+accuracy per distance bin.
 """
 
 from __future__ import annotations
@@ -25,16 +29,17 @@ from edgemoe_ros.engine import Engine
 from edgemoe_ros.model.config import SEMSEG_CLASSES
 from edgemoe_ros.model.weights import ModelWeights, WeightsError, load_weights
 from edgemoe_ros.training.data import EVAL_SEED_START, render_set
-from edgemoe_ros.training.metrics import SegDepthMeter
+from edgemoe_ros.training.metrics import ErrorBreakdown, SegDepthMeter
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "edgemoe_ros" / "data" / "edgemoe_synth.safetensors"
 #: Targets of issue 6 on the held-out synthetic set.
 TARGETS = {"miou": 0.80, "delta1": 0.90}
 
 
-def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray], first: str | None = None
-             ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Score one backend; returns (metrics, routing per task stacked over frames)."""
+def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray],
+             breakdown: ErrorBreakdown | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Score one backend; returns (metrics, routing per task stacked over frames). ``breakdown``
+    (optional) accumulates the same predictions by region and distance."""
     cfg = weights.config
     meter = SegDepthMeter(cfg.num_classes, cfg.max_depth)
     routing: dict[str, list[np.ndarray]] = {t: [] for t in cfg.tasks}
@@ -44,8 +49,11 @@ def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray],
             t0 = time.perf_counter()
             res = engine.infer(rgb, tasks=cfg.tasks)
             times.append(time.perf_counter() - t0)
-            meter.add_semseg(res.semseg_at_input(), labels)
-            meter.add_depth(res.depth_at_input(), depth, labels)
+            pred_labels, pred_depth = res.semseg_at_input(), res.depth_at_input()
+            meter.add_semseg(pred_labels, labels)
+            meter.add_depth(pred_depth, depth, labels)
+            if breakdown is not None:
+                breakdown.add(pred_labels, pred_depth, labels, depth)
             for t in cfg.tasks:
                 routing[t].append(res.routing[t])
     out: dict = meter.summary()
@@ -76,6 +84,26 @@ def print_table(results: dict, n_frames: int, seeds: tuple[int, int]) -> None:
     print("targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()))
 
 
+def print_breakdown(name: str, b: dict, radius: int) -> None:
+    """The ``--breakdown`` tables: edge band vs interior, then depth by distance."""
+    print(f"\nwhere {name}'s errors are (band = within {radius} px of a label edge at model resolution)")
+    head = f"{'region':<9} {'pixels':>6} {'mIoU':>6} " + " ".join(f"{c[:6]:>6}" for c in SEMSEG_CLASSES) + \
+        f" {'AbsRel':>7} {'d<1.25':>7}"
+    print(head)
+    print("-" * len(head))
+    for region in ("interior", "band"):
+        r = b[region]
+        ious = " ".join(f"{(v if v is not None else float('nan')):6.3f}" for v in r["iou"].values())
+        print(f"{region:<9} {r['pixel_share']:6.1%} {r['miou']:6.3f} {ious} {r['absrel']:7.3f} {r['delta1']:7.3f}")
+    shares = " ".join(f"{(v if v is not None else float('nan')):6.1%}" for v in b["band_share"].values())
+    print(f"{'in band':<9} {'':>6} {'':>6} {shares}   (share of each class's pixels)")
+    print(f"wrongly labelled pixels that lie in the band: {b['wrong_pixels_in_band']:.1%}")
+    print(f"{'distance':<10} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}")
+    for bin_name, r in b["depth_bins"].items():
+        if r["pixels"]:
+            print(f"{bin_name:<10} {r['pixels']:8d} {r['absrel']:7.3f} {r['rmse']:6.2f} {r['delta1']:7.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -84,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames for the (slow) bit-exact backends: fixed, csim (the first N of the set)")
     ap.add_argument("--backends", default="cpu,fixed")
     ap.add_argument("--json", type=Path, help="write the results as JSON")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also score the first backend by label-edge band vs interior and by distance")
+    ap.add_argument("--band-px", type=int, default=2, help="half-width of the label-edge band (model pixels)")
     args = ap.parse_args(argv)
 
     try:
@@ -97,11 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {}
     routings: dict[str, dict[str, np.ndarray]] = {}
-    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    breakdown = ErrorBreakdown(cfg.num_classes, cfg.max_depth, args.band_px) if args.breakdown else None
+    for name in backends:
         n = args.fixed_frames if name in ("fixed", "csim") else args.frames
         subset = {k: v[:n] for k, v in scenes.items()}
         try:
-            results[name], routings[name] = evaluate(weights, name, subset)
+            results[name], routings[name] = evaluate(weights, name, subset, breakdown if name == backends[0] else None)
         except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
             results[name] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
         if n < args.frames and "cpu" in routings and f"cpu@{n}" not in results:
@@ -117,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, args.frames, seeds)
     for other in names[1:]:
         print(f"routing agreement {other} vs {names[0]}: {results[other]['routing_agreement_vs_' + names[0]]}")
+    if breakdown is not None and backends[0] in routings:
+        results[backends[0]]["breakdown"] = breakdown.summary()
+        print_breakdown(backends[0], results[backends[0]]["breakdown"], args.band_px)
     if args.json:
         payload = {**results, "weights": str(args.weights), "head": cfg.head, "seeds": list(seeds), "targets": TARGETS}
         args.json.write_text(json.dumps(payload, indent=2))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
 
@@ -18,7 +20,7 @@ def test_eval_model_writes_the_issue_json(tmp_path):
     save_weights(random_init(tiny_config(head="guided"), seed=3), weights)
     out = tmp_path / "eval.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "eval_model.py"), "--weights", str(weights),
-                           "--frames", "3", "--fixed-frames", "2", "--json", str(out)],
+                           "--frames", "3", "--fixed-frames", "2", "--breakdown", "--json", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "head: guided" in proc.stdout and "targets: miou >= 0.8" in proc.stdout
@@ -31,6 +33,11 @@ def test_eval_model_writes_the_issue_json(tmp_path):
         assert set(r["iou"]) == {"flat", "human", "vehicle", "construction", "object", "nature", "sky"}
     agreement = result["fixed"]["routing_agreement_vs_cpu"]
     assert set(agreement) == {"semseg", "depth"} and all(0.5 < v <= 1.0 for v in agreement.values())
+    # --breakdown scores the first backend only, by label-edge band and by distance
+    b = result["cpu"]["breakdown"]
+    assert "breakdown" not in result["fixed"] and "wrongly labelled pixels that lie in the band" in proc.stdout
+    assert b["interior"]["pixel_share"] + b["band"]["pixel_share"] == pytest.approx(1.0)
+    assert 0.0 <= b["wrong_pixels_in_band"] <= 1.0 and len(b["depth_bins"]) == 4
 
 
 def test_eval_model_reports_a_bad_weights_file(tmp_path):

@@ -44,16 +44,24 @@ class SegDepthMeter:
         idx = gt[keep].astype(np.int64) * self.num_classes + np.minimum(pred[keep], self.num_classes - 1)
         self.confusion += np.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
 
-    def add_depth(self, pred: np.ndarray, gt_depth: np.ndarray, gt_labels: np.ndarray) -> None:
+    def add_depth(self, pred: np.ndarray, gt_depth: np.ndarray, gt_labels: np.ndarray,
+                  where: np.ndarray | None = None) -> None:
+        """``where``: optional mask of the pixels to score (on top of the valid-depth rule)."""
         if pred.shape != gt_depth.shape:
             raise ValueError(f"depth prediction {pred.shape} and ground truth {gt_depth.shape} differ in shape")
         valid = depth_valid_mask(gt_depth, gt_labels, self.max_depth) & np.isfinite(pred)
+        if where is not None:
+            valid &= where
         g = gt_depth[valid].astype(np.float64)
         p = np.maximum(pred[valid].astype(np.float64), 1e-6)
         self._abs_rel += float(np.sum(np.abs(p - g) / g))
         self._sq += float(np.sum((p - g) ** 2))
         self._delta1 += int(np.count_nonzero(np.maximum(p / g, g / p) < DELTA1_THRESHOLD))
         self._n_depth += int(g.size)
+
+    @property
+    def depth_pixels(self) -> int:
+        return self._n_depth
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both ground truth and predictions."""
@@ -72,3 +80,84 @@ class SegDepthMeter:
             out["rmse"] = float(np.sqrt(self._sq / self._n_depth))
             out["delta1"] = self._delta1 / self._n_depth
         return out
+
+
+#: Upper edges (metres) of the distance bins of the depth breakdown; the last bin ends at max_depth.
+DEPTH_BIN_EDGES = (10.0, 20.0, 40.0)
+
+
+def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` (Chebyshev distance) of a pixel of another label, ignore included.
+
+    Used to split errors into "at an edge" and "inside a region": a prediction made per 16×16 token
+    and refined by a small pixel head is expected to fail at edges first.
+    """
+    if radius <= 0:
+        return np.zeros(labels.shape, dtype=bool)
+    lab = np.asarray(labels, dtype=np.uint8)
+    k = 2 * radius + 1
+    pad = np.pad(lab, [(0, 0)] * (lab.ndim - 2) + [(radius, radius), (radius, radius)], mode="edge")
+    h, w = lab.shape[-2:]
+    lo, hi = lab.copy(), lab.copy()
+    for dy in range(k):
+        for dx in range(k):
+            win = pad[..., dy:dy + h, dx:dx + w]
+            np.minimum(lo, win, out=lo)
+            np.maximum(hi, win, out=hi)
+    return lo != hi
+
+
+@dataclass
+class ErrorBreakdown:
+    """Where the errors are: segmentation and depth scored separately at label edges (``band``) and
+    inside regions (``interior``), plus depth accuracy by distance. Frames at the model's resolution."""
+
+    num_classes: int = len(SEMSEG_CLASSES)
+    max_depth: float = 80.0
+    radius: int = 2
+    regions: dict[str, SegDepthMeter] = field(init=False)
+    bins: list[SegDepthMeter] = field(init=False)
+    #: per class: [pixels in band, pixels in total] of the ground truth
+    class_band: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.regions = {r: SegDepthMeter(self.num_classes, self.max_depth) for r in ("interior", "band")}
+        self.bins = [SegDepthMeter(self.num_classes, self.max_depth) for _ in range(len(DEPTH_BIN_EDGES) + 1)]
+        self.class_band = np.zeros((self.num_classes, 2), dtype=np.int64)
+
+    def add(self, pred_labels: np.ndarray, pred_depth: np.ndarray, gt_labels: np.ndarray, gt_depth: np.ndarray
+            ) -> None:
+        band = boundary_band(gt_labels, self.radius)
+        for name, keep in (("interior", ~band), ("band", band)):
+            gt = np.where(keep, gt_labels, IGNORE_INDEX)
+            self.regions[name].add_semseg(pred_labels, gt)
+            self.regions[name].add_depth(pred_depth, gt_depth, gt_labels, where=keep)
+        known = gt_labels != IGNORE_INDEX
+        cls = gt_labels[known].astype(np.int64)
+        self.class_band[:, 0] += np.bincount(cls[band[known]], minlength=self.num_classes)[:self.num_classes]
+        self.class_band[:, 1] += np.bincount(cls, minlength=self.num_classes)[:self.num_classes]
+        edges = (0.0, *DEPTH_BIN_EDGES, np.inf)
+        for meter, lo, hi in zip(self.bins, edges[:-1], edges[1:], strict=True):
+            meter.add_depth(pred_depth, gt_depth, gt_labels, where=(gt_depth > lo) & (gt_depth <= hi))
+
+    def summary(self) -> dict:
+        """``interior``/``band``: their SegDepthMeter summaries plus per-class IoU and pixel share;
+        ``band_share``: per class, the fraction of its pixels in the band; ``depth_bins``: per bin."""
+        total = {r: int(m.confusion.sum()) for r, m in self.regions.items()}
+        out: dict = {}
+        for name, meter in self.regions.items():
+            out[name] = {**meter.summary(), "pixel_share": total[name] / max(sum(total.values()), 1),
+                         "iou": _class_dict(meter.iou())}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = self.class_band[:, 0] / self.class_band[:, 1]
+        out["band_share"] = _class_dict(share)
+        wrong = {r: int(m.confusion.sum() - np.trace(m.confusion)) for r, m in self.regions.items()}
+        out["wrong_pixels_in_band"] = wrong["band"] / max(sum(wrong.values()), 1)
+        names = [f"{lo:g}-{hi:g} m" for lo, hi in zip((0.0, *DEPTH_BIN_EDGES),
+                                                     (*DEPTH_BIN_EDGES, self.max_depth), strict=True)]
+        out["depth_bins"] = {n: {**m.summary(), "pixels": m.depth_pixels} for n, m in zip(names, self.bins, strict=True)}
+        return out
+
+
+def _class_dict(values: np.ndarray) -> dict[str, float | None]:
+    return {name: (None if np.isnan(v) else float(v)) for name, v in zip(SEMSEG_CLASSES, values, strict=False)}
