@@ -60,7 +60,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
     import numpy as np
 
     ms = np.asarray(samples) * 1e3
-    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min())}
 
 
 def _m3vit_peer(weights, image):
@@ -127,6 +127,22 @@ def _gemm_floor(cfg, routing, np) -> Callable[[], None]:
     return run
 
 
+#: Side of the square float32 product that measures this core's practical matmul peak.
+PEAK_GEMM_N = 1024
+
+
+def _gemm_peak(np) -> Callable[[], None]:
+    """One large square float32 product: the FLOP rate a core reaches when overheads vanish.
+
+    The roofline for the per-task target: our backbone runs ~0.2 GFLOP products of 129-token
+    operands, which cannot beat what OpenBLAS reaches on big square ones.
+    """
+    rng = np.random.default_rng(1)
+    a, b = rng.random((PEAK_GEMM_N, PEAK_GEMM_N), np.float32), rng.random((PEAK_GEMM_N, PEAK_GEMM_N), np.float32)
+    out = a @ b
+    return lambda: np.matmul(a, b, out=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -154,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         sides.append("numpy")
 
     fns[("floor", "semseg")] = _gemm_floor(cfg, ours.run(image, ("semseg",)).routing["semseg"], np)
+    fns[("peak", "gemm")] = _gemm_peak(np)
 
     torch = None
     max_rel_diff = None
@@ -226,10 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OpenBLAS floor (only the matrix products of one task, through numpy): {floor:.1f} ms; "
           f"ours {stats[('ours', 'semseg')]['median'] - floor:+.1f} ms/task relative to it"
           + (f", numpy path {stats[('numpy', 'semseg')]['median'] - floor:+.1f}" if "numpy" in sides else ""))
+    peak_gflops = 2 * PEAK_GEMM_N ** 3 / stats[("peak", "gemm")]["min"] / 1e6
+    task_gflop = 2 * cfg.backbone_macs() / 1e9
+    ours_gflops = task_gflop / stats[("ours", "semseg")]["median"] * 1e3
+    print(f"roofline: this core's float32 matmul peak ({PEAK_GEMM_N}^3, best run) {peak_gflops:.0f} GFLOP/s; "
+          f"ours runs the {task_gflop:.2f} GFLOP backbone at {ours_gflops:.0f} GFLOP/s "
+          f"({ours_gflops / peak_gflops:.0%} of it)")
     if "torch" in sides:
         per_task = min(stats[("torch", c)]["median"] / stats[("ours", c)]["median"] for c in ("semseg", "depth"))
         print(f"ours vs torch per task: {per_task:.2f}x faster (target >= 2); "
               f"a numpy backend at the OpenBLAS floor would be {stats[('torch', 'semseg')]['median'] / floor:.2f}x")
+        need_ms = min(stats[("torch", c)]["median"] for c in ("semseg", "depth")) / 2
+        print(f"2x the peer means <= {need_ms:.1f} ms/task: {task_gflop / need_ms * 1e3:.0f} GFLOP/s, "
+              f"{task_gflop / need_ms * 1e3 / peak_gflops:.0%} of the matmul peak (backbone products alone)")
     if max_rel_diff is not None:
         print(f"max relative feature difference ours vs torch: {max_rel_diff:.2e}; "
               f"routing agreement {routing_agreement * 100:.2f} %")
@@ -246,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_p90_ms": {c: stats[("torch", c)]["p90"] for c in CASES} if torch else None,
             "routing_agreement": routing_agreement,
             "blas_floor_ms": floor,
+            "matmul_peak_gflops": peak_gflops,
             "torch_peer": "bench/m3vit_peer.py (M3ViT + fastmoe code path, eval, no_grad)",
             "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
             "loadavg_1min": os.getloadavg()[0],

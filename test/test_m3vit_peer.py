@@ -171,4 +171,5 @@ def test_bench_engine_writes_the_issue_json_and_checks_agreement(tmp_path):
     assert result["max_rel_diff"] < 1e-4
     assert result["routing_agreement"] == 1.0
     assert result["blas_floor_ms"] > 0
+    assert result["matmul_peak_gflops"] > 0 and "of the matmul peak" in proc.stdout
     assert "both tasks / one task" in proc.stdout
