@@ -13,9 +13,10 @@ resolution, both tasks, colour output subscribed):
    from the raw CDR bytes so the subscriber's own decoding is not counted. Median over the frames.
 
 Prints a table; ``--json FILE`` writes ``{"overhead_ms": {"480p", "720p"}, "e2e_ms": {"480p", "720p"},
-...}`` plus the pieces. Target (issue 4): overhead <= 2 ms at 720p.
+...}`` plus the pieces. Target (issue 4): overhead <= 2 ms at 720p. ``--dds`` picks the middleware
+set-up of every process (see ``DDS_ENVS``): the transport dominates the end-to-end figure.
 
-    .venv/bin/python bench/bench_node.py --json build/bench_node.json
+    .venv/bin/python bench/bench_node.py --json build/bench_node.json [--dds subnet|localhost|large_data]
 """
 
 from __future__ import annotations
@@ -75,19 +76,28 @@ def _minor_faults() -> int:
 
 
 #: ``--dds`` choices -> environment of every process in the run (this one, node, player, sink).
-#: ``large_data`` is Fast DDS's builtin LARGE_DATA transports (SHM + TCP for data). It must be set
-#: on *all* participants: measured here, a LARGE_DATA subscriber and a default publisher (either
-#: way round) exchange no samples at all. It also needs discovery beyond LOCALHOST, which rmw maps
-#: to UDP loopback only and so overrides the transports; the random domain keeps runs apart.
-DDS_ENVS: dict[str, dict[str, str]] = {
-    "default": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+#: ``localhost``: Fast DDS's default transports with LOCALHOST discovery, which rmw maps to UDP
+#: loopback only (how the tests isolate themselves). ``subnet``: what a robot gets out of the box
+#: (ROS 2's SUBNET discovery, default transports: UDP + shared memory). ``large_data``: Fast DDS's
+#: builtin LARGE_DATA transports (SHM + TCP for data); it must be set on *all* participants
+#: (measured here, a LARGE_DATA subscriber and a default publisher, either way round, exchange no
+#: samples) and needs discovery beyond LOCALHOST, which overrides the transports. Unset variables
+#: are removed from the inherited environment; the random domain keeps runs apart.
+DDS_ENVS: dict[str, dict[str, str | None]] = {
+    "localhost": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_BUILTIN_TRANSPORTS": None},
+    "subnet": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": None},
     "large_data": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
 }
 
 
-def _ros_env(domain: int, log_dir: Path, dds: str = "default") -> dict[str, str]:
+def _ros_env(domain: int, log_dir: Path, dds: str = "localhost") -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_LOG_DIR=str(log_dir), **DDS_ENVS[dds])
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_LOG_DIR=str(log_dir))
+    for key, value in DDS_ENVS[dds].items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     env.setdefault("HOME", str(log_dir))
     return env
 
@@ -303,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e-frames", type=int, default=40, help="frames played per size end to end")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, from " + ", ".join(SIZES))
     ap.add_argument("--skip-e2e", action="store_true")
-    ap.add_argument("--dds", choices=DDS_ENVS, default="default",
-                    help="middleware set-up of all processes (default: Fast DDS defaults, LOCALHOST discovery)")
+    ap.add_argument("--dds", choices=DDS_ENVS, default="subnet",
+                    help="middleware set-up of all processes (default: subnet = ROS 2 out of the box; "
+                         "localhost = as the tests run; large_data = Fast DDS LARGE_DATA transports)")
     ap.add_argument("--json", help="write results to this file")
     ap.add_argument("--sink", metavar="NS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -328,7 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"allocator tuning: {'on' if tuned else 'off'} ({ENV_SWITCH})")
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     env = _ros_env(random.randint(1, 101), tmp / "ros_log", args.dds)
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_LOG_DIR", *DDS_ENVS[args.dds])})
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_LOG_DIR")})
+    for key in DDS_ENVS[args.dds]:  # this process too: set, or removed when the set-up leaves it unset
+        if key in env:
+            os.environ[key] = env[key]
+        else:
+            os.environ.pop(key, None)
     os.environ.setdefault("HOME", env["HOME"])
     weights = random_init(ModelConfig())  # the shipped model's shape; null backend ignores the values
     weights_path = tmp / "model.safetensors"

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("dds", ["default", "large_data"])
+@pytest.mark.parametrize("dds", ["localhost", "large_data"])
 def test_bench_node_writes_the_issue_json(tmp_path, dds):
     out = tmp_path / "node.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_node.py"), "--sizes", "480p", "--runs", "4",
