@@ -29,7 +29,7 @@ from edgemoe_ros.engine import Engine
 from edgemoe_ros.model.config import SEMSEG_CLASSES
 from edgemoe_ros.model.weights import ModelWeights, WeightsError, load_weights
 from edgemoe_ros.training.data import EVAL_SEED_START, render_set
-from edgemoe_ros.training.metrics import ErrorBreakdown, SegDepthMeter
+from edgemoe_ros.training.metrics import ErrorBreakdown, SegDepthMeter, per_class
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "edgemoe_ros" / "data" / "edgemoe_synth.safetensors"
 #: Targets of issue 6 on the held-out synthetic set.
@@ -57,7 +57,7 @@ def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray],
             for t in cfg.tasks:
                 routing[t].append(res.routing[t])
     out: dict = meter.summary()
-    out["iou"] = {name: (None if np.isnan(v) else float(v)) for name, v in zip(SEMSEG_CLASSES, meter.iou(), strict=True)}
+    out["iou"] = per_class(meter.iou())
     out["frames"] = len(times)
     out["ms_per_frame"] = 1e3 * float(np.median(times))
     return out, {t: np.stack(r) for t, r in routing.items()}

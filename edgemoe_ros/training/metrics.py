@@ -147,10 +147,10 @@ class ErrorBreakdown:
         out: dict = {}
         for name, meter in self.regions.items():
             out[name] = {**meter.summary(), "pixel_share": total[name] / max(sum(total.values()), 1),
-                         "iou": _class_dict(meter.iou())}
+                         "iou": per_class(meter.iou())}
         with np.errstate(invalid="ignore", divide="ignore"):
             share = self.class_band[:, 0] / self.class_band[:, 1]
-        out["band_share"] = _class_dict(share)
+        out["band_share"] = per_class(share)
         wrong = {r: int(m.confusion.sum() - np.trace(m.confusion)) for r, m in self.regions.items()}
         out["wrong_pixels_in_band"] = wrong["band"] / max(sum(wrong.values()), 1)
         names = [f"{lo:g}-{hi:g} m" for lo, hi in zip((0.0, *DEPTH_BIN_EDGES),
@@ -159,5 +159,6 @@ class ErrorBreakdown:
         return out
 
 
-def _class_dict(values: np.ndarray) -> dict[str, float | None]:
+def per_class(values: np.ndarray) -> dict[str, float | None]:
+    """Per-class values keyed by class name, NaN as None (JSON has no NaN)."""
     return {name: (None if np.isnan(v) else float(v)) for name, v in zip(SEMSEG_CLASSES, values, strict=False)}
