@@ -3,10 +3,12 @@
 What the node costs *around* inference, at 640x480 and 1280x720 (bgr8 input, outputs at the input
 resolution, both tasks, colour output subscribed):
 
-1. pieces, in process: decode, fit to the model (resize), backbone (null: ~0), heads, restore to the
+1. pieces, in process: receive (the subscription's serialised bytes read in place; rclpy's own
+   deserialisation, which copies the pixels, alongside for comparison), decode, fit to the model (resize), backbone (null: ~0), heads, restore to the
    input size, colourise, build the output messages, publish them to a subscriber in another process.
 2. node path: the real ``EdgeMoeNode`` (configured and activated in this process) processing one
-   frame exactly as its worker does, wall time per frame. ``overhead`` = node path minus backbone
+   frame from its serialised bytes exactly as its subscription callback and worker do, wall time
+   per frame. ``overhead`` = node path minus backbone
    and heads (the two parts that are inference and scale with the model, not with the node).
 3. end to end, three processes: ``edgemoe-bag play --restamp`` (publisher) -> ``edgemoe_node`` ->
    this process (subscriber). Latency = receive time - header stamp (stamped at publish time), read
@@ -146,13 +148,14 @@ def run_sink(namespace: str) -> int:
 # ----------------------------------------------------------------------------- in-process parts
 def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str, float]:
     """Median ms of each step the node performs per frame, measured one by one."""
-    from rclpy.serialization import serialize_message
+    from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
     from edgemoe_ros import postprocess as pp
     from edgemoe_ros.engine import Engine
     from edgemoe_ros.ros import conversions as conv
+    from edgemoe_ros.ros.cdr_image import read_image
     from edgemoe_ros.ros.node import color_at_input
     from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, qos_profile
 
@@ -166,7 +169,12 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     pubs = {t: pub_node.create_publisher(Image, f"{NAMESPACE}/{t}", qos_profile("reliable")) for t in OUTPUT_TOPICS}
     _wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 30, "the sink")
     out: dict[str, float] = {}
-    t, rgb = _timed(lambda: conv.image_to_rgb(msg, DEFAULT_MAX_IMAGE_PIXELS), runs)
+    wire = serialize_message(msg)
+    t, _ = _timed(lambda: deserialize_message(wire, Image), runs)
+    out["receive_rclpy"] = _ms(t)
+    t, view = _timed(lambda: read_image(wire), runs)
+    out["receive"] = _ms(t)
+    t, rgb = _timed(lambda: conv.image_to_rgb(view, DEFAULT_MAX_IMAGE_PIXELS), runs)
     out["decode"] = _ms(t)
     stages: dict[str, list[float]] = {"preprocess": [], "backbone": [], "heads": []}
     res = None
@@ -205,9 +213,11 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
     the default; "model": published at 128x256, which skips restore and shrinks colourise/publish).
     """
     from rclpy.parameter import Parameter
+    from rclpy.serialization import serialize_message
     from std_msgs.msg import Header
 
     from edgemoe_ros.ros import conversions as conv
+    from edgemoe_ros.ros.cdr_image import read_image
     from edgemoe_ros.ros.node import TOPIC_SEGMENTATION_COLOR, EdgeMoeNode, Frame
 
     node = EdgeMoeNode(f"edgemoe_node_{size}_{resolution}", namespace=NAMESPACE, parameter_overrides=[
@@ -232,9 +242,9 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
         h, w = SIZES[size]
         msg = conv.array_to_image(_frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam"))
         msg.encoding = "bgr8"
-        frame = Frame(msg, False)
+        wire = serialize_message(msg)  # as the node's raw subscription receives it
         faults_before = _minor_faults()
-        times, _ = _timed(lambda: node._process_frame(frame, node._frame_state()), runs)
+        times, _ = _timed(lambda: node._process_frame(Frame(read_image(wire), False), node._frame_state()), runs)
         # Load-independent companion of the times: pages the path touches fresh every frame.
         faults = (_minor_faults() - faults_before) / (runs + WARMUP)
         infer = inference[WARMUP:]
@@ -413,7 +423,9 @@ def _finite(obj: Any) -> Any:
 
 
 def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    rows = [("decode (bgr8 -> rgb)", "decode"), ("fit to model (resize)", "preprocess"),
+    rows = [("receive: read the CDR bytes in place", "receive"),
+            ("  (rclpy deserialise, for comparison)", "receive_rclpy"), ("decode (bgr8 -> rgb)", "decode"),
+            ("fit to model (resize)", "preprocess"),
             ("backbone (null)", "backbone"), ("heads (host)", "heads"), ("restore to input size", "restore"),
             ("colourise", "colourise"), ("build 3 output msgs", "to_msg"), ("publish 3 outputs", "publish"),
             ("  same, pre-serialised (DDS floor)", "publish_serialized"),

@@ -30,7 +30,7 @@ def test_bench_node_writes_the_issue_json(tmp_path, dds):
     doc = json.loads(out.read_text())
     assert set(doc["overhead_ms"]) == {"480p"} and set(doc["e2e_ms"]) == {"480p"} and doc["dds"] == dds
     detail = doc["detail_ms"]["480p"]
-    for key in ("decode", "restore", "colourise", "to_msg", "publish", "publish_serialized", "node_path",
+    for key in ("receive", "receive_rclpy", "decode", "restore", "colourise", "to_msg", "publish", "publish_serialized", "node_path",
                 "inference", "overhead", "overhead_model_res", "e2e"):
         assert detail[key] is not None and math.isfinite(detail[key]) and detail[key] >= 0.0, key
     assert detail["node_path"] > detail["inference"]

@@ -26,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..postprocess import FitInfo, scale_camera_info_params
+from .cdr_image import ImageView
 
 # ----- encodings (REP-118 / sensor_msgs/image_encodings names) -----
 RGB8 = "rgb8"
@@ -96,7 +97,7 @@ def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
                                            f"{MAX_ASPECT_RATIO:g}:1")
 
 
-def check_image(msg: Image, max_pixels: int) -> None:
+def check_image(msg: Image | ImageView, max_pixels: int) -> None:
     """Metadata-only validation of a raw image (encoding, sizes, step, data length)."""
     enc = msg.encoding
     if enc not in INPUT_ENCODINGS:
@@ -113,7 +114,7 @@ def check_image(msg: Image, max_pixels: int) -> None:
         raise BadInputError(KIND_STEP, f"data has {n} bytes but step {step} x height {h} = {step * h}")
 
 
-def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
+def image_to_rgb(msg: Image | ImageView, max_pixels: int) -> np.ndarray:
     """A validated raw image as a contiguous (H, W, 3) uint8 RGB array."""
     check_image(msg, max_pixels)
     w, h, step = int(msg.width), int(msg.height), int(msg.step)

@@ -34,6 +34,7 @@ from ..allocator import tune_allocator
 from ..engine import FrameResult
 from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
+from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
@@ -69,7 +70,7 @@ STATE_UNCONFIGURED, STATE_INACTIVE, STATE_ACTIVE, STATE_FINALIZED = (
 class Frame:
     """One received input: the message and whether it is a CompressedImage."""
 
-    msg: Image | CompressedImage
+    msg: Image | ImageView | CompressedImage
     compressed: bool
 
 
@@ -167,7 +168,8 @@ class EdgeMoeNode(LifecycleNode):
         self._processing = True
         qos = qos_profile(params.input_qos)
         self._subs = [
-            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group),
+            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
+            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group, raw=True),
             self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
                                      callback_group=self._group),
         ]
@@ -319,13 +321,19 @@ class EdgeMoeNode(LifecycleNode):
         return f"reloaded {path} on new backend {model.backend}"
 
     # ------------------------------------------------------------------ per frame
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, raw: bytes) -> None:
+        try:
+            msg = read_image(raw)
+        except Exception as exc:  # noqa: BLE001 - the deserialiser's error types are not public
+            self._stats.input_rate.tick()
+            self._bad_input(conv.BadInputError(conv.KIND_TRUNCATED, f"undecodable Image bytes: {exc}"), None)
+            return
         self._enqueue(msg, compressed=False)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         self._enqueue(msg, compressed=True)
 
-    def _enqueue(self, msg: Image | CompressedImage, compressed: bool) -> None:
+    def _enqueue(self, msg: Image | ImageView | CompressedImage, compressed: bool) -> None:
         self._stats.input_rate.tick()
         try:  # metadata checks here, so every bad frame is counted even if the queue drops it later
             if compressed:
@@ -349,8 +357,9 @@ class EdgeMoeNode(LifecycleNode):
     def _bad_input(self, exc: conv.BadInputError, msg: Any) -> None:
         self._stats.count_bad(exc.kind)
         frame_id = getattr(getattr(msg, "header", None), "frame_id", "")
+        what = "Image" if msg is None or isinstance(msg, ImageView) else type(msg).__name__
         self._log_throttled("warning", f"bad_input.{exc.kind}",
-                            f"dropped bad {type(msg).__name__} (frame_id '{frame_id}', {exc.kind}): {exc}")
+                            f"dropped bad {what} (frame_id '{frame_id}', {exc.kind}): {exc}")
 
     def _frame_state(self) -> FrameState:
         tasks = self._tasks.snapshot(self._subscribed() if self._tasks.mode == MODE_AUTO else ())
