@@ -68,6 +68,11 @@ def routing_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.all(np.sort(a, -1) == np.sort(b, -1), axis=-1)))
 
 
+def _cells(values: dict[str, float | None], fmt: str) -> str:
+    """Per-class values as fixed-width table cells (None, a class absent from a set, as nan)."""
+    return " ".join(format(float("nan") if v is None else v, fmt) for v in values.values())
+
+
 def print_table(results: dict, n_frames: int, seeds: tuple[int, int]) -> None:
     print(f"held-out synthetic scenes: {n_frames} frames, seeds {seeds[0]}..{seeds[1] - 1}")
     head = f"{'backend':<8} {'mIoU':>6} " + " ".join(f"{c[:6]:>6}" for c in SEMSEG_CLASSES) + \
@@ -78,7 +83,7 @@ def print_table(results: dict, n_frames: int, seeds: tuple[int, int]) -> None:
         if not r.get("available", True):
             print(f"{name:<8} unavailable: {r['error']}")
             continue
-        ious = " ".join(f"{(v if v is not None else float('nan')):6.3f}" for v in r["iou"].values())
+        ious = _cells(r["iou"], "6.3f")
         print(f"{name:<8} {r['miou']:6.3f} {ious} {r['absrel']:7.3f} {r['rmse']:6.2f} {r['delta1']:7.3f} "
               f"{r['ms_per_frame']:7.1f}")
     print("targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()))
@@ -93,10 +98,9 @@ def print_breakdown(name: str, b: dict, radius: int) -> None:
     print("-" * len(head))
     for region in ("interior", "band"):
         r = b[region]
-        ious = " ".join(f"{(v if v is not None else float('nan')):6.3f}" for v in r["iou"].values())
+        ious = _cells(r["iou"], "6.3f")
         print(f"{region:<9} {r['pixel_share']:6.1%} {r['miou']:6.3f} {ious} {r['absrel']:7.3f} {r['delta1']:7.3f}")
-    shares = " ".join(f"{(v if v is not None else float('nan')):6.1%}" for v in b["band_share"].values())
-    print(f"{'in band':<9} {'':>6} {'':>6} {shares}   (share of each class's pixels)")
+    print(f"{'in band':<9} {'':>6} {'':>6} {_cells(b['band_share'], '6.1%')}   (share of each class's pixels)")
     print(f"wrongly labelled pixels that lie in the band: {b['wrong_pixels_in_band']:.1%}")
     print(f"{'distance':<10} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}")
     for bin_name, r in b["depth_bins"].items():
