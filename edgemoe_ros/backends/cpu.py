@@ -29,17 +29,14 @@ Where the time goes and what this module does about it:
   (route, group, all experts, gated mix) instead of ~70 numpy calls. The numpy path is the fallback
   and computes the same math (both within float32 rounding of the float64 reference).
 
-Measured (``bench/bench_engine.py --runs 30``, SPEC model, one thread, two runs on a 2-core machine
-shared with a training run, load 3.8-4.0), median ms semseg / depth / both: native 31.2-37.2 /
-30.3-34.8 / 56.9-61.4, numpy path 47.2-52.2 / 46.3-50.3 / 82.0-89.6, the PyTorch M³ViT peer
-43.8-49.9 / 43.3-52.4 / 88.1-105.1: 1.34-1.40x the peer per task; both tasks 1.77-1.88x one task.
+Measured (``bench/bench_engine.py --runs 50``, SPEC model, one thread, quiet 2-core AVX2 machine),
+median ms semseg / depth / both: native 24.0 / 23.8 / 42.8, numpy path 37.9 / 37.5 / 66.0, the
+PyTorch M³ViT peer 34.5 / 33.8 / 67.2: 1.42-1.44x the peer per task; both tasks 1.80x one task.
 
-What is left: ~85 % of a native run is matrix products (our GEMM ~25 ms/task, attention's per-head
-products in OpenBLAS ~3 ms; the GEMM alone measures 57-73 GFLOP/s here), so a 2x lead over the
-peer would need ~70 GFLOP/s sustained over the whole run, element-wise steps included. Both tasks cost
-~1.9x one task because everything after the first router is genuinely per task (only the prefix
-is shared); the numpy path's lower ratio came from per-call overhead that batching the two streams
-amortised, which the native path no longer has.
+What is left, and why it stays: the backbone is 1.57 GFLOP per task and this core's float32 matmul
+peak measures 91 GFLOP/s (1024^3, same run), so 24 ms is 72 % of peak over the whole run and 2x
+the peer (<= 16.9 ms) would need 102 % of it. Both tasks cost ~1.8x one task because everything
+after the first router is genuinely per task (the shared prefix is 14 % of the compute).
 """
 
 from __future__ import annotations
