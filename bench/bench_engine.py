@@ -5,8 +5,11 @@ Full SPEC §2 model, batch 1, seeded random weights (the same tensors on both si
 ("torch") is ``bench/m3vit_peer.py``: M³ViT's modules, gate and fastmoe per-expert dispatch, eval
 mode, ``torch.no_grad``. Cases: ``semseg``, ``depth`` and ``both`` (ours: one call with the shared
 prefix; the peer: two backbone passes, as M³ViT's multi-gate ``MultiTaskModel`` runs). Both sides
-start from uint8 RGB, so input conversion is timed on both. Cases are interleaved run by run so
-load from other processes hits every case alike. Prints a table (median and p90) and, with
+start from uint8 RGB, so input conversion is timed on both. With one thread, cases are
+interleaved run by run so load from other processes hits every case alike; with more, each case
+runs its warm-up and runs as one block after a pause, because the libraries' idle threads spin
+for a while after each call (OpenBLAS, torch's OpenMP, our pool) and would steal the next case's
+cores. Prints a table (median and p90) and, with
 ``--json FILE``, writes ``{"ours_ms": {...}, "torch_ms": {...}, "max_rel_diff": x, ...}``.
 
 "ours" is the cpu backend as the node runs it (``native="auto"``: the fused C++ kernels when g++
@@ -16,9 +19,10 @@ the same runs (``ours_numpy_ms`` in the JSON; ``--no-numpy`` drops it).
 ``--peer training`` adds a column for the training model (``edgemoe_ros/training/torch_model.py``:
 shared prefix, batched ops), for reference; it is not the issue's peer.
 
-Threads: ``--threads N`` sets OpenBLAS/OpenMP/MKL threads (before numpy loads) and
-``torch.set_num_threads(N)``, so both sides use the same number of cores. Default 1: on a shared
-machine OpenMP spin-waiting makes multi-threaded timings meaningless.
+Threads: ``--threads N`` sets OpenBLAS/OpenMP/MKL threads (before numpy loads),
+``torch.set_num_threads(N)`` and our backend's ``threads`` option (its native kernels' pool), so
+both sides use the same number of cores. Default 1: on a shared machine OpenMP spin-waiting makes
+multi-threaded timings meaningless.
 
     .venv/bin/python bench/bench_engine.py --runs 50 --json bench_engine.json
 """
@@ -37,6 +41,8 @@ CASES = ("semseg", "depth", "both")
 TASK_SETS = {"semseg": ("semseg",), "depth": ("depth",), "both": ("semseg", "depth")}
 #: Largest feature difference (relative to the feature scale) accepted between ours and the peer.
 MAX_REL_DIFF = 1e-3
+#: Pause before each block of runs when threads > 1: the previous library's idle threads stop spinning.
+SETTLE_S = 0.5
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ModelConfig()
     weights = random_init(cfg, seed=args.seed)
     image = np.random.default_rng(args.seed).integers(0, 256, (1, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
-    ours = CpuBackend()
+    ours = CpuBackend(threads=args.threads)
     ours.load(weights)
     fns: dict[tuple[str, str], Callable[[], object]] = {
         ("ours", case): (lambda t=tasks: ours.run(image, t)) for case, tasks in TASK_SETS.items()
@@ -198,15 +204,26 @@ def main(argv: list[str] | None = None) -> int:
 
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
     cpu_samples: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
-    for _ in range(args.warmup):
-        for fn in fns.values():
-            fn()
-    for _ in range(args.runs):
+    def timed(key: tuple[str, str]) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        fns[key]()
+        samples[key].append(time.perf_counter() - t0)
+        cpu_samples[key].append(time.thread_time() - c0)
+
+    if args.threads == 1:
+        for _ in range(args.warmup):
+            for fn in fns.values():
+                fn()
+        for _ in range(args.runs):
+            for key in fns:
+                timed(key)
+    else:
         for key, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.thread_time()
-            fn()
-            samples[key].append(time.perf_counter() - t0)
-            cpu_samples[key].append(time.thread_time() - c0)
+            time.sleep(SETTLE_S)
+            for _ in range(args.warmup):
+                fn()
+            for _ in range(args.runs):
+                timed(key)
     stats = {key: _stats(v) for key, v in samples.items()}
     # With one thread both sides compute on this thread, so its CPU time leaves out the time the
     # OS gave the core to other processes: a steadier comparison on a loaded machine.

@@ -22,11 +22,12 @@ Where the time goes and what this module does about it:
   matrix, so every shared weight (attention, dense MLP, each expert) is one matmul for all tasks;
   only the routers are per task (contiguous row slices, no gather).
 * **Native kernels** (option ``native``, ``native/fastops.cpp``, built with g++ on first use):
-  every linear but the routers and attention's per-head products runs a GEMM on weights packed at
-  load, with bias and GELU applied to the output tile in registers (OpenBLAS repacks the weights on
-  every call: 1.5-1.8x slower at the experts' ~16-token blocks, 1.1-1.3x at 129 tokens); each
-  residual add is fused with the LayerNorm after it; softmax is one pass; a MoE layer is four calls
-  (route, group, all experts, gated mix) instead of ~70 numpy calls. The numpy path is the fallback
+  every linear but the routers runs a GEMM on weights packed at load, with bias and GELU applied
+  to the output tile in registers (OpenBLAS repacks the weights on every call: 1.5-1.8x slower at
+  the experts' ~16-token blocks, 1.1-1.3x at 129 tokens); attention (both per-head products and
+  the softmax) is one call on the same micro-kernel; each residual add is fused with the LayerNorm
+  after it; a MoE layer is four calls (route, group, all experts, gated mix) instead of ~70 numpy
+  calls; option ``threads`` shares the GEMMs, experts and heads out over a worker pool. The numpy path is the fallback
   and computes the same math (both within float32 rounding of the float64 reference).
 
 Measured (``bench/bench_engine.py --runs 50``, SPEC model, one thread, quiet 2-core AVX2 machine),
@@ -187,19 +188,28 @@ class CpuBackend(Backend):
     bookkeeping in the C++ kernels of ``native/fastops.cpp`` (built with g++ on first use, ~2 s,
     then cached) and falls back to numpy with one warning if they cannot be built; "on" makes that
     a ``BackendError``; "off" is pure numpy. Both paths compute the same math and agree to float32
-    rounding. OpenBLAS (attention products, routers, numpy path) follows OPENBLAS_NUM_THREADS /
-    OMP_NUM_THREADS; the native kernels are single-threaded.
+    rounding.
+
+    Option ``threads`` (default 1): threads the native kernels split the linears (by output
+    columns), each MoE layer's experts and attention's heads over, the calling thread included;
+    results are bit-identical for every count. Workers spin ~0.1 ms after a kernel, then sleep.
+    OpenBLAS (routers, the numpy path) follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS instead. One thread is
+    the default because the node shares its cores with DDS and the camera driver.
     """
 
     name = "cpu"
 
-    def __init__(self, native: str = "auto") -> None:
+    def __init__(self, native: str = "auto", threads: int = 1) -> None:
         super().__init__()
         if native not in fastops.MODES:
             raise BackendError(f"cpu: option native must be one of {', '.join(fastops.MODES)}; got {native!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise BackendError(f"cpu: option threads must be an integer >= 1; got {threads!r}")
         self._native_mode = native
+        self._threads = threads
         self._m: _Prepared | None = None
         self._fast: fastops.FastOps | None = None
+        self._pool: fastops.ThreadPool | None = None
 
     @property
     def native(self) -> bool:
@@ -214,12 +224,26 @@ class CpuBackend(Backend):
         weights.validate()
         fast = fastops.native_ops(self._native_mode)
         prepared = _prepare(weights, native=fast is not None)
+        if fast is not None and self._threads > 1 and self._pool is None:
+            self._pool = fast.pool(self._threads)
+        elif fast is None and self._threads > 1:
+            log.warning("cpu backend: option threads=%d applies to the native kernels, which are not in use",
+                        self._threads)
         self._m, self.config, self._fast = prepared, weights.config, fast
-        log.debug("cpu backend: loaded %s (%s path)", weights.source, "native" if fast else "numpy")
+        log.debug("cpu backend: loaded %s (%s path, %d thread(s))", weights.source,
+                  "native" if fast else "numpy", self.threads)
+
+    @property
+    def threads(self) -> int:
+        """Threads the native kernels run on (1 on the numpy path)."""
+        return self._pool.threads if self._pool is not None and self._fast is not None else 1
 
     def close(self) -> None:
         self._m = None
         self.config = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def run(self, images: np.ndarray, tasks: Sequence[str]) -> BackboneResult:
         self.check_input(images, tasks)
@@ -299,7 +323,7 @@ class CpuBackend(Backend):
         """``act(x @ W + bias)``: the native GEMM with bias and GELU in its epilogue, or numpy."""
         if self._fast is not None:
             assert isinstance(weight, PackedMatrix)
-            return self._fast.gemm(x, weight, bias=bias, gelu=act_gelu)
+            return self._fast.gemm(x, weight, bias=bias, gelu=act_gelu, pool=self._pool)
         y = np.matmul(x, weight)
         if bias is not None:
             y += bias
@@ -311,20 +335,17 @@ class CpuBackend(Backend):
         cfg = self.config
         assert cfg is not None
         n, heads, hd, d = cfg.num_tokens, cfg.num_heads, cfg.head_dim, cfg.dim
-        if self._fast is not None:
-            qkv = self._linear(h, blk.qkv_w, blk.qkv_b)
-        else:
-            qkv = np.matmul(h, blk.qkv_w)
-            qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
+        if self._fast is not None:  # both products and the softmax in one kernel, heads over the pool
+            ctx = self._fast.attention(self._linear(h, blk.qkv_w, blk.qkv_b), images, heads, pool=self._pool)
+            return self._linear(ctx, blk.proj_w)
+        qkv = np.matmul(h, blk.qkv_w)
+        qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
         qkv5 = qkv.reshape(images, n, 3, heads, hd)
         q = qkv5[:, :, 0].transpose(0, 2, 1, 3)  # (S, heads, N, hd) strided views: BLAS takes them as is
         k = qkv5[:, :, 1].transpose(0, 2, 3, 1)  # (S, heads, hd, N)
         v = qkv5[:, :, 2].transpose(0, 2, 1, 3)
         scores = np.matmul(q, k)
-        if self._fast is not None:
-            self._fast.softmax_rows(scores)
-        else:
-            softmax(scores, axis=-1, out=scores)
+        softmax(scores, axis=-1, out=scores)
         # Written through a (S, heads, N, hd) view of a (S, N, heads, hd) buffer: the heads come out
         # already concatenated per token, so no transpose copy before the projection.
         ctx = np.empty((images, n, heads, hd), _F32)
@@ -376,7 +397,8 @@ class CpuBackend(Backend):
         if self._fast is not None:  # the same steps, one kernel call each, experts on packed weights
             uniq_src, bounds, inverse = self._fast.moe_group(chosen, h.shape[0], cfg.num_experts)
             assert isinstance(blk.e_fc1_w, PackedMatrix) and isinstance(blk.e_fc2_w, PackedMatrix)
-            out = self._fast.moe_experts(h, uniq_src, bounds, blk.e_fc1_w, blk.e_fc1_b, blk.e_fc2_w, blk.e_fc2_b)
+            out = self._fast.moe_experts(h, uniq_src, bounds, blk.e_fc1_w, blk.e_fc1_b, blk.e_fc2_w, blk.e_fc2_b,
+                                         pool=self._pool)
             return self._fast.moe_combine(out, inverse, gates, np.empty((chosen.shape[0], cfg.dim), _F32))
         nsrc, k = h.shape[0], cfg.top_k
         src = np.arange(chosen.size) // k % nsrc

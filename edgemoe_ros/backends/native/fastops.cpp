@@ -5,24 +5,36 @@
 // these kernels do one pass per step, and the GEMM below applies bias and GELU while the output
 // tile is still in registers. The GEMM exists because its weights are packed once at load: at our
 // shapes OpenBLAS repacks the weight matrix on every call, which dominates for the experts' ~8-40
-// token blocks (measured 1.5-1.8x slower there, 1.1-1.3x at 129 tokens). Attention's per-head
-// products stay in OpenBLAS (through numpy).
+// token blocks (measured 1.5-1.8x slower there, 1.1-1.3x at 129 tokens). Attention runs both of
+// its per-head products on the same micro-kernel (k^T and v packed per head on the fly).
 //
-// Single-threaded (the node runs BLAS with one thread) and without shared state: every function
-// is reentrant. Conventions: float32, C-contiguous row-major buffers, sizes as int64_t, no
-// allocation except fastops_moe_group's scratch. Built without -ffast-math: loops are written to
+// Threads: the GEMM (split by column panels), the MoE experts (by expert) and attention (by token
+// set and head) run on an optional worker pool (fastops_pool_create, one per backend: the `threads` option); NULL or one
+// thread means the calling thread does everything. A split never changes how any output element
+// is computed, so results are bit-identical for every thread count. There is no global state:
+// every function is reentrant, and a pool that is busy with another caller's kernel runs the
+// newcomer on its own thread instead of waiting. Conventions: float32, C-contiguous row-major
+// buffers, sizes as int64_t, no allocation except fastops_moe_group's scratch and the attention
+// kernel's per-thread scratch (kept between calls). Built without -ffast-math: loops are written to
 // auto-vectorise as they are, and only the reductions marked `#pragma omp simd reduction`
 // (honoured with -fopenmp-simd, which adds no runtime and no threads) are reassociated. The
 // loader checks fastops_abi_version() and fastops_panel_width() before any other call.
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <new>
+#include <thread>
 #include <vector>
 
 // Bump whenever a signature or a buffer convention below changes (fastops.py: ABI_VERSION).
-static const int32_t FASTOPS_ABI_VERSION = 3;
+static const int32_t FASTOPS_ABI_VERSION = 4;
 
 // Return codes of the kernels that can fail on bad indices (fastops.py: ERRORS).
 static const int32_t FASTOPS_OK = 0;
@@ -30,6 +42,100 @@ static const int32_t FASTOPS_BAD_INDEX = -1;
 static const int32_t FASTOPS_NO_MEMORY = -2;
 
 namespace {
+
+// ---- worker pool -------------------------------------------------------------------------------
+// for_each(n, fn) calls fn(i) once for every i in [0, n): the caller and the workers take items
+// from one atomic counter (dynamic scheduling: experts differ in size). The caller never waits for
+// a worker to wake up: once every item is taken it closes the round, waits only for workers still
+// running an item, and a worker that wakes after that sits the round out. Between rounds a worker
+// spins for SPIN_US first (the kernels of one forward pass follow each other within tens of
+// microseconds, less than a condition-variable wake-up takes here), then sleeps on a condition
+// variable, so a pool between frames costs no CPU (the node's DDS threads need the cores).
+const std::chrono::microseconds SPIN_US(100);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+class Pool {
+  public:
+    explicit Pool(int threads) {
+        for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto &w : workers_) w.join();
+    }
+    int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+    void for_each(int64_t n, const std::function<void(int64_t)> &fn) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (workers_.empty() || n < 2 || !busy.owns_lock()) {  // serial; busy: another caller's kernel
+            for (int64_t i = 0; i < n; ++i) fn(i);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            fn_ = &fn;
+            n_ = n;
+            next_.store(0);
+            open_ = true;
+            round_.fetch_add(1);
+        }
+        wake_.notify_all();
+        drain();
+        std::unique_lock<std::mutex> lock(m_);
+        open_ = false;
+        idle_.wait(lock, [this] { return active_ == 0; });
+        fn_ = nullptr;
+    }
+
+  private:
+    void drain() {
+        for (int64_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) (*fn_)(i);
+    }
+    void work() {
+        uint64_t seen = 0;
+        for (;;) {
+            const auto until = std::chrono::steady_clock::now() + SPIN_US;
+            while (round_.load() == seen && !stop_ && std::chrono::steady_clock::now() < until) cpu_relax();
+            {
+                std::unique_lock<std::mutex> lock(m_);
+                wake_.wait(lock, [&] { return stop_ || round_.load() != seen; });
+                if (stop_) return;
+                seen = round_.load();
+                if (!open_) continue;  // woke after the caller finished this round alone
+                ++active_;
+            }
+            drain();
+            std::lock_guard<std::mutex> lock(m_);
+            if (--active_ == 0) idle_.notify_one();
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    std::mutex m_, busy_;
+    std::condition_variable wake_, idle_;
+    const std::function<void(int64_t)> *fn_ = nullptr;  // valid while open_ or active_ > 0
+    int64_t n_ = 0;
+    std::atomic<int64_t> next_{0};
+    int active_ = 0;
+    std::atomic<uint64_t> round_{0};
+    bool open_ = false;
+    std::atomic<bool> stop_{false};
+};
+
+// Work items smaller than this many multiply-adds are not worth waking a worker for (a wake-up
+// costs a few microseconds; 64k multiply-adds take ~1 us here).
+const int64_t MIN_PARALLEL_MACS = 1 << 16;
 
 // ---- exp for float32, branch-free so loops around it vectorise -------------------------------
 // Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-6 polynomial for
@@ -152,12 +258,13 @@ inline void gemm_tile(const float *const *a, int64_t k_len, const float *panel, 
 
 // Rows of A are a_base + row(i) * lda with row(i) = rows ? rows[i] : i (rows: a gather, e.g. the
 // tokens routed to one expert, without copying them).
-void gemm_packed(const float *a_base, int64_t lda, const int32_t *rows, int64_t m, int64_t k_len,
-                 const float *packed, int64_t n, float *c_base, int64_t ldc, const float *bias, int32_t act) {
-    const int64_t panels = (n + PANEL - 1) / PANEL;
+// Columns panels [p_lo, p_hi) only: the unit a pool splits the GEMM into.
+void gemm_panels(const float *a_base, int64_t lda, const int32_t *rows, int64_t m, int64_t k_len,
+                 const float *packed, int64_t n, float *c_base, int64_t ldc, const float *bias, int32_t act,
+                 int64_t p_lo, int64_t p_hi) {
     const float *a[MICRO_ROWS];
     float *c[MICRO_ROWS];
-    for (int64_t p = 0; p < panels; ++p) {
+    for (int64_t p = p_lo; p < p_hi; ++p) {
         const float *panel = packed + p * k_len * PANEL;
         const int cols = static_cast<int>(n - p * PANEL < PANEL ? n - p * PANEL : PANEL);
         const float *pbias = bias != nullptr ? bias + p * PANEL : nullptr;
@@ -179,7 +286,40 @@ void gemm_packed(const float *a_base, int64_t lda, const int32_t *rows, int64_t 
     }
 }
 
+void gemm_packed(const float *a_base, int64_t lda, const int32_t *rows, int64_t m, int64_t k_len,
+                 const float *packed, int64_t n, float *c_base, int64_t ldc, const float *bias, int32_t act,
+                 Pool *pool = nullptr) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const int64_t macs = m * k_len * n;
+    if (pool == nullptr || pool->threads() == 1 || macs < 2 * MIN_PARALLEL_MACS) {
+        gemm_panels(a_base, lda, rows, m, k_len, packed, n, c_base, ldc, bias, act, 0, panels);
+        return;
+    }
+    // A few chunks per thread so a late-starting worker still gets a share, none under the minimum.
+    const int64_t by_size = std::max<int64_t>(1, macs / MIN_PARALLEL_MACS);
+    const int64_t chunks = std::min<int64_t>({panels, 4 * static_cast<int64_t>(pool->threads()), by_size});
+    pool->for_each(chunks, [&](int64_t i) {
+        gemm_panels(a_base, lda, rows, m, k_len, packed, n, c_base, ldc, bias, act, panels * i / chunks,
+                    panels * (i + 1) / chunks);
+    });
+}
+
 int64_t packed_size(int64_t k_len, int64_t n) { return (n + PANEL - 1) / PANEL * k_len * PANEL; }
+
+// Pack B (K, N) given as B[k][j] = b[k * row_stride + j * col_stride] into gemm_packed's panels
+// (zero past N): lets the attention kernel feed strided views of qkv to the GEMM micro-kernel.
+void pack_strided(const float *b, int64_t row_stride, int64_t col_stride, int64_t k_len, int64_t n, float *out) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    for (int64_t p = 0; p < panels; ++p) {
+        for (int64_t k = 0; k < k_len; ++k) {
+            float *dst = out + (p * k_len + k) * PANEL;
+            for (int j = 0; j < PANEL; ++j) {
+                const int64_t col = p * PANEL + j;
+                dst[j] = col < n ? b[k * row_stride + col * col_stride] : 0.0f;
+            }
+        }
+    }
+}
 
 // The guided refinement sums REFINE_VECS independent vectors (REFINE_BLOCK pixels) per weight, so
 // consecutive multiply-adds do not wait on each other's latency.
@@ -203,15 +343,71 @@ int32_t fastops_panel_width(void) { return PANEL; }
 
 // C = act(A B + bias) with B packed (see gemm_packed); A rows gathered through `rows` if not NULL,
 // each checked against a_rows (the rows A has). bias (n) may be NULL; act: 0 none, 1 GELU.
+// A pool of `threads` threads in all (the caller counts as one), for the kernels that take one.
+void *fastops_pool_create(int32_t threads) {
+    if (threads < 1) return nullptr;
+    try {
+        return new Pool(threads);
+    } catch (...) {  // std::system_error: the OS refused a thread
+        return nullptr;
+    }
+}
+
+void fastops_pool_destroy(void *pool) { delete static_cast<Pool *>(pool); }
+
+int32_t fastops_pool_threads(const void *pool) { return pool ? static_cast<const Pool *>(pool)->threads() : 1; }
+
 int32_t fastops_gemm(const float *a, int64_t lda, int64_t a_rows, const int32_t *rows, int64_t m, int64_t k_len,
-                     const float *packed, int64_t n, float *c, int64_t ldc, const float *bias, int32_t act) {
+                     const float *packed, int64_t n, float *c, int64_t ldc, const float *bias, int32_t act,
+                     void *pool) {
     if (rows != nullptr) {
         for (int64_t i = 0; i < m; ++i) {
             if (rows[i] < 0 || rows[i] >= a_rows) return FASTOPS_BAD_INDEX;
         }
     }
-    gemm_packed(a, lda, rows, m, k_len, packed, n, c, ldc, bias, act);
+    gemm_packed(a, lda, rows, m, k_len, packed, n, c, ldc, bias, act, static_cast<Pool *>(pool));
     return FASTOPS_OK;
+}
+
+void fastops_softmax_rows(float *x, int64_t rows, int64_t cols);  // below
+
+// Multi-head self-attention of `streams` independent token sets, from the qkv projection to the
+// per-token concatenation of the heads (before the output projection):
+//   qkv (streams * n, 3 * heads * head_dim): per token [q heads | k heads | v heads], q pre-scaled
+//   ctx (streams * n, heads * head_dim)      ctx_h = softmax(q_h k_h^T) v_h
+// One item per (stream, head), shared out over the pool; each packs k_h^T and v_h into GEMM
+// panels and runs both products on the GEMM micro-kernel. 0, or FASTOPS_NO_MEMORY.
+int32_t fastops_attention(const float *qkv, int64_t streams, int64_t n, int32_t heads, int64_t head_dim,
+                          float *ctx, void *pool) {
+    const int64_t d = heads * head_dim, ld = 3 * d;
+    const int64_t kt_size = packed_size(head_dim, n), v_size = packed_size(n, head_dim);
+    std::atomic<bool> failed{false};
+    auto item = [&](int64_t i) {
+        const int64_t s = i / heads, h = i % heads;
+        // Per thread and kept: a fresh ~140 KB buffer per item would be mmap'd and page-faulted each time.
+        thread_local std::vector<float> scratch;
+        try {
+            if (scratch.size() < static_cast<size_t>(kt_size + v_size + n * n)) scratch.resize(kt_size + v_size + n * n);
+        } catch (const std::bad_alloc &) {
+            failed = true;
+            return;
+        }
+        float *kt = scratch.data(), *v = kt + kt_size, *scores = v + v_size;
+        const float *base = qkv + s * n * ld + h * head_dim;
+        pack_strided(base + d, 1, ld, head_dim, n, kt);      // k_h^T (head_dim, n)
+        pack_strided(base + 2 * d, ld, 1, n, head_dim, v);   // v_h (n, head_dim)
+        gemm_panels(base, ld, nullptr, n, head_dim, kt, n, scores, n, nullptr, ACT_NONE, 0, (n + PANEL - 1) / PANEL);
+        fastops_softmax_rows(scores, n, n);
+        gemm_panels(scores, n, nullptr, n, n, v, head_dim, ctx + s * n * d + h * head_dim, d, nullptr, ACT_NONE, 0,
+                    (head_dim + PANEL - 1) / PANEL);
+    };
+    Pool *workers = static_cast<Pool *>(pool);
+    if (workers == nullptr) {
+        for (int64_t i = 0; i < streams * heads; ++i) item(i);
+    } else {
+        workers->for_each(streams * heads, item);
+    }
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
 }
 
 // Every expert of a MoE layer in one call (after fastops_moe_group): expert e takes the rows
@@ -222,7 +418,7 @@ int32_t fastops_gemm(const float *a, int64_t lda, int64_t a_rows, const int32_t 
 int32_t fastops_moe_experts(const float *h, int64_t num_src, int64_t dim, const int32_t *uniq_src,
                             const int32_t *bounds, int32_t num_experts, int64_t expert_hidden,
                             const float *fc1, const float *fc1_bias, const float *fc2, const float *fc2_bias,
-                            float *hidden, float *out) {
+                            float *hidden, float *out, void *pool) {
     if (bounds[0] != 0) return FASTOPS_BAD_INDEX;
     for (int32_t e = 0; e < num_experts; ++e) {
         if (bounds[e + 1] < bounds[e]) return FASTOPS_BAD_INDEX;
@@ -231,14 +427,26 @@ int32_t fastops_moe_experts(const float *h, int64_t num_src, int64_t dim, const 
         if (uniq_src[i] < 0 || uniq_src[i] >= num_src) return FASTOPS_BAD_INDEX;
     }
     const int64_t fc1_size = packed_size(dim, expert_hidden), fc2_size = packed_size(expert_hidden, dim);
-    for (int32_t e = 0; e < num_experts; ++e) {
+    auto expert = [&](int32_t e) {
         const int64_t lo = bounds[e], m = bounds[e + 1] - bounds[e];
-        if (m == 0) continue;
+        if (m == 0) return;
         gemm_packed(h, dim, uniq_src + lo, m, dim, fc1 + e * fc1_size, expert_hidden, hidden + lo * expert_hidden,
                     expert_hidden, fc1_bias + e * expert_hidden, ACT_GELU);
         gemm_packed(hidden + lo * expert_hidden, expert_hidden, nullptr, m, expert_hidden, fc2 + e * fc2_size, dim,
                     out + lo * dim, dim, fc2_bias + e * dim, ACT_NONE);
+    };
+    Pool *workers = static_cast<Pool *>(pool);
+    if (workers == nullptr || workers->threads() == 1) {
+        for (int32_t e = 0; e < num_experts; ++e) expert(e);
+        return FASTOPS_OK;
     }
+    // One item per expert (fc1 then fc2 on its own rows), largest first so the last ones are short.
+    std::vector<int32_t> order(num_experts);
+    for (int32_t e = 0; e < num_experts; ++e) order[e] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) {
+        return bounds[x + 1] - bounds[x] > bounds[y + 1] - bounds[y];
+    });
+    workers->for_each(num_experts, [&](int64_t i) { expert(order[i]); });
     return FASTOPS_OK;
 }
 

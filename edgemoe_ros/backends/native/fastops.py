@@ -34,7 +34,7 @@ from ..base import BackendError
 log = logging.getLogger(__name__)
 
 #: Must equal FASTOPS_ABI_VERSION in fastops.cpp.
-ABI_VERSION = 3
+ABI_VERSION = 4
 SOURCE = Path(__file__).with_name("fastops.cpp")
 LIB_PREFIX = "libedgemoe_fastops"
 #: Environment variable naming the C++ compiler (``g++`` when unset).
@@ -201,6 +201,45 @@ def _opt(arr: np.ndarray | None, size: int, name: str) -> int | None:
     return _check(arr, _F32, name)
 
 
+class ThreadPool:
+    """Worker threads of the native kernels (``fastops.cpp``: Pool), made by ``FastOps.pool``.
+
+    ``threads`` counts the calling thread, so 1 starts none. Workers sleep between kernels; a
+    pool used by two callers at once runs the second on its own thread rather than waiting.
+    ``close`` joins the workers; it must not run while a kernel uses the pool.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, threads: int) -> None:
+        self._lib = lib
+        self._handle: int | None = None  # before any raise: __del__ runs on a half-made pool too
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"native: threads must be an integer >= 1, got {threads!r}")
+        self.threads = threads
+        if threads > 1:
+            self._handle = lib.fastops_pool_create(threads)
+            if not self._handle:
+                raise BackendError(f"native: could not start {threads - 1} worker threads")
+            got = lib.fastops_pool_threads(self._handle)
+            if got != threads:  # an ABI slip would otherwise show up as a wrong speed-up, not an error
+                raise BackendError(f"native: pool reports {got} threads, asked for {threads}")
+
+    @property
+    def handle(self) -> int | None:
+        return self._handle
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle:
+            self._lib.fastops_pool_destroy(handle)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _handle(pool: ThreadPool | None) -> int | None:
+    return None if pool is None else pool.handle
+
+
 class FastOps:
     """ctypes binding of one built ``fastops`` library.
 
@@ -225,8 +264,12 @@ class FastOps:
         p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
         sigs = {
             "fastops_panel_width": (i32, []),
-            "fastops_gemm": (i32, [p, i64, i64, p, i64, i64, p, i64, p, i64, p, i32]),
-            "fastops_moe_experts": (i32, [p, i64, i64, p, p, i32, i64, p, p, p, p, p, p]),
+            "fastops_pool_create": (p, [i32]),
+            "fastops_pool_destroy": (None, [p]),
+            "fastops_pool_threads": (i32, [p]),
+            "fastops_gemm": (i32, [p, i64, i64, p, i64, i64, p, i64, p, i64, p, i32, p]),
+            "fastops_moe_experts": (i32, [p, i64, i64, p, p, i32, i64, p, p, p, p, p, p, p]),
+            "fastops_attention": (i32, [p, i64, i64, i32, i64, p, p]),
             "fastops_add_layernorm": (None, [p, p, p, p, i64, i64, f32, p, p]),
             "fastops_softmax_rows": (None, [p, i64, i64]),
             "fastops_moe_route": (None, [p, i64, i64, i32, i32, p, p]),
@@ -248,10 +291,15 @@ class FastOps:
             raise BackendError(f"native: {what}: {ERRORS.get(rc, f'error {rc}')}")
         return rc
 
+    def pool(self, threads: int) -> ThreadPool:
+        """Worker threads for ``gemm`` and ``moe_experts`` (``threads`` counts the calling thread)."""
+        return ThreadPool(self._lib, threads)
+
     def gemm(self, a: np.ndarray, b: PackedMatrix, out: np.ndarray | None = None, bias: np.ndarray | None = None,
-             gelu: bool = False, rows: np.ndarray | None = None) -> np.ndarray:
+             gelu: bool = False, rows: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
         """``out = act(a[rows] @ B + bias)`` with act = exact-erf GELU if ``gelu``; ``a`` (R, K),
-        ``rows`` (M,) int32 row indices into ``a`` (default: all rows in order), out (M, N)."""
+        ``rows`` (M,) int32 row indices into ``a`` (default: all rows in order), out (M, N); split
+        over ``pool``'s threads by column panels when it is worth it (same bits either way)."""
         if b.panels.ndim != 3 or a.ndim != 2 or a.shape[1] != b.k:
             raise ValueError(f"native: gemm shapes a {a.shape} and packed {b.panels.shape} (K={b.k}) do not fit")
         m = a.shape[0] if rows is None else rows.size
@@ -261,14 +309,17 @@ class FastOps:
             raise ValueError(f"native: gemm out must be ({m}, {b.n}), got {out.shape}")
         rc = self._lib.fastops_gemm(
             _check(a, _F32, "a"), b.k, a.shape[0], None if rows is None else _check(rows, _I32, "rows"), m, b.k,
-            _check(b.panels, _F32, "packed"), b.n, _check(out, _F32, "out"), b.n, _opt(bias, b.n, "bias"), int(gelu))
+            _check(b.panels, _F32, "packed"), b.n, _check(out, _F32, "out"), b.n, _opt(bias, b.n, "bias"), int(gelu),
+            _handle(pool))
         self._ok(rc, "gemm")
         return out
 
     def moe_experts(self, h: np.ndarray, uniq_src: np.ndarray, bounds: np.ndarray, fc1: PackedMatrix,
-                    fc1_bias: np.ndarray, fc2: PackedMatrix, fc2_bias: np.ndarray) -> np.ndarray:
+                    fc1_bias: np.ndarray, fc2: PackedMatrix, fc2_bias: np.ndarray, pool: ThreadPool | None = None
+                    ) -> np.ndarray:
         """All experts of one MoE layer on their gathered rows (``moe_group`` order): returns (M, D)
-        ``fc2_e(GELU(fc1_e(h[uniq_src]) + b1_e)) + b2_e`` with e the expert owning each row."""
+        ``fc2_e(GELU(fc1_e(h[uniq_src]) + b1_e)) + b2_e`` with e the expert owning each row; experts
+        are shared out over ``pool``'s threads (same bits either way)."""
         e = fc1.panels.shape[0]
         d, hidden = h.shape[1], fc1.n
         if (fc1.panels.ndim != 4 or fc2.panels.shape[0] != e or (fc1.k, fc2.k, fc2.n) != (d, hidden, d)
@@ -284,8 +335,27 @@ class FastOps:
             _check(h, _F32, "h"), h.shape[0], d, _check(uniq_src, _I32, "uniq_src"), _check(bounds, _I32, "bounds"),
             e, hidden, _check(fc1.panels, _F32, "fc1"), _check(fc1_bias, _F32, "fc1_bias"),
             _check(fc2.panels, _F32, "fc2"), _check(fc2_bias, _F32, "fc2_bias"), _check(hid, _F32, "hidden"),
-            _check(out, _F32, "out"))
+            _check(out, _F32, "out"), _handle(pool))
         self._ok(rc, "moe_experts")
+        return out
+
+    def attention(self, qkv: np.ndarray, streams: int, heads: int, out: np.ndarray | None = None,
+                  pool: ThreadPool | None = None) -> np.ndarray:
+        """Multi-head self-attention of ``streams`` token sets stacked in ``qkv`` (streams * N,
+        3 * D), each row ``[q | k | v]`` with heads concatenated and q already scaled: returns
+        (streams * N, D), per token the heads' ``softmax(q k^T) v`` concatenated (before the output
+        projection). Items (stream, head) are shared out over ``pool``'s threads."""
+        rows, width = qkv.shape
+        if width % (3 * heads) or streams < 1 or rows % streams:
+            raise ValueError(f"native: attention qkv {qkv.shape} does not split into {streams} streams "
+                             f"and 3 x {heads} heads")
+        d, n = width // 3, rows // streams
+        if out is None:
+            out = np.empty((rows, d), np.float32)
+        elif out.shape != (rows, d):
+            raise ValueError(f"native: attention out must be ({rows}, {d}), got {out.shape}")
+        self._ok(self._lib.fastops_attention(_check(qkv, _F32, "qkv"), streams, n, heads, d // heads,
+                                             _check(out, _F32, "out"), _handle(pool)), "attention")
         return out
 
     def add_layernorm(self, x: np.ndarray, delta: np.ndarray | None, out: np.ndarray, eps: float,
