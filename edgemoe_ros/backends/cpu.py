@@ -30,14 +30,16 @@ Where the time goes and what this module does about it:
   calls; option ``threads`` shares the GEMMs, experts and heads out over a worker pool. The numpy path is the fallback
   and computes the same math (both within float32 rounding of the float64 reference).
 
-Measured (``bench/bench_engine.py --runs 50``, SPEC model, one thread, quiet 2-core AVX2 machine),
-median ms semseg / depth / both: native 24.0 / 23.8 / 42.8, numpy path 37.9 / 37.5 / 66.0, the
-PyTorch M³ViT peer 34.5 / 33.8 / 67.2: 1.42-1.44x the peer per task; both tasks 1.80x one task.
+Measured (``bench/bench_engine.py --runs 50``, SPEC model, quiet 2-core AVX2 machine), median ms
+semseg / depth / both on one thread: native 23.3 / 23.0 / 41.8, numpy path 39.3 / 38.9 / 68.3, the
+PyTorch M³ViT peer 36.1 / 36.4 / 72.2 (1.55-1.58x the peer per task, both tasks 1.82x one task);
+on two threads (``threads=2``, torch likewise): native 14.8 / 14.7 / 25.2, peer 23.6 / 23.7 / 45.2.
 
 What is left, and why it stays: the backbone is 1.57 GFLOP per task and this core's float32 matmul
-peak measures 91 GFLOP/s (1024^3, same run), so 24 ms is 72 % of peak over the whole run and 2x
-the peer (<= 16.9 ms) would need 102 % of it. Both tasks cost ~1.8x one task because everything
-after the first router is genuinely per task (the shared prefix is 14 % of the compute).
+peak measures 90 GFLOP/s (1024^3, same run); the native path runs at 67 GFLOP/s overall (dense
+GEMMs 81, experts 77, attention 55), so 2x the peer (<= 18.1 ms) would need 96 % of the peak for
+the products alone. Both tasks cost ~1.8x one task because everything after the first router is
+genuinely per task (the shared prefix is 14 % of the compute).
 """
 
 from __future__ import annotations
