@@ -25,14 +25,6 @@ BOTH = ("semseg", "depth")
 F32 = np.float32
 
 
-@pytest.fixture(scope="module")
-def fast() -> fastops.FastOps:
-    try:
-        return fastops.load()
-    except fastops.NativeBuildError as exc:
-        pytest.skip(f"native kernels unavailable here: {exc}")
-
-
 @pytest.fixture
 def no_compiler(monkeypatch):
     """A process in which the compiler does not exist (and nothing was built or warned yet)."""

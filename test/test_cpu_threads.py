@@ -21,14 +21,6 @@ F32 = np.float32
 
 
 @pytest.fixture(scope="module")
-def fast() -> fastops.FastOps:
-    try:
-        return fastops.load()
-    except fastops.NativeBuildError as exc:
-        pytest.skip(f"native kernels unavailable here: {exc}")
-
-
-@pytest.fixture(scope="module")
 def pools(fast):
     made = {t: fast.pool(t) for t in (2, 3)}
     yield made
