@@ -12,15 +12,17 @@ torch = pytest.importorskip("torch")
 from edgemoe_ros.model.config import tiny_config  # noqa: E402
 from edgemoe_ros.model.weights import load_weights, read_metadata  # noqa: E402
 from edgemoe_ros.training import data  # noqa: E402
-from edgemoe_ros.training.metrics import SegDepthMeter  # noqa: E402
+from edgemoe_ros.training.metrics import SegDepthMeter, boundary_band  # noqa: E402
 from edgemoe_ros.training.train import (  # noqa: E402
     CHECKPOINT_NAME,
     Hyper,
     Trainer,
     class_weights,
     depth_targets,
+    edge_band,
     lovasz_softmax,
     main,
+    weighted_cross_entropy,
 )
 
 
@@ -86,6 +88,57 @@ def test_lovasz_term_has_gradients_and_joins_the_segmentation_loss(tiny_frames):
     logits = torch.randn(2, 4, 6, 8, requires_grad=True)
     lovasz_softmax(logits, torch.randint(0, 4, (2, 6, 8))).backward()
     assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_edge_band_is_the_band_eval_model_scores(radius):
+    labels = np.random.default_rng(radius).integers(0, 4, (2, 12, 17)).astype(np.int64)
+    labels[0, :, :5] = 2  # a region with an edge, and ignored pixels as a label of their own
+    labels[1, 3:6, 4:9] = 255
+    got = edge_band(torch.from_numpy(labels), radius).numpy()
+    np.testing.assert_array_equal(got, boundary_band(labels.astype(np.uint8), radius))
+    flat = torch.full((1, 6, 6), 3, dtype=torch.int64)
+    assert not edge_band(flat, 2).any()  # the image border is not an edge
+
+
+def test_weighted_cross_entropy_matches_its_definition():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 5, (2, 6, 7), generator=gen)
+    labels[0, 0, :3] = 255
+    class_w = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64)
+    ones = torch.ones(2, 6, 7, dtype=torch.float64)
+    plain = torch.nn.functional.cross_entropy(logits, labels, weight=class_w, ignore_index=255)
+    assert float(weighted_cross_entropy(logits, labels, class_w, ones)) == pytest.approx(float(plain), rel=1e-12)
+    assert float(weighted_cross_entropy(logits, labels, class_w, None)) == pytest.approx(float(plain), rel=1e-12)
+    pixel_w = 1.0 + 4.0 * torch.rand(2, 6, 7, generator=gen, dtype=torch.float64)
+    logp = logits.log_softmax(1).numpy()
+    num = den = 0.0
+    for b, y, x in np.ndindex(2, 6, 7):
+        k = int(labels[b, y, x])
+        if k != 255:
+            w = float(pixel_w[b, y, x]) * float(class_w[k])
+            num, den = num - w * logp[b, k, y, x], den + w
+    got = float(weighted_cross_entropy(logits, labels, class_w, pixel_w))
+    assert got == pytest.approx(num / den, rel=1e-12)
+    assert got != pytest.approx(float(plain), rel=1e-3)  # the weights do change it
+
+
+def test_edge_weight_joins_the_segmentation_loss_only_near_edges(tiny_frames):
+    batch = (tiny_frames["rgb"], tiny_frames["labels"], tiny_frames["depth"])
+    plain = Trainer(tiny_config(), Hyper(batch=4), seed=0)
+    edged = Trainer(tiny_config(), Hyper(batch=4, edge_weight=3.0), seed=0)
+    for trainer in (plain, edged):  # the same random perturbation: a fresh model is equally unsure everywhere
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for param in trainer.model.parameters():
+                param.add_(0.3 * torch.randn(param.shape, generator=gen))
+    a, b = ({k: float(v.detach()) for k, v in t.losses(*batch, train=False).items()} for t in (plain, edged))
+    assert b["seg"] != pytest.approx(a["seg"], rel=1e-5) and b["depth"] == pytest.approx(a["depth"], rel=1e-6)
+    flat = np.full_like(tiny_frames["labels"], 3)  # no edges: the band is empty, the loss unchanged
+    a, b = (float(t.losses(tiny_frames["rgb"], flat, tiny_frames["depth"], train=False)["seg"].detach())
+            for t in (plain, edged))
+    assert b == pytest.approx(a, rel=1e-6)
 
 
 def test_lr_schedule_warms_up_and_decays():
