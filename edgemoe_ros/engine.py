@@ -80,7 +80,7 @@ class Engine:
     name. ``resize_mode``: "stretch" or "crop"; ``None`` uses the model config's choice.
     ``native_heads``: "auto" | "on" | "off", whether the guided head's per-pixel refinement runs
     in the native kernels (built with g++ on first use, like the cpu backend's; "auto" falls back
-    to numpy with one warning).
+    to numpy with one warning); it runs on as many threads as the backend reports (``threads``).
     Thread safety: ``infer`` must not run concurrently with itself or ``reload``; the usage
     counters may be read from any thread (diagnostics timers do).
     """
@@ -94,7 +94,8 @@ class Engine:
             raise ValueError(f"native_heads {native_heads!r} is not one of {fastops.MODES}")
         self._resize_mode = resize_mode
         self._native_heads = native_heads
-        self._head_ops: fastops.FastOps | None = None
+        self._head_ops: fastops.FastOps | fastops.PooledRefine | None = None
+        self._head_pool: fastops.ThreadPool | None = None
         if isinstance(backend, str):
             self.backend: Backend = create_backend(backend, **(backend_options or {}))
         elif backend_options:
@@ -134,6 +135,11 @@ class Engine:
         weights.validate()
         head_ops = fastops.native_ops(self._native_heads) if weights.config.head == "guided" else None
         self.backend.load(weights)
+        if head_ops is not None and self.backend.threads > 1:
+            if self._head_pool is None or self._head_pool.threads != self.backend.threads:
+                self._close_head_pool()
+                self._head_pool = head_ops.pool(self.backend.threads)
+            head_ops = fastops.PooledRefine(head_ops, self._head_pool)
         with self._lock:
             self._head_ops = head_ops
             self._weights = weights
@@ -141,8 +147,16 @@ class Engine:
         log.info("engine: loaded %s on backend %r", weights.source or "<weights>", self.backend.name)
 
     def close(self) -> None:
-        """Release the backend. Safe to call twice."""
+        """Release the backend and the heads' threads. Safe to call twice."""
         self.backend.close()
+        with self._lock:
+            self._head_ops = None
+            self._close_head_pool()
+
+    def _close_head_pool(self) -> None:
+        if self._head_pool is not None:
+            self._head_pool.close()
+            self._head_pool = None
 
     # ----- expert usage -----
     @staticmethod

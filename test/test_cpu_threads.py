@@ -166,3 +166,43 @@ def test_threads_on_the_numpy_path_say_they_do_not_apply(caplog):
         backend.load(random_init(tiny_config(), seed=0))
     assert backend.threads == 1
     assert any("threads=2 applies to the native kernels" in r.getMessage() for r in caplog.records)
+
+
+def test_guided_refine_gives_the_same_bits_on_any_number_of_threads(fast, pools):
+    """Rows are shared out; the per-thread scratch is reused across calls, so a wide call first
+    leaves other data past the next (narrower) call's width, which must not leak into it."""
+    from edgemoe_ros.model import heads
+
+    for (b, h, w) in [(2, 9, 70), (1, 16, 33)]:
+        cfg = ModelConfig(head="guided", img_h=h, img_w=w, guide_channels=8, refine_hidden=16, patch=1,
+                          class_names=tuple(f"c{i}" for i in range(7)))
+        weights = random_init(cfg, seed=b)
+        rng = _rng(h)
+        coarse = rng.normal(0.0, 3.0, (b, h, w, 7)).astype(F32)
+        images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+        want = heads.guided_refine(weights, cfg, "semseg", coarse, images, native=fast)
+        for pool in pools.values():
+            got = heads.guided_refine(weights, cfg, "semseg", coarse, images,
+                                      native=fastops.PooledRefine(fast, pool))
+            np.testing.assert_array_equal(got, want)
+
+
+def test_engine_runs_the_heads_on_the_backends_threads(fast):
+    from edgemoe_ros.engine import Engine
+
+    cfg = tiny_config(head="guided")
+    weights = random_init(cfg, seed=12)
+    image = _rng(13).integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    with Engine(weights, backend="cpu", native_heads="on") as one:
+        assert one.backend.threads == 1 and one._head_pool is None
+        want = one.infer(image)
+    eng = Engine(weights, backend="cpu", backend_options={"threads": 2}, native_heads="on")
+    assert eng.backend.threads == 2 and eng._head_pool is not None and eng._head_pool.threads == 2
+    got = eng.infer(image)
+    np.testing.assert_array_equal(got.semseg, want.semseg)
+    np.testing.assert_array_equal(got.depth, want.depth)
+    eng.reload(weights)  # same thread count: the pool is kept
+    assert eng._head_pool is not None and eng._head_pool.threads == 2
+    eng.close()
+    assert eng._head_pool is None and eng.backend.threads == 1
+    eng.close()  # twice is fine

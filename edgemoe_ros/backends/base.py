@@ -68,6 +68,12 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release resources (buffers, devices). Safe to call twice."""
 
+    @property
+    def threads(self) -> int:
+        """Host threads this backend computes on (after ``load``); the engine runs the host-side
+        task heads on as many. 1 unless a backend option says otherwise."""
+        return 1
+
     def check_input(self, images: np.ndarray, tasks: Sequence[str]) -> None:
         """Shared argument checks so every backend fails the same way on a bad call."""
         if self.config is None:

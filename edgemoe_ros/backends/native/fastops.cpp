@@ -133,6 +133,15 @@ class Pool {
     std::atomic<bool> stop_{false};
 };
 
+// fn(i) for every i in [0, n): on the pool if there is one, else on the calling thread.
+void run_items(void *pool, int64_t n, const std::function<void(int64_t)> &fn) {
+    if (pool == nullptr) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+    } else {
+        static_cast<Pool *>(pool)->for_each(n, fn);
+    }
+}
+
 // Work items smaller than this many multiply-adds are not worth waking a worker for (a wake-up
 // costs a few microseconds; 64k multiply-adds take ~1 us here).
 const int64_t MIN_PARALLEL_MACS = 1 << 16;
@@ -401,12 +410,7 @@ int32_t fastops_attention(const float *qkv, int64_t streams, int64_t n, int32_t 
         gemm_panels(scores, n, nullptr, n, n, v, head_dim, ctx + s * n * d + h * head_dim, d, nullptr, ACT_NONE, 0,
                     (head_dim + PANEL - 1) / PANEL);
     };
-    Pool *workers = static_cast<Pool *>(pool);
-    if (workers == nullptr) {
-        for (int64_t i = 0; i < streams * heads; ++i) item(i);
-    } else {
-        workers->for_each(streams * heads, item);
-    }
+    run_items(pool, streams * heads, item);
     return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
 }
 
@@ -435,8 +439,7 @@ int32_t fastops_moe_experts(const float *h, int64_t num_src, int64_t dim, const 
         gemm_packed(hidden + lo * expert_hidden, expert_hidden, nullptr, m, expert_hidden, fc2 + e * fc2_size, dim,
                     out + lo * dim, dim, fc2_bias + e * dim, ACT_NONE);
     };
-    Pool *workers = static_cast<Pool *>(pool);
-    if (workers == nullptr || workers->threads() == 1) {
+    if (pool == nullptr) {
         for (int32_t e = 0; e < num_experts; ++e) expert(e);
         return FASTOPS_OK;
     }
@@ -446,7 +449,7 @@ int32_t fastops_moe_experts(const float *h, int64_t num_src, int64_t dim, const 
     std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) {
         return bounds[x + 1] - bounds[x] > bounds[y + 1] - bounds[y];
     });
-    workers->for_each(num_experts, [&](int64_t i) { expert(order[i]); });
+    run_items(pool, num_experts, [&](int64_t i) { expert(order[i]); });
     return FASTOPS_OK;
 }
 
@@ -608,92 +611,107 @@ int32_t fastops_moe_combine(const float *expert_out, int64_t num_out, const int3
 // (one contiguous run of x per channel, width rounded up to whole blocks, zero past W) and every
 // output channel is summed in registers over a block of pixels, so each multiply-add costs one
 // L1 load (summing into memory costs two loads and a store). numpy does the same sums through im2col +
-// BLAS, so the two agree to float32 rounding. out may not alias coarse.
+// BLAS, so the two agree to float32 rounding. out may not alias coarse. Rows are shared out over
+// the pool, if one is given (the same bits either way).
 int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_t batch, int64_t height,
                               int64_t width, int32_t channels, int32_t in_chans, const float *pix_scale,
                               const float *pix_offset, const float *guide_w, const float *guide_b,
                               int32_t guide_ch, const float *fuse_w, const float *fuse_b, int32_t hidden,
-                              const float *refine_w, const float *refine_b, float *out) {
+                              const float *refine_w, const float *refine_b, float *out, void *pool) {
     const int64_t W = width;
     const int64_t Wv = (width + REFINE_BLOCK - 1) / REFINE_BLOCK * REFINE_BLOCK;  // lanes past W see zeros
     const int64_t padded = Wv + 2;  // one zero column left, >= one right
     const int32_t fuse_in = channels + guide_ch;
-    std::vector<float> pix, planes, hid, row_out;
+    const int64_t image_pix = (height + 2) * in_chans * padded;
+    std::vector<float> pix;
     try {
-        // Normalised pixels of the whole image, planar, with a zero row above and below and zero
-        // columns left and right (the conv pads after normalising): (height + 2, in_chans, padded).
-        pix.assign(static_cast<size_t>((height + 2) * in_chans * padded), 0.0f);
-        planes.assign(static_cast<size_t>(fuse_in * Wv), 0.0f);       // [coarse; guide], the fuse input
-        hid.resize(static_cast<size_t>(hidden * Wv));
-        row_out.resize(static_cast<size_t>(Wv));
+        // Normalised pixels of every image, planar, with a zero row above and below and zero
+        // columns left and right (the conv pads after normalising): (batch, height + 2, in_chans, padded).
+        pix.assign(static_cast<size_t>(batch * image_pix), 0.0f);
     } catch (const std::bad_alloc &) {
         return FASTOPS_NO_MEMORY;
     }
-    float *coarse_p = planes.data();
-    float *guide = planes.data() + channels * Wv;
     for (int64_t b = 0; b < batch; ++b) {
         const uint8_t *img = images + b * height * W * in_chans;
         for (int64_t y = 0; y < height; ++y) {
             for (int32_t c = 0; c < in_chans; ++c) {
-                float *row = pix.data() + ((y + 1) * in_chans + c) * padded;
+                float *row = pix.data() + b * image_pix + ((y + 1) * in_chans + c) * padded;
                 const uint8_t *src = img + y * W * in_chans + c;
                 const float sc = pix_scale[c], off = pix_offset[c];
                 for (int64_t x = 0; x < W; ++x) row[x + 1] = static_cast<float>(src[x * in_chans]) * sc + off;
             }
         }
-        for (int64_t y = 0; y < height; ++y) {
-            const int64_t base = (b * height + y) * W * channels;
-            for (int32_t c = 0; c < channels; ++c) {
-                float *cr = coarse_p + c * Wv;
-                for (int64_t x = 0; x < W; ++x) cr[x] = coarse[base + x * channels + c];
-            }
-            for (int32_t g = 0; g < guide_ch; ++g) {
-                const float *wg = guide_w + g * in_chans * 9;
-                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
-                    vec8 acc[REFINE_VECS];
-                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + guide_b[g];
-                    for (int32_t c = 0; c < in_chans; ++c) {
-                        for (int ky = 0; ky < 3; ++ky) {
-                            const float *row = pix.data() + ((y + ky) * in_chans + c) * padded + x0;
-                            for (int kx = 0; kx < 3; ++kx) {
-                                const float wv = wg[(c * 3 + ky) * 3 + kx];
-                                for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wv * load8(row + kx + 8 * v);
-                            }
+    }
+    std::atomic<bool> failed{false};
+    // One image row: independent of every other row once the pixels are normalised.
+    auto row_item = [&](int64_t i) {
+        const int64_t b = i / height, y = i % height;
+        // Per thread and kept between calls: [coarse; guide] (the fuse input), hidden, one output row.
+        thread_local std::vector<float> planes, hid, row_out;
+        try {
+            if (planes.size() < static_cast<size_t>(fuse_in * Wv)) planes.resize(fuse_in * Wv);
+            if (hid.size() < static_cast<size_t>(hidden * Wv)) hid.resize(hidden * Wv);
+            if (row_out.size() < static_cast<size_t>(Wv)) row_out.resize(Wv);
+        } catch (const std::bad_alloc &) {
+            failed = true;
+            return;
+        }
+        const float *pix_b = pix.data() + b * image_pix;
+        float *coarse_p = planes.data();
+        float *guide = planes.data() + channels * Wv;
+        const int64_t base = (b * height + y) * W * channels;
+        for (int32_t c = 0; c < channels; ++c) {
+            float *cr = coarse_p + c * Wv;
+            for (int64_t x = 0; x < W; ++x) cr[x] = coarse[base + x * channels + c];
+            for (int64_t x = W; x < Wv; ++x) cr[x] = 0.0f;  // the scratch may hold another call's row
+        }
+        for (int32_t g = 0; g < guide_ch; ++g) {
+            const float *wg = guide_w + g * in_chans * 9;
+            for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                vec8 acc[REFINE_VECS];
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + guide_b[g];
+                for (int32_t c = 0; c < in_chans; ++c) {
+                    for (int ky = 0; ky < 3; ++ky) {
+                        const float *row = pix_b + ((y + ky) * in_chans + c) * padded + x0;
+                        for (int kx = 0; kx < 3; ++kx) {
+                            const float wv = wg[(c * 3 + ky) * 3 + kx];
+                            for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wv * load8(row + kx + 8 * v);
                         }
                     }
-                    for (int v = 0; v < REFINE_VECS; ++v) store8(guide + g * Wv + x0 + 8 * v, acc[v]);
                 }
-            }
-            gelu_inplace(guide, guide_ch * Wv);
-            for (int32_t h = 0; h < hidden; ++h) {
-                const float *fw = fuse_w + h * fuse_in;
-                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
-                    vec8 acc[REFINE_VECS];
-                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + fuse_b[h];
-                    for (int32_t j = 0; j < fuse_in; ++j) {
-                        const float *src = planes.data() + j * Wv + x0;
-                        for (int v = 0; v < REFINE_VECS; ++v) acc[v] += fw[j] * load8(src + 8 * v);
-                    }
-                    for (int v = 0; v < REFINE_VECS; ++v) store8(hid.data() + h * Wv + x0 + 8 * v, acc[v]);
-                }
-            }
-            gelu_inplace(hid.data(), hidden * Wv);
-            for (int32_t c = 0; c < channels; ++c) {
-                const float *rw = refine_w + c * hidden;
-                for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
-                    vec8 acc[REFINE_VECS];
-                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] = load8(coarse_p + c * Wv + x0 + 8 * v) + refine_b[c];
-                    for (int32_t h = 0; h < hidden; ++h) {
-                        const float *src = hid.data() + h * Wv + x0;
-                        for (int v = 0; v < REFINE_VECS; ++v) acc[v] += rw[h] * load8(src + 8 * v);
-                    }
-                    for (int v = 0; v < REFINE_VECS; ++v) store8(row_out.data() + x0 + 8 * v, acc[v]);
-                }
-                for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = row_out[x];
+                for (int v = 0; v < REFINE_VECS; ++v) store8(guide + g * Wv + x0 + 8 * v, acc[v]);
             }
         }
-    }
-    return FASTOPS_OK;
+        gelu_inplace(guide, guide_ch * Wv);
+        for (int32_t h = 0; h < hidden; ++h) {
+            const float *fw = fuse_w + h * fuse_in;
+            for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                vec8 acc[REFINE_VECS];
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + fuse_b[h];
+                for (int32_t j = 0; j < fuse_in; ++j) {
+                    const float *src = planes.data() + j * Wv + x0;
+                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] += fw[j] * load8(src + 8 * v);
+                }
+                for (int v = 0; v < REFINE_VECS; ++v) store8(hid.data() + h * Wv + x0 + 8 * v, acc[v]);
+            }
+        }
+        gelu_inplace(hid.data(), hidden * Wv);
+        for (int32_t c = 0; c < channels; ++c) {
+            const float *rw = refine_w + c * hidden;
+            for (int64_t x0 = 0; x0 < Wv; x0 += REFINE_BLOCK) {
+                vec8 acc[REFINE_VECS];
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] = load8(coarse_p + c * Wv + x0 + 8 * v) + refine_b[c];
+                for (int32_t h = 0; h < hidden; ++h) {
+                    const float *src = hid.data() + h * Wv + x0;
+                    for (int v = 0; v < REFINE_VECS; ++v) acc[v] += rw[h] * load8(src + 8 * v);
+                }
+                for (int v = 0; v < REFINE_VECS; ++v) store8(row_out.data() + x0 + 8 * v, acc[v]);
+            }
+            for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = row_out[x];
+        }
+    };
+    run_items(pool, batch * height, row_item);
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
 }
 
 }  // extern "C"

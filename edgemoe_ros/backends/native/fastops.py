@@ -275,7 +275,7 @@ class FastOps:
             "fastops_moe_route": (None, [p, i64, i64, i32, i32, p, p]),
             "fastops_moe_group": (i64, [p, i64, i32, i64, i32, p, p, p]),
             "fastops_moe_combine": (i32, [p, i64, p, p, i64, i32, i64, p]),
-            "fastops_guided_refine": (i32, [p, p, i64, i64, i64, i32, i32, p, p, p, p, i32, p, p, i32, p, p, p]),
+            "fastops_guided_refine": (i32, [p, p, i64, i64, i64, i32, i32, p, p, p, p, i32, p, p, i32, p, p, p, p]),
         }
         for name, (restype, argtypes) in sigs.items():
             fn = getattr(lib, name)
@@ -430,8 +430,10 @@ class FastOps:
 
     def guided_refine(self, coarse: np.ndarray, images: np.ndarray, pix_scale: np.ndarray, pix_offset: np.ndarray,
                       guide_w: np.ndarray, guide_b: np.ndarray, fuse_w: np.ndarray, fuse_b: np.ndarray,
-                      refine_w: np.ndarray, refine_b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The guided head's refinement (``model.heads.guided_refine``) in one pass per image row.
+                      refine_w: np.ndarray, refine_b: np.ndarray, out: np.ndarray | None = None,
+                      pool: ThreadPool | None = None) -> np.ndarray:
+        """The guided head's refinement (``model.heads.guided_refine``) in one pass per image row,
+        rows shared out over ``pool``'s threads (same bits either way).
 
         ``coarse`` (B, H, W, C) float32 and ``images`` (B, H, W, CIN) uint8, channels-last; the
         pixels are normalised as ``u8 * pix_scale + pix_offset``; weights in PyTorch layout.
@@ -454,9 +456,20 @@ class FastOps:
             _opt(pix_scale, cin, "pix_scale"), _opt(pix_offset, cin, "pix_offset"),
             _check(guide_w, _F32, "guide_w"), _opt(guide_b, g, "guide_b"), g,
             _check(fuse_w, _F32, "fuse_w"), _opt(fuse_b, hid, "fuse_b"), hid,
-            _check(refine_w, _F32, "refine_w"), _opt(refine_b, c, "refine_b"), _check(out, _F32, "out")),
-            "guided_refine")
+            _check(refine_w, _F32, "refine_w"), _opt(refine_b, c, "refine_b"), _check(out, _F32, "out"),
+            _handle(pool)), "guided_refine")
         return out
+
+
+class PooledRefine:
+    """``FastOps.guided_refine`` bound to a pool: what the engine hands the model's head code
+    (``model.heads.NativeRefine``), which knows nothing of threads."""
+
+    def __init__(self, ops: FastOps, pool: ThreadPool) -> None:
+        self.ops, self.pool = ops, pool
+
+    def guided_refine(self, *args: np.ndarray, **kwargs: np.ndarray) -> np.ndarray:
+        return self.ops.guided_refine(*args, pool=self.pool, **kwargs)
 
 
 _lock = threading.Lock()
