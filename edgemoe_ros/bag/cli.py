@@ -18,6 +18,7 @@ from typing import Any
 
 from ..allocator import tune_allocator
 from ..backends.base import BackendError
+from ..blas_threads import limit_blas_threads
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
 from .io import BagError, bag_info
@@ -244,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     tune_allocator()
+    limit_blas_threads()
     try:
         return COMMANDS[args.command](args)
     except BagError as exc:

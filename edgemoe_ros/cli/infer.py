@@ -26,6 +26,7 @@ import numpy as np
 
 from ..allocator import tune_allocator
 from ..backends import BACKENDS, BackendError, parse_backend_options
+from ..blas_threads import limit_blas_threads
 from ..model.config import RESIZE_MODES, ConfigError
 from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
 from ..postprocess import FitError, colorize_depth, colorize_semseg
@@ -173,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     tune_allocator()
+    limit_blas_threads()
     try:
         return run(args)
     except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:
