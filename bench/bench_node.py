@@ -4,8 +4,9 @@ What the node costs *around* inference, at 640x480 and 1280x720 (bgr8 input, out
 resolution, both tasks, colour output subscribed):
 
 1. pieces, in process: receive (the subscription's serialised bytes read in place; rclpy's own
-   deserialisation, which copies the pixels, alongside for comparison), decode, fit to the model (resize), backbone (null: ~0), heads, restore to the
-   input size, colourise, build the output messages, publish them to a subscriber in another process.
+   deserialisation, which copies the pixels, alongside for comparison), decode, fit to the model
+   (resize), backbone (null: ~0), heads, restore to the input size, colourise, build the output
+   messages, publish them to a subscriber in another process.
 2. node path: the real ``EdgeMoeNode`` (configured and activated in this process) processing one
    frame from its serialised bytes exactly as its subscription callback and worker do, wall time
    per frame. ``overhead`` = node path minus backbone

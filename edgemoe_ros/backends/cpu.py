@@ -27,8 +27,8 @@ Where the time goes and what this module does about it:
   the experts' ~16-token blocks, 1.1-1.3x at 129 tokens); attention (both per-head products and
   the softmax) is one call on the same micro-kernel; each residual add is fused with the LayerNorm
   after it; a MoE layer is four calls (route, group, all experts, gated mix) instead of ~70 numpy
-  calls; option ``threads`` shares the GEMMs, experts and heads out over a worker pool. The numpy path is the fallback
-  and computes the same math (both within float32 rounding of the float64 reference).
+  calls; option ``threads`` shares the GEMMs, experts and attention heads out over a worker pool.
+  The numpy path is the fallback and computes the same math (both within float32 rounding of the float64 reference).
 
 Measured (``bench/bench_engine.py --runs 50``, SPEC model, quiet 2-core AVX2 machine), median ms
 semseg / depth / both on one thread: native 23.3 / 23.0 / 41.8, numpy path 39.3 / 38.9 / 68.3, the
@@ -195,8 +195,8 @@ class CpuBackend(Backend):
     Option ``threads`` (default 1): threads the native kernels split the linears (by output
     columns), each MoE layer's experts and attention's heads over, the calling thread included;
     results are bit-identical for every count. Workers spin ~0.1 ms after a kernel, then sleep.
-    OpenBLAS (routers, the numpy path) follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS instead. One thread is
-    the default because the node shares its cores with DDS and the camera driver.
+    OpenBLAS (routers, the numpy path) follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS instead. One
+    thread is the default because the node shares its cores with DDS and the camera driver.
     """
 
     name = "cpu"

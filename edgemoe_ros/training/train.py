@@ -6,9 +6,9 @@
 Both tasks are trained every step: the shared prefix (patch embedding, block 0, block 1
 attention) runs once, then each task's routers pick its experts, and the losses are summed:
 cross-entropy for segmentation (class-weighted, ignore 255; optionally plus a Lovász-softmax IoU
-term, ``--lovasz``, and with pixels near label edges weighted up, ``--edge-weight``), L1 on log-depth (scale-aware: a 10 % error costs the same near and far),
-and the M3ViT load-balancing loss. AdamW with a short warmup
-and a cosine decay over the *time* budget, so a run of any length ends annealed. The run is
+term, ``--lovasz``, and with pixels near label edges weighted up, ``--edge-weight``), L1 on
+log-depth (scale-aware: a 10 % error costs the same near and far), and the M3ViT load-balancing
+loss. AdamW with a short warmup and a cosine decay over the *time* budget, so a run of any length ends annealed. The run is
 resumable from ``OUT/last.pt`` (model, optimiser, step, elapsed time, RNG state), and the
 shipped weights file is re-exported periodically so a usable model exists even if the run stops.
 ``--init`` starts a new run from an exported model instead of random weights: every tensor whose

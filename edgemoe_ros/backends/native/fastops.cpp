@@ -8,9 +8,10 @@
 // token blocks (measured 1.5-1.8x slower there, 1.1-1.3x at 129 tokens). Attention runs both of
 // its per-head products on the same micro-kernel (k^T and v packed per head on the fly).
 //
-// Threads: the GEMM (split by column panels), the MoE experts (by expert) and attention (by token
-// set and head) run on an optional worker pool (fastops_pool_create, one per backend: the `threads` option); NULL or one
-// thread means the calling thread does everything. A split never changes how any output element
+// Threads: the GEMM (split by column panels), the MoE experts (by expert), attention (by token set
+// and head) and the guided refinement (by image row) run on an optional worker pool
+// (fastops_pool_create; the cpu backend's `threads` option, and the engine's pool for the heads);
+// NULL or one thread means the calling thread does everything. A split never changes how any output element
 // is computed, so results are bit-identical for every thread count. There is no global state:
 // every function is reentrant, and a pool that is busy with another caller's kernel runs the
 // newcomer on its own thread instead of waiting. Conventions: float32, C-contiguous row-major
@@ -350,8 +351,6 @@ int32_t fastops_abi_version(void) { return FASTOPS_ABI_VERSION; }
 
 int32_t fastops_panel_width(void) { return PANEL; }
 
-// C = act(A B + bias) with B packed (see gemm_packed); A rows gathered through `rows` if not NULL,
-// each checked against a_rows (the rows A has). bias (n) may be NULL; act: 0 none, 1 GELU.
 // A pool of `threads` threads in all (the caller counts as one), for the kernels that take one.
 void *fastops_pool_create(int32_t threads) {
     if (threads < 1) return nullptr;
@@ -366,6 +365,8 @@ void fastops_pool_destroy(void *pool) { delete static_cast<Pool *>(pool); }
 
 int32_t fastops_pool_threads(const void *pool) { return pool ? static_cast<const Pool *>(pool)->threads() : 1; }
 
+// C = act(A B + bias) with B packed (see gemm_packed); A rows gathered through `rows` if not NULL,
+// each checked against a_rows (the rows A has). bias (n) may be NULL; act: 0 none, 1 GELU.
 int32_t fastops_gemm(const float *a, int64_t lda, int64_t a_rows, const int32_t *rows, int64_t m, int64_t k_len,
                      const float *packed, int64_t n, float *c, int64_t ldc, const float *bias, int32_t act,
                      void *pool) {

@@ -292,7 +292,8 @@ class FastOps:
         return rc
 
     def pool(self, threads: int) -> ThreadPool:
-        """Worker threads for ``gemm`` and ``moe_experts`` (``threads`` counts the calling thread)."""
+        """Worker threads for ``gemm``, ``moe_experts``, ``attention`` and ``guided_refine``
+        (``threads`` counts the calling thread)."""
         return ThreadPool(self._lib, threads)
 
     def gemm(self, a: np.ndarray, b: PackedMatrix, out: np.ndarray | None = None, bias: np.ndarray | None = None,
