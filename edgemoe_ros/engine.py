@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .backends.native import fastops
-from .model.config import IGNORE_INDEX, RESIZE_MODES, ConfigError, ModelConfig
+from .model.config import IGNORE_INDEX, PIXEL_HEADS, RESIZE_MODES, ConfigError, ModelConfig
 from .model.heads import decode_depth, decode_semseg, run_head
 from .model.weights import ModelWeights
 from .postprocess import FitInfo, fit_to_model, restore_to_input
@@ -78,7 +78,7 @@ class Engine:
 
     ``backend``: a ``Backend`` instance (the engine takes ownership and closes it) or a registry
     name. ``resize_mode``: "stretch" or "crop"; ``None`` uses the model config's choice.
-    ``native_heads``: "auto" | "on" | "off", whether the guided head's per-pixel refinement runs
+    ``native_heads``: "auto" | "on" | "off", whether the guided and pyramid heads' per-pixel work runs
     in the native kernels (built with g++ on first use, like the cpu backend's; "auto" falls back
     to numpy with one warning); it runs on as many threads as the backend reports (``threads``).
     Thread safety: ``infer`` must not run concurrently with itself or ``reload``; the usage
@@ -94,7 +94,7 @@ class Engine:
             raise ValueError(f"native_heads {native_heads!r} is not one of {fastops.MODES}")
         self._resize_mode = resize_mode
         self._native_heads = native_heads
-        self._head_ops: fastops.FastOps | fastops.PooledRefine | None = None
+        self._head_ops: fastops.FastOps | fastops.PooledHeads | None = None
         self._head_pool: fastops.ThreadPool | None = None
         if isinstance(backend, str):
             self.backend: Backend = create_backend(backend, **(backend_options or {}))
@@ -133,13 +133,13 @@ class Engine:
         prepare before committing, like cpu) the previous model stays loaded and usable.
         """
         weights.validate()
-        head_ops = fastops.native_ops(self._native_heads) if weights.config.head == "guided" else None
+        head_ops = fastops.native_ops(self._native_heads) if weights.config.head in PIXEL_HEADS else None
         self.backend.load(weights)
         if head_ops is not None and self.backend.threads > 1:
             if self._head_pool is None or self._head_pool.threads != self.backend.threads:
                 self._close_head_pool()
                 self._head_pool = head_ops.pool(self.backend.threads)
-            head_ops = fastops.PooledRefine(head_ops, self._head_pool)
+            head_ops = fastops.PooledHeads(head_ops, self._head_pool)
         with self._lock:
             self._head_ops = head_ops
             self._weights = weights

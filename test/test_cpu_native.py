@@ -320,11 +320,95 @@ def test_guided_refine_checks_its_arguments(fast):
         fast.guided_refine(coarse, images, *args, out=coarse)
 
 
+def _planar(x):
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 70, 5, 6), (1, 8, 16, 3, 16), (1, 1, 1, 2, 3), (1, 7, 5, 16, 32)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv3x3_and_pointwise_match_numpy(fast, shape, stride):
+    """Odd sizes: widths that are no whole block, odd heights under stride 2, 1-pixel maps."""
+    from edgemoe_ros.model import layers
+
+    b, h, w, cin, cout = shape
+    rng = _rng(20 + stride)
+    x = rng.normal(0.0, 1.0, (b, h, w, cin)).astype(F32)
+    weight, bias = rng.normal(0.0, 0.3, (cout, cin, 3, 3)).astype(F32), rng.normal(0.0, 0.1, cout).astype(F32)
+    want = layers.gelu(layers.conv3x3(x, weight, bias, stride=stride))
+    got = fast.conv3x3(_planar(x), weight, bias, stride=stride, gelu=True)
+    np.testing.assert_allclose(got, _planar(want), rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    pw = rng.normal(0.0, 0.3, (cout, cin)).astype(F32)
+    want = x @ pw.T + bias
+    np.testing.assert_allclose(fast.pointwise(_planar(x), pw, bias), _planar(want), rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("sizes", [((2, 4), (8, 16)), ((3, 5), (6, 10)), ((8, 16), (32, 64)), ((1, 1), (3, 2))])
+def test_upsample_fuse_and_mix_block_match_numpy(fast, sizes):
+    from edgemoe_ros.model import layers, pyramid_head
+
+    (hc, wc), (h, w) = sizes
+    rng = _rng(hc * 100 + w)
+    d, p = 6, 4
+    coarse = rng.normal(0.0, 1.0, (2, hc, wc, d)).astype(F32)
+    pixels = rng.normal(0.0, 1.0, (2, h, w, p)).astype(F32)
+    w_pix, w_coord = rng.normal(0.0, 0.5, (d, p)).astype(F32), rng.normal(0.0, 0.5, (d, 2)).astype(F32)
+    bias = rng.normal(0.0, 0.1, d).astype(F32)
+    want = layers.resize_bilinear(coarse, h, w) + pixels @ w_pix.T + pyramid_head.coordinates(h, w) @ w_coord.T + bias
+    want = layers.gelu(want)
+    got = fast.upsample_fuse(_planar(coarse), _planar(pixels), w_pix, bias, w_coord)
+    np.testing.assert_allclose(got, _planar(want), rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    dw_w, dw_b = rng.normal(0.0, 0.3, (d, 1, 3, 3)).astype(F32), rng.normal(0.0, 0.1, d).astype(F32)
+    pw_w, pw_b = rng.normal(0.0, 0.3, (d, d)).astype(F32), rng.normal(0.0, 0.1, d).astype(F32)
+    x = rng.normal(0.0, 1.0, (2, h, w, d)).astype(F32)
+    want = x + layers.gelu(layers.depthwise3x3(x, dw_w, dw_b) @ pw_w.T + pw_b)
+    got = fast.mix_block(_planar(x), dw_w, dw_b, pw_w, pw_b)
+    np.testing.assert_allclose(got, _planar(want), rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_pyramid_kernels_check_their_arguments(fast):
+    x = np.zeros((1, 3, 4, 4), F32)
+    with pytest.raises(ValueError, match="planar"):
+        fast.conv3x3(np.zeros((3, 4, 4), F32), np.zeros((2, 3, 3, 3), F32), None)
+    with pytest.raises(ValueError, match="do not fit 3 channels"):
+        fast.conv3x3(x, np.zeros((2, 4, 3, 3), F32), None)
+    with pytest.raises(ValueError, match="stride 3"):
+        fast.conv3x3(x, np.zeros((2, 3, 3, 3), F32), None, stride=3)
+    with pytest.raises(ValueError, match="does not fit 3 channels"):
+        fast.pointwise(x, np.zeros((2, 4), F32), None)
+    with pytest.raises(ValueError, match="separate"):
+        fast.pointwise(x, np.zeros((3, 3), F32), None, out=x)
+    with pytest.raises(ValueError, match="do not fit"):
+        fast.upsample_fuse(x, np.zeros((1, 2, 8, 8), F32), np.zeros((3, 3), F32), None, np.zeros((3, 2), F32))
+    with pytest.raises(ValueError, match="do not fit 3 channels"):
+        fast.mix_block(x, np.zeros((3, 1, 3, 3), F32), None, np.zeros((3, 4), F32), None)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        fast.pointwise(x.astype(np.float64), np.zeros((3, 3), F32), None)
+
+
+@pytest.mark.parametrize("cfg", [tiny_config(head="pyramid"), ModelConfig(head="pyramid"),
+                                 tiny_config(head="pyramid", img_h=48, img_w=80, pyramid_mix=(0, 2))],
+                         ids=["tiny", "spec", "odd"])
+def test_pyramid_head_native_matches_numpy(fast, cfg):
+    from edgemoe_ros.model.heads import run_head
+
+    weights = random_init(cfg, seed=21)
+    rng = _rng(22)
+    feats = rng.normal(0.0, 1.0, (2, cfg.num_patches, cfg.dim)).astype(F32)
+    images = rng.integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    for task in cfg.tasks:
+        want = run_head(weights, cfg, task, feats, images)
+        got = run_head(weights, cfg, task, feats, images, native=fast)
+        assert got.shape == want.shape == (2, cfg.head_out_channels(task), cfg.img_h, cfg.img_w)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("head", ["guided", "pyramid"])
 @pytest.mark.parametrize("native_heads", ["on", "off"])
-def test_engine_runs_the_guided_head_natively_or_in_numpy_with_equal_results(fast, native_heads):
+def test_engine_runs_the_pixel_heads_natively_or_in_numpy_with_equal_results(fast, native_heads, head):
     from edgemoe_ros.engine import Engine
 
-    cfg = tiny_config(head="guided")
+    cfg = tiny_config(head=head)
     weights = random_init(cfg, seed=12)
     image = _rng(13).integers(0, 256, (50, 90, 3), dtype=np.uint8)
     with Engine(weights, backend="cpu", native_heads=native_heads) as eng:

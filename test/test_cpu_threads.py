@@ -183,7 +183,21 @@ def test_guided_refine_gives_the_same_bits_on_any_number_of_threads(fast, pools)
         want = heads.guided_refine(weights, cfg, "semseg", coarse, images, native=fast)
         for pool in pools.values():
             got = heads.guided_refine(weights, cfg, "semseg", coarse, images,
-                                      native=fastops.PooledRefine(fast, pool))
+                                      native=fastops.PooledHeads(fast, pool))
+            np.testing.assert_array_equal(got, want)
+
+
+def test_pyramid_head_gives_the_same_bits_on_any_number_of_threads(fast, pools):
+    from edgemoe_ros.model.heads import run_head
+
+    for cfg in (tiny_config(head="pyramid", img_h=48, img_w=80), ModelConfig(head="pyramid")):
+        weights = random_init(cfg, seed=23)
+        rng = _rng(24)
+        feats = rng.normal(0.0, 1.0, (2, cfg.num_patches, cfg.dim)).astype(F32)
+        images = rng.integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+        want = run_head(weights, cfg, "semseg", feats, images, native=fast)
+        for pool in pools.values():
+            got = run_head(weights, cfg, "semseg", feats, images, native=fastops.PooledHeads(fast, pool))
             np.testing.assert_array_equal(got, want)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgemoe_ros.model.config import ConfigError, tiny_config
-from edgemoe_ros.model.heads import BN_EPS, decode_depth, decode_semseg, resize_bilinear, run_head
+from edgemoe_ros.model.heads import BN_EPS, decode_depth, decode_semseg, run_head
+from edgemoe_ros.model.layers import resize_bilinear
 from edgemoe_ros.model.weights import random_init
 
 
@@ -106,6 +107,80 @@ def _slow_up_head(w, cfg, task, feats):
     return np.stack(outs)
 
 
+def _slow_depthwise(x, weight, bias):
+    """Depthwise 3x3 conv, zero padding, on (C, H, W) float64: each channel its own filter."""
+    return np.stack([_slow_conv(x[c:c + 1], weight[c:c + 1], bias[c:c + 1])[0] for c in range(x.shape[0])])
+
+
+def _slow_pyramid_head(w, cfg, task, feats, images):
+    """The pyramid head as its docstring states it: every fusion a 1x1 conv over the concatenation
+    [bilinear-upsampled coarser map, pixel features, coordinates], computed at the finer resolution."""
+    p = f"heads.{task}."
+
+    def conv(x, name, stride=1):
+        return _gelu(_slow_conv(x, w[p + name + ".weight"], w[p + name + ".bias"])[:, ::stride, ::stride])
+
+    def fuse(name, coarse, pixels):
+        h, wd = pixels.shape[1:]
+        ys = (np.arange(h) + 0.5) / h * 2 - 1
+        xs = (np.arange(wd) + 0.5) / wd * 2 - 1
+        coords = np.stack([np.repeat(ys[:, None], wd, 1), np.repeat(xs[None, :], h, 0)])
+        x = np.concatenate([_slow_upsample(coarse, h, wd), pixels, coords])
+        return _gelu(np.einsum("oc,chw->ohw", w[p + name + ".weight"], x) + w[p + name + ".bias"][:, None, None])
+
+    def mix(name, x):
+        y = _slow_depthwise(x, w[p + name + ".dw.weight"], w[p + name + ".dw.bias"])
+        return x + _gelu(np.einsum("oc,chw->ohw", w[p + name + ".pw.weight"], y) + w[p + name + ".pw.bias"][:, None, None])
+
+    outs = []
+    for b in range(feats.shape[0]):
+        pixels = images[b].astype(np.float64).transpose(2, 0, 1) / 256.0
+        tok = _gelu(feats[b] @ w[p + "tok.weight"].T + w[p + "tok.bias"]).T.reshape(-1, cfg.grid_h, cfg.grid_w)
+        p2 = conv(pixels, "enc2", 2)
+        p4 = conv(p2, "enc4", 2)
+        x = fuse("fuse4", tok, p4)
+        for i in range(cfg.pyramid_mix[0]):
+            x = mix(f"mix4.{i}", x)
+        x = fuse("fuse2", x, p2)
+        for i in range(cfg.pyramid_mix[1]):
+            x = mix(f"mix2.{i}", x)
+        x = fuse("fuse1", x, conv(pixels, "enc1"))
+        outs.append(np.einsum("oc,chw->ohw", w[p + "out.weight"], x) + w[p + "out.bias"][:, None, None])
+    return np.stack(outs)
+
+
+def _pyramid_tiny(**kw):
+    widths = dict(pyramid_token=5, pyramid_enc=(3, 4), pyramid_dec=(6, 5, 4), pyramid_guide=3, pyramid_mix=(2, 1))
+    return tiny_config(head="pyramid", **(widths | kw))
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_pyramid_head_matches_direct_implementation(task):
+    cfg = _pyramid_tiny()
+    w = random_init(cfg, seed=12)
+    feats, images = _features(cfg, seed=13), _images(cfg, seed=14)
+    got = run_head(w, cfg, task, feats, images)
+    assert got.shape == (2, cfg.head_out_channels(task), cfg.img_h, cfg.img_w) and got.dtype == np.float32
+    want = _slow_pyramid_head(w.astype(np.float64), cfg, task, feats.astype(np.float64), images)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_pyramid_head_without_mixing_blocks():
+    cfg = _pyramid_tiny().replace(pyramid_mix=(0, 0))
+    w = random_init(cfg, seed=15)
+    feats, images = _features(cfg, seed=16), _images(cfg, seed=17)
+    want = _slow_pyramid_head(w.astype(np.float64), cfg, "semseg", feats.astype(np.float64), images)
+    np.testing.assert_allclose(run_head(w, cfg, "semseg", feats, images), want, rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("bad", [dict(pyramid_enc=(3,)), dict(pyramid_dec=(6, 0, 4)), dict(pyramid_mix=(-1, 1)),
+                                 dict(img_h=34, patch=2)])
+def test_pyramid_config_is_validated(bad):
+    with pytest.raises(ConfigError, match="pyramid"):
+        _pyramid_tiny(**bad)
+
+
 @pytest.mark.parametrize("task", ["semseg", "depth"])
 def test_light_head_matches_direct_implementation(task):
     cfg = tiny_config()
@@ -131,12 +206,13 @@ def test_guided_head_matches_direct_implementation(task):
     assert np.abs(got - light).max() > 1e-3 * np.abs(light).max()
 
 
-def test_guided_head_needs_the_model_input_images():
-    cfg = tiny_config(head="guided")
+@pytest.mark.parametrize("head", ["guided", "pyramid"])
+def test_pixel_heads_need_the_model_input_images(head):
+    cfg = tiny_config(head=head)
     w = random_init(cfg)
-    with pytest.raises(ValueError, match="guided head needs the model-input images"):
+    with pytest.raises(ValueError, match=f"{head} head needs the model-input images"):
         run_head(w, cfg, "semseg", _features(cfg))
-    with pytest.raises(ValueError, match="guided head needs the model-input images"):
+    with pytest.raises(ValueError, match=f"{head} head needs the model-input images"):
         run_head(w, cfg, "semseg", _features(cfg), _images(cfg, batch=1))
 
 
@@ -193,6 +269,40 @@ def test_head_macs_budget_of_light_heads(head):
     assert ModelConfig(head="up").head_macs("semseg") > cfg.backbone_macs()
 
 
+def _pyramid_macs_from_shapes(cfg, task):
+    """MACs counted from the head's tensor shapes and the resolution each layer runs at; a fusion's
+    coarse block runs at the coarser map (before upsampling), its coordinates block not per frame."""
+    from edgemoe_ros.model.weights import head_shapes
+
+    n1 = cfg.img_h * cfg.img_w
+    at = {"tok": cfg.num_patches, "enc2": n1 // 4, "enc4": n1 // 16, "enc1": n1, "mix4": n1 // 16,
+          "mix2": n1 // 4, "out": n1}
+    fusions = {"fuse4": (cfg.pyramid_token, cfg.num_patches, cfg.pyramid_enc[1], n1 // 16),
+               "fuse2": (cfg.pyramid_dec[0], n1 // 16, cfg.pyramid_enc[0], n1 // 4),
+               "fuse1": (cfg.pyramid_dec[1], n1 // 4, cfg.pyramid_guide, n1)}
+    total = 0
+    for name, shape in head_shapes(cfg, task).items():
+        layer = name.split(".")[2]
+        if not name.endswith(".weight"):
+            continue
+        if layer in fusions:
+            coarse, coarse_px, pixels, pixels_px = fusions[layer]
+            total += shape[0] * (coarse * coarse_px + pixels * pixels_px)
+        else:
+            total += int(np.prod(shape)) * at[layer]
+    return total
+
+
+def test_pyramid_head_macs_budget():
+    """The shipped pyramid head stays within 10 % of the backbone's MACs, counted two ways."""
+    from edgemoe_ros.model.config import ModelConfig
+
+    cfg = ModelConfig(head="pyramid")
+    for task in cfg.tasks:
+        assert cfg.head_macs(task) == _pyramid_macs_from_shapes(cfg, task)
+        assert cfg.head_macs(task) <= 0.10 * cfg.backbone_macs()
+
+
 def test_decoders():
     cfg = tiny_config()
     logits = np.zeros((1, 7, 2, 3), np.float32)
@@ -217,7 +327,7 @@ def test_run_head_rejects_bad_input():
         run_head(w, cfg, "normals", _features(cfg))
 
 
-@pytest.mark.parametrize("head", ["light", "guided", "up"])
+@pytest.mark.parametrize("head", ["light", "guided", "pyramid", "up"])
 def test_heads_match_the_pytorch_training_twin(head):
     """Heads trained in PyTorch must decode identically here (same tensor names, same math)."""
     torch = pytest.importorskip("torch")

@@ -25,7 +25,7 @@ def images():
     return np.random.default_rng(0).integers(0, 256, (3, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("head", ["light", "guided", "up"])
+@pytest.mark.parametrize("head", ["light", "guided", "pyramid", "up"])
 def test_state_dict_names_and_shapes_are_the_canonical_ones(head):
     cfg = tiny_config(head=head, up_stages=2)
     sd = build_torch_model(cfg).state_dict()

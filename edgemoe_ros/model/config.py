@@ -23,10 +23,16 @@ SEMSEG_CLASSES: tuple[str, ...] = (
 IGNORE_INDEX = 255
 
 #: "light": per-token MLP to a patch of pixels; "guided": the light head plus a pixel-level refinement
-#: guided by the input image (sharper edges for objects thinner than a patch); "up": M3ViT's up-head.
-HEAD_TYPES = ("light", "guided", "up")
+#: guided by the input image (sharper edges for objects thinner than a patch); "pyramid": an
+#: image-guided decoder from the token grid through 1/4 and 1/2 resolution (model/pyramid_head.py);
+#: "up": M3ViT's up-head.
+HEAD_TYPES = ("light", "guided", "pyramid", "up")
+#: Coordinate channels (row, column) the pyramid head appends to each of its fusions.
+PYRAMID_COORDS = 2
 #: Head types built on the light head's per-token MLP.
 LIGHT_HEADS = ("light", "guided")
+#: Head types that read the model-input pixels besides the backbone's features.
+PIXEL_HEADS = ("guided", "pyramid")
 RESIZE_MODES = ("stretch", "crop")
 DEPTH_OUTPUTS = ("log", "linear")
 
@@ -55,8 +61,8 @@ class ModelConfig:
     ln_eps: float = 1e-6
     tasks: tuple[str, ...] = TASKS
     class_names: tuple[str, ...] = SEMSEG_CLASSES
-    #: "light" or "guided" (<= 10 % of backbone MACs; the shipped model is "guided") or "up"
-    #: (M3ViT VisionTransformerUpHead, heavier than the backbone).
+    #: "light", "guided" or "pyramid" (<= 10 % of backbone MACs; the shipped model is "pyramid")
+    #: or "up" (M3ViT VisionTransformerUpHead, heavier than the backbone).
     head: str = "light"
     #: Hidden width of the light head's per-token MLP.
     light_hidden: int = 192
@@ -64,6 +70,14 @@ class ModelConfig:
     #: refinement that mixes them with the light head's output.
     guide_channels: int = 8
     refine_hidden: int = 16
+    #: Pyramid head: token projection width; pixel-encoder widths at 1/2 and 1/4 resolution;
+    #: decoder widths at 1/4, 1/2 and full resolution; channels of the full-resolution 3x3 conv on
+    #: the pixels; residual depthwise blocks at 1/4 and 1/2 resolution.
+    pyramid_token: int = 64
+    pyramid_enc: tuple[int, int] = (16, 32)
+    pyramid_dec: tuple[int, int, int] = (48, 24, 12)
+    pyramid_guide: int = 6
+    pyramid_mix: tuple[int, int] = (2, 1)
     #: Channels of the up-head's 3x3 convolutions and number of conv+2x-upsample stages.
     up_channels: int = 256
     up_stages: int = 4
@@ -151,11 +165,28 @@ class ModelConfig:
                 g, h = self.guide_channels, self.refine_hidden
                 macs += self.img_h * self.img_w * (9 * self.in_chans * g + (c + g) * h + h * c)
             return macs
+        if self.head == "pyramid":
+            return self._pyramid_macs(c)
         macs, h, w, cin = 0, self.grid_h, self.grid_w, d
         for _ in range(self.up_stages):
             macs += h * w * 9 * cin * self.up_channels
             cin, h, w = self.up_channels, h * 2, w * 2
         return macs + (h * w * cin * c)
+
+    def _pyramid_macs(self, c: int) -> int:
+        """What ``model/pyramid_head.py`` multiplies: each fusion's coarse share at the coarser
+        resolution (it commutes with bilinear upsampling), its coordinates' share once per model."""
+        n1 = self.img_h * self.img_w
+        n2, n4 = n1 // 4, n1 // 16
+        e1, e2 = self.pyramid_enc
+        d4, d2, d1 = self.pyramid_dec
+        t, g, k = self.pyramid_token, self.pyramid_guide, 9 * self.in_chans  # coordinates: constant maps
+        macs = self.num_patches * self.dim * t + self.num_patches * t * d4  # tokens, fuse4's share
+        macs += n2 * k * e1 + n4 * 9 * e1 * e2 + n1 * k * g  # pixel encoder, full-resolution guide
+        macs += n4 * e2 * d4 + self.pyramid_mix[0] * n4 * (9 * d4 + d4 * d4)
+        macs += n4 * d4 * d2 + n2 * e1 * d2 + self.pyramid_mix[1] * n2 * (9 * d2 + d2 * d2)
+        macs += n2 * d2 * d1 + n1 * g * d1 + n1 * d1 * c
+        return macs
 
     # ----- validation and (de)serialisation -----
     def validate(self) -> None:
@@ -179,6 +210,14 @@ class ModelConfig:
                self.num_experts, self.expert_hidden, self.moe_every, self.light_hidden,
                self.guide_channels, self.refine_hidden) <= 0:
             problems.append("sizes must be positive")
+        if self.head == "pyramid":
+            widths = (self.pyramid_token, self.pyramid_guide, *self.pyramid_enc, *self.pyramid_dec)
+            if (len(self.pyramid_enc), len(self.pyramid_dec), len(self.pyramid_mix)) != (2, 3, 2):
+                problems.append("pyramid_enc, pyramid_dec and pyramid_mix need 2, 3 and 2 entries")
+            elif min(widths) <= 0 or min(self.pyramid_mix) < 0:
+                problems.append("pyramid widths must be positive and block counts non-negative")
+            if self.img_h % 4 or self.img_w % 4:
+                problems.append(f"the pyramid head needs an input size divisible by 4, got {self.img_h}x{self.img_w}")
         if not 0 < self.min_depth < self.max_depth:
             problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
         if problems:

@@ -24,8 +24,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .config import LIGHT_HEADS, ModelConfig
-from .layers import gelu, layer_norm, normalize_pixels, pixel_affine
+from .config import ModelConfig
+from .layers import conv3x3, gelu, layer_norm, normalize_pixels, pixel_affine, resize_bilinear
+from .pyramid_head import pyramid_head
 from .weights import ModelWeights
 
 #: BatchNorm epsilon of the up-head: PyTorch's ``BatchNorm2d`` default, which M3ViT trains with.
@@ -34,13 +35,25 @@ BN_EPS = 1e-5
 _F32 = np.float32
 
 
-class NativeRefine(Protocol):
-    """What ``guided_refine`` needs from native kernels (``backends/native/fastops.FastOps``);
-    a protocol so the model code does not import the backends."""
+class NativeHeads(Protocol):
+    """What the heads need from native kernels (``backends/native/fastops.FastOps``); a protocol
+    so the model code does not import the backends."""
 
     def guided_refine(self, coarse: np.ndarray, images: np.ndarray, pix_scale: np.ndarray, pix_offset: np.ndarray,
                       guide_w: np.ndarray, guide_b: np.ndarray, fuse_w: np.ndarray, fuse_b: np.ndarray,
                       refine_w: np.ndarray, refine_b: np.ndarray) -> np.ndarray: ...
+
+    def conv3x3(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
+                gelu: bool = False) -> np.ndarray: ...
+
+    def pointwise(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, gelu: bool = False
+                  ) -> np.ndarray: ...
+
+    def upsample_fuse(self, coarse: np.ndarray, pixels: np.ndarray, w_pix: np.ndarray, bias: np.ndarray | None,
+                      w_coord: np.ndarray, gelu: bool = True) -> np.ndarray: ...
+
+    def mix_block(self, x: np.ndarray, dw_w: np.ndarray, dw_b: np.ndarray | None, pw_w: np.ndarray,
+                  pw_b: np.ndarray | None) -> np.ndarray: ...
 
 
 def _w(weights: ModelWeights, name: str) -> np.ndarray:
@@ -66,7 +79,7 @@ def _light_grid(weights: ModelWeights, cfg: ModelConfig, task: str, features: np
 
 
 def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np.ndarray,
-                  images: np.ndarray, native: NativeRefine | None = None) -> np.ndarray:
+                  images: np.ndarray, native: NativeHeads | None = None) -> np.ndarray:
     """Light-head output (B, H, W, C) + uint8 model-input images (B, H, W, 3) → refined (B, H, W, C).
 
     ``coarse + refine(GELU(fuse([coarse, GELU(guide3x3(pixels))])))``; the pixels are normalised
@@ -81,7 +94,7 @@ def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np
             *(_w(weights, p + n) for n in ("guide.weight", "guide.bias", "fuse.weight", "fuse.bias",
                                              "refine.weight", "refine.bias")))
     pixels = normalize_pixels(images, cfg, _F32)
-    guide = conv3x3_im2col(pixels, _w(weights, p + "guide.weight"), _w(weights, p + "guide.bias"))
+    guide = conv3x3(pixels, _w(weights, p + "guide.weight"), _w(weights, p + "guide.bias"))
     gelu(guide, out=guide)
     hidden = np.concatenate([coarse, guide], axis=-1) @ _w(weights, p + "fuse.weight").T
     hidden += _w(weights, p + "fuse.bias")
@@ -90,41 +103,6 @@ def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np
     out += _w(weights, p + "refine.bias")
     out += coarse
     return out
-
-
-def conv3x3_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """3x3 conv, stride 1, zero padding 1, channels-last: (B, H, W, Cin) → (B, H, W, Cout).
-
-    ``weight`` is PyTorch's (Cout, Cin, 3, 3). im2col: every pixel's 3x3xCin neighbourhood becomes
-    one row, flattened (cin, ky, kx) like the weight, so the conv is a single (B*H*W, 9*Cin) matmul.
-    """
-    b, h, w, cin = x.shape
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))  # (B,H,W,Cin,3,3)
-    cols = windows.reshape(b * h * w, cin * 9)
-    out = cols @ weight.reshape(weight.shape[0], -1).T
-    out += bias
-    return out.reshape(b, h, w, -1)
-
-
-def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of PyTorch's bilinear resize with align_corners=False on one axis."""
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = np.maximum(src, 0.0)  # PyTorch clamps negative source coordinates to the first pixel
-    i0 = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    frac = (src - i0).astype(_F32)
-    return i0, i1, frac
-
-
-def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Bilinear resize of channels-last (B, H, W, C), ``F.interpolate(..., align_corners=False)``."""
-    i0, i1, f = _bilinear_taps(x.shape[1], out_h)
-    f = f[None, :, None, None]
-    x = x[:, i0] * (1 - f) + x[:, i1] * f
-    i0, i1, f = _bilinear_taps(x.shape[2], out_w)
-    f = f[None, None, :, None]
-    return x[:, :, i0] * (1 - f) + x[:, :, i1] * f
 
 
 def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
@@ -142,7 +120,7 @@ def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nda
         weight = _w(weights, f"{p}conv_{s}.weight") * scale[:, None, None, None]
         bias = (_w(weights, f"{p}conv_{s}.bias") - _w(weights, f"{p}bn_{s}.running_mean")) * scale
         bias += _w(weights, f"{p}bn_{s}.bias")
-        x = conv3x3_im2col(x, weight, bias)
+        x = conv3x3(x, weight, bias)
         np.maximum(x, 0, out=x)  # ReLU
         x = resize_bilinear(x, x.shape[1] * 2, x.shape[2] * 2)
     last = cfg.up_stages
@@ -154,28 +132,30 @@ def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nda
 
 
 def run_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray,
-             images: np.ndarray | None = None, native: NativeRefine | None = None) -> np.ndarray:
+             images: np.ndarray | None = None, native: NativeHeads | None = None) -> np.ndarray:
     """Backbone features (B, num_patches, dim) → (B, C, img_h, img_w) float32.
 
     C = number of classes (semseg logits) or 1 (depth, log-metres); the head type is ``cfg.head``.
-    ``images`` are the uint8 model-input images (B, img_h, img_w, 3) the features came from; only
-    the guided head reads them, and it requires them. ``native``: optional kernels for its
-    per-pixel refinement (same results as numpy to float32 rounding).
+    ``images`` are the uint8 model-input images (B, img_h, img_w, 3) the features came from; the
+    guided and pyramid heads read them, and require them. ``native``: optional kernels for their
+    per-pixel work (same results as numpy to float32 rounding).
     """
     cfg.task_id(task)  # ConfigError naming the task if unknown
     want = (cfg.num_patches, cfg.dim)
     if features.ndim != 3 or features.shape[1:] != want:
         raise ValueError(f"head {task!r}: features must be (B, {want[0]}, {want[1]}), got {features.shape}")
     features = np.asarray(features, dtype=_F32)
-    if cfg.head not in LIGHT_HEADS:
+    if cfg.head == "up":
         return up_head(weights, cfg, task, features)
     if cfg.head == "light":  # straight to (B, C, H, W): one copy, not two
         grid = _light_grid(weights, cfg, task, features)
         return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(-1, grid.shape[-1], cfg.img_h, cfg.img_w)
-    want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)  # the guided head from here on
+    want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)  # the heads that see the pixels
     if images is None or images.shape != want_img:
         got = None if images is None else images.shape
-        raise ValueError(f"head {task!r}: the guided head needs the model-input images {want_img}, got {got}")
+        raise ValueError(f"head {task!r}: the {cfg.head} head needs the model-input images {want_img}, got {got}")
+    if cfg.head == "pyramid":
+        return pyramid_head(weights, cfg, task, features, images, native)
     out = guided_refine(weights, cfg, task, light_head(weights, cfg, task, features), images, native)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 

@@ -127,3 +127,53 @@ def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
     """
     order = np.argsort(-scores, axis=-1, kind="stable")
     return np.ascontiguousarray(order[..., :k]).astype(np.int32, copy=False)
+
+
+def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> np.ndarray:
+    """3x3 conv, zero padding 1, channels-last (B, H, W, Cin) → (B, H/stride, W/stride, Cout).
+
+    ``weight`` is PyTorch's (Cout, Cin, 3, 3); each output pixel's window is flattened (cin, ky, kx)
+    like the weight, so the conv is one matmul (im2col).
+    """
+    b, _, _, cin = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))[:, ::stride, ::stride]
+    oh, ow = windows.shape[1:3]
+    out = windows.reshape(b * oh * ow, cin * 9) @ weight.reshape(weight.shape[0], -1).T
+    out += bias
+    return out.reshape(b, oh, ow, -1)
+
+
+def depthwise3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Depthwise 3x3 conv (one filter per channel), zero padding 1; ``weight`` (C, 1, 3, 3)."""
+    _, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.empty_like(x)
+    np.multiply(padded[:, :h, :w], weight[:, 0, 0, 0], out=out)
+    for ky in range(3):
+        for kx in range(3):
+            if ky or kx:
+                out += padded[:, ky:ky + h, kx:kx + w] * weight[:, 0, ky, kx]
+    out += bias
+    return out
+
+
+def _bilinear_taps(n_in: int, n_out: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights (in ``dtype``) of PyTorch's bilinear resize with align_corners=False
+    on one axis."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.maximum(src, 0.0)  # PyTorch clamps negative source coordinates to the first pixel
+    i0 = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(dtype)
+    return i0, i1, frac
+
+
+def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of channels-last (B, H, W, C), ``F.interpolate(..., align_corners=False)``."""
+    i0, i1, f = _bilinear_taps(x.shape[1], out_h, x.dtype)
+    f = f[None, :, None, None]
+    x = x[:, i0] * (1 - f) + x[:, i1] * f
+    i0, i1, f = _bilinear_taps(x.shape[2], out_w, x.dtype)
+    f = f[None, None, :, None]
+    return x[:, :, i0] * (1 - f) + x[:, :, i1] * f

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LIGHT_HEADS, ConfigError, ModelConfig
+from .config import LIGHT_HEADS, PYRAMID_COORDS, ConfigError, ModelConfig
 
 #: Metadata keys inside the safetensors header.
 META_CONFIG = "edgemoe.config"
@@ -66,6 +66,8 @@ def head_shapes(cfg: ModelConfig, task: str) -> dict[str, Shape]:
                 p + "refine.weight": (c, h), p + "refine.bias": (c,),
             })
         return shapes
+    if cfg.head == "pyramid":
+        return _pyramid_shapes(cfg, p, c)
     # M3ViT VisionTransformerUpHead: norm, then up_stages x (3x3 conv, BN, ReLU, 2x up), 1x1 conv.
     shapes: dict[str, Shape] = {p + "norm.weight": (d,), p + "norm.bias": (d,)}
     cin = d
@@ -78,6 +80,27 @@ def head_shapes(cfg: ModelConfig, task: str) -> dict[str, Shape]:
         cin = ch
     shapes[f"{p}conv_{cfg.up_stages}.weight"] = (c, cin, 1, 1)
     shapes[f"{p}conv_{cfg.up_stages}.bias"] = (c,)
+    return shapes
+
+
+def _pyramid_shapes(cfg: ModelConfig, p: str, c: int) -> dict[str, Shape]:
+    """The pyramid head (``model/pyramid_head.py``): 3x3 convs as PyTorch (out, in, 3, 3), depthwise
+    (ch, 1, 3, 3), 1x1 convs as linears (out, in) over ``[coarser map, pixel features, coords]``."""
+    e1, e2 = cfg.pyramid_enc
+    d4, d2, d1 = cfg.pyramid_dec
+    t, g, i, k = cfg.pyramid_token, cfg.pyramid_guide, cfg.in_chans, PYRAMID_COORDS
+    layers: dict[str, tuple[int, ...]] = {
+        "tok": (t, cfg.dim), "enc2": (e1, i, 3, 3), "enc4": (e2, e1, 3, 3), "enc1": (g, i, 3, 3),
+        "fuse4": (d4, t + e2 + k), "fuse2": (d2, d4 + e1 + k), "fuse1": (d1, d2 + g + k), "out": (c, d1),
+    }
+    for scale, width, blocks in (("4", d4, cfg.pyramid_mix[0]), ("2", d2, cfg.pyramid_mix[1])):
+        for b in range(blocks):
+            layers[f"mix{scale}.{b}.dw"] = (width, 1, 3, 3)
+            layers[f"mix{scale}.{b}.pw"] = (width, width)
+    shapes: dict[str, Shape] = {}
+    for name, shape in layers.items():
+        shapes[f"{p}{name}.weight"] = shape
+        shapes[f"{p}{name}.bias"] = (shape[0],)
     return shapes
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.config import LIGHT_HEADS, ModelConfig
+from ..model.config import LIGHT_HEADS, PIXEL_HEADS, PYRAMID_COORDS, ModelConfig
 from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, WeightsError, expected_shapes
 
@@ -170,6 +170,92 @@ class GuidedHead(LightHead):
         return out.permute(0, 3, 1, 2)
 
 
+class MixBlock(nn.Module):
+    """Residual ``x + GELU(pw(dw3x3(x)))`` of the pyramid head (NCHW)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.pw = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.gelu(_pointwise(self.dw(x), self.pw.weight, self.pw.bias))
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 conv on NCHW ``x`` with a linear's (out, in) weight."""
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+class PyramidHead(nn.Module):
+    """Image-guided decoder from the token grid to full resolution; see ``model/pyramid_head.py``.
+
+    Each fusion is a 1x1 conv over ``[upsampled coarser map, pixel features, coordinates]``,
+    computed as the numpy head computes it: the coarser map's share before upsampling (bilinear
+    interpolation commutes with a per-pixel linear map), so the two agree to float rounding.
+    ``forward`` takes a crop of the image too (training on crops): ``pixels`` is then the crop,
+    ``feats`` its tokens, and ``offset`` its top-left pixel in the full image, which the
+    coordinate channels need.
+    """
+
+    def __init__(self, cfg: ModelConfig, channels: int):
+        super().__init__()
+        self.cfg = cfg
+        e1, e2 = cfg.pyramid_enc
+        d4, d2, d1 = cfg.pyramid_dec
+        t, g, i, k = cfg.pyramid_token, cfg.pyramid_guide, cfg.in_chans, PYRAMID_COORDS
+        self.tok = nn.Linear(cfg.dim, t)
+        self.enc2 = nn.Conv2d(i, e1, 3, stride=2, padding=1)
+        self.enc4 = nn.Conv2d(e1, e2, 3, stride=2, padding=1)
+        self.enc1 = nn.Conv2d(i, g, 3, padding=1)
+        self.fuse4 = nn.Linear(t + e2 + k, d4)
+        self.fuse2 = nn.Linear(d4 + e1 + k, d2)
+        self.fuse1 = nn.Linear(d2 + g + k, d1)
+        self.out = nn.Linear(d1, channels)
+        self.mix4 = nn.ModuleList(MixBlock(d4) for _ in range(cfg.pyramid_mix[0]))
+        self.mix2 = nn.ModuleList(MixBlock(d2) for _ in range(cfg.pyramid_mix[1]))
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default (Kaiming-uniform) init: the decoder is deep enough that ViT's 0.02
+        normal init would start it with a vanishing signal."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.reset_parameters()
+
+    def _coords(self, h: int, w: int, offset: tuple[int, int], scale: float, like: torch.Tensor) -> torch.Tensor:
+        """(1, 2, h, w) row/column in [-1, 1] of an h x w map whose cells are ``scale`` pixels."""
+        ys = ((torch.arange(h, dtype=like.dtype) + 0.5) * scale + offset[0]) / self.cfg.img_h * 2 - 1
+        xs = ((torch.arange(w, dtype=like.dtype) + 0.5) * scale + offset[1]) / self.cfg.img_w * 2 - 1
+        return torch.stack(torch.broadcast_tensors(ys[:, None], xs[None, :]))[None]
+
+    def _fuse(self, fuse: nn.Linear, coarse: torch.Tensor, pixels: torch.Tensor, offset: tuple[int, int],
+              scale: float) -> torch.Tensor:
+        c, p = coarse.shape[1], pixels.shape[1]
+        h, w = pixels.shape[-2:]
+        x = F.interpolate(_pointwise(coarse, fuse.weight[:, :c]), size=(h, w), mode="bilinear", align_corners=False)
+        x = x + _pointwise(pixels, fuse.weight[:, c:c + p], fuse.bias)
+        x = x + _pointwise(self._coords(h, w, offset, scale, x), fuse.weight[:, c + p:])
+        return F.gelu(x)
+
+    def forward(self, feats: torch.Tensor, pixels: torch.Tensor | None = None,
+                offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        if pixels is None:
+            raise ValueError("the pyramid head needs the input pixels")
+        patch = self.cfg.patch
+        b, _, ph, pw = pixels.shape
+        tok = F.gelu(self.tok(feats)).transpose(1, 2).reshape(b, -1, ph // patch, pw // patch)
+        p2 = F.gelu(self.enc2(pixels))
+        p4 = F.gelu(self.enc4(p2))
+        x = self._fuse(self.fuse4, tok, p4, offset, ph / p4.shape[-2])
+        for block in self.mix4:
+            x = block(x)
+        x = self._fuse(self.fuse2, x, p2, offset, ph / p2.shape[-2])
+        for block in self.mix2:
+            x = block(x)
+        x = self._fuse(self.fuse1, x, F.gelu(self.enc1(pixels)), offset, 1.0)
+        return _pointwise(x, self.out.weight, self.out.bias)
+
+
 class EvalBatchNorm(nn.Module):
     """BatchNorm2d with exactly weight/bias/running_mean/running_var (no ``num_batches_tracked``),
     so the up-head's state_dict matches ``expected_shapes``."""
@@ -224,7 +310,7 @@ class EdgeMoEViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(cfg.num_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg, cfg.is_moe(i)) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
-        head_cls = {"light": LightHead, "guided": GuidedHead, "up": UpHead}[cfg.head]
+        head_cls = {"light": LightHead, "guided": GuidedHead, "pyramid": PyramidHead, "up": UpHead}[cfg.head]
         self.heads = nn.ModuleDict({t: head_cls(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
@@ -243,13 +329,13 @@ class EdgeMoEViT(nn.Module):
                 nn.init.zeros_(p)
             else:
                 nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
-        if "depth" in self.heads:
-            last = self.heads["depth"].fc2 if self.cfg.head in LIGHT_HEADS else getattr(
-                self.heads["depth"], f"conv_{self.cfg.up_stages}")
-            nn.init.constant_(last.bias, DEPTH_INIT_LOG_METRES)
         for head in self.heads.values():
             if isinstance(head, GuidedHead):
                 head.zero_refinement()
+            if isinstance(head, PyramidHead):
+                head.reset_parameters()
+        if "depth" in self.heads:
+            nn.init.constant_(depth_output_layer(self.heads["depth"], self.cfg).bias, DEPTH_INIT_LOG_METRES)
 
     # ----- forward -----
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
@@ -304,7 +390,7 @@ class EdgeMoEViT(nn.Module):
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Head outputs for several tasks with the shared prefix computed once; aux loss summed over tasks."""
         x, first = self._shared_prefix(images)
-        pixels = self._pixels(images) if self.cfg.head == "guided" else None
+        pixels = self._pixels(images) if self.cfg.head in PIXEL_HEADS else None
         outs, aux = {}, x.new_zeros(())
         for task in tasks:
             feats, _, task_aux = self._task_suffix(x, first, self.cfg.task_id(task))
@@ -316,6 +402,15 @@ class EdgeMoEViT(nn.Module):
         """(head output (B, C, img_h, img_w): class logits or log-metres, load-balancing loss)."""
         outs, aux = self.forward_tasks(images, (task,))
         return outs[task], aux
+
+
+def depth_output_layer(head: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """The depth head's last layer, whose bias starts at a typical street depth."""
+    if cfg.head in LIGHT_HEADS:
+        return head.fc2
+    if cfg.head == "pyramid":
+        return head.out
+    return getattr(head, f"conv_{cfg.up_stages}")
 
 
 def build_torch_model(cfg: ModelConfig) -> EdgeMoEViT:

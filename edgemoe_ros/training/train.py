@@ -173,6 +173,27 @@ def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, s
     return target, weight
 
 
+def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torch.Tensor, cfg: ModelConfig,
+                hyper: Hyper, class_w: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The task losses of head outputs (B, C, H, W) against labels and depth (B, H, W); ``total``
+    is their weighted sum. Shared by the full trainer and the heads-only one (train_heads.py)."""
+    result: dict[str, torch.Tensor] = {}
+    if "semseg" in outs:
+        pixel_w = None
+        if hyper.edge_weight > 0:
+            pixel_w = 1.0 + hyper.edge_weight * edge_band(labels, hyper.edge_radius).float()
+        result["seg"] = weighted_cross_entropy(outs["semseg"], labels, class_w, pixel_w)
+        if hyper.lovasz_weight > 0:
+            result["lovasz"] = lovasz_softmax(outs["semseg"], labels)
+            result["seg"] = result["seg"] + hyper.lovasz_weight * result["lovasz"]
+    if "depth" in outs:
+        target, w = depth_targets(depth, labels, cfg, hyper.sky_depth_weight)
+        err = (outs["depth"][:, 0] - target).abs() * w
+        result["depth"] = err.sum() / w.sum().clamp_min(1.0)
+    result["total"] = result.get("seg", 0.0) + hyper.depth_weight * result.get("depth", 0.0)
+    return result
+
+
 class Trainer:
     """Model, optimiser and the loss of one step; no I/O (so tests can drive it directly)."""
 
@@ -214,21 +235,8 @@ class Trainer:
         if train:
             x, lab, dep = augment(x, lab, dep, self.gen)
         outs, aux = self.model.forward_tasks(x, self.cfg.tasks)
-        result = {"aux": aux}
-        if "semseg" in outs:
-            pixel_w = None
-            if self.hyper.edge_weight > 0:
-                pixel_w = 1.0 + self.hyper.edge_weight * edge_band(lab, self.hyper.edge_radius).float()
-            result["seg"] = weighted_cross_entropy(outs["semseg"], lab, self.class_w, pixel_w)
-            if self.hyper.lovasz_weight > 0:
-                result["lovasz"] = lovasz_softmax(outs["semseg"], lab)
-                result["seg"] = result["seg"] + self.hyper.lovasz_weight * result["lovasz"]
-        if "depth" in outs:
-            target, w = depth_targets(dep, lab, self.cfg, self.hyper.sky_depth_weight)
-            err = (outs["depth"][:, 0] - target).abs() * w
-            result["depth"] = err.sum() / w.sum().clamp_min(1.0)
-        result["total"] = (result.get("seg", 0.0) + self.hyper.depth_weight * result.get("depth", 0.0)
-                           + self.hyper.aux_coef * aux)
+        result = {"aux": aux, **task_losses(outs, lab, dep, self.cfg, self.hyper, self.class_w)}
+        result["total"] = result["total"] + self.hyper.aux_coef * aux
         return result
 
     def step(self, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, progress: float) -> dict[str, float]:

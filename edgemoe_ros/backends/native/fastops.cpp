@@ -35,7 +35,7 @@
 #include <vector>
 
 // Bump whenever a signature or a buffer convention below changes (fastops.py: ABI_VERSION).
-static const int32_t FASTOPS_ABI_VERSION = 4;
+static const int32_t FASTOPS_ABI_VERSION = 5;
 
 // Return codes of the kernels that can fail on bad indices (fastops.py: ERRORS).
 static const int32_t FASTOPS_OK = 0;
@@ -341,6 +341,54 @@ inline void store8(float *p, vec8 v) { *reinterpret_cast<vec8 *>(p) = v; }
 
 inline void gelu_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = gelu_f32(x[i]);
+}
+
+// ---- pyramid head helpers: planar rows padded to whole REFINE_BLOCKs ---------------------------
+inline int64_t block_width(int64_t w) { return (w + REFINE_BLOCK - 1) / REFINE_BLOCK * REFINE_BLOCK; }
+
+// Grows a per-thread scratch buffer; false if memory ran out.
+inline bool reserve(std::vector<float> &buf, int64_t n) {
+    try {
+        if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
+    } catch (const std::bad_alloc &) {
+        return false;
+    }
+    return true;
+}
+
+// out[o][x] += sum_c w[o * cin + c] * in[c][x] for x in [0, wv): every output channel summed in
+// registers over blocks of REFINE_BLOCK pixels (rows of in and out are in_stride / out_stride apart).
+inline void accumulate_rows(const float *in, int64_t in_stride, int32_t cin, const float *w, int32_t cout,
+                            float *out, int64_t out_stride, int64_t wv) {
+    for (int32_t o = 0; o < cout; ++o) {
+        const float *wo = w + static_cast<int64_t>(o) * cin;
+        for (int64_t x0 = 0; x0 < wv; x0 += REFINE_BLOCK) {
+            vec8 acc[REFINE_VECS];
+            for (int v = 0; v < REFINE_VECS; ++v) acc[v] = load8(out + o * out_stride + x0 + 8 * v);
+            for (int32_t c = 0; c < cin; ++c) {
+                const float *src = in + c * in_stride + x0;
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wo[c] * load8(src + 8 * v);
+            }
+            for (int v = 0; v < REFINE_VECS; ++v) store8(out + o * out_stride + x0 + 8 * v, acc[v]);
+        }
+    }
+}
+
+// Copies rows [0, width) of scratch (channels x stride) into planar out (channels rows of plane apart).
+inline void store_rows(const float *scratch, int64_t stride, int32_t channels, int64_t width, float *out,
+                       int64_t plane) {
+    for (int32_t c = 0; c < channels; ++c) std::memcpy(out + c * plane, scratch + c * stride, width * sizeof(float));
+}
+
+// PyTorch's bilinear source taps (align_corners=False) of output index i on an axis n_in -> n_out.
+inline void bilinear_tap(int64_t i, int64_t n_in, int64_t n_out, int64_t *i0, int64_t *i1, float *frac) {
+    double src = (static_cast<double>(i) + 0.5) * (static_cast<double>(n_in) / static_cast<double>(n_out)) - 0.5;
+    src = src < 0.0 ? 0.0 : src;
+    int64_t lo = static_cast<int64_t>(std::floor(src));
+    lo = lo > n_in - 1 ? n_in - 1 : lo;
+    *i0 = lo;
+    *i1 = lo + 1 > n_in - 1 ? n_in - 1 : lo + 1;
+    *frac = static_cast<float>(src - static_cast<double>(lo));
 }
 
 }  // namespace
@@ -710,6 +758,202 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
             }
             for (int64_t x = 0; x < W; ++x) out[base + x * channels + c] = row_out[x];
         }
+    };
+    run_items(pool, batch * height, row_item);
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
+}
+
+// ---- pyramid head (model/pyramid_head.py) ---------------------------------------------------------
+// Planar float32 maps (B, C, H, W); every kernel computes whole output rows (items b * H + y,
+// shared out over the pool: the same bits for any thread count) in per-thread scratch rows padded
+// to whole blocks, zero past the width. numpy computes the same sums (im2col + BLAS, or shifted
+// adds), so the two agree to float32 rounding. Outputs may not alias inputs.
+
+// out = act(conv3x3(x) + bias), zero padding 1, stride 1 or 2; weight (cout, cin, 3, 3).
+int32_t fastops_conv3x3(const float *x, int64_t batch, int32_t cin, int64_t height, int64_t width,
+                        const float *weight, const float *bias, int32_t cout, int32_t stride, int32_t act,
+                        float *out, void *pool) {
+    if (stride != 1 && stride != 2) return FASTOPS_BAD_INDEX;
+    const int64_t oh = (height - 1) / stride + 1, ow = (width - 1) / stride + 1;
+    const int64_t wv = block_width(ow);
+    // Per (channel, ky): stride 1 keeps the zero-padded row p (p[0] = 0, p[i + 1] = x[i]); stride 2
+    // splits it into even and odd columns so both strides read contiguous vectors at x0 + kx.
+    const int64_t plane = wv + 2, planes_per_row = stride == 1 ? 1 : 2;
+    std::atomic<bool> failed{false};
+    auto row_item = [&](int64_t i) {
+        const int64_t b = i / oh, y = i % oh;
+        thread_local std::vector<float> rows, acc_rows;
+        if (!reserve(rows, cin * 3 * planes_per_row * plane) || !reserve(acc_rows, cout * wv)) {
+            failed = true;
+            return;
+        }
+        std::fill(rows.begin(), rows.begin() + cin * 3 * planes_per_row * plane, 0.0f);
+        for (int32_t c = 0; c < cin; ++c) {
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t yi = y * stride + ky - 1;
+                if (yi < 0 || yi >= height) continue;
+                const float *src = x + ((b * cin + c) * height + yi) * width;
+                float *dst = rows.data() + (c * 3 + ky) * planes_per_row * plane;
+                if (stride == 1) {
+                    std::memcpy(dst + 1, src, width * sizeof(float));
+                } else {  // padded column q = xi + 1: even q to dst[q / 2], odd q to dst[plane + q / 2]
+                    for (int64_t xi = 0; xi < width; ++xi) dst[((xi + 1) & 1) * plane + (xi + 1) / 2] = src[xi];
+                }
+            }
+        }
+        for (int32_t o = 0; o < cout; ++o) {
+            const float *wo = weight + static_cast<int64_t>(o) * cin * 9;
+            const float b0 = bias != nullptr ? bias[o] : 0.0f;
+            for (int64_t x0 = 0; x0 < wv; x0 += REFINE_BLOCK) {
+                vec8 acc[REFINE_VECS];
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + b0;
+                for (int32_t c = 0; c < cin; ++c) {
+                    for (int ky = 0; ky < 3; ++ky) {
+                        const float *base = rows.data() + (c * 3 + ky) * planes_per_row * plane + x0;
+                        for (int kx = 0; kx < 3; ++kx) {
+                            const float *src = stride == 1 ? base + kx : base + (kx & 1) * plane + kx / 2;
+                            const float wv_ = wo[(c * 3 + ky) * 3 + kx];
+                            for (int v = 0; v < REFINE_VECS; ++v) acc[v] += wv_ * load8(src + 8 * v);
+                        }
+                    }
+                }
+                for (int v = 0; v < REFINE_VECS; ++v) store8(acc_rows.data() + o * wv + x0 + 8 * v, acc[v]);
+            }
+            if (act == ACT_GELU) gelu_inplace(acc_rows.data() + o * wv, ow);
+        }
+        store_rows(acc_rows.data(), wv, cout, ow, out + (b * cout * oh + y) * ow, oh * ow);
+    };
+    run_items(pool, batch * oh, row_item);
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
+}
+
+// out = act(weight x + bias) per pixel (a 1x1 conv); weight (cout, cin).
+int32_t fastops_pointwise(const float *x, int64_t batch, int32_t cin, int64_t height, int64_t width,
+                          const float *weight, const float *bias, int32_t cout, int32_t act, float *out,
+                          void *pool) {
+    const int64_t wv = block_width(width), plane = height * width;
+    std::atomic<bool> failed{false};
+    auto row_item = [&](int64_t i) {
+        const int64_t b = i / height, y = i % height;
+        thread_local std::vector<float> in_rows, acc_rows;
+        if (!reserve(in_rows, cin * wv) || !reserve(acc_rows, cout * wv)) {
+            failed = true;
+            return;
+        }
+        for (int32_t c = 0; c < cin; ++c) {
+            std::memcpy(in_rows.data() + c * wv, x + (b * cin + c) * plane + y * width, width * sizeof(float));
+            std::fill(in_rows.data() + c * wv + width, in_rows.data() + (c + 1) * wv, 0.0f);
+        }
+        for (int32_t o = 0; o < cout; ++o)
+            std::fill(acc_rows.data() + o * wv, acc_rows.data() + (o + 1) * wv, bias != nullptr ? bias[o] : 0.0f);
+        accumulate_rows(in_rows.data(), wv, cin, weight, cout, acc_rows.data(), wv, wv);
+        if (act == ACT_GELU)
+            for (int32_t o = 0; o < cout; ++o) gelu_inplace(acc_rows.data() + o * wv, width);
+        store_rows(acc_rows.data(), wv, cout, width, out + b * cout * plane + y * width, plane);
+    };
+    run_items(pool, batch * height, row_item);
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
+}
+
+// One fusion of the pyramid head at a finer map (height x width):
+//   out = act(bilinear(coarse) + w_pix pixels + bias + w_coord [row; col])
+// coarse (B, D, hc, wc) is the coarser map's share, already projected to D channels; pixels
+// (B, P, H, W); w_pix (D, P); w_coord (D, 2) weighs each pixel centre's row and column in [-1, 1].
+int32_t fastops_upsample_fuse(const float *coarse, int64_t batch, int32_t d, int64_t hc, int64_t wc,
+                              const float *pixels, int32_t p, int64_t height, int64_t width, const float *w_pix,
+                              const float *bias, const float *w_coord, int32_t act, float *out, void *pool) {
+    const int64_t wv = block_width(width), plane = height * width;
+    std::vector<int64_t> x0s, x1s;
+    std::vector<float> fxs, cols;
+    try {
+        x0s.resize(width);
+        x1s.resize(width);
+        fxs.resize(width);
+        cols.assign(wv, 0.0f);
+    } catch (const std::bad_alloc &) {
+        return FASTOPS_NO_MEMORY;
+    }
+    for (int64_t x = 0; x < width; ++x) {
+        bilinear_tap(x, wc, width, &x0s[x], &x1s[x], &fxs[x]);
+        cols[x] = static_cast<float>((static_cast<double>(x) + 0.5) / static_cast<double>(width) * 2.0 - 1.0);
+    }
+    std::atomic<bool> failed{false};
+    auto row_item = [&](int64_t i) {
+        const int64_t b = i / height, y = i % height;
+        thread_local std::vector<float> in_rows, acc_rows, vert;
+        if (!reserve(in_rows, p * wv) || !reserve(acc_rows, d * wv) || !reserve(vert, wc)) {
+            failed = true;
+            return;
+        }
+        int64_t y0, y1;
+        float fy;
+        bilinear_tap(y, hc, height, &y0, &y1, &fy);
+        const float row = static_cast<float>((static_cast<double>(y) + 0.5) / static_cast<double>(height) * 2.0 - 1.0);
+        for (int32_t c = 0; c < d; ++c) {
+            // Rows first, then columns: the order of model/layers.py::resize_bilinear.
+            const float *r0 = coarse + ((b * d + c) * hc + y0) * wc, *r1 = coarse + ((b * d + c) * hc + y1) * wc;
+            for (int64_t x = 0; x < wc; ++x) vert[x] = r0[x] * (1.0f - fy) + r1[x] * fy;
+            float *acc = acc_rows.data() + c * wv;
+            for (int64_t x = 0; x < width; ++x) acc[x] = vert[x0s[x]] * (1.0f - fxs[x]) + vert[x1s[x]] * fxs[x];
+            std::fill(acc + width, acc + wv, 0.0f);
+        }
+        for (int32_t c = 0; c < p; ++c) {
+            std::memcpy(in_rows.data() + c * wv, pixels + (b * p + c) * plane + y * width, width * sizeof(float));
+            std::fill(in_rows.data() + c * wv + width, in_rows.data() + (c + 1) * wv, 0.0f);
+        }
+        accumulate_rows(in_rows.data(), wv, p, w_pix, d, acc_rows.data(), wv, wv);
+        for (int32_t c = 0; c < d; ++c) {
+            float *acc = acc_rows.data() + c * wv;
+            const float along = row * w_coord[2 * c] + (bias != nullptr ? bias[c] : 0.0f), across = w_coord[2 * c + 1];
+            for (int64_t x = 0; x < width; ++x) acc[x] += along + cols[x] * across;
+            if (act == ACT_GELU) gelu_inplace(acc, width);
+        }
+        store_rows(acc_rows.data(), wv, d, width, out + b * d * plane + y * width, plane);
+    };
+    run_items(pool, batch * height, row_item);
+    return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;
+}
+
+// The pyramid head's residual block: out = x + GELU(pw_w depthwise3x3(x) + pw_b), zero padding;
+// dw_w (c, 1, 3, 3), pw_w (c, c).
+int32_t fastops_mix_block(const float *x, int64_t batch, int32_t c, int64_t height, int64_t width,
+                          const float *dw_w, const float *dw_b, const float *pw_w, const float *pw_b, float *out,
+                          void *pool) {
+    const int64_t wv = block_width(width), plane = height * width, padded = wv + 2;
+    std::atomic<bool> failed{false};
+    auto row_item = [&](int64_t i) {
+        const int64_t b = i / height, y = i % height;
+        thread_local std::vector<float> rows, dw, acc_rows;
+        if (!reserve(rows, 3 * padded) || !reserve(dw, c * wv) || !reserve(acc_rows, c * wv)) {
+            failed = true;
+            return;
+        }
+        for (int32_t ch = 0; ch < c; ++ch) {
+            std::fill(rows.begin(), rows.begin() + 3 * padded, 0.0f);
+            for (int ky = 0; ky < 3; ++ky) {
+                const int64_t yi = y + ky - 1;
+                if (yi >= 0 && yi < height)
+                    std::memcpy(rows.data() + ky * padded + 1, x + (b * c + ch) * plane + yi * width, width * sizeof(float));
+            }
+            const float *wk = dw_w + static_cast<int64_t>(ch) * 9;
+            for (int64_t x0 = 0; x0 < wv; x0 += REFINE_BLOCK) {
+                vec8 acc[REFINE_VECS];
+                for (int v = 0; v < REFINE_VECS; ++v) acc[v] = vec8{} + (dw_b != nullptr ? dw_b[ch] : 0.0f);
+                for (int ky = 0; ky < 3; ++ky)
+                    for (int kx = 0; kx < 3; ++kx)
+                        for (int v = 0; v < REFINE_VECS; ++v)
+                            acc[v] += wk[ky * 3 + kx] * load8(rows.data() + ky * padded + x0 + kx + 8 * v);
+                for (int v = 0; v < REFINE_VECS; ++v) store8(dw.data() + ch * wv + x0 + 8 * v, acc[v]);
+            }
+            std::fill(acc_rows.data() + ch * wv, acc_rows.data() + (ch + 1) * wv, pw_b != nullptr ? pw_b[ch] : 0.0f);
+        }
+        accumulate_rows(dw.data(), wv, c, pw_w, c, acc_rows.data(), wv, wv);
+        for (int32_t ch = 0; ch < c; ++ch) {
+            float *acc = acc_rows.data() + ch * wv;
+            const float *src = x + (b * c + ch) * plane + y * width;
+            for (int64_t xx = 0; xx < width; ++xx) acc[xx] = src[xx] + gelu_f32(acc[xx]);
+        }
+        store_rows(acc_rows.data(), wv, c, width, out + b * c * plane + y * width, plane);
     };
     run_items(pool, batch * height, row_item);
     return failed ? FASTOPS_NO_MEMORY : FASTOPS_OK;

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -34,7 +35,7 @@ from ..base import BackendError
 log = logging.getLogger(__name__)
 
 #: Must equal FASTOPS_ABI_VERSION in fastops.cpp.
-ABI_VERSION = 4
+ABI_VERSION = 5
 SOURCE = Path(__file__).with_name("fastops.cpp")
 LIB_PREFIX = "libedgemoe_fastops"
 #: Environment variable naming the C++ compiler (``g++`` when unset).
@@ -276,6 +277,10 @@ class FastOps:
             "fastops_moe_group": (i64, [p, i64, i32, i64, i32, p, p, p]),
             "fastops_moe_combine": (i32, [p, i64, p, p, i64, i32, i64, p]),
             "fastops_guided_refine": (i32, [p, p, i64, i64, i64, i32, i32, p, p, p, p, i32, p, p, i32, p, p, p, p]),
+            "fastops_conv3x3": (i32, [p, i64, i32, i64, i64, p, p, i32, i32, i32, p, p]),
+            "fastops_pointwise": (i32, [p, i64, i32, i64, i64, p, p, i32, i32, p, p]),
+            "fastops_upsample_fuse": (i32, [p, i64, i32, i64, i64, p, i32, i64, i64, p, p, p, i32, p, p]),
+            "fastops_mix_block": (i32, [p, i64, i32, i64, i64, p, p, p, p, p, p]),
         }
         for name, (restype, argtypes) in sigs.items():
             fn = getattr(lib, name)
@@ -292,7 +297,7 @@ class FastOps:
         return rc
 
     def pool(self, threads: int) -> ThreadPool:
-        """Worker threads for ``gemm``, ``moe_experts``, ``attention`` and ``guided_refine``
+        """Worker threads for ``gemm``, ``moe_experts``, ``attention`` and the head kernels
         (``threads`` counts the calling thread)."""
         return ThreadPool(self._lib, threads)
 
@@ -462,15 +467,92 @@ class FastOps:
         return out
 
 
-class PooledRefine:
-    """``FastOps.guided_refine`` bound to a pool: what the engine hands the model's head code
-    (``model.heads.NativeRefine``), which knows nothing of threads."""
+    # ----- the pyramid head (model/pyramid_head.py) on planar (B, C, H, W) float32 maps -----
+    @staticmethod
+    def _planar(x: np.ndarray, name: str) -> tuple[int, int, int, int]:
+        if x.ndim != 4:
+            raise ValueError(f"native: {name} must be a planar (B, C, H, W) map, got shape {x.shape}")
+        return x.shape
+
+    @staticmethod
+    def _out(out: np.ndarray | None, shape: tuple[int, ...], inputs: tuple[np.ndarray, ...], what: str) -> np.ndarray:
+        out = np.empty(shape, _F32) if out is None else out
+        if out.shape != shape or any(np.shares_memory(out, x) for x in inputs):
+            raise ValueError(f"native: {what} out {out.shape} must be a separate {shape} array")
+        return out
+
+    def conv3x3(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
+                gelu: bool = False, out: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """``act(conv3x3(x) + bias)``, zero padding 1, stride 1 or 2; ``weight`` (Cout, Cin, 3, 3)."""
+        b, cin, h, w = self._planar(x, "conv3x3 x")
+        cout = weight.shape[0]
+        if weight.shape != (cout, cin, 3, 3) or stride not in (1, 2):
+            raise ValueError(f"native: conv3x3 weight {weight.shape} / stride {stride} do not fit {cin} channels")
+        out = self._out(out, (b, cout, (h - 1) // stride + 1, (w - 1) // stride + 1), (x,), "conv3x3")
+        self._ok(self._lib.fastops_conv3x3(
+            _check(x, _F32, "x"), b, cin, h, w, _check(weight, _F32, "weight"), _opt(bias, cout, "bias"), cout,
+            stride, int(gelu), _check(out, _F32, "out"), _handle(pool)), "conv3x3")
+        return out
+
+    def pointwise(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, gelu: bool = False,
+                  out: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """``act(weight @ x + bias)`` at every pixel (a 1x1 conv); ``weight`` (Cout, Cin)."""
+        b, cin, h, w = self._planar(x, "pointwise x")
+        if weight.ndim != 2 or weight.shape[1] != cin:
+            raise ValueError(f"native: pointwise weight {weight.shape} does not fit {cin} channels")
+        cout = weight.shape[0]
+        out = self._out(out, (b, cout, h, w), (x,), "pointwise")
+        self._ok(self._lib.fastops_pointwise(
+            _check(x, _F32, "x"), b, cin, h, w, _check(weight, _F32, "weight"), _opt(bias, cout, "bias"), cout,
+            int(gelu), _check(out, _F32, "out"), _handle(pool)), "pointwise")
+        return out
+
+    def upsample_fuse(self, coarse: np.ndarray, pixels: np.ndarray, w_pix: np.ndarray, bias: np.ndarray | None,
+                      w_coord: np.ndarray, gelu: bool = True, out: np.ndarray | None = None,
+                      pool: ThreadPool | None = None) -> np.ndarray:
+        """``act(bilinear(coarse) + w_pix @ pixels + bias + w_coord @ [row; col])`` at the pixels'
+        resolution: one fusion of the pyramid head, the coarser map's share already projected."""
+        b, d, hc, wc = self._planar(coarse, "upsample_fuse coarse")
+        pb, p, h, w = self._planar(pixels, "upsample_fuse pixels")
+        if pb != b or w_pix.shape != (d, p) or w_coord.shape != (d, 2):
+            raise ValueError(f"native: upsample_fuse coarse {coarse.shape}, pixels {pixels.shape}, w_pix "
+                             f"{w_pix.shape}, w_coord {w_coord.shape} do not fit")
+        out = self._out(out, (b, d, h, w), (coarse, pixels), "upsample_fuse")
+        self._ok(self._lib.fastops_upsample_fuse(
+            _check(coarse, _F32, "coarse"), b, d, hc, wc, _check(pixels, _F32, "pixels"), p, h, w,
+            _check(w_pix, _F32, "w_pix"), _opt(bias, d, "bias"), _check(w_coord, _F32, "w_coord"), int(gelu),
+            _check(out, _F32, "out"), _handle(pool)), "upsample_fuse")
+        return out
+
+    def mix_block(self, x: np.ndarray, dw_w: np.ndarray, dw_b: np.ndarray | None, pw_w: np.ndarray,
+                  pw_b: np.ndarray | None, out: np.ndarray | None = None, pool: ThreadPool | None = None
+                  ) -> np.ndarray:
+        """``x + GELU(pw_w @ depthwise3x3(x) + pw_b)``; ``dw_w`` (C, 1, 3, 3), ``pw_w`` (C, C)."""
+        b, c, h, w = self._planar(x, "mix_block x")
+        if dw_w.shape != (c, 1, 3, 3) or pw_w.shape != (c, c):
+            raise ValueError(f"native: mix_block weights dw {dw_w.shape}, pw {pw_w.shape} do not fit {c} channels")
+        out = self._out(out, x.shape, (x,), "mix_block")
+        self._ok(self._lib.fastops_mix_block(
+            _check(x, _F32, "x"), b, c, h, w, _check(dw_w, _F32, "dw_w"), _opt(dw_b, c, "dw_b"),
+            _check(pw_w, _F32, "pw_w"), _opt(pw_b, c, "pw_b"), _check(out, _F32, "out"), _handle(pool)), "mix_block")
+        return out
+
+
+#: The kernels the task heads call (``model.heads.NativeHeads``).
+HEAD_KERNELS = ("guided_refine", "conv3x3", "pointwise", "upsample_fuse", "mix_block")
+
+
+class PooledHeads:
+    """``FastOps``' head kernels bound to a pool: what the engine hands the model's head code
+    (``model.heads.NativeHeads``), which knows nothing of threads."""
 
     def __init__(self, ops: FastOps, pool: ThreadPool) -> None:
         self.ops, self.pool = ops, pool
 
-    def guided_refine(self, *args: np.ndarray, **kwargs: np.ndarray) -> np.ndarray:
-        return self.ops.guided_refine(*args, pool=self.pool, **kwargs)
+    def __getattr__(self, name: str):  # noqa: ANN204 - one of HEAD_KERNELS, with pool= bound
+        if name not in HEAD_KERNELS:
+            raise AttributeError(name)
+        return functools.partial(getattr(self.ops, name), pool=self.pool)
 
 
 _lock = threading.Lock()

@@ -1,0 +1,392 @@
+"""Train the task heads alone on a frozen backbone, from cached backbone features, on CPU.
+
+    python -m edgemoe_ros.training.train_heads --init MODEL.safetensors --out runs/pyramid \\
+        --frames 8000 --minutes 60 --export runs/pyramid/export.safetensors [--resume]
+
+Why: the backbone is nearly all of a full training step (forward and backward through 12 blocks
+and 6 MoE layers, for two tasks), so a new head trained end to end learns at the backbone's pace.
+With the backbone frozen, its features are a function of the image alone: they are computed once
+per frame by the fast ``cpu`` backend (the very features the node's heads get) and cached beside
+the frame. A step is then the head's forward and backward only, on random crops aligned to the
+token grid; a crop's tokens come from the whole image, so they still carry its context.
+
+Frames are the full trainer's: rendered from training seeds, augmented once when cached (flip,
+photometric jitter, blur: ``train.augment``), scored with its losses (``train.task_losses``).
+The exported file is the ``--init`` model with new heads; the backbone tensors are copied
+unchanged, so everything measured of the backbone (fixed-point agreement, accelerator) holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.config import ModelConfig
+from ..model.weights import ModelWeights, load_weights, save_weights
+from . import data
+from .metrics import SegDepthMeter
+from .torch_model import PyramidHead, depth_output_layer
+from .train import SHIPPED_WEIGHTS, Hyper, augment, class_weights, task_losses
+
+log = logging.getLogger("edgemoe_ros.training.heads")
+
+CHECKPOINT_NAME = "last_heads.pt"
+#: Frames per feature-cache shard.
+SHARD_FRAMES = 250
+#: Head types this trainer builds (they accept crops of the image and its token grid).
+TRAINABLE_HEADS = ("pyramid",)
+#: Training frames come from their own seed range (disjoint from the full trainer's cache, so
+#: the two caches never hold the same scene twice with different augmentations).
+FIRST_SEED = data.TRAIN_SEED_START + 1_000_000
+
+
+#: Config fields that only the heads read (left out of the backbone's digest).
+HEAD_FIELD_PREFIXES = ("head", "light_", "guide_", "refine_", "pyramid_", "up_", "notes")
+
+
+def backbone_digest(weights: ModelWeights) -> str:
+    """Hash of the backbone tensors and config (heads excluded): cached features are keyed by it."""
+    fields = {k: v for k, v in weights.config.to_dict().items() if not k.startswith(HEAD_FIELD_PREFIXES)}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+    for name in sorted(weights.tensors):
+        if not name.startswith("heads."):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(weights[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----- feature cache -----
+_worker_backend = None
+
+
+def _init_worker(weights_path: str) -> None:
+    global _worker_backend
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    from ..backends import create_backend
+
+    _worker_backend = create_backend("cpu")
+    _worker_backend.load(load_weights(weights_path))
+
+
+def render_shard(first_seed: int, count: int, augmented: bool, width: int, height: int,
+                 backend=None) -> dict[str, np.ndarray]:  # noqa: ANN001 - a Backend, or the worker's
+    """Render ``count`` frames from ``first_seed``, augment each once (seeded by its seed), and run
+    the backbone on them: rgb, labels, depth (float16, sky +inf) and ``feat_<task>`` (float16)."""
+    backend = backend or _worker_backend
+    cfg = backend.config
+    out: dict[str, list[np.ndarray]] = {"rgb": [], "labels": [], "depth": []}
+    for seed in range(first_seed, first_seed + count):
+        frame = data.render_set([seed], width, height)
+        rgb, labels, depth = frame["rgb"], frame["labels"], frame["depth"]
+        if augmented:
+            x, lab, dep = augment(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 256.0,
+                                  torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(depth),
+                                  torch.Generator().manual_seed(seed))
+            rgb = np.floor(x.permute(0, 2, 3, 1).numpy() * 256.0).clip(0, 255).astype(np.uint8)
+            labels, depth = lab.numpy().astype(np.uint8), dep.numpy()
+        feats = backend.run(rgb, cfg.tasks).features
+        for task in cfg.tasks:
+            out.setdefault(f"feat_{task}", []).append(feats[task].astype(np.float16))
+        out["rgb"].append(rgb)
+        out["labels"].append(labels)
+        out["depth"].append(np.where(np.isfinite(depth), np.minimum(depth, data.FLOAT16_DEPTH_CAP),
+                                     depth).astype(np.float16))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _write_shard(job: tuple[str, int, int, bool, int, int]) -> str:
+    path, first, count, augmented, width, height = job
+    arrays = render_shard(first, count, augmented, width, height)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # readers never see a half-written shard
+    return path
+
+
+def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: int, workers: int) -> None:
+    """Make sure ``cache_dir`` holds ``frames`` training frames and ``val_frames`` validation frames
+    (held-out validation seeds, not augmented); renders only what is missing, ``workers`` at a time."""
+    cfg = load_weights(weights_path).config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for kind, first, total, augmented in (("val", data.VAL_SEED_START, val_frames, False),
+                                          ("train", FIRST_SEED, frames, True)):
+        for start in range(0, total, SHARD_FRAMES):
+            path = cache_dir / f"{kind}_{first + start:09d}_{min(SHARD_FRAMES, total - start)}.npz"
+            if not path.exists():
+                jobs.append((str(path), first + start, min(SHARD_FRAMES, total - start), augmented,
+                             cfg.img_w, cfg.img_h))
+    if not jobs:
+        return
+    log.info("feature cache %s: rendering %d shards on %d workers", cache_dir, len(jobs), workers)
+    t0 = time.time()
+    with mp.get_context("fork").Pool(workers, _init_worker, (str(weights_path),)) as pool:
+        for i, path in enumerate(pool.imap_unordered(_write_shard, jobs), 1):
+            log.info("cached %s (%d/%d, %.1f min)", Path(path).name, i, len(jobs), (time.time() - t0) / 60)
+
+
+def load_cache(cache_dir: Path, kind: str, frames: int, first: int) -> dict[str, np.ndarray]:
+    """The first ``frames`` cached frames of ``kind`` ("train" or "val") in memory, depth as float32."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, frames, SHARD_FRAMES):
+        count = min(SHARD_FRAMES, frames - start)
+        with np.load(cache_dir / f"{kind}_{first + start:09d}_{count}.npz") as z:
+            for key in z.files:
+                parts.setdefault(key, []).append(z[key])
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    arrays["depth"] = arrays["depth"].astype(np.float32)
+    return arrays
+
+
+# ----- training -----
+def head_config(init: ModelConfig, head: str) -> ModelConfig:
+    """The init model's config with the head to train (its widths: the config defaults)."""
+    return init.replace(head=head, notes={})
+
+
+@dataclass
+class Crop:
+    """A crop in token units: rows [row, row + rows), columns [col, col + cols) of the token grid."""
+
+    row: int
+    col: int
+    rows: int
+    cols: int
+
+    def pixels(self, patch: int) -> tuple[slice, slice]:
+        """The crop's rows and columns in pixels."""
+        return (slice(self.row * patch, (self.row + self.rows) * patch),
+                slice(self.col * patch, (self.col + self.cols) * patch))
+
+
+class HeadTrainer:
+    """The task heads, their optimiser and one step on a batch of cached frames; no I/O."""
+
+    def __init__(self, cfg: ModelConfig, hyper: Hyper, class_w: torch.Tensor, seed: int = 0,
+                 init: dict[str, np.ndarray] | None = None):
+        """``init``: tensors of a model with the same head to continue from (else a fresh head)."""
+        torch.manual_seed(seed)
+        self.cfg, self.hyper, self.class_w = cfg, hyper, class_w
+        self.heads = torch.nn.ModuleDict({t: PyramidHead(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
+        torch.nn.init.constant_(depth_output_layer(self.heads["depth"], cfg).bias, math.log(10.0))
+        if init is not None:
+            state = {k[len("heads."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                     for k, v in init.items() if k.startswith("heads.")}
+            self.heads.load_state_dict(state, strict=True)
+        self.opt = torch.optim.AdamW(self.heads.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
+        self.step_count = 0
+        mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(cfg.pixel_std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._pixel_norm = (mean, std)
+
+    def lr_at(self, progress: float) -> float:
+        h = self.hyper
+        warm = min(1.0, (self.step_count + 1) / max(h.warmup_steps, 1))
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return h.lr * warm * (h.min_lr_frac + (1.0 - h.min_lr_frac) * cos)
+
+    def outputs(self, batch: dict[str, np.ndarray], crop: Crop | None = None) -> dict[str, torch.Tensor]:
+        """Head outputs (B, C, h, w) for the frames of ``batch`` (or the ``crop`` of each)."""
+        cfg, k = self.cfg, self.cfg.patch
+        mean, std = self._pixel_norm
+        rgb = batch["rgb"]
+        crop = crop or Crop(0, 0, cfg.grid_h, cfg.grid_w)
+        rows, cols = crop.pixels(k)
+        pixels = (torch.from_numpy(np.ascontiguousarray(rgb[:, rows, cols])).permute(0, 3, 1, 2).float() / 256.0
+                  - mean) / std
+        outs = {}
+        for task in cfg.tasks:
+            grid = batch[f"feat_{task}"].reshape(-1, cfg.grid_h, cfg.grid_w, cfg.dim)
+            tokens = grid[:, crop.row:crop.row + crop.rows, crop.col:crop.col + crop.cols]
+            feats = torch.from_numpy(tokens.reshape(len(rgb), -1, cfg.dim).astype(np.float32))
+            outs[task] = self.heads[task](feats, pixels, (rows.start, cols.start))
+        return outs
+
+    def losses(self, batch: dict[str, np.ndarray], crop: Crop | None = None) -> dict[str, torch.Tensor]:
+        outs = self.outputs(batch, crop)
+        rows, cols = crop.pixels(self.cfg.patch) if crop is not None else (slice(None), slice(None))
+        labels = torch.from_numpy(batch["labels"][:, rows, cols].astype(np.int64))
+        depth = torch.from_numpy(np.ascontiguousarray(batch["depth"][:, rows, cols], dtype=np.float32))
+        return task_losses(outs, labels, depth, self.cfg, self.hyper, self.class_w)
+
+    def step(self, batch: dict[str, np.ndarray], crop: Crop | None, progress: float) -> dict[str, float]:
+        self.heads.train()
+        lr = self.lr_at(progress)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        parts = self.losses(batch, crop)
+        self.opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.heads.parameters(), self.hyper.grad_clip)
+        self.opt.step()
+        self.step_count += 1
+        return {k: float(v.detach()) for k, v in parts.items()} | {"lr": lr}
+
+    @torch.no_grad()
+    def validate(self, val: dict[str, np.ndarray], batch: int = 20) -> dict[str, float]:
+        """mIoU, pixel accuracy, AbsRel, RMSE and δ1 on full frames, decoded as the engine decodes."""
+        self.heads.eval()
+        cfg = self.cfg
+        meter = SegDepthMeter(cfg.num_classes, cfg.max_depth)
+        for i in range(0, len(val["rgb"]), batch):
+            part = {k: v[i:i + batch] for k, v in val.items()}
+            outs = self.outputs(part)
+            meter.add_semseg(outs["semseg"].argmax(1).numpy().astype(np.uint8), part["labels"])
+            depth = torch.exp(outs["depth"][:, 0]).clamp(cfg.min_depth, cfg.max_depth).numpy()
+            meter.add_depth(depth, part["depth"], part["labels"])
+        return meter.summary()
+
+    def export_weights(self, init: ModelWeights, notes: dict) -> ModelWeights:
+        """The init model's backbone with these heads, as a model of this trainer's config."""
+        tensors = {k: v for k, v in init.tensors.items() if not k.startswith("heads.")}
+        for name, value in self.heads.state_dict().items():
+            tensors[f"heads.{name}"] = value.detach().cpu().numpy().astype(np.float32)
+        weights = ModelWeights(self.cfg.replace(notes=notes), tensors, source="train_heads")
+        weights.validate()
+        return weights
+
+
+def random_crop(cfg: ModelConfig, rng: np.random.Generator, rows: int, cols: int) -> Crop:
+    rows, cols = min(rows, cfg.grid_h), min(cols, cfg.grid_w)
+    return Crop(int(rng.integers(0, cfg.grid_h - rows + 1)), int(rng.integers(0, cfg.grid_w - cols + 1)), rows, cols)
+
+
+def save_checkpoint(path: Path, trainer: HeadTrainer, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
+                "class_w": trainer.class_w, "config": trainer.cfg.to_json(), **state}, tmp)
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m edgemoe_ros.training.train_heads",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--init", type=Path, default=SHIPPED_WEIGHTS, help="model whose backbone is kept")
+    ap.add_argument("--head", choices=TRAINABLE_HEADS, default="pyramid")
+    ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint)")
+    ap.add_argument("--export", type=Path, default=None, help="weights file to write (default OUT/export.safetensors)")
+    ap.add_argument("--cache", type=Path, default=Path("data_cache"), help="feature-cache root")
+    ap.add_argument("--frames", type=int, default=8000, help="training frames to cache and train on")
+    ap.add_argument("--val-frames", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that build the cache")
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget (total, across resumes)")
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0 = only the time budget)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--crop", type=int, nargs=2, default=(4, 8), metavar=("ROWS", "COLS"),
+                    help="training crop in tokens (0 0 = whole frames)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lovasz", type=float, default=1.0, help="weight of the Lovász-softmax (IoU) term")
+    ap.add_argument("--continue-heads", action="store_true",
+                    help="start from the --init file's heads (it must have this head type) instead of fresh ones")
+    ap.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_NAME}")
+    ap.add_argument("--val-every", type=float, default=10.0, help="minutes between validations")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, float]:
+    """Cache, train and export per ``args``; ``command`` is recorded in the exported file's notes."""
+    torch.set_num_threads(args.threads)
+    init = load_weights(args.init)
+    cfg = head_config(init.config, args.head)
+    if args.continue_heads and init.config.replace(notes={}) != cfg:
+        raise SystemExit(f"--continue-heads: {args.init} has a {init.config.head!r} head of other widths, "
+                         f"not this run's {cfg.head!r}")
+    export_path = args.export or args.out / "export.safetensors"
+    cache = args.cache / f"heads_{cfg.img_h}x{cfg.img_w}_{backbone_digest(init)}"
+    build_cache(args.init, cache, args.frames, args.val_frames, args.workers)
+    train = load_cache(cache, "train", args.frames, FIRST_SEED)
+    val = load_cache(cache, "val", args.val_frames, data.VAL_SEED_START)
+    log.info("training frames %d, validation frames %d", len(train["rgb"]), len(val["rgb"]))
+
+    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz, warmup_steps=50, weight_decay=0.01)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = args.out / CHECKPOINT_NAME
+    rng = np.random.default_rng(args.seed)
+    elapsed, frames_seen, history = 0.0, 0, []
+    if args.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ModelConfig.from_json(ck["config"]) != cfg:
+            raise SystemExit(f"--resume: {ckpt_path} trains another head config than this run")
+        trainer = HeadTrainer(cfg, hyper, ck["class_w"], args.seed)
+        trainer.heads.load_state_dict(ck["heads"])
+        trainer.opt.load_state_dict(ck["opt"])
+        trainer.step_count = ck["step"]
+        rng.bit_generator.state = ck["np_rng"]
+        elapsed, frames_seen, history = ck["elapsed_s"], ck["frames_seen"], ck["history"]
+        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count, elapsed / 60)
+    else:
+        freq = data.class_frequencies(train["labels"], cfg.num_classes)
+        trainer = HeadTrainer(cfg, hyper, class_weights(freq, hyper.class_weight_power), args.seed,
+                              init=init.tensors if args.continue_heads else None)
+
+    def state() -> dict:
+        return {"elapsed_s": elapsed, "frames_seen": frames_seen, "np_rng": rng.bit_generator.state,
+                "history": history}
+
+    budget = args.minutes * 60.0
+    rows, cols = args.crop
+    t_start = time.time() - elapsed
+    last_val = last_ckpt = window_t = time.time()
+    while elapsed < budget and not (args.steps and trainer.step_count >= args.steps):
+        idx = np.sort(rng.integers(0, len(train["rgb"]), hyper.batch))
+        batch = {k: v[idx] for k, v in train.items()}
+        crop = random_crop(cfg, rng, rows, cols) if rows > 0 and cols > 0 else None
+        parts = trainer.step(batch, crop, elapsed / budget)
+        frames_seen += hyper.batch
+        elapsed = time.time() - t_start
+        now = time.time()
+        if trainer.step_count % 50 == 0 or trainer.step_count == 1:
+            log.info("step %d | seg %.3f depth %.3f | lr %.2e | %.2f s/step | %.1f/%.0f min",
+                     trainer.step_count, parts.get("seg", 0.0), parts.get("depth", 0.0), parts["lr"],
+                     (now - window_t) / (50 if trainer.step_count > 1 else 1), elapsed / 60, budget / 60)
+            window_t = now
+        if now - last_val > args.val_every * 60:
+            metrics = trainer.validate(val)
+            history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
+            log.info("val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+            last_val = time.time()
+        if now - last_ckpt > 5 * 60:
+            save_checkpoint(ckpt_path, trainer, state())
+            last_ckpt = time.time()
+    metrics = trainer.validate(val)
+    history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
+    log.info("final val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+    save_checkpoint(ckpt_path, trainer, state())
+    notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command,
+             "backbone": init.config.notes, "head_steps": trainer.step_count, "head_frames_seen": frames_seen,
+             "head_train_minutes": round(elapsed / 60, 1), "batch": hyper.batch, "crop_tokens": [rows, cols],
+             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once",
+             "val": {k: round(v, 4) for k, v in metrics.items()}}
+    export_path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(trainer.export_weights(init, notes), export_path, dtype="float16")
+    os.chmod(export_path, 0o644)
+    log.info("exported %s (%.1f MB)", export_path, export_path.stat().st_size / 1e6)
+    return metrics | {"steps": trainer.step_count}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    argv = sys.argv[1:] if argv is None else argv
+    run(parse_args(argv), "python -m edgemoe_ros.training.train_heads " + " ".join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

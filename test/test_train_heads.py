@@ -1,0 +1,139 @@
+"""Heads-only training on a frozen backbone: the cache holds the backbone's features, a head
+learns from them, the exported model keeps the backbone bit for bit and runs in the engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgemoe_ros.backends import create_backend  # noqa: E402
+from edgemoe_ros.engine import Engine  # noqa: E402
+from edgemoe_ros.model.config import tiny_config  # noqa: E402
+from edgemoe_ros.model.heads import run_head  # noqa: E402
+from edgemoe_ros.model.weights import load_weights, random_init, save_weights  # noqa: E402
+from edgemoe_ros.training import data  # noqa: E402
+from edgemoe_ros.training.train import Hyper  # noqa: E402
+from edgemoe_ros.training.train_heads import (  # noqa: E402
+    CHECKPOINT_NAME,
+    FIRST_SEED,
+    Crop,
+    HeadTrainer,
+    backbone_digest,
+    head_config,
+    load_cache,
+    main,
+    render_shard,
+)
+
+PYRAMID = dict(pyramid_token=8, pyramid_enc=(4, 6), pyramid_dec=(8, 6, 4), pyramid_guide=3, pyramid_mix=(1, 1))
+
+
+@pytest.fixture(scope="module")
+def init_file(tmp_path_factory):
+    """A tiny guided model whose backbone the heads train on, and a pyramid config of its own widths."""
+    path = tmp_path_factory.mktemp("init") / "init.safetensors"
+    save_weights(random_init(tiny_config(head="guided"), seed=3), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames(init_file):
+    backend = create_backend("cpu", native="off")
+    backend.load(load_weights(init_file))
+    return render_shard(FIRST_SEED, 6, True, 64, 32, backend)
+
+
+def _cfg(init_file):
+    return head_config(load_weights(init_file).config, "pyramid").replace(**PYRAMID)
+
+
+def test_cached_features_are_the_backbones(init_file, frames):
+    weights = load_weights(init_file)
+    backend = create_backend("cpu", native="off")
+    backend.load(weights)
+    want = backend.run(frames["rgb"][:2], ("semseg", "depth")).features
+    for task in ("semseg", "depth"):
+        assert frames[f"feat_{task}"].dtype == np.float16
+        np.testing.assert_allclose(frames[f"feat_{task}"][:2].astype(np.float32), want[task], rtol=2e-3, atol=2e-3)
+    assert frames["rgb"].dtype == np.uint8 and frames["labels"].shape == frames["rgb"].shape[:3]
+    # Augmented once, deterministically by seed: the same shard renders the same bytes.
+    again = render_shard(FIRST_SEED, 2, True, 64, 32, backend)
+    np.testing.assert_array_equal(again["rgb"], frames["rgb"][:2])
+    plain = render_shard(FIRST_SEED, 2, False, 64, 32, backend)
+    assert not np.array_equal(plain["rgb"], frames["rgb"][:2])
+
+
+def test_a_few_steps_decrease_the_loss_on_crops(init_file, frames):
+    torch.set_num_threads(1)
+    cfg = _cfg(init_file)
+    trainer = HeadTrainer(cfg, Hyper(lr=1e-2, warmup_steps=1, lovasz_weight=1.0), torch.ones(cfg.num_classes))
+    crop = Crop(0, 1, 2, 2)
+    with torch.no_grad():
+        before = {k: float(v) for k, v in trainer.losses(frames, crop).items()}
+    for _ in range(30):
+        trainer.step(frames, crop, progress=0.0)
+    with torch.no_grad():
+        after = {k: float(v) for k, v in trainer.losses(frames, crop).items()}
+    assert after["seg"] < 0.8 * before["seg"]
+    assert after["depth"] < 0.8 * before["depth"]
+    # Whole frames score with the same numbers the engine's numpy head computes.
+    metrics = trainer.validate(frames)
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["absrel"] > 0
+
+
+def test_export_keeps_the_backbone_and_matches_numpy_heads(init_file, frames):
+    init = load_weights(init_file)
+    cfg = _cfg(init_file)
+    trainer = HeadTrainer(cfg, Hyper(), torch.ones(cfg.num_classes))
+    exported = trainer.export_weights(init, {"note": "test"})
+    assert exported.config.head == "pyramid"
+    for name, value in init.tensors.items():
+        if not name.startswith("heads."):
+            np.testing.assert_array_equal(exported[name], value)
+    assert backbone_digest(exported) == backbone_digest(init)
+    feats = frames["feat_semseg"][:2].astype(np.float32)
+    with torch.no_grad():
+        want = trainer.outputs({"rgb": frames["rgb"][:2], "feat_semseg": feats, "feat_depth": feats})["semseg"]
+    got = run_head(exported, cfg, "semseg", feats, frames["rgb"][:2])
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--init", str(init_file), "--out", str(out), "--cache", str(cache), "--frames", "6",
+            "--val-frames", "3", "--workers", "1", "--steps", "3", "--batch", "2", "--crop", "1", "2",
+            "--threads", "1", "--minutes", "5"]
+    import edgemoe_ros.training.train_heads as th
+
+    small = th.SHARD_FRAMES
+    th.SHARD_FRAMES = 4  # two training shards, one of them partial
+    try:
+        assert main(args) == 0
+        shards = sorted(p.name for p in next(cache.iterdir()).glob("*.npz"))
+        assert shards == [f"train_{FIRST_SEED:09d}_4.npz", f"train_{FIRST_SEED + 4:09d}_2.npz",
+                          f"val_{data.VAL_SEED_START:09d}_3.npz"]
+        train = load_cache(next(cache.iterdir()), "train", 6, FIRST_SEED)
+        assert len(train["rgb"]) == 6 and train["depth"].dtype == np.float32
+        exported = out / "export.safetensors"
+        weights = load_weights(exported)
+        assert weights.config.head == "pyramid"
+        assert weights.config.notes["head_steps"] == 3
+        assert (out / CHECKPOINT_NAME).exists()
+        with Engine(weights, backend="cpu") as engine:
+            res = engine.infer(np.zeros((40, 70, 3), np.uint8))
+        assert res.semseg.shape == (32, 64) and np.isfinite(res.depth).all()
+        # Resume: the step count continues from the checkpoint; the cache is reused, not re-rendered.
+        before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
+        assert main([*args, "--steps", "5", "--resume"]) == 0
+        assert load_weights(exported).config.notes["head_steps"] == 5
+        assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == before
+    finally:
+        th.SHARD_FRAMES = small
+
+
+def test_continue_heads_needs_the_same_head(init_file, tmp_path):
+    with pytest.raises(SystemExit, match="--continue-heads"):
+        main(["--init", str(init_file), "--out", str(tmp_path), "--cache", str(tmp_path / "c"), "--frames", "2",
+              "--val-frames", "1", "--workers", "1", "--steps", "1", "--continue-heads"])
