@@ -34,14 +34,15 @@ def test_header_cli_writes_variant(tmp_path):
     assert itf.model_signature(tiny_config()) != itf.model_signature(ModelConfig())
 
 
-def test_host_side_head_does_not_change_the_kernel():
-    """The shipped model (guided head) runs on the committed SPEC kernel; a backbone change does not."""
+@pytest.mark.parametrize("host_head", [ModelConfig(head="guided", guide_channels=4),
+                                       ModelConfig(head="pyramid", pyramid_dec=(40, 24, 8))])
+def test_host_side_head_does_not_change_the_kernel(host_head):
+    """The shipped model (pyramid head) runs on the committed SPEC kernel; a backbone change does not."""
     from edgemoe_ros.backends.csim import HLS_DIR, _variant_dirs
 
-    guided = ModelConfig(head="guided", guide_channels=4)
-    assert itf.is_spec_kernel(guided) and itf.model_signature(guided) == itf.model_signature(ModelConfig())
-    assert generate_header(guided) == generate_header(ModelConfig())
-    assert _variant_dirs(guided, HLS_DIR) == (HLS_DIR / "build", None)
+    assert itf.is_spec_kernel(host_head) and itf.model_signature(host_head) == itf.model_signature(ModelConfig())
+    assert generate_header(host_head) == generate_header(ModelConfig())
+    assert _variant_dirs(host_head, HLS_DIR) == (HLS_DIR / "build", None)
     wider = ModelConfig(expert_hidden=256)
     assert not itf.is_spec_kernel(wider) and _variant_dirs(wider, HLS_DIR)[1] is not None
 

@@ -119,7 +119,7 @@ def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path):
         exported = out / "export.safetensors"
         weights = load_weights(exported)
         assert weights.config.head == "pyramid"
-        assert weights.config.notes["head_steps"] == 3
+        assert weights.config.notes["steps"] == 3
         assert (out / CHECKPOINT_NAME).exists()
         with Engine(weights, backend="cpu") as engine:
             res = engine.infer(np.zeros((40, 70, 3), np.uint8))
@@ -127,7 +127,7 @@ def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path):
         # Resume: the step count continues from the checkpoint; the cache is reused, not re-rendered.
         before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
         assert main([*args, "--steps", "5", "--resume"]) == 0
-        assert load_weights(exported).config.notes["head_steps"] == 5
+        assert load_weights(exported).config.notes["steps"] == 5
         assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == before
     finally:
         th.SHARD_FRAMES = small

@@ -42,7 +42,7 @@ def _variant_dirs(cfg: ModelConfig, hls_dir: Path) -> tuple[Path, Path | None]:
     """(build dir, generated-header dir or None for the committed SPEC header).
 
     Only what the kernel bakes in counts: a model that differs from the SPEC one in its host-side
-    head (e.g. the guided head of the shipped model) uses the committed SPEC build.
+    head (e.g. the pyramid head of the shipped model) uses the committed SPEC build.
     """
     if itf.is_spec_kernel(cfg):
         return hls_dir / "build", None

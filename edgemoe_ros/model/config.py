@@ -75,8 +75,8 @@ class ModelConfig:
     #: the pixels; residual depthwise blocks at 1/4 and 1/2 resolution.
     pyramid_token: int = 64
     pyramid_enc: tuple[int, int] = (16, 32)
-    pyramid_dec: tuple[int, int, int] = (48, 24, 12)
-    pyramid_guide: int = 6
+    pyramid_dec: tuple[int, int, int] = (48, 32, 16)
+    pyramid_guide: int = 8
     pyramid_mix: tuple[int, int] = (2, 1)
     #: Channels of the up-head's 3x3 convolutions and number of conv+2x-upsample stages.
     up_channels: int = 256

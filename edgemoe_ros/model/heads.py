@@ -1,20 +1,24 @@
 """Task heads on the host (Edge-MoE accelerates only the backbone), numpy float32.
 
-Three heads, chosen by ``ModelConfig.head``:
+Four heads, chosen by ``ModelConfig.head``:
 
 * ``light``: per token fc1 → GELU → fc2 to a patch of ``p*p*C`` values, pixel-shuffled to full
   resolution. ~49 MMAC for semseg (6 % of the backbone), so the host never becomes the
   bottleneck of an accelerated backbone.
-* ``guided`` (the shipped model): the light head, then a per-pixel refinement that sees the input
+* ``guided``: the light head, then a per-pixel refinement that sees the input
   image: a 3x3 conv on the pixels, concatenated with the light head's output, 1x1 → GELU → 1x1,
   added to the light output. A token decides *what* is in its 16x16 patch; the pixels say
   *where* its edges are, which is what thin classes (people, poles) need. +19 MMAC for semseg
   (8.7 % of the backbone in all).
+* ``pyramid`` (the shipped model, ``model/pyramid_head.py``): an image-guided decoder from the
+  token grid through 1/4 and 1/2 resolution, with a small pixel encoder at each scale, so edges
+  and thin objects come from the pixels rather than from a token's 16x16 patch. 8.5 % of the
+  backbone's MACs for semseg at the defaults.
 * ``up``: M3ViT's ``VisionTransformerUpHead``: LayerNorm, then ``up_stages`` x (3x3 conv, BN in
   eval mode, ReLU, 2x bilinear upsample with align_corners=False), then a 1x1 conv. ~6.4 GMAC,
   heavier than the backbone; kept so M3ViT-trained heads run unchanged.
 
-Everything is channels-last inside (``(B, H, W, C)``) so every conv is one matmul over pixels;
+The numpy heads are channels-last inside (``(B, H, W, C)``) so every conv is one matmul over pixels;
 ``run_head`` returns the PyTorch layout ``(B, C, img_h, img_w)``.
 """
 

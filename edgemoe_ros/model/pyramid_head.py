@@ -16,7 +16,9 @@ Every "fuse" is one 1x1 conv over the concatenation ``[upsampled coarser map, pi
 coordinates]``. Bilinear interpolation is linear and a 1x1 conv is per pixel, so the coarser
 map's share is computed *before* upsampling (at a quarter of the pixels), and the coordinates'
 share is a constant map; both are the same sums as the concatenated form (PyTorch's twin,
-``training/torch_model.PyramidHead``, computes them the same way). Channels-last throughout.
+``training/torch_model.PyramidHead``, computes them the same way). numpy runs channels-last;
+the native kernels (``backends/native/fastops.cpp``) run on planar (B, C, H, W) maps, one pass
+per row and layer.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ _F32 = np.float32
 
 
 def coordinates(h: int, w: int, dtype: type = _F32) -> np.ndarray:
-    """(h, w, PYRAMID_COORDS) pixel-centre row and column of an h x w map, each scaled to [-1, 1] over the image."""
+    """(h, w, 2) pixel-centre row and column of an h x w map, each scaled to [-1, 1] over the image
+    (``config.PYRAMID_COORDS`` channels)."""
     ys = (np.arange(h, dtype=np.float64) + 0.5) / h * 2.0 - 1.0
     xs = (np.arange(w, dtype=np.float64) + 0.5) / w * 2.0 - 1.0
     grid = np.stack(np.broadcast_arrays(ys[:, None], xs[None, :]), axis=-1)

@@ -368,12 +368,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
     log.info("final val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
     save_checkpoint(ckpt_path, trainer, state())
-    notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command,
-             "backbone": init.config.notes, "head_steps": trainer.step_count, "head_frames_seen": frames_seen,
-             "head_train_minutes": round(elapsed / 60, 1), "batch": hyper.batch, "crop_tokens": [rows, cols],
-             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    # The full trainer's keys (steps, images_seen, ...) describe the head training here; the
+    # backbone's own training record is kept under "backbone".
+    notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command, "steps": trainer.step_count,
+             "images_seen": frames_seen, "train_minutes": round(elapsed / 60, 1), "batch": hyper.batch,
+             "crop_tokens": [rows, cols], "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once",
-             "val": {k: round(v, 4) for k, v in metrics.items()}}
+             "val": {k: round(v, 4) for k, v in metrics.items()}, "backbone": init.config.notes}
     export_path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(trainer.export_weights(init, notes), export_path, dtype="float16")
     os.chmod(export_path, 0o644)
