@@ -137,3 +137,23 @@ def test_continue_heads_needs_the_same_head(init_file, tmp_path):
     with pytest.raises(SystemExit, match="--continue-heads"):
         main(["--init", str(init_file), "--out", str(tmp_path), "--cache", str(tmp_path / "c"), "--frames", "2",
               "--val-frames", "1", "--workers", "1", "--steps", "1", "--continue-heads"])
+
+
+def test_the_full_trainer_fine_tunes_an_exported_pyramid_model(init_file, tmp_path):
+    """Heads first, then everything: train.py --init takes the pyramid model whole (no fresh tensors)."""
+    from edgemoe_ros.training import train
+
+    cfg = _cfg(init_file)
+    start = tmp_path / "pyramid.safetensors"
+    save_weights(HeadTrainer(cfg, Hyper(), torch.ones(cfg.num_classes)).export_weights(load_weights(init_file), {}),
+                 start)
+    out = tmp_path / "e2e.safetensors"
+    assert train.main(["--out", str(tmp_path / "run"), "--batch", "2", "--cache", str(tmp_path / "cache"),
+                       "--initial-shards", "1", "--no-refresh", "--val-frames", "2", "--export", str(out),
+                       "--threads", "1", "--init", str(start), "--steps", "2"]) == 0
+    state = torch.load(tmp_path / "run" / train.CHECKPOINT_NAME, weights_only=False)
+    assert state["fresh"] == []
+    tuned = load_weights(out)
+    assert tuned.config.replace(notes={}) == cfg
+    moved = np.abs(tuned["heads.semseg.fuse1.weight"] - load_weights(start)["heads.semseg.fuse1.weight"]).max()
+    assert 0 < moved < 0.05
