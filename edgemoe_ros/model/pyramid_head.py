@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import ModelConfig
-from .layers import conv3x3, depthwise3x3, gelu, normalize_pixels, resize_bilinear
+from .layers import conv3x3, depthwise3x3, gelu, normalize_pixels, pixel_affine, resize_bilinear
 from .weights import ModelWeights
 
 if TYPE_CHECKING:  # heads.py imports this module
@@ -144,7 +144,8 @@ def _pyramid_native(weights: ModelWeights, cfg: ModelConfig, task: str, features
     w = lambda n: np.asarray(weights[p + n], dtype=_F32)  # noqa: E731
     e1, e2 = cfg.pyramid_enc
     d4, d2, _ = cfg.pyramid_dec
-    pixels = np.ascontiguousarray(normalize_pixels(images, cfg, _F32).transpose(0, 3, 1, 2))
+    scale, offset = (v.astype(_F32) for v in pixel_affine(cfg))
+    pixels = ops.pixels_planar(np.ascontiguousarray(images, dtype=np.uint8), scale, offset)
     fuse = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)
     coarse = np.ascontiguousarray((_tokens(weights, cfg, task, features) @ fuse.coarse).transpose(0, 3, 1, 2))
     p2 = ops.conv3x3(pixels, w("enc2.weight"), w("enc2.bias"), stride=2, gelu=True)

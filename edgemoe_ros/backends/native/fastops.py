@@ -277,6 +277,7 @@ class FastOps:
             "fastops_moe_group": (i64, [p, i64, i32, i64, i32, p, p, p]),
             "fastops_moe_combine": (i32, [p, i64, p, p, i64, i32, i64, p]),
             "fastops_guided_refine": (i32, [p, p, i64, i64, i64, i32, i32, p, p, p, p, i32, p, p, i32, p, p, p, p]),
+            "fastops_pixels_planar": (None, [p, i64, i64, i64, i32, p, p, p]),
             "fastops_conv3x3": (i32, [p, i64, i32, i64, i64, p, p, i32, i32, i32, p, p]),
             "fastops_pointwise": (i32, [p, i64, i32, i64, i64, p, p, i32, i32, p, p]),
             "fastops_upsample_fuse": (i32, [p, i64, i32, i64, i64, p, i32, i64, i64, p, p, p, i32, p, p]),
@@ -481,6 +482,18 @@ class FastOps:
             raise ValueError(f"native: {what} out {out.shape} must be a separate {shape} array")
         return out
 
+    def pixels_planar(self, images: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+                      pool: ThreadPool | None = None) -> np.ndarray:
+        """uint8 (B, H, W, C) images → planar float32 (B, C, H, W) ``u8 * scale + offset`` per channel
+        (one pass on the calling thread; ``pool`` is accepted like every head kernel's)."""
+        if images.ndim != 4:
+            raise ValueError(f"native: pixels_planar images must be (B, H, W, C), got {images.shape}")
+        b, h, w, c = images.shape
+        out = np.empty((b, c, h, w), _F32)
+        self._lib.fastops_pixels_planar(_check(images, np.dtype(np.uint8), "images"), b, h, w, c,
+                                        _opt(scale, c, "scale"), _opt(offset, c, "offset"), _check(out, _F32, "out"))
+        return out
+
     def conv3x3(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
                 gelu: bool = False, out: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
         """``act(conv3x3(x) + bias)``, zero padding 1, stride 1 or 2; ``weight`` (Cout, Cin, 3, 3)."""
@@ -539,7 +552,7 @@ class FastOps:
 
 
 #: The kernels the task heads call (``model.heads.NativeHeads``).
-HEAD_KERNELS = ("guided_refine", "conv3x3", "pointwise", "upsample_fuse", "mix_block")
+HEAD_KERNELS = ("guided_refine", "pixels_planar", "conv3x3", "pointwise", "upsample_fuse", "mix_block")
 
 
 class PooledHeads:
