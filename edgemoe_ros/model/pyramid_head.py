@@ -64,6 +64,16 @@ class _Fuse:
         out += self.bias
         return out
 
+    def __call__(self, coarse: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """GELU(fuse([up(coarse), pixels, coords])), channels-last, at ``pixels``' size: the
+        coarse map's share is taken at its own size and upsampled after (numpy's
+        ``upsample_fuse``)."""
+        size = pixels.shape[1:3]
+        h = resize_bilinear(coarse @ self.coarse, *size)
+        h += pixels @ self.pixels
+        h += self.constant(*size)
+        return gelu(h, out=h)
+
 
 def _mix(weights: ModelWeights, prefix: str, x: np.ndarray) -> np.ndarray:
     """Residual block ``x + GELU(pw(dw3x3(x)))`` in place of ``x``."""
@@ -108,30 +118,16 @@ def _pyramid_numpy(weights: ModelWeights, cfg: ModelConfig, task: str, features:
     p4 = gelu(conv3x3(p2, w("enc4.weight"), w("enc4.bias"), stride=2))
 
     # 1/4 resolution: tokens (projected at the token grid, then upsampled), pixel features, coordinates.
-    fuse = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)
-    h = resize_bilinear(tok @ fuse.coarse, *p4.shape[1:3])
-    h += p4 @ fuse.pixels
-    h += fuse.constant(*p4.shape[1:3])
-    gelu(h, out=h)
+    h = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)(tok, p4)
     for i in range(cfg.pyramid_mix[0]):
         h = _mix(weights, f"{p}mix4.{i}", h)
-
     # 1/2 resolution.
-    fuse = _Fuse(weights, p + "fuse2", d4, e1)
-    h = resize_bilinear(h @ fuse.coarse, *p2.shape[1:3])
-    h += p2 @ fuse.pixels
-    h += fuse.constant(*p2.shape[1:3])
-    gelu(h, out=h)
+    h = _Fuse(weights, p + "fuse2", d4, e1)(h, p2)
     for i in range(cfg.pyramid_mix[1]):
         h = _mix(weights, f"{p}mix2.{i}", h)
-
     # Full resolution: a 3x3 conv of the pixels is all the detail there is.
-    fuse = _Fuse(weights, p + "fuse1", d2, cfg.pyramid_guide)
     guide = gelu(conv3x3(pixels, w("enc1.weight"), w("enc1.bias")))
-    h = resize_bilinear(h @ fuse.coarse, *guide.shape[1:3])
-    h += guide @ fuse.pixels
-    h += fuse.constant(*guide.shape[1:3])
-    gelu(h, out=h)
+    h = _Fuse(weights, p + "fuse1", d2, cfg.pyramid_guide)(h, guide)
     out = h @ w("out.weight").T
     out += w("out.bias")
     return out
