@@ -386,6 +386,48 @@ def test_pyramid_kernels_check_their_arguments(fast):
         fast.pointwise(x.astype(np.float64), np.zeros((3, 3), F32), None)
 
 
+@pytest.mark.parametrize("call", [
+    # Empty maps: C sizes a stride-2 output of 0 pixels as 1 and clamps a bilinear tap to -1.
+    lambda f: f.conv3x3(np.zeros((1, 3, 0, 4), F32), np.zeros((2, 3, 3, 3), F32), None, stride=2),
+    lambda f: f.pointwise(np.zeros((0, 3, 4, 4), F32), np.zeros((2, 3), F32), None),
+    lambda f: f.upsample_fuse(np.zeros((1, 2, 0, 0), F32), np.zeros((1, 3, 8, 8), F32), np.zeros((2, 3), F32),
+                              None, np.zeros((2, 2), F32)),
+    lambda f: f.mix_block(np.zeros((1, 2, 4, 0), F32), np.zeros((2, 1, 3, 3), F32), None, np.zeros((2, 2), F32), None),
+    lambda f: f.pixels_planar(np.zeros((1, 0, 4, 3), np.uint8), np.ones(3, F32), np.zeros(3, F32)),
+], ids=["conv3x3", "pointwise", "upsample_fuse", "mix_block", "pixels_planar"])
+def test_head_kernels_refuse_empty_maps(fast, call):
+    with pytest.raises(ValueError, match="non-empty"):
+        call(fast)
+
+
+def test_head_kernels_guard_empty_maps_in_c_too(fast):
+    # Past the wrapper (another caller of the library): the kernels answer "bad argument" and write nothing.
+    coarse, pix, out = np.zeros((1, 2, 2, 2), F32), np.zeros((1, 3, 4, 4), F32), np.full((1, 2, 4, 4), 7, F32)
+    w_pix, w_coord = np.zeros((2, 3), F32), np.zeros((2, 2), F32)
+    ptr = lambda a: a.ctypes.data  # noqa: E731
+    rc = fast._lib.fastops_upsample_fuse(ptr(coarse), 1, 2, 0, 2, ptr(pix), 3, 4, 4, ptr(w_pix), None, ptr(w_coord),
+                                         1, ptr(out), None)
+    assert rc == -3 and (out == 7).all()
+    rc = fast._lib.fastops_conv3x3(ptr(pix), 1, 3, 0, 4, ptr(np.zeros((2, 3, 3, 3), F32)), None, 2, 2, 0, ptr(out), None)
+    assert rc == -3 and (out == 7).all()
+
+
+def test_head_kernels_refuse_missing_normalisation_and_read_only_outputs(fast):
+    images = np.zeros((1, 4, 4, 3), np.uint8)
+    # The kernels read scale/offset unchecked: None must not become a NULL pointer.
+    with pytest.raises(ValueError, match="scale is required"):
+        fast.pixels_planar(images, None, np.zeros(3, F32))
+    with pytest.raises(ValueError, match="pix_offset is required"):
+        fast.guided_refine(np.zeros((1, 4, 4, 2), F32), images, np.ones(3, F32), None,
+                           np.zeros((1, 3, 3, 3), F32), None, np.zeros((1, 3), F32), None, np.zeros((2, 1), F32), None)
+    x = np.zeros((1, 3, 4, 4), F32)
+    frozen = np.zeros((1, 2, 4, 4), F32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        fast.pointwise(x, np.zeros((2, 3), F32), None, out=frozen)
+    assert not frozen.any()
+
+
 @pytest.mark.parametrize("cfg", [tiny_config(head="pyramid"), ModelConfig(head="pyramid"),
                                  tiny_config(head="pyramid", img_h=48, img_w=80, pyramid_mix=(0, 2))],
                          ids=["tiny", "spec", "odd"])

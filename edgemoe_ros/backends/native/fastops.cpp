@@ -1,5 +1,5 @@
-// Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py) and the guided task
-// head (edgemoe_ros/model/heads.py), loaded by fastops.py.
+// Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py) and the guided and
+// pyramid task heads (edgemoe_ros/model/heads.py, pyramid_head.py), loaded by fastops.py.
 //
 // numpy runs each element-wise step as separate full passes over memory (GELU alone is ~20);
 // these kernels do one pass per step, and the GEMM below applies bias and GELU while the output
@@ -9,17 +9,18 @@
 // its per-head products on the same micro-kernel (k^T and v packed per head on the fly).
 //
 // Threads: the GEMM (split by column panels), the MoE experts (by expert), attention (by token set
-// and head) and the guided refinement (by image row) run on an optional worker pool
-// (fastops_pool_create; the cpu backend's `threads` option, and the engine's pool for the heads);
-// NULL or one thread means the calling thread does everything. A split never changes how any output element
-// is computed, so results are bit-identical for every thread count. There is no global state:
-// every function is reentrant, and a pool that is busy with another caller's kernel runs the
-// newcomer on its own thread instead of waiting. Conventions: float32, C-contiguous row-major
-// buffers, sizes as int64_t, no allocation except fastops_moe_group's scratch and the attention
-// kernel's per-thread scratch (kept between calls). Built without -ffast-math: loops are written to
-// auto-vectorise as they are, and only the reductions marked `#pragma omp simd reduction`
-// (honoured with -fopenmp-simd, which adds no runtime and no threads) are reassociated. The
-// loader checks fastops_abi_version() and fastops_panel_width() before any other call.
+// and head), the guided refinement and the pyramid head's kernels (by image row) run on an optional
+// worker pool (fastops_pool_create; the cpu backend's `threads` option, and the engine's pool for
+// the heads); NULL or one thread means the calling thread does everything. A split never changes
+// how any output element is computed, so results are bit-identical for every thread count. There is
+// no global state: every function is reentrant, and a pool that is busy with another caller's
+// kernel runs the newcomer on its own thread instead of waiting. Conventions: float32, C-contiguous
+// row-major buffers, sizes as int64_t, no allocation except fastops_moe_group's scratch, the per-
+// thread scratch of attention and the head kernels (kept between calls) and upsample_fuse's
+// stretched rows. Built without -ffast-math: loops are written to auto-vectorise as they are, and
+// only the reductions marked `#pragma omp simd reduction` (honoured with -fopenmp-simd, which adds
+// no runtime and no threads) are reassociated. The loader checks fastops_abi_version() and
+// fastops_panel_width() before any other call.
 
 #include <algorithm>
 #include <atomic>
@@ -35,12 +36,13 @@
 #include <vector>
 
 // Bump whenever a signature or a buffer convention below changes (fastops.py: ABI_VERSION).
-static const int32_t FASTOPS_ABI_VERSION = 5;
+static const int32_t FASTOPS_ABI_VERSION = 6;
 
-// Return codes of the kernels that can fail on bad indices (fastops.py: ERRORS).
+// Return codes of the kernels that can fail (fastops.py: ERRORS).
 static const int32_t FASTOPS_OK = 0;
 static const int32_t FASTOPS_BAD_INDEX = -1;
 static const int32_t FASTOPS_NO_MEMORY = -2;
+static const int32_t FASTOPS_BAD_ARGUMENT = -3;
 
 namespace {
 
@@ -766,10 +768,12 @@ int32_t fastops_guided_refine(const float *coarse, const uint8_t *images, int64_
 // ---- pyramid head (model/pyramid_head.py) ---------------------------------------------------------
 // Planar float32 maps (B, C, H, W); every kernel computes whole output rows (items b * H + y,
 // shared out over the pool: the same bits for any thread count) and sums every output channel in
-// registers over blocks of REFINE_BLOCK pixels. Where a map's width is a whole number of blocks
-// (every map of the SPEC model) rows are read and written in place; otherwise through per-thread
-// scratch rows padded to whole blocks (zeros past the width). numpy computes the same sums
-// (im2col + BLAS, or shifted adds), so the two agree to float32 rounding. Outputs may not alias inputs.
+// registers over blocks of REFINE_BLOCK pixels. Input rows are always copied into per-thread scratch
+// rows padded to whole blocks (zeros past the width; see row_view for why); outputs are summed in
+// place where a map's width is a whole number of blocks (every map of the SPEC model), else in
+// scratch copied out after. numpy computes the same sums (im2col + BLAS, or shifted adds), so the
+// two agree to float32 rounding. Outputs may not alias inputs; every size must be at least 1
+// (FASTOPS_BAD_ARGUMENT otherwise: an empty map would size a stride-2 output or a tap wrongly).
 
 }  // extern "C"
 
@@ -840,7 +844,8 @@ void fastops_pixels_planar(const uint8_t *images, int64_t batch, int64_t height,
 int32_t fastops_conv3x3(const float *x, int64_t batch, int32_t cin, int64_t height, int64_t width,
                         const float *weight, const float *bias, int32_t cout, int32_t stride, int32_t act,
                         float *out, void *pool) {
-    if (stride != 1 && stride != 2) return FASTOPS_BAD_INDEX;
+    if (stride != 1 && stride != 2) return FASTOPS_BAD_ARGUMENT;
+    if (batch <= 0 || cin <= 0 || height <= 0 || width <= 0 || cout <= 0) return FASTOPS_BAD_ARGUMENT;
     const int64_t oh = (height - 1) / stride + 1, ow = (width - 1) / stride + 1;
     const int64_t wv = block_width(ow);
     const int64_t plane = wv + 2, planes_per_row = stride == 1 ? 1 : 2;
@@ -896,6 +901,7 @@ int32_t fastops_conv3x3(const float *x, int64_t batch, int32_t cin, int64_t heig
 int32_t fastops_pointwise(const float *x, int64_t batch, int32_t cin, int64_t height, int64_t width,
                           const float *weight, const float *bias, int32_t cout, int32_t act, float *out,
                           void *pool) {
+    if (batch <= 0 || cin <= 0 || height <= 0 || width <= 0 || cout <= 0) return FASTOPS_BAD_ARGUMENT;
     const int64_t wv = block_width(width), plane = height * width;
     std::atomic<bool> failed{false};
     auto row_item = [&](int64_t i) {
@@ -929,6 +935,7 @@ int32_t fastops_pointwise(const float *x, int64_t batch, int32_t cin, int64_t he
 int32_t fastops_upsample_fuse(const float *coarse, int64_t batch, int32_t d, int64_t hc, int64_t wc,
                               const float *pixels, int32_t p, int64_t height, int64_t width, const float *w_pix,
                               const float *bias, const float *w_coord, int32_t act, float *out, void *pool) {
+    if (batch <= 0 || d <= 0 || hc <= 0 || wc <= 0 || p <= 0 || height <= 0 || width <= 0) return FASTOPS_BAD_ARGUMENT;
     const int64_t wv = block_width(width), plane = height * width;
     std::vector<float> wide, cols;
     try {
@@ -988,6 +995,7 @@ int32_t fastops_upsample_fuse(const float *coarse, int64_t batch, int32_t d, int
 int32_t fastops_mix_block(const float *x, int64_t batch, int32_t c, int64_t height, int64_t width,
                           const float *dw_w, const float *dw_b, const float *pw_w, const float *pw_b, float *out,
                           void *pool) {
+    if (batch <= 0 || c <= 0 || height <= 0 || width <= 0) return FASTOPS_BAD_ARGUMENT;
     const int64_t wv = block_width(width), plane = height * width, padded = wv + 2;
     std::atomic<bool> failed{false};
     auto row_item = [&](int64_t i) {

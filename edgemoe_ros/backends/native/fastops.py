@@ -35,7 +35,7 @@ from ..base import BackendError
 log = logging.getLogger(__name__)
 
 #: Must equal FASTOPS_ABI_VERSION in fastops.cpp.
-ABI_VERSION = 5
+ABI_VERSION = 6
 SOURCE = Path(__file__).with_name("fastops.cpp")
 LIB_PREFIX = "libedgemoe_fastops"
 #: Environment variable naming the C++ compiler (``g++`` when unset).
@@ -52,7 +52,7 @@ CXXFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-trapping-math", 
 BUILD_TIMEOUT_S = 120
 MODES = ("auto", "on", "off")
 #: Kernel return codes (fastops.cpp).
-ERRORS = {-1: "index out of range", -2: "out of memory"}
+ERRORS = {-1: "index out of range", -2: "out of memory", -3: "bad argument"}
 #: Columns per packed weight panel (fastops.cpp: PANEL; checked against the library at load).
 PANEL = 16
 
@@ -200,6 +200,13 @@ def _opt(arr: np.ndarray | None, size: int, name: str) -> int | None:
     if arr.size != size:
         raise ValueError(f"native: {name} needs {size} entries, got {arr.size}")
     return _check(arr, _F32, name)
+
+
+def _vec(arr: np.ndarray | None, size: int, name: str) -> int:
+    """Address of a required float32 vector of ``size`` entries (the kernel reads it unchecked)."""
+    if arr is None:
+        raise ValueError(f"native: {name} is required ({size} float32 entries)")
+    return _opt(arr, size, name)
 
 
 class ThreadPool:
@@ -446,21 +453,19 @@ class FastOps:
         pixels are normalised as ``u8 * pix_scale + pix_offset``; weights in PyTorch layout.
         Returns ``out`` (B, H, W, C), a new array unless given (it must not be ``coarse``).
         """
-        if coarse.ndim != 4 or images.ndim != 4 or images.shape[:3] != coarse.shape[:3]:
+        if coarse.ndim != 4 or images.ndim != 4 or images.shape[:3] != coarse.shape[:3] or min(images.shape) < 1:
             raise ValueError(f"native: guided_refine coarse {coarse.shape} and images {images.shape} "
-                             f"must be (B, H, W, C) and (B, H, W, CIN) of one size")
+                             f"must be non-empty (B, H, W, C) and (B, H, W, CIN) of one size")
         b, h, w, c = coarse.shape
         cin = images.shape[3]
         g, hid = guide_w.shape[0], fuse_w.shape[0]
         if guide_w.shape != (g, cin, 3, 3) or fuse_w.shape != (hid, c + g) or refine_w.shape != (c, hid):
             raise ValueError(f"native: guided_refine weights guide {guide_w.shape}, fuse {fuse_w.shape}, refine "
                              f"{refine_w.shape} do not fit {c} channels and {cin} input channels")
-        out = np.empty_like(coarse) if out is None else out
-        if out.shape != coarse.shape or np.shares_memory(out, coarse):
-            raise ValueError(f"native: guided_refine out {out.shape} must be a separate {coarse.shape} array")
+        out = self._out(out, coarse.shape, (coarse,), "guided_refine")
         self._ok(self._lib.fastops_guided_refine(
             _check(coarse, _F32, "coarse"), _check(images, np.dtype(np.uint8), "images"), b, h, w, c, cin,
-            _opt(pix_scale, cin, "pix_scale"), _opt(pix_offset, cin, "pix_offset"),
+            _vec(pix_scale, cin, "pix_scale"), _vec(pix_offset, cin, "pix_offset"),
             _check(guide_w, _F32, "guide_w"), _opt(guide_b, g, "guide_b"), g,
             _check(fuse_w, _F32, "fuse_w"), _opt(fuse_b, hid, "fuse_b"), hid,
             _check(refine_w, _F32, "refine_w"), _opt(refine_b, c, "refine_b"), _check(out, _F32, "out"),
@@ -471,27 +476,29 @@ class FastOps:
     # ----- the pyramid head (model/pyramid_head.py) on planar (B, C, H, W) float32 maps -----
     @staticmethod
     def _planar(x: np.ndarray, name: str) -> tuple[int, int, int, int]:
-        if x.ndim != 4:
-            raise ValueError(f"native: {name} must be a planar (B, C, H, W) map, got shape {x.shape}")
+        """(B, C, H, W) of a map, every size at least 1: the kernels size their outputs and taps by
+        C division, which an empty map would turn into writes past the end."""
+        if x.ndim != 4 or min(x.shape) < 1:
+            raise ValueError(f"native: {name} must be a non-empty planar (B, C, H, W) map, got shape {x.shape}")
         return x.shape
 
     @staticmethod
     def _out(out: np.ndarray | None, shape: tuple[int, ...], inputs: tuple[np.ndarray, ...], what: str) -> np.ndarray:
         out = np.empty(shape, _F32) if out is None else out
-        if out.shape != shape or any(np.shares_memory(out, x) for x in inputs):
-            raise ValueError(f"native: {what} out {out.shape} must be a separate {shape} array")
+        if out.shape != shape or not out.flags.writeable or any(np.shares_memory(out, x) for x in inputs):
+            raise ValueError(f"native: {what} out {out.shape} must be a separate, writeable {shape} array")
         return out
 
     def pixels_planar(self, images: np.ndarray, scale: np.ndarray, offset: np.ndarray,
                       pool: ThreadPool | None = None) -> np.ndarray:
         """uint8 (B, H, W, C) images → planar float32 (B, C, H, W) ``u8 * scale + offset`` per channel
         (one pass on the calling thread; ``pool`` is accepted like every head kernel's)."""
-        if images.ndim != 4:
-            raise ValueError(f"native: pixels_planar images must be (B, H, W, C), got {images.shape}")
+        if images.ndim != 4 or min(images.shape) < 1:
+            raise ValueError(f"native: pixels_planar images must be non-empty (B, H, W, C), got {images.shape}")
         b, h, w, c = images.shape
         out = np.empty((b, c, h, w), _F32)
         self._lib.fastops_pixels_planar(_check(images, np.dtype(np.uint8), "images"), b, h, w, c,
-                                        _opt(scale, c, "scale"), _opt(offset, c, "offset"), _check(out, _F32, "out"))
+                                        _vec(scale, c, "scale"), _vec(offset, c, "offset"), _check(out, _F32, "out"))
         return out
 
     def conv3x3(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
