@@ -428,7 +428,8 @@ def test_head_kernels_refuse_missing_normalisation_and_read_only_outputs(fast):
     assert not frozen.any()
 
 
-@pytest.mark.parametrize("cfg", [tiny_config(head="pyramid"), ModelConfig(head="pyramid"),
+@pytest.mark.parametrize("cfg", [tiny_config(head="pyramid", pixel_mean=(0.45, 0.4, 0.35), pixel_std=(0.25, 0.2, 0.3)),
+                                 ModelConfig(head="pyramid"),
                                  tiny_config(head="pyramid", img_h=48, img_w=80, pyramid_mix=(0, 2))],
                          ids=["tiny", "spec", "odd"])
 def test_pyramid_head_native_matches_numpy(fast, cfg):

@@ -134,7 +134,8 @@ def _slow_pyramid_head(w, cfg, task, feats, images):
 
     outs = []
     for b in range(feats.shape[0]):
-        pixels = images[b].astype(np.float64).transpose(2, 0, 1) / 256.0
+        mean, std = (np.asarray(v, np.float64)[:, None, None] for v in (cfg.pixel_mean, cfg.pixel_std))
+        pixels = (images[b].astype(np.float64).transpose(2, 0, 1) / 256.0 - mean) / std
         tok = _gelu(feats[b] @ w[p + "tok.weight"].T + w[p + "tok.bias"]).T.reshape(-1, cfg.grid_h, cfg.grid_w)
         p2 = conv(pixels, "enc2", 2)
         p4 = conv(p2, "enc4", 2)
@@ -149,9 +150,13 @@ def _slow_pyramid_head(w, cfg, task, feats, images):
     return np.stack(outs)
 
 
+#: Not the defaults (0, 1): the heads must normalise their pixels as the backbone does.
+PIXEL_NORM = dict(pixel_mean=(0.45, 0.4, 0.35), pixel_std=(0.25, 0.2, 0.3))
+
+
 def _pyramid_tiny(**kw):
     widths = dict(pyramid_token=5, pyramid_enc=(3, 4), pyramid_dec=(6, 5, 4), pyramid_guide=3, pyramid_mix=(2, 1))
-    return tiny_config(head="pyramid", **(widths | kw))
+    return tiny_config(head="pyramid", **(widths | PIXEL_NORM | kw))
 
 
 @pytest.mark.parametrize("task", ["semseg", "depth"])
@@ -175,7 +180,7 @@ def test_pyramid_head_without_mixing_blocks():
 
 
 @pytest.mark.parametrize("bad", [dict(pyramid_enc=(3,)), dict(pyramid_dec=(6, 0, 4)), dict(pyramid_mix=(-1, 1)),
-                                 dict(img_h=34, patch=2)])
+                                 dict(img_h=34, patch=2), dict(img_h=36, img_w=72, patch=6)])
 def test_pyramid_config_is_validated(bad):
     with pytest.raises(ConfigError, match="pyramid"):
         _pyramid_tiny(**bad)
@@ -271,7 +276,7 @@ def test_head_macs_budget_of_light_heads(head):
 
 def _pyramid_macs_from_shapes(cfg, task):
     """MACs counted from the head's tensor shapes and the resolution each layer runs at; a fusion's
-    coarse block runs at the coarser map (before upsampling), its coordinates block not per frame."""
+    coarse block runs at the coarser map (before upsampling), its pixel and coordinate blocks at the finer."""
     from edgemoe_ros.model.weights import head_shapes
 
     n1 = cfg.img_h * cfg.img_w
@@ -287,7 +292,8 @@ def _pyramid_macs_from_shapes(cfg, task):
             continue
         if layer in fusions:
             coarse, coarse_px, pixels, pixels_px = fusions[layer]
-            total += shape[0] * (coarse * coarse_px + pixels * pixels_px)
+            coords = shape[1] - coarse - pixels
+            total += shape[0] * (coarse * coarse_px + (pixels + coords) * pixels_px)
         else:
             total += int(np.prod(shape)) * at[layer]
     return total
@@ -333,12 +339,13 @@ def test_heads_match_the_pytorch_training_twin(head):
     torch = pytest.importorskip("torch")
     from edgemoe_ros.training.torch_model import build_torch_model
 
-    cfg = tiny_config(head=head, up_channels=6)
+    cfg = tiny_config(head=head, up_channels=6, **PIXEL_NORM)
     w = random_init(cfg, seed=9)
     module = build_torch_model(cfg).double().eval()
     module.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in w.tensors.items()}, strict=True)
     feats, images = _features(cfg, seed=10), _images(cfg, seed=11)
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).double() / 256.0
+    # The twin's heads get the pixels its model normalised (EdgeMoEViT._pixels).
+    pixels = module._pixels(torch.from_numpy(images).permute(0, 3, 1, 2).double() / 256.0)
     for task in cfg.tasks:
         with torch.no_grad():
             want = module.heads[task](torch.from_numpy(feats).double(), pixels).numpy()

@@ -12,7 +12,7 @@ from edgemoe_ros.backends import create_backend  # noqa: E402
 from edgemoe_ros.engine import Engine  # noqa: E402
 from edgemoe_ros.model.config import tiny_config  # noqa: E402
 from edgemoe_ros.model.heads import run_head  # noqa: E402
-from edgemoe_ros.model.weights import load_weights, random_init, save_weights  # noqa: E402
+from edgemoe_ros.model.weights import ModelWeights, load_weights, random_init, save_weights  # noqa: E402
 from edgemoe_ros.training import data  # noqa: E402
 from edgemoe_ros.training.train import Hyper  # noqa: E402
 from edgemoe_ros.training.train_heads import (  # noqa: E402
@@ -21,6 +21,7 @@ from edgemoe_ros.training.train_heads import (  # noqa: E402
     Crop,
     HeadTrainer,
     backbone_digest,
+    export_dtype,
     head_config,
     load_cache,
     main,
@@ -100,37 +101,78 @@ def test_export_keeps_the_backbone_and_matches_numpy_heads(init_file, frames):
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
-def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path):
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    args = ["--init", str(init_file), "--out", str(out), "--cache", str(cache), "--frames", "6",
+def _cli_args(init_file, out, cache, *extra):
+    return ["--init", str(init_file), "--out", str(out), "--cache", str(cache), "--frames", "6",
             "--val-frames", "3", "--workers", "1", "--steps", "3", "--batch", "2", "--crop", "1", "2",
-            "--threads", "1", "--minutes", "5"]
+            "--threads", "1", "--minutes", "5", *extra]
+
+
+def _adam_steps(ckpt) -> set[int]:
+    return {int(s["step"]) for s in torch.load(ckpt, weights_only=False)["opt"]["state"].values()}
+
+
+def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path, monkeypatch):
     import edgemoe_ros.training.train_heads as th
 
-    small = th.SHARD_FRAMES
-    th.SHARD_FRAMES = 4  # two training shards, one of them partial
-    try:
-        assert main(args) == 0
-        shards = sorted(p.name for p in next(cache.iterdir()).glob("*.npz"))
-        assert shards == [f"train_{FIRST_SEED:09d}_4.npz", f"train_{FIRST_SEED + 4:09d}_2.npz",
-                          f"val_{data.VAL_SEED_START:09d}_3.npz"]
-        train = load_cache(next(cache.iterdir()), "train", 6, FIRST_SEED)
-        assert len(train["rgb"]) == 6 and train["depth"].dtype == np.float32
-        exported = out / "export.safetensors"
-        weights = load_weights(exported)
-        assert weights.config.head == "pyramid"
-        assert weights.config.notes["steps"] == 3
-        assert (out / CHECKPOINT_NAME).exists()
-        with Engine(weights, backend="cpu") as engine:
-            res = engine.infer(np.zeros((40, 70, 3), np.uint8))
-        assert res.semseg.shape == (32, 64) and np.isfinite(res.depth).all()
-        # Resume: the step count continues from the checkpoint; the cache is reused, not re-rendered.
-        before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
-        assert main([*args, "--steps", "5", "--resume"]) == 0
-        assert load_weights(exported).config.notes["steps"] == 5
-        assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == before
-    finally:
-        th.SHARD_FRAMES = small
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = _cli_args(init_file, out, cache)
+    monkeypatch.setattr(th, "SHARD_FRAMES", 4)  # two training shards, one of them partial
+    assert main(args) == 0
+    shards = sorted(p.name for p in next(cache.iterdir()).glob("*.npz"))
+    assert shards == [f"train_{FIRST_SEED:09d}_4.npz", f"train_{FIRST_SEED + 4:09d}_2.npz",
+                      f"val_{data.VAL_SEED_START:09d}_3.npz"]
+    train = load_cache(next(cache.iterdir()), "train", 6, FIRST_SEED)
+    assert len(train["rgb"]) == 6 and train["depth"].dtype == np.float32
+    exported = out / "export.safetensors"
+    weights, init = load_weights(exported), load_weights(init_file)
+    assert weights.config.head == "pyramid"
+    assert weights.config.notes["steps"] == 3
+    # The init's backbone is float32 (not float16-exact): exported bit for bit, not rounded.
+    for name, value in init.tensors.items():
+        if not name.startswith("heads."):
+            np.testing.assert_array_equal(weights[name], value)
+    ckpt = out / CHECKPOINT_NAME
+    assert ckpt.exists() and _adam_steps(ckpt) == {3}
+    with Engine(weights, backend="cpu") as engine:
+        res = engine.infer(np.zeros((40, 70, 3), np.uint8))
+    assert res.semseg.shape == (32, 64) and np.isfinite(res.depth).all()
+    # Resume at the checkpoint's own step: no new step, so the export is the checkpoint's heads.
+    heads = {k: v.numpy() for k, v in torch.load(ckpt, weights_only=False)["heads"].items()}
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
+    assert main([*args, "--resume"]) == 0
+    again = load_weights(exported)
+    for name, value in heads.items():
+        np.testing.assert_array_equal(again[f"heads.{name}"], value)
+    # Then on: the step count and the optimiser's moments continue (Adam's count 5, not a fresh 2);
+    # the cache is reused, not re-rendered.
+    assert main([*args, "--steps", "5", "--resume"]) == 0
+    assert load_weights(exported).config.notes["steps"] == 5 and _adam_steps(ckpt) == {5}
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == before
+
+
+def test_resume_refuses_heads_of_another_backbone(init_file, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_cli_args(init_file, out, cache, "--steps", "1")) == 0
+    other = tmp_path / "other.safetensors"  # same config, other tensors
+    save_weights(random_init(load_weights(init_file).config, seed=4), other)
+    with pytest.raises(SystemExit, match="trained heads on backbone"):
+        main(_cli_args(other, out, cache, "--resume"))
+
+
+@pytest.mark.parametrize("bad", [["--frames", "0"], ["--val-frames", "0"], ["--workers", "0"], ["--batch", "0"],
+                                 ["--crop", "4", "0"], ["--crop", "-1", "2"], ["--minutes", "0"]])
+def test_cli_rejects_bad_numbers(init_file, tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(_cli_args(init_file, tmp_path / "run", tmp_path / "cache", *bad))
+    assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_export_dtype_keeps_the_backbone_exact(init_file):
+    init = load_weights(init_file)
+    assert export_dtype(init) == "float32"
+    halves = {k: v.astype(np.float16).astype(np.float32) for k, v in init.tensors.items()}
+    assert export_dtype(ModelWeights(init.config, halves)) == "float16"
 
 
 def test_continue_heads_needs_the_same_head(init_file, tmp_path):

@@ -175,18 +175,19 @@ class ModelConfig:
 
     def _pyramid_macs(self, c: int) -> int:
         """What ``model/pyramid_head.py`` multiplies: each fusion's coarse share at the coarser
-        resolution (it commutes with bilinear upsampling), its coordinates' share once per model."""
+        resolution (it commutes with bilinear upsampling) and its coordinates' share (row and
+        column: two per output channel and pixel) at the finer one."""
         n1 = self.img_h * self.img_w
         n2, n4 = n1 // 4, n1 // 16
         e1, e2 = self.pyramid_enc
         d4, d2, d1 = self.pyramid_dec
-        t, g, k = self.pyramid_token, self.pyramid_guide, 9 * self.in_chans  # coordinates: constant maps
+        t, g, k = self.pyramid_token, self.pyramid_guide, 9 * self.in_chans  # k: one 3x3 over the pixels
         macs = self.num_patches * self.dim * t + self.num_patches * t * d4  # tokens, fuse4's share
         macs += n2 * k * e1 + n4 * 9 * e1 * e2 + n1 * k * g  # pixel encoder, full-resolution guide
         macs += n4 * e2 * d4 + self.pyramid_mix[0] * n4 * (9 * d4 + d4 * d4)
         macs += n4 * d4 * d2 + n2 * e1 * d2 + self.pyramid_mix[1] * n2 * (9 * d2 + d2 * d2)
         macs += n2 * d2 * d1 + n1 * g * d1 + n1 * d1 * c
-        return macs
+        return macs + PYRAMID_COORDS * (n4 * d4 + n2 * d2 + n1 * d1)
 
     # ----- validation and (de)serialisation -----
     def validate(self) -> None:
@@ -218,6 +219,9 @@ class ModelConfig:
                 problems.append("pyramid widths must be positive and block counts non-negative")
             if self.img_h % 4 or self.img_w % 4:
                 problems.append(f"the pyramid head needs an input size divisible by 4, got {self.img_h}x{self.img_w}")
+            if self.patch % 4:
+                # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it too.
+                problems.append(f"the pyramid head needs a patch size divisible by 4, got {self.patch}")
         if not 0 < self.min_depth < self.max_depth:
             problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
         if problems:

@@ -12,7 +12,7 @@ Four heads, chosen by ``ModelConfig.head``:
   (8.7 % of the backbone in all).
 * ``pyramid`` (the shipped model, ``model/pyramid_head.py``): an image-guided decoder from the
   token grid through 1/4 and 1/2 resolution, with a small pixel encoder at each scale, so edges
-  and thin objects come from the pixels rather than from a token's 16x16 patch. 8.5 % of the
+  and thin objects come from the pixels rather than from a token's 16x16 patch. 8.7 % of the
   backbone's MACs for semseg at the defaults.
 * ``up``: M3ViT's ``VisionTransformerUpHead``: LayerNorm, then ``up_stages`` x (3x3 conv, BN in
   eval mode, ReLU, 2x bilinear upsample with align_corners=False), then a 1x1 conv. ~6.4 GMAC,

@@ -130,7 +130,7 @@ def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> np.ndarray:
-    """3x3 conv, zero padding 1, channels-last (B, H, W, Cin) → (B, H/stride, W/stride, Cout).
+    """3x3 conv, zero padding 1, channels-last (B, H, W, Cin) → (B, ceil(H/stride), ceil(W/stride), Cout).
 
     ``weight`` is PyTorch's (Cout, Cin, 3, 3); each output pixel's window is flattened (cin, ky, kx)
     like the weight, so the conv is one matmul (im2col).

@@ -48,19 +48,20 @@ def coordinates(h: int, w: int, dtype: type = _F32) -> np.ndarray:
 
 class _Fuse:
     """One fusion's weight split by input block: ``[coarse, pixels, coords] @ W.T + b``; the
-    ``*_planar`` blocks are (out, in) for the native kernels, the others (in, out) for numpy."""
+    ``*_planar`` blocks are (out, in) for the native kernels, ``coarse`` and ``pixels`` their
+    (in, out) transposes for numpy's channels-last products."""
 
     def __init__(self, weights: ModelWeights, name: str, coarse: int, pixels: int):
         w = np.asarray(weights[name + ".weight"], dtype=_F32)
         self.coarse_planar = np.ascontiguousarray(w[:, :coarse])
         self.pixels_planar = np.ascontiguousarray(w[:, coarse:coarse + pixels])
         self.coords_planar = np.ascontiguousarray(w[:, coarse + pixels:])
-        self.coarse, self.pixels, self.coords = self.coarse_planar.T, self.pixels_planar.T, self.coords_planar
+        self.coarse, self.pixels = self.coarse_planar.T, self.pixels_planar.T
         self.bias = np.asarray(weights[name + ".bias"], dtype=_F32)
 
     def constant(self, h: int, w: int) -> np.ndarray:
         """The coordinates' share plus the bias at an h x w map: (h, w, out)."""
-        out = coordinates(h, w) @ self.coords.T
+        out = coordinates(h, w) @ self.coords_planar.T
         out += self.bias
         return out
 

@@ -28,6 +28,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -486,7 +487,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     argv = sys.argv[1:] if argv is None else argv
-    run(parse_args(argv), "python -m edgemoe_ros.training.train " + " ".join(argv))
+    run(parse_args(argv), "python -m edgemoe_ros.training.train " + shlex.join(argv))
     return 0
 
 

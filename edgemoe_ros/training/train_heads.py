@@ -13,7 +13,8 @@ token grid; a crop's tokens come from the whole image, so they still carry its c
 Frames are the full trainer's: rendered from training seeds, augmented once when cached (flip,
 photometric jitter, blur: ``train.augment``), scored with its losses (``train.task_losses``).
 The exported file is the ``--init`` model with new heads; the backbone tensors are copied
-unchanged, so everything measured of the backbone (fixed-point agreement, accelerator) holds.
+unchanged (float16 when the init's are exactly float16, else float32: ``export_dtype``), so
+everything measured of the backbone (fixed-point agreement, accelerator) holds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -34,11 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..blas_threads import limit_blas_threads
 from ..model.config import ModelConfig
+from ..model.heads import decode_depth
+from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, load_weights, save_weights
 from . import data
 from .metrics import SegDepthMeter
-from .torch_model import PyramidHead, depth_output_layer
+from .torch_model import DEPTH_INIT_LOG_METRES, PyramidHead, depth_output_layer
 from .train import SHIPPED_WEIGHTS, Hyper, augment, class_weights, task_losses
 
 log = logging.getLogger("edgemoe_ros.training.heads")
@@ -51,6 +56,14 @@ TRAINABLE_HEADS = ("pyramid",)
 #: Training frames come from their own seed range (disjoint from the full trainer's cache, so
 #: the two caches never hold the same scene twice with different augmentations).
 FIRST_SEED = data.TRAIN_SEED_START + 1_000_000
+#: Steps between progress lines; minutes between checkpoints; frames per validation forward.
+LOG_EVERY_STEPS = 50
+CHECKPOINT_MINUTES = 5.0
+VAL_BATCH = 20
+#: Optimiser settings of the shipped head run that differ from the full trainer's (``train.Hyper``):
+#: heads alone on cached features take a short warm-up and lighter weight decay.
+HEAD_WARMUP_STEPS = 50
+HEAD_WEIGHT_DECAY = 0.01
 
 
 #: Config fields that only the heads read (left out of the backbone's digest).
@@ -74,7 +87,9 @@ _worker_backend = None
 
 def _init_worker(weights_path: str) -> None:
     global _worker_backend
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # One thread per worker, workers side by side: numpy is loaded already, so its BLAS is told at
+    # run time (an environment variable would be read too late).
+    limit_blas_threads(1)
     torch.set_num_threads(1)
     from ..backends import create_backend
 
@@ -87,16 +102,18 @@ def render_shard(first_seed: int, count: int, augmented: bool, width: int, heigh
     """Render ``count`` frames from ``first_seed``, augment each once (seeded by its seed), and run
     the backbone on them: rgb, labels, depth (float16, sky +inf) and ``feat_<task>`` (float16)."""
     backend = backend or _worker_backend
+    if backend is None:
+        raise RuntimeError("render_shard needs a loaded backend (or a cache worker started by build_cache)")
     cfg = backend.config
     out: dict[str, list[np.ndarray]] = {"rgb": [], "labels": [], "depth": []}
     for seed in range(first_seed, first_seed + count):
         frame = data.render_set([seed], width, height)
         rgb, labels, depth = frame["rgb"], frame["labels"], frame["depth"]
         if augmented:
-            x, lab, dep = augment(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 256.0,
+            x, lab, dep = augment(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / PIXEL_DIVISOR,
                                   torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(depth),
                                   torch.Generator().manual_seed(seed))
-            rgb = np.floor(x.permute(0, 2, 3, 1).numpy() * 256.0).clip(0, 255).astype(np.uint8)
+            rgb = np.floor(x.permute(0, 2, 3, 1).numpy() * PIXEL_DIVISOR).clip(0, 255).astype(np.uint8)
             labels, depth = lab.numpy().astype(np.uint8), dep.numpy()
         feats = backend.run(rgb, cfg.tasks).features
         for task in cfg.tasks:
@@ -154,7 +171,8 @@ def load_cache(cache_dir: Path, kind: str, frames: int, first: int) -> dict[str,
 
 # ----- training -----
 def head_config(init: ModelConfig, head: str) -> ModelConfig:
-    """The init model's config with the head to train (its widths: the config defaults)."""
+    """The init model's config with the head to train. The head's widths (``pyramid_*``) are the
+    init file's own fields: a model exported with other heads carries the defaults of its day."""
     return init.replace(head=head, notes={})
 
 
@@ -182,7 +200,7 @@ class HeadTrainer:
         torch.manual_seed(seed)
         self.cfg, self.hyper, self.class_w = cfg, hyper, class_w
         self.heads = torch.nn.ModuleDict({t: PyramidHead(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
-        torch.nn.init.constant_(depth_output_layer(self.heads["depth"], cfg).bias, math.log(10.0))
+        torch.nn.init.constant_(depth_output_layer(self.heads["depth"], cfg).bias, DEPTH_INIT_LOG_METRES)
         if init is not None:
             state = {k[len("heads."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
                      for k, v in init.items() if k.startswith("heads.")}
@@ -206,8 +224,8 @@ class HeadTrainer:
         rgb = batch["rgb"]
         crop = crop or Crop(0, 0, cfg.grid_h, cfg.grid_w)
         rows, cols = crop.pixels(k)
-        pixels = (torch.from_numpy(np.ascontiguousarray(rgb[:, rows, cols])).permute(0, 3, 1, 2).float() / 256.0
-                  - mean) / std
+        pixels = (torch.from_numpy(np.ascontiguousarray(rgb[:, rows, cols])).permute(0, 3, 1, 2).float()
+                  / PIXEL_DIVISOR - mean) / std
         outs = {}
         for task in cfg.tasks:
             grid = batch[f"feat_{task}"].reshape(-1, cfg.grid_h, cfg.grid_w, cfg.dim)
@@ -237,7 +255,7 @@ class HeadTrainer:
         return {k: float(v.detach()) for k, v in parts.items()} | {"lr": lr}
 
     @torch.no_grad()
-    def validate(self, val: dict[str, np.ndarray], batch: int = 20) -> dict[str, float]:
+    def validate(self, val: dict[str, np.ndarray], batch: int = VAL_BATCH) -> dict[str, float]:
         """mIoU, pixel accuracy, AbsRel, RMSE and δ1 on full frames, decoded as the engine decodes."""
         self.heads.eval()
         cfg = self.cfg
@@ -246,7 +264,7 @@ class HeadTrainer:
             part = {k: v[i:i + batch] for k, v in val.items()}
             outs = self.outputs(part)
             meter.add_semseg(outs["semseg"].argmax(1).numpy().astype(np.uint8), part["labels"])
-            depth = torch.exp(outs["depth"][:, 0]).clamp(cfg.min_depth, cfg.max_depth).numpy()
+            depth = decode_depth(outs["depth"].numpy(), cfg)
             meter.add_depth(depth, part["depth"], part["labels"])
         return meter.summary()
 
@@ -266,10 +284,24 @@ def random_crop(cfg: ModelConfig, rng: np.random.Generator, rows: int, cols: int
 
 
 def save_checkpoint(path: Path, trainer: HeadTrainer, state: dict) -> None:
+    """Heads, optimiser and step, plus ``state`` (the run's clock, rng, history, backbone digest)."""
     tmp = path.with_suffix(".tmp")
     torch.save({"heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
                 "class_w": trainer.class_w, "config": trainer.cfg.to_json(), **state}, tmp)
     os.replace(tmp, path)
+
+
+def export_dtype(init: ModelWeights) -> str:
+    """"float16" when every backbone tensor of ``init`` is exactly a float16 (the shipped model's
+    are), else "float32": the export must carry the backbone bit for bit, since the cached
+    features, the fixed-point agreement and the accelerator's figures were measured on it."""
+    for name, value in init.tensors.items():
+        if name.startswith("heads."):
+            continue
+        v = np.asarray(value, dtype=np.float32)
+        if not np.array_equal(v.astype(np.float16).astype(np.float32), v, equal_nan=True):
+            return "float32"
+    return "float16"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -296,7 +328,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-every", type=float, default=10.0, help="minutes between validations")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for name in ("frames", "val_frames", "workers", "batch", "threads"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.minutes <= 0 or args.val_every <= 0 or args.steps < 0:
+        ap.error("--minutes and --val-every must be positive, --steps not negative")
+    rows, cols = args.crop
+    if rows < 0 or cols < 0 or (rows == 0) != (cols == 0):
+        ap.error(f"--crop takes two positive token counts, or 0 0 for whole frames; got {rows} {cols}")
+    return args
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, float]:
@@ -304,17 +345,18 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     init = load_weights(args.init)
     cfg = head_config(init.config, args.head)
-    if args.continue_heads and init.config.replace(notes={}) != cfg:
-        raise SystemExit(f"--continue-heads: {args.init} has a {init.config.head!r} head of other widths, "
-                         f"not this run's {cfg.head!r}")
+    if args.continue_heads and init.config.head != cfg.head:
+        raise SystemExit(f"--continue-heads: {args.init} has a {init.config.head!r} head, not this run's {cfg.head!r}")
     export_path = args.export or args.out / "export.safetensors"
-    cache = args.cache / f"heads_{cfg.img_h}x{cfg.img_w}_{backbone_digest(init)}"
+    digest = backbone_digest(init)
+    cache = args.cache / f"heads_{cfg.img_h}x{cfg.img_w}_{digest}"
     build_cache(args.init, cache, args.frames, args.val_frames, args.workers)
     train = load_cache(cache, "train", args.frames, FIRST_SEED)
     val = load_cache(cache, "val", args.val_frames, data.VAL_SEED_START)
     log.info("training frames %d, validation frames %d", len(train["rgb"]), len(val["rgb"]))
 
-    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz, warmup_steps=50, weight_decay=0.01)
+    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz, warmup_steps=HEAD_WARMUP_STEPS,
+                  weight_decay=HEAD_WEIGHT_DECAY)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.out / CHECKPOINT_NAME
     rng = np.random.default_rng(args.seed)
@@ -323,6 +365,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         ck = torch.load(ckpt_path, weights_only=False)
         if ModelConfig.from_json(ck["config"]) != cfg:
             raise SystemExit(f"--resume: {ckpt_path} trains another head config than this run")
+        if ck.get("backbone_digest") != digest:
+            # Same config, other tensors: the heads learnt another backbone's features.
+            raise SystemExit(f"--resume: {ckpt_path} trained heads on backbone {ck.get('backbone_digest')}, "
+                             f"but {args.init} is backbone {digest}")
         trainer = HeadTrainer(cfg, hyper, ck["class_w"], args.seed)
         trainer.heads.load_state_dict(ck["heads"])
         trainer.opt.load_state_dict(ck["opt"])
@@ -337,12 +383,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
 
     def state() -> dict:
         return {"elapsed_s": elapsed, "frames_seen": frames_seen, "np_rng": rng.bit_generator.state,
-                "history": history}
+                "history": history, "backbone_digest": digest}
 
     budget = args.minutes * 60.0
     rows, cols = args.crop
     t_start = time.time() - elapsed
     last_val = last_ckpt = window_t = time.time()
+    window_step = trainer.step_count
     while elapsed < budget and not (args.steps and trainer.step_count >= args.steps):
         idx = np.sort(rng.integers(0, len(train["rgb"]), hyper.batch))
         batch = {k: v[idx] for k, v in train.items()}
@@ -351,17 +398,17 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         frames_seen += hyper.batch
         elapsed = time.time() - t_start
         now = time.time()
-        if trainer.step_count % 50 == 0 or trainer.step_count == 1:
+        if trainer.step_count % LOG_EVERY_STEPS == 0 or trainer.step_count == window_step + 1:
             log.info("step %d | seg %.3f depth %.3f | lr %.2e | %.2f s/step | %.1f/%.0f min",
                      trainer.step_count, parts.get("seg", 0.0), parts.get("depth", 0.0), parts["lr"],
-                     (now - window_t) / (50 if trainer.step_count > 1 else 1), elapsed / 60, budget / 60)
-            window_t = now
+                     (now - window_t) / (trainer.step_count - window_step), elapsed / 60, budget / 60)
+            window_t, window_step = now, trainer.step_count
         if now - last_val > args.val_every * 60:
             metrics = trainer.validate(val)
             history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
             log.info("val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
             last_val = time.time()
-        if now - last_ckpt > 5 * 60:
+        if now - last_ckpt > CHECKPOINT_MINUTES * 60:
             save_checkpoint(ckpt_path, trainer, state())
             last_ckpt = time.time()
     metrics = trainer.validate(val)
@@ -376,7 +423,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
              "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once",
              "val": {k: round(v, 4) for k, v in metrics.items()}, "backbone": init.config.notes}
     export_path.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(trainer.export_weights(init, notes), export_path, dtype="float16")
+    save_weights(trainer.export_weights(init, notes), export_path, dtype=export_dtype(init))
     os.chmod(export_path, 0o644)
     log.info("exported %s (%.1f MB)", export_path, export_path.stat().st_size / 1e6)
     return metrics | {"steps": trainer.step_count}
@@ -385,7 +432,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     argv = sys.argv[1:] if argv is None else argv
-    run(parse_args(argv), "python -m edgemoe_ros.training.train_heads " + " ".join(argv))
+    run(parse_args(argv), "python -m edgemoe_ros.training.train_heads " + shlex.join(argv))
     return 0
 
 
