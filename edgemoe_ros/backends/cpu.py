@@ -84,7 +84,8 @@ class _Block:
     linears are (in, out); expert fc1 stays (out, in) and runs weights-on-the-left (``W @ x.T``),
     which OpenBLAS does ~30 % faster than ``x @ W.T`` for ~16-token matrices; fc2 turns back to
     token-major so the gated mix gathers contiguous rows (measured ~2 % overall). native: every
-    linear except the router is a ``PackedMatrix`` of its (in, out) matrix (experts stacked).
+    linear (routers and patch embedding included) is a ``PackedMatrix`` of its (in, out) matrix
+    (experts stacked), so OpenBLAS is not on the native path at all.
     """
 
     qkv_w: _Weight  # (D, 3D), LN1 folded in, q columns pre-scaled by 1/sqrt(head_dim)
@@ -98,8 +99,10 @@ class _Block:
     fc2_w: _Weight | None = None
     fc2_b: np.ndarray | None = None
     # MoE blocks
-    router_w: np.ndarray | None = None  # (D, num_tasks * E): all tasks' routers side by side
+    router_w: _Weight | None = None  # (D, num_tasks * E): all tasks' routers side by side
     router_b: np.ndarray | None = None  # (num_tasks * E,): LN2 shift through the router
+    task_router_w: tuple[_Weight, ...] = ()  # per task: its (D, E) columns of router_w
+    task_router_b: tuple[np.ndarray, ...] = ()
     e_fc1_w: _Weight | None = None  # numpy (E, H, D); native packed (E, D, H)
     e_fc1_b: np.ndarray | None = None  # (E, H)
     e_fc2_w: _Weight | None = None  # (E, H, D)
@@ -113,7 +116,7 @@ class _Block:
 @dataclass(frozen=True)
 class _Prepared:
     config: ModelConfig
-    embed_w: np.ndarray  # (C*p*p, D), pixel normalisation folded in
+    embed_w: _Weight  # (C*p*p, D), pixel normalisation folded in
     cls_pos: np.ndarray  # (D,) class token + its position embedding
     patch_pos: np.ndarray  # (P, D) patch position embeddings + folded embedding bias
     blocks: tuple[_Block, ...]
@@ -157,9 +160,12 @@ def _prepare(weights: ModelWeights, native: bool) -> _Prepared:
             router = np.concatenate(list(w[p + "moe.router.weight"]), axis=1)  # (T, D, E) → (D, T*E)
             router_wt, router_b = _fold_ln(router.T, np.zeros(router.shape[1]), *ln2)
             fc1_w, fc1_b = _fold_ln(w[p + "moe.fc1.weight"], w[p + "moe.fc1.bias"], *ln2)
+            e = cfg.num_experts
             blocks.append(_Block(
                 **common,
-                router_w=_t(router_wt), router_b=_c(router_b),
+                router_w=lin(router_wt), router_b=_c(router_b),
+                task_router_w=tuple(lin(router_wt[t * e:(t + 1) * e]) for t in range(len(cfg.tasks))),
+                task_router_b=tuple(_c(router_b[t * e:(t + 1) * e]) for t in range(len(cfg.tasks))),
                 e_fc1_w=lin(fc1_w) if native else _c(fc1_w), e_fc1_b=_c(fc1_b),
                 e_fc2_w=lin(w[p + "moe.fc2.weight"]), e_fc2_b=_c(w[p + "moe.fc2.bias"]),
             ))
@@ -171,16 +177,10 @@ def _prepare(weights: ModelWeights, native: bool) -> _Prepared:
                 fc2_w=lin(w[p + "mlp.fc2.weight"]), fc2_b=_c(w[p + "mlp.fc2.bias"]),
             ))
     return _Prepared(
-        config=cfg, embed_w=_t(embed_w),
+        config=cfg, embed_w=lin(embed_w),
         cls_pos=_c(w["cls_token"][0] + pos[0]), patch_pos=_c(pos[1:] + embed_b),
         blocks=tuple(blocks), norm_w=_c(w["norm.weight"]), norm_b=_c(w["norm.bias"]),
     )
-
-
-def _biased(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    y = np.matmul(x, weight)
-    y += bias
-    return y
 
 
 class CpuBackend(Backend):
@@ -295,13 +295,12 @@ class CpuBackend(Backend):
         return BackboneResult(features, routing, counts)
 
     # ----- steps: each has a numpy and a native form computing the same thing -----
-    @staticmethod
-    def _embed(m: _Prepared, images: np.ndarray) -> np.ndarray:
+    def _embed(self, m: _Prepared, images: np.ndarray) -> np.ndarray:
         cfg = m.config
         b = images.shape[0]
         patches = patchify(images, cfg.patch).astype(_F32)  # uint8 in; normalisation is in embed_w
         x = np.empty((b, cfg.num_tokens, cfg.dim), _F32)
-        np.matmul(patches, m.embed_w, out=x[:, 1:])
+        x[:, 1:] = self._linear(patches.reshape(b * cfg.num_patches, -1), m.embed_w).reshape(b, cfg.num_patches, -1)
         x[:, 1:] += m.patch_pos
         x[:, 0] = m.cls_pos
         return x.reshape(b * cfg.num_tokens, cfg.dim)
@@ -365,11 +364,11 @@ class CpuBackend(Backend):
         assert cfg is not None
         e, k = cfg.num_experts, cfg.top_k
         if streams == 1:  # shared stream: every task's logits from one matmul over the same tokens
-            logits_all = _biased(h, blk.router_w, blk.router_b)
+            logits_all = self._linear(h, blk.router_w, blk.router_b)
             parts = [(logits_all, t * e) for t in task_ids]  # (logits, first column) per task
         else:  # stacked streams, task-major: each task's rows are one contiguous slice
-            parts = [(_biased(h[i * rows:(i + 1) * rows], blk.router_w[:, t * e:(t + 1) * e],
-                              blk.router_b[t * e:(t + 1) * e]), 0) for i, t in enumerate(task_ids)]
+            parts = [(self._linear(h[i * rows:(i + 1) * rows], blk.task_router_w[t], blk.task_router_b[t]), 0)
+                     for i, t in enumerate(task_ids)]
         if self._fast is not None:
             chosen = np.empty((len(parts) * rows, k), np.int32)
             gates = np.empty((len(parts) * rows, k), _F32)
