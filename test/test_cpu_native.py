@@ -555,3 +555,42 @@ def test_build_dir_falls_back_to_the_user_cache(tmp_path, monkeypatch):
     assert chosen == tmp_path / "cache" / "native" and chosen.is_dir()
     with pytest.raises(fastops.NativeBuildError, match="no writable build directory"):
         fastops._writable_dir([blocker / "native"])
+
+
+def _host_has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _host_has_avx512(), reason="the host builds the AVX2 GEMM tile only")
+def test_avx512_and_avx2_gemm_tiles_give_the_same_bits(fast, tmp_path):
+    """The GEMM's AVX-512 tile (8 rows x 3 panels) and its AVX2 tile (6 x 1) sum every element in
+    the same order: a library built without AVX-512 must agree bit for bit, edge shapes included."""
+    lib = tmp_path / "fastops_avx2.so"
+    proc = subprocess.run(["g++", *fastops.CXXFLAGS, "-mno-avx512f", "-o", str(lib), str(fastops.SOURCE)],
+                          capture_output=True, text=True, timeout=fastops.BUILD_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    avx2 = fastops.FastOps(lib)
+    rng = _rng(40)
+    for m, k, n in [(129, 192, 576), (17, 64, 129), (1, 5, 3), (9, 129, 64), (25, 768, 200), (8, 16, 112)]:
+        a = rng.normal(0.0, 1.0, (m, k)).astype(F32)
+        b = fastops.pack(rng.normal(0.0, 1.0, (k, n)).astype(F32))
+        bias = rng.normal(0.0, 1.0, n).astype(F32)
+        for gelu in (False, True):
+            np.testing.assert_array_equal(fast.gemm(a, b, bias=bias, gelu=gelu), avx2.gemm(a, b, bias=bias, gelu=gelu),
+                                          err_msg=f"{m}x{k}x{n} gelu={gelu}")
+    # A whole backbone: the linears, attention and the experts run on those tiles; LayerNorm and
+    # softmax sum in vector lanes (16 or 8 of them), so the two builds agree to float32 rounding.
+    cfg = tiny_config()
+    weights = random_init(cfg, seed=41)
+    images = rng.integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    ours, theirs = CpuBackend(), CpuBackend()
+    ours.load(weights)
+    theirs.load(weights)
+    theirs._fast = avx2  # test-only: the same prepared model on the other build
+    for task in cfg.tasks:
+        np.testing.assert_allclose(ours.run(images, (task,)).features[task], theirs.run(images, (task,)).features[task],
+                                   rtol=1e-5, atol=1e-5)
