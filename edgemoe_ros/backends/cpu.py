@@ -22,9 +22,11 @@ Where the time goes and what this module does about it:
   matrix, so every shared weight (attention, dense MLP, each expert) is one matmul for all tasks;
   only the routers are per task (contiguous row slices, no gather).
 * **Native kernels** (option ``native``, ``native/fastops.cpp``, built with g++ on first use):
-  every linear but the routers runs a GEMM on weights packed at load, with bias and GELU applied
-  to the output tile in registers (OpenBLAS repacks the weights on every call: 1.5-1.8x slower at
-  the experts' ~16-token blocks, 1.1-1.3x at 129 tokens); attention (both per-head products and
+  every linear (patch embedding and routers included) runs a GEMM on weights packed at load, with
+  bias and GELU applied to the output tile in registers (OpenBLAS repacks the weights on every
+  call: 1.5-1.8x slower at the experts' ~16-token blocks, 1.1-1.3x at 129 tokens; and an OpenBLAS
+  that does not know the CPU runs a generic SSE3 kernel: moving the embedding and routers off it
+  took a task from 27 to 19 ms on an AVX-512 Xeon, 20 runs each); attention (both per-head products and
   the softmax) is one call on the same micro-kernel; each residual add is fused with the LayerNorm
   after it; a MoE layer is four calls (route, group, all experts, gated mix) instead of ~70 numpy
   calls; option ``threads`` shares the GEMMs, experts and attention heads out over a worker pool.
@@ -195,7 +197,7 @@ class CpuBackend(Backend):
     Option ``threads`` (default 1): threads the native kernels split the linears (by output
     columns), each MoE layer's experts and attention's heads over, the calling thread included;
     results are bit-identical for every count. Workers spin ~0.1 ms after a kernel, then sleep.
-    OpenBLAS (routers, the numpy path) follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS instead. One
+    OpenBLAS (the numpy path) follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS instead. One
     thread is the default because the node shares its cores with DDS and the camera driver.
     """
 
