@@ -29,7 +29,7 @@ import numpy as np
 
 from .allocator import tune_allocator
 from .bag import CameraInfoParams, read_image_frames, write_image_bag
-from .blas_threads import limit_blas_threads
+from .blas_threads import check_blas_kernels, limit_blas_threads
 from .engine import Engine
 from .model.config import SEMSEG_CLASSES
 from .model.weights import WeightsError, load_weights
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tune_allocator()
     limit_blas_threads()
+    check_blas_kernels()
     if args.frames < 4 or args.width < 16 or args.height < 16:
         print("error: need at least 4 frames of at least 16x16 pixels", file=sys.stderr)
         return 2

@@ -55,4 +55,39 @@ def test_every_executable_calls_it_at_start():
     root = Path(__file__).resolve().parents[1] / "edgemoe_ros"
     for rel in ("ros/node.py", "bag/cli.py", "cli/infer.py", "demo.py"):
         text = (root / rel).read_text()
-        assert "limit_blas_threads()" in text and "tune_allocator()" in text, rel
+        assert "limit_blas_threads()" in text and "check_blas_kernels()" in text and "tune_allocator()" in text, rel
+
+
+@pytest.mark.parametrize(("core", "flags", "env", "want"), [
+    ("Prescott", {"sse3", "avx2", "avx512f"}, {}, "OPENBLAS_CORETYPE=SkylakeX"),
+    ("Prescott", {"sse3", "avx2"}, {}, "OPENBLAS_CORETYPE=Haswell"),
+    ("Prescott", {"sse3"}, {}, None),  # a CPU that old: generic kernels are right
+    ("SkylakeX", {"avx2", "avx512f"}, {}, None),  # recognised
+    ("Prescott", {"avx2"}, {"OPENBLAS_CORETYPE": "Prescott"}, None),  # the user chose it
+])
+def test_generic_blas_kernels_on_a_modern_cpu_are_reported(monkeypatch, caplog, core, flags, env, want):
+    from edgemoe_ros import blas_threads as bt
+
+    monkeypatch.setattr(bt, "blas_core", lambda: core)
+    monkeypatch.setattr(bt, "_cpu_flags", lambda: flags)
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with caplog.at_level("WARNING", logger="edgemoe_ros.blas_threads"):
+        advice = bt.check_blas_kernels()
+    if want is None:
+        assert advice is None and not caplog.records
+    else:
+        assert want in advice and caplog.records and want in caplog.records[0].getMessage()
+
+
+def test_blas_core_names_the_loaded_kernels():
+    from edgemoe_ros.blas_threads import blas_core
+
+    core = blas_core()
+    if core is None:
+        pytest.skip("numpy here does not use an OpenBLAS that names its kernels")
+    assert core and core.isprintable()
+    # Read at load from the environment: a fresh interpreter told a kernel set reports that one.
+    assert _run({"OPENBLAS_CORETYPE": "Haswell"},
+                "from edgemoe_ros.blas_threads import blas_core; print(blas_core())") == ["Haswell"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..allocator import tune_allocator
 from ..backends.base import BackendError
-from ..blas_threads import limit_blas_threads
+from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
 from .io import BagError, bag_info
@@ -246,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     tune_allocator()
     limit_blas_threads()
+    check_blas_kernels()
     try:
         return COMMANDS[args.command](args)
     except BagError as exc:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..allocator import tune_allocator
 from ..backends import BACKENDS, BackendError, parse_backend_options
-from ..blas_threads import limit_blas_threads
+from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..model.config import RESIZE_MODES, ConfigError
 from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
 from ..postprocess import FitError, colorize_depth, colorize_semseg
@@ -175,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tune_allocator()
     limit_blas_threads()
+    check_blas_kernels()
     try:
         return run(args)
     except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:

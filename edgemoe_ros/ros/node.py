@@ -31,7 +31,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
 from ..allocator import tune_allocator
-from ..blas_threads import limit_blas_threads
+from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
 from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
@@ -505,6 +505,7 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown transition."""
     tune_allocator()  # frame-sized buffers reused, not re-faulted every frame (see allocator.py)
     limit_blas_threads()  # numpy's small matmuls on one thread unless the environment says (blas_threads.py)
+    check_blas_kernels()
     rclpy.init(args=args)
     node = None
     code = 0
