@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for head in args.heads:
         cfg = ModelConfig(head=head)
         weights = random_init(cfg, seed=0)
+        heads = fastops.PooledHeads(native) if native is not None else None
         image = render_frame(0, cfg.img_w, cfg.img_h).rgb[None]
         feats = np.random.default_rng(1).standard_normal((1, cfg.num_patches, cfg.dim)).astype(np.float32)
         module = None
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             tfeats = torch.from_numpy(feats)
         for task in cfg.tasks:
             cases = {"numpy": functools.partial(run_head, weights, cfg, task, feats, image)}
-            if native is not None:
-                cases["native"] = functools.partial(run_head, weights, cfg, task, feats, image, native)
+            if native is not None:  # as the engine hands them over: one PooledHeads per model
+                cases["native"] = functools.partial(run_head, weights, cfg, task, feats, image, heads)
             if module is not None:
                 cases["torch"] = functools.partial(_torch_head, torch, module.heads[task], tfeats, pixels)
             outs = {name: fn() for name, fn in cases.items()}

@@ -1,7 +1,7 @@
 """Keep numpy's OpenBLAS on one thread in our executables, unless the user chose a number.
 
-Why: what numpy still multiplies in the node is small (the light heads' two matmuls per task, the
-routers), and OpenBLAS shares even those over every core, then lets its idle threads spin. On a
+Why: what numpy still multiplies in the node is small (with the native kernels, one small
+projection of the pyramid head per task; without them, everything), and OpenBLAS shares even those over every core, then lets its idle threads spin. On a
 robot the other cores are busy (camera driver, DDS, other nodes), so a call keeps waiting for a
 descheduled BLAS thread: with two CPU-bound processes beside it on this 2-core machine, the
 shipped model's semseg head took a median 26.9 ms with OpenBLAS's default threads against 3.4 ms
@@ -16,8 +16,8 @@ executables call it once at start, as they call ``allocator.tune_allocator``; li
 its generic SSE3 ("Prescott") kernels on one with AVX2: numpy 1.26's OpenBLAS 0.3.23 does that on
 an Intel Xeon of family 6 model 207 (AVX-512), where a 1024^3 float32 product ran at 21-31 GFLOP/s
 against 126 with ``OPENBLAS_CORETYPE=SkylakeX``. The kernel set is chosen when the library loads,
-so only the environment of the next start can change it; the cpu backend's native path does not
-use OpenBLAS, but its numpy fallback and the light heads' matmuls do.
+so only the environment of the next start can change it; the native kernels (backbone and heads)
+do not use OpenBLAS, but the numpy fallbacks do.
 """
 
 from __future__ import annotations

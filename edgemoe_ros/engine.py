@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Keys of ``FrameResult.timings_ms``.
 TIMING_KEYS = ("preprocess", "backbone", "heads", "total")
+#: Head types with native kernels (the pixel heads' per-pixel work, every head's per-token MLP);
+#: M3ViT's up-head stays numpy.
+NATIVE_HEADS = ("light", *PIXEL_HEADS)
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Engine:
             raise ValueError(f"native_heads {native_heads!r} is not one of {fastops.MODES}")
         self._resize_mode = resize_mode
         self._native_heads = native_heads
-        self._head_ops: fastops.FastOps | fastops.PooledHeads | None = None
+        self._head_ops: fastops.PooledHeads | None = None
         self._head_pool: fastops.ThreadPool | None = None
         if isinstance(backend, str):
             self.backend: Backend = create_backend(backend, **(backend_options or {}))
@@ -133,13 +136,18 @@ class Engine:
         prepare before committing, like cpu) the previous model stays loaded and usable.
         """
         weights.validate()
-        head_ops = fastops.native_ops(self._native_heads) if weights.config.head in PIXEL_HEADS else None
+        ops = fastops.native_ops(self._native_heads) if weights.config.head in NATIVE_HEADS else None
         self.backend.load(weights)
-        if head_ops is not None and self.backend.threads > 1:
-            if self._head_pool is None or self._head_pool.threads != self.backend.threads:
+        head_ops = None
+        if ops is not None:
+            if self.backend.threads > 1:
+                if self._head_pool is None or self._head_pool.threads != self.backend.threads:
+                    self._close_head_pool()
+                    self._head_pool = ops.pool(self.backend.threads)
+            else:
                 self._close_head_pool()
-                self._head_pool = head_ops.pool(self.backend.threads)
-            head_ops = fastops.PooledHeads(head_ops, self._head_pool)
+            # One per load: it keeps this model's packed head weights.
+            head_ops = fastops.PooledHeads(ops, self._head_pool)
         with self._lock:
             self._head_ops = head_ops
             self._weights = weights

@@ -446,9 +446,45 @@ def test_pyramid_head_native_matches_numpy(fast, cfg):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("head", ["guided", "pyramid"])
+@pytest.mark.parametrize("head", ["light", "guided"])
+def test_token_mlp_heads_native_match_numpy(fast, head):
+    """The light head's per-token MLP (alone, or under the guided refinement) on the packed GEMM."""
+    from edgemoe_ros.model.heads import run_head
+
+    cfg = tiny_config(head=head)
+    weights = random_init(cfg, seed=23)
+    rng = _rng(24)
+    feats = rng.normal(0.0, 1.0, (2, cfg.num_patches, cfg.dim)).astype(F32)
+    images = rng.integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    heads = fastops.PooledHeads(fast)
+    for task in cfg.tasks:
+        want = run_head(weights, cfg, task, feats, images)
+        for native in (fast, heads, heads):  # packing per call; packed once, then reused
+            got = run_head(weights, cfg, task, feats, images, native=native)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert len(heads._packed) == 2 * len(cfg.tasks)  # fc1 and fc2 per task, each packed once
+
+
+def test_pooled_heads_pack_each_weight_once_and_repack_a_new_array(fast):
+    heads = fastops.PooledHeads(fast)
+    rng = _rng(25)
+    x = rng.normal(0.0, 1.0, (2, 5, 7)).astype(F32)
+    w = rng.normal(0.0, 1.0, (9, 7)).astype(F32)
+    b = rng.normal(0.0, 1.0, 9).astype(F32)
+    want = x @ w.T + b
+    np.testing.assert_allclose(heads.linear(x, w, b), want, rtol=1e-5, atol=1e-5)
+    packed = heads._packed[id(w)][1]
+    np.testing.assert_allclose(heads.linear(x, w, b), want, rtol=1e-5, atol=1e-5)
+    assert heads._packed[id(w)][1] is packed  # reused
+    w2 = -w  # another array: never served the first one's packing, even if its id were reused
+    np.testing.assert_allclose(heads.linear(x, w2, b), x @ w2.T + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.linear(x, w, b, gelu=True), fast.gemm(x.reshape(-1, 7), fastops.pack(w.T.copy()),
+                               bias=b, gelu=True).reshape(2, 5, 9))
+
+
+@pytest.mark.parametrize("head", ["light", "guided", "pyramid"])
 @pytest.mark.parametrize("native_heads", ["on", "off"])
-def test_engine_runs_the_pixel_heads_natively_or_in_numpy_with_equal_results(fast, native_heads, head):
+def test_engine_runs_the_heads_natively_or_in_numpy_with_equal_results(fast, native_heads, head):
     from edgemoe_ros.engine import Engine
 
     cfg = tiny_config(head=head)
@@ -456,6 +492,7 @@ def test_engine_runs_the_pixel_heads_natively_or_in_numpy_with_equal_results(fas
     image = _rng(13).integers(0, 256, (50, 90, 3), dtype=np.uint8)
     with Engine(weights, backend="cpu", native_heads=native_heads) as eng:
         assert (eng._head_ops is not None) == (native_heads == "on")
+        assert eng._head_ops is None or isinstance(eng._head_ops, fastops.PooledHeads)
         got = eng.infer(image)
     with Engine(weights, backend="reference", native_heads="off") as ref_eng:  # numpy head, float64 backbone
         want = ref_eng.infer(image)

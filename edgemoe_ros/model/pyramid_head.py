@@ -97,9 +97,14 @@ def pyramid_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: n
     return np.ascontiguousarray(_pyramid_numpy(weights, cfg, task, features, images).transpose(0, 3, 1, 2))
 
 
-def _tokens(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+def _tokens(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray,
+            native: NativeHeads | None = None) -> np.ndarray:
     """GELU(token projection): (B, grid_h, grid_w, pyramid_token)."""
     p = f"heads.{task}."
+    if native is not None:
+        tok = native.linear(features, np.asarray(weights[p + "tok.weight"], dtype=_F32),
+                            np.asarray(weights[p + "tok.bias"], dtype=_F32), gelu=True)
+        return tok.reshape(features.shape[0], cfg.grid_h, cfg.grid_w, -1)
     tok = features.reshape(-1, cfg.dim) @ np.asarray(weights[p + "tok.weight"], dtype=_F32).T
     tok += np.asarray(weights[p + "tok.bias"], dtype=_F32)
     gelu(tok, out=tok)
@@ -144,7 +149,7 @@ def _pyramid_native(weights: ModelWeights, cfg: ModelConfig, task: str, features
     scale, offset = (v.astype(_F32) for v in pixel_affine(cfg))
     pixels = ops.pixels_planar(np.ascontiguousarray(images, dtype=np.uint8), scale, offset)
     fuse = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)
-    coarse = np.ascontiguousarray((_tokens(weights, cfg, task, features) @ fuse.coarse).transpose(0, 3, 1, 2))
+    coarse = np.ascontiguousarray((_tokens(weights, cfg, task, features, ops) @ fuse.coarse).transpose(0, 3, 1, 2))
     p2 = ops.conv3x3(pixels, w("enc2.weight"), w("enc2.bias"), stride=2, gelu=True)
     p4 = ops.conv3x3(p2, w("enc4.weight"), w("enc4.bias"), stride=2, gelu=True)
     h = ops.upsample_fuse(coarse, p4, fuse.pixels_planar, fuse.bias, fuse.coords_planar)

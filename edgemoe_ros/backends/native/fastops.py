@@ -473,6 +473,17 @@ class FastOps:
         return out
 
 
+    def linear(self, x: np.ndarray, weight: np.ndarray | PackedMatrix, bias: np.ndarray | None = None,
+               gelu: bool = False, pool: ThreadPool | None = None) -> np.ndarray:
+        """``act(x @ weight.T + bias)`` over the last axis of ``x`` (..., in): a head's per-token
+        layer, ``weight`` in PyTorch's (out, in) layout (packed here on every call; ``PooledHeads``
+        packs once) or already a ``PackedMatrix`` of its (in, out) transpose."""
+        packed = weight if isinstance(weight, PackedMatrix) else pack(np.ascontiguousarray(
+            np.asarray(weight, dtype=_F32).T))
+        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=_F32)
+        bias = None if bias is None else np.ascontiguousarray(bias, dtype=_F32)
+        return self.gemm(rows, packed, bias=bias, gelu=gelu, pool=pool).reshape(*x.shape[:-1], packed.n)
+
     # ----- the pyramid head (model/pyramid_head.py) on planar (B, C, H, W) float32 maps -----
     @staticmethod
     def _planar(x: np.ndarray, name: str) -> tuple[int, int, int, int]:
@@ -559,15 +570,34 @@ class FastOps:
 
 
 #: The kernels the task heads call (``model.heads.NativeHeads``).
-HEAD_KERNELS = ("guided_refine", "pixels_planar", "conv3x3", "pointwise", "upsample_fuse", "mix_block")
+HEAD_KERNELS = ("guided_refine", "pixels_planar", "conv3x3", "pointwise", "upsample_fuse", "mix_block", "linear")
+#: Packed head weights a ``PooledHeads`` keeps (one model has a few); past it, the cache restarts.
+MAX_PACKED_HEAD_WEIGHTS = 64
 
 
 class PooledHeads:
-    """``FastOps``' head kernels bound to a pool: what the engine hands the model's head code
-    (``model.heads.NativeHeads``), which knows nothing of threads."""
+    """``FastOps``' head kernels bound to a pool (or none) for one loaded model: what the engine
+    hands the model's head code (``model.heads.NativeHeads``), which knows nothing of threads.
 
-    def __init__(self, ops: FastOps, pool: ThreadPool) -> None:
+    ``linear`` packs each weight matrix once, on first use, and keeps it while this object lives
+    (the engine makes one per model load), so the heads' per-token MLPs run on the packed GEMM
+    like the backbone's linears instead of numpy's BLAS.
+    """
+
+    def __init__(self, ops: FastOps, pool: ThreadPool | None = None) -> None:
         self.ops, self.pool = ops, pool
+        self._packed: dict[int, tuple[np.ndarray, PackedMatrix]] = {}
+
+    def linear(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, gelu: bool = False,
+               pool: ThreadPool | None = None) -> np.ndarray:
+        """``FastOps.linear`` with ``weight`` packed once (keyed by the array itself)."""
+        got = self._packed.get(id(weight))
+        if got is None or got[0] is not weight:
+            if len(self._packed) >= MAX_PACKED_HEAD_WEIGHTS:
+                self._packed.clear()
+            got = (weight, pack(np.ascontiguousarray(np.asarray(weight, dtype=_F32).T)))
+            self._packed[id(weight)] = got
+        return self.ops.linear(x, got[1], bias, gelu, pool=pool or self.pool)
 
     def __getattr__(self, name: str):  # noqa: ANN204 - one of HEAD_KERNELS, with pool= bound
         if name not in HEAD_KERNELS:
