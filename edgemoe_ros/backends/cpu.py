@@ -137,7 +137,7 @@ def _prepare(weights: ModelWeights, native: bool) -> _Prepared:
     """All layout work, done once per model (in float64, rounded to float32 once at the end), for
     the numpy path or (``native``) the packed weights of the native GEMM."""
     cfg = weights.config
-    lin = (lambda a: fastops.pack(_t(a))) if native else _t  # PyTorch (out, in) → matmul-ready
+    lin = fastops.pack_out_in if native else _t  # PyTorch (out, in) → matmul-ready
     w = weights.tensors
     scale, offset = pixel_affine(cfg)  # normalised = u8 * scale + offset, per channel
     conv = w["patch_embed.weight"].astype(np.float64).reshape(cfg.dim, cfg.in_chans, -1)

@@ -178,6 +178,11 @@ def pack(b: np.ndarray) -> PackedMatrix:
     return PackedMatrix(np.ascontiguousarray(np.moveaxis(panels, -2, -3)), k, n)
 
 
+def pack_out_in(weight: np.ndarray) -> PackedMatrix:
+    """Pack PyTorch-layout weights, (out, in) or stacked (E, out, in), for ``x @ W.T``."""
+    return pack(np.ascontiguousarray(np.swapaxes(np.asarray(weight, dtype=np.float32), -1, -2)))
+
+
 _F32, _I32 = np.dtype(np.float32), np.dtype(np.int32)
 _char = ctypes.c_char
 
@@ -478,8 +483,7 @@ class FastOps:
         """``act(x @ weight.T + bias)`` over the last axis of ``x`` (..., in): a head's per-token
         layer, ``weight`` in PyTorch's (out, in) layout (packed here on every call; ``PooledHeads``
         packs once) or already a ``PackedMatrix`` of its (in, out) transpose."""
-        packed = weight if isinstance(weight, PackedMatrix) else pack(np.ascontiguousarray(
-            np.asarray(weight, dtype=_F32).T))
+        packed = weight if isinstance(weight, PackedMatrix) else pack_out_in(weight)
         rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=_F32)
         bias = None if bias is None else np.ascontiguousarray(bias, dtype=_F32)
         return self.gemm(rows, packed, bias=bias, gelu=gelu, pool=pool).reshape(*x.shape[:-1], packed.n)
@@ -595,7 +599,7 @@ class PooledHeads:
         if got is None or got[0] is not weight:
             if len(self._packed) >= MAX_PACKED_HEAD_WEIGHTS:
                 self._packed.clear()
-            got = (weight, pack(np.ascontiguousarray(np.asarray(weight, dtype=_F32).T)))
+            got = (weight, pack_out_in(weight))
             self._packed[id(weight)] = got
         return self.ops.linear(x, got[1], bias, gelu, pool=pool or self.pool)
 
