@@ -12,6 +12,7 @@ import pytest
 
 from edgemoe_ros.accel import hwh
 from edgemoe_ros.accel import interface as itf
+from edgemoe_ros.model.config import ModelConfig
 
 HLS = Path(__file__).resolve().parents[1] / "hls_accel"
 VITIS = HLS / "vitis"
@@ -98,6 +99,18 @@ def test_axi_bundles_and_axilite_offsets_come_from_interface():
     assert set(pragmas["m_axi"]) == set(itf.POINTER_ARGS)
 
 
+def test_every_m_axi_port_has_the_depth_of_its_buffer():
+    """Co-simulation needs depth= on every pointer: the generated macro, valued from interface.py."""
+    header = (HLS / "include" / "edgemoe_interface.h").read_text()
+    depths = itf.port_depths(ModelConfig())
+    for name, opts in _pragmas()["m_axi"].items():
+        macro = opts.get("depth")
+        assert macro == f"EDGEMOE_DEPTH_{name.upper()}", name
+        m = re.search(rf"#define {macro} (\d+)", header)
+        assert m and int(m.group(1)) == depths[name], name
+    assert set(depths) == set(itf.POINTER_ARGS)
+
+
 def test_axilite_offsets_follow_the_vitis_hls_layout():
     """Vitis HLS packs args from 0x10: 64-bit pointers take 12 bytes, 32-bit scalars 8 (value + gap)."""
     offset = 0x10
@@ -118,8 +131,11 @@ def test_run_hls_tcl_builds_our_top_for_the_zcu102_at_300mhz():
     text = (VITIS / "run_hls.tcl").read_text()
     for command in ("set_top $top", "set_part $part", "create_clock -period $clock_period",
                     "csim_design", "csynth_design", "cosim_design", "export_design", "-flow_target vivado",
-                    "-m_axi_addr64", "-D__HLS_SYN__"):
+                    "-m_axi_addr64"):
         assert command in text, command
+    # Vitis defines __SYNTHESIS__ itself; a project macro that ap_decl.h turns into __SYNTHESIS__
+    # would compile synthesis-only paths into csim_design and cosim's testbench.
+    assert "__HLS_SYN__" not in text and "-D__SYNTHESIS__" not in text
 
 
 def test_run_hls_tcl_sources_are_the_kernel_without_the_csim_abi():
@@ -137,7 +153,11 @@ def test_shim_headers_are_exactly_the_clean_room_ones():
     """The g++-only stand-ins must be kept out of synthesis, and nothing else."""
     shims = set(_tcl_sets(VITIS / "run_hls.tcl")["shim_headers"].split())
     own = {p.name for p in (HLS / "include").glob("*.h") if re.search(r"#define\s+EDGEMOE_OWN_HLS_", p.read_text())}
-    assert shims == own and own >= {"hls_stream.h", "hls_math.h", "hls_vector.h"}
+    assert shims == own == {"hls_stream.h", "hls_vector.h"}
+    # our own math is not a stand-in: nothing may live in (or call into) namespace hls but them
+    for header in (HLS / "include").glob("*.h"):
+        if header.name not in shims:
+            assert "namespace hls" not in header.read_text(), header.name
 
 
 def test_axi_width_and_alignment_settings_come_from_interface():
@@ -174,10 +194,11 @@ def test_hls_config_matches_run_hls_tcl():
         [BD.ip_vendor], [BD.ip_library], [BD.ip_version])
     assert cfg["package.output.format"] == ["ip_catalog"]
     # the staged include dir of run_hls.tcl ($hls_root/build/vitis/include)
-    for flags in (cfg["syn.cflags"][0], cfg["tb.cflags"][0]):
+    for flags, tcl_flags in ((cfg["syn.cflags"][0], sets["syn_cflags"]), (cfg["tb.cflags"][0], sets["tb_cflags"])):
         inc = re.search(r"-I(\S+)", flags).group(1)
         assert (VITIS / inc).resolve() == (HLS / "build" / "vitis" / "include").resolve()
-        assert "-D__HLS_SYN__" in flags.split()  # the kernels' switch to the tool's headers
+        assert flags.replace(f"-I{inc}", "-I$inc_dir") == tcl_flags.strip('"')
+        assert "__HLS_SYN__" not in flags and "__SYNTHESIS__" not in flags
 
 
 # ------------------------------------------------------------------ block_design.tcl

@@ -22,12 +22,13 @@ static inline act_raw_t normalize_pixel(uint8_t p, word_t mean, word_t inv_std) 
 }
 
 // image: img_h x img_w x chans (RGB, row-major); params: the on-chip parameter cache;
-// weights: the one-time buffer (patch weights streamed from it); x: NUM_TOKENS x dim.
+// weights: the one-time buffer (patch weights streamed from it); x: NUM_TOKENS x dim;
+// patches: n_patches x patch_in scratch (the caller's wide activation buffer, idle at this point).
 template <class CONFIG_T = patch_embed_config>
-void patch_embed(const uint8_t *image, const word_t *params, const beat_t *weights, act_raw_t *x) {
+void patch_embed(const uint8_t *image, const word_t *params, const beat_t *weights, act_raw_t *x,
+                 act_raw_t *patches) {
+#pragma HLS INLINE
   const int L = CONFIG_T::lanes;
-  static act_raw_t patches[CONFIG_T::n_patches * CONFIG_T::patch_in];
-#pragma HLS ARRAY_PARTITION variable = patches cyclic factor = linear_config::tile
   const word_t *mean = params + OFF_PIXEL_MEAN;
   const word_t *inv_std = params + OFF_PIXEL_INV_STD;
 Gather:
