@@ -34,23 +34,23 @@ struct attention_config {
 static void attention_row(const attn_raw_t *q_row, const attn_raw_t (*k)[HEAD_DIM],
                           const attn_raw_t (*v)[HEAD_DIM], act_raw_t *out) {
 #pragma HLS INLINE off
-  attn_raw_t q[HEAD_DIM];
-  attn_acc_t acc[HEAD_DIM];
-#pragma HLS ARRAY_PARTITION variable = q complete
-#pragma HLS ARRAY_PARTITION variable = acc complete
+  attn_raw_t q_reg[HEAD_DIM];
+  attn_acc_t row_acc[HEAD_DIM];
+#pragma HLS ARRAY_PARTITION variable = q_reg complete
+#pragma HLS ARRAY_PARTITION variable = row_acc complete
   acc_t den = 0, m = 0;
 LoadQuery:
   for (int d = 0; d < HEAD_DIM; ++d) {
 #pragma HLS UNROLL
-    q[d] = q_row[d];
-    acc[d] = 0;
+    q_reg[d] = q_row[d];
+    row_acc[d] = 0;
   }
 Keys:
   for (int j = 0; j < NUM_TOKENS; ++j) {
 #pragma HLS PIPELINE II = 2
     attn_dot_t s = 0;
   Dot:
-    for (int d = 0; d < HEAD_DIM; ++d) s += q[d] * k[j][d];
+    for (int d = 0; d < HEAD_DIM; ++d) s += q_reg[d] * k[j][d];
     const acc_t u = saturate<FMT_SCORE_W>(round_shift((acc_t)s, 2 * FMT_ATTN_F - FMT_SCORE_F));
     const acc_t c = (u + (((acc_t)1 << FMT_SCORE_F) - 1)) >> FMT_SCORE_F;  // ceil in log2 units
     if (j == 0) {
@@ -62,13 +62,13 @@ Keys:
       const int sh = (int)(grow > ATTN_ACC_W - 1 ? ATTN_ACC_W - 1 : grow);
       den >>= sh;
     Rescale:
-      for (int d = 0; d < HEAD_DIM; ++d) acc[d] >>= sh;
+      for (int d = 0; d < HEAD_DIM; ++d) row_acc[d] >>= sh;
       m = c;
     }
     const expo_raw_t e = (expo_raw_t)exp2_neg(u - shl(m, FMT_SCORE_F));
     den += (acc_t)e;
   Accumulate:
-    for (int d = 0; d < HEAD_DIM; ++d) acc[d] += e * v[j][d];
+    for (int d = 0; d < HEAD_DIM; ++d) row_acc[d] += e * v[j][d];
   }
   const acc_t r = (acc_t)recip<SOFTMAX_RECIP_SHIFT>((uint64_t)den);
   const int shift_out = (FMT_EXPO_F + FMT_ATTN_F) + (SOFTMAX_RECIP_SHIFT - FMT_EXPO_F) - FMT_ACT_F;
@@ -77,7 +77,7 @@ Normalize:
 #pragma HLS PIPELINE II = 1
   NormalizeLanes:
     for (int j = 0; j < ELEM_LANES; ++j) {
-      if (d0 + j < HEAD_DIM) out[d0 + j] = narrow_act((acc_t)acc[d0 + j] * r, shift_out);
+      if (d0 + j < HEAD_DIM) out[d0 + j] = narrow_act((acc_t)row_acc[d0 + j] * r, shift_out);
     }
   }
 }

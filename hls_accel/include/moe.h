@@ -40,7 +40,7 @@ struct moe_config {
 // Indices of the k largest logits, best first; ties go to the lower expert id.
 template <class CONFIG_T = moe_config>
 void select_top_k(const act_raw_t *logits, int32_t *chosen) {
-  bool taken[CONFIG_T::experts];
+  bool taken[NUM_EXPERTS];
 #pragma HLS ARRAY_PARTITION variable = taken complete
   for (int e = 0; e < CONFIG_T::experts; ++e) taken[e] = false;
 TopK:
@@ -60,7 +60,8 @@ template <class CONFIG_T = moe_config>
 void router_softmax(const act_raw_t *logits, act_raw_t *gates) {
   acc_t mx = logits[0];
   for (int e = 1; e < CONFIG_T::experts; ++e) mx = logits[e] > mx ? (acc_t)logits[e] : mx;
-  acc_t ex[CONFIG_T::experts];
+  acc_t ex[NUM_EXPERTS];
+#pragma HLS ARRAY_PARTITION variable = ex complete
   acc_t sum = 0;
 Exp:
   for (int e = 0; e < CONFIG_T::experts; ++e) {
@@ -142,6 +143,8 @@ Route:
   for (int t = 0; t < N; ++t) {
     act_raw_t p[NUM_EXPERTS];
     int32_t chosen[TOP_K];  // local: the DRAM copy (routing) is written, never read back
+#pragma HLS ARRAY_PARTITION variable = p complete
+#pragma HLS ARRAY_PARTITION variable = chosen complete
     select_top_k<CONFIG_T>(logits + (acc_t)t * E, chosen);
     router_softmax<CONFIG_T>(logits + (acc_t)t * E, p);
     for (int k = 0; k < K; ++k) {
