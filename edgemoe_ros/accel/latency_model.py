@@ -58,7 +58,7 @@ from .hwh import BLOCK_DESIGN
 
 #: Edge-MoE (ICCAD 2023) measured on the ZCU102, per image per task (SPEC §3).
 EDGE_MOE_BOARD_MS = 59.0
-#: Steps of the bit-serial units of hls_math.h: isqrt yields one of 32 root bits per step,
+#: Steps of the bit-serial units of edgemoe_math.h: isqrt yields one of 32 root bits per step,
 #: recip<S> one of S + 1 quotient bits per step.
 ISQRT_STEPS = 32
 
@@ -74,7 +74,7 @@ WEIGHT_BUNDLES = ("gmem1", "gmem2")
 
 
 def recip_steps(shift: int) -> int:
-    """Cycles of ``hls::recip<shift>`` (restoring division, one quotient bit per cycle)."""
+    """Cycles of ``edgemoe::recip<shift>`` (restoring division, one quotient bit per cycle)."""
     return shift + 1
 
 
