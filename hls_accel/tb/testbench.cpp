@@ -113,6 +113,7 @@ int main(int argc, char **argv) {
       ++bad_rout;
     }
   }
+  printf("testbench: datapath %s\n", EXACT_WIDTH_DATAPATH ? "exact-width ap types" : "native int64");
   printf("testbench: %d image(s), task %d: %zu/%zu feature words differ, %zu/%zu routing entries differ\n",
          num_images, task_id, bad_feat, n_feat, bad_rout, n_rout);
   if (bad_feat || bad_rout) {
