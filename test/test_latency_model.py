@@ -65,6 +65,11 @@ def test_params_match_the_hls_code():
     assert _dataflow_tasks("moe.h") == []  # no expert-level overlap exists, so the model has none
     keys = re.search(r"Keys:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "attention.h").read_text(), re.S)
     assert keys and p.attn_key_ii == int(keys.group(1))
+    core = (HLS / "src" / "edgemoe_core.cpp").read_text()
+    assert "variable = param_cache cyclic factor = WORDS_PER_BEAT" in core
+    assert p.param_reads_per_cycle == 2 * itf.WORDS_PER_BEAT
+    ln_out = re.search(r"LnOut:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "layernorm.h").read_text(), re.S)
+    assert ln_out and int(ln_out.group(1)) == -(-2 * p.elements_per_cycle // p.param_reads_per_cycle)
     assert p.tile_fetch_overlap == ("RowsFetch:" in (HLS_INCLUDE / "linear.h").read_text())
     assert p.clock_mhz == itf.CLOCK_MHZ
 

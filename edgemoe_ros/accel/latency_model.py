@@ -31,9 +31,11 @@ Per image and task (the kernel processes the images of a batch one after the oth
   and fc2 as streamed linears (band by band, the ``band_step`` DATAFLOW overlap, first band of
   each exposed), GELU and the scatter into the mix, all in sequence (no DATAFLOW spans experts);
   each used expert's weights are read once per layer, unused experts never;
-* LayerNorm: per row three passes of ``elements_per_cycle`` lanes, plus the bit-serial isqrt and
-  reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
-  per cycle; patch gathering and feature write-back: one element per cycle;
+* LayerNorm: per row three passes of ``elements_per_cycle`` lanes, the output pass slowed to the
+  II its gamma/beta reads from the ``WORDS_PER_BEAT``-bank parameter cache allow (2), plus the
+  bit-serial isqrt and reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
+  per cycle; patch gathering (contiguous bytes of one patch row per burst) and feature write-back: one element
+  per cycle;
 * every pipelined loop invocation pays ``loop_overhead`` cycles of fill and drain.
 
 Overlap exists only where the code has a DATAFLOW region (``band_step``: a weight band's burst
@@ -89,6 +91,10 @@ class AcceleratorParams:
     attn_parallel: int = itf.ATTENTION_ROWS
     #: Cycles per key of the attention key loop (its loop-carried rescale; the PIPELINE II pragma).
     attn_key_ii: int = 2
+    #: Reads per cycle of the on-chip parameter cache: WORDS_PER_BEAT banks (edgemoe_core.cpp's
+    #: cyclic partition, the width of the burst that fills it), two ports each. LayerNorm's output
+    #: pass reads gamma and beta for every lane, so it needs 2 * lanes reads per cycle.
+    param_reads_per_cycle: int = 2 * itf.WORDS_PER_BEAT
     #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual, ...).
     elements_per_cycle: int = itf.ELEM_LANES
     #: 16-bit weight words the load loops accept per cycle (one AXI beat: ``WORDS_PER_BEAT``).
@@ -201,7 +207,8 @@ class LatencyEstimate:
         """The numbers the estimate rests on, in one line (printed beside it)."""
         p = self.params
         return (f"{p.clock_mhz:g} MHz; linear unit {p.tile}x{p.tile}, II=1; attention {p.attn_parallel} rows, "
-                f"key loop II={p.attn_key_ii}; {p.elements_per_cycle} elements/cycle elementwise; weight "
+                f"key loop II={p.attn_key_ii}; {p.elements_per_cycle} elements/cycle elementwise (LayerNorm out "
+                f"II={math.ceil(2 * p.elements_per_cycle / p.param_reads_per_cycle)}); weight "
                 f"masters {p.axi_bytes_per_cycle * 8}-bit at {p.axi_efficiency:.0%} of the HP port, shared by "
                 f"{p.hp_port_sharers}, {p.axi_read_latency}-cycle burst latency; overlap only in band_step "
                 f"(DATAFLOW); {p.loop_overhead} cycles fill/drain per loop; expert loads once per used expert; "
@@ -251,8 +258,12 @@ def attention_cycles(p: AcceleratorParams, cfg: ModelConfig) -> int:
 
 
 def layer_norm_cycles(p: AcceleratorParams, rows: int, dim: int) -> int:
+    """Sum and variance passes at full lane rate; the output pass at the II its gamma/beta reads
+    from the parameter cache allow; the bit-serial isqrt and reciprocal per row."""
     row_math = ISQRT_STEPS + recip_steps(itf.ln_std_frac() + itf.LN_RSTD_FRAC)
-    return rows * (3 * p.elementwise(dim) + row_math)
+    out_ii = math.ceil(2 * p.elements_per_cycle / p.param_reads_per_cycle)
+    out_pass = math.ceil(dim / p.elements_per_cycle) * out_ii + p.loop_overhead
+    return rows * (2 * p.elementwise(dim) + out_pass + row_math)
 
 
 def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:

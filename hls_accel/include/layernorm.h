@@ -51,9 +51,9 @@ LnRows:
     const acc_t var = floor_div(sq, CONFIG_T::dim);
     const uint64_t std_raw = isqrt((uint64_t)(var + CONFIG_T::eps_raw));
     const acc_t rstd = (acc_t)recip<LN_STD_FRAC + LN_RSTD_FRAC>(std_raw);
-  LnOut:
+  LnOut:  // II 2: gamma and beta of every lane come from the WORDS_PER_BEAT-bank parameter cache
     for (int i = 0; i < CONFIG_T::dim; i += L) {
-#pragma HLS PIPELINE II = 1
+#pragma HLS PIPELINE II = 2
     LnOutLanes:
       for (int j = 0; j < L; ++j) {
         if (i + j < CONFIG_T::dim) {
