@@ -34,8 +34,8 @@ Per image and task (the kernel processes the images of a batch one after the oth
 * LayerNorm: per row three passes of ``elements_per_cycle`` lanes, the output pass slowed to the
   II its gamma/beta reads from the ``WORDS_PER_BEAT``-bank parameter cache allow (2), plus the
   bit-serial isqrt and reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
-  per cycle; patch gathering (contiguous bytes of one patch row per burst) and feature write-back: one element
-  per cycle;
+  per cycle; patch gathering: one burst per patch row (``patch * chans`` bytes, one per cycle, plus the read
+  latency); feature write-back: one element per cycle;
 * every pipelined loop invocation pays ``loop_overhead`` cycles of fill and drain.
 
 Overlap exists only where the code has a DATAFLOW region (``band_step``: a weight band's burst
@@ -319,7 +319,9 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
         est.stages.append(Stage(block, name, int(cycles), int(cycles if compute is None else compute), int(load)))
 
     for img in range(num_images):
-        add("embed", "patch_embed", p.serial(cfg.num_patches * cfg.in_chans * cfg.patch ** 2), 0)  # gather
+        # gather: one burst of patch * chans bytes per patch row, each paying the read latency
+        row_burst = cfg.patch * cfg.in_chans + p.axi_read_latency + p.loop_overhead
+        add("embed", "patch_embed", cfg.num_patches * cfg.patch * row_burst, 0)
         add("embed", "patch_embed", *linear_cycles(p, cfg.num_patches, cfg.in_chans * cfg.patch ** 2, d))
         add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)  # class token, position
         for blk in range(cfg.depth):
