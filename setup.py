@@ -31,6 +31,7 @@ setup(
             "edgemoe-demo = edgemoe_ros.demo:main",
             "edgemoe-import = edgemoe_ros.model.importers:main",
             "edgemoe-dataset = edgemoe_ros.cli.dataset:main",
+            "edgemoe-eval = edgemoe_ros.cli.eval:main",
         ],
     },
 )

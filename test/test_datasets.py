@@ -23,6 +23,7 @@ from edgemoe_ros.datasets import (
 from edgemoe_ros.datasets.export import CITYSCAPES_BASELINE, export
 from edgemoe_ros.datasets.labels import CATEGORY_LABEL_IDS, categories_to_label_ids
 from edgemoe_ros.model.config import IGNORE_INDEX, SEMSEG_CLASSES
+from edgemoe_ros.postprocess import colorize_semseg
 from edgemoe_ros.scenes import render_frame
 
 W, H = 64, 32
@@ -63,6 +64,15 @@ def test_scheme_lookup_by_model_classes_and_unknown_names():
         scheme_for_classes(("a", "b"))
     with pytest.raises(ValueError, match="unknown class scheme"):
         get_scheme("ade20k")
+
+
+def test_scheme_palettes_colour_their_classes():
+    s = get_scheme("cityscapes19")
+    ids = np.array([[0, 10, 18, IGNORE_INDEX]], np.uint8)
+    rgb = colorize_semseg(ids, s.palette)
+    np.testing.assert_array_equal(rgb[0], [s.palette[0], s.palette[10], s.palette[18], (0, 0, 0)])
+    cats = np.arange(len(SEMSEG_CLASSES), dtype=np.uint8)[None]
+    np.testing.assert_array_equal(colorize_semseg(cats, get_scheme("categories").palette), colorize_semseg(cats))
 
 
 def test_written_label_ids_read_back_as_the_same_categories_in_both_schemes():
