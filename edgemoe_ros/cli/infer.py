@@ -28,13 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..allocator import tune_allocator
-from ..backends import BACKENDS, BackendError, parse_backend_options
-from ..blas_threads import check_blas_kernels, limit_blas_threads
+from ..backends import BACKENDS, parse_backend_options
 from ..model.canonical_camera import camera_matrix
-from ..model.config import RESIZE_MODES, ConfigError
-from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
+from ..model.config import RESIZE_MODES
+from ..model.weights import SHIPPED_WEIGHTS_NAME, load_weights, resolve_weights_path
 from ..postprocess import FitError, colorize_depth, colorize_semseg
+from . import run_engine_tool
 
 LOG = logging.getLogger("edgemoe-infer")
 
@@ -198,16 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point (``edgemoe-infer``)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    tune_allocator()
-    limit_blas_threads()
-    check_blas_kernels()
-    try:
-        return run(args)
-    except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_engine_tool(run, parse_args(argv))
 
 
 if __name__ == "__main__":
