@@ -232,6 +232,14 @@ def colorize_semseg(ids: np.ndarray, palette: np.ndarray | None = None) -> np.nd
     return PALETTE[idx]
 
 
+def model_palette(cfg: ModelConfig) -> np.ndarray | None:
+    """The model's class colours ((num_classes, 3) uint8, from its config) for ``colorize_semseg``;
+    None: the default category ``PALETTE``."""
+    if not cfg.palette:
+        return None
+    return np.asarray(cfg.palette, dtype=np.uint8).reshape(-1, 3)
+
+
 def colorize_depth(depth_m: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
     """Metric depth ``(H, W)`` → RGB ``(H, W, 3)`` uint8: log scale, turbo colormap, near = red.
 
@@ -328,7 +336,7 @@ def camera_k_from_info(info: object | None, image_h: int, image_w: int) -> np.nd
 
 
 __all__ = [
-    "FitError", "FitInfo", "INTERPOLATIONS", "IGNORE_INDEX", "PALETTE", "camera_k_from_info", "colorize_depth",
+    "FitError", "FitInfo", "INTERPOLATIONS", "IGNORE_INDEX", "PALETTE", "camera_k_from_info", "colorize_depth", "model_palette",
     "colorize_semseg", "compute_fit", "fit_to_model", "overlay", "resize_nearest", "restore_to_input",
     "scale_camera_info_params",
 ]

@@ -127,7 +127,7 @@ class _Job:
         if res.semseg is not None:
             sem = res.semseg_at_input() if at_input else res.semseg
             self._write(SEGMENTATION, log_time, m.array_to_image(sem, m.MONO8, stamp, fid))
-            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem), m.RGB8, stamp, fid))
+            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem, pp.model_palette(self.cfg)), m.RGB8, stamp, fid))
             produced.append("segmentation_info")
         if res.depth is not None:
             depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)

@@ -32,7 +32,7 @@ from ..backends import BACKENDS, parse_backend_options
 from ..model.canonical_camera import camera_matrix
 from ..model.config import RESIZE_MODES
 from ..model.weights import SHIPPED_WEIGHTS_NAME, load_weights, resolve_weights_path
-from ..postprocess import FitError, colorize_depth, colorize_semseg
+from ..postprocess import FitError, colorize_depth, colorize_semseg, model_palette
 from . import run_engine_tool
 
 LOG = logging.getLogger("edgemoe-infer")
@@ -110,12 +110,13 @@ def _mosaic(tiles: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarray | None,
-                  depth: np.ndarray | None, min_depth: float, max_depth: float) -> list[Path]:
-    """Write the files of one image; returns their paths."""
+                  depth: np.ndarray | None, min_depth: float, max_depth: float,
+                  palette: np.ndarray | None = None) -> list[Path]:
+    """Write the files of one image; returns their paths. ``palette``: the model's class colours."""
     written: list[Path] = []
     tiles = [image]
     if semseg is not None:
-        color = colorize_semseg(semseg)
+        color = colorize_semseg(semseg, palette)
         _write_rgb(out_dir / f"{stem}_semseg.png", color)
         ids_path = out_dir / f"{stem}_semseg_ids.png"
         if not cv2.imwrite(str(ids_path), semseg.astype(np.uint8)):
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
                 raise FitError(f"{path}: semseg output {semseg.shape} does not match the input {image.shape[:2]}")
             stem = path.stem if len(args.images) == len({Path(n).stem for n in args.images}) else f"{i:03d}_{path.stem}"
             scale = res.depth_scale  # the colour map spans the depth range of this lens
-            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth * scale, cfg.max_depth * scale)
+            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth * scale, cfg.max_depth * scale,
+                          model_palette(cfg))
             rows.append((path.name, f"{image.shape[1]}x{image.shape[0]}", timings))
     finally:
         engine.close()

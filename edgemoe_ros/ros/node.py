@@ -33,7 +33,14 @@ from std_srvs.srv import SetBool, Trigger
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
-from ..postprocess import PALETTE, FitInfo, camera_k_from_info, colorize_semseg, restore_to_input
+from ..postprocess import (
+    PALETTE,
+    FitInfo,
+    camera_k_from_info,
+    colorize_semseg,
+    model_palette,
+    restore_to_input,
+)
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
@@ -446,7 +453,9 @@ class EdgeMoeNode(LifecycleNode):
                 if want_ids:
                     pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header, borrow=True))
                 if want_color:
-                    color = colorize_semseg(result.semseg)  # at model resolution: see color_at_input
+                    model = self._model  # its class colours (a cityscapes19 model has 19)
+                    palette = model_palette(model.engine.config) if model is not None else None
+                    color = colorize_semseg(result.semseg, palette)  # at model resolution: see color_at_input
                     if at_input:
                         color = color_at_input(color, result.fit)
                     pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header, borrow=True))

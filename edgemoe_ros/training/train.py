@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ..model.config import HEAD_TYPES, IGNORE_INDEX, ModelConfig, tiny_config
 from ..model.weights import load_weights, save_weights
 from . import data
-from .metrics import SKY_CLASS, SegDepthMeter
+from .metrics import SegDepthMeter
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
 
 log = logging.getLogger("edgemoe_ros.training")
@@ -165,8 +165,11 @@ def augment(x: torch.Tensor, labels: torch.Tensor, depth: torch.Tensor, gen: tor
 
 def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, sky_weight: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target max_depth)."""
-    sky = labels == SKY_CLASS
+    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target max_depth),
+    0 where the depth is unknown (NaN, +inf off the sky). Sky is the class named "sky" of the
+    model's classes (both schemes have one); a model without it trains no sky prior."""
+    sky_class = cfg.class_names.index("sky") if "sky" in cfg.class_names else -1
+    sky = labels == sky_class
     finite = torch.isfinite(depth)
     d = torch.where(finite & ~sky, depth, torch.full_like(depth, cfg.max_depth))
     target = torch.log(d.clamp(cfg.min_depth, cfg.max_depth))
