@@ -93,10 +93,10 @@ def test_trains_on_cityscapes_and_kitti_layouts_with_cityscapes19(folders, tmp_p
 
 def test_categories_on_kitti_and_the_renderer(folders, tmp_path):
     out = tmp_path / "run"
-    assert _train(out, "--steps", "1", "--data", f"kitti:{folders['kitti']}", "--data", "synth:0.5",
-                  "--synth-frames", "4", "--cache", str(tmp_path / "cache")) == 0
+    assert _train(out, "--steps", "1", "--head", "pyramid", "--data", f"kitti:{folders['kitti']}",
+                  "--data", "synth:0.5", "--synth-frames", "4", "--cache", str(tmp_path / "cache")) == 0
     cfg = load_weights(out / et.EXPORT_NAME).config
-    assert cfg.num_classes == 7 and cfg.palette  # the categories' colours, stored too
+    assert cfg.num_classes == 7 and cfg.palette and cfg.head == "pyramid"  # the categories' colours, stored too
 
 
 def test_resume_restores_optimizer_and_schedule(folders, tmp_path):
