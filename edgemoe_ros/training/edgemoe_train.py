@@ -32,7 +32,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import shlex
 import sys
 import time
@@ -51,7 +50,17 @@ from . import distributed as dd
 from .checkpoint import ForeignCheckpointError, load_checkpoint, save_checkpoint
 from .sources import DataSpec, Mixture, open_source, parse_data_spec, shard_seed
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
-from .train import Hyper, augment, class_weights, copy_matching, fixed_point_ranges, task_losses
+from .train import (
+    Hyper,
+    apply_update,
+    augment,
+    class_weights,
+    copy_matching,
+    fixed_point_ranges,
+    make_optimizer,
+    scheduled_lr,
+    task_losses,
+)
 
 log = logging.getLogger("edgemoe_ros.training.edgemoe_train")
 
@@ -108,14 +117,7 @@ class MixTrainer:
             fresh = copy_matching(self.model, _same_shapes(self.model, init))
         self.model.to(info.device)
         self.fresh = fresh
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for n, p in self.model.named_parameters():
-            decays = p.dim() > 1 and n not in ("cls_token", "pos_embed")
-            groups.setdefault((decays, n in fresh), []).append(p)
-        order = sorted(groups, key=lambda k: (not k[0], k[1]))
-        self.opt = torch.optim.AdamW(
-            [{"params": groups[k], "weight_decay": self.hyper.weight_decay if k[0] else 0.0,
-              "lr_mult": NEW_LR_MULT if k[1] else 1.0} for k in order], lr=self.hyper.lr)
+        self.opt = make_optimizer(self.model, self.hyper, fresh, NEW_LR_MULT)
         self.class_w = class_w.float()
         self.loss = TaskLoss(self.model, self.hyper, self.class_w.to(info.device))
         self.ddp: nn.Module = self.loss
@@ -130,10 +132,7 @@ class MixTrainer:
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine from ``lr`` to ``min_lr_frac * lr`` at ``steps``."""
-        h = self.hyper
-        warm = min(1.0, (step + 1) / max(h.warmup_steps, 1))
-        progress = min(step / max(self.setup.steps, 1), 1.0)
-        return h.lr * warm * (h.min_lr_frac + (1.0 - h.min_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return scheduled_lr(self.hyper, step, step / max(self.setup.steps, 1))
 
     def my_shards(self) -> range:
         """Indices of the global batch's shards this process runs."""
@@ -160,11 +159,7 @@ class MixTrainer:
                 (total / len(shards)).backward()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / len(shards)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hyper.grad_clip)
-        self.opt.step()
-        with torch.no_grad():
-            for p, lo, hi in self.ranges:
-                p.clamp_(lo, hi)
+        apply_update(self.model, self.opt, self.hyper, self.ranges)
         self.step_count += 1
         return {**{k: dd.mean_over_ranks(v, self.info) for k, v in sums.items()}, "lr": lr}
 
