@@ -152,3 +152,14 @@ def test_ddp_two_cpu_processes_match_one_process_on_the_same_global_batch(folder
 def test_cuda_bf16_steps(folders, tmp_path):
     assert _train(tmp_path / "gpu", "--device", "cuda", "--steps", "2", "--data",
                   f"cityscapes:{folders['cityscapes']}") == 0
+
+
+def test_tensorboard_scalars_when_installed(folders, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert _train(tmp_path / "tb", "--steps", "2", "--data", f"cityscapes:{folders['cityscapes']}") == 0
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    assert {"train/seg", "train/depth", "train/aux", "train/lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/seg")] == [1, 2]
