@@ -48,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames")
     ap.add_argument("--min-depth", type=float, default=EVAL_MIN_DEPTH, help="depth scored from (m, default 0.5)")
     ap.add_argument("--max-depth", type=float, default=EVAL_MAX_DEPTH, help="depth scored up to (m, default 80)")
+    ap.add_argument("--ignore-k", action="store_true",
+                    help="do not give the engine the frames' intrinsics (depth as for the canonical camera)")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
     ap.add_argument("--save", type=Path, metavar="DIR", help="write confusion.png and per-frame mosaics here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,7 +75,7 @@ def format_report(s: dict) -> str:
     seg, dep = s["semseg"], s["depth"]
     lines = [f"{s['dataset']}: {s['frames']} frame(s), {seg['frames']} with labels, {dep['frames']} with depth; "
              f"backend {s['backend']}, {_fmt(s['ms_per_frame'], '.1f')} ms/frame, camera K "
-             f"{'used' if s['camera_k'] else 'not used (engine without intrinsics)'}"]
+             f"{'used' if s['camera_k'] else 'ignored (--ignore-k)'}"]
     if seg["frames"]:
         lines += [f"segmentation: mIoU {_fmt(seg['miou'], '.3f')}  pixel acc {_fmt(seg['pixel_acc'], '.3f')}  "
                   f"(coverage {_fmt(seg['coverage'], '.1%')} of labelled pixels)",
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         with Engine(weights, backend=args.backend, resize_mode=args.resize,
                     backend_options=parse_backend_options(args.backend_options)) as engine:
             summary = evaluate(engine, dataset, args.frames, args.save, args.min_depth, args.max_depth,
-                               progress=None if bar is None else lambda _r: bar.update(1))
+                               not args.ignore_k, progress=None if bar is None else lambda _r: bar.update(1))
     finally:
         if bar is not None:
             bar.close()
