@@ -191,8 +191,11 @@ def test_manifest_errors_name_the_entry_and_field(tmp_path: Path):
         ({}, "not valid JSON|non-empty"),
         ([{k: v for k, v in good.items() if k != "K"}], "entry 0: missing key"),
         ([good, {**good, "image": "nope.png"}], "entry 1: image file .*nope.png does not exist"),
-        ([{**good, "K": [[5, 0], [0, 5]]}], "K must be 3x3"),
-        ([{**good, "K": [[0, 0, 3], [0, 5, 2], [0, 0, 1]]}], "not a pinhole"),
+        ([{**good, "K": [[5, 0], [0, 5]]}], "must have 9 values"),
+        ([{**good, "K": [5, 0, 3, 0, 5, 2, 0, 0, 1]}], "must be a 3x3 pinhole"),
+        ([{**good, "K": [[0, 0, 3], [0, 5, 2], [0, 0, 1]]}], "focal lengths must be positive"),
+        ([{**good, "K": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}], "must be a 3x3 pinhole"),
+        ([{**good, "K": [["a", 0, 3], [0, 5, 2], [0, 0, 1]]}], "must be 9 numbers"),
         ([{**good, "depth_m": 3}], "'depth_m' must be a relative path string or null"),
     ]
     for entries, message in cases:
