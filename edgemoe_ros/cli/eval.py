@@ -88,16 +88,13 @@ def format_report(s: dict) -> str:
         lines += [f"depth ({lo:g}-{hi:g} m, {dep['pixels']} px, metric): AbsRel {_fmt(dep['absrel'], '.3f')}  "
                   f"RMSE {_fmt(dep['rmse'], '.2f')} m  d<1.25 {_fmt(dep['delta1'], '.3f')}   median-scaled: "
                   f"d<1.25 {_fmt(dep['delta1_median_scaled'], '.3f')}  AbsRel {_fmt(dep['absrel_median_scaled'], '.3f')}",
-                  f"  {'distance':<10} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}"]
-        for name, r in dep["by_distance"].items():
-            if r["pixels"]:
-                lines.append(f"  {name:<10} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} {_fmt(r['rmse'], '6.2f')} "
-                             f"{_fmt(r['delta1'], '7.3f')}")
+                  f"  {'distance':<12} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}"]
+        rows = [(n, r) for n, r in dep["by_distance"].items() if r["pixels"]]
         if dep["by_class"]:
-            lines.append("  by ground-truth class (frames with labels and depth)")
-        for name, r in dep["by_class"].items():
-            lines.append(f"  {name:<10} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} {_fmt(r['rmse'], '6.2f')} "
-                         f"{_fmt(r['delta1'], '7.3f')}")
+            rows += [("by ground-truth class (frames with labels and depth)", None), *dep["by_class"].items()]
+        for name, r in rows:
+            lines.append(f"  {name}" if r is None else f"  {name:<12} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} "
+                         f"{_fmt(r['rmse'], '6.2f')} {_fmt(r['delta1'], '7.3f')}")
     return "\n".join(lines)
 
 
