@@ -191,8 +191,11 @@ def test_manifest_errors_name_the_entry_and_field(tmp_path: Path):
         ({}, "not valid JSON|non-empty"),
         ([{k: v for k, v in good.items() if k != "K"}], "entry 0: missing key"),
         ([good, {**good, "image": "nope.png"}], "entry 1: image file .*nope.png does not exist"),
-        ([{**good, "K": [[5, 0], [0, 5]]}], "K must be 3x3"),
-        ([{**good, "K": [[0, 0, 3], [0, 5, 2], [0, 0, 1]]}], "not a pinhole"),
+        ([{**good, "K": [[5, 0], [0, 5]]}], "must have 9 values"),
+        ([{**good, "K": [5, 0, 3, 0, 5, 2, 0, 0, 1]}], "must be a 3x3 pinhole"),
+        ([{**good, "K": [[0, 0, 3], [0, 5, 2], [0, 0, 1]]}], "focal lengths must be positive"),
+        ([{**good, "K": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}], "must be a 3x3 pinhole"),
+        ([{**good, "K": [["a", 0, 3], [0, 5, 2], [0, 0, 1]]}], "must be 9 numbers"),
         ([{**good, "depth_m": 3}], "'depth_m' must be a relative path string or null"),
     ]
     for entries, message in cases:
@@ -224,3 +227,21 @@ def test_folder_layout_errors(tmp_path: Path):
     next((tmp_path / "synth").rglob("0000000001.png")).unlink()  # raw image gone, annotation left
     with pytest.raises(DatasetError, match="1 of 1 annotated frames have no raw image"):
         KittiDepthDataset(tmp_path, "train")
+
+
+# ----- the edgemoe-dataset command line -----
+
+def test_dataset_cli_export_then_check(tmp_path: Path, capsys):
+    from edgemoe_ros.cli import dataset as cli
+
+    out = tmp_path / "cs"
+    assert cli.main(["export", "--format", "cityscapes", "--out", str(out), "--frames", "2", "--seed", "3",
+                     "--width", str(W), "--height", str(H), "--split", "val", "--no-progress"]) == 0
+    assert len(CityscapesDataset(out, "val")) == 2
+    assert cli.main(["check", f"cityscapes:{out}", "--split", "val", "--classes", "cityscapes19"]) == 0
+    text = capsys.readouterr().out
+    assert "2 frame(s), 2 with labels, 2 with depth" in text and "road" in text
+    assert cli.main(["export", "--format", "kitti", "--out", str(out), "--frames", "0"]) == 2
+    assert "--frames 0: must be >= 1" in capsys.readouterr().err
+    assert cli.main(["check", f"kitti:{tmp_path / 'none'}"]) == 2
+    assert "no KITTI depth split 'train'" in capsys.readouterr().err

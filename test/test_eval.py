@@ -104,6 +104,8 @@ def test_evaluate_with_perfect_predictions_gives_miou_1_and_passes_k(tmp_path: P
     s = evaluate(engine, ds, save_dir=tmp_path / "save")
     assert s["semseg"]["miou"] == 1.0 and s["depth"]["delta1"] == 1.0 and s["frames"] == 2
     assert s["camera_k"] is True and all(np.array_equal(k, f.K) for k, f in zip(engine.seen_k, ds, strict=True))
+    engine.seen_k.clear()
+    assert evaluate(engine, ds, limit=1, use_k=False)["camera_k"] is False and engine.seen_k == [None]
     assert (tmp_path / "save" / "confusion.png").is_file()
     assert len(list((tmp_path / "save" / "mosaics").glob("*.png"))) == 2
 

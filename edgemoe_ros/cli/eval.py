@@ -48,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames")
     ap.add_argument("--min-depth", type=float, default=EVAL_MIN_DEPTH, help="depth scored from (m, default 0.5)")
     ap.add_argument("--max-depth", type=float, default=EVAL_MAX_DEPTH, help="depth scored up to (m, default 80)")
+    ap.add_argument("--ignore-k", action="store_true",
+                    help="do not give the engine the frames' intrinsics (depth as for the canonical camera)")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
     ap.add_argument("--save", type=Path, metavar="DIR", help="write confusion.png and per-frame mosaics here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,7 +75,7 @@ def format_report(s: dict) -> str:
     seg, dep = s["semseg"], s["depth"]
     lines = [f"{s['dataset']}: {s['frames']} frame(s), {seg['frames']} with labels, {dep['frames']} with depth; "
              f"backend {s['backend']}, {_fmt(s['ms_per_frame'], '.1f')} ms/frame, camera K "
-             f"{'used' if s['camera_k'] else 'not used (engine without intrinsics)'}"]
+             f"{'used' if s['camera_k'] else 'ignored (--ignore-k)'}"]
     if seg["frames"]:
         lines += [f"segmentation: mIoU {_fmt(seg['miou'], '.3f')}  pixel acc {_fmt(seg['pixel_acc'], '.3f')}  "
                   f"(coverage {_fmt(seg['coverage'], '.1%')} of labelled pixels)",
@@ -86,16 +88,13 @@ def format_report(s: dict) -> str:
         lines += [f"depth ({lo:g}-{hi:g} m, {dep['pixels']} px, metric): AbsRel {_fmt(dep['absrel'], '.3f')}  "
                   f"RMSE {_fmt(dep['rmse'], '.2f')} m  d<1.25 {_fmt(dep['delta1'], '.3f')}   median-scaled: "
                   f"d<1.25 {_fmt(dep['delta1_median_scaled'], '.3f')}  AbsRel {_fmt(dep['absrel_median_scaled'], '.3f')}",
-                  f"  {'distance':<10} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}"]
-        for name, r in dep["by_distance"].items():
-            if r["pixels"]:
-                lines.append(f"  {name:<10} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} {_fmt(r['rmse'], '6.2f')} "
-                             f"{_fmt(r['delta1'], '7.3f')}")
+                  f"  {'distance':<12} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}"]
+        rows = [(n, r) for n, r in dep["by_distance"].items() if r["pixels"]]
         if dep["by_class"]:
-            lines.append("  by ground-truth class (frames with labels and depth)")
-        for name, r in dep["by_class"].items():
-            lines.append(f"  {name:<10} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} {_fmt(r['rmse'], '6.2f')} "
-                         f"{_fmt(r['delta1'], '7.3f')}")
+            rows += [("by ground-truth class (frames with labels and depth)", None), *dep["by_class"].items()]
+        for name, r in rows:
+            lines.append(f"  {name}" if r is None else f"  {name:<12} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} "
+                         f"{_fmt(r['rmse'], '6.2f')} {_fmt(r['delta1'], '7.3f')}")
     return "\n".join(lines)
 
 
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         with Engine(weights, backend=args.backend, resize_mode=args.resize,
                     backend_options=parse_backend_options(args.backend_options)) as engine:
             summary = evaluate(engine, dataset, args.frames, args.save, args.min_depth, args.max_depth,
-                               progress=None if bar is None else lambda _r: bar.update(1))
+                               not args.ignore_k, progress=None if bar is None else lambda _r: bar.update(1))
     finally:
         if bar is not None:
             bar.close()

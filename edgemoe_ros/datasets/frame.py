@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.canonical_camera import IntrinsicsError, camera_matrix
 from .labels import ClassScheme, get_scheme
 
 
@@ -60,16 +61,15 @@ class FrameDataset(Sequence[LabelledFrame]):
 
 
 def check_intrinsics(K: object, where: str) -> np.ndarray:
-    """A 3x3 pinhole K as float64: finite, positive focal lengths, last row (0, 0, 1)."""
+    """A 3x3 pinhole K as float64 (the engine's rule, ``camera_matrix``: finite, fx, fy > 0), with a
+    last row of (0, 0, 1); a dataset must give one, so "uncalibrated" (all zeros) is an error too."""
     try:
-        k = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{where}: K is not a 3x3 matrix of numbers: {exc}") from None
-    if k.shape != (3, 3):
-        raise DatasetError(f"{where}: K must be 3x3, got shape {k.shape}")
-    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], (0, 0, 1)):
-        raise DatasetError(f"{where}: K is not a pinhole intrinsics matrix (need fx, fy > 0 and a last row "
-                           f"of 0 0 1): {k.tolist()}")
+        k = camera_matrix(K)
+    except IntrinsicsError as exc:
+        raise DatasetError(f"{where}: K is not usable: {exc}") from None
+    if k is None or np.shape(K) != (3, 3) or not np.allclose(k[2], (0, 0, 1)):
+        raise DatasetError(f"{where}: K must be a 3x3 pinhole intrinsics matrix [[fx, 0, cx], [0, fy, cy], "
+                           f"[0, 0, 1]], got {np.asarray(K).tolist()}")
     return k
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -12,25 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import FrameDataset, LabelledFrame
+from ..datasets import FrameDataset
 from ..datasets.imageio import write_image
 from .figures import confusion_image, mosaic
 from .meter import EVAL_MAX_DEPTH, EVAL_MIN_DEPTH, DatasetMeter
 
-log = logging.getLogger(__name__)
-
-#: Keyword of ``Engine.infer`` that takes the camera intrinsics (issue 17 part 2).
-CAMERA_K_ARG = "camera_k"
 CONFUSION_PNG = "confusion.png"
 MOSAIC_DIR = "mosaics"
-
-
-def infer_frame(engine: Any, frame: LabelledFrame, tasks: tuple[str, ...]) -> Any:
-    """``engine.infer`` with the frame's K when the engine takes one (intrinsics-aware depth);
-    an engine without it predicts depth for the camera it was trained with."""
-    if CAMERA_K_ARG in inspect.signature(engine.infer).parameters:
-        return engine.infer(frame.image, tasks=tasks, **{CAMERA_K_ARG: frame.K})
-    return engine.infer(frame.image, tasks=tasks)
 
 
 def _file_safe(name: str) -> str:
@@ -38,18 +24,17 @@ def _file_safe(name: str) -> str:
 
 
 def evaluate(engine: Any, dataset: FrameDataset, limit: int | None = None, save_dir: Path | None = None,
-             min_depth: float = EVAL_MIN_DEPTH, max_depth: float = EVAL_MAX_DEPTH,
+             min_depth: float = EVAL_MIN_DEPTH, max_depth: float = EVAL_MAX_DEPTH, use_k: bool = True,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Run ``engine`` on the first ``limit`` frames (all when None) and score them; returns the
-    ``DatasetMeter`` summary plus timing. ``save_dir``: also write ``confusion.png`` and one
-    ``mosaics/<frame>.png`` per frame. ``progress(record)`` is called after each frame."""
+    ``DatasetMeter`` summary plus timing. Each frame's K goes to the engine (metric depth for that
+    lens) unless ``use_k`` is False (the canonical camera, to measure what K buys). ``save_dir``:
+    also write ``confusion.png`` and one ``mosaics/<frame>.png`` per frame. ``progress(record)``
+    is called after each frame."""
     cfg = engine.config
     if dataset.scheme.class_names != tuple(cfg.class_names):
         raise ValueError(f"dataset read with classes {dataset.scheme.class_names} but the model predicts "
                          f"{tuple(cfg.class_names)}")
-    if CAMERA_K_ARG not in inspect.signature(engine.infer).parameters:
-        log.warning("this engine does not take camera intrinsics: depth is predicted as if every image came "
-                    "from the training camera")
     meter = DatasetMeter(tuple(cfg.class_names), min_depth, max_depth)
     if save_dir is not None:
         (save_dir / MOSAIC_DIR).mkdir(parents=True, exist_ok=True)
@@ -58,7 +43,7 @@ def evaluate(engine: Any, dataset: FrameDataset, limit: int | None = None, save_
     for i in range(n):
         frame = dataset[i]
         t0 = time.perf_counter()
-        res = infer_frame(engine, frame, tuple(cfg.tasks))
+        res = engine.infer(frame.image, tasks=tuple(cfg.tasks), camera_k=frame.K if use_k else None)
         times.append(time.perf_counter() - t0)
         pred_semseg = res.semseg_at_input() if "semseg" in cfg.tasks else None
         pred_depth = res.depth_at_input() if "depth" in cfg.tasks else None
@@ -72,7 +57,7 @@ def evaluate(engine: Any, dataset: FrameDataset, limit: int | None = None, save_
             progress(record)
     summary = meter.summary()
     summary["ms_per_frame"] = 1e3 * float(np.median(times)) if times else None
-    summary["camera_k"] = CAMERA_K_ARG in inspect.signature(engine.infer).parameters
+    summary["camera_k"] = use_k
     if save_dir is not None:
         write_image(save_dir / CONFUSION_PNG, confusion_image(meter.seg.confusion, meter.class_names))
     return summary
