@@ -111,6 +111,20 @@ def test_resume_restores_optimizer_and_schedule(folders, tmp_path):
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
 
 
+def test_resume_of_a_run_started_from_init_with_a_resized_head(folders, tmp_path):
+    """--init from a 7-class model into 19 classes: the resized head learns faster (its own
+    optimiser group), and a resumed run rebuilds those groups from the checkpoint."""
+    data = ["--data", f"cityscapes:{folders['cityscapes']}"]
+    assert _train(tmp_path / "base", *data, "--steps", "1") == 0
+    init = ["--init", str(tmp_path / "base" / et.EXPORT_NAME), "--classes", "cityscapes19", "--steps", "3"]
+    assert _train(tmp_path / "cs19", *data, *init, "--stop-after", "1") == 0
+    ck = torch.load(tmp_path / "cs19" / et.CHECKPOINT_NAME, weights_only=True)
+    assert "heads.semseg.fc2.weight" in ck["fresh"] and "patch_embed.weight" not in ck["fresh"]
+    assert len(ck["opt"]["param_groups"]) == 4
+    assert _train(tmp_path / "cs19", *data, *init, "--resume") == 0
+    assert torch.load(tmp_path / "cs19" / et.CHECKPOINT_NAME, weights_only=True)["step"] == 3
+
+
 def test_resume_refuses_a_foreign_checkpoint(folders, tmp_path, capsys):
     data = ["--data", f"cityscapes:{folders['cityscapes']}", "--steps", "1"]
     assert _train(tmp_path / "run", *data) == 0

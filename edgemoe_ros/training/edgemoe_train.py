@@ -107,12 +107,14 @@ class MixTrainer:
     """Model, optimiser and the step of ``edgemoe-train``; no file I/O (tests drive it directly)."""
 
     def __init__(self, setup: RunSetup, info: dd.DistInfo, class_w: torch.Tensor,
-                 init: dict[str, np.ndarray] | None = None):
+                 init: dict[str, np.ndarray] | None = None, fresh: set[str] | None = None):
+        """``init``: tensors to start from (those it lacks learn faster); ``fresh``: when resuming,
+        the parameters that learn faster (the checkpoint's optimiser groups)."""
         self.setup, self.info = setup, info
         self.cfg, self.hyper = setup.cfg, setup.hyper
         torch.manual_seed(setup.seed)
         self.model = build_torch_model(self.cfg)
-        fresh: set[str] = set()
+        fresh = set(fresh or ())
         if init is not None:
             fresh = copy_matching(self.model, _same_shapes(self.model, init))
         self.model.to(info.device)
@@ -374,7 +376,8 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
         class_w = ck["class_w"]
     else:
         class_w = estimate_class_weights(mixture, cfg, hyper, args.seed)
-    trainer = MixTrainer(setup, info, class_w, init.tensors if init is not None else None)
+    trainer = MixTrainer(setup, info, class_w, init.tensors if init is not None else None,
+                         fresh=set(ck["fresh"]) if ck is not None else None)
     if ck is not None:
         trainer.restore(ck)
         log.info("resumed %s at step %d of %d", ckpt_path, trainer.step_count, args.steps)
