@@ -162,6 +162,19 @@ def test_ddp_two_cpu_processes_match_one_process_on_the_same_global_batch(folder
     assert max(float((whole[k] - one[k]).abs().max()) for k in one) > 1e-4
 
 
+def test_bf16_autocast_step(folders, tmp_path, caplog):
+    """The GPU's bf16 path on the CPU: expert outputs in bf16 join the float32 residual stream,
+    losses are float32, and the step trains."""
+    with caplog.at_level("INFO", logger=et.log.name):
+        assert _train(tmp_path / "bf16", "--precision", "bf16", "--steps", "2", "--head", "pyramid",
+                      "--data", f"cityscapes:{folders['cityscapes']}") == 0
+    assert "bf16 autocast" in caplog.text
+    loss = torch.load(tmp_path / "bf16" / et.CHECKPOINT_NAME, weights_only=True)
+    assert loss["step"] == 2
+    run = (tmp_path / "bf16" / "run.json").read_text()
+    assert '"seg"' in run and "NaN" not in run
+
+
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None or not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_bf16_steps(folders, tmp_path):
     assert _train(tmp_path / "gpu", "--device", "cuda", "--steps", "2", "--data",

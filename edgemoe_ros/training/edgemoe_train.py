@@ -7,7 +7,7 @@
 One step: a global batch of ``--batch`` frames is drawn from the ``--data`` mixture (sources.py:
 deterministic in seed and step), split into shards of ``batch / (world x accum)`` frames; each
 process runs its shards (forward, both task losses and the MoE load-balancing loss, backward;
-bf16 autocast on CUDA), DDP averages the gradients across processes, and AdamW steps with a
+bf16 autocast on CUDA, ``--precision``), DDP averages the gradients across processes, and AdamW steps with a
 warmup and a cosine decay over ``--steps``. The objective of a step is the mean of its shards'
 losses, so ``--accum`` on one process and N processes of DistributedDataParallel reach the same
 parameters (the tests hold them to it). After every step the backbone is clamped to the
@@ -67,6 +67,7 @@ log = logging.getLogger("edgemoe_ros.training.edgemoe_train")
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "model.safetensors"
 MODELS = ("spec", "tiny")
+PRECISIONS = ("auto", "bf16", "fp32")
 #: Frames drawn (deterministically) to estimate the class weights of a new run.
 CLASS_WEIGHT_FRAMES = 64
 #: ``Mixture.picks`` streams of frames drawn besides the batches.
@@ -101,6 +102,8 @@ class RunSetup:
     steps: int
     accum: int
     seed: int
+    #: Forward under bf16 autocast (losses in float32).
+    bf16: bool = False
 
 
 class MixTrainer:
@@ -156,7 +159,7 @@ class MixTrainer:
                                        torch.from_numpy(dep.astype(np.float32)), gen)
             last = j == len(shards) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.ddp.no_sync()
-            with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.setup.bf16):
                 total, parts = self.ddp(x.to(dev), labels.to(dev), depth.to(dev))
                 (total / len(shards)).backward()
             for k, v in parts.items():
@@ -297,7 +300,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=Hyper.lr)
     ap.add_argument("--warmup", type=int, default=Hyper.warmup_steps, help="warmup steps")
     ap.add_argument("--lovasz", type=float, default=Hyper.lovasz_weight, help="Lovász-softmax weight (0 = off)")
-    ap.add_argument("--device", default="auto", choices=dd.DEVICES, help="auto: CUDA when available (bf16 autocast)")
+    ap.add_argument("--device", default="auto", choices=dd.DEVICES, help="auto: CUDA when available")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="auto: bf16 autocast on CUDA, float32 on CPU; bf16 or fp32 to force either")
     ap.add_argument("--model", default="spec", choices=MODELS, help="model size for a new run (tiny: tests)")
     ap.add_argument("--head", default=None, choices=HEAD_TYPES, help="task head type (default: the model's)")
     ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
@@ -363,7 +368,8 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
     init = load_weights(args.init) if args.init is not None and not resuming else None
     cfg = model_config(args, scheme, init)
     hyper = Hyper(batch=args.batch, lr=args.lr, warmup_steps=args.warmup, lovasz_weight=args.lovasz)
-    setup = RunSetup(cfg, scheme, hyper, args.steps, args.accum, args.seed)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and info.device.type == "cuda")
+    setup = RunSetup(cfg, scheme, hyper, args.steps, args.accum, args.seed, bf16)
     if info.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
     mixture = build_mixture(specs, cfg, scheme, args, info)
@@ -382,10 +388,10 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
         trainer.restore(ck)
         log.info("resumed %s at step %d of %d", ckpt_path, trainer.step_count, args.steps)
     if info.is_main:
-        log.info("training %s (%s head, %d classes: %s) on %s; %d process(es) on %s, global batch %d = %d x %d x %d",
-                 "tiny" if args.model == "tiny" and init is None else "model", cfg.head, cfg.num_classes,
-                 scheme.name, ", ".join(map(str, specs)), info.world, info.device, args.batch, info.world,
-                 args.accum, micro)
+        log.info("training %s (%s head, %d classes: %s) on %s; %d process(es) on %s (%s), global batch %d = "
+                 "%d x %d x %d", "tiny" if args.model == "tiny" and init is None else "model", cfg.head,
+                 cfg.num_classes, scheme.name, ", ".join(map(str, specs)), info.world, info.device,
+                 "bf16 autocast" if bf16 else "float32", args.batch, info.world, args.accum, micro)
     tb = _tensorboard(args.out) if info.is_main else None
     bar = _progress(args, info, trainer.step_count, args.steps)
     t0, start_step, last = time.time(), trainer.step_count, {}
