@@ -4,6 +4,7 @@ DDP over two CPU processes against one process accumulating the same shards."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -77,7 +78,10 @@ def test_depth_targets_are_for_the_canonical_camera():
 def test_trains_on_cityscapes_and_kitti_layouts_with_cityscapes19(folders, tmp_path):
     out = tmp_path / "run"
     assert _train(out, "--steps", "2", "--classes", "cityscapes19", "--accuracy-images", "1",
-                  "--data", f"cityscapes:{folders['cityscapes']}:0.5", "--data", f"kitti:{folders['kitti']}:0.5") == 0
+                  "--data", f"cityscapes:{folders['cityscapes']}:0.5", "--data", f"kitti:{folders['kitti']}:0.5",
+                  "--val", f"cityscapes:{folders['cityscapes']}", "--val-split", "train", "--val-frames", "2") == 0
+    val = json.loads((out / "run.json").read_text())["val"]
+    assert val["frames"] == 2 and 0.0 <= val["miou"] <= 1.0 and 0.0 <= val["delta1"] <= 1.0
     weights = load_weights(out / et.EXPORT_NAME)
     scheme = get_scheme("cityscapes19")
     assert weights.config.class_names == scheme.class_names and weights.config.num_classes == 19

@@ -317,6 +317,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--export", type=Path, default=None, metavar="FILE", help=f"weights file (default OUT/{EXPORT_NAME})")
     ap.add_argument("--accuracy-images", type=int, default=2,
                     help="training frames of the fixed-point accuracy report after export (0 = skip)")
+    ap.add_argument("--val", default=None, metavar="KIND:PATH",
+                    help="after export, score the exported model on this dataset with edgemoe-eval's loop "
+                         "(cityscapes:ROOT, kitti:ROOT or manifest:FILE); figures go to run.json")
+    ap.add_argument("--val-split", default="val", help="split of a --val folder layout (default val)")
+    ap.add_argument("--val-frames", type=int, default=200, help="frames of --val scored (default 200)")
     ap.add_argument("--cache", type=Path, default=Path("data_cache"), help="rendered-frame cache root (synth)")
     ap.add_argument("--synth-frames", type=int, default=1024, help="rendered frames in the synth pool")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0 = torch's default)")
@@ -450,7 +455,28 @@ def _export(args: argparse.Namespace, trainer: MixTrainer, mixture: Mixture, spe
         log.info("fixed point vs float (%s): %s", args.out / "accuracy.md", _accuracy_line(summary))
         out["accuracy"] = {"saturated_values": summary["saturated_values"],
                            "line": _accuracy_line(summary)}
+    if args.val:
+        out["val"] = validate(path, args.val, args.val_split, args.val_frames)
     return out
+
+
+def validate(weights_path: Path, spec: str, split: str, frames: int) -> dict[str, Any]:
+    """The exported file through the engine on ``spec`` (edgemoe-eval's loop, each frame's K)."""
+    from ..datasets import open_dataset, scheme_for_classes
+    from ..engine import Engine
+    from ..evaluation.run import evaluate
+
+    weights = load_weights(weights_path)
+    dataset = open_dataset(spec, None if spec.startswith("manifest:") else split,
+                           scheme_for_classes(weights.config.class_names))
+    with Engine(weights, "cpu") as engine:
+        summary = evaluate(engine, dataset, limit=frames)
+    val = {"data": spec, "frames": summary["frames"], "miou": summary["semseg"]["miou"],
+           "pixel_acc": summary["semseg"]["pixel_acc"], "delta1": summary["depth"]["delta1"],
+           "absrel": summary["depth"]["absrel"]}
+    log.info("validation on %s (%d frames): %s", spec, val["frames"],
+             ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
+    return val
 
 
 def main(argv: Sequence[str] | None = None) -> int:
