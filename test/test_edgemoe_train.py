@@ -103,6 +103,14 @@ def test_categories_on_kitti_and_the_renderer(folders, tmp_path):
     assert cfg.num_classes == 7 and cfg.palette and cfg.head == "pyramid"  # the categories' colours, stored too
 
 
+def test_depth_only_data_trains_depth_and_leaves_segmentation_alone(folders, tmp_path):
+    """KITTI has no labels: the segmentation loss is zero (not NaN) and depth still trains."""
+    assert _train(tmp_path / "k", "--steps", "2", "--data", f"kitti:{folders['kitti']}") == 0
+    loss = json.loads((tmp_path / "k" / "run.json").read_text())["loss"]
+    assert loss["seg"] == 0.0 and 0.0 < loss["depth"] < 10.0
+    assert np.isfinite(load_weights(tmp_path / "k" / et.EXPORT_NAME)["heads.depth.fc2.bias"]).all()
+
+
 def test_resume_restores_optimizer_and_schedule(folders, tmp_path):
     data = ["--data", f"cityscapes:{folders['cityscapes']}", "--steps", "4"]
     assert _train(tmp_path / "straight", *data) == 0

@@ -182,7 +182,11 @@ def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torc
     """The task losses of head outputs (B, C, H, W) against labels and depth (B, H, W); ``total``
     is their weighted sum. Shared by the full trainer and the heads-only one (train_heads.py)."""
     result: dict[str, torch.Tensor] = {}
-    if "semseg" in outs:
+    if "semseg" in outs and not bool((labels != IGNORE_INDEX).any()):
+        # Frames without labels (KITTI depth, a depth-only manifest): no segmentation signal, and
+        # cross-entropy over zero pixels would be NaN and poison the step.
+        result["seg"] = outs["semseg"].sum() * 0.0
+    elif "semseg" in outs:
         pixel_w = None
         if hyper.edge_weight > 0:
             pixel_w = 1.0 + hyper.edge_weight * edge_band(labels, hyper.edge_radius).float()
