@@ -89,3 +89,21 @@ def test_infer_errors(tmp_path, tiny_weights):
     proc = run_cli(str(junk), str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "o"))
     assert proc.returncode == 1 and "junk.png" in proc.stderr
     assert (tmp_path / "o" / "x_mosaic.png").exists()  # the good image was still processed
+
+
+def test_infer_fx_gives_the_depth_of_that_lens(tmp_path, tiny_weights):
+    """--fx scales depth by the lens's focal length at the model input (vertical, after the fit)."""
+    from edgemoe_ros.model.canonical_camera import canonical_focal
+
+    a = write_png(tmp_path / "x.png", 64, 128)  # 2x the tiny model's 32x64
+    base = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "base"), "--tasks", "depth")
+    assert base.returncode == 0 and "canonical camera" in base.stdout, base.stderr
+    fx = 150.0
+    lens = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "lens"), "--tasks", "depth",
+                   "--fx", str(fx))
+    assert lens.returncode == 0 and "fx=150" in lens.stdout, lens.stderr
+    want = np.load(tmp_path / "base" / "x_depth.npy") * (fx * 0.5 / canonical_focal(tiny_config()))
+    np.testing.assert_allclose(np.load(tmp_path / "lens" / "x_depth.npy"), want, rtol=1e-5)
+    for bad in (["--fx", "-100"], ["--fx", "nan"], ["--fx", "100", "--fy", "0"], ["--fy", "100"]):
+        proc = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "bad"), *bad)
+        assert proc.returncode == 2 and "error:" in proc.stderr, (bad, proc.stderr)

@@ -4,7 +4,10 @@ The output bag holds the input image topic and its camera_info copied byte for b
 outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
 ``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
 Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
-with the original recording in Foxglove/RViz and can be compared frame by frame.
+with the original recording in Foxglove/RViz and can be compared frame by frame. Depth is metric
+for the recorded camera: each frame is inferred with the K of the latest camera_info before it
+(model/canonical_camera.py); without one (or with an uncalibrated or unusable K, logged once) it
+is the model's canonical camera's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import postprocess as pp
+from ..model.canonical_camera import IntrinsicsError
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
 from . import messages as m
@@ -99,10 +103,22 @@ class _Job:
     resolution: str
     resize_mode: str | None
     summary: ProcessSummary
+    warned_k: bool = False
+
+    def camera_k(self, info_msg: Any, image_h: int, image_w: int) -> np.ndarray | None:
+        """The recorded camera's K at this image's size; None (warned once) when it is unusable."""
+        try:
+            return pp.camera_k_from_info(info_msg, image_h, image_w)
+        except IntrinsicsError as exc:
+            if not self.warned_k:
+                self.warned_k = True
+                log.warning("camera_info K unusable (%s): depth of the model's canonical camera", exc)
+            return None
 
     def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
         """Infer one frame and write its outputs (and their camera_info when the input has one)."""
-        res = self.engine.infer(frame.rgb, tasks=self.tasks)
+        camera_k = self.camera_k(info_msg, *frame.rgb.shape[:2])
+        res = self.engine.infer(frame.rgb, tasks=self.tasks, camera_k=camera_k)
         self.summary.frames += 1
         self.summary.infer_ms.append(float(res.timings_ms.get("total", 0.0)))
         stamp, fid = frame.stamp_ns, frame.frame_id

@@ -25,6 +25,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..model.canonical_camera import IntrinsicsError, camera_matrix
 from ..postprocess import FitInfo, scale_camera_info_params
 from .cdr_image import ImageView
 
@@ -68,9 +69,11 @@ KIND_TRUNCATED = "truncated"
 KIND_TOO_LARGE = "too_large"
 KIND_NON_FINITE = "non_finite"
 KIND_CORRUPT_COMPRESSED = "corrupt_compressed"
+#: A camera_info whose K cannot be a camera (a focal length <= 0; all zeros is "uncalibrated", fine).
+KIND_BAD_CALIBRATION = "bad_calibration"
 BAD_INPUT_KINDS: tuple[str, ...] = (
     KIND_ENCODING, KIND_EMPTY, KIND_ODD_SIZE, KIND_STEP, KIND_TRUNCATED, KIND_TOO_LARGE,
-    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED,
+    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED, KIND_BAD_CALIBRATION,
 )
 
 
@@ -203,11 +206,17 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
 
 
 def check_camera_info(msg: CameraInfo) -> None:
-    """Calibration values must be finite; a NaN K or P would poison every downstream projection."""
+    """Calibration values must be finite (a NaN K or P would poison every downstream projection),
+    and K either all zeros (an uncalibrated camera) or with positive focal lengths, since the
+    engine's metric depth is scaled by them."""
     for name in ("k", "p", "r", "d"):
         values = getattr(msg, name)
         if not all(math.isfinite(v) for v in values):
             raise BadInputError(KIND_NON_FINITE, f"camera_info.{name} contains NaN or Inf")
+    try:
+        camera_matrix(msg.k)
+    except IntrinsicsError as exc:
+        raise BadInputError(KIND_BAD_CALIBRATION, f"camera_info.k: {exc}") from None
 
 
 def copy_header(header: Header) -> Header:

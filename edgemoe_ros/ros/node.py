@@ -33,7 +33,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
-from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
+from ..postprocess import PALETTE, FitInfo, camera_k_from_info, colorize_semseg, restore_to_input
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
@@ -112,6 +112,7 @@ class EdgeMoeNode(LifecycleNode):
         self._lifecycle = STATE_UNCONFIGURED
         self._config_error = ""
         self._latest_info: CameraInfo | None = None
+        self._warned_no_k = False
         # One worker for the node's life (started on activate, stopped on deactivate) so its
         # received/dropped counters are cumulative across lifecycle cycles.
         self._worker: FrameWorker[Frame, FrameState] = FrameWorker(
@@ -381,6 +382,7 @@ class EdgeMoeNode(LifecycleNode):
         except conv.BadInputError as exc:
             self._bad_input(exc, frame.msg)
             return
+        camera_k = self._camera_k(rgb.shape[0], rgb.shape[1], active)
         with self._model_lock:
             model = self._model
             if model is None:
@@ -388,12 +390,24 @@ class EdgeMoeNode(LifecycleNode):
             engine = model.fallback if self._on_fallback else model.engine
             t0 = time.perf_counter()
             try:
-                result = engine.infer(rgb, tasks=active)
+                result = engine.infer(rgb, tasks=active, camera_k=camera_k)
             except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
         self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+
+    def _camera_k(self, image_h: int, image_w: int, tasks: tuple[str, ...]) -> Any:
+        """K of the latest camera_info at this image's size, for metric depth of the real lens
+        (model/canonical_camera.py); None, logged once, while there is no calibrated camera_info.
+        _on_camera_info admits only usable K, so this cannot raise."""
+        camera_k = camera_k_from_info(self._latest_info, image_h, image_w)
+        if camera_k is None and "depth" in tasks and not self._warned_no_k:
+            self._warned_no_k = True
+            self.get_logger().warning(
+                f"no calibrated '{TOPIC_CAMERA_INFO}' (none received, or K all zero): depth is in metres "
+                "of the model's canonical camera, not of this lens, until one arrives")
+        return camera_k
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
         name = model.fallback_backend if self._on_fallback else model.backend
