@@ -30,6 +30,7 @@ setup(
             "edgemoe-bag = edgemoe_ros.bag.cli:main",
             "edgemoe-demo = edgemoe_ros.demo:main",
             "edgemoe-import = edgemoe_ros.model.importers:main",
+            "edgemoe-fpga = edgemoe_ros.cli.fpga:main",
         ],
     },
 )
