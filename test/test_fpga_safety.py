@@ -21,8 +21,7 @@ from edgemoe_ros.accel import cma, device_lock, hwh, sim_device  # noqa: E402
 from edgemoe_ros.accel import interface as itf  # noqa: E402
 from edgemoe_ros.accel.pl_reset import PL_RESETN_EMIO, PsGpioPlReset  # noqa: E402
 from edgemoe_ros.accel.pynq_driver import AcceleratorBusy, AcceleratorError, EdgeMoeDriver  # noqa: E402
-from edgemoe_ros.backends import BackendError, create_backend  # noqa: E402
-from edgemoe_ros.backends.csim import build_library  # noqa: E402
+from edgemoe_ros.backends import create_backend  # noqa: E402
 from edgemoe_ros.model.config import ModelConfig, tiny_config  # noqa: E402
 from edgemoe_ros.model.weights import random_init  # noqa: E402
 
@@ -39,11 +38,8 @@ def overlay(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def csim_lib():
-    try:
-        return build_library(CFG)
-    except BackendError as exc:
-        pytest.skip(f"C-simulation library unavailable: {exc}")
+def csim_lib(tiny_csim_library):
+    return tiny_csim_library
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def release(held: DeviceClaim) -> None:
 
 def _lock_file(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # children never inherit it
     except OSError as exc:
         raise DeviceLockError(f"cannot open the device lock {path}: {exc}") from None
     try:

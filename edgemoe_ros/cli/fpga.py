@@ -4,10 +4,11 @@
 
 Step by step, each printed as it passes or fails:
 
-1. open the overlay (programs the PL unless ``--no-download``), take the device lock, find
-   ``edgemoe_top`` and check its ``.hwh`` registers against ``accel/interface.py``, check the CMA
-   pool and allocate the buffers (``accel/pynq_driver.py``);
-2. upload the packed weights (the shipped model unless ``--weights``);
+1. open the overlay through the ``fpga`` backend (programs the PL unless ``--no-download``): take
+   the device lock, find ``edgemoe_top`` and check its ``.hwh`` registers against
+   ``accel/interface.py``, check the CMA pool, allocate the buffers (``accel/pynq_driver.py``),
+   and upload the packed weights (the shipped model unless ``--weights``);
+2. print what was opened: instance, base address, registers checked;
 3. per task, run one frame on the accelerator and on the ``fixed`` backend's emulator (the
    bit-exact model of the kernel) and compare features and routing bit for bit;
 4. print the latency of each call as the host sees it (registers, start, poll, syncs): the first
@@ -23,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -39,6 +37,7 @@ from ..accel import interface as itf
 from ..accel.latency_model import EDGE_MOE_BOARD_MS
 from ..accel.pynq_driver import DEFAULT_TIMEOUT_S, AcceleratorError, EdgeMoeDriver
 from ..backends import BackendError
+from ..backends.fpga import FpgaBackend
 from ..fixedpoint.emulator import FixedPointEmulator
 from ..model.config import ConfigError, ModelConfig
 from ..model.weights import (
@@ -145,48 +144,6 @@ def check_task(driver: EdgeMoeDriver, emulator: FixedPointEmulator, frame: np.nd
     return TaskCheck(task, bad_f, bad_r, first, first_ms, steady)
 
 
-class _Session:
-    """The driver and what it needs (a simulated board and generated overlay with --simulate)."""
-
-    def __init__(self, args: argparse.Namespace, cfg: ModelConfig):
-        self._board: Any = None
-        self._overlay_dir: Path | None = None
-        bitstream, device = args.bitstream, None
-        if bitstream is not None and not bitstream.is_file():
-            raise CheckError(f"bitstream {bitstream} does not exist")
-        if args.simulate:
-            from ..accel import hwh, sim_device
-            from ..backends.csim import build_library
-
-            library = args.csim_library or build_library(cfg)
-            self._board = device = sim_device.acquire_board(cfg, library)
-            if bitstream is None:
-                self._overlay_dir = Path(tempfile.mkdtemp(prefix="edgemoe_check_"))
-                bitstream = hwh.write_overlay(self._overlay_dir)
-        self.bitstream = bitstream
-        # the simulated PL cannot be programmed (pynq would set the PS clocks): it is "programmed"
-        download = not (args.no_download or args.simulate)
-        try:
-            self.driver = EdgeMoeDriver(bitstream, cfg, download=download, device=device, timeout_s=args.timeout_s)
-        except BaseException:
-            self.close()
-            raise
-        self.downloaded = download and not self.driver.attached
-
-    def close(self) -> None:
-        driver = getattr(self, "driver", None)
-        if driver is not None:
-            driver.close()
-        if self._board is not None:
-            from ..accel import sim_device
-
-            sim_device.release_board(self._board)
-            self._board = None
-        if self._overlay_dir is not None:
-            shutil.rmtree(self._overlay_dir, ignore_errors=True)
-            self._overlay_dir = None
-
-
 def _print(ok: bool, text: str) -> None:
     print(f"  [{'ok' if ok else 'FAIL'}] {text}", flush=True)
 
@@ -198,22 +155,28 @@ def run_check(args: argparse.Namespace) -> int:
     frame = _load_frame(args.image, cfg)
     print(f"edgemoe-fpga check: {args.bitstream or '(generated overlay)'}"
           f"{' on the simulated device' if args.simulate else ''}", flush=True)
+    start = time.perf_counter()
     try:
-        session = _Session(args, cfg)
-    except (AcceleratorError, BackendError, RuntimeError, OSError) as exc:
+        backend = FpgaBackend(args.bitstream, timeout_s=args.timeout_s, simulate=args.simulate,
+                              csim_library=args.csim_library, download=False if args.no_download else None)
+    except BackendError as exc:
         _print(False, f"open the overlay: {exc}")
         return EXIT_CANNOT_RUN
     try:
-        driver = session.driver
+        try:
+            backend.load(weights)  # opens the overlay (lock, register and CMA checks), uploads the weights
+        except BackendError as exc:
+            _print(False, f"open the overlay: {exc}")
+            return EXIT_CANNOT_RUN
+        driver = backend.driver
         desc = driver.overlay.ip_dict.get(driver.ip_name, {})
-        how = "programmed" if session.downloaded else ("attached" if driver.attached else "not re-programmed")
-        _print(True, f"overlay {session.bitstream} ({how}): {driver.ip_name} at 0x{desc.get('phys_addr', 0):X}")
+        programmed = backend.download and not driver.attached
+        how = "programmed" if programmed else ("attached" if driver.attached else "not re-programmed")
+        _print(True, f"overlay {driver.bitfile} ({how}): {driver.ip_name} at 0x{desc.get('phys_addr', 0):X}")
         _print(True, f"{len(desc.get('registers', {}))} registers match interface.py (ABI {itf.ABI_VERSION})")
-        start = time.perf_counter()
-        driver.load_weights(weights)
         packed = itf.pack_weights(weights)
         _print(True, f"weights {weights_path} uploaded ({(packed.one_time.nbytes + packed.experts.nbytes) / 1e6:.1f} "
-                     f"MB, {(time.perf_counter() - start) * 1e3:.0f} ms)")
+                     f"MB; open and upload {(time.perf_counter() - start) * 1e3:.0f} ms)")
         emulator = FixedPointEmulator(packed, cfg)
         results: list[TaskCheck] = []
         for task in cfg.tasks:
@@ -233,7 +196,7 @@ def run_check(args: argparse.Namespace) -> int:
         _print(False, str(exc))
         return EXIT_CANNOT_RUN
     finally:
-        session.close()
+        backend.close()
     passed = all(r.equal for r in results)
     where = "latencies are the C-simulation's, not a board's" if args.simulate else "host-observed latencies"
     verdict = "PASS" if passed else "FAIL"
