@@ -93,6 +93,18 @@ def test_generated_hwh_passes_the_register_check():
     assert hwh.expected_registers()["CTRL"] == itf.REG_AP_CTRL
 
 
+def test_checked_registers_are_interface_register_map_in_hls_naming():
+    """What the driver checks is REGISTER_MAP as Vitis HLS names it: control registers by their
+    .hwh names, pointers as <arg>_1 (REGISTER_MAP's low word) plus <arg>_2, scalars as they are."""
+    hls_name = {"ap_ctrl": "CTRL", "gie": "GIER", "ier": "IP_IER", "isr": "IP_ISR",
+                **{name: f"{name}_1" for name in itf.POINTER_ARGS}}
+    expected = hwh.expected_registers()
+    assert {hls_name.get(name, name): offset for name, offset in itf.REGISTER_MAP.items()} == {
+        name: offset for name, offset in expected.items() if not name.endswith("_2")}
+    assert {name: offset for name, offset in expected.items() if name.endswith("_2")} == {
+        f"{name}_2": offset + 4 for name, offset in itf.POINTER_ARGS.items()}
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.update(task_id=0x50),
      "register 'task_id' is at 0x50 in the .hwh but at 0x54 in interface.py"),

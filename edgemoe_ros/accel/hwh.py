@@ -18,6 +18,10 @@ ourselves:
   pynq's header parser accepts. It programs nothing; loading it on a real board is refused because
   real use passes ``download=True`` with the bitstream Vivado produced.
 
+``register_map_mismatch`` is the driver's check of a real bitstream's ``.hwh``: the IP's registers
+must be :func:`hwh_registers` (``interface.py``'s register map in Vitis HLS naming) or the driver
+refuses the overlay, naming the first difference.
+
 Everything design-level that the Vivado block design must agree with (instance names, base
 address, which AXI master goes to which HP port) is in :data:`BLOCK_DESIGN`; the test of the tcl
 scripts reads it from here.
