@@ -32,6 +32,7 @@ setup(
             "edgemoe-import = edgemoe_ros.model.importers:main",
             "edgemoe-dataset = edgemoe_ros.cli.dataset:main",
             "edgemoe-eval = edgemoe_ros.cli.eval:main",
+            "edgemoe-fpga = edgemoe_ros.cli.fpga:main",
         ],
     },
 )
