@@ -18,16 +18,18 @@ from safetensors.numpy import load_file, save_file
 from edgemoe_ros.model import safetensors_reader as st
 from edgemoe_ros.model.weights import WeightsError, load_weights, shipped_weights_path
 
-#: A sitecustomize that makes ``import safetensors`` fail in every process that sees it.
-BLOCKER = '''
+#: Packages with no rosdep key that the node must run without (test_rosdep.NOT_NODE_RUNTIME).
+BLOCKED = ("safetensors", "torch", "pynq")
+#: A sitecustomize that makes importing them fail in every process that sees it.
+BLOCKER = f'''
 import importlib.abc
 import sys
 
 
 class _Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "safetensors" or name.startswith("safetensors."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
         return None
 
 
@@ -177,14 +179,15 @@ def _blocked_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_blocker_really_blocks_safetensors(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import safetensors"], env=_blocked_env(tmp_path),
+@pytest.mark.parametrize("module", BLOCKED)
+def test_blocker_really_blocks(tmp_path, module):
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], env=_blocked_env(tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "blocked by the test" in proc.stderr
 
 
 @pytest.mark.ros
-def test_node_loads_shipped_model_and_infers_without_safetensors(tmp_path):
+def test_node_loads_shipped_model_and_infers_without_packages_rosdep_lacks(tmp_path):
     from ros_testing import NodeProcess, RosClient, make_image, ros_env
     from sensor_msgs.msg import Image
 
