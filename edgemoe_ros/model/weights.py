@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import LIGHT_HEADS, PYRAMID_COORDS, ConfigError, ModelConfig
-from .safetensors_reader import SafetensorsFormatError, SafetensorsHeader, read_header, read_tensors
+from .safetensors_reader import (
+    SafetensorsFormatError,
+    SafetensorsHeader,
+    read_header,
+    read_tensors,
+)
 
 #: Metadata keys inside the safetensors header.
 META_CONFIG = "edgemoe.config"

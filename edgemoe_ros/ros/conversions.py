@@ -13,8 +13,8 @@ bgra8 and mono8, plus what automotive cameras publish: YUV 4:2:2 (``uyvy``/``yuv
 ``yuyv``/``yuv422_yuy2``), raw Bayer (``bayer_{rggb,bggr,gbrg,grbg}{8,16}``) and 16-bit colour/mono
 (``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``mono16``). These are converted with
 ``cv2.cvtColor`` directly, with the same colour codes and 16->8 bit scaling (x 255/65535) as
-cv_bridge's C++ ``cvtColor``, rather than through the ``cv_bridge`` Python package: the frame may be
-a zero-copy :class:`ImageView` with padded rows, and the ``cv_bridge`` wheel on PyPI (what a pip
+cv_bridge's C++ ``cvtColor``, rather than through the ``cv_bridge`` Python package: the frame may
+be a zero-copy :class:`ImageView` with padded rows, and the ``cv_bridge`` wheel on PyPI (what a pip
 install gets) ignores ``step``, has no yuv422_yuy2 and misnames bayer_grbg, so going through it
 would give different pixels on a pip install than on a rosdep one. YUV is ITU-R BT.601
 limited range (OpenCV's convention, as cv_bridge); Bayer is demosaiced bilinearly.
@@ -114,7 +114,8 @@ OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
 #: content, and a centre crop to the model's 1:2 aspect of a smaller side degenerates to 0 rows.
 MIN_IMAGE_SIDE = 16
 #: Largest accepted width:height (or height:width) ratio; beyond it the frame is not a camera
-#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16 of it.
+#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16
+#: of it.
 MAX_ASPECT_RATIO = 16.0
 
 #: Compressed codecs we decode, recognised by their magic bytes (the format string is only a hint).
@@ -152,10 +153,11 @@ def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
     if width == 0 or height == 0:
         raise BadInputError(KIND_EMPTY, f"{what} has zero size {width}x{height}")
     if width * height > max_pixels:
-        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels exceeds "
-                                            f"max_image_pixels={max_pixels}")
+        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels "
+                                            f"exceeds max_image_pixels={max_pixels}")
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below {MIN_IMAGE_SIDE} px")
+        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below "
+                                           f"{MIN_IMAGE_SIDE} px")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: aspect ratio beyond "
                                            f"{MAX_ASPECT_RATIO:g}:1")
@@ -236,7 +238,8 @@ def _compressed_dims(data: bytes) -> tuple[str, int, int]:
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 if i + 9 > len(data):
                     break
-                return "jpeg", int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+                width = int.from_bytes(data[i + 7:i + 9], "big")
+                return "jpeg", width, int.from_bytes(data[i + 5:i + 7], "big")
             i += 2 + seg_len
         raise BadInputError(KIND_CORRUPT_COMPRESSED, "JPEG without a frame header (SOF)")
     raise BadInputError(KIND_CORRUPT_COMPRESSED, "data is neither JPEG nor PNG (bad magic bytes)")
@@ -261,7 +264,8 @@ def check_compressed(msg: CompressedImage, max_pixels: int) -> None:
     """Header-only validation of a compressed image (format, magic, size, completeness)."""
     codec = compressed_codec(msg.format)
     if codec is None:
-        raise BadInputError(KIND_ENCODING, f"unsupported compressed format {msg.format!r}; accepted: jpeg, png")
+        raise BadInputError(KIND_ENCODING, f"unsupported compressed format {msg.format!r}; "
+                                           "accepted: jpeg, png")
     data = bytes(msg.data)
     if not data:
         raise BadInputError(KIND_TRUNCATED, "compressed image has no data")
@@ -282,7 +286,8 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"cannot decode {msg.format!r} data ({buf.size} bytes)")
+        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"cannot decode {msg.format!r} data "
+                                                     f"({buf.size} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -307,7 +312,8 @@ def copy_header(header: Header) -> Header:
 _CAN_BORROW = "_data" in getattr(Image, "__slots__", ())
 
 
-def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bool = False) -> Image:
+def array_to_image(arr: np.ndarray, encoding: str, header: Header, *,
+                   borrow: bool = False) -> Image:
     """An output Image whose width/height/step always match its data (SPEC §7).
 
     ``borrow=True``: ``msg.data`` is a flat view of ``arr`` (no copy), for a message handed to
@@ -317,7 +323,8 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bo
     try:
         channels, dtype = OUTPUT_ENCODINGS[encoding]
     except KeyError:
-        raise ValueError(f"output encoding {encoding!r} not one of {', '.join(OUTPUT_ENCODINGS)}") from None
+        raise ValueError(f"output encoding {encoding!r} not one of "
+                         f"{', '.join(OUTPUT_ENCODINGS)}") from None
     want_ndim = 2 if channels == 1 else 3
     if arr.dtype != dtype or arr.ndim != want_ndim or (channels > 1 and arr.shape[2] != channels):
         raise ValueError(f"array {arr.dtype} {arr.shape} does not match encoding {encoding} "
@@ -339,7 +346,7 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bo
 
 def camera_info_for_output(info: CameraInfo, header: Header, image_h: int, image_w: int,
                            fit: FitInfo | None) -> CameraInfo:
-    """The CameraInfo relayed with an output: header copied from the image, intrinsics scaled to it.
+    """The CameraInfo relayed with an output: header copied from the image, intrinsics scaled.
 
     ``fit`` None: outputs are at the image resolution; a calibration made at another resolution
     (binning upstream) is still rescaled to the image, so width/height always match the output.

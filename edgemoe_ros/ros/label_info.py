@@ -1,4 +1,4 @@
-"""The segmentation's class ids and names, as vision_msgs/LabelInfo says them, in a std_msgs/String.
+"""The segmentation's class ids and names as vision_msgs/LabelInfo says them, in a std_msgs/String.
 
 A consumer of the ``segmentation`` mono8 image needs to know what each id means. vision_msgs'
 LabelInfo is the convention for that, but there is no Kilted wheel of vision_msgs here, so the

@@ -38,7 +38,14 @@ from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
+from .params import (
+    NodeParams,
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    qos_profile,
+    read_all,
+)
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
 from .worker import FrameWorker
 
