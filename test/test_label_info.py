@@ -18,6 +18,7 @@ from edgemoe_ros.model.config import IGNORE_INDEX, SEMSEG_CLASSES
 from edgemoe_ros.ros.label_info import (
     LABEL_INFO_QOS,
     TOPIC_LABEL_INFO,
+    LabelInfoPublisher,
     label_info_dict,
     label_info_message,
 )
@@ -62,8 +63,7 @@ def test_late_subscriber_receives_the_latched_message(monkeypatch):
     executor = SingleThreadedExecutor(context=context)
     try:
         pub_node = rclpy.create_node("label_info_pub", context=context)
-        pub = pub_node.create_publisher(String, TOPIC_LABEL_INFO, LABEL_INFO_QOS)
-        pub.publish(label_info_message(SEMSEG_CLASSES, HEADER))
+        LabelInfoPublisher(pub_node).publish(SEMSEG_CLASSES, frame_id="cam_front")
         sub_node = rclpy.create_node("label_info_late_sub", context=context)
         got: list[String] = []
         sub_node.create_subscription(String, TOPIC_LABEL_INFO, got.append, LABEL_INFO_QOS)
@@ -73,7 +73,32 @@ def test_late_subscriber_receives_the_latched_message(monkeypatch):
         while not got and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
         assert got, "a transient_local subscriber created after the publish got nothing"
-        assert json.loads(got[0].data)["class_map"][0]["class_name"] == SEMSEG_CLASSES[0]
+        data = json.loads(got[0].data)
+        assert data["class_map"][0]["class_name"] == SEMSEG_CLASSES[0]
+        assert data["header"]["frame_id"] == "cam_front" and data["header"]["stamp"]["sec"] > 0
     finally:
         executor.shutdown()
         rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_node_latches_class_names_and_republishes_on_reload():
+    from ros_testing import NodeHarness, write_tiny_weights
+    from std_srvs.srv import Trigger
+
+    h = NodeHarness()  # active: configured with a tiny model of the default classes
+    try:
+        late = h.client.collect(TOPIC_LABEL_INFO, String, LABEL_INFO_QOS)  # after configure
+        first = json.loads(late.wait_for().data)
+        assert [c["class_name"] for c in first["class_map"]] == [*SEMSEG_CLASSES, "ignore"]
+
+        renamed = ("road", "person", "car", "building", "pole", "tree", "sky")
+        other = write_tiny_weights(h.tmp / "renamed.safetensors", class_names=renamed)
+        h.client.set_parameters(h.node_name, {"weights_path": str(other)})
+        late.clear()
+        resp = h.client.call(Trigger, h.srv("reload_model"), Trigger.Request())
+        assert resp.success, resp.message
+        second = json.loads(late.wait_for().data)
+        assert [c["class_name"] for c in second["class_map"]] == [*renamed, "ignore"]
+    finally:
+        h.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
 
@@ -64,3 +65,21 @@ def label_info_message(class_names: Sequence[str], header: Header,
                        threshold: float = 0.0) -> String:
     """The std_msgs/String to publish once per loaded model on :data:`TOPIC_LABEL_INFO`."""
     return String(data=json.dumps(label_info_dict(class_names, header, threshold)))
+
+
+class LabelInfoPublisher:
+    """The latched ``segmentation/label_info`` publisher of a node.
+
+    Created with the node, so the topic and its QoS exist in every lifecycle state; ``publish``
+    is called once per loaded model (configure, reload), and the middleware keeps the last
+    message for subscribers that come later.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._pub = node.create_publisher(String, TOPIC_LABEL_INFO, LABEL_INFO_QOS)
+
+    def publish(self, class_names: Sequence[str], frame_id: str = "") -> None:
+        """Publish the class map, stamped now (the camera frame is unknown before a frame)."""
+        header = Header(stamp=self._node.get_clock().now().to_msg(), frame_id=frame_id)
+        self._pub.publish(label_info_message(class_names, header))
