@@ -46,8 +46,12 @@ def wants_header(path: Path) -> bool:
     return path.suffix != ".xml" or (len(path.parts) > 1 and path.parts[0] in XML_DIRS)
 
 
+#: An SPDX line in a comment of any of the languages (text that merely mentions it does not count).
+_SPDX_LINE = re.compile(r"^\s*(#|//|<!--)\s*" + re.escape(TAG) + r"\s*\S")
+
+
 def has_header(text: str) -> bool:
-    return any(TAG in line for line in text.splitlines()[:HEADER_LINES])
+    return any(_SPDX_LINE.match(line) for line in text.splitlines()[:HEADER_LINES])
 
 
 def _insert_at(lines: list[str], suffix: str) -> int:

@@ -40,6 +40,12 @@ def test_line_goes_where_a_comment_may_come_first(suffix, before, after):
     assert add_spdx.with_header(after, suffix) == after  # idempotent
 
 
+def test_a_mention_in_text_is_not_a_header():
+    src = '"""Adds ``SPDX-License-Identifier: Apache-2.0`` lines."""\n'
+    assert not add_spdx.has_header(src)
+    assert add_spdx.has_header(add_spdx.with_header(src, ".py"))
+
+
 def test_python_docstring_survives():
     src = '#!/usr/bin/env python3\n"""Module doc."""\n\nimport os\n'
     tree = ast.parse(add_spdx.with_header(src, ".py"))
