@@ -34,7 +34,12 @@ from typing import Any
 import numpy as np
 
 from ..accel import interface as itf
-from ..accel.pynq_driver import DEFAULT_TIMEOUT_S, AcceleratorBusy, AcceleratorError, AcceleratorTimeout
+from ..accel.pynq_driver import (
+    DEFAULT_TIMEOUT_S,
+    AcceleratorBusy,
+    AcceleratorError,
+    AcceleratorTimeout,
+)
 from ..fixedpoint.quant import act_to_float32
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
