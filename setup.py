@@ -33,6 +33,7 @@ setup(
             "edgemoe-dataset = edgemoe_ros.cli.dataset:main",
             "edgemoe-eval = edgemoe_ros.cli.eval:main",
             "edgemoe-train = edgemoe_ros.training.edgemoe_train:main",
+            "edgemoe-fpga = edgemoe_ros.cli.fpga:main",
         ],
     },
 )

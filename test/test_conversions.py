@@ -77,7 +77,7 @@ def test_png_decodes_losslessly_and_jpeg_approximately():
 # ----- one test per bad input kind -----
 def test_unsupported_encoding():
     msg = _image(_rgb(), "rgb8")
-    msg.encoding = "yuv422"
+    msg.encoding = "nv12"
     assert _kind(conv.image_to_rgb, msg, MAX_PX) == conv.KIND_ENCODING
     msg.encoding = "32FC1"
     assert _kind(conv.check_image, msg, MAX_PX) == conv.KIND_ENCODING

@@ -103,7 +103,7 @@ GOOD_BYTES = GOOD_PIXELS.tobytes()
 BIG_W, BIG_H = 600, 400  # 240k pixels > MAX_PIXELS, a real frame with real data
 
 BAD_INPUTS = {
-    "encoding yuv422": ("image", lambda: _raw("yuv422", step=W * 2, data=GOOD_BYTES[: W * 2 * H]), "encoding"),
+    "encoding nv12": ("image", lambda: _raw("nv12", step=W * 2, data=GOOD_BYTES[: W * 2 * H]), "encoding"),
     "encoding 32FC1": ("image", lambda: _raw("32FC1", step=W * 4, data=GOOD_BYTES[: W * 4 * H] + b"\0" * 8192),
                        "encoding"),
     "zero size": ("image", lambda: _raw(width=0, height=0, step=0, data=b""), "empty"),

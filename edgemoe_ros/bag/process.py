@@ -158,7 +158,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     ``progress(total)`` is called once with the frame count and must return an object with
     ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
     """
-    from ..engine import Engine  # the model stack loads only for `process`, not for play/record/info
+    from ..engine import (
+        Engine,  # the model stack loads only for `process`, not for play/record/info
+    )
 
     if output_resolution not in OUTPUT_RESOLUTIONS:
         raise ValueError(f"output_resolution {output_resolution!r} not one of {OUTPUT_RESOLUTIONS}")

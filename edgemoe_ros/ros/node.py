@@ -44,8 +44,16 @@ from ..postprocess import (
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .label_info import LabelInfoPublisher
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
+from .params import (
+    NodeParams,
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    qos_profile,
+    read_all,
+)
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
 from .worker import FrameWorker
 
@@ -133,6 +141,7 @@ class EdgeMoeNode(LifecycleNode):
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
         # and task switches made before activation apply to the first frame.
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
+        self._label_info = LabelInfoPublisher(self)  # latched class names, once per loaded model
         self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics,
                                              callback_group=self._group)
         for task, srv in SRV_ENABLE.items():
@@ -158,6 +167,7 @@ class EdgeMoeNode(LifecycleNode):
         with self._model_lock:
             self._model, self._on_fallback = model, False
         self._config_error = ""
+        self._label_info.publish(model.config.class_names)
         qos = qos_profile(params.output_qos)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
                                 (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
@@ -307,6 +317,7 @@ class EdgeMoeNode(LifecycleNode):
         try:
             response.message = self._reload(params)
             response.success = True
+            self._label_info.publish(self._model.config.class_names)
             self.get_logger().info(response.message)
         except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
             response.success = False
