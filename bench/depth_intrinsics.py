@@ -27,8 +27,14 @@ from edgemoe_ros.scenes import render_frame
 
 #: (horizontal field of view in degrees, width, height): the renderer's camera, a long and a wide
 #: lens, KITTI's aspect and focal (1242x375, fx 721 px, halved), a 4:3 and a square sensor.
-CAMERAS = ((90.0, 256, 128), (50.0, 512, 256), (120.0, 256, 128), (81.5, 621, 188), (60.0, 400, 300),
-           (90.0, 256, 256))
+CAMERAS = (
+    (90.0, 256, 128),
+    (50.0, 512, 256),
+    (120.0, 256, 128),
+    (81.5, 621, 188),
+    (60.0, 400, 300),
+    (90.0, 256, 256),
+)
 #: Ground truth counted: like edgemoe-eval's depth metrics.
 VALID_RANGE_M = (0.5, 80.0)
 
@@ -49,11 +55,21 @@ def measure(engine: Engine, frames: int, first_seed: int) -> list[dict]:
             depth = res.depth_at_input()
             sx, sy = res.fit.scale_x, res.fit.scale_y
             geometric = math.sqrt(frame.K[0, 0] * sx * frame.K[1, 1] * sy) / canonical_focal(cfg)
-            for rule, scale in (("none", 1.0), ("vertical", depth_scale(frame.K, sx, sy, cfg)),
-                                ("geometric", geometric)):
+            for rule, scale in (
+                ("none", 1.0),
+                ("vertical", depth_scale(frame.K, sx, sy, cfg)),
+                ("geometric", geometric),
+            ):
                 ratios[rule].append(median_ratio(depth * scale, frame.depth))
-        rows.append({"hfov_deg": hfov, "width": w, "height": h, "mode": engine.resize_mode,
-                     **{rule: float(np.median(v)) for rule, v in ratios.items()}})
+        rows.append(
+            {
+                "hfov_deg": hfov,
+                "width": w,
+                "height": h,
+                "mode": engine.resize_mode,
+                **{rule: float(np.median(v)) for rule, v in ratios.items()},
+            }
+        )
     return rows
 
 
@@ -61,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=None, help="weights file (default: the shipped model)")
     ap.add_argument("--frames", type=int, default=4, help="scenes per camera (default 4)")
-    ap.add_argument("--seed", type=int, default=0, help="first scene seed (held-out seeds < 900000)")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="first scene seed (held-out seeds < 900000)"
+    )
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     args = ap.parse_args(argv)
     weights = load_weights(resolve_weights_path(args.weights))
@@ -73,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     print("| mode | camera | no K | K, vertical focal (engine) | K, geometric mean |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['width']}x{r['height']} @ {r['hfov_deg']:g} deg | {r['none']:.3f} | "
-              f"{r['vertical']:.3f} | {r['geometric']:.3f} |")
+        print(
+            f"| {r['mode']} | {r['width']}x{r['height']} @ {r['hfov_deg']:g} deg "
+            f"| {r['none']:.3f} | "
+            f"{r['vertical']:.3f} | {r['geometric']:.3f} |"
+        )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"weights": weights.source, "frames": args.frames, "rows": rows}, fh, indent=2)
+            json.dump(
+                {"weights": weights.source, "frames": args.frames, "rows": rows}, fh, indent=2
+            )
     return 0
 
 

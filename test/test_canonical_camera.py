@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from edgemoe_ros.engine import Engine
-from edgemoe_ros.model.canonical_camera import IntrinsicsError, camera_matrix, canonical_focal, depth_scale
+from edgemoe_ros.model.canonical_camera import (
+    IntrinsicsError,
+    camera_matrix,
+    canonical_focal,
+    depth_scale,
+)
 from edgemoe_ros.model.config import ModelConfig, tiny_config
 from edgemoe_ros.model.weights import load_weights, random_init, shipped_weights_path
 from edgemoe_ros.scenes import DEFAULT_HFOV_DEG, intrinsics, render_frame
@@ -21,7 +26,9 @@ def test_canonical_camera_is_the_renderers_at_the_model_input():
     assert cfg.canonical_hfov_deg == DEFAULT_HFOV_DEG
     assert canonical_focal(cfg) == pytest.approx(intrinsics(cfg.img_w, cfg.img_h)[0, 0])
     assert canonical_focal(cfg) == pytest.approx(128.0)
-    assert canonical_focal(cfg.replace(canonical_hfov_deg=60.0)) == pytest.approx(128.0 / math.tan(math.radians(30)))
+    assert canonical_focal(cfg.replace(canonical_hfov_deg=60.0)) == pytest.approx(
+        128.0 / math.tan(math.radians(30))
+    )
 
 
 def test_camera_matrix_unknown_and_degenerate():
@@ -97,29 +104,38 @@ def test_engine_missing_k_warns_once_and_degenerate_k_raises(caplog):
         img = _image(32, 64)
         with caplog.at_level(logging.WARNING, logger="edgemoe_ros.engine"):
             eng.infer(img, ("semseg",))
-            assert not [r for r in caplog.records if "intrinsics" in r.message]  # no depth, no warning
+            assert not [
+                r for r in caplog.records if "intrinsics" in r.message
+            ]  # no depth, no warning
             first = eng.infer(img)
             eng.infer(img, camera_k=np.zeros((3, 3)))
             eng.infer(img)
         warnings = [r for r in caplog.records if "without camera intrinsics" in r.message]
         assert len(warnings) == 1
         assert first.depth_scale == 1.0
-        for K in ([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]], [[-5.0, 0, 0], [0, 5, 0], [0, 0, 1]], [1.0, 2.0]):
+        for K in (
+            [[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]],
+            [[-5.0, 0, 0], [0, 5, 0], [0, 0, 1]],
+            [1.0, 2.0],
+        ):
             with pytest.raises(IntrinsicsError):
                 eng.infer(img, camera_k=K)
         assert eng.infer(img, camera_k=intrinsics(64, 32)).depth is not None  # still usable
 
 
-def _common_view_median(depth: np.ndarray, K_wide: np.ndarray, K_narrow: np.ndarray, narrow_wh: tuple[int, int]
-                        ) -> float:
-    """Median of ``depth`` (wide camera's grid) over the part of the view the narrow camera sees."""
+def _common_view_median(
+    depth: np.ndarray, K_wide: np.ndarray, K_narrow: np.ndarray, narrow_wh: tuple[int, int]
+) -> float:
+    """Median of ``depth`` (wide camera's grid) over the part of the view the narrow one sees."""
     h, w = depth.shape
     nw, nh = narrow_wh
     half_x = (nw / 2) / K_narrow[0, 0] * K_wide[0, 0]
     half_y = (nh / 2) / K_narrow[1, 1] * K_wide[1, 1]
     cx, cy = K_wide[0, 2], K_wide[1, 2]
-    region = depth[max(0, round(cy - half_y)):min(h, round(cy + half_y)),
-                   max(0, round(cx - half_x)):min(w, round(cx + half_x))]
+    region = depth[
+        max(0, round(cy - half_y)) : min(h, round(cy + half_y)),
+        max(0, round(cx - half_x)) : min(w, round(cx + half_x)),
+    ]
     return float(np.nanmedian(np.where(np.isfinite(region), region, np.nan)))
 
 
@@ -131,7 +147,8 @@ NARROW = (400, 300)
 @pytest.mark.parametrize("mode", ["stretch", "crop"])
 def test_same_scene_through_two_lenses_gives_the_same_metric_depth(mode):
     """One street, one pose, rendered at 90 deg (the canonical camera) and through a 50 deg lens at
-    another resolution and aspect (4:3: cropped, or stretched anisotropically). With each camera's K the engine's depth over the common field of view
+    another resolution and aspect (4:3: cropped, or stretched anisotropically). With each
+    camera's K the engine's depth over the common field of view
     agrees; without K the long lens reads everything ~2x too close (what this change fixes)."""
     with Engine(load_weights(shipped_weights_path()), "cpu", resize_mode=mode) as eng:
         agree, without_k = [], []
@@ -141,9 +158,12 @@ def test_same_scene_through_two_lenses_gives_the_same_metric_depth(mode):
             d_wide = eng.infer(wide.rgb, ("depth",), camera_k=wide.K).depth_at_input()
             d_narrow = eng.infer(narrow.rgb, ("depth",), camera_k=narrow.K).depth_at_input()
             d_narrow_nok = eng.infer(narrow.rgb, ("depth",)).depth_at_input()
-            gt_common = _common_view_median(np.where(np.isfinite(wide.depth), wide.depth, np.nan),
-                                            wide.K, narrow.K, NARROW)
-            gt_narrow = float(np.nanmedian(np.where(np.isfinite(narrow.depth), narrow.depth, np.nan)))
+            gt_common = _common_view_median(
+                np.where(np.isfinite(wide.depth), wide.depth, np.nan), wide.K, narrow.K, NARROW
+            )
+            gt_narrow = float(
+                np.nanmedian(np.where(np.isfinite(narrow.depth), narrow.depth, np.nan))
+            )
             assert gt_narrow == pytest.approx(gt_common, rel=0.1)  # the regions do match
             common = _common_view_median(d_wide, wide.K, narrow.K, NARROW)
             agree.append(float(np.nanmedian(d_narrow)) / common)

@@ -34,8 +34,10 @@ FAST = ["--model", "tiny", "--threads", "1", "--no-progress", "--batch", "4", "-
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("datasets")
     seeds = range(1_000_000, 1_000_004)
-    return {"cityscapes": export("cityscapes", root / "cs", seeds, 128, 64),
-            "kitti": export("kitti", root / "kitti", seeds, 160, 48)}
+    return {
+        "cityscapes": export("cityscapes", root / "cs", seeds, 128, 64),
+        "kitti": export("kitti", root / "kitti", seeds, 160, 48),
+    }
 
 
 def _train(out: Path, *extra: str) -> int:
@@ -77,18 +79,44 @@ def test_depth_targets_are_for_the_canonical_camera():
 
 def test_trains_on_cityscapes_and_kitti_layouts_with_cityscapes19(folders, tmp_path):
     out = tmp_path / "run"
-    assert _train(out, "--steps", "2", "--classes", "cityscapes19", "--accuracy-images", "1",
-                  "--data", f"cityscapes:{folders['cityscapes']}:0.5", "--data", f"kitti:{folders['kitti']}:0.5",
-                  "--val", f"cityscapes:{folders['cityscapes']}", "--val-split", "train", "--val-frames", "2") == 0
+    assert (
+        _train(
+            out,
+            "--steps",
+            "2",
+            "--classes",
+            "cityscapes19",
+            "--accuracy-images",
+            "1",
+            "--data",
+            f"cityscapes:{folders['cityscapes']}:0.5",
+            "--data",
+            f"kitti:{folders['kitti']}:0.5",
+            "--val",
+            f"cityscapes:{folders['cityscapes']}",
+            "--val-split",
+            "train",
+            "--val-frames",
+            "2",
+        )
+        == 0
+    )
     val = json.loads((out / "run.json").read_text())["val"]
     assert val["frames"] == 2 and 0.0 <= val["miou"] <= 1.0 and 0.0 <= val["delta1"] <= 1.0
     weights = load_weights(out / et.EXPORT_NAME)
     scheme = get_scheme("cityscapes19")
     assert weights.config.class_names == scheme.class_names and weights.config.num_classes == 19
-    assert weights["heads.semseg.fc2.bias"].shape == (16 * 16 * 19,)  # light head: a 19-class patch per token
+    assert weights["heads.semseg.fc2.bias"].shape == (
+        16 * 16 * 19,
+    )  # light head: a 19-class patch per token
     np.testing.assert_array_equal(model_palette(weights.config), scheme.palette)
-    assert weights.config.notes["data"] == [f"cityscapes:{folders['cityscapes']}:0.5", f"kitti:{folders['kitti']}:0.5"]
-    assert (out / "accuracy.md").read_text().count("routing") >= 1 and (out / "accuracy.json").exists()
+    assert weights.config.notes["data"] == [
+        f"cityscapes:{folders['cityscapes']}:0.5",
+        f"kitti:{folders['kitti']}:0.5",
+    ]
+    assert (out / "accuracy.md").read_text().count("routing") >= 1 and (
+        out / "accuracy.json"
+    ).exists()
     with Engine(weights, "cpu") as engine:  # the engine takes the exported file as it is
         res = engine.infer(np.zeros((64, 128, 3), np.uint8))
     colors = colorize_semseg(res.semseg, model_palette(weights.config))
@@ -97,10 +125,28 @@ def test_trains_on_cityscapes_and_kitti_layouts_with_cityscapes19(folders, tmp_p
 
 def test_categories_on_kitti_and_the_renderer(folders, tmp_path):
     out = tmp_path / "run"
-    assert _train(out, "--steps", "1", "--head", "pyramid", "--data", f"kitti:{folders['kitti']}",
-                  "--data", "synth:0.5", "--synth-frames", "4", "--cache", str(tmp_path / "cache")) == 0
+    assert (
+        _train(
+            out,
+            "--steps",
+            "1",
+            "--head",
+            "pyramid",
+            "--data",
+            f"kitti:{folders['kitti']}",
+            "--data",
+            "synth:0.5",
+            "--synth-frames",
+            "4",
+            "--cache",
+            str(tmp_path / "cache"),
+        )
+        == 0
+    )
     cfg = load_weights(out / et.EXPORT_NAME).config
-    assert cfg.num_classes == 7 and cfg.palette and cfg.head == "pyramid"  # the categories' colours, stored too
+    assert (
+        cfg.num_classes == 7 and cfg.palette and cfg.head == "pyramid"
+    )  # the categories' colours, stored too
 
 
 def test_depth_only_data_trains_depth_and_leaves_segmentation_alone(folders, tmp_path):
@@ -128,7 +174,14 @@ def test_resume_of_a_run_started_from_init_with_a_resized_head(folders, tmp_path
     optimiser group), and a resumed run rebuilds those groups from the checkpoint."""
     data = ["--data", f"cityscapes:{folders['cityscapes']}"]
     assert _train(tmp_path / "base", *data, "--steps", "1") == 0
-    init = ["--init", str(tmp_path / "base" / et.EXPORT_NAME), "--classes", "cityscapes19", "--steps", "3"]
+    init = [
+        "--init",
+        str(tmp_path / "base" / et.EXPORT_NAME),
+        "--classes",
+        "cityscapes19",
+        "--steps",
+        "3",
+    ]
     assert _train(tmp_path / "cs19", *data, *init, "--stop-after", "1") == 0
     ck = torch.load(tmp_path / "cs19" / et.CHECKPOINT_NAME, weights_only=True)
     assert "heads.semseg.fc2.weight" in ck["fresh"] and "patch_embed.weight" not in ck["fresh"]
@@ -147,7 +200,10 @@ def test_resume_refuses_a_foreign_checkpoint(folders, tmp_path, capsys):
     torch.save({"model": {}, "step": 1}, tmp_path / "run" / et.CHECKPOINT_NAME)
     assert _train(tmp_path / "run", *data, "--resume") == 2
     assert "not an edgemoe-train checkpoint" in capsys.readouterr().err
-    torch.save({"kind": "edgemoe-train", "rng": np.random.default_rng(0)}, tmp_path / "run" / et.CHECKPOINT_NAME)
+    torch.save(
+        {"kind": "edgemoe-train", "rng": np.random.default_rng(0)},
+        tmp_path / "run" / et.CHECKPOINT_NAME,
+    )
     assert _train(tmp_path / "run", *data, "--resume") == 2
     assert "weights_only" in capsys.readouterr().err
 
@@ -155,12 +211,40 @@ def test_resume_refuses_a_foreign_checkpoint(folders, tmp_path, capsys):
 def test_ddp_two_cpu_processes_match_one_process_on_the_same_global_batch(folders, tmp_path):
     """torchrun with 2 gloo processes of 2 frames each vs one process accumulating the same two
     shards of the global batch of 4: the same parameters after 3 steps."""
-    common = [*FAST, "--accuracy-images", "0", "--steps", "3", "--data", f"cityscapes:{folders['cityscapes']}",
-              "--data", f"kitti:{folders['kitti']}", "--device", "cpu"]
+    common = [
+        *FAST,
+        "--accuracy-images",
+        "0",
+        "--steps",
+        "3",
+        "--data",
+        f"cityscapes:{folders['cityscapes']}",
+        "--data",
+        f"kitti:{folders['kitti']}",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "edgemoe_ros.training.edgemoe_train", "--out", str(tmp_path / "ddp"), *common],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "edgemoe_ros.training.edgemoe_train",
+            "--out",
+            str(tmp_path / "ddp"),
+            *common,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     assert "2 process(es)" in ddp.stdout
     assert et.main(["--out", str(tmp_path / "one"), *common, "--accum", "2"]) == 0
@@ -178,8 +262,20 @@ def test_bf16_autocast_step(folders, tmp_path, caplog):
     """The GPU's bf16 path on the CPU: expert outputs in bf16 join the float32 residual stream,
     losses are float32, and the step trains."""
     with caplog.at_level("INFO", logger=et.log.name):
-        assert _train(tmp_path / "bf16", "--precision", "bf16", "--steps", "2", "--head", "pyramid",
-                      "--data", f"cityscapes:{folders['cityscapes']}") == 0
+        assert (
+            _train(
+                tmp_path / "bf16",
+                "--precision",
+                "bf16",
+                "--steps",
+                "2",
+                "--head",
+                "pyramid",
+                "--data",
+                f"cityscapes:{folders['cityscapes']}",
+            )
+            == 0
+        )
     assert "bf16 autocast" in caplog.text
     loss = torch.load(tmp_path / "bf16" / et.CHECKPOINT_NAME, weights_only=True)
     assert loss["step"] == 2
@@ -187,17 +283,32 @@ def test_bf16_autocast_step(folders, tmp_path, caplog):
     assert '"seg"' in run and "NaN" not in run
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is None or not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is None or not torch.cuda.is_available(), reason="needs a GPU"
+)
 def test_cuda_bf16_steps(folders, tmp_path):
-    assert _train(tmp_path / "gpu", "--device", "cuda", "--steps", "2", "--data",
-                  f"cityscapes:{folders['cityscapes']}") == 0
+    assert (
+        _train(
+            tmp_path / "gpu",
+            "--device",
+            "cuda",
+            "--steps",
+            "2",
+            "--data",
+            f"cityscapes:{folders['cityscapes']}",
+        )
+        == 0
+    )
 
 
 def test_tensorboard_scalars_when_installed(folders, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert _train(tmp_path / "tb", "--steps", "2", "--data", f"cityscapes:{folders['cityscapes']}") == 0
+    assert (
+        _train(tmp_path / "tb", "--steps", "2", "--data", f"cityscapes:{folders['cityscapes']}")
+        == 0
+    )
     events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
     events.Reload()
     assert {"train/seg", "train/depth", "train/aux", "train/lr"} <= set(events.Tags()["scalars"])

@@ -85,14 +85,18 @@ def effective_focal(K: np.ndarray, scale_x: float, scale_y: float) -> float:
     """
     k = camera_matrix(K)
     if k is None:
-        raise IntrinsicsError("effective_focal needs calibrated intrinsics, got an unknown (zero) K")
+        raise IntrinsicsError(
+            "effective_focal needs calibrated intrinsics, got an unknown (zero) K"
+        )
     if not (scale_x > 0 and scale_y > 0):
-        raise IntrinsicsError(f"image-to-model scales must be positive, got {scale_x:g}, {scale_y:g}")
+        raise IntrinsicsError(
+            f"image-to-model scales must be positive, got {scale_x:g}, {scale_y:g}"
+        )
     return float(k[1, 1] * scale_y)
 
 
 def depth_scale(K: np.ndarray, scale_x: float, scale_y: float, cfg: ModelConfig) -> float:
-    """Metric depth / canonical depth for an image with intrinsics ``K`` fitted with these scales."""
+    """Metric / canonical depth for an image with intrinsics ``K`` fitted with these scales."""
     return effective_focal(K, scale_x, scale_y) / canonical_focal(cfg)
 
 

@@ -134,7 +134,8 @@ KIND_TRUNCATED = "truncated"
 KIND_TOO_LARGE = "too_large"
 KIND_NON_FINITE = "non_finite"
 KIND_CORRUPT_COMPRESSED = "corrupt_compressed"
-#: A camera_info whose K cannot be a camera (a focal length <= 0; all zeros is "uncalibrated", fine).
+#: A camera_info whose K cannot be a camera (a focal length <= 0); all zeros is "uncalibrated",
+#: which is fine.
 KIND_BAD_CALIBRATION = "bad_calibration"
 BAD_INPUT_KINDS: tuple[str, ...] = (
     KIND_ENCODING, KIND_EMPTY, KIND_ODD_SIZE, KIND_STEP, KIND_TRUNCATED, KIND_TOO_LARGE,

@@ -43,18 +43,26 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ForeignCheckpointError(f"{path}: not an {CHECKPOINT_KIND} checkpoint (it holds objects that "
-                                     f"weights_only loading refuses, or is damaged): {first}") from None
+        raise ForeignCheckpointError(
+            f"{path}: not an {CHECKPOINT_KIND} checkpoint (it holds objects that "
+            f"weights_only loading refuses, or is damaged): {first}"
+        ) from None
     if not isinstance(ck, dict) or ck.get("kind") != CHECKPOINT_KIND:
-        raise ForeignCheckpointError(f"{path}: not an {CHECKPOINT_KIND} checkpoint (another tool's?)")
+        raise ForeignCheckpointError(
+            f"{path}: not an {CHECKPOINT_KIND} checkpoint (another tool's?)"
+        )
     if ck.get("version") != CHECKPOINT_VERSION:
-        raise ForeignCheckpointError(f"{path}: checkpoint layout version {ck.get('version')!r}, this build "
-                                     f"reads {CHECKPOINT_VERSION}")
+        raise ForeignCheckpointError(
+            f"{path}: checkpoint layout version {ck.get('version')!r}, this build "
+            f"reads {CHECKPOINT_VERSION}"
+        )
     for key in IDENTITY_KEYS:
         if ck.get(key) != identity[key]:
             raise ForeignCheckpointError(
-                f"{path}: checkpoint of another run: its {key} is {_short(ck.get(key))}, this run's is "
-                f"{_short(identity[key])}; resume with the same model and --classes, or start in a new --out")
+                f"{path}: checkpoint of another run: its {key} is {_short(ck.get(key))}, "
+                f"this run's is {_short(identity[key])}; resume with the same model and "
+                "--classes, or start in a new --out"
+            )
     return ck
 
 

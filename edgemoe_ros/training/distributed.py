@@ -39,13 +39,15 @@ class DistInfo:
 
 
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error, not a fallback."""
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
     if choice not in DEVICES:
         raise ValueError(f"--device {choice!r}: one of {', '.join(DEVICES)}")
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device (a CPU-only torch build, or no GPU)")
+        raise ValueError(
+            "--device cuda: torch sees no CUDA device (a CPU-only torch build, or no GPU)"
+        )
     return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
@@ -73,7 +75,9 @@ def mean_over_ranks(value: float, info: DistInfo) -> float:
     """The mean of a scalar over all ranks (for logging what the whole batch did)."""
     if not info.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
+    t = torch.tensor(
+        [value], dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu"
+    )
     dist.all_reduce(t)
     return float(t.item()) / info.world
 

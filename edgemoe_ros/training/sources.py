@@ -60,7 +60,8 @@ class DataSpec:
 
 
 def parse_data_spec(text: str) -> DataSpec:
-    """``synth``, ``synth:0.5``, ``cityscapes:/data/cs``, ``cityscapes:/data/cs:0.5`` ... -> DataSpec.
+    """``synth``, ``synth:0.5``, ``cityscapes:/data/cs``, ``cityscapes:/data/cs:0.5``, ...:
+    the ``DataSpec``.
 
     A trailing ``:NUMBER`` is the weight (so a path may itself contain colons).
     """
@@ -92,7 +93,7 @@ def _is_number(text: str) -> bool:
 @dataclass(frozen=True)
 class Sample:
     """One training frame at model resolution: rgb (H, W, 3) u8, labels (H, W) u8 (``IGNORE_INDEX``
-    = unlabelled), depth (H, W) f32 canonical-camera metres (NaN = unknown, +inf = sky/no surface)."""
+    = unlabelled), depth (H, W) f32 canonical-camera metres (NaN = unknown, +inf = sky)."""
 
     rgb: np.ndarray
     labels: np.ndarray
@@ -106,7 +107,11 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
     valid = np.isfinite(depth) & (depth > 0)
     if valid.all():
         return near
-    num = cv2.resize(np.where(valid, depth, 0.0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    num = cv2.resize(
+        np.where(valid, depth, 0.0).astype(np.float32),
+        (width, height),
+        interpolation=cv2.INTER_AREA,
+    )
     den = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(den > 0, num / den, np.nan).astype(np.float32)
@@ -144,8 +149,14 @@ class Source:
 class DatasetSource(Source):
     """A real-data reader; frames fitted on first use and kept (LRU, ``cache_frames``)."""
 
-    def __init__(self, dataset: FrameDataset, cfg: ModelConfig, name: str, resize_mode: str | None = None,
-                 cache_frames: int = DEFAULT_CACHE_FRAMES):
+    def __init__(
+        self,
+        dataset: FrameDataset,
+        cfg: ModelConfig,
+        name: str,
+        resize_mode: str | None = None,
+        cache_frames: int = DEFAULT_CACHE_FRAMES,
+    ):
         if len(dataset) == 0:
             raise ValueError(f"{name}: the dataset has no frames")
         self.dataset, self.cfg, self.name, self.resize_mode = dataset, cfg, name, resize_mode
@@ -170,7 +181,14 @@ class SynthSource(Source):
     """Rendered scenes from the shard cache (``training/data.py``), rendered at the model size by
     the renderer's camera, labels mapped from the 7 categories to the training scheme."""
 
-    def __init__(self, cache_dir: Path, cfg: ModelConfig, scheme: ClassScheme, frames: int, render: bool = True):
+    def __init__(
+        self,
+        cache_dir: Path,
+        cfg: ModelConfig,
+        scheme: ClassScheme,
+        frames: int,
+        render: bool = True,
+    ):
         shards = -(-frames // data.SHARD_FRAMES)
         if render:
             data.ensure_shards(cache_dir, shards, cfg.img_w, cfg.img_h)
@@ -194,13 +212,24 @@ def synth_cache_dir(cache_root: Path, cfg: ModelConfig) -> Path:
     return cache_root / f"synth_{cfg.img_h}x{cfg.img_w}"
 
 
-def open_source(spec: DataSpec, cfg: ModelConfig, scheme: ClassScheme, *, cache_root: Path, synth_frames: int,
-                split: str | None = None, render: bool = True, resize_mode: str | None = None) -> Source:
+def open_source(
+    spec: DataSpec,
+    cfg: ModelConfig,
+    scheme: ClassScheme,
+    *,
+    cache_root: Path,
+    synth_frames: int,
+    split: str | None = None,
+    render: bool = True,
+    resize_mode: str | None = None,
+) -> Source:
     """The ``Source`` of one spec. ``render``: may render missing synth shards (rank 0 only)."""
     if spec.kind == "synth":
         return SynthSource(synth_cache_dir(cache_root, cfg), cfg, scheme, synth_frames, render)
     split = None if spec.kind == "manifest" else split
-    return DatasetSource(open_dataset(f"{spec.kind}:{spec.location}", split, scheme), cfg, str(spec), resize_mode)
+    return DatasetSource(
+        open_dataset(f"{spec.kind}:{spec.location}", split, scheme), cfg, str(spec), resize_mode
+    )
 
 
 class Mixture:
@@ -214,17 +243,21 @@ class Mixture:
         self.p = w / w.sum()
 
     def picks(self, seed: int, step: int, n: int, stream: int = 0) -> list[tuple[int, int]]:
-        """(source, frame) of each of the ``n`` slots of global batch ``step``; ``stream`` > 0 draws
+        """(source, frame) of each of the ``n`` slots of global batch ``step``; ``stream`` > 0
+        draws
         frames for another purpose (class statistics, reports) independent of the batches."""
         rng = np.random.default_rng([seed, stream, step])
         which = rng.choice(len(self.sources), size=n, p=self.p)
         return [(int(s), int(rng.integers(0, len(self.sources[s])))) for s in which]
 
     def stack(self, picks: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rgb (B,H,W,3) u8, labels (B,H,W) u8, canonical depth (B,H,W) f32) of the picked frames."""
+        """(rgb (B,H,W,3) u8, labels (B,H,W) u8, canonical depth (B,H,W) f32) of the picks."""
         samples = [self.sources[s].sample(i) for s, i in picks]
-        return (np.stack([x.rgb for x in samples]), np.stack([x.labels for x in samples]),
-                np.stack([x.depth for x in samples]))
+        return (
+            np.stack([x.rgb for x in samples]),
+            np.stack([x.labels for x in samples]),
+            np.stack([x.depth for x in samples]),
+        )
 
 
 def shard_seed(seed: int, step: int, shard: int) -> int:
