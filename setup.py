@@ -30,6 +30,10 @@ setup(
             "edgemoe-bag = edgemoe_ros.bag.cli:main",
             "edgemoe-demo = edgemoe_ros.demo:main",
             "edgemoe-import = edgemoe_ros.model.importers:main",
+            "edgemoe-dataset = edgemoe_ros.cli.dataset:main",
+            "edgemoe-eval = edgemoe_ros.cli.eval:main",
+            "edgemoe-train = edgemoe_ros.training.edgemoe_train:main",
+            "edgemoe-fpga = edgemoe_ros.cli.fpga:main",
         ],
     },
 )

@@ -14,3 +14,16 @@ def fast() -> fastops.FastOps:
         return fastops.load()
     except fastops.NativeBuildError as exc:
         pytest.skip(f"native kernels unavailable here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_csim_library():
+    """The C-simulation library of ``tiny_config()``, built if needed; skips where it cannot be built."""
+    from edgemoe_ros.backends import BackendError
+    from edgemoe_ros.backends.csim import build_library
+    from edgemoe_ros.model.config import tiny_config
+
+    try:
+        return build_library(tiny_config())
+    except BackendError as exc:
+        pytest.skip(f"C-simulation library unavailable: {exc}")

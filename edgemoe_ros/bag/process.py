@@ -4,7 +4,10 @@ The output bag holds the input image topic and its camera_info copied byte for b
 outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
 ``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
 Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
-with the original recording in Foxglove/RViz and can be compared frame by frame.
+with the original recording in Foxglove/RViz and can be compared frame by frame. Depth is metric
+for the recorded camera: each frame is inferred with the K of the latest camera_info before it
+(model/canonical_camera.py); without one (or with an uncalibrated or unusable K, logged once) it
+is the model's canonical camera's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import postprocess as pp
+from ..model.canonical_camera import IntrinsicsError
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
 from . import messages as m
@@ -99,10 +103,22 @@ class _Job:
     resolution: str
     resize_mode: str | None
     summary: ProcessSummary
+    warned_k: bool = False
+
+    def camera_k(self, info_msg: Any, image_h: int, image_w: int) -> np.ndarray | None:
+        """The recorded camera's K at this image's size; None (warned once) when it is unusable."""
+        try:
+            return pp.camera_k_from_info(info_msg, image_h, image_w)
+        except IntrinsicsError as exc:
+            if not self.warned_k:
+                self.warned_k = True
+                log.warning("camera_info K unusable (%s): depth of the model's canonical camera", exc)
+            return None
 
     def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
         """Infer one frame and write its outputs (and their camera_info when the input has one)."""
-        res = self.engine.infer(frame.rgb, tasks=self.tasks)
+        camera_k = self.camera_k(info_msg, *frame.rgb.shape[:2])
+        res = self.engine.infer(frame.rgb, tasks=self.tasks, camera_k=camera_k)
         self.summary.frames += 1
         self.summary.infer_ms.append(float(res.timings_ms.get("total", 0.0)))
         stamp, fid = frame.stamp_ns, frame.frame_id
@@ -111,7 +127,7 @@ class _Job:
         if res.semseg is not None:
             sem = res.semseg_at_input() if at_input else res.semseg
             self._write(SEGMENTATION, log_time, m.array_to_image(sem, m.MONO8, stamp, fid))
-            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem), m.RGB8, stamp, fid))
+            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem, pp.model_palette(self.cfg)), m.RGB8, stamp, fid))
             produced.append("segmentation_info")
         if res.depth is not None:
             depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)
@@ -142,7 +158,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     ``progress(total)`` is called once with the frame count and must return an object with
     ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
     """
-    from ..engine import Engine  # the model stack loads only for `process`, not for play/record/info
+    from ..engine import (
+        Engine,  # the model stack loads only for `process`, not for play/record/info
+    )
 
     if output_resolution not in OUTPUT_RESOLUTIONS:
         raise ValueError(f"output_resolution {output_resolution!r} not one of {OUTPUT_RESOLUTIONS}")

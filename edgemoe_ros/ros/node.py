@@ -33,12 +33,27 @@ from std_srvs.srv import SetBool, Trigger
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
-from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
+from ..postprocess import (
+    PALETTE,
+    FitInfo,
+    camera_k_from_info,
+    colorize_semseg,
+    model_palette,
+    restore_to_input,
+)
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .label_info import LabelInfoPublisher
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
+from .params import (
+    NodeParams,
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    qos_profile,
+    read_all,
+)
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
 from .worker import FrameWorker
 
@@ -112,6 +127,7 @@ class EdgeMoeNode(LifecycleNode):
         self._lifecycle = STATE_UNCONFIGURED
         self._config_error = ""
         self._latest_info: CameraInfo | None = None
+        self._warned_no_k = False
         # One worker for the node's life (started on activate, stopped on deactivate) so its
         # received/dropped counters are cumulative across lifecycle cycles.
         self._worker: FrameWorker[Frame, FrameState] = FrameWorker(
@@ -125,6 +141,7 @@ class EdgeMoeNode(LifecycleNode):
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
         # and task switches made before activation apply to the first frame.
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
+        self._label_info = LabelInfoPublisher(self)  # latched class names, once per loaded model
         self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics,
                                              callback_group=self._group)
         for task, srv in SRV_ENABLE.items():
@@ -150,6 +167,7 @@ class EdgeMoeNode(LifecycleNode):
         with self._model_lock:
             self._model, self._on_fallback = model, False
         self._config_error = ""
+        self._label_info.publish(model.config.class_names)
         qos = qos_profile(params.output_qos)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
                                 (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
@@ -299,6 +317,7 @@ class EdgeMoeNode(LifecycleNode):
         try:
             response.message = self._reload(params)
             response.success = True
+            self._label_info.publish(self._model.config.class_names)
             self.get_logger().info(response.message)
         except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
             response.success = False
@@ -381,6 +400,7 @@ class EdgeMoeNode(LifecycleNode):
         except conv.BadInputError as exc:
             self._bad_input(exc, frame.msg)
             return
+        camera_k = self._camera_k(rgb.shape[0], rgb.shape[1], active)
         with self._model_lock:
             model = self._model
             if model is None:
@@ -388,12 +408,24 @@ class EdgeMoeNode(LifecycleNode):
             engine = model.fallback if self._on_fallback else model.engine
             t0 = time.perf_counter()
             try:
-                result = engine.infer(rgb, tasks=active)
+                result = engine.infer(rgb, tasks=active, camera_k=camera_k)
             except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
         self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+
+    def _camera_k(self, image_h: int, image_w: int, tasks: tuple[str, ...]) -> Any:
+        """K of the latest camera_info at this image's size, for metric depth of the real lens
+        (model/canonical_camera.py); None, logged once, while there is no calibrated camera_info.
+        _on_camera_info admits only usable K, so this cannot raise."""
+        camera_k = camera_k_from_info(self._latest_info, image_h, image_w)
+        if camera_k is None and "depth" in tasks and not self._warned_no_k:
+            self._warned_no_k = True
+            self.get_logger().warning(
+                f"no calibrated '{TOPIC_CAMERA_INFO}' (none received, or K all zero): depth is in metres "
+                "of the model's canonical camera, not of this lens, until one arrives")
+        return camera_k
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
         name = model.fallback_backend if self._on_fallback else model.backend
@@ -432,7 +464,9 @@ class EdgeMoeNode(LifecycleNode):
                 if want_ids:
                     pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header, borrow=True))
                 if want_color:
-                    color = colorize_semseg(result.semseg)  # at model resolution: see color_at_input
+                    model = self._model  # its class colours (a cityscapes19 model has 19)
+                    palette = model_palette(model.engine.config) if model is not None else None
+                    color = colorize_semseg(result.semseg, palette)  # at model resolution: see color_at_input
                     if at_input:
                         color = color_at_input(color, result.fit)
                     pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header, borrow=True))

@@ -25,7 +25,12 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import (
+    QoSProfile,
+    QoSReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
 
 from ..backends import BACKENDS, parse_backend_options
 from ..model.config import RESIZE_MODES, TASKS
