@@ -17,7 +17,7 @@ reproduces the vendor build's view of the sources:
 
 Two compiles, as the vendor flow does them:
 
-* **csim** (``csim_design``, and cosim's testbench): kernel and testbench sources, no synthesis macro;
+* **csim** (``csim_design``, cosim's testbench): kernel and testbench, no synthesis macro;
 * **synthesis** (``csynth_design``): kernel sources only, with ``__SYNTHESIS__`` defined.
 
 What is *not* checked (said plainly): hls4ml's ``ap_common.h`` refuses ``__SYNTHESIS__`` (its
@@ -71,7 +71,7 @@ def _tcl_value(text: str, name: str) -> str:
     m = re.search(rf"^set\s+{name}\s+(\{{[^}}]*\}}|\"[^\"]*\"|\S+)", text, re.M)
     if not m:
         raise ValueError(f"{RUN_HLS_TCL.name}: no 'set {name} ...'")
-    return m.group(1)[1:-1] if m.group(1)[0] in "{\"" else m.group(1)
+    return m.group(1)[1:-1] if m.group(1)[0] in '{"' else m.group(1)
 
 
 def read_run_hls(inc_dir: Path, path: Path = RUN_HLS_TCL) -> HlsProject:
@@ -87,7 +87,9 @@ def read_run_hls(inc_dir: Path, path: Path = RUN_HLS_TCL) -> HlsProject:
         syn_sources=tuple(_tcl_value(text, "syn_sources").split()),
         tb_sources=tuple(_tcl_value(text, "tb_sources").split()),
         shim_headers=tuple(_tcl_value(text, "shim_headers").split()),
-        syn_cflags=flags("syn_cflags"), tb_cflags=flags("tb_cflags"))
+        syn_cflags=flags("syn_cflags"),
+        tb_cflags=flags("tb_cflags"),
+    )
 
 
 def stage_includes(dest: Path, shim_headers: tuple[str, ...], hls_dir: Path = HLS_DIR) -> Path:
@@ -102,7 +104,7 @@ def stage_includes(dest: Path, shim_headers: tuple[str, ...], hls_dir: Path = HL
 
 
 def ap_types_dir() -> Path | None:
-    """hls4ml's Xilinx-style ap types directory in this environment (None when hls4ml is absent)."""
+    """hls4ml's Xilinx-style ap types directory here (None when hls4ml is absent)."""
     spec = importlib.util.find_spec("hls4ml")
     if spec is None or spec.origin is None:
         return None
@@ -112,35 +114,54 @@ def ap_types_dir() -> Path | None:
 
 def write_shims(dest: Path, synthesis: bool, hls_dir: Path = HLS_DIR) -> Path:
     """The check's own include dir: hls_vector.h (absent from hls4ml) and, for the synthesis
-    compile, ap type wrappers that hide ``__SYNTHESIS__`` from hls4ml's simulation-only ap types."""
+    compile, ap type wrappers hiding ``__SYNTHESIS__`` from hls4ml's simulation-only ap types."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in NOT_IN_HLS4ML:
         shutil.copy2(hls_dir / "include" / name, dest / name)
     if synthesis:
         for name in _AP_HEADERS:
             (dest / name).write_text(
-                "// compile-check shim: hls4ml's ap types are simulation-only and #error on __SYNTHESIS__\n"
-                "#pragma push_macro(\"__SYNTHESIS__\")\n#undef __SYNTHESIS__\n"
-                f"#include_next <{name}>\n#pragma pop_macro(\"__SYNTHESIS__\")\n")
+                "// compile-check shim: hls4ml's ap types are simulation-only"
+                " and #error on __SYNTHESIS__\n"
+                '#pragma push_macro("__SYNTHESIS__")\n#undef __SYNTHESIS__\n'
+                f'#include_next <{name}>\n#pragma pop_macro("__SYNTHESIS__")\n'
+            )
     return dest
 
 
-def compile_staged(workdir: Path, ap_types: Path, cxx: str = "g++", hls_dir: Path = HLS_DIR,
-                   tcl: Path = RUN_HLS_TCL) -> list[CompileResult]:
+def compile_staged(
+    workdir: Path,
+    ap_types: Path,
+    cxx: str = "g++",
+    hls_dir: Path = HLS_DIR,
+    tcl: Path = RUN_HLS_TCL,
+) -> list[CompileResult]:
     """Stage as run_hls.tcl does and syntax-check every source the vendor flow compiles."""
     inc = workdir / "include"
     project = read_run_hls(inc, tcl)
     stage_includes(inc, project.shim_headers, hls_dir)
     results = []
     for synthesis in (False, True):
-        shims = write_shims(workdir / ("shim_syn" if synthesis else "shim_csim"), synthesis, hls_dir)
+        shims = write_shims(
+            workdir / ("shim_syn" if synthesis else "shim_csim"), synthesis, hls_dir
+        )
         jobs = [(s, project.syn_cflags) for s in project.syn_sources]
         if not synthesis:
             jobs += [(s, project.tb_cflags) for s in project.tb_sources]
         for source, cflags in jobs:
-            cmd = [cxx, "-fsyntax-only", *cflags, *(["-D__SYNTHESIS__"] if synthesis else []),
-                   f"-I{shims}", "-isystem", str(ap_types), str(hls_dir / source)]
+            cmd = [
+                cxx,
+                "-fsyntax-only",
+                *cflags,
+                *(["-D__SYNTHESIS__"] if synthesis else []),
+                f"-I{shims}",
+                "-isystem",
+                str(ap_types),
+                str(hls_dir / source),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            errors = tuple(line for line in proc.stderr.splitlines() if re.search(r"\berror\b:", line))
+            errors = tuple(
+                line for line in proc.stderr.splitlines() if re.search(r"\berror\b:", line)
+            )
             results.append(CompileResult(source, synthesis, proc.returncode, errors))
     return results

@@ -1,4 +1,4 @@
-"""Resource model of ``edgemoe_top``: BRAM36 and DSP48E2 counts from the same constants the C++ uses.
+"""Resource model of ``edgemoe_top``: BRAM36 and DSP48E2 from the constants the C++ uses.
 
 No Vitis runs here, so whether the accelerator fits the ZCU102's xczu9eg (912 BRAM36, 2,520 DSP)
 is estimated from the code itself:
@@ -51,10 +51,16 @@ def c_type_bits(cfg: ModelConfig | None = None) -> dict[str, int]:
     """Bits of each C element type the kernel's arrays use (test_resources checks the typedefs)."""
     dims = itf.accel_dims(cfg or ModelConfig())
     return {
-        "word_t": itf.WEIGHT_WORD_BITS, "act_raw_t": 32, "int32_t": 32, "acc_t": 64, "bool": 1,
-        "attn_raw_t": itf.FORMATS["attn"].width, "attn_acc_t": dims["ATTN_ACC_W"],
+        "word_t": itf.WEIGHT_WORD_BITS,
+        "act_raw_t": 32,
+        "int32_t": 32,
+        "acc_t": 64,
+        "bool": 1,
+        "attn_raw_t": itf.FORMATS["attn"].width,
+        "attn_acc_t": dims["ATTN_ACC_W"],
         "lin_acc_vec": dims["LINEAR_TILE"] * dims["LIN_ACC_W"],
-        "word_vec": dims["LINEAR_TILE"] * itf.WEIGHT_WORD_BITS, "TokenSlot": TOKEN_SLOT_BITS,
+        "word_vec": dims["LINEAR_TILE"] * itf.WEIGHT_WORD_BITS,
+        "TokenSlot": TOKEN_SLOT_BITS,
     }
 
 
@@ -112,7 +118,13 @@ def onchip_buffers(cfg: ModelConfig) -> list[Buffer]:
     params = itf.weight_layout(cfg).params_words
     act = ("cyclic", lanes)
     return [
-        Buffer("param_cache", "word_t", (params,), ("cyclic", itf.WORDS_PER_BEAT), role="on-chip parameters"),
+        Buffer(
+            "param_cache",
+            "word_t",
+            (params,),
+            ("cyclic", itf.WORDS_PER_BEAT),
+            role="on-chip parameters",
+        ),
         Buffer("x", "act_raw_t", (n * d,), act, role="residual stream"),
         Buffer("xn", "act_raw_t", (n * d,), act, role="LayerNorm output"),
         Buffer("wide", "act_raw_t", (n * a["ACT_WIDE_COLS"],), act, role="qkv | hidden | patches"),
@@ -120,8 +132,20 @@ def onchip_buffers(cfg: ModelConfig) -> list[Buffer]:
         Buffer("y", "act_raw_t", (n * d,), act, role="branch out | expert rows"),
         Buffer("acc", "lin_acc_vec", (n,), role="linear accumulators"),
         Buffer("wtile", "word_vec", (2, tile), "complete", role="weight tile registers"),
-        Buffer("band_a", "word_t", (tile * a["LINEAR_MAX_IN"],), ("cyclic", tile), role="weight band ping"),
-        Buffer("band_b", "word_t", (tile * a["LINEAR_MAX_IN"],), ("cyclic", tile), role="weight band pong"),
+        Buffer(
+            "band_a",
+            "word_t",
+            (tile * a["LINEAR_MAX_IN"],),
+            ("cyclic", tile),
+            role="weight band ping",
+        ),
+        Buffer(
+            "band_b",
+            "word_t",
+            (tile * a["LINEAR_MAX_IN"],),
+            ("cyclic", tile),
+            role="weight band pong",
+        ),
         Buffer("q", "attn_raw_t", (n, hd), "reshape", role="attention q"),
         Buffer("k", "attn_raw_t", (n, hd), "reshape", role="attention k"),
         Buffer("v", "attn_raw_t", (n, hd), "reshape", role="attention v"),
@@ -137,7 +161,9 @@ def onchip_buffers(cfg: ModelConfig) -> list[Buffer]:
         Buffer("mix", "acc_t", (n * d,), act, role="expert mix"),
         Buffer("queue_tok", "int32_t", (n,), role="queued tokens"),
         Buffer("queue_gate", "act_raw_t", (n,), role="queued gates"),
-        Buffer("queues", "TokenSlot", (e,), "stream", stream_depth=n, role="per-expert token queues"),
+        Buffer(
+            "queues", "TokenSlot", (e,), "stream", stream_depth=n, role="per-expert token queues"
+        ),
     ]
 
 
@@ -147,8 +173,9 @@ def rom_bram18(cfg: ModelConfig) -> dict[str, int]:
     exp2 = bank_bram18(len(itf.exp2_table()), itf.FORMATS["expo"].width + 1)
     gelu = bank_bram18(itf.GELU_TABLE_SIZE, 32)
     return {
-        "EXP2_TABLE (attention rows + router)": (rows + 1) * exp2,  # two reads (idx, idx+1) per unit
-        "GELU_CORR_TABLE (per lane)": itf.ELEM_LANES * gelu,        # two reads per lane
+        "EXP2_TABLE (attention rows + router)": (rows + 1)
+        * exp2,  # two reads (idx, idx+1) per unit
+        "GELU_CORR_TABLE (per lane)": itf.ELEM_LANES * gelu,  # two reads per lane
     }
 
 
@@ -160,14 +187,16 @@ def axi_bram18() -> int:
 
 def dsp_per_multiplier(a_bits: int, b_bits: int) -> int:
     """DSP48E2 for one signed a x b product (27 x 18 signed; lower chunks unsigned 26 / 17)."""
+
     def chunks(bits: int, port: int) -> int:
         return 1 if bits <= port else 1 + math.ceil((bits - port) / (port - 1))
+
     return min(chunks(a_bits, 27) * chunks(b_bits, 18), chunks(b_bits, 27) * chunks(a_bits, 18))
 
 
 @dataclass(frozen=True)
 class Multipliers:
-    """``count`` multipliers of ``a_bits`` x ``b_bits`` (signed widths) in one unit of the datapath."""
+    """``count`` multipliers of ``a_bits`` x ``b_bits`` (signed widths) in one datapath unit."""
 
     unit: str
     count: int
@@ -186,7 +215,9 @@ def multipliers(cfg: ModelConfig) -> list[Multipliers]:
     act, attn, expo = f["act"].width, f["attn"].width, f["expo"].width + 1  # unsigned -> signed
     tile, lanes, rows, hd = a["LINEAR_TILE"], itf.ELEM_LANES, a["ATTENTION_ROWS"], cfg.head_dim
     recip_bits = itf.SOFTMAX_RECIP_SHIFT - f["expo"].frac + 2  # den >= 2^(expo_frac - 1)
-    rstd_bits = ((1 << (itf.ln_std_frac() + itf.LN_RSTD_FRAC)) // math.isqrt(itf.ln_eps_raw(cfg))).bit_length() + 1
+    rstd_bits = (
+        (1 << (itf.ln_std_frac() + itf.LN_RSTD_FRAC)) // math.isqrt(itf.ln_eps_raw(cfg))
+    ).bit_length() + 1
     dev_bits = act + 1
     step_bits = f["act"].frac - itf.GELU_STEP_SHIFT
     gelu_diff = int(max(abs(itf.gelu_correction_table()))).bit_length() + 1
@@ -198,9 +229,16 @@ def multipliers(cfg: ModelConfig) -> list[Multipliers]:
         Multipliers("attention normalise", rows * lanes, a["ATTN_ACC_W"], recip_bits),
         Multipliers("attention exp2 interpolation", rows, exp2_diff, itf.EXP2_LUT_BITS + 1),
         Multipliers("q scale (to_attn_format)", lanes, act, 16),
-        Multipliers("LayerNorm variance", lanes, dev_bits - itf.LN_SQ_SHIFT, dev_bits - itf.LN_SQ_SHIFT),
+        Multipliers(
+            "LayerNorm variance", lanes, dev_bits - itf.LN_SQ_SHIFT, dev_bits - itf.LN_SQ_SHIFT
+        ),
         Multipliers("LayerNorm dev x rstd", lanes, dev_bits, rstd_bits),
-        Multipliers("LayerNorm x gamma", lanes, dev_bits + rstd_bits - itf.LN_RSTD_FRAC, itf.WEIGHT_WORD_BITS),
+        Multipliers(
+            "LayerNorm x gamma",
+            lanes,
+            dev_bits + rstd_bits - itf.LN_RSTD_FRAC,
+            itf.WEIGHT_WORD_BITS,
+        ),
         Multipliers("GELU interpolation", lanes, gelu_diff, step_bits + 1),
         Multipliers("MoE scatter gate x y", lanes, act, act),
         Multipliers("router softmax (log2e, recip, exp2)", 1, act + 1, 18),
@@ -242,8 +280,12 @@ class ResourceEstimate:
 
     def as_dict(self) -> dict[str, float]:
         """What bench/bench_fixed.py --json reports."""
-        return {"bram36": self.bram36, "dsp": self.dsp, "bram_pct": round(self.bram_pct, 1),
-                "dsp_pct": round(self.dsp_pct, 1)}
+        return {
+            "bram36": self.bram36,
+            "dsp": self.dsp,
+            "bram_pct": round(self.bram_pct, 1),
+            "dsp_pct": round(self.dsp_pct, 1),
+        }
 
     def table(self) -> str:
         lines = [f"{'on-chip memory':<40}{'BRAM36':>8}"]
@@ -260,12 +302,15 @@ class ResourceEstimate:
         return "\n".join(lines)
 
 
-ASSUMPTIONS = (f"banks <= {LUTRAM_MAX_BITS} bits and 'complete' partitions are LUTRAM/registers; "
-               "each bank in its cheapest BRAM18 aspect ratio, no two arrays share a BRAM; one "
-               f"{AXI_BURST_BEATS}-beat FIFO per m_axi channel; ROM tables one dual-port copy per two readers; "
-               "DSP48E2 27x18 signed per multiplier chunk, adders in fabric; one linear unit, one "
-               "LayerNorm and ATTENTION_ROWS attention rows (the ALLOCATION pragmas); no Vitis report "
-               "has confirmed any of this")
+ASSUMPTIONS = (
+    f"banks <= {LUTRAM_MAX_BITS} bits and 'complete' partitions are LUTRAM/registers; "
+    "each bank in its cheapest BRAM18 aspect ratio, no two arrays share a BRAM; one "
+    f"{AXI_BURST_BEATS}-beat FIFO per m_axi channel; ROM tables one dual-port copy per two "
+    "readers; "
+    "DSP48E2 27x18 signed per multiplier chunk, adders in fabric; one linear unit, one "
+    "LayerNorm and ATTENTION_ROWS attention rows (the ALLOCATION pragmas); no Vitis report "
+    "has confirmed any of this"
+)
 
 
 def estimate(cfg: ModelConfig | None = None) -> ResourceEstimate:
@@ -275,5 +320,7 @@ def estimate(cfg: ModelConfig | None = None) -> ResourceEstimate:
     return ResourceEstimate(
         config=cfg,
         buffers={b.name: b.bram18(bits) for b in onchip_buffers(cfg)},
-        roms=rom_bram18(cfg), axi=axi_bram18(),
-        dsp_units={m.unit: m.dsp for m in multipliers(cfg)})
+        roms=rom_bram18(cfg),
+        axi=axi_bram18(),
+        dsp_units={m.unit: m.dsp for m in multipliers(cfg)},
+    )
