@@ -21,6 +21,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.event_handler import (
+    QoSMessageLostInfo,
+    QoSRequestedIncompatibleQoSInfo,
+    SubscriptionEventCallbacks,
+)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -38,7 +43,9 @@ from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
+from .params import NodeParams, ParameterValueError, check_set_request, declare_all, read_all
+from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
+from .qos import profile as qos_profile
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
 from .worker import FrameWorker
 
@@ -120,6 +127,7 @@ class EdgeMoeNode(LifecycleNode):
         self._diag_seen = {"faults": 0, "bad": 0}
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
+        self._input_best_effort = False  # input_qos auto: a best-effort publisher was met
         self.finished = Future()
 
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
@@ -150,7 +158,7 @@ class EdgeMoeNode(LifecycleNode):
         with self._model_lock:
             self._model, self._on_fallback = model, False
         self._config_error = ""
-        qos = qos_profile(params.output_qos)
+        qos = qos_profile(params.output_qos, params.output_depth)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
                                 (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
                                 (TOPIC_DEPTH_INFO, CameraInfo)):
@@ -164,22 +172,62 @@ class EdgeMoeNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
-        params = self._params
         self._worker.start()
         self._processing = True
-        qos = qos_profile(params.input_qos)
-        self._subs = [
-            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
-            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group, raw=True),
-            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
-                                     callback_group=self._group),
-        ]
-        if params.use_compressed:
-            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
-                                                       self._on_compressed, qos, callback_group=self._group))
+        self._input_best_effort = False
+        self._subscribe_inputs(self._params.input_qos)
         self._lifecycle = STATE_ACTIVE
         self.get_logger().info("activated")
         return super().on_activate(state)
+
+    def _subscribe_inputs(self, qos_word: str) -> None:
+        """Image (and compressed) and camera_info subscriptions with the QoS ``qos_word`` names."""
+        qos = qos_profile(qos_word, INPUT_DEPTH)
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input)
+        image_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input,
+                                                  message_lost=self._on_frames_lost)
+        self._subs = [
+            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
+            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group,
+                                     raw=True, event_callbacks=image_events),
+            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
+                                     callback_group=self._group, event_callbacks=events),
+        ]
+        if self._params.use_compressed:
+            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
+                                                       self._on_compressed, qos, callback_group=self._group,
+                                                       event_callbacks=events))
+
+    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
+        """DDS saw a gap in the image publisher's sequence numbers: frames lost in transport."""
+        self._stats.count("lost_in_transport", info.total_count_change)
+
+    def _on_incompatible_input(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        """``input_qos: auto`` met a best-effort publisher after subscribing reliable: follow it.
+
+        Best available reliability is resolved when the subscription is created; a camera that
+        starts later with best effort would otherwise never be heard.
+        """
+        if self._params.input_qos != AUTO or not is_reliability_mismatch(info.last_policy_kind):
+            self._log_throttled("warning", "input_qos", f"an input publisher's QoS is incompatible with "
+                                f"input_qos '{self._params.input_qos}' (policy {info.last_policy_kind})")
+            return
+        if self._input_best_effort:
+            return
+        self._input_best_effort = True
+        self.get_logger().warning(
+            "a best-effort publisher appeared on an input topic: input subscriptions now best effort "
+            "(large frames over best effort can be lost in transport; see docs/qos.md)")
+        timer = None
+
+        def resubscribe() -> None:
+            self.destroy_timer(timer)
+            if self._lifecycle == STATE_ACTIVE and self._subs:
+                for sub in self._subs:
+                    self.destroy_subscription(sub)
+                self._subscribe_inputs("best_effort")
+
+        timer = self.create_timer(0.0, resubscribe, callback_group=self._group)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
@@ -344,6 +392,8 @@ class EdgeMoeNode(LifecycleNode):
         except conv.BadInputError as exc:
             self._bad_input(exc, msg)
             return
+        stamp = msg.header.stamp
+        self._stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
         if self._processing and not self._worker.submit(Frame(msg, compressed)):
             self._log_throttled("debug", "queue_drop", "worker busy: dropped the oldest queued frame")
 
@@ -463,9 +513,11 @@ class EdgeMoeNode(LifecycleNode):
     def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
         the last report (so one old bad frame does not keep the node WARN forever)."""
-        faults, bad_total = counters.get("backend_faults", 0), sum(bad.values())
-        new_faults, new_bad = faults - self._diag_seen["faults"], bad_total - self._diag_seen["bad"]
-        self._diag_seen = {"faults": faults, "bad": bad_total}
+        seen = {"faults": counters.get("backend_faults", 0), "bad": sum(bad.values()),
+                "lost": counters.get("lost_in_transport", 0)}
+        new = {k: v - self._diag_seen.get(k, 0) for k, v in seen.items()}
+        new_faults, new_bad = new["faults"], new["bad"]
+        self._diag_seen = seen
         state = self._lifecycle
         if self._config_error:
             return DiagnosticStatus.ERROR, f"{state}: configure failed: {self._config_error}"
@@ -477,6 +529,11 @@ class EdgeMoeNode(LifecycleNode):
             return DiagnosticStatus.ERROR, f"{state}: {new_faults} backend fault(s) since last report"
         if new_bad:
             return DiagnosticStatus.WARN, f"{state}: {new_bad} bad input(s) since last report"
+        if new["lost"]:
+            return DiagnosticStatus.WARN, f"{state}: {new['lost']} frame(s) lost in transport since last report"
+        shortfall = self._stats.reception.shortfall()
+        if shortfall:
+            return DiagnosticStatus.WARN, f"{state}: {shortfall}"
         return DiagnosticStatus.OK, state
 
     def _publish_diagnostics(self) -> None:

@@ -25,22 +25,19 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
 from ..backends import BACKENDS, parse_backend_options
 from ..model.config import RESIZE_MODES, TASKS
+from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
 
 OUTPUT_RESOLUTIONS = ("input", "model")
-QOS_CHOICES = ("reliable", "best_effort", "sensor_data", "system_default")
 #: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
 QUEUE_SIZE_RANGE = (1, 100)
 #: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably.
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_PIXELS_RANGE = (1, 1 << 28)
 DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
-#: History depth of the explicit QoS words (sensor_data/system_default bring their own).
-QOS_DEPTH = 5
 
 
 class ParameterValueError(ValueError):
@@ -165,10 +162,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               "crop to the model aspect), or '' = the model file's default. Applied on configure / "
               "~/reload_model.",
               _one_of(("",) + RESIZE_MODES), constraints="'', " + ", ".join(RESIZE_MODES)),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image/camera_info subscriptions.",
-              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+    ParamSpec("input_qos", "auto", "QoS of the image/camera_info subscriptions: auto = reliable "
+              "from reliable publishers, best effort from best-effort ones (docs/qos.md).",
+              _one_of(INPUT_QOS_CHOICES), read_only=True, constraints=", ".join(INPUT_QOS_CHOICES)),
     ParamSpec("output_qos", "reliable", "QoS of the output publishers.",
-              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+              _one_of(OUTPUT_QOS_CHOICES), read_only=True, constraints=", ".join(OUTPUT_QOS_CHOICES)),
+    ParamSpec("output_depth", DEFAULT_OUTPUT_DEPTH, "History depth of the output publishers: messages "
+              "a slow reliable subscriber may lag behind before the oldest is dropped for it.",
+              _int_in(*OUTPUT_DEPTH_RANGE), read_only=True, int_range=OUTPUT_DEPTH_RANGE),
     ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
               "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
               int_range=QUEUE_SIZE_RANGE),
@@ -211,6 +212,7 @@ class NodeParams:
     resize_mode: str
     input_qos: str
     output_qos: str
+    output_depth: int
     queue_size: int
     use_compressed: bool
     publish_color: bool
@@ -257,12 +259,3 @@ def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
             return SetParametersResult(successful=False, reason=str(exc))
     return SetParametersResult(successful=True)
 
-
-def qos_profile(word: str) -> QoSProfile:
-    """QoS from its parameter word (validated already)."""
-    if word == "sensor_data":
-        return qos_profile_sensor_data
-    if word == "system_default":
-        return qos_profile_system_default
-    policy = QoSReliabilityPolicy.RELIABLE if word == "reliable" else QoSReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(depth=QOS_DEPTH, reliability=policy)
