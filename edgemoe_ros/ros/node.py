@@ -21,6 +21,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import (
     QoSMessageLostInfo,
     QoSRequestedIncompatibleQoSInfo,
@@ -105,6 +106,7 @@ class EdgeMoeNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._params = declare_all(self)
         self.add_on_set_parameters_callback(check_set_request)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -133,8 +135,7 @@ class EdgeMoeNode(LifecycleNode):
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
         # and task switches made before activation apply to the first frame.
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
-        self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics,
-                                             callback_group=self._group)
+        self._diag_timer = self._steady_timer(self._params.diagnostics_period, self._publish_diagnostics)
         for task, srv in SRV_ENABLE.items():
             self.create_service(SetBool, srv, self._enable_handler(task), callback_group=self._group)
         self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
@@ -142,7 +143,18 @@ class EdgeMoeNode(LifecycleNode):
                                  callback_group=self._group)
         self._autostart_timer = None
         if self._params.autostart:
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._group)
+            self._autostart_timer = self._steady_timer(0.0, self._autostart)
+
+    def _steady_timer(self, period_s: float, callback: Any) -> Any:
+        """A timer on the steady clock, whatever ``use_sim_time`` says.
+
+        A timer on ROS time under ``use_sim_time`` is woken by every /clock message (rcl wakes
+        the wait set on each forward time jump): at 100 Hz that kept the executor thread busy
+        enough to starve the worker (issue 22: 9.9 -> 1.1 Hz), and with /clock paused the
+        diagnostics stopped and shutdown never finished. Outputs keep their input stamps, so
+        nothing the node publishes depends on which clock its timers use.
+        """
+        return self.create_timer(period_s, callback, callback_group=self._group, clock=self._steady_clock)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -227,7 +239,7 @@ class EdgeMoeNode(LifecycleNode):
                     self.destroy_subscription(sub)
                 self._subscribe_inputs("best_effort")
 
-        timer = self.create_timer(0.0, resubscribe, callback_group=self._group)
+        timer = self._steady_timer(0.0, resubscribe)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
@@ -254,7 +266,7 @@ class EdgeMoeNode(LifecycleNode):
             if not self.finished.done():
                 self.finished.set_result(True)
 
-        exit_timer = self.create_timer(EXIT_DELAY_S, finish, callback_group=self._group)
+        exit_timer = self._steady_timer(EXIT_DELAY_S, finish)
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
