@@ -52,6 +52,8 @@ class LoadedModel:
     fallback_backend: str
     options: dict[str, Any]
     resize_mode: str
+    #: The parameters this model was built from: what a failed reload puts back.
+    source: NodeParams | None = None
 
     def same_setup(self, params: NodeParams, config: ModelConfig) -> bool:
         """True if ``params``/``config`` need the same backends, so only the weights change."""
@@ -60,12 +62,13 @@ class LoadedModel:
                 and self.resize_mode == params.resize_mode and self.fallback_backend == fb
                 and self.config == config)
 
-    def reload(self, weights: ModelWeights) -> None:
+    def reload(self, weights: ModelWeights, params: NodeParams) -> None:
         """New weights on the same backends (an FPGA cannot be opened twice, so reuse it)."""
         self.engine.reload(weights)
         if self.fallback is not None:
             self.fallback.reload(weights)
         self.config = weights.config
+        self.source = params
 
     def close(self) -> None:
         for eng in (self.engine, self.fallback):
@@ -95,4 +98,4 @@ def load_model(params: NodeParams, weights: ModelWeights) -> LoadedModel:
         except Exception:
             engine.close()
             raise
-    return LoadedModel(engine, fallback, weights.config, params.backend, fb, options, params.resize_mode)
+    return LoadedModel(engine, fallback, weights.config, params.backend, fb, options, params.resize_mode, params)

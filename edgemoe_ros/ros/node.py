@@ -71,6 +71,9 @@ SRV_RELOAD = "~/reload_model"
 EXIT_DELAY_S = 0.3
 DIAGNOSTICS_QOS_DEPTH = 10
 
+#: What a model is built from (applied on configure / ~/reload_model; set back after a failed reload).
+MODEL_PARAMETERS = ("weights_path", "backend", "fallback_backend", "backend_options", "resize_mode")
+
 STATE_UNCONFIGURED, STATE_INACTIVE, STATE_ACTIVE, STATE_FINALIZED = (
     "unconfigured", "inactive", "active", "finalized")
 
@@ -107,8 +110,15 @@ class EdgeMoeNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        self._params = declare_all(self)
-        self.add_on_set_parameters_callback(check_set_request)
+        try:
+            self._params = declare_all(self)
+        except ParameterValueError:
+            # Release the half-built node now: the context would otherwise destroy it at shutdown
+            # through our destroy_node, whose state was never set up (main logs FATAL, exits 2).
+            super().destroy_node()
+            raise
+        self.add_on_set_parameters_callback(
+            lambda request: check_set_request(request, lambda name: self.get_parameter(name).value))
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
         self._tasks = TaskSwitch(self._params.tasks)
@@ -120,6 +130,7 @@ class EdgeMoeNode(LifecycleNode):
         self._on_fallback = False
         self._lifecycle = STATE_UNCONFIGURED
         self._config_error = ""
+        self._reload_error = ""  # the last ~/reload_model failure, until a reload succeeds
         self._latest_info: CameraInfo | None = None
         # One worker for the node's life (started on activate, stopped on deactivate) so its
         # received/dropped counters are cumulative across lifecycle cycles.
@@ -169,7 +180,7 @@ class EdgeMoeNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         with self._model_lock:
             self._model, self._on_fallback = model, False
-        self._config_error = ""
+        self._config_error = self._reload_error = ""
         qos = qos_profile(params.output_qos, params.output_depth)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
                                 (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
@@ -359,19 +370,38 @@ class EdgeMoeNode(LifecycleNode):
         try:
             response.message = self._reload(params)
             response.success = True
+            self._reload_error = ""
             self.get_logger().info(response.message)
         except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
             response.success = False
             response.message = f"reload failed, previous model kept: {type(exc).__name__}: {exc}"
+            reverted = self._revert_model_parameters()
+            if reverted:
+                response.message += f"; parameters {', '.join(reverted)} set back to the running model's"
+            self._reload_error = response.message
             self.get_logger().error(response.message)
         return response
+
+    def _revert_model_parameters(self) -> list[str]:
+        """After a failed reload: the model parameters back to what the running model was built from,
+        so ``param get`` tells what runs. Returns the names changed."""
+        model = self._model
+        if model is None or model.source is None:
+            return []
+        changes = [Parameter(name, value=getattr(model.source, name)) for name in MODEL_PARAMETERS
+                   if self.get_parameter(name).value != getattr(model.source, name)]
+        if changes:
+            for result in self.set_parameters(changes):
+                if not result.successful:
+                    self.get_logger().error(f"could not set back the model parameters: {result.reason}")
+        return [p.name for p in changes]
 
     def _reload(self, params: NodeParams) -> str:
         path, weights = load_weights_for(params)  # slow part outside the lock: frames keep flowing
         with self._model_lock:
             current = self._model
             if current is not None and current.same_setup(params, weights.config):
-                current.reload(weights)
+                current.reload(weights, params)
                 self._on_fallback = False
                 return f"reloaded weights {path} on backend {current.backend}"
         model = load_model(params, weights)
@@ -537,6 +567,8 @@ class EdgeMoeNode(LifecycleNode):
             return DiagnosticStatus.WARN, f"{state}: no model loaded"
         if self._on_fallback:
             return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}'"
+        if self._reload_error:
+            return DiagnosticStatus.WARN, f"{state}: {self._reload_error}"
         if new_faults:
             return DiagnosticStatus.ERROR, f"{state}: {new_faults} backend fault(s) since last report"
         if new_bad:

@@ -23,10 +23,12 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..backends import BACKENDS, parse_backend_options
+from ..backends import BACKENDS, BackendError, parse_backend_options
+from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
 from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
@@ -99,9 +101,20 @@ def _backend_options(value: Any) -> str | None:
     if not isinstance(value, str):
         return "must be a string holding a JSON object"
     try:
-        parse_backend_options(value)
+        check_options_any_backend(parse_backend_options(value))
     except (ValueError, json.JSONDecodeError) as exc:
         return f"must be a JSON object like '{{\"timeout_s\": 2.0}}' ({exc})"
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
+def options_for_backend(backend: str, options_text: str) -> str | None:
+    """Why ``options_text`` does not suit ``backend`` (unknown option, out of bounds), or None."""
+    try:
+        check_options(backend, parse_backend_options(options_text))
+    except (ValueError, json.JSONDecodeError, BackendError) as exc:
+        return str(exc)
     return None
 
 
@@ -235,11 +248,24 @@ def declare_all(node: Node) -> NodeParams:
     Raises :class:`ParameterValueError` on the first bad override so the process exits with a
     message naming it, instead of running with a half-valid configuration.
     """
-    node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    try:
+        node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # rclpy's own checks (type from the default, descriptor ranges): same error, same exit.
+        name = str(exc).rsplit(": ", 1)[-1]  # rclpy appends the parameter name to the message
+        override = getattr(node, "_parameter_overrides", {}).get(name)
+        spec = SPECS.get(name)
+        if spec is None or override is None:
+            raise ParameterValueError(name, None, str(exc)) from None
+        reason = spec.validate(override.value) or str(exc)
+        raise ParameterValueError(name, override.value, reason) from None
     params = read_all(node)
     for p in PARAMS:
         value = getattr(params, p.name)
         validate(p.name, list(value) if isinstance(value, tuple) else value)
+    reason = options_for_backend(params.backend, params.backend_options)
+    if reason:
+        raise ParameterValueError("backend_options", params.backend_options, reason)
     return params
 
 
@@ -248,8 +274,15 @@ def read_all(node: Node) -> NodeParams:
     return NodeParams(**{p.name: _plain(node.get_parameter(p.name).value) for p in PARAMS})
 
 
-def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
-    """For ``add_on_set_parameters_callback``: reject the whole request at the first bad value."""
+def check_set_request(parameters: Sequence[Parameter],
+                      current: Callable[[str], Any] | None = None) -> SetParametersResult:
+    """For ``add_on_set_parameters_callback``: reject the whole request at the first bad value.
+
+    ``current(name)`` gives a parameter's present value: with it, ``backend_options`` is also
+    checked against the backend it will run with (the request's, else the present one), so
+    ``{"threads": 100000}`` or an option the backend does not take is refused here, not at the
+    next reload.
+    """
     for param in parameters:
         if param.name not in SPECS:
             continue  # e.g. use_sim_time: rclpy's own parameters
@@ -257,5 +290,14 @@ def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
             validate(param.name, param.value)
         except ParameterValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+    requested = {p.name: p.value for p in parameters}
+    if current is not None and ("backend" in requested or "backend_options" in requested):
+        backend = requested.get("backend", current("backend"))
+        options = requested.get("backend_options", current("backend_options"))
+        reason = options_for_backend(backend, options)
+        if reason:
+            name = "backend_options" if "backend_options" in requested else "backend"
+            return SetParametersResult(successful=False, reason=str(ParameterValueError(
+                name, requested[name], f"{reason} (backend_options {options!r} with backend {backend!r}; "
+                "set both atomically, or clear backend_options first)")))
     return SetParametersResult(successful=True)
-
