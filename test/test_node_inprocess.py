@@ -98,3 +98,113 @@ def test_failed_reload_sets_the_model_parameters_back_and_warns(ctx, weights, tm
         assert node._health(node._model, *node._stats.snapshot_counts())[0] == DiagnosticStatus.OK
     finally:
         node.destroy_node()
+
+
+def _frame(stamp=(1, 0)):
+    from ros_testing import make_image
+
+    from edgemoe_ros.ros.node import Frame
+    return Frame(make_image(stamp=stamp), compressed=False)
+
+
+def _level(node):
+    return node._health(node._model, *node._stats.snapshot_counts())
+
+
+def test_backend_failing_at_configure_falls_back(ctx, weights):
+    """A missing bitstream: configure still succeeds on fallback_backend, and /diagnostics says why."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+    bad = {"backend": "fpga", "backend_options": '{"bitstream": "/nonexistent/edgemoe.bit"}'}
+    node = make_node(ctx, weights, fallback_backend="cpu", **bad)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._on_fallback and node._model.engine is None
+        level, message = _level(node)
+        assert level == DiagnosticStatus.WARN and "failed at configure" in message and "does not exist" in message
+        node._process_frame(_frame(), node._frame_state())
+        assert node._stats.snapshot_counts()[1]["published"] == 1
+    finally:
+        node.destroy_node()
+    node = make_node(ctx, weights, **bad)  # no fallback: configure fails as before
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    finally:
+        node.destroy_node()
+
+
+class _Hang:
+    """Makes a backend's run block until released; records whether it was closed."""
+
+    def __init__(self, backend) -> None:
+        import threading
+        self.release, self.entered, self.closed = threading.Event(), threading.Event(), False
+        self._close = backend.close
+        backend.run = self.run
+        backend.close = self.close
+
+    def run(self, *a, **kw):
+        self.entered.set()
+        self.release.wait(60)
+        raise RuntimeError("released")
+
+    def close(self):
+        self.closed = True
+        self._close()
+
+
+def _process_in_thread(node, frame):
+    import threading
+    t = threading.Thread(target=node._process_frame, args=(frame, node._frame_state()), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the frame never returned: no time limit on the backend call"
+
+
+def test_hung_backend_times_out_falls_back_and_reload_does_not_wait_for_it(ctx, weights):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from std_srvs.srv import Trigger
+    node = make_node(ctx, weights, fallback_backend="null", inference_timeout=0.5)
+    try:
+        node.trigger_configure()
+        hang = _Hang(node._model.engine.backend)
+        _process_in_thread(node, _frame((1, 1)))
+        counters = node._stats.snapshot_counts()[1]
+        assert counters["backend_timeouts"] == 1 and counters["backend_faults"] == 1 and node._on_fallback
+        assert _level(node)[0] in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+        _process_in_thread(node, _frame((1, 2)))  # the next frame runs on the fallback
+        assert node._stats.snapshot_counts()[1]["published"] == 1
+        resp = node._on_reload(Trigger.Request(), Trigger.Response())  # answers while the call is hung
+        assert resp.success and not node._on_fallback
+        assert not hang.closed  # the hung backend is not closed under its running call ...
+        hang.release.set()
+        _wait(lambda: hang.closed)  # ... but as soon as the call returns
+    finally:
+        node.destroy_node()
+
+
+def test_hung_backend_without_fallback_reports_error(ctx, weights):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    node = make_node(ctx, weights, inference_timeout=0.3)
+    try:
+        node.trigger_configure()
+        hang = _Hang(node._model.engine.backend)
+        _process_in_thread(node, _frame((2, 1)))
+        level, message = _level(node)
+        assert level == DiagnosticStatus.ERROR and "hung" in message
+        _process_in_thread(node, _frame((2, 2)))  # refused at once while the first call is inside
+        assert node._stats.snapshot_counts()[1]["backend_faults"] == 2
+        hang.release.set()
+        _wait(lambda: node._model.watchdog.hung_for() is None)
+        node.trigger_cleanup()
+    finally:
+        hang.release.set()
+        node.destroy_node()
+
+
+def _wait(cond, timeout=30.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.02)

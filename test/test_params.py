@@ -39,6 +39,8 @@ INVALID = [
     ("diagnostics_period", 0.0),
     ("diagnostics_period", -1.0),
     ("diagnostics_period", 3600.0),
+    ("inference_timeout", 0.0),
+    ("inference_timeout", float("nan")),
     ("use_compressed", "yes"),
     ("publish_color", 1),
     ("autostart", "true"),
@@ -75,7 +77,7 @@ def test_defaults_are_valid_and_every_parameter_documented():
         assert len(d.description) > 20, spec.name
     assert set(P.SPECS) == {"weights_path", "backend", "fallback_backend", "backend_options", "tasks",
                             "output_resolution", "resize_mode", "input_qos", "output_qos", "output_depth", "queue_size",
-                            "use_compressed", "publish_color", "max_image_pixels", "diagnostics_period",
+                            "use_compressed", "publish_color", "max_image_pixels", "inference_timeout", "diagnostics_period",
                             "autostart"}
 
 

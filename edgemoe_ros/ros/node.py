@@ -48,6 +48,7 @@ from .params import NodeParams, ParameterValueError, check_set_request, declare_
 from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
 from .qos import profile as qos_profile
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
+from .watchdog import BackendHung
 from .worker import FrameWorker
 
 NODE_NAME = "edgemoe_node"
@@ -179,7 +180,7 @@ class EdgeMoeNode(LifecycleNode):
             self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
             return TransitionCallbackReturn.FAILURE
         with self._model_lock:
-            self._model, self._on_fallback = model, False
+            self._model, self._on_fallback = model, model.engine is None
         self._config_error = self._reload_error = ""
         qos = qos_profile(params.output_qos, params.output_depth)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
@@ -406,7 +407,7 @@ class EdgeMoeNode(LifecycleNode):
                 return f"reloaded weights {path} on backend {current.backend}"
         model = load_model(params, weights)
         with self._model_lock:
-            old, self._model, self._on_fallback = self._model, model, False
+            old, self._model, self._on_fallback = self._model, model, model.engine is None
         if old is not None:
             old.close()
         return f"reloaded {path} on new backend {model.backend}"
@@ -477,10 +478,13 @@ class EdgeMoeNode(LifecycleNode):
             model = self._model
             if model is None:
                 return
-            engine = model.fallback if self._on_fallback else model.engine
+            engine, watchdog = ((model.fallback, model.fallback_watchdog) if self._on_fallback
+                                else (model.engine, model.watchdog))
             t0 = time.perf_counter()
             try:
-                result = engine.infer(rgb, tasks=active)
+                # Time-limited (watchdog.py): a hung backend costs at most inference_timeout, then
+                # the node moves on (fallback), and the lock reload/cleanup wait for is released.
+                result = watchdog.call(params.inference_timeout, engine.infer, rgb, tasks=active)
             except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
                 self._backend_fault(model, exc)
                 return
@@ -491,6 +495,8 @@ class EdgeMoeNode(LifecycleNode):
         name = model.fallback_backend if self._on_fallback else model.backend
         self._log_throttled("error", f"fault.{name}",
                             f"backend '{name}' failed, frame dropped: {type(exc).__name__}: {exc}")
+        if isinstance(exc, BackendHung):
+            self._stats.count("backend_timeouts")
         # Switch before counting the fault: diagnostics (another thread) that see the fault
         # must also see where the node went.
         if model.fallback is not None and not self._on_fallback:
@@ -565,8 +571,13 @@ class EdgeMoeNode(LifecycleNode):
             return DiagnosticStatus.ERROR, f"{state}: configure failed: {self._config_error}"
         if model is None:
             return DiagnosticStatus.WARN, f"{state}: no model loaded"
+        hung = (model.fallback_watchdog if self._on_fallback else model.watchdog).hung_for()
+        if hung is not None:
+            return DiagnosticStatus.ERROR, f"{state}: backend hung: no result for {hung:.0f} s"
         if self._on_fallback:
-            return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}'"
+            why = (f"backend '{model.backend}' failed at configure: {model.primary_error}" if model.primary_error
+                   else f"backend '{model.backend}' faulted")
+            return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}' ({why})"
         if self._reload_error:
             return DiagnosticStatus.WARN, f"{state}: {self._reload_error}"
         if new_faults:

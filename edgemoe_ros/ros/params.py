@@ -40,6 +40,10 @@ QUEUE_SIZE_RANGE = (1, 100)
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_PIXELS_RANGE = (1, 1 << 28)
 DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
+#: Seconds one frame's inference may take before the backend counts as hung (watchdog.py).
+#: Far above a frame's time on the backends (cpu: tens of ms; C-simulation: ~0.55 s per task).
+DEFAULT_INFERENCE_TIMEOUT_S = 10.0
+INFERENCE_TIMEOUT_RANGE = (0.1, 3600.0)
 
 
 class ParameterValueError(ValueError):
@@ -192,6 +196,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
               "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
               int_range=MAX_IMAGE_PIXELS_RANGE),
+    ParamSpec("inference_timeout", DEFAULT_INFERENCE_TIMEOUT_S, "Seconds one frame's inference may take; "
+              "a backend that overruns counts as hung: /diagnostics ERROR, the frame is dropped and the "
+              "node moves to fallback_backend.", _float_in(*INFERENCE_TIMEOUT_RANGE),
+              float_range=INFERENCE_TIMEOUT_RANGE),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
               _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
     ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
@@ -230,6 +238,7 @@ class NodeParams:
     use_compressed: bool
     publish_color: bool
     max_image_pixels: int
+    inference_timeout: float
     diagnostics_period: float
     autostart: bool
 
