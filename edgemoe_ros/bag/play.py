@@ -160,6 +160,8 @@ class BagPlayer:
     def _play_once(self, stats: PlayStats) -> bool:
         context = self.node.context
         t0_bag = t0_wall = None
+        # Each loop gets new stamps: the pairing memory maps original stamps, which repeat.
+        self._new_stamps.clear()
         for topic, log_time, raw in self._reader.raw_messages(self.topics):
             if not context.ok():
                 return False
