@@ -208,3 +208,61 @@ def _wait(cond, timeout=30.0):
     while not cond():
         assert time.monotonic() < deadline, "condition not met"
         time.sleep(0.02)
+
+
+def test_camera_info_size_checks():
+    from ros_testing import make_camera_info
+    from sensor_msgs.msg import CameraInfo
+
+    from edgemoe_ros.ros import conversions as conv
+    huge = make_camera_info(480, 640)
+    huge.width = 2**32 - 1
+    with pytest.raises(conv.BadInputError):
+        conv.check_camera_info(huge)
+    one_side = make_camera_info(480, 640)
+    one_side.height = 0
+    with pytest.raises(conv.BadInputError):
+        conv.check_camera_info(one_side)
+    conv.check_camera_info(CameraInfo())  # 0x0: "same as the image"
+    info = make_camera_info(480, 640)
+    assert conv.calibration_fits(info, 480, 640) and conv.calibration_fits(info, 240, 320)  # binning
+    assert not conv.calibration_fits(info, 720, 1280)  # another aspect: another camera mode
+
+
+def test_bad_camera_info_is_not_replaced_by_the_previous_one(ctx, weights):
+    """A NaN K after a good calibration: nothing relayed from then on (not the old info, restamped)."""
+    from ros_testing import make_camera_info
+    node = make_node(ctx, weights)
+    try:
+        node.trigger_configure()
+        node._on_camera_info(make_camera_info(96, 160))
+        assert node._latest_info is not None
+        bad = make_camera_info(96, 160)
+        bad.k[0] = float("nan")
+        node._on_camera_info(bad)
+        assert node._latest_info is None
+        assert node._stats.snapshot_counts()[0] == {"non_finite": 1}
+        node._on_camera_info(make_camera_info(96, 160))
+        assert node._latest_info is not None
+    finally:
+        node.destroy_node()
+
+
+def test_camera_info_of_another_size_is_not_stretched_onto_the_image(ctx, weights):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from ros_testing import make_camera_info
+    node = make_node(ctx, weights)
+    try:
+        node.trigger_configure()
+        node._on_camera_info(make_camera_info(96, 160))  # 5:3; the frames below are 96x160 ...
+        node._process_frame(_frame((3, 1)), node._frame_state())
+        assert node._stats.snapshot_counts()[1].get("camera_info_mismatch", 0) == 0
+        from ros_testing import make_image
+
+        from edgemoe_ros.ros.node import Frame
+        node._process_frame(Frame(make_image(64, 256, stamp=(3, 2)), False), node._frame_state())  # ... then 4:1
+        assert node._stats.snapshot_counts()[1]["camera_info_mismatch"] == 1
+        level, message = _level(node)
+        assert level == DiagnosticStatus.WARN and "camera_info" in message
+    finally:
+        node.destroy_node()

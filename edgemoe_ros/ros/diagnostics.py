@@ -253,6 +253,7 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
         KeyValue(key="backend faults", value=str(counters.get("backend_faults", 0))),
         KeyValue(key="fallbacks", value=str(counters.get("fallbacks", 0))),
         KeyValue(key="bad task requests", value=str(counters.get("bad_task_requests", 0))),
+        KeyValue(key="frames without camera_info (size mismatch)", value=str(counters.get("camera_info_mismatch", 0))),
         KeyValue(key="bad inputs", value=str(sum(bad.values()))),
     ]
     values += [KeyValue(key=f"bad input {kind}", value=str(n)) for kind, n in sorted(bad.items())]

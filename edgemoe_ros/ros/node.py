@@ -442,8 +442,9 @@ class EdgeMoeNode(LifecycleNode):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            conv.check_camera_info(msg)
+            conv.check_camera_info(msg, self._params.max_image_pixels)
         except conv.BadInputError as exc:
+            self._latest_info = None  # relay nothing rather than the previous calibration, restamped
             self._bad_input(exc, msg)
             return
         self._latest_info = msg
@@ -510,6 +511,12 @@ class EdgeMoeNode(LifecycleNode):
         at_input = params.output_resolution == "input"
         info = self._latest_info
         relayed = None
+        if info is not None and not conv.calibration_fits(info, in_h, in_w):
+            self._stats.count("camera_info_mismatch")
+            self._log_throttled("warning", "camera_info_size",
+                                f"camera_info is {info.width}x{info.height} but the image {in_w}x{in_h} (another "
+                                "aspect ratio): camera_info not relayed until a matching one arrives")
+            info = None
         if info is not None:
             # The fit the engine used for this frame (its resize mode, not the parameter, which
             # applies at the next reload).
@@ -562,7 +569,7 @@ class EdgeMoeNode(LifecycleNode):
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
         the last report (so one old bad frame does not keep the node WARN forever)."""
         seen = {"faults": counters.get("backend_faults", 0), "bad": sum(bad.values()),
-                "lost": counters.get("lost_in_transport", 0)}
+                "lost": counters.get("lost_in_transport", 0), "info": counters.get("camera_info_mismatch", 0)}
         new = {k: v - self._diag_seen.get(k, 0) for k, v in seen.items()}
         new_faults, new_bad = new["faults"], new["bad"]
         self._diag_seen = seen
@@ -584,6 +591,9 @@ class EdgeMoeNode(LifecycleNode):
             return DiagnosticStatus.ERROR, f"{state}: {new_faults} backend fault(s) since last report"
         if new_bad:
             return DiagnosticStatus.WARN, f"{state}: {new_bad} bad input(s) since last report"
+        if new["info"]:
+            return DiagnosticStatus.WARN, (f"{state}: {new['info']} frame(s) published without camera_info: "
+                                           "its size does not match the image's")
         if new["lost"]:
             return DiagnosticStatus.WARN, f"{state}: {new['lost']} frame(s) lost in transport since last report"
         shortfall = self._stats.reception.shortfall()

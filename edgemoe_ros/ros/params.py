@@ -30,14 +30,13 @@ from rclpy.parameter import Parameter
 from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
+from .conversions import DEFAULT_MAX_IMAGE_PIXELS
 from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
 
 OUTPUT_RESOLUTIONS = ("input", "model")
 #: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
 QUEUE_SIZE_RANGE = (1, 100)
-#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably.
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_PIXELS_RANGE = (1, 1 << 28)
 DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
 #: Seconds one frame's inference may take before the backend counts as hung (watchdog.py).
