@@ -266,3 +266,14 @@ def test_camera_info_of_another_size_is_not_stretched_onto_the_image(ctx, weight
         assert level == DiagnosticStatus.WARN and "camera_info" in message
     finally:
         node.destroy_node()
+
+
+def test_task_names_are_stored_without_spaces(ctx, weights):
+    node = make_node(ctx, weights, tasks=[" semseg "])
+    try:
+        assert node.get_parameter("tasks").value == ["semseg"]
+        [r] = node.set_parameters([Parameter("tasks", value=["depth ", " semseg"])])
+        assert r.successful and node.get_parameter("tasks").value == ["depth", "semseg"]
+        assert node._tasks.snapshot(()).active == ("semseg", "depth")
+    finally:
+        node.destroy_node()

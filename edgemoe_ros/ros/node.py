@@ -44,7 +44,14 @@ from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, read_all
+from .params import (
+    NodeParams,
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    normalize_request,
+    read_all,
+)
 from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
 from .qos import profile as qos_profile
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
@@ -118,6 +125,7 @@ class EdgeMoeNode(LifecycleNode):
             # through our destroy_node, whose state was never set up (main logs FATAL, exits 2).
             super().destroy_node()
             raise
+        self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(
             lambda request: check_set_request(request, lambda name: self.get_parameter(name).value))
         self.add_post_set_parameters_callback(self._on_parameters_set)

@@ -274,7 +274,22 @@ def declare_all(node: Node) -> NodeParams:
     reason = options_for_backend(params.backend, params.backend_options)
     if reason:
         raise ParameterValueError("backend_options", params.backend_options, reason)
+    stripped = normalize_request([Parameter("tasks", value=list(params.tasks))])
+    if list(stripped[0].value) != list(params.tasks):
+        node.set_parameters(stripped)
+        params = read_all(node)
     return params
+
+
+def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
+    """For ``add_pre_set_parameters_callback``: task names stored without surrounding spaces, so
+    ``param get tasks`` shows what runs (``' semseg '`` is accepted as ``semseg``)."""
+    out = []
+    for p in parameters:
+        if p.name == "tasks" and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+            p = Parameter("tasks", Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
+        out.append(p)
+    return out
 
 
 def read_all(node: Node) -> NodeParams:
