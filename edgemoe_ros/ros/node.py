@@ -498,7 +498,12 @@ class EdgeMoeNode(LifecycleNode):
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
-        self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+        try:
+            self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+        except Exception:
+            if not self.context.ok():
+                return  # Ctrl-C: rclpy shut the context down under the frame in flight; drop it quietly
+            raise
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
         name = model.fallback_backend if self._on_fallback else model.backend
