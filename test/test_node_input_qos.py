@@ -191,3 +191,14 @@ def test_diagnostics_warn_when_fewer_frames_arrive_than_the_camera_stamped(shipp
     _publish_at(pub, [make_image() for _ in kept], RATE_HZ * 3 / 4, [(400, int(i * 1e9 / RATE_HZ)) for i in kept])
     v = wait_diag(diag, lambda v: v["__level__"] == "1" and "receiving" in v["__message__"], timeout=15)
     assert "of ~" in v["__message__"] and abs(float(v["offered rate hz"]) - RATE_HZ) < 1.0, v
+
+
+def test_fastdds_profile_is_a_default_profile_and_installed():
+    import xml.etree.ElementTree as ET
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(ROOT / "config" / "fastdds_large_frames.xml").getroot()
+    [participant] = root.findall(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    kinds = {t.findtext("d:type", namespaces=ns) for t in root.findall(".//d:transport_descriptor", ns)}
+    assert kinds == {"SHM", "UDPv4"}  # both kept: interoperates with participants without the profile
+    assert 'glob("config/*.xml")' in (ROOT / "setup.py").read_text()
