@@ -2,11 +2,9 @@
 its camera_info still share one. In process, publishers replaced by recorders: no DDS needed."""
 
 import os
-import uuid
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
@@ -18,13 +16,8 @@ FRAMES = 3
 
 
 @pytest.fixture
-def ctx():
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(uuid.uuid4().int % 100) + 100)
-    try:
-        yield context
-    finally:
-        rclpy.try_shutdown(context=context)
+def ctx(ros_context):
+    return ros_context
 
 
 class _Recorder:

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from ros_testing import write_tiny_weights
 
@@ -18,13 +17,8 @@ os.environ.setdefault("ROS_LOG_DIR", "/tmp/edgemoe_test_ros_log")
 
 
 @pytest.fixture
-def ctx():
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(uuid.uuid4().int % 100) + 100)
-    try:
-        yield context
-    finally:
-        rclpy.try_shutdown(context=context)
+def ctx(ros_context):
+    return ros_context
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +197,8 @@ def test_hung_backend_without_fallback_reports_error(ctx, weights):
 
 
 def _wait(cond, timeout=30.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.02)
+    from ros_testing import wait_until
+    wait_until(cond, timeout, "the condition")
 
 
 def test_camera_info_size_checks():

@@ -4,7 +4,6 @@ import os
 import uuid
 
 import pytest
-import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -91,16 +90,6 @@ def test_backend_options_parse():
     assert P.parse_backend_options('{"bitstream": "a.bit", "timeout_s": 2}') == {"bitstream": "a.bit",
                                                                                  "timeout_s": 2}
     assert P.parse_backend_options("  ") == {}
-
-
-@pytest.fixture
-def ros_context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(uuid.uuid4().int % 100) + 100)
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
 
 
 def _node(ctx, overrides=()):
