@@ -91,6 +91,7 @@ class LoadedModel:
             if eng is not None and not dog.when_idle(eng.close):
                 _log.warning("backend '%s' is still inside a hung call: closing it when the call returns",
                              dog.name)
+            dog.close()
 
 
 def load_weights_for(params: NodeParams) -> tuple[Path, ModelWeights]:
