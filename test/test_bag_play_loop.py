@@ -47,3 +47,14 @@ def test_restamp_gives_every_loop_new_stamps(tmp_path, ctx):
     assert len(images) == 2 * FRAMES and len(set(images)) == 2 * FRAMES, images  # no stamp reused
     assert images == infos  # each camera_info shares its image's new stamp
     assert images == sorted(images)
+
+
+def test_play_keeps_enough_history_for_reliable_repairs(tmp_path, ctx):
+    """Publisher depth 10 lost 3-19 of 40 720p frames at 30 Hz into the node on a busy host."""
+    from edgemoe_ros.bag.cli import build_parser
+    from edgemoe_ros.bag.play import DEFAULT_QUEUE_SIZE
+    bag = tmp_path / "cam"
+    write_image_bag(bag, [(1, np.zeros((32, 48, 3), np.uint8))], "/cam/image", "cam", "mcap")
+    with BagPlayer(bag, context=ctx) as player:
+        assert {p.qos_profile.depth for p in player._pubs.values()} == {DEFAULT_QUEUE_SIZE} and DEFAULT_QUEUE_SIZE >= 100
+    assert build_parser().parse_args(["play", str(bag)]).queue_size == DEFAULT_QUEUE_SIZE
