@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+import rclpy
 
 from edgemoe_ros.backends.native import fastops
 
@@ -27,3 +30,14 @@ def tiny_csim_library():
         return build_library(tiny_config())
     except BackendError as exc:
         pytest.skip(f"C-simulation library unavailable: {exc}")
+
+
+@pytest.fixture
+def ros_context() -> rclpy.Context:
+    """An initialised rclpy context of its own (random domain 100..199) for in-process nodes."""
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(uuid.uuid4().int % 100) + 100)
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)

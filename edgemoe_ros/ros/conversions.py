@@ -111,6 +111,9 @@ OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
     DEPTH_32FC1: (1, np.dtype(np.float32)),
 }
 
+#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably
+#: (the node's ``max_image_pixels`` default).
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 #: Smallest accepted image side. Below one ViT patch (16 px) a camera frame carries no usable
 #: content, and a centre crop to the model's 1:2 aspect of a smaller side degenerates to 0 rows.
 MIN_IMAGE_SIDE = 16
@@ -295,10 +298,11 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def check_camera_info(msg: CameraInfo) -> None:
+def check_camera_info(msg: CameraInfo, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
     """Calibration values must be finite (a NaN K or P would poison every downstream projection),
-    and K either all zeros (an uncalibrated camera) or with positive focal lengths, since the
-    engine's metric depth is scaled by them."""
+    K either all zeros (an uncalibrated camera) or with positive focal lengths, since the engine's
+    metric depth is scaled by them, and its size a camera's: 0x0 ("same as the image") or within
+    the limits images have."""
     for name in ("k", "p", "r", "d"):
         values = getattr(msg, name)
         if not all(math.isfinite(v) for v in values):
@@ -307,6 +311,26 @@ def check_camera_info(msg: CameraInfo) -> None:
         camera_matrix(msg.k)
     except IntrinsicsError as exc:
         raise BadInputError(KIND_BAD_CALIBRATION, f"camera_info.k: {exc}") from None
+    w, h = int(msg.width), int(msg.height)
+    if (w, h) != (0, 0):
+        if w == 0 or h == 0:
+            raise BadInputError(KIND_ODD_SIZE, f"camera_info size {w}x{h}: one side is 0")
+        _check_dims("camera_info", w, h, max_pixels)
+
+
+#: How far the calibration's aspect ratio may differ from the image's and still be scaled onto
+#: it (binning and resizing keep the aspect; rounding of odd sizes moves it by < 1 %).
+CALIBRATION_ASPECT_TOLERANCE = 0.01
+
+
+def calibration_fits(info: CameraInfo, image_h: int, image_w: int) -> bool:
+    """Whether ``info`` can describe an ``image_w x image_h`` image: the same size, 0x0, or a
+    uniform scale of it (binning). A camera that changed resolution with another aspect (a new
+    mode, another sensor crop) needs a new calibration, not a stretched old one."""
+    w, h = int(info.width), int(info.height)
+    if (w, h) in ((0, 0), (image_w, image_h)):
+        return True
+    return abs((w / h) / (image_w / image_h) - 1.0) <= CALIBRATION_ASPECT_TOLERANCE
 
 
 def copy_header(header: Header) -> Header:
