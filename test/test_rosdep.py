@@ -45,7 +45,8 @@ NOT_NODE_RUNTIME: dict[str, tuple[frozenset[str], str]] = {
                     "with the package blocked"),
     "torch": (frozenset({"edgemoe_ros.model.importers"}),
               "the checkpoint-import CLI (requirements-optional.txt); never imported by the node"),
-    "pynq": (frozenset({"edgemoe_ros.accel.pynq_driver", "edgemoe_ros.accel.sim_device"}),
+    "pynq": (frozenset({"edgemoe_ros.accel.pynq_driver", "edgemoe_ros.accel.sim_device",
+                        "edgemoe_ros.accel.pl_reset"}),
              "backend 'fpga' only, on a PYNQ board image that ships it; imported lazily by "
              "backends/fpga.py"),
 }
