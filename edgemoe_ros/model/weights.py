@@ -26,6 +26,9 @@ FORMAT_VERSION = "1"
 SAVE_DTYPES = ("float32", "float16")
 #: safetensors dtype codes accepted on load (converted to float32).
 LOAD_DTYPES = ("F16", "F32", "F64")
+#: Largest safetensors JSON header read (the safetensors library's own cap): a file claiming more
+#: is refused before anything is read, instead of reading (and holding) gigabytes of "header".
+MAX_HEADER_BYTES = 100 * 1000 * 1000
 #: The model shipped with the package (trained on the procedural scenes), under ``edgemoe_ros/data``.
 SHIPPED_WEIGHTS_NAME = "edgemoe_synth.safetensors"
 
@@ -267,6 +270,9 @@ def _read_header(path: str | os.PathLike) -> dict:
         if len(raw) < 8:
             raise WeightsError(p, f"truncated file ({size} bytes, no safetensors header)")
         hlen = int.from_bytes(raw, "little")
+        if hlen > MAX_HEADER_BYTES:
+            raise WeightsError(p, f"safetensors header length {hlen} bytes exceeds the {MAX_HEADER_BYTES}-byte "
+                               "limit; corrupt or not a safetensors file")
         if hlen <= 1 or 8 + hlen > size:
             raise WeightsError(p, f"truncated or not a safetensors file (header length {hlen}, file {size} bytes)")
         try:
