@@ -37,6 +37,7 @@ from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .guards import InvalidHandle, serialised, spin_until_done, subscription_count
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
 from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
@@ -107,6 +108,8 @@ class EdgeMoeNode(LifecycleNode):
         self._throttle = KeyedThrottle()
         self._group = ReentrantCallbackGroup()
         self._model_lock = threading.Lock()
+        # Lifecycle transitions and ~/reload_model run one at a time (guards.serialised).
+        self._transition_lock = threading.RLock()
         self._model: LoadedModel | None = None
         self._on_fallback = False
         self._lifecycle = STATE_UNCONFIGURED
@@ -137,6 +140,7 @@ class EdgeMoeNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._group)
 
     # ------------------------------------------------------------------ lifecycle
+    @serialised("_transition_lock")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load weights and backend(s); on any error stay unconfigured with a clear log."""
         params = read_all(self)
@@ -148,7 +152,9 @@ class EdgeMoeNode(LifecycleNode):
             self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
             return TransitionCallbackReturn.FAILURE
         with self._model_lock:
-            self._model, self._on_fallback = model, False
+            old, self._model, self._on_fallback = self._model, model, False
+        if old is not None:  # never leak a backend (threads, device buffers) by overwriting it
+            old.close()
         self._config_error = ""
         qos = qos_profile(params.output_qos)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
@@ -162,6 +168,7 @@ class EdgeMoeNode(LifecycleNode):
             + f", model {model.config.img_h}x{model.config.img_w}, tasks {self._tasks.as_parameter()}")
         return super().on_configure(state)
 
+    @serialised("_transition_lock")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
         params = self._params
@@ -181,18 +188,21 @@ class EdgeMoeNode(LifecycleNode):
         self.get_logger().info("activated")
         return super().on_activate(state)
 
+    @serialised("_transition_lock")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info("deactivated")
         return super().on_deactivate(state)
 
+    @serialised("_transition_lock")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
         self._lifecycle = STATE_UNCONFIGURED
         self.get_logger().info("cleaned up")
         return super().on_cleanup(state)
 
+    @serialised("_transition_lock")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything from whatever state we are in, then let ``main`` exit."""
         self._stop_processing()
@@ -209,6 +219,7 @@ class EdgeMoeNode(LifecycleNode):
         exit_timer = self.create_timer(EXIT_DELAY_S, finish, callback_group=self._group)
         return super().on_shutdown(state)
 
+    @serialised("_transition_lock")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error("error transition: releasing resources")
         self._stop_processing()
@@ -236,9 +247,11 @@ class EdgeMoeNode(LifecycleNode):
         self._worker.stop()
 
     def _release_model(self) -> None:
-        for pub in self._pubs.values():
+        # Unpublish the dict before destroying its entries: callbacks that read self._pubs from
+        # now on see none; one that took the old dict gets InvalidHandle, which it handles.
+        pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
             self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
         with self._model_lock:
             model, self._model = self._model, None
         if model is not None:
@@ -286,9 +299,10 @@ class EdgeMoeNode(LifecycleNode):
         topics = {"semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
                   "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO)}
         pubs = self._pubs
-        return {task: any(t in pubs and pubs[t].get_subscription_count() > 0 for t in names)
+        return {task: any(t in pubs and subscription_count(pubs[t]) > 0 for t in names)
                 for task, names in topics.items()}
 
+    @serialised("_transition_lock")
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """Reload weights (and the backend if its parameters changed) without restarting."""
         if self._lifecycle not in (STATE_INACTIVE, STATE_ACTIVE):
@@ -409,6 +423,13 @@ class EdgeMoeNode(LifecycleNode):
         self._stats.count("backend_faults")
 
     def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams) -> None:
+        try:
+            self._publish_outputs(header, in_h, in_w, result, params)
+        except InvalidHandle:
+            self._stats.count("dropped_in_cleanup")  # publishers destroyed while this frame was out
+
+    def _publish_outputs(self, header: Header, in_h: int, in_w: int, result: FrameResult,
+                         params: NodeParams) -> None:
         at_input = params.output_resolution == "input"
         info = self._latest_info
         relayed = None
@@ -423,7 +444,7 @@ class EdgeMoeNode(LifecycleNode):
 
         def wanted(topic: str) -> bool:
             # Like image_pipeline: no subscriber, no restore/colourise/serialise work for that topic.
-            return pubs[topic].get_subscription_count() > 0
+            return subscription_count(pubs[topic]) > 0
 
         if result.semseg is not None:
             want_ids, want_color = wanted(TOPIC_SEGMENTATION), params.publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
@@ -513,7 +534,7 @@ def main(args: list[str] | None = None) -> int:
         node = EdgeMoeNode()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
+        spin_until_done(executor, node.finished, node.get_logger().error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ParameterValueError as exc:

@@ -1,0 +1,138 @@
+"""Races between the node's concurrent callbacks, driven in-process so each interleaving is forced.
+
+The executor runs ``~/reload_model``, lifecycle transitions, the diagnostics timer and the worker
+on different threads; these tests call the callbacks from threads in the one order that used to
+break, instead of hoping a live node hits it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.task import Future
+from ros_testing import DOMAIN_RANGE, write_tiny_weights
+from std_srvs.srv import Trigger
+
+from edgemoe_ros.ros import guards
+from edgemoe_ros.ros import node as node_mod
+from edgemoe_ros.ros.node import EdgeMoeNode
+
+
+@pytest.fixture
+def context(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(*DOMAIN_RANGE)))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture
+def node(context, tmp_path):
+    weights = write_tiny_weights(tmp_path / "tiny.safetensors")
+    n = EdgeMoeNode(context=context, parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("backend", value="reference"),
+        Parameter("weights_path", value=str(weights))])
+    yield n
+    n.destroy_node()
+
+
+def test_reload_never_installs_a_model_into_a_node_cleaned_up_meanwhile(node, monkeypatch):
+    """Reload loads the file (slow, outside the model lock) while cleanup runs: the node must end
+    unconfigured with no model, not holding a model nobody will ever close."""
+    assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+    loading, release = threading.Event(), threading.Event()
+    real_load = node_mod.load_weights_for
+
+    def slow_load(params):
+        loading.set()
+        assert release.wait(10.0)
+        return real_load(params)
+
+    monkeypatch.setattr(node_mod, "load_weights_for", slow_load)
+    closed = []
+    monkeypatch.setattr(node_mod.LoadedModel, "close", lambda self: closed.append(self))
+    response: list[Trigger.Response] = []
+    reload = threading.Thread(target=lambda: response.append(node._on_reload(Trigger.Request(), Trigger.Response())))
+    reload.start()
+    assert loading.wait(10.0)
+    cleanup = threading.Thread(target=node.trigger_cleanup)
+    cleanup.start()
+    cleanup.join(0.3)  # cleanup must wait for the reload in progress (it cannot interleave)
+    release.set()
+    reload.join(10.0)
+    cleanup.join(10.0)
+    assert not reload.is_alive() and not cleanup.is_alive()
+    assert response and response[0].success, response
+    assert node._lifecycle == node_mod.STATE_UNCONFIGURED
+    assert node._model is None, "a model was installed into a cleaned-up node and leaked"
+    assert len(closed) == 1  # same setup: reloaded in place, then closed once by the cleanup
+
+
+def test_configure_closes_a_model_it_replaces(node, monkeypatch):
+    closed = []
+    monkeypatch.setattr(node_mod.LoadedModel, "close", lambda self: closed.append(self))
+    assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+    first = node._model
+    # A model still held when configure runs again (e.g. after an error transition's partial
+    # release) must be closed, not overwritten.
+    node._lifecycle = node_mod.STATE_UNCONFIGURED
+    assert node.on_configure(None) == node_mod.TransitionCallbackReturn.SUCCESS
+    assert closed == [first] and node._model is not first
+
+
+def test_publishers_are_unpublished_before_they_are_destroyed(node, monkeypatch):
+    """A diagnostics tick or SetBool handler between two publisher destructions must not touch a
+    destroyed handle (it raised InvalidHandle in the executor, which ended the process)."""
+    assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+    real_destroy = node.destroy_lifecycle_publisher
+    seen = []
+
+    def destroy_then_callbacks_run(pub):
+        real_destroy(pub)
+        seen.append(node._subscribed())  # what the diagnostics timer / SetBool handlers call
+        node._publish_diagnostics()
+
+    monkeypatch.setattr(node, "destroy_lifecycle_publisher", destroy_then_callbacks_run)
+    assert node.trigger_cleanup() == node_mod.TransitionCallbackReturn.SUCCESS
+    assert seen and all(s == {"semseg": False, "depth": False} for s in seen)
+
+
+def test_subscription_count_of_a_destroyed_publisher_is_zero(node):
+    from std_msgs.msg import String
+
+    pub = node.create_publisher(String, "guard_probe", 1)
+    assert guards.subscription_count(pub) == 0
+    node.destroy_publisher(pub)
+    assert guards.subscription_count(pub) == 0  # no InvalidHandle out of a callback
+
+
+def test_an_exception_in_a_callback_does_not_end_spinning(context):
+    """rclpy's executor re-raises a callback's exception in the spinning thread (``main``)."""
+    n = rclpy.create_node("guard_spin_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(n)
+    done, ticks, errors = Future(), [], []
+
+    def tick():
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise RuntimeError("boom in a callback")
+        if len(ticks) == 3:
+            done.set_result(True)
+
+    n.create_timer(0.01, tick)
+    try:
+        survived = guards.spin_until_done(executor, done, errors.append)
+    finally:
+        executor.shutdown()
+        n.destroy_node()
+    assert done.done() and len(ticks) >= 3
+    assert survived == 1 and "boom in a callback" in errors[0]
