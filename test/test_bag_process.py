@@ -20,7 +20,6 @@ from edgemoe_ros.bag.process import output_topics, process_bag
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
 
-
 H, W = 40, 72
 STAMPS = [1_600_000_000_950_000_000 + i * 100_000_000 for i in range(3)]
 INFO = CameraInfoParams.pinhole(W, H, 60.0)
