@@ -136,3 +136,22 @@ def test_an_exception_in_a_callback_does_not_end_spinning(context):
         n.destroy_node()
     assert done.done() and len(ticks) >= 3
     assert survived == 1 and "boom in a callback" in errors[0]
+
+
+class _SwitchesToAutoWhenAsked(node_mod.TaskSwitch):
+    """A task switch to ``auto`` landing right after a caller read the mode (another thread's)."""
+
+    @property
+    def mode(self) -> str:
+        seen = super().mode
+        self.request("auto")
+        return seen
+
+
+def test_a_switch_to_auto_between_mode_and_snapshot_loses_no_frame(node, monkeypatch):
+    node._tasks = _SwitchesToAutoWhenAsked(["semseg"])
+    monkeypatch.setattr(node, "_subscribed", lambda: {"semseg": True, "depth": False})
+    state = node._frame_state()
+    assert state.tasks.active, "the frame would be dropped as skipped_no_task"
+    node._tasks.request("auto")
+    assert node._frame_state().tasks.active == ("semseg",)  # auto: whoever listens

@@ -40,7 +40,7 @@ from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .guards import InvalidHandle, serialised, spin_until_done, subscription_count
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
-from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
+from .task_switch import TaskRequestError, TaskState, TaskSwitch
 from .worker import FrameWorker
 
 NODE_NAME = "edgemoe_node"
@@ -377,7 +377,7 @@ class EdgeMoeNode(LifecycleNode):
                             f"dropped bad {what} (frame_id '{frame_id}', {exc.kind}): {exc}")
 
     def _frame_state(self) -> FrameState:
-        tasks = self._tasks.snapshot(self._subscribed() if self._tasks.mode == MODE_AUTO else ())
+        tasks = self._tasks.snapshot(self._subscribed)  # asked only in auto mode, under the switch's lock
         return FrameState(tasks, self._params)
 
     def _process_frame(self, frame: Frame, state: FrameState) -> None:
