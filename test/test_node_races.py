@@ -155,3 +155,21 @@ def test_a_switch_to_auto_between_mode_and_snapshot_loses_no_frame(node, monkeyp
     assert state.tasks.active, "the frame would be dropped as skipped_no_task"
     node._tasks.request("auto")
     assert node._frame_state().tasks.active == ("semseg",)  # auto: whoever listens
+
+
+def test_reload_frees_the_old_model_and_returns_its_memory(node, monkeypatch):
+    """Each ~/reload_model of the same file grew the node by a model (~150 MB) that was never
+    given back: the old weights must be freed and the heap trimmed after every reload."""
+    import gc
+    import weakref
+
+    assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+    trims = []
+    monkeypatch.setattr(node_mod, "release_free_memory", lambda: trims.append(1) or True)
+    old = []
+    for _ in range(3):
+        old.append(weakref.ref(node._model.engine.weights))
+        assert node._on_reload(Trigger.Request(), Trigger.Response()).success
+    gc.collect()
+    assert [r() is None for r in old] == [True, True, True]
+    assert len(trims) == 3

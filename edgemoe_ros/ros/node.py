@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..allocator import tune_allocator
+from ..allocator import release_free_memory, tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
 from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
@@ -256,6 +256,8 @@ class EdgeMoeNode(LifecycleNode):
             model, self._model = self._model, None
         if model is not None:
             model.close()
+            del model
+            release_free_memory()
 
     # ------------------------------------------------------------------ parameters and switching
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
@@ -318,6 +320,7 @@ class EdgeMoeNode(LifecycleNode):
             response.success = False
             response.message = f"reload failed, previous model kept: {type(exc).__name__}: {exc}"
             self.get_logger().error(response.message)
+        release_free_memory()  # the replaced (or refused) model's memory back to the system
         return response
 
     def _reload(self, params: NodeParams) -> str:
