@@ -1,0 +1,36 @@
+"""bench/soak.py, short (~75 s, slow): a live node through every task path, reloads (good and
+corrupt), lifecycle cycles, hostile inputs and a camera outage loses nothing and stays up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgemoe_ros.model.weights import shipped_weights_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("frames_sent", "frames_out", "lost_stamps", "dropped_latest", "bad_inputs_counted", "rss_start_mb",
+        "rss_end_mb", "rss_growth_pct", "exceptions", "p50_ms", "p99_ms")
+
+
+@pytest.mark.skipif(shipped_weights_path() is None, reason="the shipped model is not installed")
+def test_short_soak_loses_nothing(tmp_path):
+    out = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--frames", "180", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    doc = json.loads(out.read_text())
+    assert set(KEYS) <= set(doc), sorted(set(KEYS) - set(doc))
+    assert doc["frames_sent"] == 180 and doc["frames_out"] > 0 and doc["frames_owed"] > 0, doc
+    assert doc["lost_stamps"] == 0 and doc["wrong_task_outputs"] == 0, doc
+    assert doc["exceptions"] == 0 and doc["node_active_at_end"], proc.stdout + proc.stderr[-3000:]
+    assert doc["bad_inputs_counted"] == doc["bad_inputs_sent"] > 0, doc
+    reloads = doc["reloads"]
+    assert reloads["good_ok"] >= 1 and reloads["bad_refused"] >= 1, reloads
+    assert reloads["good_failed"] == 0 and reloads["bad_accepted"] == 0, reloads
+    assert proc.returncode == 0, proc.stdout
