@@ -487,3 +487,21 @@ def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
     assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK
     assert fresh(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS
     assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_OK
+
+
+def test_csim_hardware_refuses_buffers_it_would_misuse(csim_lib, weights):
+    """The C-simulation trusts its pointers: wrong dtypes, too few images or read-only outputs are refused."""
+    shapes = itf.buffer_shapes(CFG, 1)
+    packed = itf.pack_weights(weights)
+    imgs = np.zeros(shapes["images"][0], np.uint8)
+    feats = np.zeros(shapes["features_out"][0], np.int32)
+    rout = np.zeros(shapes["routing_out"][0], np.int32)
+    hw = sim_device.CsimHardware(csim_lib)
+    frozen = np.frombuffer(bytes(rout.nbytes), np.int32).reshape(rout.shape)
+    for args, match in (((imgs.astype(np.float32), packed.one_time, packed.experts, feats, rout, 1), "images"),
+                        ((imgs, packed.one_time.astype(np.int32), packed.experts, feats, rout, 1), "one_time"),
+                        ((imgs, packed.one_time, packed.experts, feats, rout, 2), "needs 2"),
+                        ((imgs, packed.one_time, packed.experts, feats, frozen, 1), "read-only")):
+        with pytest.raises(sim_device.SimulatedDeviceError, match=match):
+            hw(*args, task_id=0, reload_one_time_weights=1)
+    assert hw(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK

@@ -202,6 +202,8 @@ class CsimHardware:
     def __call__(self, images: np.ndarray, weights_one_time: np.ndarray, weights_experts: np.ndarray,
                  features_out: np.ndarray, routing_out: np.ndarray, num_images: int, task_id: int,
                  reload_one_time_weights: int) -> int:
+        _check_buffers(images, weights_one_time, weights_experts, features_out, routing_out, num_images)
+
         def ptr(a: np.ndarray) -> int:
             return a.ctypes.data
         kernel = self._kernel
@@ -221,6 +223,26 @@ class CsimHardware:
                     self._cached_one_time = np.array(weights_one_time, copy=True)
                 kernel.cache_owner = self
             return code
+
+
+def _check_buffers(images: np.ndarray, one_time: np.ndarray, experts: np.ndarray, features: np.ndarray,
+                   routing: np.ndarray, num_images: int) -> None:
+    """What the C-simulation needs of its buffers before it gets their pointers (it trusts them):
+    the right dtypes, C-contiguous, outputs writeable, and ``num_images`` images present. The
+    sizes the model fixes are checked by ``check_model`` and the device's pointer decoding."""
+    wants = (("images", images, np.uint8, False), ("weights_one_time", one_time, np.int16, False),
+             ("weights_experts", experts, np.int16, False), ("features_out", features, np.int32, True),
+             ("routing_out", routing, np.int32, True))
+    for name, arr, dtype, written in wants:
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or not arr.flags.c_contiguous:
+            got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise SimulatedDeviceError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array, got {got}")
+        if written and not arr.flags.writeable:
+            raise SimulatedDeviceError(f"{name} is written by the accelerator but is read-only")
+    for name, arr in (("images", images), ("features_out", features), ("routing_out", routing)):
+        if arr.ndim < 1 or arr.shape[0] < num_images:
+            raise SimulatedDeviceError(f"{name} holds {arr.shape[0] if arr.ndim else 0} images, the run needs "
+                                       f"{num_images}")
 
 
 class SimulatedDevice(Device):
