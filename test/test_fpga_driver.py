@@ -476,13 +476,16 @@ def test_two_simulated_boards_keep_their_own_parameters(overlay, csim_lib, weigh
         drv_b.close()
 
 
+def _one_image_call(weights) -> tuple[itf.PackedWeights, np.ndarray, np.ndarray, np.ndarray]:
+    """Packed weights and zeroed images / features / routing buffers for a one-image kernel call."""
+    shapes = itf.buffer_shapes(CFG, 1)
+    return (itf.pack_weights(weights), np.zeros(shapes["images"][0], np.uint8),
+            np.zeros(shapes["features_out"][0], np.int32), np.zeros(shapes["routing_out"][0], np.int32))
+
+
 def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
     """The kernel's own 'no parameters' error, even after another board filled the shared cache."""
-    shapes = itf.buffer_shapes(CFG, 1)
-    packed = itf.pack_weights(weights)
-    imgs = np.zeros(shapes["images"][0], np.uint8)
-    feats = np.zeros(shapes["features_out"][0], np.int32)
-    rout = np.zeros(shapes["routing_out"][0], np.int32)
+    packed, imgs, feats, rout = _one_image_call(weights)
     loaded, fresh = sim_device.CsimHardware(csim_lib), sim_device.CsimHardware(csim_lib)
     assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK
     assert fresh(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS
@@ -491,11 +494,7 @@ def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
 
 def test_csim_hardware_refuses_buffers_it_would_misuse(csim_lib, weights):
     """The C-simulation trusts its pointers: wrong dtypes, too few images or read-only outputs are refused."""
-    shapes = itf.buffer_shapes(CFG, 1)
-    packed = itf.pack_weights(weights)
-    imgs = np.zeros(shapes["images"][0], np.uint8)
-    feats = np.zeros(shapes["features_out"][0], np.int32)
-    rout = np.zeros(shapes["routing_out"][0], np.int32)
+    packed, imgs, feats, rout = _one_image_call(weights)
     hw = sim_device.CsimHardware(csim_lib)
     frozen = np.frombuffer(bytes(rout.nbytes), np.int32).reshape(rout.shape)
     for args, match in (((imgs.astype(np.float32), packed.one_time, packed.experts, feats, rout, 1), "images"),
