@@ -173,3 +173,12 @@ def test_reload_frees_the_old_model_and_returns_its_memory(node, monkeypatch):
     gc.collect()
     assert [r() is None for r in old] == [True, True, True]
     assert len(trims) == 3
+
+
+def test_throttled_logging_at_several_levels_never_raises(node):
+    """rclpy binds a severity to each logging call site: the node's one throttled-log helper,
+    used at warning (bad input) then error (backend fault), raised ValueError out of the frame."""
+    node._log_throttled("warning", "bad_input.truncated", "a bad frame")
+    node._log_throttled("error", "fault.cpu", "a backend fault")
+    node._log_throttled("debug", "queue_drop", "a queue drop")
+    node._log_throttled("info", "other", "something")

@@ -49,6 +49,27 @@ def subscription_count(publisher: Any) -> int:
         return 0
 
 
+def log_at(logger: Any, level: str, message: str) -> None:
+    """``logger.<level>(message)`` for a level chosen at run time ("debug" ... "error").
+
+    rclpy ties one severity to each call site (file, line, bytecode offset) and raises
+    ``ValueError`` when that site logs at another: ``getattr(logger, level)(message)`` on one line
+    worked for the first level and then raised, out of whichever callback logged second (a
+    backend fault after a bad-input warning lost the fault's accounting and its fallback switch).
+    Each level therefore has its own line here.
+    """
+    if level == "debug":
+        logger.debug(message)
+    elif level == "info":
+        logger.info(message)
+    elif level == "warning":
+        logger.warning(message)
+    elif level == "error":
+        logger.error(message)
+    else:
+        logger.fatal(message)
+
+
 def spin_until_done(executor: Executor, done: Future, log_error: Callable[[str], None]) -> int:
     """Spin ``executor`` until ``done`` completes or the context shuts down.
 

@@ -37,7 +37,7 @@ from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
-from .guards import InvalidHandle, serialised, spin_until_done, subscription_count
+from .guards import InvalidHandle, log_at, serialised, spin_until_done, subscription_count
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
 from .task_switch import TaskRequestError, TaskState, TaskSwitch
@@ -482,7 +482,7 @@ class EdgeMoeNode(LifecycleNode):
             return
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        getattr(self.get_logger(), level)(message)
+        log_at(self.get_logger(), level, message)
 
     def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
