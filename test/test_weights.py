@@ -212,7 +212,7 @@ _BAD_FIELDS = {
     "float img_h": {"img_h": 32.0},
     "bool top_k": {"top_k": True},
     "negative up_stages": {"up_stages": -1},
-    "up_stages past the input": {"up_stages": 40},
+    "up_stages past the input": {"head": "up", "up_stages": 40},
     "zero pixel_std": {"pixel_std": [1.0, 0.0, 1.0]},
     "infinite pixel_mean": {"pixel_mean": [0.0, float("inf"), 0.0]},
     "two pixel_mean entries": {"pixel_mean": [0.0, 0.0]},

@@ -224,7 +224,7 @@ class ModelConfig:
             problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
         if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
             problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries (one per input channel)")
-        if 1 << min(self.up_stages, 63) > self.patch:
+        if self.head == "up" and 1 << min(self.up_stages, 63) > self.patch:
             problems.append(f"up_stages {self.up_stages} upsamples the token grid past the input "
                             f"resolution (2**up_stages must be <= patch {self.patch})")
         if self.head not in HEAD_TYPES:
