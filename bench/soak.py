@@ -1,7 +1,7 @@
 """Soak and fault injection on a live ``edgemoe_node``: nothing lost, nothing leaked, never down.
 
     .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~56 min at 3 Hz
-    .venv/bin/python bench/soak.py --frames 180 --json build/soak_short.json  # ~75 s (make test-slow)
+    .venv/bin/python bench/soak.py --frames 180 --json build/soak_short.json  # ~75 s, test-slow
 
 Three processes on a private ROS graph (random domain, localhost discovery; test/ros_testing.py):
 
@@ -9,8 +9,8 @@ Three processes on a private ROS graph (random domain, localhost discovery; test
   failing like an FPGA timeout while a trigger file exists) with ``fallback_backend: cpu``,
   1280x720 in, reliable QoS, latest-frame-wins queue of 1;
 * a publisher (``--role publisher``, this file): good 720p frames at ``--rate`` (one the backend
-  sustains), each with a unique stamp, a hostile input of a SPEC §7 kind every ``BAD_EVERY`` frames,
-  and one camera outage of ``OUTAGE_S`` half-way;
+  sustains), each with a unique stamp, a hostile input of a SPEC §7 kind every ``BAD_EVERY``
+  frames, and one camera outage of ``OUTAGE_S`` half-way;
 * this process, the controller: every ``--switch-every`` seconds the next action of ``ACTIONS``:
   a task switch through each of the four paths (``tasks`` parameter, ``~/task_request``, the
   SetBool services, ``auto``), a device fault mid-stream (the node drops that frame, counts it
@@ -65,8 +65,16 @@ INACTIVE_S = 1.0
 #: Seconds after the last frame for the node to answer it.
 DRAIN_S = 5.0
 #: Controller actions, cycled: (name, what it does). The four task-switch paths come first.
-ACTIONS = ("param_semseg", "request_depth", "setbool_both", "request_auto", "backend_fault", "reload_good",
-           "reload_bad", "lifecycle_cycle")
+ACTIONS = (
+    "param_semseg",
+    "request_depth",
+    "setbool_both",
+    "request_auto",
+    "backend_fault",
+    "reload_good",
+    "reload_bad",
+    "lifecycle_cycle",
+)
 #: Seconds the simulated device stays faulty (every primary run fails; the node falls back to cpu
 #: until the next reload).
 FAULT_S = 1.0
@@ -90,10 +98,15 @@ def hostile_inputs() -> list[tuple[str, Any]]:
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(64))
     bad_info = make_camera_info(H, W)
     bad_info.k = [float("nan")] * 9
-    return [("image", raw(encoding="yuv999")), ("image", raw(width=0, height=0, step=0, data=b"")),
-            ("image", raw(step=7)), ("image", raw(data=bytes(100))),
-            ("image", raw(width=100_000, height=100_000, step=300_000)),
-            ("camera_info", bad_info), ("image/compressed", corrupt)]
+    return [
+        ("image", raw(encoding="yuv999")),
+        ("image", raw(width=0, height=0, step=0, data=b"")),
+        ("image", raw(step=7)),
+        ("image", raw(data=bytes(100))),
+        ("image", raw(width=100_000, height=100_000, step=300_000)),
+        ("camera_info", bad_info),
+        ("image/compressed", corrupt),
+    ]
 
 
 def run_publisher(frames: int, rate: float, out: Path) -> int:
@@ -105,11 +118,17 @@ def run_publisher(frames: int, rate: float, out: Path) -> int:
 
     rclpy.init()
     node = rclpy.create_node("edgemoe_soak_publisher")
-    pubs = {"image": node.create_publisher(Image, "image", reliable_qos()),
-            "camera_info": node.create_publisher(CameraInfo, "camera_info", reliable_qos()),
-            "image/compressed": node.create_publisher(CompressedImage, "image/compressed", reliable_qos())}
+    pubs = {
+        "image": node.create_publisher(Image, "image", reliable_qos()),
+        "camera_info": node.create_publisher(CameraInfo, "camera_info", reliable_qos()),
+        "image/compressed": node.create_publisher(
+            CompressedImage, "image/compressed", reliable_qos()
+        ),
+    }
     deadline = time.monotonic() + 60
-    while any(p.get_subscription_count() < 1 for p in pubs.values()) and time.monotonic() < deadline:
+    while (
+        any(p.get_subscription_count() < 1 for p in pubs.values()) and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     pixels = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
     hostile = hostile_inputs()
@@ -120,7 +139,9 @@ def run_publisher(frames: int, rate: float, out: Path) -> int:
             time.sleep(OUTAGE_S)  # the camera stops and comes back
         t = time.time()
         msg = make_image(H, W, "rgb8", pixels=pixels)
-        pubs["camera_info"].publish(make_camera_info(H, W, stamp=(msg.header.stamp.sec, msg.header.stamp.nanosec)))
+        pubs["camera_info"].publish(
+            make_camera_info(H, W, stamp=(msg.header.stamp.sec, msg.header.stamp.nanosec))
+        )
         pubs["image"].publish(msg)
         sent.append([msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, t, "good"])
         if i % BAD_EVERY == BAD_EVERY - 1:
@@ -143,7 +164,9 @@ class Controller:
     def __init__(self, harness: Any, bad_weights: Path, fault_trigger: Path) -> None:
         self.h, self.c = harness, harness.client
         self.bad_weights, self.fault_trigger = bad_weights, fault_trigger
-        self.timeline: list[tuple[float, tuple[str, ...] | None, str]] = [(time.time(), ("semseg", "depth"), "start")]
+        self.timeline: list[tuple[float, tuple[str, ...] | None, str]] = [
+            (time.time(), ("semseg", "depth"), "start")
+        ]
         self.reloads = {"good_ok": 0, "good_failed": 0, "bad_refused": 0, "bad_accepted": 0}
         self._next = 0
         from std_msgs.msg import String
@@ -191,7 +214,11 @@ class Controller:
         from std_srvs.srv import Trigger
 
         self.c.set_parameters(self.h.node_name, {"weights_path": weights_path})
-        return bool(self.c.call(Trigger, self.h.srv("reload_model"), Trigger.Request(), timeout=120).success)
+        return bool(
+            self.c.call(
+                Trigger, self.h.srv("reload_model"), Trigger.Request(), timeout=120
+            ).success
+        )
 
     def _reload_good(self) -> None:
         self.reloads["good_ok" if self._reload("") else "good_failed"] += 1
@@ -224,7 +251,9 @@ class Controller:
         """Tasks a frame sent at wall time ``t`` must be answered with (() = not owed)."""
         if any(0.0 <= when - t < MARGIN_S for when, _, _ in self.timeline[1:]):
             return ()
-        if any(what == "activate" and 0.0 <= t - when < MATCH_S for when, _, what in self.timeline):
+        if any(
+            what == "activate" and 0.0 <= t - when < MATCH_S for when, _, what in self.timeline
+        ):
             return ()
         tasks: tuple[str, ...] | None = ()
         for when, state, _ in self.timeline:
@@ -247,11 +276,22 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     from sensor_msgs.msg import Image
 
     trigger = Path(tempfile.mkdtemp(prefix="edgemoe_soak_")) / "device_fault"
-    h = NodeHarness(params={"weights_path": "", "backend": "faulty", "fallback_backend": "cpu",
-                            "backend_options": json.dumps({"trigger_file": str(trigger)}),
-                            "input_qos": "reliable", "output_qos": "reliable", "queue_size": 1,
-                            "use_compressed": True, "max_image_pixels": H * W, "diagnostics_period": 1.0},
-                    weights=False, executable=FAULT_EXE)
+    h = NodeHarness(
+        params={
+            "weights_path": "",
+            "backend": "faulty",
+            "fallback_backend": "cpu",
+            "backend_options": json.dumps({"trigger_file": str(trigger)}),
+            "input_qos": "reliable",
+            "output_qos": "reliable",
+            "queue_size": 1,
+            "use_compressed": True,
+            "max_image_pixels": H * W,
+            "diagnostics_period": 1.0,
+        },
+        weights=False,
+        executable=FAULT_EXE,
+    )
     try:
         c = h.client
         received: dict[int, dict[str, float]] = {}
@@ -260,6 +300,7 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
             def on_output(msg: Image) -> None:
                 stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                 received.setdefault(stamp, {})[task] = time.time()
+
             return on_output
 
         for task, topic in (("semseg", "segmentation"), ("depth", "depth")):
@@ -271,8 +312,21 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         bad_weights.write_bytes(shipped.read_bytes()[: 1 << 20])  # truncated: must be refused
         ctl = Controller(h, bad_weights, trigger)
         sent_log = h.tmp / "sent.json"
-        publisher = subprocess.Popen([sys.executable, __file__, "--role", "publisher", "--frames", str(frames),
-                                      "--rate", str(rate), "--out", str(sent_log)], env=h.env)
+        publisher = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "publisher",
+                "--frames",
+                str(frames),
+                "--rate",
+                str(rate),
+                "--out",
+                str(sent_log),
+            ],
+            env=h.env,
+        )
         time.sleep(10.0)  # the first frames and warm-up before the baseline
         rss_start = rss_mb(h.node.proc.pid)
         next_action = time.monotonic() + switch_every
@@ -283,7 +337,9 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
             time.sleep(0.05)
         time.sleep(DRAIN_S)
         rss_end = rss_mb(h.node.proc.pid)
-        wait_until(lambda: bool(diag.messages) and bool(diag_values(diag.messages[-1])), 10, "diagnostics")
+        wait_until(
+            lambda: bool(diag.messages) and bool(diag_values(diag.messages[-1])), 10, "diagnostics"
+        )
         values = diag_values(diag.messages[-1])
         active = c.get_state(h.node_name) == "active"
         alive = h.node.alive()
@@ -296,8 +352,12 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     owed = {stamp: ctl.owed(t) for stamp, t in good}
     owed = {s: tasks for s, tasks in owed.items() if tasks}
     unanswered = [s for s in owed if s not in received]
-    wrong_task = sum(1 for s, tasks in owed.items() if s in received and set(received[s]) - set(tasks))
-    latency = np.array([(t - s / 1e9) * 1e3 for s, outs in received.items() for t in outs.values()])
+    wrong_task = sum(
+        1 for s, tasks in owed.items() if s in received and set(received[s]) - set(tasks)
+    )
+    latency = np.array(
+        [(t - s / 1e9) * 1e3 for s, outs in received.items() for t in outs.values()]
+    )
     dropped = int(values.get("frames dropped (queue)", 0))
     faults = int(values.get("backend faults", 0))
     received_by_node = int(values.get("frames received", 0))
@@ -306,28 +366,41 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     not_delivered = max(0, sum(1 for _, t in good if ctl.active_at(t)) - received_by_node)
     bad_owed = sum(1 for _, t, kind in sent if kind != "good" and ctl.owed(t))
     return {
-        "frames": frames, "rate_hz": rate, "frames_sent": len(good), "frames_out": len(received),
-        "frames_owed": len(owed), "unanswered_owed": len(unanswered),
-        "lost_stamps": max(0, len(unanswered) - dropped - faults - not_delivered), "dropped_latest": dropped,
+        "frames": frames,
+        "rate_hz": rate,
+        "frames_sent": len(good),
+        "frames_out": len(received),
+        "frames_owed": len(owed),
+        "unanswered_owed": len(unanswered),
+        "lost_stamps": max(0, len(unanswered) - dropped - faults - not_delivered),
+        "dropped_latest": dropped,
         "not_delivered_by_dds": not_delivered,
         # Exact, from the node's own counters: every frame it took in was published, dropped by
         # the queue or lost to a device fault.
-        "unaccounted_in_node": received_by_node - int(values.get("frames processed", 0)) - dropped - faults
+        "unaccounted_in_node": received_by_node
+        - int(values.get("frames processed", 0))
+        - dropped
+        - faults
         - int(values.get("frames skipped (no task)", 0)),
-        "backend_faults": faults, "fallbacks": int(values.get("fallbacks", 0)),
+        "backend_faults": faults,
+        "fallbacks": int(values.get("fallbacks", 0)),
         "wrong_task_outputs": wrong_task,
         "bad_inputs_sent": sum(1 for _, _, kind in sent if kind != "good"),
         "bad_inputs_owed": bad_owed,
         "bad_inputs_counted": int(values.get("bad inputs", 0)),
-        "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
+        "rss_start_mb": round(rss_start, 1),
+        "rss_end_mb": round(rss_end, 1),
         "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2),
         "exceptions": log.count("Traceback (most recent call last)"),
         # The last line of each traceback (the exception), so a failed run says what to look at.
         "exception_lines": _exception_lines(log),
         "p50_ms": float(np.percentile(latency, 50)) if latency.size else None,
         "p99_ms": float(np.percentile(latency, 99)) if latency.size else None,
-        "actions": len(ctl.timeline) - 1, "reloads": ctl.reloads,
-        "node_active_at_end": active, "node_alive_at_end": alive, "diagnostics": values,
+        "actions": len(ctl.timeline) - 1,
+        "reloads": ctl.reloads,
+        "node_active_at_end": active,
+        "node_alive_at_end": alive,
+        "diagnostics": values,
     }
 
 
@@ -336,7 +409,9 @@ def _exception_lines(log: str) -> list[str]:
     out, lines = [], log.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("Traceback (most recent call last)"):
-            end = next((j for j in range(i + 1, len(lines)) if not lines[j].startswith((" ", "\t"))), None)
+            end = next(
+                (j for j in range(i + 1, len(lines)) if not lines[j].startswith((" ", "\t"))), None
+            )
             if end is not None:
                 out.append(lines[end])
     return out[:20]
@@ -344,28 +419,63 @@ def _exception_lines(log: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=10_000, help="good 720p frames to send (default 10000)")
-    p.add_argument("--rate", type=float, default=3.0,
-                   help="frames per second (default 3: what the cpu backend sustains on a shared 2-core VM)")
-    p.add_argument("--switch-every", type=float, default=6.0, help="seconds between controller actions")
+    p.add_argument(
+        "--frames", type=int, default=10_000, help="good 720p frames to send (default 10000)"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=3.0,
+        help="frames per second (default 3: what the cpu backend sustains on a shared 2-core VM)",
+    )
+    p.add_argument(
+        "--switch-every", type=float, default=6.0, help="seconds between controller actions"
+    )
     p.add_argument("--json", type=Path, help="write the figures here")
-    p.add_argument("--role", choices=("controller", "publisher"), default="controller", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--role", choices=("controller", "publisher"), default="controller", help=argparse.SUPPRESS
+    )
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "publisher":
         return run_publisher(args.frames, args.rate, args.out)
     doc = run_soak(args.frames, args.rate, args.switch_every)
-    for key in ("frames_sent", "frames_out", "frames_owed", "lost_stamps", "dropped_latest", "not_delivered_by_dds",
-                "unaccounted_in_node", "backend_faults", "fallbacks", "wrong_task_outputs",
-                "bad_inputs_sent", "bad_inputs_owed", "bad_inputs_counted", "rss_start_mb", "rss_end_mb", "rss_growth_pct",
-                "exceptions", "p50_ms", "p99_ms", "actions", "reloads", "node_active_at_end"):
+    for key in (
+        "frames_sent",
+        "frames_out",
+        "frames_owed",
+        "lost_stamps",
+        "dropped_latest",
+        "not_delivered_by_dds",
+        "unaccounted_in_node",
+        "backend_faults",
+        "fallbacks",
+        "wrong_task_outputs",
+        "bad_inputs_sent",
+        "bad_inputs_owed",
+        "bad_inputs_counted",
+        "rss_start_mb",
+        "rss_end_mb",
+        "rss_growth_pct",
+        "exceptions",
+        "p50_ms",
+        "p99_ms",
+        "actions",
+        "reloads",
+        "node_active_at_end",
+    ):
         print(f"{key:20s} {doc[key]}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
-    ok = (doc["lost_stamps"] == 0 and doc["unaccounted_in_node"] == 0 and doc["exceptions"] == 0
-          and doc["node_active_at_end"] and doc["wrong_task_outputs"] == 0
-          and doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"])
+    ok = (
+        doc["lost_stamps"] == 0
+        and doc["unaccounted_in_node"] == 0
+        and doc["exceptions"] == 0
+        and doc["node_active_at_end"]
+        and doc["wrong_task_outputs"] == 0
+        and doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"]
+    )
     return 0 if ok else 1
 
 

@@ -48,7 +48,8 @@ _STUCK_TEARDOWN = textwrap.dedent("""
     import sys, threading, rclpy
     from edgemoe_ros.bag import play
     play.SHUTDOWN_TIMEOUT_S = 0.5
-    rclpy.try_shutdown = lambda *a, **k: threading.Event().wait()  # a middleware teardown that hangs
+    # a middleware teardown that hangs:
+    rclpy.try_shutdown = lambda *a, **k: threading.Event().wait()
     from edgemoe_ros.bag.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -57,12 +58,32 @@ _STUCK_TEARDOWN = textwrap.dedent("""
 def test_play_exits_when_the_ros_teardown_hangs(tmp_path):
     bag = tmp_path / "bag"
     frames = [(i * 10_000_000 + 1, np.zeros((32, 48, 3), np.uint8)) for i in range(2)]
-    write_image_bag(bag, frames, "/cam/image", "cam", "mcap", CameraInfoParams.pinhole(48, 32, 24.0))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(*DOMAIN_RANGE)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(tmp_path / "log"))
+    write_image_bag(
+        bag, frames, "/cam/image", "cam", "mcap", CameraInfoParams.pinhole(48, 32, 24.0)
+    )
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(*DOMAIN_RANGE)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_LOG_DIR=str(tmp_path / "log"),
+    )
     stats = tmp_path / "stats.json"
-    proc = subprocess.run([sys.executable, "-c", _STUCK_TEARDOWN, "play", str(bag), "--max-rate",
-                           "--json", str(stats)], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _STUCK_TEARDOWN,
+            "play",
+            str(bag),
+            "--max-rate",
+            "--json",
+            str(stats),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "published 4 messages" in proc.stderr and "teardown still running" in proc.stderr
     assert stats.is_file()  # reported before the teardown, so nothing is lost to the watchdog

@@ -72,7 +72,8 @@ def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weigh
         assert [(t, raw) for t, _, raw in got[topic]] == [(t, raw) for t, _, raw in src[topic]]
     engine = engine_mod.Engine(random_init(tiny_config(), seed=11), "cpu")
     for i, (stamp, rgb) in enumerate(_frames()):
-        res = engine.infer(rgb, tasks=("semseg", "depth"))
+        res = engine.infer(rgb, tasks=("semseg", "depth"), camera_k=np.reshape(INFO.k, (3, 3)))
+        assert res.depth_scale != pytest.approx(1.0)  # the recorded lens is not the canonical camera
         for topic, enc in (("/cam/segmentation", "mono8"), ("/cam/segmentation/color", "rgb8"),
                            ("/cam/depth", "32FC1")):
             log_time, msg, _ = got[topic][i]
@@ -200,6 +201,32 @@ def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Pa
     info = CameraInfoParams.from_msg(_read_all(tmp_path / "out")["/cam/depth/camera_info"][0][1])
     assert (info.width, info.height) == (W, H)
     assert info.k[0] == pytest.approx(60.0) and info.k[2] == pytest.approx((W - 1) / 2)
+    # Depth used the same calibration, at the image's size: focal 60, not the file's 120.
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
+        want = engine.infer(_frames()[0][1], ("depth",), camera_k=np.reshape(INFO.k, (3, 3)))
+    np.testing.assert_allclose(depth, want.depth_at_input(), rtol=1e-6)
+
+
+def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: Path, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A camera_info K with a negative focal length cannot scale depth: it is refused as the node
+    refuses it (counted, logged), and every frame is still processed with the canonical camera's
+    depth."""
+    from edgemoe_ros.model.weights import load_weights
+
+    bag = tmp_path / "in"
+    with BagWriter(bag) as writer:
+        for stamp, rgb in _frames():
+            writer.write("/cam/camera_info", stamp, CameraInfoParams.pinhole(W, H, -60.0).to_msg(stamp, "cam"))
+            writer.write("/cam/image_raw", stamp, m.rgb_to_image(rgb, stamp, "cam"))
+    with caplog.at_level("WARNING", logger="edgemoe_ros.bag.process"):
+        summary = process_bag(bag, tmp_path / "out", load_weights(weights_file), tasks=["depth"])
+    assert (summary.frames, summary.skipped, summary.bad_camera_info) == (3, 0, 3)
+    assert any("focal lengths must be positive" in r.message for r in caplog.records)
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
+        np.testing.assert_allclose(depth, engine.infer(_frames()[0][1], ("depth",)).depth_at_input(), rtol=1e-6)
 
 
 def test_info_command_lists_topics(in_bag: Path, capsys: pytest.CaptureFixture[str]) -> None:

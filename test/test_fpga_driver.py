@@ -41,11 +41,8 @@ def overlay(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def csim_lib():
-    try:
-        return build_library(CFG)
-    except BackendError as exc:
-        pytest.skip(f"C-simulation library unavailable: {exc}")
+def csim_lib(tiny_csim_library):
+    return tiny_csim_library
 
 
 @pytest.fixture(scope="module")

@@ -45,9 +45,14 @@ def _calls_writing(fast: fastops.FastOps, out: np.ndarray, kind: str):
     raise AssertionError(kind)
 
 
-_OUT_SHAPES = {"gemm": ((4, 6), np.float32), "attention": ((5, 6), np.float32),
-               "add_layernorm": ((3, 8), np.float32), "softmax_rows": ((3, 8), np.float32),
-               "moe_route": ((4, 2), np.int32), "moe_combine": ((3, 8), np.float32)}
+_OUT_SHAPES = {
+    "gemm": ((4, 6), np.float32),
+    "attention": ((5, 6), np.float32),
+    "add_layernorm": ((3, 8), np.float32),
+    "softmax_rows": ((3, 8), np.float32),
+    "moe_route": ((4, 2), np.int32),
+    "moe_combine": ((3, 8), np.float32),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(_OUT_SHAPES))
@@ -120,10 +125,19 @@ def _images(n: int, h: int = 32, w: int = 64, c: int = 3, dtype: type = np.uint8
     return np.zeros((n, h, w, c), dtype)
 
 
-@pytest.mark.parametrize("images", [
-    _images(1, h=16), _images(1, w=128), _images(1, c=4), _images(1, dtype=np.float32),
-    _images(1, dtype=np.int16), np.zeros((32, 64, 3), np.uint8), _images(0),
-], ids=["short", "wide", "4-channel", "float32", "int16", "no-batch-axis", "empty"])
+@pytest.mark.parametrize(
+    "images",
+    [
+        _images(1, h=16),
+        _images(1, w=128),
+        _images(1, c=4),
+        _images(1, dtype=np.float32),
+        _images(1, dtype=np.int16),
+        np.zeros((32, 64, 3), np.uint8),
+        _images(0),
+    ],
+    ids=["short", "wide", "4-channel", "float32", "int16", "no-batch-axis", "empty"],
+)
 def test_csim_run_raw_refuses_images_the_kernel_would_misread(csim, images):
     with pytest.raises(BackendError, match="csim"):
         csim.run_raw(images, 0)
@@ -136,7 +150,9 @@ def test_csim_library_refuses_oversized_batches_and_foreign_weights(csim):
     short = itf.PackedWeights(packed.one_time[:-8], packed.experts, packed.layout)
     with pytest.raises(BackendError, match="one_time"):
         lib.run(_images(1), short, 0, owner=object())
-    wrong_dtype = itf.PackedWeights(packed.one_time, packed.experts.astype(np.int32), packed.layout)
+    wrong_dtype = itf.PackedWeights(
+        packed.one_time, packed.experts.astype(np.int32), packed.layout
+    )
     with pytest.raises(BackendError, match="experts"):
         lib.run(_images(1), wrong_dtype, 0, owner=object())
     feats, routing = csim.run_raw(_images(2), 0)  # the checks pass a good call through

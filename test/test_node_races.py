@@ -7,7 +7,6 @@ break, instead of hoping a live node hits it.
 
 from __future__ import annotations
 
-import random
 import threading
 
 import pytest
@@ -15,7 +14,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.task import Future
-from ros_testing import DOMAIN_RANGE, write_tiny_weights
+from ros_testing import write_tiny_weights
 from std_srvs.srv import Trigger
 
 from edgemoe_ros.ros import guards
@@ -24,22 +23,16 @@ from edgemoe_ros.ros.node import EdgeMoeNode
 
 
 @pytest.fixture
-def context(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(*DOMAIN_RANGE)))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-@pytest.fixture
-def node(context, tmp_path):
+def node(ros_context, tmp_path):
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
-    n = EdgeMoeNode(context=context, parameter_overrides=[
-        Parameter("autostart", value=False), Parameter("backend", value="reference"),
-        Parameter("weights_path", value=str(weights))])
+    n = EdgeMoeNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("autostart", value=False),
+            Parameter("backend", value="reference"),
+            Parameter("weights_path", value=str(weights)),
+        ],
+    )
     yield n
     n.destroy_node()
 
@@ -60,7 +53,9 @@ def test_reload_never_installs_a_model_into_a_node_cleaned_up_meanwhile(node, mo
     closed = []
     monkeypatch.setattr(node_mod.LoadedModel, "close", lambda self: closed.append(self))
     response: list[Trigger.Response] = []
-    reload = threading.Thread(target=lambda: response.append(node._on_reload(Trigger.Request(), Trigger.Response())))
+    reload = threading.Thread(
+        target=lambda: response.append(node._on_reload(Trigger.Request(), Trigger.Response()))
+    )
     reload.start()
     assert loading.wait(10.0)
     cleanup = threading.Thread(target=node.trigger_cleanup)
@@ -114,10 +109,10 @@ def test_subscription_count_of_a_destroyed_publisher_is_zero(node):
     assert guards.subscription_count(pub) == 0  # no InvalidHandle out of a callback
 
 
-def test_an_exception_in_a_callback_does_not_end_spinning(context):
+def test_an_exception_in_a_callback_does_not_end_spinning(ros_context):
     """rclpy's executor re-raises a callback's exception in the spinning thread (``main``)."""
-    n = rclpy.create_node("guard_spin_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
+    n = rclpy.create_node("guard_spin_probe", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(n)
     done, ticks, errors = Future(), [], []
 

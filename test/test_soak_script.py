@@ -15,22 +15,44 @@ from edgemoe_ros.model.weights import shipped_weights_path
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("frames_sent", "frames_out", "lost_stamps", "dropped_latest", "bad_inputs_counted", "rss_start_mb",
-        "rss_end_mb", "rss_growth_pct", "exceptions", "p50_ms", "p99_ms")
+KEYS = (
+    "frames_sent",
+    "frames_out",
+    "lost_stamps",
+    "dropped_latest",
+    "bad_inputs_counted",
+    "rss_start_mb",
+    "rss_end_mb",
+    "rss_growth_pct",
+    "exceptions",
+    "p50_ms",
+    "p99_ms",
+)
 
 
 @pytest.mark.skipif(shipped_weights_path() is None, reason="the shipped model is not installed")
 def test_short_soak_loses_nothing(tmp_path):
     out = tmp_path / "soak.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--frames", "180", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--frames", "180", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     doc = json.loads(out.read_text())
     assert set(KEYS) <= set(doc), sorted(set(KEYS) - set(doc))
     assert doc["frames_sent"] == 180 and doc["frames_out"] > 0 and doc["frames_owed"] > 0, doc
-    assert doc["lost_stamps"] == 0 and doc["unaccounted_in_node"] == 0 and doc["wrong_task_outputs"] == 0, doc
+    assert (
+        doc["lost_stamps"] == 0
+        and doc["unaccounted_in_node"] == 0
+        and doc["wrong_task_outputs"] == 0
+    ), doc
     assert doc["exceptions"] == 0 and doc["node_active_at_end"], proc.stdout + proc.stderr[-3000:]
     assert 0 < doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"], doc
-    assert doc["backend_faults"] >= 1 and doc["fallbacks"] >= 1, doc  # the device fault was injected and survived
+    assert doc["backend_faults"] >= 1 and doc["fallbacks"] >= 1, (
+        doc
+    )  # the device fault was injected and survived
     reloads = doc["reloads"]
     assert reloads["good_ok"] >= 1 and reloads["bad_refused"] >= 1, reloads
     assert reloads["good_failed"] == 0 and reloads["bad_accepted"] == 0, reloads

@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from edgemoe_ros.model.config import ConfigError, ModelConfig, tiny_config
+from edgemoe_ros.model.safetensors_reader import MAX_HEADER_BYTES
 from edgemoe_ros.model.weights import (
-    MAX_HEADER_BYTES,
     META_CONFIG,
     META_FORMAT,
     ModelWeights,

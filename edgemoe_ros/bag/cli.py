@@ -25,6 +25,7 @@ from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
 from .io import BagError, bag_info
+from .play import DEFAULT_QUEUE_SIZE
 
 EXIT_OK = 0
 #: The play command's teardown was abandoned after playback failed (the error was logged).
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--rate", type=_positive_float, default=1.0, help="recorded pace x RATE (default 1)")
     pace.add_argument("--max-rate", action="store_true", help="publish as fast as possible")
     p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
-    p.add_argument("--queue-size", type=_positive_int, default=10, help="publisher history depth")
+    p.add_argument("--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE, help="publisher history depth")
     p.add_argument("--loop", action="store_true", help="repeat until interrupted")
     p.add_argument("--restamp", action="store_true", help="replace header stamps with the publish time")
     p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",

@@ -4,7 +4,10 @@ The output bag holds the input image topic and its camera_info copied byte for b
 outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
 ``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
 Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
-with the original recording in Foxglove/RViz and can be compared frame by frame.
+with the original recording in Foxglove/RViz and can be compared frame by frame. Depth is metric
+for the recorded camera: each frame is inferred with the K of the latest camera_info before it
+(model/canonical_camera.py); without one (or with an uncalibrated or unusable K, logged once) it
+is the model's canonical camera's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import postprocess as pp
+from ..model.canonical_camera import IntrinsicsError
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
 from . import messages as m
@@ -103,13 +107,25 @@ class _Job:
     resolution: str
     resize_mode: str | None
     summary: ProcessSummary
+    warned_k: bool = False
+
+    def camera_k(self, info_msg: Any, image_h: int, image_w: int) -> np.ndarray | None:
+        """The recorded camera's K at this image's size; None (warned once) when it is unusable."""
+        try:
+            return pp.camera_k_from_info(info_msg, image_h, image_w)
+        except IntrinsicsError as exc:
+            if not self.warned_k:
+                self.warned_k = True
+                log.warning("camera_info K unusable (%s): depth of the model's canonical camera", exc)
+            return None
 
     def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
         """Infer one frame and write its outputs (and their camera_info when the input has one).
 
         Everything is built before the first write, so a frame that fails (a camera_info the
         fit cannot use) is skipped with no output at all, never counted as skipped with some."""
-        res = self.engine.infer(frame.rgb, tasks=self.tasks)
+        camera_k = self.camera_k(info_msg, *frame.rgb.shape[:2])
+        res = self.engine.infer(frame.rgb, tasks=self.tasks, camera_k=camera_k)
         stamp, fid = frame.stamp_ns, frame.frame_id
         at_input = self.resolution == "input"
         outputs: list[tuple[str, Any]] = []
@@ -117,7 +133,8 @@ class _Job:
         if res.semseg is not None:
             sem = res.semseg_at_input() if at_input else res.semseg
             outputs.append((SEGMENTATION, m.array_to_image(sem, m.MONO8, stamp, fid)))
-            outputs.append(("color", m.array_to_image(pp.colorize_semseg(sem), m.RGB8, stamp, fid)))
+            color = pp.colorize_semseg(sem, pp.model_palette(self.cfg))
+            outputs.append(("color", m.array_to_image(color, m.RGB8, stamp, fid)))
             infos.append("segmentation_info")
         if res.depth is not None:
             depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)
@@ -153,10 +170,12 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
     Inputs get the node's checks (SPEC §7): a compressed frame's header is read before it is
     decoded, so one that would decode to more than ``max_image_pixels`` (default: the node's
-    parameter default) is skipped without being decoded; a camera_info with NaN/Inf calibration
-    is counted in ``bad_camera_info`` and not used, the previous good one stays in effect.
+    parameter default) is skipped without being decoded; a camera_info the node refuses (NaN/Inf,
+    a bad K, a bad size) is counted in ``bad_camera_info`` and, as in the node, clears the
+    calibration until a good one arrives.
     """
-    from ..engine import Engine  # the model stack loads only for `process`, not for play/record/info
+    # The model stack loads only for `process`, not for play/record/info.
+    from ..engine import Engine
     from ..ros import conversions as conv  # the node's input checks, so both paths refuse the same
     from ..ros.params import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -192,7 +211,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                             latest_info = info
                         except conv.BadInputError as exc:
                             summary.bad_camera_info += 1
-                            log.warning("ignoring camera_info at %d ns: %s", log_time, exc)
+                            latest_info = None  # as the node: a bad calibration clears the old one
+                            if summary.bad_camera_info <= MAX_SKIP_WARNINGS:
+                                log.warning("ignoring camera_info at %d ns: %s", log_time, exc)
                         continue
                     try:
                         msg = reader.deserialize(t, raw)

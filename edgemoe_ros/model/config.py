@@ -81,6 +81,10 @@ class ModelConfig:
     ln_eps: float = 1e-6
     tasks: tuple[str, ...] = TASKS
     class_names: tuple[str, ...] = SEMSEG_CLASSES
+    #: Display colours of the classes, flat RGB (3 values per class, 0-255); empty: the Cityscapes
+    #: category colours of ``postprocess.PALETTE`` (the default classes). ``edgemoe-train
+    #: --classes`` stores its scheme's, so the node and the tools draw what the model predicts.
+    palette: tuple[int, ...] = ()
     #: "light", "guided" or "pyramid" (<= 10 % of backbone MACs; the shipped model is "pyramid")
     #: or "up" (M3ViT VisionTransformerUpHead, heavier than the backbone).
     head: str = "light"
@@ -109,6 +113,11 @@ class ModelConfig:
     depth_output: str = "log"
     min_depth: float = 0.5
     max_depth: float = 80.0
+    #: Depth is predicted for a canonical camera with this horizontal field of view across the
+    #: model input (focal ``img_w / (2 tan(hfov / 2))`` model pixels); the engine rescales it to
+    #: the real camera's K (model/canonical_camera.py). Default: the renderer's camera
+    #: (scenes.camera.DEFAULT_HFOV_DEG), which the shipped model was trained with.
+    canonical_hfov_deg: float = 90.0
     #: How camera images are fitted to the model input: "stretch" or "crop" (centre crop).
     resize_mode: str = "stretch"
     #: Free-form provenance (training run, importer) carried in the weights file.
@@ -244,6 +253,12 @@ class ModelConfig:
             if self.patch % 4:
                 # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it too.
                 problems.append(f"the pyramid head needs a patch size divisible by 4, got {self.patch}")
+        if self.palette and (len(self.palette) != 3 * len(self.class_names)
+                             or not all(isinstance(v, int) and 0 <= v <= 255 for v in self.palette)):
+            problems.append(f"palette needs 3 values in 0..255 per class ({3 * len(self.class_names)}), "
+                            f"got {len(self.palette)}")
+        if not 1.0 < self.canonical_hfov_deg < 179.0:
+            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} not in (1, 179) degrees")
         if not 0 < self.min_depth < self.max_depth:
             problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
         if problems:

@@ -31,12 +31,15 @@ def serialised(lock_attribute: str) -> Callable[[F], F]:
     The node puts it on its lifecycle transitions and on ``~/reload_model`` so a reload runs
     entirely before or entirely after a configure/cleanup/shutdown, never in between.
     """
+
     def wrap(method: F) -> F:
         @functools.wraps(method)
         def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
             with getattr(self, lock_attribute):
                 return method(self, *args, **kwargs)
+
         return locked  # type: ignore[return-value]
+
     return wrap
 
 
@@ -86,5 +89,7 @@ def spin_until_done(executor: Executor, done: Future, log_error: Callable[[str],
             raise
         except Exception:  # noqa: BLE001 - the point of this loop
             survived += 1
-            log_error(f"a callback raised; the node keeps running:\n{traceback.format_exc().rstrip()}")
+            log_error(
+                f"a callback raised; the node keeps running:\n{traceback.format_exc().rstrip()}"
+            )
     return survived
