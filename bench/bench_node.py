@@ -258,6 +258,19 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
 
 
 # ----------------------------------------------------------------------------- end to end
+#: Seconds ``play`` waits for the node to subscribe.
+PLAY_WAIT_S = 60.0
+#: Seconds for the player process to start (imports, rclpy init) on a loaded machine.
+PLAY_START_S = 30.0
+
+
+def _play_limit_s(frames: int) -> float:
+    """The longest ``edgemoe-bag play`` can take: each of its waits is bounded (bag/play.py)."""
+    from edgemoe_ros.bag.play import FLUSH_TIMEOUT_S, SHUTDOWN_TIMEOUT_S
+
+    return PLAY_START_S + PLAY_WAIT_S + frames / E2E_HZ + FLUSH_TIMEOUT_S + SHUTDOWN_TIMEOUT_S
+
+
 def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str],
               listener: Any) -> dict[str, float]:
     """Median/p90 ms from header stamp (set at publish by the player) to receipt here."""
@@ -276,9 +289,12 @@ def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[s
     try:
         listener.reset()
         _wait(listener.matched, 60, "edgemoe_node outputs")
-        play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
-                               "--wait-subscribers", "1", "--wait-timeout", "60"], env=env,
-                              capture_output=True, text=True, timeout=120 + frames / E2E_HZ)
+        try:
+            play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
+                                   "--wait-subscribers", "1", "--wait-timeout", str(PLAY_WAIT_S)], env=env,
+                                  capture_output=True, text=True, timeout=_play_limit_s(frames))
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"edgemoe-bag play outlived its own bound ({exc.timeout:.0f} s)") from None
         if play.returncode != 0:
             raise RuntimeError(f"edgemoe-bag play failed: {play.stderr[-2000:]}")
         _wait(lambda: len(listener.latencies) >= frames, 10, f"{frames} outputs")

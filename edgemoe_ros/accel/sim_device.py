@@ -117,6 +117,22 @@ _LOADED: dict[tuple[str, int, int], tuple[tempfile.TemporaryDirectory, int]] = {
 _LOAD_LOCK = threading.Lock()
 
 
+class _SharedKernel:
+    """What the devices sharing one loaded library share: the kernel's static memory.
+
+    ``lock`` serialises their runs (the kernel's scratch buffers are static); ``cache_owner`` is
+    the :class:`CsimHardware` whose parameters the static parameter cache holds right now.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache_owner: object | None = None
+
+
+#: dlmopen handle -> its shared kernel state.
+_KERNELS: dict[int, _SharedKernel] = {}
+
+
 def _load_isolated(path: Path) -> int:
     """``dlmopen`` a private copy of ``path`` into a new link-map namespace; returns the handle.
 
@@ -160,9 +176,12 @@ def _symbol(handle: int, name: str, path: Path) -> int:
 class CsimHardware:
     """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware` callable.
 
-    The library is loaded in a link-map namespace of its own (see :func:`_load_isolated`); all
-    simulated devices using the same library build share it, as calls from one process to one
-    board would. Every driver reloads the parameter cache on its first run, so sharing is safe.
+    One instance is one board's accelerator. The library is loaded in a link-map namespace of its
+    own (see :func:`_load_isolated`), shared by every instance using the same build, so their
+    kernels share one static parameter cache, where separate boards would each have their BRAM.
+    Each instance therefore keeps the one-time weights of its last reload, and a run without
+    reload after another instance refilled the cache restores them first: device A, B, A runs
+    on A's parameters, and a device that never loaded gets the kernel's "no parameters" error.
     """
 
     def __init__(self, library: str | Path):
@@ -177,6 +196,10 @@ class CsimHardware:
                 f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild hls_accel")
         self._signature = _INT_FUNCTION(_symbol(handle, "edgemoe_csim_model_signature", path))
         self._run = _RUN_SIGNATURE(_symbol(handle, "edgemoe_csim_run", path))
+        with _LOAD_LOCK:
+            self._kernel = _KERNELS.setdefault(handle, _SharedKernel())
+        #: This board's parameter cache: the one-time weights as of its last reload.
+        self._cached_one_time: np.ndarray | None = None
 
     def check_model(self, cfg: ModelConfig) -> None:
         """Refuse a library compiled for another model."""
@@ -188,10 +211,47 @@ class CsimHardware:
     def __call__(self, images: np.ndarray, weights_one_time: np.ndarray, weights_experts: np.ndarray,
                  features_out: np.ndarray, routing_out: np.ndarray, num_images: int, task_id: int,
                  reload_one_time_weights: int) -> int:
+        _check_buffers(images, weights_one_time, weights_experts, features_out, routing_out, num_images)
+
         def ptr(a: np.ndarray) -> int:
             return a.ctypes.data
-        return int(self._run(ptr(images), ptr(weights_one_time), ptr(weights_experts), ptr(features_out),
-                             ptr(routing_out), num_images, task_id, reload_one_time_weights))
+        kernel = self._kernel
+        with kernel.lock:
+            one_time, reload = weights_one_time, reload_one_time_weights
+            if not reload and kernel.cache_owner is not self:
+                if self._cached_one_time is None:
+                    return itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS  # this board never loaded any
+                # Refill the cache with what this board had. For this one run the snapshot also
+                # supplies the streamed linear weights, which equal the device buffer's unless a
+                # driver rewrote that buffer without asking for a reload.
+                one_time, reload = self._cached_one_time, 1
+            code = int(self._run(ptr(images), ptr(one_time), ptr(weights_experts), ptr(features_out),
+                                 ptr(routing_out), num_images, task_id, reload))
+            if code == itf.CSIM_OK:
+                if reload_one_time_weights:
+                    self._cached_one_time = np.array(weights_one_time, copy=True)
+                kernel.cache_owner = self
+            return code
+
+
+def _check_buffers(images: np.ndarray, one_time: np.ndarray, experts: np.ndarray, features: np.ndarray,
+                   routing: np.ndarray, num_images: int) -> None:
+    """What the C-simulation needs of its buffers before it gets their pointers (it trusts them):
+    the right dtypes, C-contiguous, outputs writeable, and ``num_images`` images present. The
+    sizes the model fixes are checked by ``check_model`` and the device's pointer decoding."""
+    wants = (("images", images, np.uint8, False), ("weights_one_time", one_time, np.int16, False),
+             ("weights_experts", experts, np.int16, False), ("features_out", features, np.int32, True),
+             ("routing_out", routing, np.int32, True))
+    for name, arr, dtype, written in wants:
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or not arr.flags.c_contiguous:
+            got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise SimulatedDeviceError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array, got {got}")
+        if written and not arr.flags.writeable:
+            raise SimulatedDeviceError(f"{name} is written by the accelerator but is read-only")
+    for name, arr in (("images", images), ("features_out", features), ("routing_out", routing)):
+        if arr.ndim < 1 or arr.shape[0] < num_images:
+            raise SimulatedDeviceError(f"{name} holds {arr.shape[0] if arr.ndim else 0} images, the run needs "
+                                       f"{num_images}")
 
 
 class SimulatedDevice(Device):

@@ -33,8 +33,14 @@ _RESTAMP_MEMORY = 64
 #: (the history overwrote frames whose lost fragments were not yet repaired); with 100, 40 of 40
 #: in 3 of 3 runs (docs/qos.md). Costs memory only while frames are unacknowledged.
 DEFAULT_QUEUE_SIZE = 100
-#: How long the end of playback waits for reliable subscribers to acknowledge the last messages.
+#: How long the end of playback waits, in all, for reliable subscribers to acknowledge the last
+#: messages (one budget shared by every publisher, not one per publisher).
 FLUSH_TIMEOUT_S = 10.0
+#: How long tearing down (destroying the node, shutting rclpy down) may take before the play
+#: command gives up on it and exits: with Fast DDS's TCP transports (LARGE_DATA) the middleware's
+#: teardown is not bounded by anything of ours, and a player that outlives every timeout it was
+#: given stalls whatever waits for it (a benchmark, a test, a launch file).
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -157,7 +163,11 @@ class BagPlayer:
         """
         from rclpy.duration import Duration
 
-        ok = all(pub.wait_for_all_acked(Duration(seconds=timeout_s)) for pub in self._pubs.values())
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for pub in self._pubs.values():
+            left = max(0.0, deadline - time.monotonic())
+            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
         if not ok:
             log.warning("%s: subscribers did not acknowledge every message within %.1f s", self.path, timeout_s)
         return ok

@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..allocator import tune_allocator
+from ..allocator import release_free_memory, tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
 from ..postprocess import (
@@ -50,6 +50,7 @@ from ..postprocess import (
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .guards import InvalidHandle, log_at, serialised, spin_until_done, subscription_count
 from .label_info import LabelInfoPublisher
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .params import (
@@ -62,7 +63,7 @@ from .params import (
 )
 from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
 from .qos import profile as qos_profile
-from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
+from .task_switch import TaskRequestError, TaskState, TaskSwitch
 from .watchdog import BackendHung
 from .worker import FrameWorker
 
@@ -143,6 +144,8 @@ class EdgeMoeNode(LifecycleNode):
         self._throttle = KeyedThrottle()
         self._group = ReentrantCallbackGroup()
         self._model_lock = threading.Lock()
+        # Lifecycle transitions and ~/reload_model run one at a time (guards.serialised).
+        self._transition_lock = threading.RLock()
         self._model: LoadedModel | None = None
         self._on_fallback = False
         self._lifecycle = STATE_UNCONFIGURED
@@ -187,6 +190,7 @@ class EdgeMoeNode(LifecycleNode):
         return self.create_timer(period_s, callback, callback_group=self._group, clock=self._steady_clock)
 
     # ------------------------------------------------------------------ lifecycle
+    @serialised("_transition_lock")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load weights and backend(s); on any error stay unconfigured with a clear log."""
         params = read_all(self)
@@ -198,7 +202,9 @@ class EdgeMoeNode(LifecycleNode):
             self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
             return TransitionCallbackReturn.FAILURE
         with self._model_lock:
-            self._model, self._on_fallback = model, model.engine is None
+            old, self._model, self._on_fallback = self._model, model, model.engine is None
+        if old is not None:  # never leak a backend (threads, device buffers) by overwriting it
+            old.close()
         self._config_error = self._reload_error = ""
         self._label_info.publish(model.config.class_names)
         qos = qos_profile(params.output_qos, params.output_depth)
@@ -213,6 +219,7 @@ class EdgeMoeNode(LifecycleNode):
             + f", model {model.config.img_h}x{model.config.img_w}, tasks {self._tasks.as_parameter()}")
         return super().on_configure(state)
 
+    @serialised("_transition_lock")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
         self._worker.start()
@@ -272,18 +279,21 @@ class EdgeMoeNode(LifecycleNode):
 
         timer = self._steady_timer(0.0, resubscribe)
 
+    @serialised("_transition_lock")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info("deactivated")
         return super().on_deactivate(state)
 
+    @serialised("_transition_lock")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
         self._lifecycle = STATE_UNCONFIGURED
         self.get_logger().info("cleaned up")
         return super().on_cleanup(state)
 
+    @serialised("_transition_lock")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything from whatever state we are in, then let ``main`` exit."""
         self._stop_processing()
@@ -300,6 +310,7 @@ class EdgeMoeNode(LifecycleNode):
         exit_timer = self._steady_timer(EXIT_DELAY_S, finish)
         return super().on_shutdown(state)
 
+    @serialised("_transition_lock")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error("error transition: releasing resources")
         self._stop_processing()
@@ -327,13 +338,17 @@ class EdgeMoeNode(LifecycleNode):
         self._worker.stop()
 
     def _release_model(self) -> None:
-        for pub in self._pubs.values():
+        # Unpublish the dict before destroying its entries: callbacks that read self._pubs from
+        # now on see none; one that took the old dict gets InvalidHandle, which it handles.
+        pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
             self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
         with self._model_lock:
             model, self._model = self._model, None
         if model is not None:
             model.close()
+            del model
+            release_free_memory()
 
     # ------------------------------------------------------------------ parameters and switching
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
@@ -377,9 +392,10 @@ class EdgeMoeNode(LifecycleNode):
         topics = {"semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
                   "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO)}
         pubs = self._pubs
-        return {task: any(t in pubs and pubs[t].get_subscription_count() > 0 for t in names)
+        return {task: any(t in pubs and subscription_count(pubs[t]) > 0 for t in names)
                 for task, names in topics.items()}
 
+    @serialised("_transition_lock")
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """Reload weights (and the backend if its parameters changed) without restarting."""
         if self._lifecycle not in (STATE_INACTIVE, STATE_ACTIVE):
@@ -401,6 +417,7 @@ class EdgeMoeNode(LifecycleNode):
                 response.message += f"; parameters {', '.join(reverted)} set back to the running model's"
             self._reload_error = response.message
             self.get_logger().error(response.message)
+        release_free_memory()  # the replaced (or refused) model's memory back to the system
         return response
 
     def _revert_model_parameters(self) -> list[str]:
@@ -477,7 +494,7 @@ class EdgeMoeNode(LifecycleNode):
                             f"dropped bad {what} (frame_id '{frame_id}', {exc.kind}): {exc}")
 
     def _frame_state(self) -> FrameState:
-        tasks = self._tasks.snapshot(self._subscribed() if self._tasks.mode == MODE_AUTO else ())
+        tasks = self._tasks.snapshot(self._subscribed)  # asked only in auto mode, under the switch's lock
         return FrameState(tasks, self._params)
 
     def _process_frame(self, frame: Frame, state: FrameState) -> None:
@@ -547,6 +564,13 @@ class EdgeMoeNode(LifecycleNode):
         self._stats.count("backend_faults")
 
     def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams) -> None:
+        try:
+            self._publish_outputs(header, in_h, in_w, result, params)
+        except InvalidHandle:
+            self._stats.count("dropped_in_cleanup")  # publishers destroyed while this frame was out
+
+    def _publish_outputs(self, header: Header, in_h: int, in_w: int, result: FrameResult,
+                         params: NodeParams) -> None:
         at_input = params.output_resolution == "input"
         info = self._latest_info
         relayed = None
@@ -567,7 +591,7 @@ class EdgeMoeNode(LifecycleNode):
 
         def wanted(topic: str) -> bool:
             # Like image_pipeline: no subscriber, no restore/colourise/serialise work for that topic.
-            return pubs[topic].get_subscription_count() > 0
+            return subscription_count(pubs[topic]) > 0
 
         if result.semseg is not None:
             want_ids, want_color = wanted(TOPIC_SEGMENTATION), params.publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
@@ -604,7 +628,7 @@ class EdgeMoeNode(LifecycleNode):
             return
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        getattr(self.get_logger(), level)(message)
+        log_at(self.get_logger(), level, message)
 
     def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
@@ -676,7 +700,7 @@ def main(args: list[str] | None = None) -> int:
         node = EdgeMoeNode()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
+        spin_until_done(executor, node.finished, node.get_logger().error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ParameterValueError as exc:

@@ -6,6 +6,10 @@ schedule's length, the class weights, and what defines the run: the model config
 scheme and the data mixture. Resuming refuses a *foreign* checkpoint (another tool's, another
 model's or another class scheme's) with an error that says which, instead of loading
 mismatched tensors or continuing a different run.
+
+The older trainers (``train.py``, ``train_heads.py``) write theirs with ``save_checkpoint_file``
+(numpy values made plain) and read them with ``load_checkpoint_file``: the same restricted
+unpickler, so a copied run cannot run code either.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 #: ``kind`` of every checkpoint this module writes, and the layout version.
@@ -69,3 +74,45 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
 def _short(value: Any, limit: int = 160) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----- the older trainers' checkpoints (train.py, train_heads.py)
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read safely (foreign objects, corrupt, not a checkpoint)."""
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy arrays/scalars turned into tensors/Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_checkpoint_file(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (made ``plain``) under a temporary name, then rename: never half
+    a file."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(plain(payload), tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with the restricted unpickler (tensors and plain data only)."""
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - pickle/zip/torch errors all mean "not usable"
+        raise CheckpointError(
+            f"{path}: not a checkpoint this trainer can read safely "
+            f"(only tensors and plain data are loaded): {exc}"
+        ) from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(
+            f"{path}: not a checkpoint (top level is {type(ck).__name__}, not a dict)"
+        )
+    return ck

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..model.config import HEAD_TYPES, IGNORE_INDEX, ModelConfig, tiny_config
 from ..model.weights import load_weights, save_weights
 from . import data
+from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from .metrics import SegDepthMeter
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
 
@@ -336,11 +337,10 @@ def validate(trainer: Trainer, val: dict[str, np.ndarray], batch: int = 8) -> di
 
 
 def save_checkpoint(path: Path, trainer: Trainer, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-                "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
-                "new_lr_mult": trainer.new_lr_mult, **state}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_file(path, {
+        "model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
+        "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
+        "new_lr_mult": trainer.new_lr_mult, **state})
 
 
 def export(trainer: Trainer, path: Path, notes: dict) -> None:
@@ -423,7 +423,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     elapsed, images_seen, history = 0.0, 0, []
     rng = np.random.default_rng(args.seed)
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        try:
+            ck = load_checkpoint_file(ckpt_path)
+        except CheckpointError as exc:
+            raise SystemExit(f"--resume: {exc}") from None
         if "config" in ck:
             cfg = ModelConfig.from_json(ck["config"])
         if args.head is not None and args.head != cfg.head:
