@@ -152,9 +152,12 @@ def test_engine_imports_neither_torch_nor_rclpy():
 
 
 def test_backend_options_reach_the_named_backend() -> None:
-    """CLI/node ``backend_options`` are create_backend kwargs: a bad one fails at construction."""
+    """CLI/node ``backend_options`` are create_backend kwargs: a bad one fails at construction,
+    naming the options the backend takes (backends/options.py)."""
+    from edgemoe_ros.backends import BackendError
+
     weights = random_init(tiny_config(), seed=5)
-    with pytest.raises(TypeError):
+    with pytest.raises(BackendError, match="unknown option 'no_such_option'.*native, threads"):
         Engine(weights, backend="cpu", backend_options={"no_such_option": 1})
     with pytest.raises(ValueError, match="by name"):
         Engine(weights, backend=create_backend("cpu"), backend_options={"x": 1})
