@@ -68,6 +68,8 @@ def test_camera_and_lens_vary(frames):
         hfov = 2 * np.degrees(np.arctan((W / 2) / f.K[0, 0]))
         assert lo - 1e-6 <= hfov <= hi + 1e-6
     assert any(f.k1 > 0 for f in frames) and any(f.k1 == 0 for f in frames)
+    aspects = [f.K[0, 0] / f.K[1, 1] for f in frames]  # stretched views (non-square pixels) and square ones
+    assert min(aspects) < 0.9 and max(aspects) == 1.0
 
 
 def test_ground_depth_is_the_exact_plane_intersection_for_any_lens(frames):

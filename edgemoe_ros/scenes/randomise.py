@@ -6,7 +6,7 @@ shadowed road as cars (docs/datasets.md). Each of those is a cue our default sce
 here they do: materials and colours (white/glass façades, plaster, autumn foliage with fine leaf
 texture, glossy car paint, clothing of any colour), light (sun direction and colour, blown-out
 skies, cast shadows on the road), weather (haze), the camera (focal length, radial distortion,
-height, pitch, roll), the sensor (exposure, white balance, noise, blur, JPEG, vignetting), road
+height, pitch, roll, non-square pixels), the sensor (exposure, white balance, noise, blur, JPEG, vignetting), road
 markings, roadside clutter (parked cars, pedestrians, poles, street trees in front of buildings)
 and what is not the scene (an ego-vehicle hood and black image borders, labelled ``IGNORE_INDEX``
 with no depth, as Cityscapes labels the ego vehicle: labelId 1, ignored in evaluation).
@@ -50,6 +50,9 @@ class Randomisation:
     yaw_sigma: float = 0.06
     distortion_prob: float = 0.25
     distortion_k1: tuple[float, float] = (0.02, 0.15)
+    #: Non-square pixels (fx / fy): what the model sees of a wide camera stretched to its aspect.
+    stretch_prob: float = 0.4
+    pixel_aspect: tuple[float, float] = (0.55, 1.0)
     # materials and colours
     restyle_prob: float = 0.8
     # light and weather
@@ -101,6 +104,7 @@ def resolve(randomise: str | float | Randomisation | None) -> Randomisation | No
 class Lens:
     hfov_deg: float
     k1: float
+    pixel_aspect: float = 1.0
 
 
 def camera(rng: np.random.Generator, r: Randomisation, pose: CameraPose) -> tuple[CameraPose, Lens]:
@@ -111,7 +115,8 @@ def camera(rng: np.random.Generator, r: Randomisation, pose: CameraPose) -> tupl
                    roll=float(rng.normal(0.0, r.roll_sigma * r.strength)))
     hfov = float(rng.uniform(*r.hfov_deg))
     k1 = float(rng.uniform(*r.distortion_k1)) if rng.random() < r.p(r.distortion_prob) else 0.0
-    return pose, Lens(hfov, k1)
+    aspect = float(rng.uniform(*r.pixel_aspect)) if rng.random() < r.p(r.stretch_prob) else 1.0
+    return pose, Lens(hfov, k1, aspect)
 
 
 # ----- materials and colours -----

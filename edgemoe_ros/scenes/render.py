@@ -65,14 +65,21 @@ def _contains_camera(prim: Primitive, origin: np.ndarray, margin: float = 0.3) -
 def render_view(world: World, pose: CameraPose, width: int, height: int, light: Lighting, t: float,
                 rng: np.random.Generator, extra: list[Primitive] | None = None,
                 hfov_deg: float = DEFAULT_HFOV_DEG, k1: float = 0.0,
-                restyle: Callable[[list[Primitive]], list[Primitive]] | None = None) -> Frame:
+                restyle: Callable[[list[Primitive]], list[Primitive]] | None = None, pixel_aspect: float = 1.0
+                ) -> Frame:
     """Render ``world`` at time ``t`` seen from ``pose`` (the shared core of frames and sequences).
 
     ``k1``: radial lens distortion (``camera.undistort_factor``; 0 = pinhole, >= 0 only);
+    ``pixel_aspect``: ``fx / fy`` (``hfov_deg`` fixes ``fx``); below 1 the view is squeezed
+    sideways, as a wide image stretched into a narrower aspect (KITTI into the model: 0.6);
     ``restyle``: maps the visible primitives to new colours/materials (domain randomisation)."""
     if k1 < 0:
         raise ValueError(f"k1 must be >= 0 (barrel distortion), got {k1}")
+    if pixel_aspect <= 0:
+        raise ValueError(f"pixel_aspect must be > 0, got {pixel_aspect}")
     K = intrinsics(width, height, hfov_deg)
+    if pixel_aspect != 1.0:
+        K[1, 1] = K[0, 0] / pixel_aspect
     rays = camera_rays(K, width, height, pose, k1)
     shrink = 1.0 / float(undistort_factor(K, width, height, k1).max()) if k1 else 1.0
     prims = world.primitives(pose.y - BEHIND_RANGE, pose.y + VIEW_RANGE, t) + list(extra or [])
@@ -125,7 +132,7 @@ def _randomised(seed: int, world: World, pose: CameraPose, width: int, height: i
     light = R.lighting(rr, prof)
     style_rng = np.random.default_rng([int(seed), R.RANDOMISE_STREAM, 1])
     frame = render_view(world, pose, width, height, light, t, rng, extra, lens.hfov_deg, lens.k1,
-                        restyle=lambda prims: R.restyle(prims, style_rng, prof))
+                        restyle=lambda prims: R.restyle(prims, style_rng, prof), pixel_aspect=lens.pixel_aspect)
     labels, depth = frame.labels.copy(), frame.depth.copy()
     rgb = frame.rgb.copy()
     R.overlays(rgb, labels, depth, rr, prof)
