@@ -352,11 +352,17 @@ def sensor(rgb: np.ndarray, rng: np.random.Generator, r: Randomisation) -> np.nd
             img = cv2.blur(img, (k, 1))
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < r.p(r.jpeg_prob):
-        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
-        if ok:
-            out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+        out = jpeg_roundtrip(out, int(rng.integers(30, 95)))
     return out
 
 
-__all__ = ["PROFILES", "RANDOMISE_STREAM", "Lens", "Randomisation", "camera", "clutter", "lighting",
-           "overlays", "resolve", "restyle", "restyle_world", "sensor"]
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """A uint8 RGB image after JPEG compression at ``quality`` (1-100): blocking and ringing."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a {rgb.shape} {rgb.dtype} image")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+__all__ = ["PROFILES", "RANDOMISE_STREAM", "Lens", "Randomisation", "camera", "clutter", "jpeg_roundtrip",
+           "lighting", "overlays", "resolve", "restyle", "restyle_world", "sensor"]

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..datasets.frame import LabelledFrame
+from ..scenes.randomise import jpeg_roundtrip
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,7 @@ def photometric(rgb: np.ndarray, rng: np.random.Generator, params: Photometric =
         x = cv2.GaussianBlur(x, (0, 0), draw(*params.blur_sigma, 0.0) + 1e-3)
     out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < params.jpeg_prob * strength:
-        quality = int(round(100 - strength * (100 - rng.integers(*params.jpeg_quality))))
-        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+        out = jpeg_roundtrip(out, int(round(100 - strength * (100 - rng.integers(*params.jpeg_quality)))))
     return out
 
 
