@@ -245,3 +245,25 @@ def test_dataset_cli_export_then_check(tmp_path: Path, capsys):
     assert "--frames 0: must be >= 1" in capsys.readouterr().err
     assert cli.main(["check", f"kitti:{tmp_path / 'none'}"]) == 2
     assert "no KITTI depth split 'train'" in capsys.readouterr().err
+
+
+def test_dataset_cli_export_randomised(tmp_path: Path, capsys):
+    """--randomise domain writes each frame's own K and the renders' ignored overlays as void;
+    the KITTI layout (one camera per date) refuses it."""
+    from edgemoe_ros.cli import dataset as cli
+
+    out = tmp_path / "m"
+    assert cli.main(["export", "--format", "manifest", "--out", str(out), "--frames", "6", "--seed", "0",
+                     "--width", str(W), "--height", str(H), "--randomise", "domain", "--no-progress"]) == 0
+    assert "random lens per frame" in capsys.readouterr().out
+    entries = json.loads((out / "manifest.json").read_text())
+    assert len({round(e["K"][0][0], 6) for e in entries}) == 6
+    frames = list(open_dataset(f"manifest:{out / 'manifest.json'}"))
+    for seed, frame in enumerate(frames):
+        want = render_frame(seed, W, H, randomise="domain")
+        np.testing.assert_allclose(frame.K, want.K)
+        assert np.array_equal(frame.semseg, want.labels)  # ignored overlays read back as IGNORE_INDEX
+        assert np.array_equal(np.isnan(frame.depth), ~np.isfinite(want.depth))
+    assert cli.main(["export", "--format", "kitti", "--out", str(tmp_path / "k"), "--frames", "1",
+                     "--randomise", "domain", "--no-progress"]) == 2
+    assert "KITTI layout shares one per date" in capsys.readouterr().err

@@ -199,3 +199,19 @@ def test_the_full_trainer_fine_tunes_an_exported_pyramid_model(init_file, tmp_pa
     assert tuned.config.replace(notes={}) == cfg
     moved = np.abs(tuned["heads.semseg.fuse1.weight"] - load_weights(start)["heads.semseg.fuse1.weight"]).max()
     assert 0 < moved < 0.05
+
+
+def test_randomised_and_photometric_shards(init_file, frames):
+    """--randomise renders other scenes (random lens, look, ignored overlays without depth);
+    --photometric changes only the pixels of the same frames."""
+    backend = create_backend("cpu", native="off")
+    backend.load(load_weights(init_file))
+    photo = render_shard(FIRST_SEED, 2, True, 64, 32, backend, photometric=1.0)
+    np.testing.assert_array_equal(photo["labels"], frames["labels"][:2])
+    np.testing.assert_array_equal(photo["depth"], frames["depth"][:2])
+    assert not np.array_equal(photo["rgb"], frames["rgb"][:2])
+    rand = render_shard(FIRST_SEED, 4, True, 64, 32, backend, randomise="domain", share=1.0)
+    assert not np.array_equal(rand["labels"], frames["labels"][:4])
+    np.testing.assert_array_equal(np.isnan(rand["depth"]), rand["labels"] == 255)
+    none = render_shard(FIRST_SEED, 2, True, 64, 32, backend, randomise="domain", share=0.0)
+    np.testing.assert_array_equal(none["rgb"], frames["rgb"][:2])

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..datasets import KINDS, SCHEMES, DatasetError, open_dataset
 from ..datasets.export import FORMAT_DEFAULTS, FORMATS, export
+from ..scenes.randomise import PROFILES
 from ..training.data import TRAIN_SEED_START
 
 
@@ -37,6 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ex.add_argument("--width", type=int, default=None, help="image width (default: per format, see docs)")
     ex.add_argument("--height", type=int, default=None, help="image height (default: per format)")
     ex.add_argument("--hfov", type=float, default=None, help="horizontal field of view, degrees (default: per format)")
+    ex.add_argument("--randomise", choices=sorted(PROFILES), default="off",
+                    help="domain-randomisation profile (scenes/randomise.py; default off: the training scenes' look)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ck = sub.add_parser("check", help="read every frame of a dataset and summarise it")
     ck.add_argument("dataset", metavar="KIND:PATH", help=f"KIND one of {', '.join(KINDS)}")
@@ -63,13 +66,15 @@ def run_export(args: argparse.Namespace) -> int:
     bar = _bar(args.frames, args.no_progress)
     try:
         where = export(args.format, args.out, range(args.seed, args.seed + args.frames), args.width, args.height,
-                       args.hfov, args.split, progress=None if bar is None else lambda _i: bar.update(1))
+                       args.hfov, args.split, progress=None if bar is None else lambda _i: bar.update(1),
+                       randomise=args.randomise)
     finally:
         if bar is not None:
             bar.close()
     w, h, fov = FORMAT_DEFAULTS[args.format]
+    lens = "random lens per frame" if args.randomise != "off" else f"hfov {args.hfov or fov:.1f} deg"
     print(f"wrote {args.frames} {args.format} frame(s) (seeds {args.seed}..{args.seed + args.frames - 1}, "
-          f"{args.width or w}x{args.height or h}, hfov {args.hfov or fov:.1f} deg) to {where}")
+          f"{args.width or w}x{args.height or h}, {lens}, randomise {args.randomise}) to {where}")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..scenes import Frame, render_frame
+from ..scenes.randomise import resolve
 from . import cityscapes, kitti
 from .imageio import write_image
 from .labels import categories_to_label_ids
@@ -103,19 +104,26 @@ def write_manifest_frame(root: Path, seed: int, frame: Frame) -> dict:
 
 def export(fmt: str, out: Path, seeds: Iterable[int], width: int | None = None, height: int | None = None,
            hfov_deg: float | None = None, split: str = "train",
-           progress: Callable[[int], None] | None = None) -> Path:
+           progress: Callable[[int], None] | None = None, randomise: str | None = None) -> Path:
     """Render one frame per seed and write them in ``fmt`` under ``out``. Returns the dataset's
     location as the readers take it (the folder, or the manifest file). Size and field of view
-    default to ``FORMAT_DEFAULTS[fmt]``; ``progress(i)`` is called after each frame."""
+    default to ``FORMAT_DEFAULTS[fmt]``; ``progress(i)`` is called after each frame.
+
+    ``randomise``: a domain-randomisation profile (``scenes.randomise.PROFILES``); each frame then
+    has its own random lens (its K is written per frame), so the KITTI layout, whose frames share
+    one calibration per date, cannot hold them."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if resolve(randomise) is not None and fmt == "kitti":
+        raise ValueError("randomised frames each have their own camera; the KITTI layout shares one per date: "
+                         "export them as cityscapes or manifest")
     dw, dh, dfov = FORMAT_DEFAULTS[fmt]
     width, height, hfov_deg = width or dw, height or dh, hfov_deg or dfov
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, seed in enumerate(seeds):
-        frame = render_frame(int(seed), width, height, hfov_deg)
+        frame = render_frame(int(seed), width, height, hfov_deg, randomise=randomise)
         if fmt == "cityscapes":
             write_cityscapes_frame(out, split, int(seed), frame)
         elif fmt == "kitti":

@@ -69,12 +69,31 @@ class CameraPose:
         return _rot_z(self.yaw) @ _WORLD_FROM_OPTICAL @ _rot_x(-self.pitch) @ _rot_z(self.roll)
 
 
-def camera_rays(K: np.ndarray, width: int, height: int, pose: CameraPose) -> np.ndarray:
-    """World-frame ray directions (H, W, 3) whose optical-frame z component is 1."""
+def undistort_factor(K: np.ndarray, width: int, height: int, k1: float) -> np.ndarray:
+    """Per pixel, how much farther from the optical axis its ray points than a pinhole's (H, W).
+
+    The radial lens model is the division-style one, written from image to world:
+    ``x_pinhole = x_image * (1 + k1 * r_image^2)`` in normalised coordinates. ``k1 > 0`` is barrel
+    distortion (the image edges see wider angles, as a real wide lens does). Because the map goes
+    from pixel to ray, every pixel's ray is exact, so labels and depth stay exact from geometry.
+    """
     u = np.arange(width, dtype=np.float64)
     v = np.arange(height, dtype=np.float64)
     x = (u[None, :] - K[0, 2]) / K[0, 0]
     y = (v[:, None] - K[1, 2]) / K[1, 1]
+    return 1.0 + k1 * (x * x + y * y)
+
+
+def camera_rays(K: np.ndarray, width: int, height: int, pose: CameraPose, k1: float = 0.0) -> np.ndarray:
+    """World-frame ray directions (H, W, 3) whose optical-frame z component is 1 (``k1``: radial
+    distortion, see ``undistort_factor``; 0 = pinhole)."""
+    u = np.arange(width, dtype=np.float64)
+    v = np.arange(height, dtype=np.float64)
+    x = (u[None, :] - K[0, 2]) / K[0, 0]
+    y = (v[:, None] - K[1, 2]) / K[1, 1]
+    if k1:
+        s = undistort_factor(K, width, height, k1)
+        x, y = x * s, y * s
     d_cam = np.stack(np.broadcast_arrays(x, y, np.ones_like(x)), axis=-1)
     return d_cam @ pose.world_from_camera().T
 

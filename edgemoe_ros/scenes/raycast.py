@@ -32,10 +32,15 @@ class Hits:
     point: np.ndarray
 
 
-def _pixel_rects(K: np.ndarray, pose: CameraPose, prims: list[Primitive], width: int, height: int
-                 ) -> list[tuple[int, int, int, int] | None]:
+def _pixel_rects(K: np.ndarray, pose: CameraPose, prims: list[Primitive], width: int, height: int,
+                 shrink: float = 1.0) -> list[tuple[int, int, int, int] | None]:
     """Per primitive, the pixel rectangle (v0, v1, u0, u1) that can contain it, or None if out of view.
-    All bounding-box corners are projected in one batch (the per-primitive Python cost dominates)."""
+    All bounding-box corners are projected in one batch (the per-primitive Python cost dominates).
+
+    ``shrink`` (<= 1) is the smallest factor by which a barrel-distorted lens pulls a pinhole pixel
+    towards the principal point (1 / the largest ``camera.undistort_factor``): the distorted image
+    of the pinhole rectangle then lies within the bounding box of the rectangle and its copy
+    scaled by ``shrink`` about the principal point."""
     if not prims:
         return []
     lo = np.array([p.bounds()[0] for p in prims])
@@ -52,10 +57,14 @@ def _pixel_rects(K: np.ndarray, pose: CameraPose, prims: list[Primitive], width:
         if np.any(z[i] <= NEAR_CLIP):  # straddles the image plane: its projection is unbounded
             rects.append((0, height, 0, width))
             continue
-        u0 = max(int(np.floor(uv[i, :, 0].min())), 0)
-        u1 = min(int(np.ceil(uv[i, :, 0].max())) + 1, width)
-        v0 = max(int(np.floor(uv[i, :, 1].min())), 0)
-        v1 = min(int(np.ceil(uv[i, :, 1].max())) + 1, height)
+        us, vs = uv[i, :, 0], uv[i, :, 1]
+        if shrink < 1.0:
+            us = np.concatenate([us, K[0, 2] + (us - K[0, 2]) * shrink])
+            vs = np.concatenate([vs, K[1, 2] + (vs - K[1, 2]) * shrink])
+        u0 = max(int(np.floor(us.min())), 0)
+        u1 = min(int(np.ceil(us.max())) + 1, width)
+        v0 = max(int(np.floor(vs.min())), 0)
+        v1 = min(int(np.ceil(vs.max())) + 1, height)
         rects.append((v0, v1, u0, u1) if u0 < u1 and v0 < v1 else None)
     return rects
 
@@ -96,8 +105,9 @@ def _intersect_ellipsoid(o: np.ndarray, d: np.ndarray, centre: np.ndarray, radii
 
 
 def cast(world: World, K: np.ndarray, pose: CameraPose, rays: np.ndarray, prims: list[Primitive],
-         y_built_max: float) -> Hits:
-    """Nearest hit per pixel of the road plane and ``prims`` (rays from ``camera.camera_rays``)."""
+         y_built_max: float, shrink: float = 1.0) -> Hits:
+    """Nearest hit per pixel of the road plane and ``prims`` (rays from ``camera.camera_rays``;
+    ``shrink``: see ``_pixel_rects``, for rays of a distorted lens)."""
     height, width = rays.shape[:2]
     o = pose.origin
     depth = np.full((height, width), np.inf)
@@ -117,7 +127,7 @@ def cast(world: World, K: np.ndarray, pose: CameraPose, rays: np.ndarray, prims:
     label[down] = np.where(ground[down] == GROUND_TERRAIN, NATURE, FLAT)
     normal[down] = (0.0, 0.0, 1.0)
 
-    for i, (prim, rect) in enumerate(zip(prims, _pixel_rects(K, pose, prims, width, height), strict=True)):
+    for i, (prim, rect) in enumerate(zip(prims, _pixel_rects(K, pose, prims, width, height, shrink), strict=True)):
         if rect is None:
             continue
         v0, v1, u0, u1 = rect
@@ -138,3 +148,43 @@ def cast(world: World, K: np.ndarray, pose: CameraPose, rays: np.ndarray, prims:
 
     point = o + np.where(np.isfinite(depth), depth, 0.0)[..., None] * rays
     return Hits(depth, label, prim_idx, ground, normal, point)
+
+
+def shadowed(points: np.ndarray, prims: list[Primitive], sun_dir: np.ndarray) -> np.ndarray:
+    """For points on the road plane (N, 3), True where a primitive blocks the way to the sun.
+
+    Each primitive is tested only against the points inside its shadow's footprint on the plane
+    (its bounding-box corners pushed along the sun direction down to Z = 0), as ``cast`` does
+    with pixel rectangles. Appearance only: shadows never change a label or a depth.
+    """
+    out = np.zeros(points.shape[0], bool)
+    if points.size == 0 or sun_dir[2] <= 0.02:
+        return out
+    sun = np.asarray(sun_dir, dtype=np.float64)
+    for prim in prims:
+        lo, hi = prim.bounds()
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        foot = corners[:, :2] - (corners[:, 2:3] / sun[2]) * sun[None, :2]
+        fx0, fy0 = np.minimum(foot.min(0), corners[:, :2].min(0))
+        fx1, fy1 = np.maximum(foot.max(0), corners[:, :2].max(0))
+        m = (points[:, 0] >= fx0) & (points[:, 0] <= fx1) & (points[:, 1] >= fy0) & (points[:, 1] <= fy1) & ~out
+        if not m.any():
+            continue
+        o = points[m]
+        if prim.kind == "box":
+            safe = np.where(np.abs(sun) < 1e-12, 1e-12, sun)
+            t1, t2 = (prim.lo - o) / safe, (prim.hi - o) / safe
+            tmin, tmax = np.minimum(t1, t2).max(-1), np.maximum(t1, t2).min(-1)
+            hit = (tmax >= np.maximum(tmin, 0.0)) & (tmax > NEAR_CLIP)
+        else:
+            oc = (o - prim.lo) / prim.hi
+            dd = sun / prim.hi
+            a = float(dd @ dd)
+            b = 2.0 * (oc @ dd)
+            c = (oc * oc).sum(-1) - 1.0
+            disc = b * b - 4.0 * a * c
+            far = (-b + np.sqrt(np.maximum(disc, 0.0))) / (2.0 * a)
+            hit = (disc >= 0) & (far > NEAR_CLIP)
+        idx = np.flatnonzero(m)
+        out[idx[hit]] = True
+    return out

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from . import world as W
-from .raycast import Hits
+from .raycast import Hits, shadowed
 from .world import Primitive
 
 _NOISE_SIZE = 256
@@ -59,6 +59,10 @@ class Lighting:
     exposure: float
     tint: np.ndarray           # white-balance multiplier
     noise_sigma: float
+    #: Colour of direct sunlight (None = white, the default scenes'; randomise.py varies it).
+    sun_color: np.ndarray | None = None
+    #: Cast shadows of objects on the road plane (off in the default scenes; randomise.py turns it on).
+    shadows: bool = False
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> Lighting:
@@ -146,7 +150,10 @@ def _prim_albedo(prims: list[Primitive], idx: np.ndarray, p: np.ndarray, n: np.n
     z = p[:, 2]
     grain = fbm(u, z, 5.0)
     out *= (0.88 + 0.24 * grain)[:, None]
-    m = mat == W.MAT_FACADE
+    m = mat == W.MAT_PLASTER
+    if m.any():  # rough render: fine grain and broad stains, then windows like any façade
+        out[m] *= (0.72 + 0.5 * noise(u[m] + 7.7, z[m], 28.0) * (0.6 + 0.4 * fbm(u[m], z[m], 0.4)))[:, None]
+    m = (mat == W.MAT_FACADE) | (mat == W.MAT_PLASTER)
     if m.any():
         spacing = 2.0 + (idx[m] * 0.377) % 1.6
         floor_h = 2.8 + (idx[m] * 0.613) % 0.8
@@ -165,6 +172,26 @@ def _prim_albedo(prims: list[Primitive], idx: np.ndarray, p: np.ndarray, n: np.n
     m = mat == W.MAT_GLASS
     if m.any():
         out[m] += 0.25 * light.horizon * np.clip(n[m, 2:3], 0, 1)
+    m = mat == W.MAT_CAR_PAINT
+    if m.any():  # clear coat: a blurred mirror of the sky, strongest on surfaces facing up
+        streak = fbm(u[m] * 0.5, z[m] * 3.0, 2.0)[:, None]
+        refl = (0.12 + 0.4 * np.clip(n[m, 2:3], 0, 1)) * light.horizon * (0.5 + 0.9 * streak)
+        out[m] = 0.8 * out[m] + refl
+    m = mat == W.MAT_LEAVES
+    if m.any():
+        pa, pb = p[m, 0] + p[m, 2], p[m, 1] - p[m, 2]
+        leaf = 0.6 * noise(pa, pb, 17.0) + 0.4 * fbm(pa + 3.1, pb, 2.5)
+        hue = np.stack([noise(pa + 11.0, pb, 6.0), noise(pa, pb + 23.0, 6.0), noise(pa + 5.0, pb + 5.0, 6.0)], -1)
+        gap = noise(pa - 9.0, pb + 2.0, 11.0) < 0.22  # holes in the crown: deep shadow
+        out[m] *= (0.2 + 1.4 * leaf)[:, None] * (0.7 + 0.6 * hue)
+        out[m] *= np.where(gap, 0.3, 1.0)[:, None]
+    m = mat == W.MAT_CURTAIN_WALL
+    if m.any():  # glass panes between mullions (the primitive's colour), mirroring the sky
+        mu = np.mod(u[m], 1.5) < 0.12
+        mz = np.mod(z[m], 3.5) < 0.25
+        sky = light.horizon * (1 - np.clip(z[m] / 40.0, 0, 1))[:, None] + light.zenith * np.clip(z[m] / 40.0, 0, 1)[:, None]
+        pane = 0.55 * sky * (0.7 + 0.6 * fbm(u[m] * 0.3, z[m] * 0.3, 1.0))[:, None]
+        out[m] = np.where((mu | mz)[:, None], out[m], pane)
     return out
 
 
@@ -186,9 +213,15 @@ def shade(world: W.World, hits: Hits, prims: list[Primitive], rays: np.ndarray, 
     if (~g).any():
         albedo[~g] = _prim_albedo(prims, hits.prim[surf][~g], p[~g], n[~g], light)
     lambert = np.clip(n @ light.sun_dir, 0.0, 1.0)
+    if light.shadows and g.any():
+        gi = np.flatnonzero(g)
+        lambert[gi[shadowed(p[g], prims, light.sun_dir)]] = 0.0
     sky_light = 0.75 + 0.25 * n[:, 2]  # faces looking up see more sky
-    shading = light.ambient * sky_light + light.sun_strength * lambert
-    col = albedo * shading[:, None]
+    if light.sun_color is None:
+        shading = light.ambient * sky_light + light.sun_strength * lambert
+        col = albedo * shading[:, None]
+    else:
+        col = albedo * (light.ambient * sky_light[:, None] + light.sun_strength * lambert[:, None] * light.sun_color)
     haze = 1.0 - np.exp(-hits.depth[surf] / light.haze_dist)
     col = col * (1 - haze[:, None]) + light.horizon * haze[:, None]
     img[surf] = col

@@ -27,6 +27,9 @@ CHUNK_LEN = 24.0
 
 # Surface materials (decide the texture in shading.py).
 MAT_PLAIN, MAT_FACADE, MAT_FOLIAGE, MAT_BARK, MAT_GLASS, MAT_SKIN = range(6)
+# Materials only the domain randomisation (randomise.py) uses: glossy car paint that mirrors the
+# sky, leaves with high-frequency texture and gaps, rough plaster façades, glass curtain walls.
+MAT_CAR_PAINT, MAT_LEAVES, MAT_PLASTER, MAT_CURTAIN_WALL = range(6, 10)
 
 # Ground regions (flat road / sidewalk / curb / lane paint, or nature terrain).
 GROUND_ROAD, GROUND_SIDEWALK, GROUND_CURB, GROUND_PAINT, GROUND_TERRAIN, GROUND_PAVEMENT = range(6)
@@ -189,6 +192,9 @@ class World:
         self.sidewalk_color = _jitter_color(rng, (0.62, 0.6, 0.57), 0.08)
         self.terrain_color = _jitter_color(rng, (0.35, 0.5, 0.2), 0.08)
         self.paint_color = np.array([0.92, 0.92, 0.88]) if rng.random() < 0.8 else np.array([0.95, 0.8, 0.2])
+        #: Extra road markings (randomise.py sets them): Y positions of zebra crossings and stop lines.
+        self.crosswalks: tuple[float, ...] = ()
+        self.stop_lines: tuple[float, ...] = ()
         self._chunks: dict[int, ChunkContent] = {}
 
     # ----- layout -----
@@ -376,5 +382,9 @@ class World:
             if i > 0 or road.lanes_per_direction == 1:
                 line &= np.mod(y, 9.0) < 3.0
             paint |= line
+        for yc in self.crosswalks:  # zebra: 0.5 m stripes across the road, 4 m deep
+            paint |= (np.abs(y - yc) < 2.0) & (np.mod(lat, 1.0) < 0.5)
+        for ys in self.stop_lines:  # a 0.4 m bar across the +Y half of the road
+            paint |= (np.abs(y - ys) < 0.2) & (lat > 0)
         region[paint & (a < hw)] = GROUND_PAINT
         return region

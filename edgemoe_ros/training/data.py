@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scenes import render_frame
+from ..scenes import DEFAULT_HFOV_DEG, intrinsics, render_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,30 @@ FLOAT16_DEPTH_CAP = 60000.0
 SHARD_FRAMES = 32
 
 
-def render_set(seeds: range | list[int], width: int, height: int) -> dict[str, np.ndarray]:
-    """Render frames into stacked arrays: rgb (N,H,W,3) u8, labels (N,H,W) u8, depth (N,H,W) f32 (+inf = sky)."""
-    frames = [render_frame(s, width, height) for s in seeds]
+def render_set(seeds: range | list[int], width: int, height: int, randomise: str | None = None,
+               canonical_hfov_deg: float = DEFAULT_HFOV_DEG) -> dict[str, np.ndarray]:
+    """Render frames into stacked arrays: rgb (N,H,W,3) u8, labels (N,H,W) u8, depth (N,H,W) f32 (+inf = sky).
+
+    ``randomise``: a domain-randomisation profile (``scenes.randomise.PROFILES``). Its frames have
+    random lenses, so their depth is returned as the depth target of the canonical camera
+    (``canonical_depth``); ignored overlays have label ``IGNORE_INDEX`` and NaN depth."""
+    frames = [render_frame(s, width, height, randomise=randomise) for s in seeds]
+    depth = [f.depth if randomise is None else canonical_depth(f.depth, f.K, width, height, canonical_hfov_deg)
+             for f in frames]
     return {
         "rgb": np.stack([f.rgb for f in frames]),
         "labels": np.stack([f.labels for f in frames]),
-        "depth": np.stack([f.depth for f in frames]),
+        "depth": np.stack(depth),
     }
+
+
+def canonical_depth(depth: np.ndarray, K: np.ndarray, width: int, height: int,
+                    canonical_hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
+    """Metric depth of an image the model sees unscaled (``width`` x ``height``, intrinsics ``K``)
+    as the canonical camera's depth target: ``Z_c = Z f_c / f_eff`` (model/canonical_camera.py,
+    with ``f_eff = fy``), the inverse of what the engine applies to the prediction."""
+    f_c = intrinsics(width, height, canonical_hfov_deg)[1, 1]
+    return (depth * np.float32(f_c / float(K[1, 1]))).astype(np.float32)
 
 
 def shard_path(cache_dir: Path, first_seed: int) -> Path:

@@ -41,7 +41,9 @@ from ..model.config import ModelConfig
 from ..model.heads import decode_depth
 from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, load_weights, save_weights
+from ..scenes.randomise import PROFILES
 from . import data
+from .augment import photometric as photometric_augment
 from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from .metrics import SegDepthMeter
 from .torch_model import DEPTH_INIT_LOG_METRES, PyramidHead, depth_output_layer
@@ -50,6 +52,8 @@ from .train import SHIPPED_WEIGHTS, Hyper, augment, class_weights, task_losses
 log = logging.getLogger("edgemoe_ros.training.heads")
 
 CHECKPOINT_NAME = "last_heads.pt"
+#: Sub-stream of a frame's seed that draws its photometric augmentation.
+PHOTOMETRIC_STREAM = 11
 #: Frames per feature-cache shard.
 SHARD_FRAMES = 250
 #: Head types this trainer builds (they accept crops of the image and its token grid).
@@ -98,17 +102,27 @@ def _init_worker(weights_path: str) -> None:
     _worker_backend.load(load_weights(weights_path))
 
 
+def randomised_seed(seed: int, share: float) -> bool:
+    """Whether training frame ``seed`` is domain-randomised when a ``share`` of them is (a fixed,
+    well-mixed choice per seed, so a cache is the same whichever worker renders it)."""
+    return (seed * 2654435761) % 1000 < round(share * 1000)
+
+
 def render_shard(first_seed: int, count: int, augmented: bool, width: int, height: int,
-                 backend=None) -> dict[str, np.ndarray]:  # noqa: ANN001 - a Backend, or the worker's
+                 backend=None, randomise: str | None = None,  # noqa: ANN001 - a Backend, or the worker's
+                 share: float = 1.0, photometric: float = 0.0) -> dict[str, np.ndarray]:
     """Render ``count`` frames from ``first_seed``, augment each once (seeded by its seed), and run
-    the backbone on them: rgb, labels, depth (float16, sky +inf) and ``feat_<task>`` (float16)."""
+    the backbone on them: rgb, labels, depth (float16, sky +inf) and ``feat_<task>`` (float16).
+    ``randomise``: profile for a ``share`` of the frames (``randomised_seed``), None = none;
+    ``photometric``: strength of the sensor augmentation (``augment.photometric``) of augmented frames."""
     backend = backend or _worker_backend
     if backend is None:
         raise RuntimeError("render_shard needs a loaded backend (or a cache worker started by build_cache)")
     cfg = backend.config
     out: dict[str, list[np.ndarray]] = {"rgb": [], "labels": [], "depth": []}
     for seed in range(first_seed, first_seed + count):
-        frame = data.render_set([seed], width, height)
+        profile = randomise if randomise is not None and randomised_seed(seed, share) else None
+        frame = data.render_set([seed], width, height, randomise=profile)
         rgb, labels, depth = frame["rgb"], frame["labels"], frame["depth"]
         if augmented:
             x, lab, dep = augment(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / PIXEL_DIVISOR,
@@ -116,6 +130,9 @@ def render_shard(first_seed: int, count: int, augmented: bool, width: int, heigh
                                   torch.Generator().manual_seed(seed))
             rgb = np.floor(x.permute(0, 2, 3, 1).numpy() * PIXEL_DIVISOR).clip(0, 255).astype(np.uint8)
             labels, depth = lab.numpy().astype(np.uint8), dep.numpy()
+            if photometric > 0:
+                rgb = photometric_augment(rgb[0], np.random.default_rng([seed, PHOTOMETRIC_STREAM]),
+                                          strength=photometric)[None]
         feats = backend.run(rgb, cfg.tasks).features
         for task in cfg.tasks:
             out.setdefault(f"feat_{task}", []).append(feats[task].astype(np.float16))
@@ -126,18 +143,21 @@ def render_shard(first_seed: int, count: int, augmented: bool, width: int, heigh
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _write_shard(job: tuple[str, int, int, bool, int, int]) -> str:
-    path, first, count, augmented, width, height = job
-    arrays = render_shard(first, count, augmented, width, height)
+def _write_shard(job: tuple[str, int, int, bool, int, int, str | None, float, float]) -> str:
+    path, first, count, augmented, width, height, randomise, share, photometric = job
+    arrays = render_shard(first, count, augmented, width, height, randomise=randomise, share=share,
+                          photometric=photometric)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # readers never see a half-written shard
     return path
 
 
-def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: int, workers: int) -> None:
+def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: int, workers: int,
+                randomise: str | None = None, share: float = 1.0, photometric: float = 0.0) -> None:
     """Make sure ``cache_dir`` holds ``frames`` training frames and ``val_frames`` validation frames
-    (held-out validation seeds, not augmented); renders only what is missing, ``workers`` at a time."""
+    (held-out validation seeds, not augmented, never randomised: they measure the default scenes);
+    renders only what is missing, ``workers`` at a time. ``randomise``/``share``: see ``render_shard``."""
     cfg = load_weights(weights_path).config
     cache_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -147,7 +167,7 @@ def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: in
             path = cache_dir / f"{kind}_{first + start:09d}_{min(SHARD_FRAMES, total - start)}.npz"
             if not path.exists():
                 jobs.append((str(path), first + start, min(SHARD_FRAMES, total - start), augmented,
-                             cfg.img_w, cfg.img_h))
+                             cfg.img_w, cfg.img_h, randomise if kind == "train" else None, share, photometric))
     if not jobs:
         return
     log.info("feature cache %s: rendering %d shards on %d workers", cache_dir, len(jobs), workers)
@@ -328,6 +348,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-every", type=float, default=10.0, help="minutes between validations")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--randomise", choices=[k for k in PROFILES if k != "off"], default=None,
+                    help="domain-randomisation profile of the training frames (scenes/randomise.py)")
+    ap.add_argument("--randomise-share", type=float, default=1.0,
+                    help="fraction of training frames randomised (the rest are default scenes)")
+    ap.add_argument("--photometric", type=float, default=0.0,
+                    help="strength of the sensor augmentation of training frames (training/augment.py; 0 = off)")
     args = ap.parse_args(argv)
     for name in ("frames", "val_frames", "workers", "batch", "threads"):
         if getattr(args, name) < 1:
@@ -350,7 +376,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     export_path = args.export or args.out / "export.safetensors"
     digest = backbone_digest(init)
     cache = args.cache / f"heads_{cfg.img_h}x{cfg.img_w}_{digest}"
-    build_cache(args.init, cache, args.frames, args.val_frames, args.workers)
+    if args.randomise is not None:
+        cache = cache.with_name(f"{cache.name}_{args.randomise}{args.randomise_share:g}")
+    if args.photometric > 0:
+        cache = cache.with_name(f"{cache.name}_photo{args.photometric:g}")
+    build_cache(args.init, cache, args.frames, args.val_frames, args.workers, args.randomise, args.randomise_share,
+                args.photometric)
     train = load_cache(cache, "train", args.frames, FIRST_SEED)
     val = load_cache(cache, "val", args.val_frames, data.VAL_SEED_START)
     log.info("training frames %d, validation frames %d", len(train["rgb"]), len(val["rgb"]))
@@ -423,7 +454,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command, "steps": trainer.step_count,
              "images_seen": frames_seen, "train_minutes": round(elapsed / 60, 1), "batch": hyper.batch,
              "crop_tokens": [rows, cols], "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once",
+             "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once"
+                     + (f", {args.randomise_share:g} randomised ({args.randomise})" if args.randomise else "")
+                     + (f", photometric {args.photometric:g}" if args.photometric > 0 else ""),
              "val": {k: round(v, 4) for k, v in metrics.items()}, "backbone": init.config.notes}
     export_path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(trainer.export_weights(init, notes), export_path, dtype=export_dtype(init))
