@@ -38,7 +38,8 @@ def test_restamp_gives_every_loop_new_stamps(tmp_path, ctx):
     frames = [(1_000_000_000 + i * 100_000_000, rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
               for i in range(FRAMES)]
     bag = tmp_path / "cam"
-    write_image_bag(bag, frames, "/cam/image", "cam", "mcap", CameraInfoParams.pinhole(48, 32, 40.0))
+    write_image_bag(bag, frames, "/cam/image", "cam", "mcap",
+                    CameraInfoParams.pinhole(48, 32, 40.0))
     with BagPlayer(bag, rate=None, restamp=True, context=ctx) as player:
         recorders = {t: _Recorder() for t in player.topics}
         player._pubs = recorders
@@ -56,5 +57,7 @@ def test_play_keeps_enough_history_for_reliable_repairs(tmp_path, ctx):
     bag = tmp_path / "cam"
     write_image_bag(bag, [(1, np.zeros((32, 48, 3), np.uint8))], "/cam/image", "cam", "mcap")
     with BagPlayer(bag, context=ctx) as player:
-        assert {p.qos_profile.depth for p in player._pubs.values()} == {DEFAULT_QUEUE_SIZE} and DEFAULT_QUEUE_SIZE >= 100
+        assert ({p.qos_profile.depth for p in player._pubs.values()} == {DEFAULT_QUEUE_SIZE}
+                and DEFAULT_QUEUE_SIZE >= 100)
+
     assert build_parser().parse_args(["play", str(bag)]).queue_size == DEFAULT_QUEUE_SIZE

@@ -1,4 +1,5 @@
-"""edgemoe-eval: metric accumulation, the evaluation loop, and the CLI on tiny exported datasets."""
+"""edgemoe-eval: metric accumulation, the evaluation loop, and the CLI on tiny exported
+datasets."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from edgemoe_ros.evaluation import DatasetMeter, evaluate
 from edgemoe_ros.model.config import IGNORE_INDEX, SEMSEG_CLASSES
 
 W, H = 64, 32
-REQUIRED_KEYS = ("semseg.miou", "semseg.pixel_acc", "depth.absrel", "depth.rmse", "depth.delta1",
-                 "depth.delta1_median_scaled", "frames") + tuple(f"semseg.iou.{c}" for c in SEMSEG_CLASSES)
+REQUIRED_KEYS = (("semseg.miou", "semseg.pixel_acc", "depth.absrel", "depth.rmse", "depth.delta1",
+                  "depth.delta1_median_scaled", "frames")
+                 + tuple(f"semseg.iou.{c}" for c in SEMSEG_CLASSES))
+
 
 
 def _lookup(d: dict, dotted: str):
@@ -38,28 +41,33 @@ def test_perfect_predictions_score_perfectly():
     m = DatasetMeter(SEMSEG_CLASSES)
     rec = m.add("a", gt.copy(), depth.copy(), gt, depth)
     s = m.summary()
-    assert s["semseg"]["miou"] == 1.0 and s["semseg"]["pixel_acc"] == 1.0 and rec["semseg"]["miou"] == 1.0
+    assert (s["semseg"]["miou"] == 1.0 and s["semseg"]["pixel_acc"] == 1.0
+            and rec["semseg"]["miou"] == 1.0)
     assert all(v == 1.0 for v in s["semseg"]["iou"].values())
-    assert s["depth"]["absrel"] == 0.0 and s["depth"]["delta1"] == 1.0 and s["depth"]["rmse"] == 0.0
+    assert (s["depth"]["absrel"] == 0.0 and s["depth"]["delta1"] == 1.0
+            and s["depth"]["rmse"] == 0.0)
     assert s["depth"]["pixels"] == 8 * 9 - 1 and s["frames"] == 1
 
 
 def test_depth_is_scored_in_range_only_and_median_scaling_is_an_extra():
     gt = np.array([[0.3, 2.0, 4.0, 10.0, 100.0]], np.float32)
     pred = 2.0 * gt  # every pixel off by a factor 2: metric δ1 = 0, after median scaling δ1 = 1
-    pred[0, 0] = pred[0, 4] = 1000.0  # out-of-range ground truth is not scored, whatever the prediction
+    # out-of-range ground truth is not scored, whatever the prediction
+    pred[0, 0] = pred[0, 4] = 1000.0
     m = DatasetMeter(SEMSEG_CLASSES)
     rec = m.add("a", None, pred, None, gt)
     d = m.summary()["depth"]
     assert d["pixels"] == 3 and rec["depth"]["median_scale"] == pytest.approx(0.5)
     assert d["delta1"] == 0.0 and d["absrel"] == pytest.approx(1.0)
-    assert d["delta1_median_scaled"] == 1.0 and d["absrel_median_scaled"] == pytest.approx(0.0, abs=1e-6)
+    assert (d["delta1_median_scaled"] == 1.0
+            and d["absrel_median_scaled"] == pytest.approx(0.0, abs=1e-6))
     assert m.summary()["semseg"]["miou"] is None  # no labels in the set: keys exist, values null
 
 
 def test_confusion_counts_each_mistake_once_and_unpredicted_pixels_lower_coverage():
     gt = np.array([[0, 0, 1, 1]], np.uint8)
-    pred = np.array([[0, 1, 1, IGNORE_INDEX]], np.uint8)  # last pixel outside a crop: no prediction
+    # last pixel outside a crop: no prediction
+    pred = np.array([[0, 1, 1, IGNORE_INDEX]], np.uint8)
     m = DatasetMeter(SEMSEG_CLASSES)
     m.add("a", pred, None, gt, None)
     s = m.summary()["semseg"]
@@ -103,9 +111,11 @@ def test_evaluate_with_perfect_predictions_gives_miou_1_and_passes_k(tmp_path: P
     engine = _OracleEngine(ds, ModelConfig())
     s = evaluate(engine, ds, save_dir=tmp_path / "save")
     assert s["semseg"]["miou"] == 1.0 and s["depth"]["delta1"] == 1.0 and s["frames"] == 2
-    assert s["camera_k"] is True and all(np.array_equal(k, f.K) for k, f in zip(engine.seen_k, ds, strict=True))
+    assert s["camera_k"] is True and all(np.array_equal(k, f.K)
+                                         for k, f in zip(engine.seen_k, ds, strict=True))
     engine.seen_k.clear()
-    assert evaluate(engine, ds, limit=1, use_k=False)["camera_k"] is False and engine.seen_k == [None]
+    assert (evaluate(engine, ds, limit=1, use_k=False)["camera_k"] is False
+            and engine.seen_k == [None])
     assert (tmp_path / "save" / "confusion.png").is_file()
     assert len(list((tmp_path / "save" / "mosaics").glob("*.png"))) == 2
 
@@ -125,7 +135,9 @@ def test_cli_end_to_end(tmp_path: Path, fmt: str, capsys):
     where = export(fmt, tmp_path / "data", [7, 8], 128, 64, split="val")
     flag = {"cityscapes": "--cityscapes", "kitti": "--kitti", "manifest": "--manifest"}[fmt]
     out = tmp_path / "r.json"
-    rc = eval_cli.main([flag, str(where), "--json", str(out), "--save", str(tmp_path / "save"), "--no-progress"])
+    rc = eval_cli.main([flag, str(where), "--json", str(out), "--save", str(tmp_path / "save"),
+                        "--no-progress"])
+
     assert rc == 0
     s = json.loads(out.read_text())
     for key in REQUIRED_KEYS:

@@ -1,5 +1,5 @@
-"""Driver safety on the simulated PYNQ device: the .hwh register check (on our generated .hwh and on a
-real Vivado one), one process per device, PL reset before re-programming, the CMA check."""
+"""Driver safety on the simulated PYNQ device: the .hwh register check (on our generated .hwh and
+on a real Vivado one), one process per device, PL reset before re-programming, the CMA check."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def device(csim_lib):
 def real_overlay(tmp_path_factory) -> Path:
     """The real Vivado .hwh beside a placeholder .bit and our .xclbin (pynq wants all three)."""
     text = gzip.decompress(REAL_HWH.read_bytes())
-    assert hashlib.sha256(text).hexdigest() == REAL_HWH_SHA256, "fixture differs from the published file"
+    assert hashlib.sha256(text).hexdigest() == REAL_HWH_SHA256, \
+        "fixture differs from the published file"
     directory = tmp_path_factory.mktemp("real_hwh")
     bit = directory / "bnn.bit"
     bit.write_bytes(hwh.placeholder_bitstream())
@@ -109,7 +110,8 @@ def test_checked_registers_are_interface_register_map_in_hls_naming():
     (lambda r: r.update(task_id=0x50),
      "register 'task_id' is at 0x50 in the .hwh but at 0x54 in interface.py"),
     (lambda r: r.pop("weights_experts_2"),
-     r"register 'weights_experts_2' \(0x2C in interface.py\) is missing: the .hwh has no register there"),
+     r"register 'weights_experts_2' \(0x2C in interface.py\) is missing: the .hwh has no "
+     r"register there"),
     (lambda r: r.update(imgs_1=r.pop("images_1")),
      r"register 'images_1' \(0x10 in interface.py\) is missing: the .hwh has 'imgs_1' there"),
     (lambda r: r.update(debug=0x64),
@@ -131,11 +133,13 @@ def test_first_difference_is_the_lowest_offset():
 def test_driver_refuses_an_overlay_whose_register_moved(tmp_path, device):
     bit = hwh.write_overlay(tmp_path)
     text = bit.with_suffix(".hwh").read_text()
-    moved, n = re.subn(r'(<REGISTER NAME="task_id">.*?ADDRESS_OFFSET" VALUE=")84(")', r"\g<1>80\2", text)
+    moved, n = re.subn(r'(<REGISTER NAME="task_id">.*?ADDRESS_OFFSET" VALUE=")84(")', r"\g<1>80\2",
+                       text)
     assert n == 1
     bit.with_suffix(".hwh").write_text(moved)
-    with pytest.raises(AcceleratorError, match=r"register 'task_id' is at 0x50 in the .hwh but at 0x54 in "
-                                               r"interface.py.*Rebuild the overlay"):
+    with pytest.raises(AcceleratorError,
+                       match=r"register 'task_id' is at 0x50 in the .hwh but at 0x54 in "
+                             r"interface.py.*Rebuild the overlay"):
         EdgeMoeDriver(bit, CFG, download=False, device=device)
     assert device.allocations == 0  # refused before any buffer was taken
     EdgeMoeDriver(hwh.write_overlay(tmp_path / "good"), CFG, download=False, device=device).close()
@@ -147,13 +151,15 @@ def test_real_vivado_hwh_is_parsed_and_refused(real_overlay, device):
     with pytest.raises(AcceleratorError, match=r"no edgemoe_top IP found.*BlackBoxJam_0 "
                                                r"\(xilinx.com:hls:BlackBoxJam:1.0\)"):
         EdgeMoeDriver(real_overlay, CFG, download=False, device=device)
-    with pytest.raises(AcceleratorError, match=r"BlackBoxJam_0 does not have the register map of interface.py "
-                                               r".*register 'images_1' \(0x10 in interface.py\) is missing: "
-                                               r"the .hwh has 'in_V_1' there"):
+    with pytest.raises(AcceleratorError,
+                       match=r"BlackBoxJam_0 does not have the register map of interface.py "
+                             r".*register 'images_1' \(0x10 in interface.py\) is missing: "
+                             r"the .hwh has 'in_V_1' there"):
         EdgeMoeDriver(real_overlay, CFG, download=False, device=device, ip_name="BlackBoxJam_0")
     assert device.allocations == 0
     # every failed open gave the device back
-    EdgeMoeDriver(hwh.write_overlay(real_overlay.parent / "ours"), CFG, download=False, device=device).close()
+    EdgeMoeDriver(hwh.write_overlay(real_overlay.parent / "ours"), CFG, download=False,
+                  device=device).close()
 
 
 def test_our_generated_hwh_follows_the_real_vivado_conventions(real_overlay):
@@ -168,7 +174,8 @@ def test_our_generated_hwh_follows_the_real_vivado_conventions(real_overlay):
     for control in ("CTRL", "GIER", "IP_IER", "IP_ISR"):
         assert regs[control] == ours[control], control
     ctrl = desc["registers"]["CTRL"]["fields"]
-    ours_ctrl = {name: bit for name, bit, _, _ in next(r for r in hwh.hwh_registers() if r.name == "CTRL").fields}
+    ours_ctrl = {name: bit for name, bit, _, _
+                 in next(r for r in hwh.hwh_registers() if r.name == "CTRL").fields}
     assert {f: ctrl[f]["bit_offset"] for f in ours_ctrl} == ours_ctrl
     assert (regs["in_V_2"] - regs["in_V_1"], regs["out_V_1"] - regs["in_V_1"]) == (4, 12)
     assert regs["doInit"] - regs["out_V_1"] == 12 and regs["targetLayer"] - regs["doInit"] == 8
@@ -188,12 +195,13 @@ sys.stdin.read()
 
 def test_a_driver_in_another_process_fails_naming_the_owner(tmp_path, overlay, device):
     lock = tmp_path / "board.lock"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock), str(overlay)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock), str(overlay)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(AcceleratorError, match=rf"in use by another process \(pid {holder.pid}, .*one process "
-                                                   "drives it"):
+        with pytest.raises(AcceleratorError,
+                           match=rf"in use by another process \(pid {holder.pid}, .*one process "
+                                 "drives it"):
             EdgeMoeDriver(overlay, CFG, download=True, device=device, lock_path=lock)
         assert device.downloads == 0  # refused before touching the PL
     finally:
@@ -205,7 +213,8 @@ def test_a_driver_in_another_process_fails_naming_the_owner(tmp_path, overlay, d
     assert _lock_is_free(lock)
 
 
-def test_a_second_driver_in_the_process_attaches_without_reprogramming(tmp_path, overlay, device, images):
+def test_a_second_driver_in_the_process_attaches_without_reprogramming(tmp_path, overlay, device,
+                                                                       images):
     lock = tmp_path / "board.lock"
     a_weights, b_weights = random_init(CFG, seed=11), random_init(CFG, seed=12)
     first = EdgeMoeDriver(overlay, CFG, download=False, device=device, lock_path=lock)
@@ -216,10 +225,12 @@ def test_a_second_driver_in_the_process_attaches_without_reprogramming(tmp_path,
         assert (first.attached, second.attached, device.downloads) == (False, True, 0)
         first.load_weights(a_weights)
         second.load_weights(b_weights)
-        got = [first.run(images, 0), second.run(images, 0), first.run(images, 0), first.run(images, 0)]
+        got = [first.run(images, 0), second.run(images, 0), first.run(images, 0),
+               first.run(images, 0)]
         # each handover reloads the parameter cache; the same driver again does not
         assert [r.reload_one_time_weights for r in device.runs] == [1, 1, 1, 0]
-        for (features, routing), weights in zip(got, (a_weights, b_weights, a_weights, a_weights), strict=True):
+        for (features, routing), weights in zip(got, (a_weights, b_weights, a_weights, a_weights),
+                                                strict=True):
             want_f, want_r = _csim_outputs(weights, images, 0)
             np.testing.assert_array_equal(features, want_f)
             np.testing.assert_array_equal(routing, want_r)
@@ -237,7 +248,8 @@ def test_another_bitstream_in_the_same_process_is_refused(tmp_path, overlay, dev
     other.parent.mkdir()
     other.write_bytes(hwh.placeholder_bitstream(hwh.BlockDesign(name="other")))
     with EdgeMoeDriver(overlay, CFG, download=False, device=device, lock_path=lock):
-        with pytest.raises(AcceleratorError, match="already drives the device .* another bitstream"):
+        with pytest.raises(AcceleratorError,
+                           match="already drives the device .* another bitstream"):
             EdgeMoeDriver(other, CFG, download=True, device=device, lock_path=lock)
     assert _lock_is_free(lock)
 
@@ -258,10 +270,12 @@ def test_two_fpga_backends_of_one_process_share_the_board(csim_lib, images):
         first.load(weights)
         second.load(weights)
         assert second.sim_device is first.sim_device and second.driver.attached
-        assert first.sim_device.downloads == 0  # simulated default: no download, and the second one skipped it
+        # simulated default: no download, and the second one skipped it
+        assert first.sim_device.downloads == 0
         expected = want.run(images, ["depth"]).features["depth"]
         for backend in (first, second, first):
-            np.testing.assert_array_equal(backend.run(images, ["depth"]).features["depth"], expected)
+            np.testing.assert_array_equal(backend.run(images, ["depth"]).features["depth"],
+                                          expected)
     finally:
         first.close()
         second.close()
@@ -294,14 +308,16 @@ def test_reprogramming_is_the_last_resort(overlay, device, images):
         assert drv.recover() == "download"
         assert (device.pl_resets, device.downloads) == (1, 1)
         features, _ = drv.run(images, 0)
-        np.testing.assert_array_equal(features, _csim_outputs(random_init(CFG, seed=1), images, 0)[0])
+        np.testing.assert_array_equal(features,
+                                      _csim_outputs(random_init(CFG, seed=1), images, 0)[0])
 
 
 def test_failing_pl_reset_falls_back_to_reprogramming(overlay, device, images, caplog):
     def no_gpio() -> None:
         raise PermissionError("/sys/class/gpio/export")
 
-    with EdgeMoeDriver(overlay, CFG, download=False, device=device, timeout_s=0.05, pl_reset=no_gpio) as drv:
+    with EdgeMoeDriver(overlay, CFG, download=False, device=device, timeout_s=0.05,
+                       pl_reset=no_gpio) as drv:
         drv.load_weights(random_init(CFG, seed=1))
         _hang(drv, device, images, sim_device.Fault.HANG)
         assert drv.recover() == "download"
@@ -313,7 +329,10 @@ def test_kernel_that_survives_everything_is_reported(overlay, device, images, mo
         drv.load_weights(random_init(CFG, seed=1))
         _hang(drv, device, images, sim_device.Fault.WEDGED)
         monkeypatch.setattr(device, "download", lambda *args: None)
-        with pytest.raises(AcceleratorBusy, match="still not idle after a PL reset and re-programming.*power-cycle"):
+        with pytest.raises(AcceleratorBusy,
+                           match="still not idle after a PL reset and re-programming"
+                                 ".*power-cycle"):
+
             drv.recover()
 
 
@@ -345,7 +364,8 @@ def test_ps_gpio_reset_pulses_pl_resetn0_low_then_high(monkeypatch):
 # ------------------------------------------------------------------ CMA
 def test_read_cma_parses_meminfo(tmp_path):
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:        4050000 kB\nCmaTotal:         524288 kB\nCmaFree:          100000 kB\n")
+    meminfo.write_text("MemTotal:        4050000 kB\nCmaTotal:         524288 kB\n"
+                       "CmaFree:          100000 kB\n")
     assert cma.read_cma(meminfo) == cma.CmaStatus(524288 * 1024, 100000 * 1024)
     meminfo.write_text("MemTotal:        4050000 kB\n")
     assert cma.read_cma(meminfo) is None  # no CMA pool reported (this x86 VM): nothing to check
@@ -354,18 +374,23 @@ def test_read_cma_parses_meminfo(tmp_path):
 
 def test_spec_model_needs_about_36_mb_of_cma(overlay):
     spec = ModelConfig()
-    with EdgeMoeDriver(overlay, spec, download=False, device=sim_device.SimulatedDevice(spec, cma_bytes=35 * MIB)):
+    with EdgeMoeDriver(overlay, spec, download=False,
+                       device=sim_device.SimulatedDevice(spec, cma_bytes=35 * MIB)):
         pass
-    with pytest.raises(AcceleratorError, match=r"need 34\.5 MiB of contiguous \(CMA\) memory \(largest: "
-                                               r"weights_experts, 27\.1 MiB\) but only 34\.0 MiB of 34\.0 MiB "
-                                               r"CMA is free.*cma="):
-        EdgeMoeDriver(overlay, spec, download=False, device=sim_device.SimulatedDevice(spec, cma_bytes=34 * MIB))
+    with pytest.raises(AcceleratorError,
+                       match=r"need 34\.5 MiB of contiguous \(CMA\) memory \(largest: "
+                             r"weights_experts, 27\.1 MiB\) but only 34\.0 MiB of 34\.0 MiB "
+                             r"CMA is free.*cma="):
+        EdgeMoeDriver(overlay, spec, download=False,
+                      device=sim_device.SimulatedDevice(spec, cma_bytes=34 * MIB))
 
 
 def test_cma_check_counts_what_is_already_taken(tmp_path, overlay):
     dev = sim_device.SimulatedDevice(CFG, cma_bytes=2 * MIB)  # the tiny model needs 112 KiB
     held = dev.allocate((2 * MIB - 64 * 1024,), np.uint8)  # another program's buffer
-    with pytest.raises(AcceleratorError, match=r"need 0\.1 MiB .* only 0\.1 MiB of 2\.0 MiB CMA is free"):
+    with pytest.raises(AcceleratorError,
+                       match=r"need 0\.1 MiB .* only 0\.1 MiB of 2\.0 MiB CMA is free"):
+
         EdgeMoeDriver(overlay, CFG, download=False, device=dev, lock_path=tmp_path / "l")
     assert dev.allocations == 1  # the driver allocated nothing
     held.freebuffer()

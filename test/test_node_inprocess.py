@@ -51,7 +51,8 @@ def test_unbounded_backend_options_refused_when_set(ctx, weights):
         node.trigger_configure()
         [r] = _set(node, backend_options='{"threads": 100000}')
         assert not r.successful and "threads" in r.reason and "[1, 64]" in r.reason
-        [r] = _set(node, backend_options='{"bitstream": "/opt/edgemoe.bit"}')  # an fpga option, backend cpu
+        # an fpga option, backend cpu
+        [r] = _set(node, backend_options='{"bitstream": "/opt/edgemoe.bit"}')
         assert not r.successful and "unknown option 'bitstream'" in r.reason
         assert node.get_parameter("backend_options").value == "{}"
         [r] = _set(node, backend_options='{"threads": 2}')
@@ -61,7 +62,8 @@ def test_unbounded_backend_options_refused_when_set(ctx, weights):
         r = node.set_parameters_atomically([Parameter("backend", value="null"),
                                             Parameter("backend_options", value="{}")])
         assert r.successful
-        assert all(r.successful for r in _set(node, backend="cpu", backend_options='{"threads": 2}'))
+        assert all(r.successful
+                   for r in _set(node, backend="cpu", backend_options='{"threads": 2}'))
     finally:
         node.destroy_node()
 
@@ -106,7 +108,8 @@ def _level(node):
 
 
 def test_backend_failing_at_configure_falls_back(ctx, weights):
-    """A missing bitstream: configure still succeeds on fallback_backend, and /diagnostics says why."""
+    """A missing bitstream: configure still succeeds on fallback_backend, and /diagnostics says
+    why."""
     from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.lifecycle import TransitionCallbackReturn
     bad = {"backend": "fpga", "backend_options": '{"bitstream": "/nonexistent/edgemoe.bit"}'}
@@ -115,7 +118,8 @@ def test_backend_failing_at_configure_falls_back(ctx, weights):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node._on_fallback and node._model.engine is None
         level, message = _level(node)
-        assert level == DiagnosticStatus.WARN and "failed at configure" in message and "does not exist" in message
+        assert (level == DiagnosticStatus.WARN and "failed at configure" in message
+                and "does not exist" in message)
         node._process_frame(_frame(), node._frame_state())
         assert node._stats.snapshot_counts()[1]["published"] == 1
     finally:
@@ -149,7 +153,8 @@ class _Hang:
 
 def _process_in_thread(node, frame):
     import threading
-    t = threading.Thread(target=node._process_frame, args=(frame, node._frame_state()), daemon=True)
+    t = threading.Thread(target=node._process_frame, args=(frame, node._frame_state()),
+                         daemon=True)
     t.start()
     t.join(30)
     assert not t.is_alive(), "the frame never returned: no time limit on the backend call"
@@ -164,11 +169,13 @@ def test_hung_backend_times_out_falls_back_and_reload_does_not_wait_for_it(ctx, 
         hang = _Hang(node._model.engine.backend)
         _process_in_thread(node, _frame((1, 1)))
         counters = node._stats.snapshot_counts()[1]
-        assert counters["backend_timeouts"] == 1 and counters["backend_faults"] == 1 and node._on_fallback
+        assert (counters["backend_timeouts"] == 1 and counters["backend_faults"] == 1
+                and node._on_fallback)
         assert _level(node)[0] in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
         _process_in_thread(node, _frame((1, 2)))  # the next frame runs on the fallback
         assert node._stats.snapshot_counts()[1]["published"] == 1
-        resp = node._on_reload(Trigger.Request(), Trigger.Response())  # answers while the call is hung
+        # answers while the call is hung
+        resp = node._on_reload(Trigger.Request(), Trigger.Response())
         assert resp.success and not node._on_fallback
         assert not hang.closed  # the hung backend is not closed under its running call ...
         hang.release.set()
@@ -216,12 +223,14 @@ def test_camera_info_size_checks():
         conv.check_camera_info(one_side)
     conv.check_camera_info(CameraInfo())  # 0x0: "same as the image"
     info = make_camera_info(480, 640)
-    assert conv.calibration_fits(info, 480, 640) and conv.calibration_fits(info, 240, 320)  # binning
+    # binning
+    assert conv.calibration_fits(info, 480, 640) and conv.calibration_fits(info, 240, 320)
     assert not conv.calibration_fits(info, 720, 1280)  # another aspect: another camera mode
 
 
 def test_bad_camera_info_is_not_replaced_by_the_previous_one(ctx, weights):
-    """A NaN K after a good calibration: nothing relayed from then on (not the old info, restamped)."""
+    """A NaN K after a good calibration: nothing relayed from then on (not the old info,
+    restamped)."""
     from ros_testing import make_camera_info
     node = make_node(ctx, weights)
     try:
@@ -251,7 +260,9 @@ def test_camera_info_of_another_size_is_not_stretched_onto_the_image(ctx, weight
         from ros_testing import make_image
 
         from edgemoe_ros.ros.node import Frame
-        node._process_frame(Frame(make_image(64, 256, stamp=(3, 2)), False), node._frame_state())  # ... then 4:1
+        # ... then 4:1
+        node._process_frame(Frame(make_image(64, 256, stamp=(3, 2)), False), node._frame_state())
+
         assert node._stats.snapshot_counts()[1]["camera_info_mismatch"] == 1
         level, message = _level(node)
         assert level == DiagnosticStatus.WARN and "camera_info" in message

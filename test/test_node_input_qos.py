@@ -49,10 +49,12 @@ def test_reception_monitor_infers_offered_frames_from_stamps():
     every = ReceptionMonitor(window_s=5.0, clock=clock)
     _feed(every, clock, [10**9 + i * 33_333_333 for i in range(60)])
     est = every.estimate()
-    assert est.received == 60 and abs(est.offered - 60) < 0.5 and abs(est.offered_rate_hz - 30) < 0.1
+    assert (est.received == 60 and abs(est.offered - 60) < 0.5
+            and abs(est.offered_rate_hz - 30) < 0.1)
     assert every.shortfall() is None
     clock1 = _Clock()
-    jittery = ReceptionMonitor(window_s=5.0, clock=clock1)  # a software-stamped camera: +-20 % jitter
+    # a software-stamped camera: +-20 % jitter
+    jittery = ReceptionMonitor(window_s=5.0, clock=clock1)
     jitter = np.random.default_rng(1).uniform(-0.2, 0.2, 60) * 33_333_333
     _feed(jittery, clock1, [int(10**9 + i * 33_333_333 + j) for i, j in enumerate(jitter)])
     assert jittery.estimate().offered == 60 and jittery.shortfall() is None
@@ -66,9 +68,11 @@ def test_reception_monitor_infers_offered_frames_from_stamps():
 def test_reception_monitor_restarts_on_stamps_going_back_and_forgets_old_frames():
     clock = _Clock()
     m = ReceptionMonitor(window_s=1.0, clock=clock)
-    _feed(m, clock, [10**9 + i * 100_000_000 for i in range(40) if i % 4 != 3])  # 3 of 4 frames arrive
+    # 3 of 4 frames arrive
+    _feed(m, clock, [10**9 + i * 100_000_000 for i in range(40) if i % 4 != 3])
     assert m.shortfall() is not None
-    _feed(m, clock, [5 * 10**8 + i * 100_000_000 for i in range(6)])  # a bag restarted: stamps go back
+    # a bag restarted: stamps go back
+    _feed(m, clock, [5 * 10**8 + i * 100_000_000 for i in range(6)])
     est = m.estimate()
     assert est.received == 6 and m.shortfall() is None
     clock.t += 2.0
@@ -76,19 +80,20 @@ def test_reception_monitor_restarts_on_stamps_going_back_and_forgets_old_frames(
 
 
 class _ShippedNode:
-    """edgemoe_node on the shipped config/edgemoe.yaml (only the model file and a faster diagnostics
-    period changed) as the launch file starts it, and a client on its graph."""
+    """edgemoe_node on the shipped config/edgemoe.yaml (only the model file and a faster
+    diagnostics period changed) as the launch file starts it, and a client on its graph."""
 
     def __init__(self, tmp) -> None:
         body = next(iter(yaml.safe_load(CONFIG.read_text()).values()))["ros__parameters"]
-        assert body["input_qos"] != "reliable"  # what this test is about: the default, not the override
+        # what this test is about: the default, not the override
+        assert body["input_qos"] != "reliable"
         weights = write_tiny_weights(tmp / "tiny.safetensors")
         params = tmp / "override.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "weights_path": str(weights), "diagnostics_period": 0.25}}}))
         self.env = ros_env(tmp)
-        cmd = [str(NODE_SCRIPT), "--ros-args", "-r", "__node:=edgemoe_node", "--params-file", str(CONFIG),
-               "--params-file", str(params), "-p", "autostart:=true"]
+        cmd = [str(NODE_SCRIPT), "--ros-args", "-r", "__node:=edgemoe_node",
+               "--params-file", str(CONFIG), "--params-file", str(params), "-p", "autostart:=true"]
         self.node = NodeProcess(tmp, self.env, command=cmd)
         self.client = RosClient(self.env)
         self.client.wait_for_state("/edgemoe_node", "active")
@@ -130,7 +135,8 @@ def _matched_both_ways(pub, diag, shipped) -> int:
         if int(wait_diag(diag, lambda v: "frames received" in v)["frames received"]) > 0:
             time.sleep(0.3)
             return int(wait_diag(diag, lambda v: True)["frames received"])
-    raise AssertionError(f"the node never received a warm-up frame: {shipped.node.output()[-3000:]}")
+    raise AssertionError("the node never received a warm-up frame: "
+                         f"{shipped.node.output()[-3000:]}")
 
 
 @pytest.mark.ros
@@ -148,26 +154,31 @@ def test_shipped_config_receives_every_720p_frame_of_a_reliable_camera(shipped):
                                                  reliability=QoSReliabilityPolicy.RELIABLE))
     base = _matched_both_ways(pub, diag, shipped)
     px = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
-    frames = [make_image(pixels=np.roll(px, 7 * i, axis=1), encoding="bgr8") for i in range(FRAMES)]
+    frames = [make_image(pixels=np.roll(px, 7 * i, axis=1), encoding="bgr8")
+              for i in range(FRAMES)]
     _publish_at(pub, frames, RATE_HZ, [(100, int(i * 1e9 / RATE_HZ)) for i in range(FRAMES)])
     try:
-        v = wait_diag(diag, lambda v: int(v.get("frames received", 0)) >= base + FRAMES, timeout=20)
+        v = wait_diag(diag, lambda v: int(v.get("frames received", 0)) >= base + FRAMES,
+                      timeout=20)
     except AssertionError:
         v = wait_diag(diag, lambda v: True)
     keys = ("frames received", "frames lost in transport", "bad inputs", "__message__")
-    assert int(v["frames received"]) - base == FRAMES and v["bad inputs"] == "0", {k: v[k] for k in keys}
+    assert int(v["frames received"]) - base == FRAMES and v["bad inputs"] == "0", \
+        {k: v[k] for k in keys}
     assert v["frames lost in transport"] == "0", {k: v[k] for k in keys}
 
 
 @pytest.mark.ros
 def test_shipped_config_follows_a_best_effort_camera_that_starts_later(shipped):
-    """input_qos auto subscribes reliable; a best-effort publisher appearing later is still heard."""
+    """input_qos auto subscribes reliable; a best-effort publisher appearing later is still
+    heard."""
     c = shipped.client
     diag = c.diagnostics()
     pub = c.publisher("image", Image, qos_profile_sensor_data)
     c.wait_for_subscribers(pub)
     got = 0
-    for i in range(40):  # small frames: best effort delivers them; until the switch nothing arrives
+    # small frames: best effort delivers them; until the switch nothing arrives
+    for i in range(40):
         pub.publish(make_image(stamp=(300, i)))
         time.sleep(0.1)
         got = int(wait_diag(diag, lambda v: "frames received" in v, timeout=10)["frames received"])
@@ -188,8 +199,10 @@ def test_diagnostics_warn_when_fewer_frames_arrive_than_the_camera_stamped(shipp
     pub = c.publisher("image", Image)
     c.wait_for_subscribers(pub)
     kept = [i for i in range(32) if i % 4 != 3]
-    _publish_at(pub, [make_image() for _ in kept], RATE_HZ * 3 / 4, [(400, int(i * 1e9 / RATE_HZ)) for i in kept])
-    v = wait_diag(diag, lambda v: v["__level__"] == "1" and "receiving" in v["__message__"], timeout=15)
+    _publish_at(pub, [make_image() for _ in kept], RATE_HZ * 3 / 4,
+                [(400, int(i * 1e9 / RATE_HZ)) for i in kept])
+    v = wait_diag(diag, lambda v: v["__level__"] == "1" and "receiving" in v["__message__"],
+                  timeout=15)
     assert "of ~" in v["__message__"] and abs(float(v["offered rate hz"]) - RATE_HZ) < 1.0, v
 
 
@@ -199,6 +212,9 @@ def test_fastdds_profile_is_a_default_profile_and_installed():
     root = ET.parse(ROOT / "config" / "fastdds_large_frames.xml").getroot()
     [participant] = root.findall(".//d:participant", ns)
     assert participant.get("is_default_profile") == "true"
-    kinds = {t.findtext("d:type", namespaces=ns) for t in root.findall(".//d:transport_descriptor", ns)}
-    assert kinds == {"SHM", "UDPv4"}  # both kept: interoperates with participants without the profile
+    kinds = {t.findtext("d:type", namespaces=ns)
+             for t in root.findall(".//d:transport_descriptor", ns)}
+    # both kept: interoperates with participants without the profile
+    assert kinds == {"SHM", "UDPv4"}
+
     assert 'glob("config/*.xml")' in (ROOT / "setup.py").read_text()

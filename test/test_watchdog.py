@@ -31,7 +31,9 @@ def test_an_overrun_is_abandoned_refuses_further_calls_and_defers_close():
     assert not closed
     release.set()
     wait_until(lambda: closed == [True], 10.0, "the deferred close")
-    assert dog.hung_for() is None and dog.call(5.0, lambda: 7) == 7  # usable again once it returned
+    # usable again once it returned
+    assert dog.hung_for() is None and dog.call(5.0, lambda: 7) == 7
+
     assert dog.when_idle(lambda: closed.append(True)) and closed == [True, True]
     dog.close()
     with pytest.raises(BackendHung, match="closed"):

@@ -32,7 +32,8 @@ class CmaError(RuntimeError):
 
 
 def read_cma(meminfo: Path = MEMINFO) -> CmaStatus | None:
-    """``CmaTotal``/``CmaFree`` from ``meminfo``; None when the kernel reports no CMA pool there."""
+    """``CmaTotal``/``CmaFree`` from ``meminfo``; None when the kernel reports no CMA pool
+    there."""
     try:
         text = meminfo.read_text()
     except OSError:
@@ -63,7 +64,9 @@ def check_cma(buffer_bytes: dict[str, int], status: CmaStatus | None) -> None:
     largest = max(buffer_bytes, key=buffer_bytes.__getitem__)
     mb = 1 / (1 << 20)
     raise CmaError(
-        f"the accelerator's buffers need {needed * mb:.1f} MiB of contiguous (CMA) memory (largest: "
-        f"{largest}, {buffer_bytes[largest] * mb:.1f} MiB) but only {status.free_bytes * mb:.1f} MiB of "
-        f"{status.total_bytes * mb:.1f} MiB CMA is free: free buffers held by other programs (e.g. "
-        f"another overlay's notebook) or boot with a larger pool (kernel argument cma=, e.g. cma=512M)")
+        f"the accelerator's buffers need {needed * mb:.1f} MiB of contiguous (CMA) memory "
+        f"(largest: {largest}, {buffer_bytes[largest] * mb:.1f} MiB) but only "
+        f"{status.free_bytes * mb:.1f} MiB of {status.total_bytes * mb:.1f} MiB CMA is free: "
+        "free buffers held by other programs (e.g. another overlay's notebook) or boot with a "
+        "larger pool (kernel argument cma=, e.g. cma=512M)")
+

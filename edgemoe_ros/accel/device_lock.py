@@ -79,8 +79,9 @@ def claim(path: Path, bitstream: Path) -> tuple[DeviceClaim, bool]:
         if held is not None:
             if held.bitstream_digest != digest:
                 raise DeviceLockError(
-                    f"this process already drives the device ({path}) with {held.bitstream}; {bitstream} is "
-                    "another bitstream and the PL holds one: close the other driver first")
+                    f"this process already drives the device ({path}) with {held.bitstream}; "
+                    f"{bitstream} is another bitstream and the PL holds one: close the other "
+                    "driver first")
             held.users += 1
             return held, True
         fd = _lock_file(path)
@@ -90,7 +91,8 @@ def claim(path: Path, bitstream: Path) -> tuple[DeviceClaim, bool]:
 
 
 def release(held: DeviceClaim) -> None:
-    """Drop one user of ``held``; the last one unlocks the device. Safe to call once per claim()."""
+    """Drop one user of ``held``; the last one unlocks the device. Safe to call once per
+    claim()."""
     with _CLAIMS_LOCK:
         held.users -= 1
         if held.users > 0:
@@ -104,7 +106,8 @@ def release(held: DeviceClaim) -> None:
 
 def _lock_file(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # children never inherit it
+        # children never inherit it
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise DeviceLockError(f"cannot open the device lock {path}: {exc}") from None
     try:
@@ -113,8 +116,10 @@ def _lock_file(path: Path) -> int:
         owner = _read_owner(fd)
         os.close(fd)
         raise DeviceLockError(
-            f"the accelerator is in use by another process ({owner}; lock {path}): one process drives it. "
-            "Stop that process, or send this work to it (e.g. its ROS node), then retry") from None
+            f"the accelerator is in use by another process ({owner}; lock {path}): one process "
+            "drives it. Stop that process, or send this work to it (e.g. its ROS node), then "
+            "retry") from None
+
     except OSError as exc:
         os.close(fd)
         raise DeviceLockError(f"cannot lock {path}: {exc}") from None

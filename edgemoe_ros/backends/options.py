@@ -44,14 +44,17 @@ class Option:
             return None if isinstance(value, bool) else "must be true or false"
         if self.kind in ("int", "float"):
             number = int | float if self.kind == "float" else int
-            if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
-                return f"must be {'a number' if self.kind == 'float' else 'an integer'} in [{self.lo:g}, {self.hi:g}]"
+            if (isinstance(value, bool) or not isinstance(value, number)
+                    or not math.isfinite(value)):
+                return (f"must be {'a number' if self.kind == 'float' else 'an integer'} "
+                        f"in [{self.lo:g}, {self.hi:g}]")
             if not self.lo <= value <= self.hi:
                 return f"must be in [{self.lo:g}, {self.hi:g}]"
             return None
         if self.kind == "path":
             text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
-            if not isinstance(text, str) or not text or len(text) > MAX_PATH_CHARS or "\x00" in text:
+            if (not isinstance(text, str) or not text or len(text) > MAX_PATH_CHARS
+                    or "\x00" in text):
                 return f"must be a non-empty path of at most {MAX_PATH_CHARS} characters"
             return None
         if not isinstance(value, str):
@@ -64,7 +67,8 @@ class Option:
 #: Built-in backend name -> its options. A backend registered at run time (a plug-in, a test
 #: double) is not in this table and checks its own keyword arguments.
 BACKEND_OPTIONS: dict[str, tuple[Option, ...]] = {
-    "cpu": (Option("native", "str", choices=NATIVE_MODES), Option("threads", "int", 1, MAX_THREADS)),
+    "cpu": (Option("native", "str", choices=NATIVE_MODES),
+            Option("threads", "int", 1, MAX_THREADS)),
     "reference": (),
     "fixed": (),
     "null": (),
@@ -91,8 +95,10 @@ def check_options(backend: str, options: Mapping[str, Any]) -> None:
 
 
 def check_options_any_backend(options: Mapping[str, Any]) -> None:
-    """Raise :class:`BackendError` if an option a built-in backend takes is out of its bounds (for a
-    value checked before the backend it goes with is known; :func:`check_options` does the rest)."""
+    """Raise :class:`BackendError` if an option a built-in backend takes is out of its bounds
+    (for a value checked before the backend it goes with is known; :func:`check_options` does
+    the rest)."""
+
     for name, value in options.items():
         owners = [b for b, opts in BACKEND_OPTIONS.items() if any(o.name == name for o in opts)]
         if owners:

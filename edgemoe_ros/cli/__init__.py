@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 
 def run_engine_tool(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """The shared body of the engine tools' ``main``: logging, allocator and BLAS set-up as the node
-    has them (so timings match), then ``run(args)``; a bad model, backend, dataset or file becomes
-    ``error: ...`` on stderr and exit status 2 instead of a traceback."""
+    """The shared body of the engine tools' ``main``: logging, allocator and BLAS set-up as the
+    node has them (so timings match), then ``run(args)``; a bad model, backend, dataset or file
+    becomes ``error: ...`` on stderr and exit status 2 instead of a traceback."""
     from ..allocator import tune_allocator
     from ..backends import BackendError
     from ..blas_threads import check_blas_kernels, limit_blas_threads
@@ -24,6 +24,8 @@ def run_engine_tool(run: Callable[[argparse.Namespace], int], args: argparse.Nam
     check_blas_kernels()
     try:
         return run(args)
-    except (WeightsError, BackendError, ValueError, OSError) as exc:  # ConfigError, FitError, DatasetError too
+    # ConfigError, FitError, DatasetError too
+    except (WeightsError, BackendError, ValueError, OSError) as exc:
+
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""``edgemoe-eval``: score the model on a labelled dataset (real or exported) and say where it fails.
+"""``edgemoe-eval``: score the model on a labelled dataset (real or exported) and say where it
+fails.
 
     edgemoe-eval --manifest FILE | --cityscapes ROOT [--split val] | --kitti ROOT [--split val]
                  [--backend cpu|fixed|csim] [--weights FILE] [--json OUT] [--save DIR] [--frames N]
@@ -7,10 +8,10 @@ Every frame goes through the engine exactly as the node runs it (full-size image
 the model, outputs restored to the image size) and is scored at the image's own resolution:
 segmentation mIoU / pixel accuracy / per-class IoU over labelled pixels, metric depth AbsRel /
 RMSE / δ<1.25 over ground truth in 0.5-80 m, with no median scaling (the median-scaled δ1 is an
-extra). ``--json`` writes nested objects: ``semseg.miou``, ``semseg.iou.<class>``, ``depth.delta1``,
-``frames``, ``per_frame`` ... (docs/datasets.md). ``--save DIR`` writes ``confusion.png`` and
-``mosaics/`` (image, truth, prediction, errors per frame). Exit status: 0 ok, 2 bad arguments,
-weights, backend or dataset.
+extra). ``--json`` writes nested objects: ``semseg.miou``, ``semseg.iou.<class>``,
+``depth.delta1``, ``frames``, ``per_frame`` ... (docs/datasets.md). ``--save DIR`` writes
+``confusion.png`` and ``mosaics/`` (image, truth, prediction, errors per frame). Exit status:
+0 ok, 2 bad arguments, weights, backend or dataset.
 """
 
 from __future__ import annotations
@@ -36,22 +37,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="edgemoe-eval", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifest", type=Path, metavar="FILE", help="JSON list of labelled images (docs/datasets.md)")
+    src.add_argument("--manifest", type=Path, metavar="FILE",
+                     help="JSON list of labelled images (docs/datasets.md)")
     src.add_argument("--cityscapes", type=Path, metavar="ROOT", help="Cityscapes layout folder")
-    src.add_argument("--kitti", type=Path, metavar="ROOT", help="KITTI depth-completion layout folder")
+    src.add_argument("--kitti", type=Path, metavar="ROOT",
+                     help="KITTI depth-completion layout folder")
     ap.add_argument("--split", default=None, help="split of --cityscapes / --kitti (default: val)")
     ap.add_argument("--weights", type=Path, default=None, metavar="FILE",
-                    help=f"model weights (.safetensors); default: the shipped {SHIPPED_WEIGHTS_NAME}")
-    ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS), help="backbone backend (default: cpu)")
-    ap.add_argument("--backend-options", default="", metavar="JSON", help="backend keyword arguments as JSON")
-    ap.add_argument("--resize", default=None, choices=RESIZE_MODES, help="fit mode (default: the model's)")
-    ap.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames")
-    ap.add_argument("--min-depth", type=float, default=EVAL_MIN_DEPTH, help="depth scored from (m, default 0.5)")
-    ap.add_argument("--max-depth", type=float, default=EVAL_MAX_DEPTH, help="depth scored up to (m, default 80)")
+                    help="model weights (.safetensors); default: the shipped "
+                         f"{SHIPPED_WEIGHTS_NAME}")
+    ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS),
+                    help="backbone backend (default: cpu)")
+    ap.add_argument("--backend-options", default="", metavar="JSON",
+                    help="backend keyword arguments as JSON")
+    ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
+                    help="fit mode (default: the model's)")
+    ap.add_argument("--frames", type=int, default=None, metavar="N",
+                    help="only the first N frames")
+    ap.add_argument("--min-depth", type=float, default=EVAL_MIN_DEPTH,
+                    help="depth scored from (m, default 0.5)")
+    ap.add_argument("--max-depth", type=float, default=EVAL_MAX_DEPTH,
+                    help="depth scored up to (m, default 80)")
     ap.add_argument("--ignore-k", action="store_true",
-                    help="do not give the engine the frames' intrinsics (depth as for the canonical camera)")
+                    help="do not give the engine the frames' intrinsics (depth as for the "
+                         "canonical camera)")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
-    ap.add_argument("--save", type=Path, metavar="DIR", help="write confusion.png and per-frame mosaics here")
+    ap.add_argument("--save", type=Path, metavar="DIR",
+                    help="write confusion.png and per-frame mosaics here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
@@ -62,7 +74,8 @@ def dataset_spec(args: argparse.Namespace) -> tuple[str, str | None]:
         if args.split is not None:
             raise ValueError("--split applies to --cityscapes and --kitti, not to a manifest")
         return f"manifest:{args.manifest}", None
-    kind, root = ("cityscapes", args.cityscapes) if args.cityscapes is not None else ("kitti", args.kitti)
+    kind, root = (("cityscapes", args.cityscapes) if args.cityscapes is not None
+                  else ("kitti", args.kitti))
     return f"{kind}:{root}", args.split or "val"
 
 
@@ -73,27 +86,34 @@ def _fmt(v: float | None, spec: str = "6.3f") -> str:
 def format_report(s: dict) -> str:
     """The tables ``edgemoe-eval`` prints."""
     seg, dep = s["semseg"], s["depth"]
-    lines = [f"{s['dataset']}: {s['frames']} frame(s), {seg['frames']} with labels, {dep['frames']} with depth; "
+    lines = [f"{s['dataset']}: {s['frames']} frame(s), {seg['frames']} with labels, "
+             f"{dep['frames']} with depth; "
              f"backend {s['backend']}, {_fmt(s['ms_per_frame'], '.1f')} ms/frame, camera K "
              f"{'used' if s['camera_k'] else 'ignored (--ignore-k)'}"]
     if seg["frames"]:
-        lines += [f"segmentation: mIoU {_fmt(seg['miou'], '.3f')}  pixel acc {_fmt(seg['pixel_acc'], '.3f')}  "
+        lines += [f"segmentation: mIoU {_fmt(seg['miou'], '.3f')}  "
+                  f"pixel acc {_fmt(seg['pixel_acc'], '.3f')}  "
                   f"(coverage {_fmt(seg['coverage'], '.1%')} of labelled pixels)",
                   f"  {'class':<14} {'IoU':>6} {'truth':>7} {'pred':>7}"]
         for name in seg["classes"]:
-            lines.append(f"  {name:<14} {_fmt(seg['iou'][name])} {_fmt(seg['gt_share'][name], '7.1%')} "
+            lines.append(f"  {name:<14} {_fmt(seg['iou'][name])} "
+                         f"{_fmt(seg['gt_share'][name], '7.1%')} "
                          f"{_fmt(seg['pred_share'][name], '7.1%')}")
     if dep["frames"]:
         lo, hi = dep["range_m"]
-        lines += [f"depth ({lo:g}-{hi:g} m, {dep['pixels']} px, metric): AbsRel {_fmt(dep['absrel'], '.3f')}  "
-                  f"RMSE {_fmt(dep['rmse'], '.2f')} m  d<1.25 {_fmt(dep['delta1'], '.3f')}   median-scaled: "
-                  f"d<1.25 {_fmt(dep['delta1_median_scaled'], '.3f')}  AbsRel {_fmt(dep['absrel_median_scaled'], '.3f')}",
+        lines += [f"depth ({lo:g}-{hi:g} m, {dep['pixels']} px, metric): "
+                  f"AbsRel {_fmt(dep['absrel'], '.3f')}  "
+                  f"RMSE {_fmt(dep['rmse'], '.2f')} m  d<1.25 {_fmt(dep['delta1'], '.3f')}   "
+                  f"median-scaled: d<1.25 {_fmt(dep['delta1_median_scaled'], '.3f')}  "
+                  f"AbsRel {_fmt(dep['absrel_median_scaled'], '.3f')}",
                   f"  {'distance':<12} {'pixels':>8} {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7}"]
         rows = [(n, r) for n, r in dep["by_distance"].items() if r["pixels"]]
         if dep["by_class"]:
-            rows += [("by ground-truth class (frames with labels and depth)", None), *dep["by_class"].items()]
+            rows += [("by ground-truth class (frames with labels and depth)", None),
+                     *dep["by_class"].items()]
         for name, r in rows:
-            lines.append(f"  {name}" if r is None else f"  {name:<12} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} "
+            lines.append(f"  {name}" if r is None else
+                         f"  {name:<12} {r['pixels']:8d} {_fmt(r['absrel'], '7.3f')} "
                          f"{_fmt(r['rmse'], '6.2f')} {_fmt(r['delta1'], '7.3f')}")
     return "\n".join(lines)
 
@@ -105,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames {args.frames}: must be >= 1")
     if not 0 <= args.min_depth < args.max_depth:
-        raise ValueError(f"--min-depth {args.min_depth} / --max-depth {args.max_depth}: need 0 <= min < max")
+        raise ValueError(f"--min-depth {args.min_depth} / --max-depth {args.max_depth}: "
+                         "need 0 <= min < max")
     weights_path = resolve_weights_path(args.weights)
     weights = load_weights(weights_path)
     spec, split = dataset_spec(args)
@@ -115,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Engine(weights, backend=args.backend, resize_mode=args.resize,
                     backend_options=parse_backend_options(args.backend_options)) as engine:
-            summary = evaluate(engine, dataset, args.frames, args.save, args.min_depth, args.max_depth,
-                               not args.ignore_k, progress=None if bar is None else lambda _r: bar.update(1))
+            summary = evaluate(engine, dataset, args.frames, args.save, args.min_depth,
+                               args.max_depth, not args.ignore_k,
+                               progress=None if bar is None else lambda _r: bar.update(1))
+
     finally:
         if bar is not None:
             bar.close()

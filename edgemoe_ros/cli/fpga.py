@@ -77,20 +77,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="edgemoe-fpga", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="load the overlay, check registers, compare one frame with `fixed`")
+    check = sub.add_parser("check", help="load the overlay, check registers, compare one frame "
+                                         "with `fixed`")
     check.add_argument("--bitstream", type=Path, default=None, metavar="BIT",
                        help="the overlay .bit (its .hwh beside it); required unless --simulate")
     check.add_argument("--weights", type=Path, default=None, metavar="FILE",
-                       help=f"model weights (.safetensors); default: the shipped {SHIPPED_WEIGHTS_NAME}")
+                       help="model weights (.safetensors); default: the shipped "
+                            f"{SHIPPED_WEIGHTS_NAME}")
     check.add_argument("--image", type=Path, default=None, metavar="FILE",
-                       help="frame to run (fitted to the model like the node does); default: a synthetic one")
+                       help="frame to run (fitted to the model like the node does); default: a "
+                            "synthetic one")
     check.add_argument("--repeat", type=int, default=3, metavar="N",
                        help="timed calls per task after the first (default 3; 0: only the first)")
-    check.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="limit for one kernel call")
+    check.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                       help="limit for one kernel call")
     check.add_argument("--no-download", action="store_true",
                        help="do not program the PL (it already holds this bitstream)")
     check.add_argument("--simulate", action="store_true",
-                       help="run on the simulated PYNQ device (C-simulation as hardware) instead of a board")
+                       help="run on the simulated PYNQ device (C-simulation as hardware) instead "
+                            "of a board")
     check.add_argument("--csim-library", type=Path, default=None, metavar="SO",
                        help="C-simulation library for --simulate (default: built for the model)")
     args = ap.parse_args(argv)
@@ -122,8 +127,8 @@ def _first_difference(got: np.ndarray, want: np.ndarray, what: str) -> str:
     return f"{what}{list(where)}: accelerator {int(got[where])}, fixed {int(want[where])}"
 
 
-def check_task(driver: EdgeMoeDriver, emulator: FixedPointEmulator, frame: np.ndarray, cfg: ModelConfig,
-               task: str, repeat: int) -> TaskCheck:
+def check_task(driver: EdgeMoeDriver, emulator: FixedPointEmulator, frame: np.ndarray,
+               cfg: ModelConfig, task: str, repeat: int) -> TaskCheck:
     task_id = cfg.task_id(task)
     start = time.perf_counter()
     features, routing = driver.run(frame, task_id)
@@ -158,50 +163,61 @@ def run_check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         backend = FpgaBackend(args.bitstream, timeout_s=args.timeout_s, simulate=args.simulate,
-                              csim_library=args.csim_library, download=False if args.no_download else None)
+                              csim_library=args.csim_library,
+                              download=False if args.no_download else None)
     except BackendError as exc:
         _print(False, f"open the overlay: {exc}")
         return EXIT_CANNOT_RUN
     try:
         try:
-            backend.load(weights)  # opens the overlay (lock, register and CMA checks), uploads the weights
+            # opens the overlay (lock, register and CMA checks), uploads the weights
+            backend.load(weights)
         except BackendError as exc:
             _print(False, f"open the overlay: {exc}")
             return EXIT_CANNOT_RUN
         driver = backend.driver
         desc = driver.overlay.ip_dict.get(driver.ip_name, {})
         programmed = backend.download and not driver.attached
-        how = "programmed" if programmed else ("attached" if driver.attached else "not re-programmed")
-        _print(True, f"overlay {driver.bitfile} ({how}): {driver.ip_name} at 0x{desc.get('phys_addr', 0):X}")
-        _print(True, f"{len(desc.get('registers', {}))} registers match interface.py (ABI {itf.ABI_VERSION})")
+        how = ("programmed" if programmed
+               else ("attached" if driver.attached else "not re-programmed"))
+        _print(True, f"overlay {driver.bitfile} ({how}): {driver.ip_name} at "
+                     f"0x{desc.get('phys_addr', 0):X}")
+        _print(True, f"{len(desc.get('registers', {}))} registers match interface.py "
+                     f"(ABI {itf.ABI_VERSION})")
         packed = itf.pack_weights(weights)
-        _print(True, f"weights {weights_path} uploaded ({(packed.one_time.nbytes + packed.experts.nbytes) / 1e6:.1f} "
+        _print(True, f"weights {weights_path} uploaded "
+                     f"({(packed.one_time.nbytes + packed.experts.nbytes) / 1e6:.1f} "
                      f"MB; open and upload {(time.perf_counter() - start) * 1e3:.0f} ms)")
         emulator = FixedPointEmulator(packed, cfg)
         results: list[TaskCheck] = []
         for task in cfg.tasks:
             result = check_task(driver, emulator, frame, cfg, task, args.repeat)
             # only the driver's very first call reloads the on-chip parameters
-            timing = f"first call {result.first_call_ms:.2f} ms{'' if results else ' (parameter reload)'}"
+            timing = (f"first call {result.first_call_ms:.2f} ms"
+                      f"{'' if results else ' (parameter reload)'}")
             results.append(result)
             if result.steady_ms:
-                timing += f", then median {statistics.median(result.steady_ms):.2f} ms of {len(result.steady_ms)}"
+                timing += (f", then median {statistics.median(result.steady_ms):.2f} ms of "
+                           f"{len(result.steady_ms)}")
             if result.equal:
-                _print(True, f"task {task}: features and routing equal the fixed backend bit for bit; {timing}")
+                _print(True, f"task {task}: features and routing equal the fixed backend bit for "
+                             f"bit; {timing}")
             else:
-                _print(False, f"task {task}: {result.differing_features} feature and {result.differing_routing} "
-                              f"routing values differ from the fixed backend (first: {result.first_difference}); "
-                              f"{timing}")
+                _print(False, f"task {task}: {result.differing_features} feature and "
+                              f"{result.differing_routing} routing values differ from the fixed "
+                              f"backend (first: {result.first_difference}); {timing}")
     except AcceleratorError as exc:
         _print(False, str(exc))
         return EXIT_CANNOT_RUN
     finally:
         backend.close()
     passed = all(r.equal for r in results)
-    where = "latencies are the C-simulation's, not a board's" if args.simulate else "host-observed latencies"
+    where = ("latencies are the C-simulation's, not a board's" if args.simulate
+             else "host-observed latencies")
     verdict = "PASS" if passed else "FAIL"
-    print(f"result: {verdict} ({where}; the SPEC target is Edge-MoE's {EDGE_MOE_BOARD_MS:g} ms per "
-          f"image per task at {itf.CLOCK_MHZ:g} MHz)")
+    print(f"result: {verdict} ({where}; the SPEC target is Edge-MoE's {EDGE_MOE_BOARD_MS:g} ms "
+          f"per image per task at {itf.CLOCK_MHZ:g} MHz)")
+
     return EXIT_OK if passed else EXIT_MISMATCH
 
 

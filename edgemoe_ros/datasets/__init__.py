@@ -25,12 +25,14 @@ from .manifest import ManifestDataset
 KINDS = ("manifest", "cityscapes", "kitti")
 
 
-def open_dataset(spec: str, split: str | None = None, scheme: ClassScheme | str = "categories") -> FrameDataset:
+def open_dataset(spec: str, split: str | None = None,
+                 scheme: ClassScheme | str = "categories") -> FrameDataset:
     """``manifest:FILE``, ``cityscapes:ROOT`` or ``kitti:ROOT`` -> its reader. ``split`` applies to
     the folder layouts (default ``train``); a manifest has none."""
     kind, sep, location = spec.partition(":")
     if not sep or not location or kind not in KINDS:
-        raise DatasetError(f"dataset {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
+        raise DatasetError(f"dataset {spec!r}: expected KIND:PATH with KIND one of "
+                           f"{', '.join(KINDS)}")
     path = Path(location)
     if kind == "manifest":
         if split is not None:
@@ -42,6 +44,8 @@ def open_dataset(spec: str, split: str | None = None, scheme: ClassScheme | str 
 
 
 __all__ = [
-    "KINDS", "SCHEMES", "CityscapesDataset", "ClassScheme", "DatasetError", "FrameDataset", "KittiDepthDataset",
-    "LabelledFrame", "ManifestDataset", "get_scheme", "open_dataset", "scheme_for_classes",
+    "KINDS", "SCHEMES", "CityscapesDataset", "ClassScheme", "DatasetError", "FrameDataset",
+    "KittiDepthDataset", "LabelledFrame", "ManifestDataset", "get_scheme", "open_dataset",
+    "scheme_for_classes",
+
 ]

@@ -56,14 +56,14 @@ class Camera:
 def read_camera(path: Path) -> Camera:
     try:
         data = json.loads(path.read_text())
-        cam = Camera(baseline=float(data["extrinsic"]["baseline"]), fx=float(data["intrinsic"]["fx"]),
-                     fy=float(data["intrinsic"]["fy"]), u0=float(data["intrinsic"]["u0"]),
-                     v0=float(data["intrinsic"]["v0"]))
+        cam = Camera(baseline=float(data["extrinsic"]["baseline"]),
+                     fx=float(data["intrinsic"]["fx"]), fy=float(data["intrinsic"]["fy"]),
+                     u0=float(data["intrinsic"]["u0"]), v0=float(data["intrinsic"]["v0"]))
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read camera file: {exc}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a Cityscapes camera json (need extrinsic.baseline and intrinsic."
-                           f"fx/fy/u0/v0): {type(exc).__name__}: {exc}") from None
+        raise DatasetError(f"{path}: not a Cityscapes camera json (need extrinsic.baseline and "
+                           f"intrinsic.fx/fy/u0/v0): {type(exc).__name__}: {exc}") from None
     if not (np.isfinite(cam.baseline) and cam.baseline > 0):
         raise DatasetError(f"{path}: baseline must be positive, got {cam.baseline}")
     check_intrinsics(cam.K, str(path))
@@ -80,7 +80,8 @@ def disparity_to_depth(raw: np.ndarray, baseline: float, fx: float) -> np.ndarra
 
 
 def depth_to_disparity(depth: np.ndarray, baseline: float, fx: float) -> np.ndarray:
-    """Inverse of ``disparity_to_depth`` for the writers: 0 where depth is unknown or too far to encode."""
+    """Inverse of ``disparity_to_depth`` for the writers: 0 where depth is unknown or too far to
+    encode."""
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.rint(baseline * fx / depth.astype(np.float64) * DISPARITY_SCALE + 1.0)
     ok = np.isfinite(depth) & (depth > 0) & (p >= 2) & (p <= np.iinfo(np.uint16).max)
@@ -90,13 +91,14 @@ def depth_to_disparity(depth: np.ndarray, baseline: float, fx: float) -> np.ndar
 class CityscapesDataset(FrameDataset):
     """One split of a Cityscapes-layout folder (see the module docstring)."""
 
-    def __init__(self, root: Path | str, split: str = "train", scheme: ClassScheme | str = "categories") -> None:
+    def __init__(self, root: Path | str, split: str = "train",
+                 scheme: ClassScheme | str = "categories") -> None:
         super().__init__(scheme)
         self.root, self.split = Path(root), split
         image_dir = self.root / "leftImg8bit" / split
         if not image_dir.is_dir():
-            raise DatasetError(f"{self.root}: no Cityscapes split {split!r} (expected folder {image_dir}; "
-                               f"splits are usually {', '.join(SPLITS)})")
+            raise DatasetError(f"{self.root}: no Cityscapes split {split!r} (expected folder "
+                               f"{image_dir}; splits are usually {', '.join(SPLITS)})")
         self.images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
         if not self.images:
             raise DatasetError(f"{image_dir}: no <city>/*{IMAGE_SUFFIX} images")
@@ -119,4 +121,6 @@ class CityscapesDataset(FrameDataset):
         depth = None
         if disp_path.is_file():
             depth = disparity_to_depth(read_mono(disp_path, np.uint16), camera.baseline, camera.fx)
-        return make_frame(read_rgb(image_path), label_ids, depth, camera.K, name, self.scheme, str(image_path))
+        return make_frame(read_rgb(image_path), label_ids, depth, camera.K, name, self.scheme,
+                          str(image_path))
+

@@ -20,7 +20,8 @@ class LabelledFrame:
     """One camera image with whatever ground truth its dataset has.
 
     image: (H, W, 3) uint8 RGB, as stored (full size; the engine fits it to the model).
-    semseg: (H, W) uint8 class ids of the reader's scheme, ``IGNORE_INDEX`` = void; None if unlabelled.
+    semseg: (H, W) uint8 class ids of the reader's scheme, ``IGNORE_INDEX`` = void; None if
+        unlabelled.
     depth: (H, W) float32 metres along the optical axis, NaN = unknown; None if no depth.
     K: (3, 3) float64 intrinsics of ``image`` in pixels.
     name: a stable, human-readable id (file stem), unique within its dataset.
@@ -61,27 +62,29 @@ class FrameDataset(Sequence[LabelledFrame]):
 
 
 def check_intrinsics(K: object, where: str) -> np.ndarray:
-    """A 3x3 pinhole K as float64 (the engine's rule, ``camera_matrix``: finite, fx, fy > 0), with a
-    last row of (0, 0, 1); a dataset must give one, so "uncalibrated" (all zeros) is an error too."""
+    """A 3x3 pinhole K as float64 (the engine's rule, ``camera_matrix``: finite, fx, fy > 0), with
+    a last row of (0, 0, 1); a dataset must give one, so "uncalibrated" (all zeros) is an error
+    too."""
     try:
         k = camera_matrix(K)
     except IntrinsicsError as exc:
         raise DatasetError(f"{where}: K is not usable: {exc}") from None
     if k is None or np.shape(K) != (3, 3) or not np.allclose(k[2], (0, 0, 1)):
-        raise DatasetError(f"{where}: K must be a 3x3 pinhole intrinsics matrix [[fx, 0, cx], [0, fy, cy], "
-                           f"[0, 0, 1]], got {np.asarray(K).tolist()}")
+        raise DatasetError(f"{where}: K must be a 3x3 pinhole intrinsics matrix "
+                           f"[[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {np.asarray(K).tolist()}")
     return k
 
 
 def check_same_size(image: np.ndarray, other: np.ndarray | None, what: str, where: str) -> None:
     """Ground truth must cover the image pixel for pixel."""
     if other is not None and other.shape[:2] != image.shape[:2]:
-        raise DatasetError(f"{where}: {what} is {other.shape[1]}x{other.shape[0]} but the image is "
-                           f"{image.shape[1]}x{image.shape[0]}")
+        raise DatasetError(f"{where}: {what} is {other.shape[1]}x{other.shape[0]} but the image "
+                           f"is {image.shape[1]}x{image.shape[0]}")
 
 
-def make_frame(image: np.ndarray, label_ids: np.ndarray | None, depth: np.ndarray | None, K: np.ndarray,
-               name: str, scheme: ClassScheme, where: str) -> LabelledFrame:
+def make_frame(image: np.ndarray, label_ids: np.ndarray | None, depth: np.ndarray | None,
+               K: np.ndarray, name: str, scheme: ClassScheme, where: str) -> LabelledFrame:
+
     """Check sizes and map labelIds through ``scheme``; the last step of every reader."""
     check_same_size(image, label_ids, "the label image", where)
     check_same_size(image, depth, "the depth map", where)

@@ -1,4 +1,5 @@
-"""Reading and writing the image files of the dataset layouts (OpenCV), with errors that name the file."""
+"""Reading and writing the image files of the dataset layouts (OpenCV), with errors that name the
+file."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_mono(path: Path, dtype: type[np.generic]) -> np.ndarray:
-    """A single-channel PNG stored as ``dtype`` (uint8 labelIds, uint16 depth/disparity), unconverted."""
+    """A single-channel PNG stored as ``dtype`` (uint8 labelIds, uint16 depth/disparity),
+    unconverted."""
+
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"{path}: cannot read image (missing, unreadable or not an image)")

@@ -1,9 +1,9 @@
 """KITTI depth in the depth-completion benchmark's layout: the raw-data zips (rectified images and
 calibration) and ``data_depth_annotated.zip`` unpacked into one folder ROOT::
 
-    ROOT/<date>/calib_cam_to_cam.txt                                        P_rect_02 / P_rect_03
-    ROOT/<date>/<drive>/image_02/data/<frame>.png                           rectified RGB (and image_03)
-    ROOT/<split>/<drive>/proj_depth/groundtruth/image_02/<frame>.png        annotated depth
+    ROOT/<date>/calib_cam_to_cam.txt                                  P_rect_02 / P_rect_03
+    ROOT/<date>/<drive>/image_02/data/<frame>.png                     rectified RGB (and image_03)
+    ROOT/<split>/<drive>/proj_depth/groundtruth/image_02/<frame>.png  annotated depth
 
 e.g. ``<date>`` = ``2011_09_26``, ``<drive>`` = ``2011_09_26_drive_0001_sync`` (the date is the
 drive name up to ``_drive_``), ``<split>`` = ``train`` or ``val``, ``<frame>`` = ``0000000005``.
@@ -49,7 +49,8 @@ def depth_to_png(depth: np.ndarray) -> np.ndarray:
 
 
 def parse_calib(path: Path) -> dict[str, np.ndarray]:
-    """``key: v1 v2 ...`` lines of a KITTI calibration file; non-numeric lines (calib_time) skipped."""
+    """``key: v1 v2 ...`` lines of a KITTI calibration file; non-numeric lines (calib_time)
+    skipped."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -76,35 +77,41 @@ def _camera_K(calib_path: Path, camera: str) -> np.ndarray:
     key = f"P_rect_{camera[-2:]}"
     calib = parse_calib(calib_path)
     if key not in calib or calib[key].size != 12:
-        raise DatasetError(f"{calib_path}: no 12-number {key} line (rectified projection of {camera})")
+        raise DatasetError(f"{calib_path}: no 12-number {key} line (rectified projection of "
+                           f"{camera})")
     return check_intrinsics(calib[key].reshape(3, 4)[:, :3], f"{calib_path} {key}")
 
 
 def drive_date(drive: str) -> str:
     date, sep, _ = drive.partition(DRIVE_DATE_SEPARATOR)
     if not sep:
-        raise DatasetError(f"drive folder {drive!r} is not named <date>{DRIVE_DATE_SEPARATOR}<n>_sync")
+        raise DatasetError(f"drive folder {drive!r} is not named "
+                           f"<date>{DRIVE_DATE_SEPARATOR}<n>_sync")
     return date
 
 
 class KittiDepthDataset(FrameDataset):
     """One split of a KITTI depth-completion layout (see the module docstring)."""
 
-    def __init__(self, root: Path | str, split: str = "train", scheme: ClassScheme | str = "categories") -> None:
+    def __init__(self, root: Path | str, split: str = "train",
+                 scheme: ClassScheme | str = "categories") -> None:
         super().__init__(scheme)
         self.root, self.split = Path(root), split
         split_dir = self.root / split
         if not split_dir.is_dir():
-            raise DatasetError(f"{self.root}: no KITTI depth split {split!r} (expected folder {split_dir} from "
-                               f"data_depth_annotated.zip; splits: {', '.join(SPLITS)})")
+            raise DatasetError(f"{self.root}: no KITTI depth split {split!r} (expected folder "
+                               f"{split_dir} from data_depth_annotated.zip; splits: "
+                               f"{', '.join(SPLITS)})")
         self.depth_paths = sorted(p for cam in CAMERAS
                                   for p in split_dir.glob(f"*/proj_depth/groundtruth/{cam}/*.png"))
         if not self.depth_paths:
-            raise DatasetError(f"{split_dir}: no <drive>/proj_depth/groundtruth/image_0[23]/*.png depth maps")
+            raise DatasetError(f"{split_dir}: no <drive>/proj_depth/groundtruth/image_0[23]/*.png "
+                               "depth maps")
         missing = [p for p in (self._image_path(p) for p in self.depth_paths) if not p.is_file()]
         if missing:
-            raise DatasetError(f"{self.root}: {len(missing)} of {len(self.depth_paths)} annotated frames have no raw "
-                               f"image, e.g. {missing[0]} (unpack the raw drives' zips into {self.root})")
+            raise DatasetError(f"{self.root}: {len(missing)} of {len(self.depth_paths)} annotated "
+                               f"frames have no raw image, e.g. {missing[0]} (unpack the raw "
+                               f"drives' zips into {self.root})")
 
     def __len__(self) -> int:
         return len(self.depth_paths)
@@ -123,5 +130,6 @@ class KittiDepthDataset(FrameDataset):
         drive, camera, frame = self._parts(depth_path)
         K = camera_K(self.root / drive_date(drive) / CALIB_FILE, camera)
         depth = depth_from_png(read_mono(depth_path, np.uint16))
-        return make_frame(read_rgb(self._image_path(depth_path)), None, depth, K, f"{drive}_{camera}_{frame}",
-                          self.scheme, str(depth_path))
+        return make_frame(read_rgb(self._image_path(depth_path)), None, depth, K,
+                          f"{drive}_{camera}_{frame}", self.scheme, str(depth_path))
+

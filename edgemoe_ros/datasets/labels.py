@@ -24,7 +24,8 @@ from ..postprocess import PALETTE
 #: Cityscapes labelIds of each of the 7 categories (cityscapesScripts ``labels.py``, ``category``).
 CATEGORY_LABEL_IDS: MappingProxyType[str, tuple[int, ...]] = MappingProxyType({
     "flat": (7, 8, 9, 10),                        # road, sidewalk, parking, rail track
-    "construction": (11, 12, 13, 14, 15, 16),     # building, wall, fence, guard rail, bridge, tunnel
+    # building, wall, fence, guard rail, bridge, tunnel
+    "construction": (11, 12, 13, 14, 15, 16),
     "object": (17, 18, 19, 20),                   # pole, polegroup, traffic light, traffic sign
     "nature": (21, 22),                           # vegetation, terrain
     "sky": (23,),
@@ -59,7 +60,8 @@ CITYSCAPES19: tuple[tuple[str, int, tuple[int, int, int]], ...] = (
 #: building, pole, vegetation, sky; the same classes whose colours ``PALETTE`` uses). Each is also
 #: a cityscapes19 class, so an exported synthetic set reads back under both schemes.
 CATEGORY_WRITE_LABEL_ID: MappingProxyType[str, int] = MappingProxyType({
-    "flat": 7, "human": 24, "vehicle": 26, "construction": 11, "object": 17, "nature": 21, "sky": 23,
+    "flat": 7, "human": 24, "vehicle": 26, "construction": 11, "object": 17, "nature": 21,
+    "sky": 23,
 })
 #: labelId written for pixels without a class ("unlabeled").
 VOID_LABEL_ID = 0
@@ -98,7 +100,8 @@ def _categories() -> ClassScheme:
     lut = np.full(_LUT_SIZE, IGNORE_INDEX, np.uint8)
     for cls, name in enumerate(SEMSEG_CLASSES):
         lut[list(CATEGORY_LABEL_IDS[name])] = cls
-    return ClassScheme("categories", SEMSEG_CLASSES, _frozen(PALETTE[:len(SEMSEG_CLASSES)].copy()), _frozen(lut))
+    return ClassScheme("categories", SEMSEG_CLASSES, _frozen(PALETTE[:len(SEMSEG_CLASSES)].copy()),
+                       _frozen(lut))
 
 
 def _cityscapes19() -> ClassScheme:
@@ -123,16 +126,19 @@ def get_scheme(name: str) -> ClassScheme:
 
 
 def scheme_for_classes(class_names: tuple[str, ...] | list[str]) -> ClassScheme:
-    """The scheme whose class list is exactly ``class_names`` (a model config's), else ValueError."""
+    """The scheme whose class list is exactly ``class_names`` (a model config's), else
+    ValueError."""
     for scheme in SCHEMES.values():
         if tuple(class_names) == scheme.class_names:
             return scheme
-    raise ValueError(f"model classes {tuple(class_names)} match no known class scheme ({', '.join(SCHEMES)})")
+    raise ValueError(f"model classes {tuple(class_names)} match no known class scheme "
+                     f"({', '.join(SCHEMES)})")
 
 
 def categories_to_label_ids(categories: np.ndarray) -> np.ndarray:
-    """Category ids (``SEMSEG_CLASSES`` order, anything else = void) -> representative labelIds (uint8),
-    the inverse the writers use to store our rendered labels as Cityscapes labelIds."""
+    """Category ids (``SEMSEG_CLASSES`` order, anything else = void) -> representative labelIds
+    (uint8), the inverse the writers use to store our rendered labels as Cityscapes labelIds."""
+
     lut = np.full(_LUT_SIZE, VOID_LABEL_ID, np.uint8)
     for cls, name in enumerate(SEMSEG_CLASSES):
         lut[cls] = CATEGORY_WRITE_LABEL_ID[name]

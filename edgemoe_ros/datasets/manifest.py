@@ -1,10 +1,12 @@
-"""Manifest datasets: a JSON list of labelled images, the format of ``shared/real_dev/manifest.json``.
+"""Manifest datasets: a JSON list of labelled images, the format of
+``shared/real_dev/manifest.json``.
 
 Each entry::
 
     {"image": "a/b.png",                   # path relative to the manifest's folder
      "semseg_labelIds": "a/b_labelIds.png", # uint8 PNG of Cityscapes labelIds, same size, or null
-     "depth_m": "a/b_depth_m.npy",          # float32 .npy in metres, same size, NaN = unknown, or null
+     "depth_m": "a/b_depth_m.npy",          # float32 .npy in metres, same size, NaN = unknown,
+                                            # or null
      "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],  # intrinsics of the image as stored
      "source": {...}}                       # optional: where it came from (kept, not interpreted)
 
@@ -41,8 +43,8 @@ def _path(base: Path, value: Any, key: str, where: str, optional: bool) -> Path 
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value:
-        raise DatasetError(f"{where}: {key!r} must be a relative path string{' or null' if optional else ''}, "
-                           f"got {value!r}")
+        raise DatasetError(f"{where}: {key!r} must be a relative path string"
+                           f"{' or null' if optional else ''}, got {value!r}")
     path = base / value
     if not path.is_file():
         raise DatasetError(f"{where}: {key} file {path} does not exist")
@@ -67,23 +69,27 @@ def parse_manifest(path: Path) -> list[ManifestEntry]:
             raise DatasetError(f"{where}: must be a JSON object, got {type(item).__name__}")
         missing = [k for k in REQUIRED_KEYS if k not in item]
         if missing:
-            raise DatasetError(f"{where}: missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED_KEYS)})")
+            raise DatasetError(f"{where}: missing key(s) {', '.join(missing)} "
+                               f"(need {', '.join(REQUIRED_KEYS)})")
         image = _path(base, item["image"], "image", where, optional=False)
         assert image is not None
         labels = _path(base, item["semseg_labelIds"], "semseg_labelIds", where, optional=True)
         depth = _path(base, item["depth_m"], "depth_m", where, optional=True)
-        entries.append(ManifestEntry(image, labels, depth, check_intrinsics(item["K"], where), item.get("source")))
+        entries.append(ManifestEntry(image, labels, depth, check_intrinsics(item["K"], where),
+                                     item.get("source")))
     return entries
 
 
 def read_depth_npy(path: Path) -> np.ndarray:
-    """(H, W) float32 metres from a .npy; non-positive and non-finite values become NaN (unknown)."""
+    """(H, W) float32 metres from a .npy; non-positive and non-finite values become NaN
+    (unknown)."""
     try:
         depth = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read depth .npy: {exc}") from None
     if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
-        raise DatasetError(f"{path}: depth must be a 2-D float array in metres, got {depth.dtype} {depth.shape}")
+        raise DatasetError(f"{path}: depth must be a 2-D float array in metres, got {depth.dtype} "
+                           f"{depth.shape}")
     depth = depth.astype(np.float32)
     depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
     return depth
@@ -109,6 +115,8 @@ class ManifestDataset(FrameDataset):
         return make_frame(image, label_ids, depth, e.K, self.name(index), self.scheme, where)
 
     def name(self, index: int) -> str:
-        """The image's path relative to the manifest, without suffix, '/' as '_' (unique, file-safe)."""
+        """The image's path relative to the manifest, without suffix, '/' as '_' (unique,
+        file-safe)."""
+
         rel = self.entries[index].image.relative_to(self.path.parent).with_suffix("")
         return "_".join(rel.parts)

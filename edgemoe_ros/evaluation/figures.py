@@ -31,17 +31,21 @@ def confusion_image(confusion: np.ndarray, class_names: tuple[str, ...] | list[s
         for c in range(n):
             x, y = MARGIN + c * CELL, MARGIN + r * CELL
             v = frac[r, c]
-            shade = (230, 230, 230) if np.isnan(v) else tuple(int(255 - v * s) for s in (215, 160, 40))
+            shade = ((230, 230, 230) if np.isnan(v)
+                     else tuple(int(255 - v * s) for s in (215, 160, 40)))
             cv2.rectangle(img, (x, y), (x + CELL - 1, y + CELL - 1), shade, -1)
             if not np.isnan(v) and v >= 0.005:
                 ink = (255, 255, 255) if v > 0.5 else (0, 0, 0)
-                cv2.putText(img, f"{100 * v:.0f}", (x + 8, y + CELL // 2 + 6), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+                cv2.putText(img, f"{100 * v:.0f}", (x + 8, y + CELL // 2 + 6), _FONT, 0.5, ink, 1,
+                            cv2.LINE_AA)
     for i, name in enumerate(class_names):
-        cv2.putText(img, name[:14], (6, MARGIN + i * CELL + CELL // 2 + 5), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, name[:14], (6, MARGIN + i * CELL + CELL // 2 + 5), _FONT, 0.45, (0, 0, 0),
+                    1, cv2.LINE_AA)
         label = np.full((CELL, MARGIN - 10, 3), 255, np.uint8)  # column names written vertically
         cv2.putText(label, name[:14], (4, CELL // 2 + 5), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         img[0:MARGIN - 10, MARGIN + i * CELL:MARGIN + (i + 1) * CELL] = np.rot90(label)[:, :CELL]
-    cv2.putText(img, "rows: truth, cols: prediction (% of row)", (6, 20), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "rows: truth, cols: prediction (% of row)", (6, 20), _FONT, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)
     return img
 
 
@@ -66,15 +70,18 @@ def _sparse_for_display(depth: np.ndarray) -> np.ndarray:
     return cv2.dilate(filled, np.ones((5, 5), np.uint8))
 
 
-def mosaic(image: np.ndarray, palette: np.ndarray, pred_semseg: np.ndarray | None, gt_semseg: np.ndarray | None,
-           pred_depth: np.ndarray | None, gt_depth: np.ndarray | None, depth_range: tuple[float, float]) -> np.ndarray:
+def mosaic(image: np.ndarray, palette: np.ndarray, pred_semseg: np.ndarray | None,
+           gt_semseg: np.ndarray | None, pred_depth: np.ndarray | None,
+           gt_depth: np.ndarray | None, depth_range: tuple[float, float]) -> np.ndarray:
     """Two rows: image | truth | prediction (semseg), error map | truth | prediction (depth).
     The error map is green where the class is right, red where wrong, black where unscored; for a
-    frame with depth but no labels it shows the depth ratio error instead (white = off by > 25 %)."""
+    frame with depth but no labels it shows the depth ratio error instead (white = off by
+    > 25 %)."""
     hw = image.shape[:2]
     seg_gt = colorize_semseg(gt_semseg, palette) if gt_semseg is not None else _blank(hw)
     seg_pred = colorize_semseg(pred_semseg, palette) if pred_semseg is not None else _blank(hw)
-    d_gt = colorize_depth(_sparse_for_display(gt_depth), *depth_range) if gt_depth is not None else _blank(hw)
+    d_gt = (colorize_depth(_sparse_for_display(gt_depth), *depth_range) if gt_depth is not None
+            else _blank(hw))
     d_pred = colorize_depth(pred_depth, *depth_range) if pred_depth is not None else _blank(hw)
     if gt_semseg is not None and pred_semseg is not None:
         err = np.zeros((*hw, 3), np.uint8)
@@ -92,6 +99,9 @@ def mosaic(image: np.ndarray, palette: np.ndarray, pred_semseg: np.ndarray | Non
         err_caption = "depth error (white: > 25 %)"
     else:
         err, err_caption = _blank(hw), "no ground truth"
-    top = np.hstack([_tile(image, "image"), _tile(seg_gt, "semseg truth"), _tile(seg_pred, "semseg predicted")])
-    bottom = np.hstack([_tile(err, err_caption), _tile(d_gt, "depth truth"), _tile(d_pred, "depth predicted")])
+    top = np.hstack([_tile(image, "image"), _tile(seg_gt, "semseg truth"),
+                     _tile(seg_pred, "semseg predicted")])
+    bottom = np.hstack([_tile(err, err_caption), _tile(d_gt, "depth truth"),
+                        _tile(d_pred, "depth predicted")])
+
     return np.vstack([top, bottom])

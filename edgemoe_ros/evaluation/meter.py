@@ -57,7 +57,8 @@ class DatasetMeter:
     def __post_init__(self) -> None:
         n = len(self.class_names)
         self.seg = SegDepthMeter(n, self.max_depth, self.min_depth)
-        self.depth, self.depth_scaled = (SegDepthMeter(1, self.max_depth, self.min_depth) for _ in range(2))
+        self.depth, self.depth_scaled = (SegDepthMeter(1, self.max_depth, self.min_depth)
+                                         for _ in range(2))
         self.distance = DepthByDistance(self.max_depth, self.min_depth)
         self.depth_by_class = [SegDepthMeter(1, self.max_depth, self.min_depth) for _ in range(n)]
         self.frames = []
@@ -68,7 +69,8 @@ class DatasetMeter:
 
     def add(self, name: str, pred_semseg: np.ndarray | None, pred_depth: np.ndarray | None,
             gt_semseg: np.ndarray | None, gt_depth: np.ndarray | None) -> dict:
-        """Score one frame (all maps at the image's own size); returns and keeps its per-frame record."""
+        """Score one frame (all maps at the image's own size); returns and keeps its per-frame
+        record."""
         record: dict = {"name": name, "semseg": None, "depth": None}
         if gt_semseg is not None and pred_semseg is not None:
             record["semseg"] = self._add_semseg(pred_semseg, gt_semseg)
@@ -103,7 +105,8 @@ class DatasetMeter:
         return {**frame.summary(), "pixels": frame.depth_pixels, "median_scale": _clean(scale)}
 
     def summary(self) -> dict:
-        """Nested JSON: ``semseg``/``depth`` (None-valued keys when a set has no such ground truth)."""
+        """Nested JSON: ``semseg``/``depth`` (None-valued keys when a set has no such ground
+        truth)."""
         seg = self.seg.summary()
         scaled = self.depth_scaled.summary()
         depth = self.depth.summary()
@@ -111,7 +114,8 @@ class DatasetMeter:
             gt_share = self.seg.confusion.sum(1) / self.seg.confusion.sum()
             pred_share = self.seg.confusion.sum(0) / self.seg.confusion.sum()
         by_class = {n: {**m.summary(), "pixels": m.depth_pixels}
-                    for n, m in zip(self.class_names, self.depth_by_class, strict=True) if m.depth_pixels}
+                    for n, m in zip(self.class_names, self.depth_by_class, strict=True)
+                    if m.depth_pixels}
         return {
             "frames": len(self.frames),
             "semseg": {
@@ -120,7 +124,9 @@ class DatasetMeter:
                 "iou": per_class(self.seg.iou(), self.class_names),
                 "gt_share": per_class(gt_share, self.class_names),
                 "pred_share": per_class(pred_share, self.class_names),
-                "coverage": _clean(self._predicted_px / self._labelled_px if self._labelled_px else None),
+                "coverage": _clean(self._predicted_px / self._labelled_px
+                                   if self._labelled_px else None),
+
                 "classes": list(self.class_names),
                 "confusion": self.seg.confusion.tolist(),
             },

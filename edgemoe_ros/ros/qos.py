@@ -45,7 +45,8 @@ def profile(word: str, depth: int) -> QoSProfile:
     elif word == "system_default":
         base = qos_profile_system_default
     else:
-        reliability = {AUTO: QoSReliabilityPolicy.BEST_AVAILABLE, "reliable": QoSReliabilityPolicy.RELIABLE,
+        reliability = {AUTO: QoSReliabilityPolicy.BEST_AVAILABLE,
+                       "reliable": QoSReliabilityPolicy.RELIABLE,
                        "best_effort": QoSReliabilityPolicy.BEST_EFFORT}[word]
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=base.reliability,
@@ -53,7 +54,9 @@ def profile(word: str, depth: int) -> QoSProfile:
 
 
 def is_reliability_mismatch(last_policy_kind: int) -> bool:
-    """Whether an incompatible-QoS event names reliability (a best-effort publisher, reliable reader)."""
+    """Whether an incompatible-QoS event names reliability (a best-effort publisher, reliable
+    reader)."""
+
     from rclpy.qos import QoSPolicyKind
 
     return last_policy_kind == QoSPolicyKind.RELIABILITY

@@ -26,7 +26,8 @@ class BackendHung(RuntimeError):
 
 
 class Watchdog:
-    """Runs calls on its runner thread with a time limit; remembers a call that overran until it returns."""
+    """Runs calls on its runner thread with a time limit; remembers a call that overran until it
+    returns."""
 
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -40,7 +41,8 @@ class Watchdog:
         self._deferred: list[Callable[[], None]] = []
 
     def call(self, timeout_s: float, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """``fn(*args, **kwargs)`` on the runner thread, or :class:`BackendHung` after ``timeout_s``."""
+        """``fn(*args, **kwargs)`` on the runner thread, or :class:`BackendHung` after
+        ``timeout_s``."""
         done, outcome = threading.Event(), {}
         with self._cond:
             if self._hung:
@@ -55,7 +57,8 @@ class Watchdog:
             with self._cond:
                 if not done.is_set():  # still running: abandon it
                     self._hung = True
-                    raise BackendHung(f"backend '{self.name}' did not return within {timeout_s:g} s")
+                    raise BackendHung(f"backend '{self.name}' did not return within "
+                                      f"{timeout_s:g} s")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
@@ -63,7 +66,8 @@ class Watchdog:
     def hung_for(self) -> float | None:
         """Seconds the abandoned call has been running, or None if no call is hung."""
         with self._cond:
-            return self._clock() - self._busy_since if self._hung and self._busy_since is not None else None
+            return (self._clock() - self._busy_since
+                    if self._hung and self._busy_since is not None else None)
 
     def when_idle(self, action: Callable[[], None]) -> bool:
         """Run ``action`` now if no abandoned call is inside the backend, else when it returns.
@@ -86,7 +90,9 @@ class Watchdog:
 
     def _ensure_runner(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"edgemoe-{self.name}", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"edgemoe-{self.name}",
+                                            daemon=True)
+
             self._thread.start()
 
     def _run(self) -> None:
