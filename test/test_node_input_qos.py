@@ -27,7 +27,8 @@ from edgemoe_ros.ros.diagnostics import ReceptionMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "edgemoe.yaml"
-FRAMES, RATE_HZ = 40, 30.0
+#: The issue's bar: a same-host 720p camera at 30 Hz delivers >= 99 % of its frames to the node.
+FRAMES, RATE_HZ, DELIVERED = 100, 30.0, 0.99
 
 
 class _Clock:
@@ -141,7 +142,7 @@ def _matched_both_ways(pub, diag, shipped) -> int:
 
 @pytest.mark.ros
 def test_shipped_config_receives_every_720p_frame_of_a_reliable_camera(shipped):
-    """A reliable camera, 40 1280x720 bgr8 frames at 30 Hz: all arrive.
+    """A reliable camera, 100 1280x720 bgr8 frames at 30 Hz: at least 99 of them arrive.
 
     Before the fix the shipped input_qos (sensor_data) turned the link best effort and 4 of 60
     such frames arrived here. The publisher keeps all samples: with a driver's usual depth 10 a
@@ -163,7 +164,8 @@ def test_shipped_config_receives_every_720p_frame_of_a_reliable_camera(shipped):
     except AssertionError:
         v = wait_diag(diag, lambda v: True)
     keys = ("frames received", "frames lost in transport", "bad inputs", "__message__")
-    assert int(v["frames received"]) - base == FRAMES and v["bad inputs"] == "0", \
+    received = int(v["frames received"]) - base
+    assert received >= DELIVERED * FRAMES and v["bad inputs"] == "0", \
         {k: v[k] for k in keys}
     assert v["frames lost in transport"] == "0", {k: v[k] for k in keys}
 
