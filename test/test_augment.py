@@ -1,4 +1,5 @@
-"""Training augmentation: sensor changes leave ground truth alone; crops keep K and depth targets right."""
+"""Training augmentation: sensor changes leave ground truth alone; crops keep K and depth targets
+right."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from edgemoe_ros.training.data import canonical_depth, render_set
 def _view(width: int, height: int, hfov: float):
     world = World(6)
     y = 35.0
-    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y, yaw=world.road.heading(y),
-                      pitch=0.02)
+    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y,
+                      yaw=world.road.heading(y), pitch=0.02)
     light = Lighting.random(np.random.default_rng(2))
-    return render_view(world, pose, width, height, light, 0.0, np.random.default_rng(0), hfov_deg=hfov)
+    return render_view(world, pose, width, height, light, 0.0, np.random.default_rng(0),
+                       hfov_deg=hfov)
 
 
 def _labelled(f) -> LabelledFrame:
@@ -41,7 +43,8 @@ def test_centre_crop_is_the_narrower_lens_exactly():
     np.testing.assert_allclose(c.depth, narrow.depth, rtol=1e-6)
     # the model sees the crop magnified 2x: its canonical targets are half the metric depth
     target = canonical_depth(c.depth, c.K, 256, 128)
-    np.testing.assert_allclose(target, canonical_depth(narrow.depth, narrow.K, 256, 128), rtol=1e-6)
+    np.testing.assert_allclose(target, canonical_depth(narrow.depth, narrow.K, 256, 128),
+                               rtol=1e-6)
     finite = np.isfinite(c.depth)
     np.testing.assert_allclose(target[finite], 0.5 * c.depth[finite], rtol=1e-5)
 
@@ -70,10 +73,12 @@ def test_random_crop_keeps_aspect_and_moves_the_principal_point():
 
 def test_flip_mirrors_the_principal_point():
     f = _labelled(_view(96, 48, 90.0))
-    f = LabelledFrame(f.image, f.semseg, f.depth, np.array([[50.0, 0, 40.0], [0, 50.0, 20.0], [0, 0, 1]]), "t")
+    f = LabelledFrame(f.image, f.semseg, f.depth,
+                      np.array([[50.0, 0, 40.0], [0, 50.0, 20.0], [0, 0, 1]]), "t")
     g = A.hflip(f)
     assert g.K[0, 2] == 55.0 and g.K[1, 2] == 20.0
-    assert np.array_equal(g.semseg[:, 0], f.semseg[:, -1]) and np.array_equal(A.hflip(g).image, f.image)
+    assert (np.array_equal(g.semseg[:, 0], f.semseg[:, -1])
+            and np.array_equal(A.hflip(g).image, f.image))
 
 
 def test_photometric_changes_only_the_image_and_strength_zero_is_identity():
@@ -103,7 +108,8 @@ def test_augment_frame_keeps_ground_truth_aligned_with_k():
         rows = slice(y0, y0 + h)
         plain_cols = slice(int(round(plain_x0)), int(round(plain_x0)) + w)
         flip_cols = slice(int(round(flip_x0)), int(round(flip_x0)) + w)
-        if plain_x0 >= 0 and float(plain_x0).is_integer() and np.array_equal(g.semseg, f.semseg[rows, plain_cols]):
+        if (plain_x0 >= 0 and float(plain_x0).is_integer()
+                and np.array_equal(g.semseg, f.semseg[rows, plain_cols])):
             outcomes.add("plain")
         else:
             assert np.array_equal(g.semseg, f.semseg[rows, flip_cols][:, ::-1])

@@ -44,7 +44,8 @@ def test_category_map_follows_cityscapes_categories():
     lut = get_scheme("categories").label_id_lut
     for cls, name in enumerate(SEMSEG_CLASSES):
         assert all(lut[i] == cls for i in CATEGORY_LABEL_IDS[name])
-    # void, ego vehicle, rectification border, out of roi, static, dynamic, ground, license plate (-1 as uint8)
+    # void, ego vehicle, rectification border, out of roi, static, dynamic, ground,
+    # license plate (-1 as uint8)
     assert all(lut[i] == IGNORE_INDEX for i in (0, 1, 2, 3, 4, 5, 6, 255))
     assert sorted(int(i) for i in np.flatnonzero(lut != IGNORE_INDEX)) == list(range(7, 34))
 
@@ -52,8 +53,8 @@ def test_category_map_follows_cityscapes_categories():
 def test_cityscapes19_is_the_standard_train_id_map():
     s = get_scheme("cityscapes19")
     assert s.num_classes == 19 and s.palette.shape == (19, 3)
-    expected = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
-                27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+    expected = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
     got = {i: int(v) for i, v in enumerate(s.label_id_lut) if v != IGNORE_INDEX}
     assert got == expected
 
@@ -72,7 +73,8 @@ def test_scheme_palettes_colour_their_classes():
     rgb = colorize_semseg(ids, s.palette)
     np.testing.assert_array_equal(rgb[0], [s.palette[0], s.palette[10], s.palette[18], (0, 0, 0)])
     cats = np.arange(len(SEMSEG_CLASSES), dtype=np.uint8)[None]
-    np.testing.assert_array_equal(colorize_semseg(cats, get_scheme("categories").palette), colorize_semseg(cats))
+    np.testing.assert_array_equal(colorize_semseg(cats, get_scheme("categories").palette),
+                                  colorize_semseg(cats))
 
 
 def test_written_label_ids_read_back_as_the_same_categories_in_both_schemes():
@@ -127,7 +129,8 @@ def test_manifest_round_trip_and_cityscapes19(tmp_path: Path):
     for seed, frame in zip(SEEDS, ds, strict=True):
         ref = _rendered(seed, 90.0)
         names = np.array(ds.scheme.class_names + ("?",) * (256 - 19))
-        want = np.array(["road", "person", "car", "building", "pole", "vegetation", "sky"])[ref.labels]
+        want = np.array(["road", "person", "car", "building", "pole", "vegetation",
+                         "sky"])[ref.labels]
         assert np.array_equal(names[frame.semseg], want)
         np.testing.assert_array_equal(frame.depth, _finite_depth(ref))
         assert frame.name == f"images_{seed:010d}"
@@ -138,19 +141,22 @@ def test_manifest_round_trip_and_cityscapes19(tmp_path: Path):
 def test_cityscapes_disparity_decoding(tmp_path: Path):
     city = "aachen"
     stem = f"{city}_000000_000019"
-    for folder, suffix, data in (("leftImg8bit", cityscapes.IMAGE_SUFFIX, np.zeros((2, 3, 3), np.uint8)),
+    for folder, suffix, data in (("leftImg8bit", cityscapes.IMAGE_SUFFIX,
+                                  np.zeros((2, 3, 3), np.uint8)),
                                  ("disparity", cityscapes.DISPARITY_SUFFIX,
                                   np.array([[0, 1, 257], [513, 2, 65535]], np.uint16))):
         (tmp_path / folder / "val" / city).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / folder / "val" / city / f"{stem}{suffix}"), data)
-    cam = {"extrinsic": {"baseline": 0.2}, "intrinsic": {"fx": 2000.0, "fy": 2000.0, "u0": 1.0, "v0": 0.5}}
+    cam = {"extrinsic": {"baseline": 0.2},
+           "intrinsic": {"fx": 2000.0, "fy": 2000.0, "u0": 1.0, "v0": 0.5}}
     (tmp_path / "camera" / "val" / city).mkdir(parents=True)
     (tmp_path / "camera" / "val" / city / f"{stem}_camera.json").write_text(json.dumps(cam))
     frame = CityscapesDataset(tmp_path, "val")[0]
     assert frame.semseg is None  # no gtFine: unlabelled, not an error
     d = frame.depth
     assert np.isnan(d[0, 0]) and np.isnan(d[0, 1])  # p = 0 invalid; p = 1 is zero disparity
-    assert d[0, 2] == pytest.approx(400.0) and d[1, 0] == pytest.approx(200.0)  # 0.2 * 2000 / 1, / 2
+    # 0.2 * 2000 / 1, / 2
+    assert d[0, 2] == pytest.approx(400.0) and d[1, 0] == pytest.approx(200.0)
     assert d[1, 1] == pytest.approx(400.0 * 256)
     np.testing.assert_array_equal(frame.K, [[2000, 0, 1], [0, 2000, 0.5], [0, 0, 1]])
 
@@ -159,9 +165,10 @@ def test_kitti_depth_and_calibration_decoding(tmp_path: Path):
     drive = "2011_09_26_drive_0002_sync"
     (tmp_path / "2011_09_26").mkdir()
     (tmp_path / "2011_09_26" / "calib_cam_to_cam.txt").write_text(
-        "calib_time: 09-Jan-2012 13:57:47\nP_rect_02: 7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 "
-        "0.000000e+00 7.215377e+02 1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 "
-        "2.745884e-03\n")
+        "calib_time: 09-Jan-2012 13:57:47\n"
+        "P_rect_02: 7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 "
+        "0.000000e+00 7.215377e+02 1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 "
+        "1.000000e+00 2.745884e-03\n")
     img_dir = tmp_path / "2011_09_26" / drive / "image_02" / "data"
     gt_dir = tmp_path / "val" / drive / "proj_depth" / "groundtruth" / "image_02"
     img_dir.mkdir(parents=True)
@@ -172,7 +179,8 @@ def test_kitti_depth_and_calibration_decoding(tmp_path: Path):
     assert frame.name == f"{drive}_image_02_0000000005"
     assert np.isnan(frame.depth[0, 0])
     np.testing.assert_allclose(frame.depth.ravel()[1:], [1.0, 10.0, 65535 / 256])
-    np.testing.assert_allclose(frame.K, [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]])
+    np.testing.assert_allclose(frame.K,
+                               [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]])
 
 
 # ----- bad input: clear errors -----
@@ -185,7 +193,8 @@ def _manifest(tmp_path: Path, entries) -> Path:
 
 def test_manifest_errors_name_the_entry_and_field(tmp_path: Path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 6, 3), np.uint8))
-    good = {"image": "a.png", "semseg_labelIds": None, "depth_m": None, "K": [[5, 0, 3], [0, 5, 2], [0, 0, 1]]}
+    good = {"image": "a.png", "semseg_labelIds": None, "depth_m": None,
+            "K": [[5, 0, 3], [0, 5, 2], [0, 0, 1]]}
     assert len(ManifestDataset(_manifest(tmp_path, [good]))) == 1
     cases = [
         ({}, "not valid JSON|non-empty"),
@@ -208,10 +217,12 @@ def test_manifest_size_mismatch_and_bad_depth_are_reported(tmp_path: Path):
     cv2.imwrite(str(tmp_path / "l.png"), np.zeros((4, 5), np.uint8))
     np.save(tmp_path / "d.npy", np.zeros((4, 6), np.int32))
     k = [[5, 0, 3], [0, 5, 2], [0, 0, 1]]
-    ds = ManifestDataset(_manifest(tmp_path, [{"image": "a.png", "semseg_labelIds": "l.png", "depth_m": None, "K": k}]))
+    ds = ManifestDataset(_manifest(tmp_path, [{"image": "a.png", "semseg_labelIds": "l.png",
+                                               "depth_m": None, "K": k}]))
     with pytest.raises(DatasetError, match="label image is 5x4 but the image is 6x4"):
         ds[0]
-    ds = ManifestDataset(_manifest(tmp_path, [{"image": "a.png", "semseg_labelIds": None, "depth_m": "d.npy", "K": k}]))
+    ds = ManifestDataset(_manifest(tmp_path, [{"image": "a.png", "semseg_labelIds": None,
+                                               "depth_m": "d.npy", "K": k}]))
     with pytest.raises(DatasetError, match="2-D float array"):
         ds[0]
 
@@ -235,10 +246,12 @@ def test_dataset_cli_export_then_check(tmp_path: Path, capsys):
     from edgemoe_ros.cli import dataset as cli
 
     out = tmp_path / "cs"
-    assert cli.main(["export", "--format", "cityscapes", "--out", str(out), "--frames", "2", "--seed", "3",
-                     "--width", str(W), "--height", str(H), "--split", "val", "--no-progress"]) == 0
+    assert cli.main(["export", "--format", "cityscapes", "--out", str(out), "--frames", "2",
+                     "--seed", "3", "--width", str(W), "--height", str(H), "--split", "val",
+                     "--no-progress"]) == 0
     assert len(CityscapesDataset(out, "val")) == 2
-    assert cli.main(["check", f"cityscapes:{out}", "--split", "val", "--classes", "cityscapes19"]) == 0
+    assert cli.main(["check", f"cityscapes:{out}", "--split", "val",
+                     "--classes", "cityscapes19"]) == 0
     text = capsys.readouterr().out
     assert "2 frame(s), 2 with labels, 2 with depth" in text and "road" in text
     assert cli.main(["export", "--format", "kitti", "--out", str(out), "--frames", "0"]) == 2
@@ -253,8 +266,9 @@ def test_dataset_cli_export_randomised(tmp_path: Path, capsys):
     from edgemoe_ros.cli import dataset as cli
 
     out = tmp_path / "m"
-    assert cli.main(["export", "--format", "manifest", "--out", str(out), "--frames", "6", "--seed", "0",
-                     "--width", str(W), "--height", str(H), "--randomise", "domain", "--no-progress"]) == 0
+    assert cli.main(["export", "--format", "manifest", "--out", str(out), "--frames", "6",
+                     "--seed", "0", "--width", str(W), "--height", str(H),
+                     "--randomise", "domain", "--no-progress"]) == 0
     assert "random lens per frame" in capsys.readouterr().out
     entries = json.loads((out / "manifest.json").read_text())
     assert len({round(e["K"][0][0], 6) for e in entries}) == 6
@@ -262,7 +276,8 @@ def test_dataset_cli_export_randomised(tmp_path: Path, capsys):
     for seed, frame in enumerate(frames):
         want = render_frame(seed, W, H, randomise="domain")
         np.testing.assert_allclose(frame.K, want.K)
-        assert np.array_equal(frame.semseg, want.labels)  # ignored overlays read back as IGNORE_INDEX
+        # ignored overlays read back as IGNORE_INDEX
+        assert np.array_equal(frame.semseg, want.labels)
         assert np.array_equal(np.isnan(frame.depth), ~np.isfinite(want.depth))
     assert cli.main(["export", "--format", "kitti", "--out", str(tmp_path / "k"), "--frames", "1",
                      "--randomise", "domain", "--no-progress"]) == 2

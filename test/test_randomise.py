@@ -1,4 +1,5 @@
-"""Domain randomisation of the scenes: varied look and camera, geometry (labels, depth) still exact."""
+"""Domain randomisation of the scenes: varied look and camera, geometry (labels, depth) still
+exact."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_camera_and_lens_vary(frames):
         hfov = 2 * np.degrees(np.arctan((W / 2) / f.K[0, 0]))
         assert lo - 1e-6 <= hfov <= hi + 1e-6
     assert any(f.k1 > 0 for f in frames) and any(f.k1 == 0 for f in frames)
-    aspects = [f.K[0, 0] / f.K[1, 1] for f in frames]  # stretched views (non-square pixels) and square ones
+    # stretched views (non-square pixels) and square ones
+    aspects = [f.K[0, 0] / f.K[1, 1] for f in frames]
     assert min(aspects) < 0.9 and max(aspects) == 1.0
 
 
@@ -98,15 +100,19 @@ def test_sky_ignore_and_surfaces_have_the_right_depth(frames):
 
 def test_distorted_culling_misses_nothing(monkeypatch):
     """With a barrel lens each primitive's pixel rectangle must still hold every pixel it covers:
-    labels and depth equal a brute-force cast where every primitive is tested against every pixel."""
+    labels and depth equal a brute-force cast where every primitive is tested against every
+    pixel."""
     world = World(4)
     y = 30.0
-    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y, yaw=world.road.heading(y))
+    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y,
+                      yaw=world.road.heading(y))
     light = Lighting.random(np.random.default_rng(1))
-    culled = render_view(world, pose, W, H, light, 0.0, np.random.default_rng(0), hfov_deg=100.0, k1=0.25)
+    culled = render_view(world, pose, W, H, light, 0.0, np.random.default_rng(0), hfov_deg=100.0,
+                         k1=0.25)
     monkeypatch.setattr(raycast, "_pixel_rects",
                         lambda K, pose, prims, w, h, shrink=1.0: [(0, h, 0, w)] * len(prims))
-    brute = render_view(world, pose, W, H, light, 0.0, np.random.default_rng(0), hfov_deg=100.0, k1=0.25)
+    brute = render_view(world, pose, W, H, light, 0.0, np.random.default_rng(0), hfov_deg=100.0,
+                        k1=0.25)
     assert np.array_equal(culled.labels, brute.labels)
     assert np.array_equal(culled.depth, brute.depth)
     with pytest.raises(ValueError, match="k1"):
@@ -114,26 +120,36 @@ def test_distorted_culling_misses_nothing(monkeypatch):
 
 
 def test_shadowed_points_are_those_under_an_occluder():
-    box = Primitive("box", np.array([-1.0, -1.0, 1.0]), np.array([1.0, 1.0, 2.0]), VEHICLE, np.ones(3))
-    ball = Primitive("ellipsoid", np.array([10.0, 0.0, 3.0]), np.array([1.0, 1.0, 1.0]), NATURE, np.ones(3))
-    pts = np.array([[0.0, 0.0, 0.0], [0.9, -0.9, 0.0], [3.0, 0.0, 0.0], [10.0, 0.5, 0.0], [12.0, 0.0, 0.0]])
+    box = Primitive("box", np.array([-1.0, -1.0, 1.0]), np.array([1.0, 1.0, 2.0]), VEHICLE,
+                    np.ones(3))
+    ball = Primitive("ellipsoid", np.array([10.0, 0.0, 3.0]), np.array([1.0, 1.0, 1.0]), NATURE,
+                     np.ones(3))
+    pts = np.array([[0.0, 0.0, 0.0], [0.9, -0.9, 0.0], [3.0, 0.0, 0.0], [10.0, 0.5, 0.0],
+                    [12.0, 0.0, 0.0]])
     up = np.array([0.0, 0.0, 1.0])
     assert raycast.shadowed(pts, [box, ball], up).tolist() == [True, True, False, True, False]
-    slanted = np.array([1.0, 0.0, 1.0]) / np.sqrt(2.0)  # sun 45 deg up towards +X: shadows fall to -X
-    assert raycast.shadowed(np.array([[-1.5, 0.0, 0.0], [1.5, 0.0, 0.0]]), [box], slanted).tolist() == [True, False]
-    assert not raycast.shadowed(pts, [box], np.array([0.0, 1.0, 0.0])).any()  # sun on the horizon: no shadows
+    # sun 45 deg up towards +X: shadows fall to -X
+    slanted = np.array([1.0, 0.0, 1.0]) / np.sqrt(2.0)
+    assert raycast.shadowed(np.array([[-1.5, 0.0, 0.0], [1.5, 0.0, 0.0]]), [box],
+                            slanted).tolist() == [True, False]
+    # sun on the horizon: no shadows
+    assert not raycast.shadowed(pts, [box], np.array([0.0, 1.0, 0.0])).any()
 
 
 def test_shadows_change_the_look_not_the_geometry():
     world = World(2)
     y = 50.0
-    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y, yaw=world.road.heading(y))
+    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y,
+                      yaw=world.road.heading(y))
     base = Lighting.random(np.random.default_rng(3))
-    lit = replace(base, shadows=False, sun_dir=np.array([0.6, 0.3, 0.74]) / np.linalg.norm([0.6, 0.3, 0.74]),
-                    sun_strength=1.0)
-    car = [p.shifted(float(world.road.center(y + 8)) - 2.0, y + 8) for p in car_parts(np.random.default_rng(0))]
+    lit = replace(base, shadows=False,
+                  sun_dir=np.array([0.6, 0.3, 0.74]) / np.linalg.norm([0.6, 0.3, 0.74]),
+                  sun_strength=1.0)
+    car = [p.shifted(float(world.road.center(y + 8)) - 2.0, y + 8)
+           for p in car_parts(np.random.default_rng(0))]
     a = render_view(world, pose, W, H, lit, 0.0, np.random.default_rng(0), car)
-    b = render_view(world, pose, W, H, replace(lit, shadows=True), 0.0, np.random.default_rng(0), car)
+    b = render_view(world, pose, W, H, replace(lit, shadows=True), 0.0, np.random.default_rng(0),
+                    car)
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.depth, b.depth)
     darker = b.rgb.astype(int).sum(-1) < a.rgb.astype(int).sum(-1) - 30
     rays = camera_rays(a.K, W, H, pose)
@@ -153,7 +169,8 @@ def test_restyle_keeps_geometry_and_one_colour_per_object():
     assert body[0].material == MAT_CAR_PAINT and not np.allclose(body[0].color, parts[0].color)
     tyres = [b for a, b in zip(parts, out, strict=True) if a.color.max() <= 0.07]
     assert len(tyres) == 4 and all(np.array_equal(t.color, tyres[0].color) for t in tyres)
-    assert R.restyle(parts, np.random.default_rng(1), R.Randomisation(strength=0.0))[0].color is parts[0].color
+    assert R.restyle(parts, np.random.default_rng(1),
+                     R.Randomisation(strength=0.0))[0].color is parts[0].color
 
 
 def test_crosswalk_paint_is_flat_road():
@@ -181,10 +198,12 @@ def test_overlays_are_ignored_with_no_depth():
 
 def test_sensor_keeps_shape_and_changes_pixels():
     rgb = render_frame(1, W, H).rgb
-    out = R.sensor(rgb, np.random.default_rng(0), R.Randomisation(blur_prob=1.0, jpeg_prob=1.0, vignette_prob=1.0))
+    out = R.sensor(rgb, np.random.default_rng(0),
+                   R.Randomisation(blur_prob=1.0, jpeg_prob=1.0, vignette_prob=1.0))
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert 0.5 < np.abs(out.astype(int) - rgb.astype(int)).mean() < 40
-    assert np.array_equal(R.sensor(rgb, np.random.default_rng(0), R.Randomisation(strength=0.0)), rgb)
+    assert np.array_equal(R.sensor(rgb, np.random.default_rng(0), R.Randomisation(strength=0.0)),
+                          rgb)
 
 
 def test_randomised_scenes_cover_the_real_failure_cues(frames):

@@ -33,18 +33,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ex.add_argument("--out", required=True, type=Path, metavar="DIR")
     ex.add_argument("--frames", required=True, type=int, metavar="N")
     ex.add_argument("--seed", type=int, default=TRAIN_SEED_START, metavar="S",
-                    help=f"first scene seed (default {TRAIN_SEED_START}, the training range; 0 = held-out range)")
-    ex.add_argument("--split", default="train", help="split folder of the cityscapes/kitti layouts (default train)")
-    ex.add_argument("--width", type=int, default=None, help="image width (default: per format, see docs)")
+                    help=f"first scene seed (default {TRAIN_SEED_START}, the training range; "
+                         "0 = held-out range)")
+    ex.add_argument("--split", default="train",
+                    help="split folder of the cityscapes/kitti layouts (default train)")
+    ex.add_argument("--width", type=int, default=None,
+                    help="image width (default: per format, see docs)")
     ex.add_argument("--height", type=int, default=None, help="image height (default: per format)")
-    ex.add_argument("--hfov", type=float, default=None, help="horizontal field of view, degrees (default: per format)")
+    ex.add_argument("--hfov", type=float, default=None,
+                    help="horizontal field of view, degrees (default: per format)")
     ex.add_argument("--randomise", choices=sorted(PROFILES), default="off",
-                    help="domain-randomisation profile (scenes/randomise.py; default off: the training scenes' look)")
+                    help="domain-randomisation profile (scenes/randomise.py; "
+                         "default off: the training scenes' look)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ck = sub.add_parser("check", help="read every frame of a dataset and summarise it")
     ck.add_argument("dataset", metavar="KIND:PATH", help=f"KIND one of {', '.join(KINDS)}")
     ck.add_argument("--split", default=None, help="split of a folder layout (default train)")
-    ck.add_argument("--classes", default="categories", choices=sorted(SCHEMES), help="class scheme")
+    ck.add_argument("--classes", default="categories", choices=sorted(SCHEMES),
+                    help="class scheme")
     return ap.parse_args(argv)
 
 
@@ -65,16 +71,20 @@ def run_export(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name} {value}: must be >= 2")
     bar = _bar(args.frames, args.no_progress)
     try:
-        where = export(args.format, args.out, range(args.seed, args.seed + args.frames), args.width, args.height,
-                       args.hfov, args.split, progress=None if bar is None else lambda _i: bar.update(1),
+        where = export(args.format, args.out, range(args.seed, args.seed + args.frames),
+                       args.width, args.height, args.hfov, args.split,
+                       progress=None if bar is None else lambda _i: bar.update(1),
                        randomise=args.randomise)
     finally:
         if bar is not None:
             bar.close()
     w, h, fov = FORMAT_DEFAULTS[args.format]
-    lens = "random lens per frame" if args.randomise != "off" else f"hfov {args.hfov or fov:.1f} deg"
-    print(f"wrote {args.frames} {args.format} frame(s) (seeds {args.seed}..{args.seed + args.frames - 1}, "
-          f"{args.width or w}x{args.height or h}, {lens}, randomise {args.randomise}) to {where}")
+    lens = ("random lens per frame" if args.randomise != "off"
+            else f"hfov {args.hfov or fov:.1f} deg")
+    print(f"wrote {args.frames} {args.format} frame(s) "
+          f"(seeds {args.seed}..{args.seed + args.frames - 1}, "
+          f"{args.width or w}x{args.height or h}, {lens}, randomise {args.randomise}) "
+          f"to {where}")
     return 0
 
 
@@ -93,8 +103,8 @@ def run_check(args: argparse.Namespace) -> int:
           f"({depth_px} depth pixels)")
     if labelled:
         share = counts / max(int(counts.sum()), 1)
-        print("class pixel share: " + ", ".join(f"{n} {s:.1%}" for n, s in zip(ds.scheme.class_names, share,
-                                                                                strict=True)))
+        print("class pixel share: " + ", ".join(f"{n} {s:.1%}" for n, s in
+                                                zip(ds.scheme.class_names, share, strict=True)))
     return 0
 
 

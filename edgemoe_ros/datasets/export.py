@@ -51,14 +51,17 @@ def _sky_as_nan(frame: Frame) -> np.ndarray:
 
 
 def write_cityscapes_frame(root: Path, split: str, seed: int, frame: Frame) -> Path:
-    """One frame as leftImg8bit / gtFine labelIds / disparity / camera json; returns the image path."""
+    """One frame as leftImg8bit / gtFine labelIds / disparity / camera json; returns the image
+    path."""
     stem = f"{CITYSCAPES_CITY}_{seed // _SEQ_FRAMES:06d}_{seed % _SEQ_FRAMES:06d}"
     sub = Path(split) / CITYSCAPES_CITY
-    cam = cityscapes.Camera(baseline=CITYSCAPES_BASELINE, fx=float(frame.K[0, 0]), fy=float(frame.K[1, 1]),
+    cam = cityscapes.Camera(baseline=CITYSCAPES_BASELINE,
+                            fx=float(frame.K[0, 0]), fy=float(frame.K[1, 1]),
                             u0=float(frame.K[0, 2]), v0=float(frame.K[1, 2]))
     image = root / "leftImg8bit" / sub / f"{stem}{cityscapes.IMAGE_SUFFIX}"
     write_image(image, frame.rgb)
-    write_image(root / "gtFine" / sub / f"{stem}{cityscapes.LABEL_SUFFIX}", categories_to_label_ids(frame.labels))
+    write_image(root / "gtFine" / sub / f"{stem}{cityscapes.LABEL_SUFFIX}",
+                categories_to_label_ids(frame.labels))
     disparity = cityscapes.depth_to_disparity(_sky_as_nan(frame), cam.baseline, cam.fx)
     write_image(root / "disparity" / sub / f"{stem}{cityscapes.DISPARITY_SUFFIX}", disparity)
     camera_path = root / "camera" / sub / f"{stem}{cityscapes.CAMERA_SUFFIX}"
@@ -74,12 +77,14 @@ def _kitti_calib_text(K: np.ndarray) -> str:
 
 
 def write_kitti_frame(root: Path, split: str, seed: int, frame: Frame) -> Path:
-    """One frame as raw image + annotated depth PNG (+ the date's calibration); returns the image path."""
+    """One frame as raw image + annotated depth PNG (+ the date's calibration); returns the image
+    path."""
     name = f"{seed:010d}.png"
     calib = root / KITTI_DATE / kitti.CALIB_FILE
     text = _kitti_calib_text(frame.K)
     if calib.is_file() and calib.read_text() != text:
-        raise ValueError(f"{calib}: frames of one KITTI date must share one camera; export into a new folder")
+        raise ValueError(f"{calib}: frames of one KITTI date must share one camera; "
+                         "export into a new folder")
     calib.parent.mkdir(parents=True, exist_ok=True)
     calib.write_text(text)
     image = root / KITTI_DATE / KITTI_DRIVE / KITTI_CAMERA / "data" / name
@@ -94,7 +99,8 @@ def write_manifest_frame(root: Path, seed: int, frame: Frame) -> dict:
     stem = f"{seed:010d}"
     entry = {"image": f"images/{stem}.png", "semseg_labelIds": f"labels/{stem}_labelIds.png",
              "depth_m": f"depth/{stem}_depth_m.npy", "K": frame.K.tolist(),
-             "source": {"dataset": "edgemoe_ros rendered scenes (edgemoe-dataset export)", "seed": seed}}
+             "source": {"dataset": "edgemoe_ros rendered scenes (edgemoe-dataset export)",
+                        "seed": seed}}
     write_image(root / entry["image"], frame.rgb)
     write_image(root / entry["semseg_labelIds"], categories_to_label_ids(frame.labels))
     (root / "depth").mkdir(parents=True, exist_ok=True)
@@ -102,8 +108,8 @@ def write_manifest_frame(root: Path, seed: int, frame: Frame) -> dict:
     return entry
 
 
-def export(fmt: str, out: Path, seeds: Iterable[int], width: int | None = None, height: int | None = None,
-           hfov_deg: float | None = None, split: str = "train",
+def export(fmt: str, out: Path, seeds: Iterable[int], width: int | None = None,
+           height: int | None = None, hfov_deg: float | None = None, split: str = "train",
            progress: Callable[[int], None] | None = None, randomise: str | None = None) -> Path:
     """Render one frame per seed and write them in ``fmt`` under ``out``. Returns the dataset's
     location as the readers take it (the folder, or the manifest file). Size and field of view
@@ -115,7 +121,8 @@ def export(fmt: str, out: Path, seeds: Iterable[int], width: int | None = None, 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     if resolve(randomise) is not None and fmt == "kitti":
-        raise ValueError("randomised frames each have their own camera; the KITTI layout shares one per date: "
+        raise ValueError("randomised frames each have their own camera; "
+                         "the KITTI layout shares one per date: "
                          "export them as cityscapes or manifest")
     dw, dh, dfov = FORMAT_DEFAULTS[fmt]
     width, height, hfov_deg = width or dw, height or dh, hfov_deg or dfov

@@ -1,4 +1,5 @@
-"""Domain randomisation: everything the renderer can vary, controlled by one ``Randomisation`` profile.
+"""Domain randomisation: everything the renderer can vary, controlled by one ``Randomisation``
+profile.
 
 Why: a model trained on one look of one camera learns that look. On real KITTI frames the shipped
 model reads textured autumn trees as façades, dark glossy cars as people, white façades as sky and
@@ -6,7 +7,8 @@ shadowed road as cars (docs/datasets.md). Each of those is a cue our default sce
 here they do: materials and colours (white/glass façades, plaster, autumn foliage with fine leaf
 texture, glossy car paint, clothing of any colour), light (sun direction and colour, blown-out
 skies, cast shadows on the road), weather (haze), the camera (focal length, radial distortion,
-height, pitch, roll, non-square pixels), the sensor (exposure, white balance, noise, blur, JPEG, vignetting), road
+height, pitch, roll, non-square pixels), the sensor (exposure, white balance, noise, blur, JPEG,
+vignetting), road
 markings, roadside clutter (parked cars, pedestrians, poles, street trees in front of buildings)
 and what is not the scene (an ego-vehicle hood and black image borders, labelled ``IGNORE_INDEX``
 with no depth, as Cityscapes labels the ego vehicle: labelId 1, ignored in evaluation).
@@ -90,7 +92,8 @@ def resolve(randomise: str | float | Randomisation | None) -> Randomisation | No
         return randomise
     if isinstance(randomise, str):
         if randomise not in PROFILES:
-            raise ValueError(f"unknown randomisation profile {randomise!r}; known: {', '.join(PROFILES)}")
+            raise ValueError(f"unknown randomisation profile {randomise!r}; "
+                             f"known: {', '.join(PROFILES)}")
         return PROFILES[randomise]
     strength = float(randomise)
     if not (math.isfinite(strength) and strength >= 0.0):
@@ -107,7 +110,8 @@ class Lens:
     pixel_aspect: float = 1.0
 
 
-def camera(rng: np.random.Generator, r: Randomisation, pose: CameraPose) -> tuple[CameraPose, Lens]:
+def camera(rng: np.random.Generator, r: Randomisation,
+           pose: CameraPose) -> tuple[CameraPose, Lens]:
     """Vary the mounting (height, pitch, roll, yaw about the base pose) and the lens."""
     pose = replace(pose, height=float(rng.uniform(*r.height_m)),
                    yaw=pose.yaw + float(rng.normal(0.0, r.yaw_sigma * r.strength)),
@@ -130,11 +134,14 @@ def facade_style(rng: np.random.Generator) -> tuple[np.ndarray, int]:
     glass curtain walls, brick, or any pale paint."""
     k = rng.random()
     if k < 0.3:
-        return _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.08), rng.uniform(0.85, 0.98)), W.MAT_PLASTER
+        return _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.08), rng.uniform(0.85, 0.98)), \
+            W.MAT_PLASTER
     if k < 0.42:
-        return _hsv(rng.uniform(0.5, 0.65), rng.uniform(0.0, 0.2), rng.uniform(0.2, 0.6)), W.MAT_CURTAIN_WALL
+        return _hsv(rng.uniform(0.5, 0.65), rng.uniform(0.0, 0.2), rng.uniform(0.2, 0.6)), \
+            W.MAT_CURTAIN_WALL
     if k < 0.57:
-        return _hsv(rng.uniform(0.0, 0.07), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.6)), W.MAT_PLASTER
+        return _hsv(rng.uniform(0.0, 0.07), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.6)), \
+            W.MAT_PLASTER
     return _hsv(rng.uniform(0.0, 1.0), rng.uniform(0.05, 0.45), rng.uniform(0.45, 0.95)), \
         (W.MAT_PLASTER if rng.random() < 0.6 else W.MAT_FACADE)
 
@@ -177,14 +184,16 @@ def restyle(prims: list[Primitive], rng: np.random.Generator, r: Randomisation) 
     return out
 
 
-def _new_style(prim: Primitive, rng: np.random.Generator, r: Randomisation) -> tuple[np.ndarray, int]:
+def _new_style(prim: Primitive, rng: np.random.Generator,
+               r: Randomisation) -> tuple[np.ndarray, int]:
     if rng.random() >= r.p(r.restyle_prob):
         return prim.color, prim.material
     if prim.label == W.CONSTRUCTION and prim.material == W.MAT_FACADE:
         return facade_style(rng)
     if prim.label == W.NATURE and prim.material == W.MAT_FOLIAGE:
         return foliage_color(rng), W.MAT_LEAVES
-    if prim.label == W.VEHICLE and prim.material == W.MAT_PLAIN and prim.color.max() > 0.07:  # body, not tyres
+    if (prim.label == W.VEHICLE and prim.material == W.MAT_PLAIN
+            and prim.color.max() > 0.07):  # body, not tyres
         return car_color(rng), W.MAT_CAR_PAINT
     if prim.label == W.HUMAN and prim.material == W.MAT_PLAIN:
         return cloth_color(rng), W.MAT_PLAIN
@@ -196,8 +205,10 @@ def restyle_world(world: World, rng: np.random.Generator, r: Randomisation, y: f
     paint) and extra road markings near ``y``. Changes appearance only: regions stay regions."""
     if rng.random() < r.p(r.restyle_prob):
         world.road_color = np.full(3, rng.uniform(0.15, 0.55)) * rng.uniform(0.93, 1.07, 3)
-        world.sidewalk_color = _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.25), rng.uniform(0.3, 0.8))
-        world.terrain_color = _hsv(rng.uniform(0.08, 0.3), rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.55))
+        world.sidewalk_color = _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.25),
+                                    rng.uniform(0.3, 0.8))
+        world.terrain_color = _hsv(rng.uniform(0.08, 0.3), rng.uniform(0.3, 0.7),
+                                   rng.uniform(0.2, 0.55))
     if rng.random() < r.p(r.crosswalk_prob):
         world.crosswalks = (y + float(rng.uniform(8.0, 40.0)),)
     if rng.random() < r.p(r.crosswalk_prob):
@@ -215,13 +226,16 @@ def _street_tree(rng: np.random.Generator, x: float, y: float) -> list[Primitive
                     np.array([0.25, 0.2, 0.15]) * rng.uniform(0.6, 1.4), W.MAT_BARK)]
     for _ in range(int(rng.integers(2, 5))):
         r = r0 * float(rng.uniform(0.55, 0.9))
-        parts.append(W._ellipsoid(x + float(rng.normal(0, 0.4 * r0)), y + float(rng.normal(0, 0.4 * r0)),
-                                  trunk_h + r0 + float(rng.normal(0, 0.3 * r0)), r, r, r * float(rng.uniform(0.8, 1.3)),
+        parts.append(W._ellipsoid(x + float(rng.normal(0, 0.4 * r0)),
+                                  y + float(rng.normal(0, 0.4 * r0)),
+                                  trunk_h + r0 + float(rng.normal(0, 0.3 * r0)),
+                                  r, r, r * float(rng.uniform(0.8, 1.3)),
                                   W.NATURE, color * rng.uniform(0.85, 1.15, 3), W.MAT_LEAVES))
     return parts
 
 
-def clutter(world: World, pose: CameraPose, rng: np.random.Generator, r: Randomisation) -> list[Primitive]:
+def clutter(world: World, pose: CameraPose, rng: np.random.Generator,
+            r: Randomisation) -> list[Primitive]:
     """Extra roadside objects ahead of ``pose``: parked cars (on the kerb where the road has one
     lane, so the ego lane stays clear), pedestrians, poles with signs, street trees."""
     road = world.road
@@ -233,13 +247,14 @@ def clutter(world: World, pose: CameraPose, rng: np.random.Generator, r: Randomi
 
     for _ in range(int(rng.poisson(r.parked_cars * r.strength))):
         side = -1 if rng.random() < 0.5 else 1
-        kerb = side > 0 and road.lanes_per_direction == 1  # keep the ego lane free: park half on the sidewalk
+        # keep the ego lane free: park half on the sidewalk
+        kerb = side > 0 and road.lanes_per_direction == 1
         lateral = side * (hw + 0.6 if kerb else hw - float(rng.uniform(1.0, 1.3)))
         at(lateral, pose.y + float(rng.uniform(4.0, 70.0)), car_parts(rng))
     for _ in range(int(rng.poisson(r.pedestrians * r.strength))):
         side = -1 if rng.random() < 0.5 else 1
-        at(side * (hw + float(rng.uniform(0.4, max(sw - 0.3, 0.5)))), pose.y + float(rng.uniform(3.0, 50.0)),
-           person_parts(rng))
+        at(side * (hw + float(rng.uniform(0.4, max(sw - 0.3, 0.5)))),
+           pose.y + float(rng.uniform(3.0, 50.0)), person_parts(rng))
     metal = np.array([0.45, 0.45, 0.47]) * rng.uniform(0.5, 1.5)
     for _ in range(int(rng.poisson(r.poles * r.strength))):
         side = -1 if rng.random() < 0.5 else 1
@@ -248,12 +263,14 @@ def clutter(world: World, pose: CameraPose, rng: np.random.Generator, r: Randomi
         if rng.random() < 0.6:
             s = float(rng.uniform(0.25, 0.5))
             parts.append(W._box(-s, s, -0.06, -0.03, h - 2 * s, h, W.OBJECT, cloth_color(rng)))
-        at(side * (hw + float(rng.uniform(0.3, 0.8))), pose.y + float(rng.uniform(3.0, 60.0)), parts)
+        at(side * (hw + float(rng.uniform(0.3, 0.8))), pose.y + float(rng.uniform(3.0, 60.0)),
+           parts)
     for _ in range(int(rng.poisson(r.street_trees * r.strength))):
         side = -1 if rng.random() < 0.5 else 1
         lateral = side * (hw + float(rng.uniform(0.6, max(sw, 0.8))))
         y = pose.y + float(rng.uniform(3.0, 70.0))
-        out.extend(p.shifted(float(road.center(y)) + lateral, 0.0) for p in _street_tree(rng, 0.0, y))
+        out.extend(p.shifted(float(road.center(y)) + lateral, 0.0)
+                   for p in _street_tree(rng, 0.0, y))
     return out
 
 
@@ -358,11 +375,13 @@ def sensor(rgb: np.ndarray, rng: np.random.Generator, r: Randomisation) -> np.nd
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """A uint8 RGB image after JPEG compression at ``quality`` (1-100): blocking and ringing."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError(f"JPEG encoding failed for a {rgb.shape} {rgb.dtype} image")
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
-__all__ = ["PROFILES", "RANDOMISE_STREAM", "Lens", "Randomisation", "camera", "clutter", "jpeg_roundtrip",
-           "lighting", "overlays", "resolve", "restyle", "restyle_world", "sensor"]
+__all__ = ["PROFILES", "RANDOMISE_STREAM", "Lens", "Randomisation", "camera", "clutter",
+           "jpeg_roundtrip", "lighting", "overlays", "resolve", "restyle", "restyle_world",
+           "sensor"]

@@ -1,4 +1,5 @@
-"""Training-time augmentation of labelled frames: photometric (the sensor) and geometric (crops, flips).
+"""Training-time augmentation of labelled frames: photometric (the sensor) and geometric
+(crops, flips).
 
 Why: real cameras differ from our renderer in colour response, exposure, noise, sharpness and
 compression, and real datasets come at many resolutions and framings. A model that has only seen
@@ -49,7 +50,8 @@ def photometric(rgb: np.ndarray, rng: np.random.Generator, params: Photometric =
     ``strength`` interpolates every range towards "no change" (0 returns the input unchanged).
     Only the image changes: labels and depth of the frame stay valid."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"photometric needs an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+        raise ValueError(f"photometric needs an (H, W, 3) uint8 image, "
+                         f"got {rgb.shape} {rgb.dtype}")
     if strength <= 0:
         return rgb
 
@@ -61,14 +63,16 @@ def photometric(rgb: np.ndarray, rng: np.random.Generator, params: Photometric =
     x = gray + (x - gray) * draw(*params.saturation, 1.0)
     mean = float(x.mean())
     x = (mean + (x - mean) * draw(*params.contrast, 1.0)) * draw(*params.brightness, 1.0)
-    x = x * (1.0 + strength * rng.uniform(-params.white_balance, params.white_balance, 3)).astype(np.float32)
+    x = x * (1.0 + strength * rng.uniform(-params.white_balance, params.white_balance, 3)
+             ).astype(np.float32)
     x = np.clip(x, 0.0, 1.0) ** draw(*params.gamma, 1.0)
     x = x * 255.0 + rng.normal(0.0, draw(*params.noise_sigma, 0.0), x.shape).astype(np.float32)
     if rng.random() < params.blur_prob * strength:
         x = cv2.GaussianBlur(x, (0, 0), draw(*params.blur_sigma, 0.0) + 1e-3)
     out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < params.jpeg_prob * strength:
-        out = jpeg_roundtrip(out, int(round(100 - strength * (100 - rng.integers(*params.jpeg_quality)))))
+        out = jpeg_roundtrip(
+            out, int(round(100 - strength * (100 - rng.integers(*params.jpeg_quality)))))
     return out
 
 
@@ -76,19 +80,23 @@ def crop(frame: LabelledFrame, x0: int, y0: int, width: int, height: int) -> Lab
     """The window ``[x0, x0 + width) x [y0, y0 + height)`` of a frame: image and ground truth cut
     alike, principal point moved by the offset (focal lengths unchanged: no pixel was resized)."""
     h, w = frame.image.shape[:2]
-    if not (0 <= x0 and 0 <= y0 and width >= 1 and height >= 1 and x0 + width <= w and y0 + height <= h):
-        raise ValueError(f"crop window {width}x{height}+{x0}+{y0} is not inside the {w}x{h} image")
+    if not (0 <= x0 and 0 <= y0 and width >= 1 and height >= 1
+            and x0 + width <= w and y0 + height <= h):
+        raise ValueError(f"crop window {width}x{height}+{x0}+{y0} "
+                         f"is not inside the {w}x{h} image")
     win = (slice(y0, y0 + height), slice(x0, x0 + width))
     K = np.array(frame.K, dtype=np.float64)
     K[0, 2] -= x0
     K[1, 2] -= y0
     return replace(frame, image=np.ascontiguousarray(frame.image[win]),
-                   semseg=None if frame.semseg is None else np.ascontiguousarray(frame.semseg[win]),
-                   depth=None if frame.depth is None else np.ascontiguousarray(frame.depth[win]), K=K)
+                   semseg=None if frame.semseg is None
+                   else np.ascontiguousarray(frame.semseg[win]),
+                   depth=None if frame.depth is None
+                   else np.ascontiguousarray(frame.depth[win]), K=K)
 
 
-def random_crop(frame: LabelledFrame, rng: np.random.Generator, aspect: float, min_scale: float = 0.5
-                ) -> LabelledFrame:
+def random_crop(frame: LabelledFrame, rng: np.random.Generator, aspect: float,
+                min_scale: float = 0.5) -> LabelledFrame:
     """A random window of aspect ``aspect`` (width / height, the model input's) whose size is a
     uniform ``min_scale``..1 of the largest such window: fitted to the model it is a zoom of
     1..1/min_scale, which the adjusted K turns into the right canonical depth target."""
@@ -108,12 +116,14 @@ def hflip(frame: LabelledFrame) -> LabelledFrame:
     K = np.array(frame.K, dtype=np.float64)
     K[0, 2] = (w - 1) - K[0, 2]
     return replace(frame, image=np.ascontiguousarray(frame.image[:, ::-1]),
-                   semseg=None if frame.semseg is None else np.ascontiguousarray(frame.semseg[:, ::-1]),
-                   depth=None if frame.depth is None else np.ascontiguousarray(frame.depth[:, ::-1]), K=K)
+                   semseg=None if frame.semseg is None
+                   else np.ascontiguousarray(frame.semseg[:, ::-1]),
+                   depth=None if frame.depth is None
+                   else np.ascontiguousarray(frame.depth[:, ::-1]), K=K)
 
 
-def augment_frame(frame: LabelledFrame, rng: np.random.Generator, aspect: float, min_scale: float = 0.5,
-                  strength: float = 1.0) -> LabelledFrame:
+def augment_frame(frame: LabelledFrame, rng: np.random.Generator, aspect: float,
+                  min_scale: float = 0.5, strength: float = 1.0) -> LabelledFrame:
     """Random crop (zoom), flip and sensor changes of one frame, K kept consistent throughout."""
     out = random_crop(frame, rng, aspect, min_scale) if strength > 0 else frame
     if rng.random() < 0.5:
