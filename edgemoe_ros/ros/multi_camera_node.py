@@ -18,17 +18,16 @@ Diagnostics: one status per camera (rate, latency, drops, bad input, stale strea
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.task import Future
@@ -36,8 +35,6 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ..allocator import tune_allocator
-from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
 from .camera_params import (
@@ -62,6 +59,7 @@ from .params import (
 )
 from .qos import INPUT_DEPTH
 from .qos import profile as qos_profile
+from .spin import spin_lifecycle_node
 from .task_switch import MODE_AUTO, TaskSwitch
 from .watchdog import BackendHung
 
@@ -145,6 +143,13 @@ class MultiCameraNode(LifecycleNode):
         self._lifecycle = "unconfigured"
         self._subs: list[Any] = []
         self._thread: threading.Thread | None = None
+        # Results go to a second thread that restores, colourises and publishes them while the
+        # inference thread runs the next batch (the backbone releases the GIL): one camera's
+        # publishing no longer waits in line behind the backbone, nor the backbone behind it.
+        self._publisher: threading.Thread | None = None
+        self._results: queue.Queue[tuple[Decoded, Any, np.ndarray | None] | None] = queue.Queue(
+            maxsize=2 * self._max_batch
+        )
         self._stopping = threading.Event()
         self._activated_at = 0.0
         # Accelerator-wide figures: batches, images per batch, backbone call time.
@@ -211,6 +216,10 @@ class MultiCameraNode(LifecycleNode):
         self._scheduler.reopen()
         self._thread = threading.Thread(target=self._run, name="edgemoe-multi", daemon=True)
         self._thread.start()
+        self._publisher = threading.Thread(
+            target=self._publish_loop, name="edgemoe-multi-publish", daemon=True
+        )
+        self._publisher.start()
         qos = qos_profile(self._params.input_qos, INPUT_DEPTH)
         for cam in self._cameras.values():
             self._subs.append(
@@ -288,6 +297,10 @@ class MultiCameraNode(LifecycleNode):
             if self._thread.is_alive():
                 self.get_logger().error("inference thread did not stop in time")
             self._thread = None
+        if self._publisher is not None:
+            self._results.put(None)  # after the inference thread: nothing is queued behind it
+            self._publisher.join(STOP_TIMEOUT_S)
+            self._publisher = None
         self._scheduler.clear()
 
     def _release_model(self) -> None:
@@ -430,7 +443,18 @@ class MultiCameraNode(LifecycleNode):
         self._batch_ms.add(ms)
         for frame, result in zip(group, results, strict=True):
             frame.camera.stats.inference_ms.add(ms)
-            self._publish(frame, result, palette)
+            self._results.put((frame, result, palette))  # blocks while the publisher is behind
+
+    def _publish_loop(self) -> None:
+        while (item := self._results.get()) is not None:
+            try:
+                self._publish(*item)
+            except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the thread
+                if not self.context.ok():
+                    return
+                self._log_throttled(
+                    "error", "publish", f"publishing failed: {type(exc).__name__}: {exc}"
+                )
 
     def _camera_k(self, cam: Camera, rgb: np.ndarray, tasks: tuple[str, ...]) -> np.ndarray | None:
         info = cam.info
@@ -489,12 +513,7 @@ class MultiCameraNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _log_throttled(self, level: str, key: str, message: str) -> None:
-        suppressed = self._throttle.allow(key)
-        if suppressed is None:
-            return
-        if suppressed:
-            message += f" ({suppressed} similar messages suppressed)"
-        getattr(self.get_logger(), level)(message)
+        self._throttle.log(self.get_logger(), level, key, message)
 
     def _camera_health(
         self, cam: Camera, bad: dict[str, int], counters: dict[str, int]
@@ -621,28 +640,8 @@ class MultiCameraNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``edgemoe_multi_node``: spin until Ctrl-C, external or lifecycle shutdown."""
-    tune_allocator()
-    limit_blas_threads()
-    check_blas_kernels()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = MultiCameraNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ParameterValueError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        code = 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Console script ``edgemoe_multi_node``."""
+    return spin_lifecycle_node(MultiCameraNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":
