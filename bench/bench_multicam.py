@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,14 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     except OSError:
         pss = rss
     return rss, pss
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process used so far: the work it did, which a
+    loaded machine stretches in wall time but not in CPU time."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -158,8 +167,11 @@ class Rig:
             )
             pub.publish(msg)
 
-    def drive(self, rate: float, seconds: float, warmup: float) -> float:
-        """Publish at ``rate`` Hz per camera; count outputs after ``warmup`` for ``seconds``."""
+    def drive(
+        self, rate: float, seconds: float, warmup: float, on_count: Callable[[], None]
+    ) -> float:
+        """Publish at ``rate`` Hz per camera; count outputs after ``warmup`` for ``seconds``
+        (``on_count`` runs when counting starts)."""
         period = 1.0 / rate
         start = time.monotonic()
         t_count = start + warmup
@@ -167,6 +179,7 @@ class Rig:
         while True:
             now = time.monotonic()
             if not self.counting and now >= t_count:
+                on_count()
                 self.counting = True
             if now >= t_count + seconds:
                 break
@@ -185,7 +198,7 @@ class Rig:
 
 
 def _start(
-    setup: str, n: int, weights: str, tmp: Path, env: dict[str, str]
+    setup: str, n: int, weights: str, tmp: Path, env: dict[str, str], multi_threads: int = 0
 ) -> list[subprocess.Popen]:
     common = [
         "-p",
@@ -199,7 +212,7 @@ def _start(
     ]
     log = open(tmp / f"{setup}_{n}.log", "ab")  # noqa: SIM115 - closed with the process
     if setup == "multi":
-        threads = min(n, os.cpu_count() or 1)
+        threads = multi_threads or min(n, os.cpu_count() or 1)
         cams = ",".join(f"cam{i}" for i in range(n))
         cmd = [
             str(BIN / "edgemoe_multi_node"),
@@ -225,7 +238,14 @@ def _start(
 
 
 def bench_setup(
-    setup: str, n: int, size: str, weights: str, rate: float, seconds: float, tmp: Path
+    setup: str,
+    n: int,
+    size: str,
+    weights: str,
+    rate: float,
+    seconds: float,
+    tmp: Path,
+    multi_threads: int = 0,
 ) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(
@@ -234,7 +254,7 @@ def bench_setup(
         ROS_LOG_DIR=str(tmp / "ros_log"),
     )
     env.setdefault("HOME", str(tmp))
-    procs = _start(setup, n, weights, tmp, env)
+    procs = _start(setup, n, weights, tmp, env, multi_threads)
     rig = Rig(n, size, env)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -242,7 +262,9 @@ def bench_setup(
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{setup} x{n}: node(s) did not come up (logs in {tmp})")
             time.sleep(0.1)
-        rig.drive(rate, seconds, WARMUP_S)
+        cpu0: list[float] = []
+        rig.drive(rate, seconds, WARMUP_S, lambda: cpu0.extend(_cpu_s(p.pid) for p in procs))
+        cpu = sum(_cpu_s(p.pid) for p in procs) - sum(cpu0)
         memory = [_memory_kb(p.pid) for p in procs]
     finally:
         for p in procs:
@@ -254,6 +276,7 @@ def bench_setup(
         "frames_per_s": frames / seconds,
         "per_camera_frames_per_s": {c: len(v) / seconds for c, v in lat.items()},
         "latency_ms": {c: {"p50": _pct(v, 50), "p90": _pct(v, 90)} for c, v in lat.items()},
+        "cpu_ms_per_frame": cpu * 1e3 / frames if frames else None,
         "rss_mb": sum(r for r, _ in memory) / 1024,
         "pss_mb": sum(p for _, p in memory) / 1024,
         "processes": len(procs),
@@ -295,27 +318,39 @@ def expert_bytes(weights: Any, n: int, size: str) -> dict[str, float]:
 
 
 def bench_engine(weights: Any, n: int, size: str) -> dict[str, float]:
-    """Frames/s of one infer_batch of n frames vs n infer calls (one thread, in process)."""
+    """One infer_batch of n frames vs n infer calls, in process on one thread: frames/s (wall)
+    and CPU ms per frame (this thread's CPU time, which other processes do not inflate)."""
     from edgemoe_ros.engine import Engine
 
     h, w = SIZES[size]
     images = [_frame(h, w, i)[:, :, ::-1].copy() for i in range(n)]
     with Engine(weights, "cpu") as eng:
         eng.infer_batch(images)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(ENGINE_RUNS):
+
+        def batched() -> None:
             eng.infer_batch(images)
-        t_batch = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(ENGINE_RUNS):
+
+        def single() -> None:
             for img in images:
                 eng.infer(img)
-        t_single = time.perf_counter() - t0
+
+        (wall_b, cpu_b), (wall_s, cpu_s) = (_time_runs(fn) for fn in (batched, single))
+    frames = n * ENGINE_RUNS
     return {
-        "batched_frames_per_s": n * ENGINE_RUNS / t_batch,
-        "single_frames_per_s": n * ENGINE_RUNS / t_single,
-        "ratio": t_single / t_batch,
+        "batched_frames_per_s": frames / wall_b,
+        "single_frames_per_s": frames / wall_s,
+        "batched_cpu_ms_per_frame": cpu_b * 1e3 / frames,
+        "single_cpu_ms_per_frame": cpu_s * 1e3 / frames,
+        "cpu_ratio": cpu_s / cpu_b,
     }
+
+
+def _time_runs(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall s, thread CPU s) of ENGINE_RUNS calls."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for _ in range(ENGINE_RUNS):
+        fn()
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
 # ----------------------------------------------------------------------------- main
@@ -330,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="counted seconds per set-up")
     ap.add_argument("--rate", type=float, default=15.0, help="frames/s published per camera")
     ap.add_argument("--weights", default="", help="model file; '' = the shipped model")
+    ap.add_argument(
+        "--multi-threads",
+        type=int,
+        default=0,
+        help="cpu threads of the multi-camera node (0 = min(N, cores), the peer's cores)",
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     # The synthetic frames have no camera_info: the engine's one-time warning is noise here.
@@ -344,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes.split(",")
     load_before = os.getloadavg()
     doc: dict[str, Any] = {
+        "multi_threads": args.multi_threads or "min(N, cores)",
         "cameras": {},
         "rate_hz": args.rate,
         "seconds": args.seconds,
@@ -354,7 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     for n in counts:
         entry: dict[str, Any] = {}
         for size in sizes:
-            multi = bench_setup("multi", n, size, str(weights_path), args.rate, args.seconds, tmp)
+            multi = bench_setup(
+                "multi",
+                n,
+                size,
+                str(weights_path),
+                args.rate,
+                args.seconds,
+                tmp,
+                args.multi_threads,
+            )
             peer = bench_setup("peer", n, size, str(weights_path), args.rate, args.seconds, tmp)
             entry[size] = {
                 "multi": multi,
@@ -363,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                 if peer["frames_per_s"]
                 else None,
                 "rss_ratio": multi["rss_mb"] / peer["rss_mb"],
+                "cpu_per_frame_ratio": multi["cpu_ms_per_frame"] / peer["cpu_ms_per_frame"]
+                if multi["cpu_ms_per_frame"] and peer["cpu_ms_per_frame"]
+                else None,
             }
             print(
                 f"N={n} {size}: multi {multi['frames_per_s']:.1f} fps {multi['rss_mb']:.0f} MB | "
@@ -384,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
 def _print_table(doc: dict[str, Any], sizes: list[str]) -> None:
     print(
         f"\ncores {doc['cores']}, load average before {doc['load_avg_before'][0]:.1f} after "
@@ -393,7 +451,8 @@ def _print_table(doc: dict[str, Any], sizes: list[str]) -> None:
     print(
         f"{'N':>2} {'size':>5} | {'multi fps':>9} {'peer fps':>8} {'ratio':>5} | "
         f"{'multi MB':>8} {'peer MB':>8} "
-        f"{'ratio':>5} | {'multi p50/p90 ms':>17} {'peer p50/p90 ms':>16}"
+        f"{'ratio':>5} | {'multi p50/p90 ms':>17} {'peer p50/p90 ms':>16} | "
+        f"{'CPU ms/frame multi':>18} {'peer':>6}"
     )
     for n, entry in doc["cameras"].items():
         for size in sizes:
@@ -409,7 +468,9 @@ def _print_table(doc: dict[str, Any], sizes: list[str]) -> None:
                 f"{n:>2} {size:>5} | {e['multi']['frames_per_s']:9.1f} "
                 f"{e['peer']['frames_per_s']:8.1f} {tr if tr is None else f'{tr:.2f}':>5} | "
                 f"{e['multi']['rss_mb']:8.0f} {e['peer']['rss_mb']:8.0f} "
-                f"{e['rss_ratio']:5.2f} | {lat('multi'):>17} {lat('peer'):>16}"
+                f"{e['rss_ratio']:5.2f} | {lat('multi'):>17} {lat('peer'):>16} | "
+                f"{_num(e['multi']['cpu_ms_per_frame']):>18} "
+                f"{_num(e['peer']['cpu_ms_per_frame']):>6}"
             )
         eb, en = entry["expert_bytes"], entry["engine"]
         print(
@@ -417,7 +478,9 @@ def _print_table(doc: dict[str, Any], sizes: list[str]) -> None:
             f"{eb['per_image_batched_mb']:.2f} MB in a batch of {n} "
             f"({eb['distinct_experts_per_image']:.1f} of the experts per image and layer, "
             f"{eb['distinct_experts_per_batch']:.1f} per batch); engine in process: batch "
-            f"{en['batched_frames_per_s']:.1f} vs single {en['single_frames_per_s']:.1f} frames/s"
+            f"{en['batched_frames_per_s']:.1f} vs single {en['single_frames_per_s']:.1f} "
+            f"frames/s, CPU {en['batched_cpu_ms_per_frame']:.1f} vs "
+            f"{en['single_cpu_ms_per_frame']:.1f} ms/frame"
         )
 
 

@@ -56,11 +56,12 @@ def test_bench_multicam_writes_the_issue_json(tmp_path):
         assert all(
             v["p50"] is not None and v["p90"] >= v["p50"] > 0 for v in setup["latency_ms"].values()
         )
-        assert setup["rss_mb"] > 0 and setup["pss_mb"] > 0
+        assert setup["rss_mb"] > 0 and setup["pss_mb"] > 0 and setup["cpu_ms_per_frame"] > 0
     assert entry["throughput_ratio"] == multi["frames_per_s"] / peer["frames_per_s"]
     assert entry["rss_ratio"] == multi["rss_mb"] / peer["rss_mb"]
     eb = entry["expert_bytes"]
     assert 0 < eb["per_image_batched_mb"] <= eb["per_image_alone_mb"]
     assert eb["distinct_experts_per_image"] <= eb["distinct_experts_per_batch"]
-    assert entry["engine"]["batched_frames_per_s"] > 0 and len(doc["load_avg_before"]) == 3
+    assert size["cpu_per_frame_ratio"] == multi["cpu_ms_per_frame"] / peer["cpu_ms_per_frame"]
+    assert entry["engine"]["batched_cpu_ms_per_frame"] > 0 and len(doc["load_avg_before"]) == 3
     assert "N= 2" in proc.stdout or " 2  480p" in proc.stdout

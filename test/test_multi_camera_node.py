@@ -2,6 +2,7 @@
 inputs, outputs, stamps, tasks and output resolution, diagnostics per camera; bad input or a
 stopped stream on one camera leaves the others alone."""
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ from ros_testing import (
     wait_until,
 )
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
 
 from edgemoe_ros.model.config import tiny_config
+from edgemoe_ros.ros.label_info import LABEL_INFO_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -117,6 +120,10 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     )
     assert image_array(front_seg).shape == (96, 160) and front_seg.header.frame_id == "front"
     assert image_array(front_depth).shape == (96, 160)
+    front_color = outs["front", "segmentation/color"].wait_for(
+        lambda m: _stamp_of(m) == stamps["front"]
+    )
+    assert image_array(front_color).shape == (96, 160, 3)
     assert image_array(left_seg).shape == (60, 80) and left_seg.header.frame_id == "left"
     assert image_array(rear_depth).shape == (cfg.img_h, cfg.img_w)  # rear: output_resolution model
     assert (rear_info.width, rear_info.height) == (cfg.img_w, cfg.img_h)
@@ -126,6 +133,13 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     # No camera's frame was published under another camera's topics.
     for (cam, _topic), col in outs.items():
         assert all(m.header.frame_id == cam for m in col.messages), cam
+
+
+def test_each_camera_has_its_latched_label_info(harness):
+    for cam in CAMERAS:
+        col = harness.client.collect(f"{cam}/segmentation/label_info", String, LABEL_INFO_QOS)
+        doc = json.loads(col.wait_for(timeout=20.0).data)
+        assert [c["class_name"] for c in doc["class_map"]][:-1] == list(tiny_config().class_names)
 
 
 def test_bad_input_on_one_camera_leaves_the_others_running(io):
