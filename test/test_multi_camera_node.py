@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
+from lifecycle_msgs.msg import Transition
 from ros_testing import (
     NodeHarness,
     diag_values,
@@ -222,5 +223,24 @@ def test_bad_camera_list_stops_the_node_naming_the_parameter():
         wait_until(lambda: not h.node.alive(), 30.0, "the node to exit")
         assert h.node.proc.returncode == 2
         assert "parameter 'cameras'" in h.node.output() and "unique" in h.node.output()
+    finally:
+        h.close()
+
+
+def test_lifecycle_deactivate_activate_and_shutdown_exit_cleanly():
+    h = NodeHarness(params={"cameras": ["a", "b"]}, executable=EXECUTABLE, node_name=NODE)
+    try:
+        c = h.client
+        assert c.change_state(h.node_name, Transition.TRANSITION_DEACTIVATE)
+        assert c.get_state(h.node_name) == "inactive"
+        assert c.change_state(h.node_name, Transition.TRANSITION_ACTIVATE)
+        col = c.collect("b/segmentation", Image)
+        pub = c.publisher("b/image", Image)
+        c.wait_for_subscribers(pub)
+        c.wait_for_matched(col)
+        pub.publish(make_image(48, 64, stamp=(9, 0), frame_id="b"))
+        col.wait_for(lambda m: _stamp_of(m) == (9, 0))  # the threads restarted after reactivation
+        assert c.change_state(h.node_name, Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert h.node.wait(30) == 0
     finally:
         h.close()

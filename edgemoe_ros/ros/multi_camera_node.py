@@ -59,7 +59,7 @@ from .params import (
 )
 from .qos import INPUT_DEPTH
 from .qos import profile as qos_profile
-from .spin import spin_lifecycle_node
+from .spin import finish_after_shutdown, spin_lifecycle_node
 from .task_switch import MODE_AUTO, TaskSwitch
 from .watchdog import BackendHung
 
@@ -71,7 +71,6 @@ DIAGNOSTICS_QOS_DEPTH = 10
 #: How long the inference thread waits for a frame before checking whether it must stop.
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
-EXIT_DELAY_S = 0.3
 #: Name of the backend/accelerator status (after the node's name).
 ACCELERATOR_STATUS = "accelerator"
 #: Batches whose sizes the accelerator status averages.
@@ -260,14 +259,7 @@ class MultiCameraNode(LifecycleNode):
         self._stop_processing()
         self._release_model()
         self._lifecycle = "finalized"
-        exit_timer = None
-
-        def finish() -> None:
-            exit_timer.cancel()
-            if not self.finished.done():
-                self.finished.set_result(True)
-
-        exit_timer = self._steady_timer(EXIT_DELAY_S, finish)
+        finish_after_shutdown(self.finished, self._steady_timer)
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -13,6 +13,7 @@ from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.task import Future
 
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
@@ -20,6 +21,26 @@ from .params import ParameterValueError
 
 #: Exit code of a node stopped by a bad parameter value.
 EXIT_BAD_PARAMETER = 2
+#: Delay between the shutdown transition and the process leaving spin, so the change_state
+#: response still goes out.
+EXIT_DELAY_S = 0.3
+
+
+def finish_after_shutdown(
+    finished: Future, make_timer: Callable[[float, Callable[[], None]], Any]
+) -> None:
+    """From ``on_shutdown``: complete ``finished`` (what main spins on) after EXIT_DELAY_S, once.
+
+    ``make_timer(period_s, callback)`` creates the node's (steady-clock) timer.
+    """
+    timer = None
+
+    def finish() -> None:
+        timer.cancel()
+        if not finished.done():
+            finished.set_result(True)
+
+    timer = make_timer(EXIT_DELAY_S, finish)
 
 
 def spin_lifecycle_node(
