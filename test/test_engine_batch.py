@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgemoe_ros.backends.cpu import CpuBackend
+from edgemoe_ros.backends.fpga import FpgaBackend
 from edgemoe_ros.engine import Engine
 from edgemoe_ros.model.canonical_camera import IntrinsicsError
 from edgemoe_ros.model.config import tiny_config
@@ -118,3 +119,21 @@ def test_bad_arguments_fail_before_any_work(fast):
         with pytest.raises(IntrinsicsError):
             eng.infer_batch(_images(), BOTH, bad)
         assert eng.expert_usage["depth"].sum() == 0  # nothing ran
+
+
+def test_fpga_batch_is_one_kernel_call_per_task_with_num_images(tiny_csim_library):
+    """On the (simulated) board a batch of 3 cameras is ONE kernel start per task with the
+    ``num_images`` register = 3, and its results equal three single-image calls bit for bit."""
+    backend = FpgaBackend(simulate=True, max_images=4, csim_library=tiny_csim_library)
+    with _engine(backend) as eng:
+        calls: list[int] = []
+        real_run = backend.driver.run
+        backend.driver.run = lambda images, task_id: (
+            calls.append(images.shape[0]) or real_run(images, task_id)
+        )
+        images = _images(2)
+        batch = eng.infer_batch(images, BOTH)
+        assert calls == [3, 3]  # one call per task, all three images
+        single = [eng.infer(img, BOTH) for img in images]
+    for b, s in zip(batch, single, strict=True):
+        assert np.array_equal(b.semseg, s.semseg) and np.array_equal(b.depth, s.depth)
