@@ -220,44 +220,78 @@ class Engine:
         depth of that lens; None or all zeros: the canonical camera (see the module docstring).
         A degenerate K (NaN, focal <= 0, wrong size) raises ``IntrinsicsError`` before any work.
         """
+        return self.infer_batch([image], tasks, [camera_k])[0]
+
+    def infer_batch(self, images: Sequence[np.ndarray], tasks: Sequence[str] | str = ("semseg", "depth"),
+                    camera_ks: Sequence[np.ndarray | Sequence[float] | None] | None = None
+                    ) -> list[FrameResult]:
+        """Run the same tasks on B images (of any sizes) in ONE backbone call; one result each.
+
+        Why: the backend sees a (B, H, W, 3) batch, so every weight it reads (on the cpu backend
+        each expert's, grouped over all images' tokens; on the accelerator the ``num_images``
+        register) serves B images instead of one. The result of image i equals ``infer(images[i],
+        tasks, camera_ks[i])`` up to float32 rounding of batch-size-dependent matmul blocking
+        (test_engine_batch.py). ``camera_ks``: one K (or None) per image; None = no K for any.
+        Timings are of the whole batch (every result carries the same numbers).
+        """
         t0 = time.perf_counter()
         weights, head_ops = self.weights, self._head_ops
         cfg = weights.config
         tasks = self._check_tasks(tasks)
-        k = camera_matrix(camera_k)
-        model_image, fit = fit_to_model(_as_rgb(image), cfg, self.resize_mode)
-        scale = 1.0
-        if "depth" in tasks:
-            if k is None:
-                self._warn_no_intrinsics(cfg)
-            else:
-                scale = depth_scale(k, fit.scale_x, fit.scale_y, cfg)
+        if not len(images):
+            raise ValueError("infer_batch: no image given")
+        ks = list(camera_ks) if camera_ks is not None else [None] * len(images)
+        if len(ks) != len(images):
+            raise ValueError(f"infer_batch: {len(images)} images but {len(ks)} camera_ks")
+        matrices = [camera_matrix(k) for k in ks]  # every K checked before any work
+        fitted = [fit_to_model(_as_rgb(image), cfg, self.resize_mode) for image in images]
+        scales = [self._depth_scale(k, fit, cfg, tasks) for k, (_, fit) in zip(matrices, fitted, strict=True)]
+        batch = np.stack([model_image for model_image, _ in fitted])
         t1 = time.perf_counter()
-        out = self.backend.run(model_image[None], tasks)
+        out = self.backend.run(batch, tasks)
         t2 = time.perf_counter()
-        semseg = depth = None
+        semseg: np.ndarray | None = None
+        depth: np.ndarray | None = None
         for task in tasks:
-            pred = run_head(weights, cfg, task, out.features[task], model_image[None], head_ops)
+            pred = run_head(weights, cfg, task, out.features[task], batch, head_ops)
             if task == "semseg":
-                semseg = decode_semseg(pred)[0]
+                semseg = decode_semseg(pred)
             else:
-                depth = decode_depth(pred, cfg)[0]
-                if scale != 1.0:
-                    depth *= np.float32(scale)
+                depth = decode_depth(pred, cfg)
         t3 = time.perf_counter()
+        self._count_usage(tasks, out.expert_counts)
+        timings = dict(zip(TIMING_KEYS, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                                         (time.perf_counter() - t0) * 1e3), strict=True))
+        results = []
+        for i, ((_, fit), scale) in enumerate(zip(fitted, scales, strict=True)):
+            d = None
+            if depth is not None:
+                d = depth[i]
+                if scale != 1.0:
+                    d *= np.float32(scale)
+            results.append(FrameResult(semseg=None if semseg is None else semseg[i], depth=d,
+                                       routing={t: out.routing[t][i] for t in tasks}, timings_ms=dict(timings),
+                                       fit=fit, tasks=tasks, depth_scale=scale))
+        return results
+
+    def _depth_scale(self, k: np.ndarray | None, fit: FitInfo, cfg: ModelConfig, tasks: tuple[str, ...]) -> float:
+        """Metric / canonical depth factor of one image (1.0 without depth or without K)."""
+        if "depth" not in tasks:
+            return 1.0
+        if k is None:
+            self._warn_no_intrinsics(cfg)
+            return 1.0
+        return depth_scale(k, fit.scale_x, fit.scale_y, cfg)
+
+    def _count_usage(self, tasks: tuple[str, ...], expert_counts: dict[str, np.ndarray]) -> None:
         with self._lock:
             for task in tasks:
-                counts = out.expert_counts[task]
+                counts = expert_counts[task]
                 if self._usage[task].shape == counts.shape:
                     self._usage[task] += counts
                 else:
                     log.warning("engine: backend %r returned expert counts of shape %s, expected %s; "
                                 "usage not updated", self.backend.name, counts.shape, self._usage[task].shape)
-        timings = dict(zip(TIMING_KEYS, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
-                                         (time.perf_counter() - t0) * 1e3), strict=True))
-        routing = {t: out.routing[t][0] for t in tasks}
-        return FrameResult(semseg=semseg, depth=depth, routing=routing, timings_ms=timings, fit=fit, tasks=tasks,
-                           depth_scale=scale)
 
     def __enter__(self) -> Engine:
         return self

@@ -390,7 +390,7 @@ class NodeHarness:
 
     def __init__(self, params: Mapping[str, Any] | None = None, remaps: Mapping[str, str] | None = None,
                  namespace: str | None = None, weights: bool = True, wait_active: bool = True,
-                 executable: Iterable[str] | None = None) -> None:
+                 executable: Iterable[str] | None = None, node_name: str = NODE_NAME) -> None:
         self.tmp = Path(tmp_dir())
         self.env = ros_env(self.tmp)
         params = dict(params or {})
@@ -400,7 +400,7 @@ class NodeHarness:
             params.setdefault("weights_path", str(self.weights_path))
         self.params = params
         self.namespace = namespace
-        self.node_name = f"{namespace.rstrip('/') if namespace else ''}/{NODE_NAME}"
+        self.node_name = f"{namespace.rstrip('/') if namespace else ''}/{node_name}"
         self.node = NodeProcess(self.tmp, self.env, params=params, remaps=remaps, namespace=namespace,
                                 executable=executable)
         self.client: RosClient | None = None

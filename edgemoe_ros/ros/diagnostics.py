@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -167,6 +168,15 @@ class KeyedThrottle:
                 return None
             self._last[key] = now
             return self._suppressed.pop(key, 0)
+
+    def log(self, logger: Any, level: str, key: str, message: str) -> None:
+        """``logger.<level>(message)`` unless throttled; the line says how many were suppressed."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f" ({suppressed} similar messages suppressed)"
+        getattr(logger, level)(message)
 
 
 @dataclass

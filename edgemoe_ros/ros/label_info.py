@@ -75,9 +75,9 @@ class LabelInfoPublisher:
     message for subscribers that come later.
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, topic: str = TOPIC_LABEL_INFO) -> None:
         self._node = node
-        self._pub = node.create_publisher(String, TOPIC_LABEL_INFO, LABEL_INFO_QOS)
+        self._pub = node.create_publisher(String, topic, LABEL_INFO_QOS)
 
     def publish(self, class_names: Sequence[str], frame_id: str = "") -> None:
         """Publish the class map, stamped now (the camera frame is unknown before a frame)."""

@@ -1,0 +1,640 @@
+"""``edgemoe_multi_node``: one lifecycle node, one engine, one backend/accelerator for N cameras.
+
+Why one process: N ``edgemoe_node`` processes hold N copies of the model and, with
+``backend: fpga``, N processes would program one device. Here the ``cameras`` parameter names
+the cameras; camera ``c`` is read from ``c/image`` + ``c/camera_info`` and published under
+``c/`` with the single node's layout (outputs.py). Each camera has its own ``c.tasks`` and
+``c.output_resolution``.
+
+Threads: DDS callbacks validate metadata and leave the frame in its camera's one-frame slot
+(camera_scheduler.py: latest frame wins, round-robin, no camera starves). One inference thread
+takes a round (the newest frame of up to ``max_batch`` cameras), groups it by task set and runs
+each group as ONE ``Engine.infer_batch`` call: the backend sees a (B, H, W, 3) batch, so each
+expert's weights are read once per batch instead of once per camera (docs/multi_camera.md).
+
+Diagnostics: one status per camera (rate, latency, drops, bad input, stale stream: WARN after
+``stale_timeout`` s without a frame, ERROR after 3x) and one for the backend/accelerator.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.task import Future
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from ..postprocess import camera_k_from_info, model_palette
+from . import conversions as conv
+from .camera_params import (
+    STALE_ERROR_FACTOR,
+    CameraParams,
+    check_camera_request,
+    declare_cameras,
+    read_camera,
+)
+from .camera_scheduler import LatestFrameScheduler, group_by
+from .cdr_image import ImageView, read_image
+from .diagnostics import KeyedThrottle, LatencyWindow, NodeStats, RollingRate, build_status
+from .label_info import TOPIC_LABEL_INFO, LabelInfoPublisher
+from .model_loader import LoadedModel, load_model, load_weights_for
+from .outputs import CameraOutputs
+from .params import (
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    normalize_request,
+    read_all,
+)
+from .qos import INPUT_DEPTH
+from .qos import profile as qos_profile
+from .spin import finish_after_shutdown, spin_lifecycle_node
+from .task_switch import MODE_AUTO, TaskSwitch
+from .watchdog import BackendHung
+
+NODE_NAME = "edgemoe_multi_node"
+TOPIC_IMAGE = "image"
+TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_DIAGNOSTICS = "/diagnostics"
+DIAGNOSTICS_QOS_DEPTH = 10
+#: How long the inference thread waits for a frame before checking whether it must stop.
+POLL_S = 0.1
+STOP_TIMEOUT_S = 10.0
+#: Name of the backend/accelerator status (after the node's name).
+ACCELERATOR_STATUS = "accelerator"
+#: Batches whose sizes the accelerator status averages.
+BATCH_HISTORY = 100
+
+
+@dataclass
+class Camera:
+    """Everything the node keeps per camera; counters are cumulative over lifecycle cycles."""
+
+    name: str
+    tasks: TaskSwitch
+    stats: NodeStats = field(default_factory=NodeStats)
+    info: CameraInfo | None = None
+    outputs: CameraOutputs | None = None
+    label_info: LabelInfoPublisher | None = None
+    last_frame: float | None = None  # monotonic arrival time of the newest frame
+    warned_no_k: bool = False
+    seen: dict[str, int] = field(default_factory=dict)  # counts at the last diagnostics report
+
+    def topic(self, name: str) -> str:
+        return f"{self.name}/{name}"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A frame waiting in its camera's slot."""
+
+    msg: Image | ImageView
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A frame taken from its slot and decoded, with the camera choices it is processed with."""
+
+    camera: Camera
+    params: CameraParams
+    header: Header
+    rgb: np.ndarray
+    tasks: tuple[str, ...]
+
+
+class MultiCameraNode(LifecycleNode):
+    """Lifecycle node: N cameras in, per-camera segmentation / depth / camera_info out."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        try:
+            self._params = declare_all(self)
+            names, self._max_batch, self._stale_timeout = declare_cameras(self, self._params)
+        except ParameterValueError:
+            super().destroy_node()
+            raise
+        self._cameras = {n: Camera(n, TaskSwitch(read_camera(self, n).tasks)) for n in names}
+        self.add_pre_set_parameters_callback(normalize_request)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+        self._scheduler: LatestFrameScheduler[Pending] = LatestFrameScheduler(
+            names, self._max_batch
+        )
+        self._throttle = KeyedThrottle()
+        self._group = ReentrantCallbackGroup()
+        self._model_lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._on_fallback = False
+        self._config_error = ""
+        self._lifecycle = "unconfigured"
+        self._subs: list[Any] = []
+        self._thread: threading.Thread | None = None
+        # Results go to a second thread that restores, colourises and publishes them while the
+        # inference thread runs the next batch (the backbone releases the GIL): one camera's
+        # publishing no longer waits in line behind the backbone, nor the backbone behind it.
+        self._publisher: threading.Thread | None = None
+        self._results: queue.Queue[tuple[Decoded, Any, np.ndarray | None] | None] = queue.Queue(
+            maxsize=2 * self._max_batch
+        )
+        self._stopping = threading.Event()
+        self._activated_at = 0.0
+        # Accelerator-wide figures: batches, images per batch, backbone call time.
+        self._batch_rate = RollingRate()
+        self._batch_sizes: list[int] = []
+        self._batch_ms = LatencyWindow()
+        self._faults = 0
+        self._faults_seen = 0
+        self.finished = Future()
+
+        self._diag_pub = self.create_publisher(
+            DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH
+        )
+        for cam in self._cameras.values():
+            cam.label_info = LabelInfoPublisher(self, cam.topic(TOPIC_LABEL_INFO))
+        self._diag_timer = self._steady_timer(
+            self._params.diagnostics_period, self._publish_diagnostics
+        )
+        self._autostart_timer = (
+            self._steady_timer(0.0, self._autostart) if self._params.autostart else None
+        )
+
+    def _steady_timer(self, period_s: float, callback: Any) -> Any:
+        """Timers on the steady clock: /clock under use_sim_time must not drive them (node.py)."""
+        return self.create_timer(
+            period_s, callback, callback_group=self._group, clock=self._steady_clock
+        )
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self._cameras)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the weights and ONE backend for all cameras; create every camera's publishers."""
+        params = read_all(self)
+        try:
+            _, weights = load_weights_for(params)
+            model = load_model(params, weights)
+        except Exception as exc:  # noqa: BLE001 - every load error must leave the node alive
+            self._config_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(
+                f"configure failed, staying unconfigured: {self._config_error}"
+            )
+            return TransitionCallbackReturn.FAILURE
+        with self._model_lock:
+            self._model, self._on_fallback = model, model.engine is None
+        self._config_error = ""
+        qos = qos_profile(params.output_qos, params.output_depth)
+        for cam in self._cameras.values():
+            cam.outputs = CameraOutputs(self, cam.name, qos)
+            assert cam.label_info is not None
+            cam.label_info.publish(model.config.class_names)
+        self._lifecycle = "inactive"
+        self.get_logger().info(
+            f"configured: {len(self._cameras)} cameras {list(self._cameras)} on backend "
+            f"{model.backend}, batches of up to {self._max_batch}"
+        )
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the inference thread, then the subscriptions."""
+        self._stopping.clear()
+        self._scheduler.reopen()
+        self._thread = threading.Thread(target=self._run, name="edgemoe-multi", daemon=True)
+        self._thread.start()
+        self._publisher = threading.Thread(
+            target=self._publish_loop, name="edgemoe-multi-publish", daemon=True
+        )
+        self._publisher.start()
+        qos = qos_profile(self._params.input_qos, INPUT_DEPTH)
+        for cam in self._cameras.values():
+            self._subs.append(
+                self.create_subscription(
+                    Image,
+                    cam.topic(TOPIC_IMAGE),
+                    self._image_callback(cam),
+                    qos,
+                    callback_group=self._group,
+                    raw=True,
+                )
+            )
+            self._subs.append(
+                self.create_subscription(
+                    CameraInfo,
+                    cam.topic(TOPIC_CAMERA_INFO),
+                    self._info_callback(cam),
+                    qos,
+                    callback_group=self._group,
+                )
+            )
+        self._activated_at = time.monotonic()
+        self._lifecycle = "active"
+        self.get_logger().info("activated")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._lifecycle = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        self._lifecycle = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release_model()
+        self._lifecycle = "finalized"
+        finish_after_shutdown(self.finished, self._steady_timer)
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release_model()
+        self._lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        self._stop_processing()
+        self._release_model()
+        super().destroy_node()
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _stop_processing(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        self._stopping.set()
+        self._scheduler.close()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                self.get_logger().error("inference thread did not stop in time")
+            self._thread = None
+        if self._publisher is not None:
+            self._results.put(None)  # after the inference thread: nothing is queued behind it
+            self._publisher.join(STOP_TIMEOUT_S)
+            self._publisher = None
+        self._scheduler.clear()
+
+    def _release_model(self) -> None:
+        for cam in self._cameras.values():
+            if cam.outputs is not None:
+                cam.outputs.destroy()
+                cam.outputs = None
+        with self._model_lock:
+            model, self._model = self._model, None
+        if model is not None:
+            model.close()
+
+    # ------------------------------------------------------------------ parameters
+    def _check_parameters(self, parameters: list[Parameter]) -> Any:
+        result = check_set_request(parameters, lambda name: self.get_parameter(name).value)
+        return result if not result.successful else check_camera_request(parameters, self.cameras)
+
+    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        self._params = read_all(self)
+        for p in parameters:
+            camera, _, suffix = p.name.rpartition(".")
+            if (
+                suffix == "tasks"
+                and camera in self._cameras
+                and self._cameras[camera].tasks.set_tasks(list(p.value))
+            ):
+                self.get_logger().info(f"{camera}: tasks set to {list(p.value)}")
+
+    # ------------------------------------------------------------------ input callbacks
+    def _image_callback(self, cam: Camera) -> Any:
+        def on_image(raw: bytes) -> None:
+            cam.stats.input_rate.tick()
+            try:
+                msg = read_image(raw)
+                conv.check_image(msg, self._params.max_image_pixels)
+            except conv.BadInputError as exc:
+                self._bad_input(cam, exc, None)
+                return
+            except Exception as exc:  # noqa: BLE001 - the deserialiser's error types are not public
+                self._bad_input(
+                    cam,
+                    conv.BadInputError(conv.KIND_TRUNCATED, f"undecodable Image bytes: {exc}"),
+                    None,
+                )
+                return
+            cam.last_frame = time.monotonic()
+            stamp = msg.header.stamp
+            cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
+            self._scheduler.offer(cam.name, Pending(msg))
+
+        return on_image
+
+    def _info_callback(self, cam: Camera) -> Any:
+        def on_info(msg: CameraInfo) -> None:
+            try:
+                conv.check_camera_info(msg, self._params.max_image_pixels)
+            except conv.BadInputError as exc:
+                cam.info = None  # relay nothing rather than the previous calibration, restamped
+                self._bad_input(cam, exc, msg)
+                return
+            cam.info = msg
+
+        return on_info
+
+    def _bad_input(self, cam: Camera, exc: conv.BadInputError, msg: Any) -> None:
+        cam.stats.count_bad(exc.kind)
+        frame_id = getattr(getattr(msg, "header", None), "frame_id", "")
+        self._log_throttled(
+            "warning",
+            f"{cam.name}.bad_input.{exc.kind}",
+            f"{cam.name}: dropped bad {type(msg).__name__ if msg is not None else 'Image'} "
+            f"(frame_id '{frame_id}', {exc.kind}): {exc}",
+        )
+
+    # ------------------------------------------------------------------ inference thread
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            items = self._scheduler.take_round(POLL_S)
+            if not items:
+                continue
+            try:
+                self._process_round(items)
+            except Exception as exc:  # noqa: BLE001 - a bug in one round must not end the thread
+                if not self.context.ok():
+                    return
+                self._log_throttled(
+                    "error", "round", f"frame round failed: {type(exc).__name__}: {exc}"
+                )
+
+    def _process_round(self, items: list[tuple[str, Pending]]) -> None:
+        """Decode each camera's frame, then one batched inference per task set, then publish."""
+        params = self._params
+        ready: list[tuple[str, Decoded]] = []
+        for name, pending in items:
+            cam = self._cameras[name]
+            outputs = cam.outputs
+            subscribed = (
+                outputs.subscribed() if outputs is not None and cam.tasks.mode == MODE_AUTO else ()
+            )
+            active = cam.tasks.snapshot(subscribed).active
+            if not active:
+                cam.stats.count("skipped_no_task")
+                continue
+            try:
+                rgb = conv.image_to_rgb(pending.msg, params.max_image_pixels)
+            except conv.BadInputError as exc:
+                self._bad_input(cam, exc, None)
+                continue
+            ready.append(
+                (name, Decoded(cam, read_camera(self, name), pending.msg.header, rgb, active))
+            )
+        for tasks, group in group_by(ready, lambda _name, frame: frame.tasks).items():
+            self._infer_group(tasks, [frame for _, frame in group])
+
+    def _infer_group(self, tasks: tuple[str, ...], group: list[Decoded]) -> None:
+        """One ``infer_batch`` for the cameras of one task set, through the backend's watchdog."""
+        rgbs = [f.rgb for f in group]
+        ks = [self._camera_k(f.camera, f.rgb, tasks) for f in group]
+        with self._model_lock:
+            model = self._model
+            if model is None:
+                return
+            engine, watchdog = (
+                (model.fallback, model.fallback_watchdog)
+                if self._on_fallback
+                else (model.engine, model.watchdog)
+            )
+            t0 = time.perf_counter()
+            try:
+                results = watchdog.call(
+                    self._params.inference_timeout, engine.infer_batch, rgbs, tasks, ks
+                )
+            except Exception as exc:  # noqa: BLE001 - BackendError, device timeout: drop the group's frames
+                self._backend_fault(model, exc, [f.camera for f in group])
+                return
+            ms = (time.perf_counter() - t0) * 1e3
+            palette = model_palette(model.config)
+        self._batch_rate.tick()
+        self._batch_sizes = (self._batch_sizes + [len(group)])[-BATCH_HISTORY:]
+        self._batch_ms.add(ms)
+        for frame, result in zip(group, results, strict=True):
+            frame.camera.stats.inference_ms.add(ms)
+            self._results.put((frame, result, palette))  # blocks while the publisher is behind
+
+    def _publish_loop(self) -> None:
+        while (item := self._results.get()) is not None:
+            try:
+                self._publish(*item)
+            except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the thread
+                if not self.context.ok():
+                    return
+                self._log_throttled(
+                    "error", "publish", f"publishing failed: {type(exc).__name__}: {exc}"
+                )
+
+    def _camera_k(self, cam: Camera, rgb: np.ndarray, tasks: tuple[str, ...]) -> np.ndarray | None:
+        info = cam.info
+        if info is not None and not conv.calibration_fits(info, rgb.shape[0], rgb.shape[1]):
+            info = None
+        k = camera_k_from_info(info, rgb.shape[0], rgb.shape[1])
+        if k is None and "depth" in tasks and not cam.warned_no_k:
+            cam.warned_no_k = True
+            self.get_logger().warning(
+                f"{cam.name}: no calibrated camera_info: depth in metres of the model's "
+                "canonical camera until one arrives"
+            )
+        return k
+
+    def _publish(self, frame: Decoded, result: Any, palette: np.ndarray | None) -> None:
+        cam, header = frame.camera, frame.header
+        in_h, in_w = frame.rgb.shape[:2]
+        info = cam.info
+        if info is not None and not conv.calibration_fits(info, in_h, in_w):
+            cam.stats.count("camera_info_mismatch")
+            info = None
+        outputs = cam.outputs
+        if outputs is None or not outputs.publish(
+            header,
+            in_h,
+            in_w,
+            result,
+            at_input=frame.params.output_resolution == "input",
+            publish_color=self._params.publish_color,
+            palette=palette,
+            info=info,
+        ):
+            return
+        cam.stats.count("published")
+        cam.stats.output_rate.tick()
+        stamp = Time.from_msg(header.stamp)
+        if stamp.nanoseconds > 0:
+            cam.stats.stamp_to_publish_ms.add((self.get_clock().now() - stamp).nanoseconds / 1e6)
+
+    def _backend_fault(self, model: LoadedModel, exc: Exception, cams: list[Camera]) -> None:
+        name = model.fallback_backend if self._on_fallback else model.backend
+        self._log_throttled(
+            "error",
+            f"fault.{name}",
+            f"backend '{name}' failed, frames of "
+            f"{[c.name for c in cams]} dropped: {type(exc).__name__}: {exc}",
+        )
+        for cam in cams:
+            cam.stats.count("backend_faults")
+            if isinstance(exc, BackendHung):
+                cam.stats.count("backend_timeouts")
+        if model.fallback is not None and not self._on_fallback:
+            self._on_fallback = True
+            self.get_logger().warning(f"switching to fallback backend '{model.fallback_backend}'")
+        self._faults += 1
+
+    # ------------------------------------------------------------------ diagnostics
+    def _log_throttled(self, level: str, key: str, message: str) -> None:
+        self._throttle.log(self.get_logger(), level, key, message)
+
+    def _camera_health(
+        self, cam: Camera, bad: dict[str, int], counters: dict[str, int]
+    ) -> tuple[bytes, str]:
+        """Level and message of one camera: stale stream, faults, bad input since last report."""
+        seen = {
+            "faults": counters.get("backend_faults", 0),
+            "bad": sum(bad.values()),
+            "info": counters.get("camera_info_mismatch", 0),
+        }
+        new = {k: v - cam.seen.get(k, 0) for k, v in seen.items()}
+        cam.seen = seen
+        if self._lifecycle != "active":
+            return DiagnosticStatus.OK, self._lifecycle
+        last = cam.last_frame if cam.last_frame is not None else self._activated_at
+        age = time.monotonic() - last
+        what = "no frame received" if cam.last_frame is None else "last frame"
+        if age > STALE_ERROR_FACTOR * self._stale_timeout:
+            return DiagnosticStatus.ERROR, f"stale input: {what} for {age:.1f} s"
+        if new["faults"]:
+            return DiagnosticStatus.ERROR, f"{new['faults']} backend fault(s) since last report"
+        if age > self._stale_timeout:
+            return DiagnosticStatus.WARN, f"stale input: {what} for {age:.1f} s"
+        if new["bad"]:
+            return DiagnosticStatus.WARN, f"{new['bad']} bad input(s) since last report"
+        if new["info"]:
+            return (
+                DiagnosticStatus.WARN,
+                f"{new['info']} frame(s) without camera_info: its size does not match",
+            )
+        shortfall = cam.stats.reception.shortfall()
+        if shortfall:
+            return DiagnosticStatus.WARN, shortfall
+        return DiagnosticStatus.OK, "active"
+
+    def _accelerator_status(self, node_name: str) -> DiagnosticStatus:
+        model = self._model
+        faults, self._faults_seen = self._faults - self._faults_seen, self._faults
+        backend = "none"
+        level, message = DiagnosticStatus.OK, self._lifecycle
+        values: list[KeyValue] = []
+        if self._config_error:
+            level, message = DiagnosticStatus.ERROR, f"configure failed: {self._config_error}"
+        elif model is None:
+            level, message = DiagnosticStatus.WARN, f"{self._lifecycle}: no model loaded"
+        else:
+            backend = model.fallback_backend if self._on_fallback else model.backend
+            hung = (model.fallback_watchdog if self._on_fallback else model.watchdog).hung_for()
+            if hung is not None:
+                level, message = (
+                    DiagnosticStatus.ERROR,
+                    f"backend hung: no result for {hung:.0f} s",
+                )
+            elif self._on_fallback:
+                level, message = (
+                    DiagnosticStatus.WARN,
+                    f"running on fallback backend '{model.fallback_backend}'",
+                )
+            elif faults:
+                level, message = (
+                    DiagnosticStatus.ERROR,
+                    f"{faults} backend fault(s) since last report",
+                )
+        sizes = self._batch_sizes
+        values += [
+            KeyValue(key="backend", value=backend),
+            KeyValue(key="cameras", value=",".join(self._cameras)),
+            KeyValue(key="max batch", value=str(self._max_batch)),
+            KeyValue(key="batches per s", value=f"{self._batch_rate.rate():.2f}"),
+            KeyValue(
+                key="mean images per batch", value=f"{np.mean(sizes):.2f}" if sizes else "n/a"
+            ),
+            KeyValue(key="backend faults", value=str(self._faults)),
+        ]
+        p = self._batch_ms.percentiles()
+        values.append(
+            KeyValue(
+                key="latency batch ms",
+                value="n/a" if p is None else " ".join(f"p{q}={v:.1f}" for q, v in p.items()),
+            )
+        )
+        return DiagnosticStatus(
+            level=level,
+            name=f"{node_name}: {ACCELERATOR_STATUS}",
+            message=message,
+            hardware_id=backend,
+            values=values,
+        )
+
+    def _publish_diagnostics(self) -> None:
+        node_name = self.get_fully_qualified_name().lstrip("/")
+        model = self._model
+        backend = (
+            "none"
+            if model is None
+            else (model.fallback_backend if self._on_fallback else model.backend)
+        )
+        statuses = [self._accelerator_status(node_name)]
+        for cam in self._cameras.values():
+            counts = cam.stats.snapshot_counts()
+            level, message = self._camera_health(cam, *counts)
+            tasks = cam.tasks.snapshot(cam.outputs.subscribed() if cam.outputs is not None else ())
+            worker = {
+                "submitted": self._scheduler.offered[cam.name],
+                "dropped": self._scheduler.replaced[cam.name],
+            }
+            status = build_status(
+                node_name,
+                level,
+                message,
+                backend,
+                tasks.active,
+                tasks.mode,
+                cam.stats,
+                worker,
+                counts=counts,
+            )
+            status.name = f"{node_name}: camera {cam.name}"
+            statuses.append(status)
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = statuses
+        self._diag_pub.publish(arr)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``edgemoe_multi_node``."""
+    return spin_lifecycle_node(MultiCameraNode, NODE_NAME, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""launch/edgemoe_multi.launch.xml and config/edgemoe_6cam.yaml, without the launch package: the
+launch file parses, names the declared console script and the 6-camera params file; the config is
+valid parameter by parameter; and the command the launch file resolves to starts a node that
+serves every camera of the rig."""
+
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from ros_testing import (
+    NODE_SCRIPT,
+    TEST_PARAMS,
+    NodeProcess,
+    RosClient,
+    image_array,
+    make_image,
+    ros_env,
+    write_tiny_weights,
+)
+from sensor_msgs.msg import Image
+from test_launch import PACKAGE, resolve
+
+from edgemoe_ros.model.config import tiny_config
+from edgemoe_ros.ros import params as P
+from edgemoe_ros.ros.camera_params import PER_CAMERA, check_camera_names
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch" / "edgemoe_multi.launch.xml"
+CONFIG = ROOT / "config" / "edgemoe_6cam.yaml"
+#: Parameters the multi-camera node adds to the single node's (camera_params.py).
+MULTI_PARAMS = {"cameras", "max_batch", "stale_timeout"}
+
+
+def launch_description(overrides: dict[str, str] | None = None) -> dict:
+    root = ET.parse(LAUNCH).getroot()
+    assert root.tag == "launch"
+    args = {}
+    for a in root.findall("arg"):
+        assert a.get("description"), f"arg {a.get('name')} has no description"
+        args[a.get("name")] = a.get("default")
+    args.update(overrides or {})
+    args = {k: resolve(v, args) for k, v in args.items()}
+    [node] = root.findall("node")
+    return {
+        "pkg": node.get("pkg"),
+        "exec": node.get("exec"),
+        "name": node.get("name"),
+        "namespace": resolve(node.get("namespace"), args),
+        "ros_args": shlex.split(resolve(node.get("ros_args"), args)),
+        "params_files": [
+            resolve(p.get("from"), args) for p in node.findall("param") if p.get("from")
+        ],
+        "params": {
+            p.get("name"): yaml.safe_load(resolve(p.get("value"), args))
+            for p in node.findall("param")
+            if not p.get("from")
+        },
+    }
+
+
+def _config() -> dict:
+    [(_, body)] = yaml.safe_load(CONFIG.read_text()).items()
+    return body["ros__parameters"]
+
+
+def test_launch_names_the_multi_camera_console_script_and_6cam_config():
+    desc = launch_description()
+    assert desc["pkg"] == PACKAGE and desc["exec"] == "edgemoe_multi_node"
+    assert (
+        "edgemoe_multi_node = edgemoe_ros.ros.multi_camera_node:main"
+        in (ROOT / "setup.py").read_text()
+    )
+    assert desc["params_files"] == [str(CONFIG)] and CONFIG.is_file()
+    assert desc["params"] == {"autostart": True}
+    assert desc["ros_args"] == ["--log-level", "info"]
+
+
+def test_6cam_config_is_valid_for_every_parameter_and_camera():
+    values = _config()
+    cameras = values["cameras"]
+    assert len(cameras) == 6 and check_camera_names(cameras) is None
+    assert 1 <= values["max_batch"] <= 64 and values["stale_timeout"] > 0
+    for name, value in values.items():
+        if name in cameras:
+            assert set(value) == set(PER_CAMERA), name
+            for suffix, v in value.items():
+                P.validate(suffix, v)
+        elif name not in MULTI_PARAMS:
+            P.validate(name, value)
+    assert set(cameras) <= set(values)  # every camera's tasks and resolution are spelled out
+    assert P.options_for_backend(values["backend"], values["backend_options"]) is None
+
+
+@pytest.mark.ros
+def test_launch_command_serves_all_six_cameras(tmp_path):
+    weights = write_tiny_weights(tmp_path / "tiny.safetensors")
+    params = yaml.safe_load(CONFIG.read_text())
+    body = next(iter(params.values()))["ros__parameters"]
+    body.update(TEST_PARAMS, weights_path=str(weights), backend_options="{}")
+    params_file = tmp_path / "edgemoe_6cam.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    ns = "/perception"
+    desc = launch_description({"namespace": ns, "params_file": str(params_file)})
+    exe = NODE_SCRIPT.with_name(desc["exec"])
+    assert exe.exists(), f"console script {desc['exec']} not installed at {exe}"
+    cmd = [
+        str(exe),
+        "--ros-args",
+        *desc["ros_args"],
+        "-r",
+        f"__node:={desc['name']}",
+        "-r",
+        f"__ns:={ns}",
+        "--params-file",
+        desc["params_files"][0],
+        "-p",
+        "autostart:=true",
+    ]
+    env = ros_env(tmp_path)
+    node = NodeProcess(tmp_path, env, command=cmd)
+    client = None
+    cameras = body["cameras"]
+    cfg = tiny_config()
+    try:
+        client = RosClient(env)
+        client.wait_for_state(f"{ns}/edgemoe_multi_node", "active")
+        outs = {c: client.collect(f"{ns}/{c}/segmentation", Image) for c in cameras}
+        pubs = {c: client.publisher(f"{ns}/{c}/image", Image) for c in cameras}
+        for c in cameras:
+            client.wait_for_subscribers(pubs[c])
+            client.wait_for_matched(outs[c])
+        for i, c in enumerate(cameras):
+            pubs[c].publish(make_image(96, 160, stamp=(10 + i, 0), frame_id=c))
+        for i, c in enumerate(cameras):
+            m = outs[c].wait_for(lambda m, i=i: m.header.stamp.sec == 10 + i)
+            want = (96, 160) if body[c]["output_resolution"] == "input" else (cfg.img_h, cfg.img_w)
+            assert m.header.frame_id == c and image_array(m).shape == want, (
+                c
+            )  # per-camera resolution
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
