@@ -286,6 +286,8 @@ class BagWorker:
         from ..backends.base import BackendError
 
         start = time.perf_counter()
+        # A unit's destination is its own: anything there is a dead attempt's (Ray retries) half bag.
+        shutil.rmtree(unit.dest, ignore_errors=True)
         try:
             if unit.merge:
                 merge_bags(unit.merge, unit.dest)

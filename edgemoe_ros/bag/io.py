@@ -120,10 +120,14 @@ class BagReader:
         self.require(topic)
         return self._connections[topic].msgtype
 
-    def msgdef(self, topic: str) -> tuple[str, str]:
-        """(message definition text, RIHS01 digest) as recorded, for copying a topic verbatim."""
+    def msgdef(self, topic: str) -> tuple[str, str] | None:
+        """(message definition text, RIHS01 digest) as recorded, for copying a topic verbatim.
+
+        None when the bag does not record the digest (a bare .mcap file keeps it only in the
+        metadata.yaml it lacks): the writer then takes both from the type store.
+        """
         conn = self._connections[topic]
-        return conn.msgdef.data, conn.digest
+        return (conn.msgdef.data, conn.digest) if conn.digest else None
 
     def require(self, topic: str, msgtypes: Sequence[str] | None = None) -> None:
         """Raise ``BagError`` unless ``topic`` is in the bag (and of one of ``msgtypes``)."""
