@@ -204,6 +204,7 @@ def test_without_ray_the_flags_name_the_extra_and_one_worker_still_runs(
         bag_set: Path, weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     caplog.set_level(logging.INFO, logger="edgemoe-bag")
     for flags in (["--workers", "2"], ["--ray", "ray://head:10001"]):
         rc = main(["process", str(bag_set), "--out", str(tmp_path / "o"), "--weights", str(weights_file), *flags])

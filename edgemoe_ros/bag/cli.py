@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--workers", type=_positive_int, metavar="N",
                        help="parallel workers; N > 1 runs on a local Ray started for the run "
                             "(default with Ray installed: one per core; 1: this process, no Ray)")
-    fleet.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                       help="run on an existing Ray cluster (e.g. ray://head:10001; no ADDRESS: $RAY_ADDRESS)")
+    fleet.add_argument("--ray", metavar="ADDRESS",
+                       help="run on an existing Ray cluster, e.g. ray://head:10001 (default without --workers: "
+                            "$RAY_ADDRESS when set); 'local': a local Ray even for one worker")
     fleet.add_argument("--max-retries", type=_non_negative_int, default=None, metavar="N",
                        help="re-runs of a piece of work whose worker process died (default 2)")
     fleet.add_argument("--chunk-frames", type=_positive_int, default=None, metavar="N",
@@ -196,23 +197,20 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
 
     options = fl.ProcessOptions(args.topic, tuple(args.tasks) if args.tasks else None, args.backend,
                                 backend_options, args.output_resolution, args.resize_mode, args.namespace)
-    address = args.ray if args.ray else os.environ.get("RAY_ADDRESS") if args.ray is not None else None
-    if args.ray == "" and not address:
-        log.error("--ray without ADDRESS needs RAY_ADDRESS set")
-        return EXIT_USAGE
-    explicit = args.workers is not None or address is not None
+    # Ray's own convention: RAY_ADDRESS names the cluster unless the command line chooses.
+    address = args.ray or (os.environ.get("RAY_ADDRESS") or None if args.workers is None else None)
     if args.workers is not None:
         workers = args.workers
-    elif address is not None:
+    elif address is not None and address != "local":
         workers = 0  # the cluster's CPUs
-    elif fl.ray_available():
+    elif address == "local" or fl.ray_available():
         workers = max(1, (os.cpu_count() or 1) // options.threads)
     else:
         workers = 1
         log.info("Ray is not installed: one worker in this process (for parallel workers: %s)", fl.INSTALL_HINT)
     try:
-        if explicit and (workers != 1 or address is not None):
-            fl.require_ray()
+        if workers != 1 or address is not None:
+            fl.require_ray()  # before any output directory is made
         if args.out is not None:
             tasks = fl.plan_outputs(fl.find_bags(args.paths), args.out)
         elif len(args.paths) == 2:

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 #: Object store of a local instance: only the model (tens of MB) and small results pass through
 #: it, so Ray's default (30 % of RAM) would only take memory from the workers.
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+#: Ray's address for "start a new local instance" (``--ray local``: Ray even for one worker).
+LOCAL = "local"
 
 
 class RayBagWorker(BagWorker):
@@ -74,20 +76,21 @@ def _model_argument(weights: Any) -> Any:
 
 
 def start_ray(workers: int, threads: int, address: str | None) -> tuple[bool, int]:
-    """Connect to ``address``, or start a local instance with ``workers * threads`` CPUs.
+    """Connect to ``address``, or start a local instance with ``workers * threads`` CPUs
+    (``address`` None or "local"; ``workers`` 0, the default for a cluster, means one here).
 
     Returns (whether this call started Ray, so it must stop it; the number of workers).
     A Ray already initialised in this process is used as it is (library callers, tests).
     """
     if ray.is_initialized():
         started = False
-    elif address is not None:
+    elif address in (None, LOCAL):
+        ray.init(address=LOCAL, num_cpus=max(1, workers) * threads, include_dashboard=False,
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING)
+        return True, max(1, workers)
+    else:
         ray.init(address=address, logging_level=logging.WARNING)
         started = True
-    else:
-        ray.init(address="local", num_cpus=workers * threads, include_dashboard=False,
-                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING)
-        return True, workers
     if workers <= 0:  # a cluster's default: one worker per `threads` CPUs it has
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
     return started, workers
@@ -113,7 +116,8 @@ def run_on_ray(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions
     finally:
         if started:
             ray.shutdown()
-    where = address or ("Ray (this process's)" if not started else f"local Ray ({os.cpu_count()} cores)")
+    where = ("Ray (this process's)" if not started else
+             f"local Ray ({os.cpu_count()} cores)" if address in (None, LOCAL) else f"Ray at {address}")
     return FleetSummary([b.result for b in bags], workers, where, startup_seconds=startup)
 
 
