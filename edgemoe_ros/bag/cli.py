@@ -204,7 +204,7 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
     elif address is not None and address != "local":
         workers = 0  # the cluster's CPUs
     elif address == "local" or fl.ray_available():
-        workers = max(1, (os.cpu_count() or 1) // options.threads)
+        workers = max(1, len(os.sched_getaffinity(0)) // options.threads)  # the cores this process may use
     else:
         workers = 1
         log.info("Ray is not installed: one worker in this process (for parallel workers: %s)", fl.INSTALL_HINT)

@@ -51,7 +51,7 @@ DEFAULT_CHUNK_FRAMES = 300
 #: Ray retries of a unit whose worker process died.
 DEFAULT_MAX_RETRIES = 2
 
-DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 
 
 class FleetError(RuntimeError):
@@ -342,7 +342,7 @@ def _plan(tasks: Sequence[BagTask], options: ProcessOptions, overwrite: bool,
     """
     bags, total = [], 0
     for i, task in enumerate(tasks):
-        b = PlannedBag(task, BagResult(str(task.input), str(task.output), DONE))
+        b = PlannedBag(task, BagResult(str(task.input), str(task.output), PENDING))
         bags.append(b)
         if not claim_output(task, overwrite):
             b.result.status = SKIPPED
@@ -387,7 +387,7 @@ def record_result(bag: PlannedBag, unit: Unit, res: UnitResult) -> Unit | None:
         return None
     bag.result.seconds += res.seconds
     if unit.merge:
-        publish_output(bag.task)
+        _publish(bag)
         return None
     bag.result.frames += res.frames
     bag.result.skipped_frames += res.skipped_frames
@@ -395,10 +395,15 @@ def record_result(bag: PlannedBag, unit: Unit, res: UnitResult) -> Unit | None:
     if bag.pending:
         return None
     if len(bag.units) == 1:
-        publish_output(bag.task)
+        _publish(bag)
         return None
     return Unit(unit.bag, len(bag.units), unit.input, str(bag.task.partial / bag.task.output.name),
                 merge=tuple(u.dest for u in bag.units))
+
+
+def _publish(bag: PlannedBag) -> None:
+    publish_output(bag.task)
+    bag.result.status = DONE
 
 
 def units_longest_first(bags: Sequence[PlannedBag]) -> list[Unit]:
@@ -439,8 +444,10 @@ def run_fleet(tasks: Sequence[BagTask], weights: Any, options: ProcessOptions, *
     finally:
         if bar is not None:
             bar.close()
-        for b in bags:  # a failed bag's chunks still running when it failed may have written since
-            if b.result.status == FAILED:
+        for b in bags:
+            if b.result.status == PENDING:  # the run stopped early (workers could not start)
+                b.result.status, b.result.error = FAILED, "not processed: the run stopped before it"
+            if b.result.status == FAILED:  # also chunks that were still running when their bag failed
                 shutil.rmtree(b.task.partial, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     return summary
