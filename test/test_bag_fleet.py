@@ -19,7 +19,7 @@ import pytest
 
 from edgemoe_ros.bag import BagWriter, CameraInfoParams, write_image_bag
 from edgemoe_ros.bag import messages as m
-from edgemoe_ros.bag.cli import EXIT_BAG, EXIT_OK, EXIT_USAGE, main
+from edgemoe_ros.bag.cli import EXIT_BAG, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from edgemoe_ros.bag.fleet import (
     PARTIAL_PREFIX,
     FleetError,
@@ -253,3 +253,17 @@ def test_chunks_cover_the_bag_and_merge_back_in_order(bag_set: Path, tmp_path: P
     merge_bags(parts, tmp_path / "merged")
     assert _messages(tmp_path / "merged") == _messages(src)
     assert not any(p.exists() for p in parts)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_backend_the_workers_cannot_load_is_a_model_error(bag_set: Path, weights_file: Path, tmp_path: Path,
+                                                            workers: str, request: pytest.FixtureRequest,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    if workers != "1":
+        request.getfixturevalue("local_ray")
+    out = tmp_path / "out"
+    rc = main(["process", str(bag_set), "--out", str(out), "--weights", str(weights_file), "--no-progress",
+               "--workers", workers, "--backend", "gpu"])
+    assert rc == EXIT_MODEL
+    assert "unknown backend 'gpu'" in caplog.text
+    assert not any(out.iterdir())  # no partial work left behind

@@ -227,6 +227,9 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
     except fl.MissingExtraError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except fl.WorkerStartError as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
     except fl.FleetError as exc:
         log.error("%s", exc)
         return EXIT_BAG

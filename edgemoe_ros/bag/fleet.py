@@ -58,6 +58,10 @@ class FleetError(RuntimeError):
     """A run that cannot start (no bags, two inputs with one output name, workers that cannot start)."""
 
 
+class WorkerStartError(FleetError):
+    """The workers could not load the model (bad backend or options, weights not on a worker node)."""
+
+
 class MissingExtraError(FleetError):
     """Ray was asked for (``--workers``/``--ray``) but is not installed."""
 
@@ -297,7 +301,9 @@ class BagWorker:
                             backend=o.backend, output_resolution=o.output_resolution,
                             resize_mode=o.resize_mode, namespace=o.namespace, progress=progress,
                             engine=self.engine, start_ns=unit.start_ns, stop_ns=unit.stop_ns)
-        except (BagError, BackendError, OSError, ValueError) as exc:
+        except BagError as exc:  # its message names the bag
+            return UnitResult(seconds=time.perf_counter() - start, error=str(exc))
+        except (BackendError, OSError, ValueError) as exc:
             return UnitResult(seconds=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
         return UnitResult(s.frames, s.skipped, s.seconds)
 
@@ -306,7 +312,7 @@ class BagWorker:
 
 
 def merge_bags(parts: Sequence[str | os.PathLike], dest: str | os.PathLike) -> int:
-    """Concatenate time-disjoint bags (given in time order) into ``dest``; each part is removed once copied.
+    """Concatenate time-disjoint bags (given in time order) into ``dest``; the parts are removed after.
 
     Each part is in log-time order and every part ends before the next begins, so the result is in
     log-time order with the parts' own order among equal stamps: that of a single pass.

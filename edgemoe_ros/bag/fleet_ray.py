@@ -27,12 +27,12 @@ from ..allocator import tune_allocator
 from ..blas_threads import limit_blas_threads
 from .fleet import (
     BagWorker,
-    FleetError,
     FleetSummary,
     PlannedBag,
     ProcessOptions,
     Unit,
     UnitResult,
+    WorkerStartError,
     record_result,
     units_longest_first,
 )
@@ -108,7 +108,7 @@ def run_on_ray(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions
         try:
             ray.get([a.ready.remote() for a in actors])
         except RayError as exc:
-            raise FleetError(f"workers could not start: {_cause(exc)}") from None
+            raise WorkerStartError(f"workers could not start: {_cause(exc)}") from None
         startup = time.perf_counter() - t0
         _dispatch(bags, actors, max_retries, bar)
         for a in actors:
