@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemoe_ros.allocator import tune_allocator
-from edgemoe_ros.bag import CameraInfoParams, write_image_bag
+from edgemoe_ros.bag import CameraInfoParams, bag_info, write_image_bag
 from edgemoe_ros.bag.fleet import BagTask, ProcessOptions, find_bags, plan_outputs, require_ray, run_fleet
 from edgemoe_ros.bag.process import process_bag
 from edgemoe_ros.blas_threads import limit_blas_threads
@@ -63,6 +63,23 @@ def make_set(root: Path, bags: int, frames: int, size: str) -> list[Path]:
         frames_b = [(T0 + i * PERIOD, np.roll(scene, PAN_PX * i, axis=1)) for i in range(frames)]
         write_image_bag(root / f"drive_{b:02d}", frames_b, TOPIC, "cam_optical", "mcap", info, "jpeg")
     return find_bags([root])
+
+
+def _input_set(root: Path, args: argparse.Namespace) -> list[Path]:
+    """The generated set, or the one a previous run left in ``--dir`` if it is the same shape."""
+    if root.exists():
+        bags = find_bags([root])
+        frames = {t.count for b in bags for t in bag_info(b).topics if t.topic == TOPIC}
+        if len(bags) != args.bags or frames != {args.frames}:
+            raise SystemExit(f"{root} holds another set ({len(bags)} bags of {sorted(frames)} frames); "
+                             "remove it or choose another --dir")
+        print(f"reusing {len(bags)} bags x {args.frames} frames in {root}", file=sys.stderr)
+        return bags
+    t = time.perf_counter()
+    bags = make_set(root, args.bags, args.frames, args.size)
+    print(f"generated {len(bags)} bags x {args.frames} frames ({args.size}) in {time.perf_counter() - t:.1f} s",
+          file=sys.stderr)
+    return bags
 
 
 def run_loop(tasks: list[BagTask], weights: Any, options: ProcessOptions) -> dict[str, float]:
@@ -111,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, float]]]:
-    t = time.perf_counter()
-    bags = make_set(work / "in", args.bags, args.frames, args.size)
-    print(f"generated {len(bags)} bags x {args.frames} frames ({args.size}) in {time.perf_counter() - t:.1f} s",
-          file=sys.stderr)
+    bags = _input_set(work / "in", args)
     weights = load_weights(resolve_weights_path(args.weights))
     options = ProcessOptions()
     results: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
