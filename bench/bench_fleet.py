@@ -35,7 +35,14 @@ from typing import Any
 
 from edgemoe_ros.allocator import tune_allocator
 from edgemoe_ros.bag import CameraInfoParams, bag_info, write_image_bag
-from edgemoe_ros.bag.fleet import BagTask, ProcessOptions, find_bags, plan_outputs, require_ray, run_fleet
+from edgemoe_ros.bag.fleet import (
+    BagTask,
+    ProcessOptions,
+    find_bags,
+    plan_outputs,
+    require_ray,
+    run_fleet,
+)
 from edgemoe_ros.bag.process import process_bag
 from edgemoe_ros.blas_threads import limit_blas_threads
 from edgemoe_ros.model.weights import load_weights, resolve_weights_path
@@ -61,7 +68,9 @@ def make_set(root: Path, bags: int, frames: int, size: str) -> list[Path]:
     for b in range(bags):
         scene = render_frame(1000 + b, w, h).rgb
         frames_b = [(T0 + i * PERIOD, np.roll(scene, PAN_PX * i, axis=1)) for i in range(frames)]
-        write_image_bag(root / f"drive_{b:02d}", frames_b, TOPIC, "cam_optical", "mcap", info, "jpeg")
+        write_image_bag(
+            root / f"drive_{b:02d}", frames_b, TOPIC, "cam_optical", "mcap", info, "jpeg"
+        )
     return find_bags([root])
 
 
@@ -71,14 +80,19 @@ def _input_set(root: Path, args: argparse.Namespace) -> list[Path]:
         bags = find_bags([root])
         frames = {t.count for b in bags for t in bag_info(b).topics if t.topic == TOPIC}
         if len(bags) != args.bags or frames != {args.frames}:
-            raise SystemExit(f"{root} holds another set ({len(bags)} bags of {sorted(frames)} frames); "
-                             "remove it or choose another --dir")
+            raise SystemExit(
+                f"{root} holds another set ({len(bags)} bags of {sorted(frames)} frames); "
+                "remove it or choose another --dir"
+            )
         print(f"reusing {len(bags)} bags x {args.frames} frames in {root}", file=sys.stderr)
         return bags
     t = time.perf_counter()
     bags = make_set(root, args.bags, args.frames, args.size)
-    print(f"generated {len(bags)} bags x {args.frames} frames ({args.size}) in {time.perf_counter() - t:.1f} s",
-          file=sys.stderr)
+    print(
+        f"generated {len(bags)} bags x {args.frames} frames ({args.size}) "
+        f"in {time.perf_counter() - t:.1f} s",
+        file=sys.stderr,
+    )
     return bags
 
 
@@ -86,14 +100,23 @@ def run_loop(tasks: list[BagTask], weights: Any, options: ProcessOptions) -> dic
     start = time.perf_counter()
     frames = 0
     for t in tasks:
-        frames += process_bag(t.input, t.output, weights, topic=options.topic, tasks=options.tasks,
-                              backend=options.backend, backend_options=options.backend_options,
-                              output_resolution=options.output_resolution).frames
+        frames += process_bag(
+            t.input,
+            t.output,
+            weights,
+            topic=options.topic,
+            tasks=options.tasks,
+            backend=options.backend,
+            backend_options=options.backend_options,
+            output_resolution=options.output_resolution,
+        ).frames
     seconds = time.perf_counter() - start
     return {"frames": frames, "seconds": seconds, "startup_s": 0.0}
 
 
-def run_ray(tasks: list[BagTask], weights: Any, options: ProcessOptions, workers: int) -> dict[str, float]:
+def run_ray(
+    tasks: list[BagTask], weights: Any, options: ProcessOptions, workers: int
+) -> dict[str, float]:
     s = run_fleet(tasks, weights, options, workers=workers, ray_address="local")
     if s.count("failed"):
         raise RuntimeError(f"fleet run failed: {s.to_dict()['errors']}")
@@ -101,9 +124,13 @@ def run_ray(tasks: list[BagTask], weights: Any, options: ProcessOptions, workers
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bags", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=100, help="frames per bag (default: 10 s drives at 10 Hz)")
+    ap.add_argument(
+        "--frames", type=int, default=100, help="frames per bag (default: 10 s drives at 10 Hz)"
+    )
     ap.add_argument("--size", choices=SIZES, default="720p")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--weights", help="model (default: the shipped one)")
@@ -133,7 +160,7 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, f
     options = ProcessOptions()
     results: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
     for r in range(args.repeats):
-        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
+        order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]
         for config in order:
             out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
@@ -147,13 +174,19 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, f
             res["load_before"] = load
             res["fps"] = res["frames"] / res["seconds"]
             results[config].append(res)
-            print(f"repeat {r + 1} {config}: {res['frames']} frames in {res['seconds']:.1f} s = {res['fps']:.2f} "
-                  f"frames/s (start-up {res['startup_s']:.1f} s, load {load:.2f})", file=sys.stderr)
+            print(
+                f"repeat {r + 1} {config}: {res['frames']} frames in {res['seconds']:.1f} s "
+                f"= {res['fps']:.2f} "
+                f"frames/s (start-up {res['startup_s']:.1f} s, load {load:.2f})",
+                file=sys.stderr,
+            )
     shutil.rmtree(work / "out", ignore_errors=True)
     return results
 
 
-def _summarise(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> dict[str, Any]:
+def _summarise(
+    results: dict[str, list[dict[str, float]]], args: argparse.Namespace
+) -> dict[str, Any]:
     fps = {c: statistics.median(r["fps"] for r in runs) for c, runs in results.items()}
 
     def steady(c: str) -> float:
@@ -164,12 +197,21 @@ def _summarise(results: dict[str, list[dict[str, float]]], args: argparse.Namesp
         "speedup_ray1": fps["ray1"] / fps["loop"],
         "scaling_efficiency": steady("ray2") / (2 * steady("ray1")),
         "scaling_efficiency_with_startup": fps["ray2"] / (2 * fps["ray1"]),
-        "ray_startup_s": statistics.median(r["startup_s"] for c in ("ray1", "ray2") for r in results[c]),
+        "ray_startup_s": statistics.median(
+            r["startup_s"] for c in ("ray1", "ray2") for r in results[c]
+        ),
         "fps": fps,
         "fps_after_startup": {c: steady(c) for c in ("ray1", "ray2")},
         "runs": results,
-        "set": {"bags": args.bags, "frames_per_bag": args.frames, "size": args.size, "encoding": "jpeg",
-                "tasks": "semseg+depth", "output_resolution": "input", "backend": "cpu (1 thread per worker)"},
+        "set": {
+            "bags": args.bags,
+            "frames_per_bag": args.frames,
+            "size": args.size,
+            "encoding": "jpeg",
+            "tasks": "semseg+depth",
+            "output_resolution": "input",
+            "backend": "cpu (1 thread per worker)",
+        },
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
     }
@@ -177,15 +219,21 @@ def _summarise(results: dict[str, list[dict[str, float]]], args: argparse.Namesp
 
 def _print_table(doc: dict[str, Any]) -> None:
     s = doc["set"]
-    print(f"\n{s['bags']} bags x {s['frames_per_bag']} frames {s['size']} {s['encoding']}, {s['tasks']}, "
-          f"{s['backend']}, {doc['cpus']} CPUs; frames/s, wall time incl. start-up, {doc['repeats']} interleaved runs")
+    print(
+        f"\n{s['bags']} bags x {s['frames_per_bag']} frames {s['size']} {s['encoding']}, "
+        f"{s['tasks']}, {s['backend']}, {doc['cpus']} CPUs; frames/s, wall time incl. start-up, "
+        f"{doc['repeats']} interleaved runs"
+    )
     print(f"{'':8}{'median':>9}   runs (load avg before)")
     for c in CONFIGS:
         runs = "  ".join(f"{r['fps']:.2f} ({r['load_before']:.1f})" for r in doc["runs"][c])
         print(f"{c:8}{doc['fps'][c]:>9.2f}   {runs}")
-    print(f"speedup ray2/loop {doc['speedup']:.2f} (ray1/loop {doc['speedup_ray1']:.2f}); scaling efficiency "
-          f"{doc['scaling_efficiency']:.2f} after start-up ({doc['scaling_efficiency_with_startup']:.2f} with it); "
-          f"Ray start-up {doc['ray_startup_s']:.1f} s")
+    print(
+        f"speedup ray2/loop {doc['speedup']:.2f} (ray1/loop {doc['speedup_ray1']:.2f}); "
+        f"scaling efficiency {doc['scaling_efficiency']:.2f} after start-up "
+        f"({doc['scaling_efficiency_with_startup']:.2f} with it); "
+        f"Ray start-up {doc['ray_startup_s']:.1f} s"
+    )
 
 
 if __name__ == "__main__":

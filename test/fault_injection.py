@@ -48,8 +48,9 @@ class FaultyBackend(Backend):
 
 
 class CrashOnceBackend(FaultyBackend):
-    """cpu backend whose process dies (no exception, no cleanup: a segfault or the OOM killer) on
-    the first ``run`` after ``trigger_file`` appears; it removes the file first, so a retry succeeds."""
+    """cpu backend whose process dies (no exception, no cleanup: a segfault or the OOM killer)
+    on the first ``run`` after ``trigger_file`` appears; it removes the file first, so a retry
+    succeeds."""
 
     name = CRASH_ONCE
 
@@ -62,7 +63,8 @@ class CrashOnceBackend(FaultyBackend):
 
 
 def register() -> None:
-    """Add the fault backends to the registry (in this process; Ray workers run it as their setup hook)."""
+    """Add the fault backends to the registry (in this process; Ray workers run it as their
+    setup hook)."""
     module = __name__ if __name__ != "__main__" else "fault_injection"
     BACKENDS[FAULTY] = f"{module}:FaultyBackend"
     BACKENDS[CRASH_ONCE] = f"{module}:CrashOnceBackend"

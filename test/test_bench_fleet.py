@@ -21,9 +21,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_fleet_writes_the_issue_json(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray (the fleet extra) is installed by scripts/bootstrap.sh")
     out = tmp_path / "fleet.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_fleet.py"), "--size", "small", "--bags", "3",
-                           "--frames", "2", "--repeats", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_fleet.py"),
+            "--size",
+            "small",
+            "--bags",
+            "3",
+            "--frames",
+            "2",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     for key in ("speedup", "speedup_ray1", "scaling_efficiency", "ray_startup_s"):
