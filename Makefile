@@ -19,7 +19,7 @@ test-slow: venv
 	$(PY) -m pytest -m slow
 
 lint: venv
-	$(VENV)/bin/ruff check edgemoe_ros test bench
+	$(VENV)/bin/ruff check edgemoe_ros test bench scripts
 
 hls: venv
 	$(MAKE) -C hls_accel

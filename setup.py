@@ -15,7 +15,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.xml")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools", "numpy", "safetensors"],
     # `pip install .[fleet]`: many bags on local or cluster Ray workers (docs/fleet.md); pin as in
@@ -33,6 +33,10 @@ setup(
             "edgemoe-bag = edgemoe_ros.bag.cli:main",
             "edgemoe-demo = edgemoe_ros.demo:main",
             "edgemoe-import = edgemoe_ros.model.importers:main",
+            "edgemoe-dataset = edgemoe_ros.cli.dataset:main",
+            "edgemoe-eval = edgemoe_ros.cli.eval:main",
+            "edgemoe-train = edgemoe_ros.training.edgemoe_train:main",
+            "edgemoe-fpga = edgemoe_ros.cli.fpga:main",
         ],
     },
 )

@@ -81,7 +81,11 @@ def _m3vit_peer(weights, image):
 
 
 def _training_peer(weights, image, torch):
-    from edgemoe_ros.training.torch_model import build_torch_model, images_to_tensor, load_model_weights
+    from edgemoe_ros.training.torch_model import (
+        build_torch_model,
+        images_to_tensor,
+        load_model_weights,
+    )
 
     model = build_torch_model(weights.config).eval()
     load_model_weights(model, weights)

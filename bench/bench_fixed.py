@@ -16,7 +16,8 @@ driving scenes) it measures, per image and task:
 Timings are the median of ``--runs`` repetitions of the whole batch, divided by its images.
 ``--with-driver`` also times the ``fpga`` backend on the simulated PYNQ device (C-simulation as
 hardware) and checks it returns the csim bits. ``--json FILE`` writes
-``{"emulator_s", "csim_s", "mismatched_bits", "cosine_vs_float", "est_fpga_ms"}`` plus details.
+``{"emulator_s", "csim_s", "mismatched_bits", "cosine_vs_float", "est_fpga_ms", "resources"}`` plus
+details; ``resources`` is ``{bram36, dsp, bram_pct, dsp_pct}`` of ``accel/resources.py``.
 
     .venv/bin/python bench/bench_fixed.py --images 2 --runs 3 --json bench_fixed.json
 """
@@ -34,6 +35,7 @@ import numpy as np
 from bench_inputs import bench_images, bench_weights
 
 from edgemoe_ros.accel import interface as itf
+from edgemoe_ros.accel import resources
 from edgemoe_ros.accel.latency_model import EDGE_MOE_BOARD_MS, estimate
 from edgemoe_ros.backends import create_backend
 from edgemoe_ros.fixedpoint.emulator import FixedPointEmulator
@@ -164,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(est.block_table())
     print(f"\nestimate {est.ms_per_image:.2f} ms per image per task (Edge-MoE board, measured: {EDGE_MOE_BOARD_MS:g} ms)")
+    print(f"\n## Resources of the accelerator on the {itf.FPGA_PART} (accel/resources.py)\n")
+    print(resources.estimate(cfg).table())
     if args.json:
         keys = ("emulator_s", "csim_s", "mismatched_bits", "cosine_vs_float", "est_fpga_ms")
         payload = {k: res[k] for k in keys}
+        payload["resources"] = resources.estimate(cfg).as_dict()
         payload["details"] = {k: v for k, v in res.items() if k not in keys} | {
             "weights": source, "images": args.images, "image_kind": kind, "runs": args.runs}
         with open(args.json, "w") as fh:

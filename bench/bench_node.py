@@ -130,12 +130,12 @@ def run_sink(namespace: str) -> int:
     from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
-    from edgemoe_ros.ros.params import qos_profile
+    from edgemoe_ros.ros.qos import profile
 
     rclpy.init()
     node = rclpy.create_node("bench_sink")
     for t in OUTPUT_TOPICS:
-        node.create_subscription(Image, f"{namespace}/{t}", lambda _m: None, qos_profile("reliable"), raw=True)
+        node.create_subscription(Image, f"{namespace}/{t}", lambda _m: None, profile("reliable", 10), raw=True)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -158,7 +158,8 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     from edgemoe_ros.ros import conversions as conv
     from edgemoe_ros.ros.cdr_image import read_image
     from edgemoe_ros.ros.node import color_at_input
-    from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, qos_profile
+    from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS
+    from edgemoe_ros.ros.qos import profile
 
     h, w = SIZES[size]
     header = Header(frame_id="cam")
@@ -167,7 +168,7 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     engine = Engine(weights, "null")
     # The node's own output names, so the sink (another process) receives them: publishing with no
     # subscriber skips the transport and would flatter the figure.
-    pubs = {t: pub_node.create_publisher(Image, f"{NAMESPACE}/{t}", qos_profile("reliable")) for t in OUTPUT_TOPICS}
+    pubs = {t: pub_node.create_publisher(Image, f"{NAMESPACE}/{t}", profile("reliable", 10)) for t in OUTPUT_TOPICS}
     _wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 30, "the sink")
     out: dict[str, float] = {}
     wire = serialize_message(msg)
@@ -257,6 +258,19 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
 
 
 # ----------------------------------------------------------------------------- end to end
+#: Seconds ``play`` waits for the node to subscribe.
+PLAY_WAIT_S = 60.0
+#: Seconds for the player process to start (imports, rclpy init) on a loaded machine.
+PLAY_START_S = 30.0
+
+
+def _play_limit_s(frames: int) -> float:
+    """The longest ``edgemoe-bag play`` can take: each of its waits is bounded (bag/play.py)."""
+    from edgemoe_ros.bag.play import FLUSH_TIMEOUT_S, SHUTDOWN_TIMEOUT_S
+
+    return PLAY_START_S + PLAY_WAIT_S + frames / E2E_HZ + FLUSH_TIMEOUT_S + SHUTDOWN_TIMEOUT_S
+
+
 def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str],
               listener: Any) -> dict[str, float]:
     """Median/p90 ms from header stamp (set at publish by the player) to receipt here."""
@@ -275,9 +289,12 @@ def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[s
     try:
         listener.reset()
         _wait(listener.matched, 60, "edgemoe_node outputs")
-        play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
-                               "--wait-subscribers", "1", "--wait-timeout", "60"], env=env,
-                              capture_output=True, text=True, timeout=120 + frames / E2E_HZ)
+        try:
+            play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
+                                   "--wait-subscribers", "1", "--wait-timeout", str(PLAY_WAIT_S)], env=env,
+                                  capture_output=True, text=True, timeout=_play_limit_s(frames))
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"edgemoe-bag play outlived its own bound ({exc.timeout:.0f} s)") from None
         if play.returncode != 0:
             raise RuntimeError(f"edgemoe-bag play failed: {play.stderr[-2000:]}")
         _wait(lambda: len(listener.latencies) >= frames, 10, f"{frames} outputs")
@@ -296,10 +313,10 @@ class Listener:
     def __init__(self, node: Any):
         from sensor_msgs.msg import Image
 
-        from edgemoe_ros.ros.params import qos_profile
+        from edgemoe_ros.ros.qos import profile
 
         self.latencies: list[float] = []
-        qos = qos_profile("reliable")
+        qos = profile("reliable", 10)
         self.sub = node.create_subscription(Image, f"{NAMESPACE}/depth", self._on, qos, raw=True)
         # Subscribe to the other outputs too, so the node publishes (and pays for) all of them.
         self._others = [node.create_subscription(Image, f"{NAMESPACE}/{t}", lambda _m: None, qos, raw=True)

@@ -82,3 +82,20 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
                     mmap_threshold, trim_threshold)
     _applied = ok
     return ok
+
+
+def release_free_memory() -> bool:
+    """Hand freed heap memory back to the kernel now (glibc ``malloc_trim(0)``, every arena).
+
+    Why: a model reload holds the old and the new model together for a moment (the old one keeps
+    serving until the new one is ready), ~150 MB each for the shipped model with its packed
+    weights. Once the old one is freed, glibc keeps the pages: freed chunks inside the heap are
+    never trimmed, and the top only beyond ``TRIM_THRESHOLD_BYTES``. A node that reloads daily
+    then grows by a model's worth per reload (measured: 336 -> 537 -> 674 MB). Executables call
+    this after a reload or cleanup (rare events, a few ms); the next frames re-fault their
+    buffers once. Returns True if memory was released; False where the C library is not glibc.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.malloc_trim(0))

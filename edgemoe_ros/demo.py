@@ -184,7 +184,7 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
     with Engine(weights, backend=backend) as engine:
         for i, msg in enumerate(read_image_frames(bag, TOPIC)):
             tasks = tasks_for(i, frames)
-            res = engine.infer(msg.rgb, tasks=tasks)
+            res = engine.infer(msg.rgb, tasks=tasks, camera_k=K)  # the drive's camera: metric depth of its lens
             semseg, depth = res.semseg_at_input(), res.depth_at_input()
             gt = rendered[i]
             if semseg is not None:

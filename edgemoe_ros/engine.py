@@ -1,12 +1,18 @@
 """Inference engine: one camera image in, class-id and metric-depth maps out. No ROS, no torch.
 
     engine = Engine(load_weights("model.safetensors"), backend="cpu")
-    res = engine.infer(image_rgb_u8, tasks=("semseg", "depth"))
+    res = engine.infer(image_rgb_u8, tasks=("semseg", "depth"), camera_k=K)  # K: 3x3, optional
     res.semseg, res.depth                          # model resolution (img_h, img_w)
     res.semseg_at_input(), res.depth_at_input()    # back on the camera's pixel grid
 
 The node, the CLIs, the bag tools and the demo all go through here, so fitting, heads, decoding,
 timings and expert-usage statistics behave the same everywhere.
+
+Depth is metric for the camera whose intrinsics ``camera_k`` describe the image passed in: the
+head predicts depth for the model's canonical camera and the engine rescales it by the effective
+focal length after the fit (model/canonical_camera.py). Without ``camera_k`` (or with ROS's
+all-zero "uncalibrated" K) the depth is the canonical camera's, as if the image had been taken
+with it, and the engine logs that once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .backends.native import fastops
+from .model.canonical_camera import camera_matrix, canonical_focal, depth_scale
 from .model.config import IGNORE_INDEX, PIXEL_HEADS, RESIZE_MODES, ConfigError, ModelConfig
 from .model.heads import decode_depth, decode_semseg, run_head
 from .model.weights import ModelWeights
@@ -46,6 +53,8 @@ class FrameResult:
     timings_ms: dict[str, float]
     fit: FitInfo
     tasks: tuple[str, ...] = field(default=())
+    #: Metric / canonical depth factor applied to ``depth`` (1.0 when no camera K was given).
+    depth_scale: float = 1.0
 
     def semseg_at_input(self) -> np.ndarray | None:
         """(input_h, input_w) uint8 class ids; ``IGNORE_INDEX`` outside the crop. None if not run."""
@@ -106,6 +115,7 @@ class Engine:
         else:
             self.backend = backend
         self._lock = threading.Lock()
+        self._warned_no_k = False
         self._weights: ModelWeights | None = None
         self._usage: dict[str, np.ndarray] = {}
         try:
@@ -192,13 +202,36 @@ class Engine:
             self.config.task_id(t)  # ConfigError naming the unknown task
         return tasks
 
-    def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth")) -> FrameResult:
-        """Run the requested tasks on one uint8 RGB (or grayscale) image of any size."""
+    def _warn_no_intrinsics(self, cfg: ModelConfig) -> None:
+        if self._warned_no_k:
+            return
+        self._warned_no_k = True
+        log.warning("engine: depth without camera intrinsics (no K, or an uncalibrated all-zero K): "
+                    "metres are right only for a camera of %.0f deg horizontal field of view across "
+                    "the fitted image (the model's canonical camera, f = %.1f model px); give the "
+                    "camera's K for metric depth of other lenses", cfg.canonical_hfov_deg,
+                    canonical_focal(cfg))
+
+    def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth"),
+              camera_k: np.ndarray | Sequence[float] | None = None) -> FrameResult:
+        """Run the requested tasks on one uint8 RGB (or grayscale) image of any size.
+
+        ``camera_k``: 3x3 (or 9 values) intrinsics of ``image`` at its own resolution, for metric
+        depth of that lens; None or all zeros: the canonical camera (see the module docstring).
+        A degenerate K (NaN, focal <= 0, wrong size) raises ``IntrinsicsError`` before any work.
+        """
         t0 = time.perf_counter()
         weights, head_ops = self.weights, self._head_ops
         cfg = weights.config
         tasks = self._check_tasks(tasks)
+        k = camera_matrix(camera_k)
         model_image, fit = fit_to_model(_as_rgb(image), cfg, self.resize_mode)
+        scale = 1.0
+        if "depth" in tasks:
+            if k is None:
+                self._warn_no_intrinsics(cfg)
+            else:
+                scale = depth_scale(k, fit.scale_x, fit.scale_y, cfg)
         t1 = time.perf_counter()
         out = self.backend.run(model_image[None], tasks)
         t2 = time.perf_counter()
@@ -209,6 +242,8 @@ class Engine:
                 semseg = decode_semseg(pred)[0]
             else:
                 depth = decode_depth(pred, cfg)[0]
+                if scale != 1.0:
+                    depth *= np.float32(scale)
         t3 = time.perf_counter()
         with self._lock:
             for task in tasks:
@@ -221,7 +256,8 @@ class Engine:
         timings = dict(zip(TIMING_KEYS, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
                                          (time.perf_counter() - t0) * 1e3), strict=True))
         routing = {t: out.routing[t][0] for t in tasks}
-        return FrameResult(semseg=semseg, depth=depth, routing=routing, timings_ms=timings, fit=fit, tasks=tasks)
+        return FrameResult(semseg=semseg, depth=depth, routing=routing, timings_ms=timings, fit=fit, tasks=tasks,
+                           depth_scale=scale)
 
     def __enter__(self) -> Engine:
         return self

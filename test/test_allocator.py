@@ -53,3 +53,31 @@ def test_tuned_process_reuses_frame_buffers_without_page_faults() -> None:
 def test_environment_switch(value: str, enabled: bool) -> None:
     assert allocator.tuning_enabled({allocator.ENV_SWITCH: value}) is enabled
     assert allocator.tuning_enabled({}) is True
+
+
+# Frees ~200 MB of heap-sized blocks (below the tuned mmap threshold, so they come from the heap)
+# while one later block stays alive above them: no trim at the top can return them. Prints RSS
+# in MB after the free, then after release_free_memory().
+_RELEASE = textwrap.dedent("""
+    import numpy as np
+    from edgemoe_ros.allocator import release_free_memory, tune_allocator
+    def rss():
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+    tune_allocator()
+    blocks = [np.ones(4 << 20, np.uint8) for _ in range(50)]
+    pin = np.ones(1 << 20, np.uint8)
+    del blocks
+    before = rss()
+    released = release_free_memory()
+    print(int(released), round(before), round(rss()))
+""")
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="malloc_trim is glibc-only")
+def test_release_free_memory_returns_a_freed_model_to_the_system() -> None:
+    """What a reload leaves behind (the old model's freed blocks) goes back to the kernel."""
+    out = subprocess.run([sys.executable, "-c", _RELEASE], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    released, before, after = (int(v) for v in out)
+    assert released == 1
+    assert before - after >= 150, f"RSS {before} MB -> {after} MB: freed heap memory was kept"

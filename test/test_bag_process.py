@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemoe_ros import engine as engine_mod
 from edgemoe_ros import postprocess as pp
 from edgemoe_ros.bag import BagWriter, CameraInfoParams, bag_info, write_image_bag
 from edgemoe_ros.bag import messages as m
 from edgemoe_ros.bag.cli import EXIT_BAG, EXIT_MODEL, EXIT_OK, main
 from edgemoe_ros.bag.io import BagReader
-from edgemoe_ros.bag.process import process_bag
+from edgemoe_ros.bag.process import output_topics, process_bag
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
-
-engine_mod = pytest.importorskip("edgemoe_ros.engine", reason="engine (track A) not available yet")
 
 H, W = 40, 72
 STAMPS = [1_600_000_000_950_000_000 + i * 100_000_000 for i in range(3)]
@@ -73,7 +72,8 @@ def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weigh
         assert [(t, raw) for t, _, raw in got[topic]] == [(t, raw) for t, _, raw in src[topic]]
     engine = engine_mod.Engine(random_init(tiny_config(), seed=11), "cpu")
     for i, (stamp, rgb) in enumerate(_frames()):
-        res = engine.infer(rgb, tasks=("semseg", "depth"))
+        res = engine.infer(rgb, tasks=("semseg", "depth"), camera_k=np.reshape(INFO.k, (3, 3)))
+        assert res.depth_scale != pytest.approx(1.0)  # the recorded lens is not the canonical camera
         for topic, enc in (("/cam/segmentation", "mono8"), ("/cam/segmentation/color", "rgb8"),
                            ("/cam/depth", "32FC1")):
             log_time, msg, _ = got[topic][i]
@@ -201,6 +201,32 @@ def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Pa
     info = CameraInfoParams.from_msg(_read_all(tmp_path / "out")["/cam/depth/camera_info"][0][1])
     assert (info.width, info.height) == (W, H)
     assert info.k[0] == pytest.approx(60.0) and info.k[2] == pytest.approx((W - 1) / 2)
+    # Depth used the same calibration, at the image's size: focal 60, not the file's 120.
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
+        want = engine.infer(_frames()[0][1], ("depth",), camera_k=np.reshape(INFO.k, (3, 3)))
+    np.testing.assert_allclose(depth, want.depth_at_input(), rtol=1e-6)
+
+
+def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: Path, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A camera_info K with a negative focal length cannot scale depth: it is refused as the node
+    refuses it (counted, logged), and every frame is still processed with the canonical camera's
+    depth."""
+    from edgemoe_ros.model.weights import load_weights
+
+    bag = tmp_path / "in"
+    with BagWriter(bag) as writer:
+        for stamp, rgb in _frames():
+            writer.write("/cam/camera_info", stamp, CameraInfoParams.pinhole(W, H, -60.0).to_msg(stamp, "cam"))
+            writer.write("/cam/image_raw", stamp, m.rgb_to_image(rgb, stamp, "cam"))
+    with caplog.at_level("WARNING", logger="edgemoe_ros.bag.process"):
+        summary = process_bag(bag, tmp_path / "out", load_weights(weights_file), tasks=["depth"])
+    assert (summary.frames, summary.skipped, summary.bad_camera_info) == (3, 0, 3)
+    assert any("focal lengths must be positive" in r.message for r in caplog.records)
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
+        np.testing.assert_allclose(depth, engine.infer(_frames()[0][1], ("depth",)).depth_at_input(), rtol=1e-6)
 
 
 def test_info_command_lists_topics(in_bag: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,3 +269,90 @@ def test_cli_backend_options_must_be_a_json_object(tmp_path) -> None:
                "--backend-options", "[1, 2]"])
     assert rc == 4
     assert not (tmp_path / "out").exists()
+
+
+def _process(bag: Path, out: Path, weights_file: Path, **kwargs: object):
+    from edgemoe_ros.model.weights import load_weights
+
+    return process_bag(bag, out, load_weights(weights_file), **kwargs)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose IHDR is rewritten to claim ``width`` x ``height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    data = bytearray(m.rgb_to_compressed(_frames()[0][1], 1, "cam", "png").data.tobytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    return bytes(data)
+
+
+def test_compressed_frames_are_size_checked_before_decoding(weights_file: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like the node: the header says how big the frame decodes; a bomb is never handed to the decoder."""
+    bag = tmp_path / "in"
+    good = m.rgb_to_compressed(_frames()[0][1], 1, "cam", "png")
+    bomb = m.rgb_to_compressed(_frames()[0][1], 2, "cam", "png")
+    bomb.data = np.frombuffer(_png_claiming(30000, 30000), np.uint8)
+    with BagWriter(bag) as writer:
+        for i, msg in enumerate((good, bomb, good)):
+            writer.write("/cam/image/compressed", 10 + i, msg)
+    decoded = []
+    real = m.cv2.imdecode
+    monkeypatch.setattr(m.cv2, "imdecode", lambda buf, flags: decoded.append(buf.size) or real(buf, flags))
+    summary = _process(bag, tmp_path / "out", weights_file)
+    assert (summary.frames, summary.skipped) == (2, 1)
+    assert len(decoded) == 2, "the oversized frame reached the decoder"
+
+
+def test_non_finite_camera_info_is_counted_and_not_used(weights_file: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "in"
+    bad = INFO.to_msg(STAMPS[0], "cam")
+    bad.k[0] = float("nan")
+    with BagWriter(bag) as writer:
+        (s0, f0), (s1, f1) = _frames()[:2]
+        writer.write("/cam/camera_info", s0, bad)
+        writer.write("/cam/image_raw", s0, m.rgb_to_image(f0, s0, "cam"))
+        writer.write("/cam/camera_info", s1, INFO.to_msg(s1, "cam"))
+        writer.write("/cam/image_raw", s1, m.rgb_to_image(f1, s1, "cam"))
+    summary = _process(bag, tmp_path / "out", weights_file, tasks=["depth"])
+    assert (summary.frames, summary.skipped, summary.bad_camera_info) == (2, 0, 1)
+    infos = _read_all(tmp_path / "out")["/cam/depth/camera_info"]
+    assert [t for t, _, _ in infos] == [s1]  # the NaN calibration was never relayed
+    assert np.all(np.isfinite(infos[0][1].k))
+
+
+def test_zero_size_camera_info_means_same_as_image(weights_file: Path, tmp_path: Path) -> None:
+    """0x0 in camera_info means "the image's size": outputs and their camera_info, nothing skipped."""
+    bag = tmp_path / "in"
+    info = INFO.to_msg(STAMPS[0], "cam")
+    info.width = info.height = 0
+    with BagWriter(bag) as writer:
+        stamp, rgb = _frames()[0]
+        writer.write("/cam/camera_info", stamp, info)
+        writer.write("/cam/image_raw", stamp, m.rgb_to_image(rgb, stamp, "cam"))
+    summary = _process(bag, tmp_path / "out", weights_file, tasks=["depth"])
+    assert (summary.frames, summary.skipped) == (1, 0)
+    got = _read_all(tmp_path / "out")
+    assert len(got["/cam/depth"]) == 1
+    relayed = CameraInfoParams.from_msg(got["/cam/depth/camera_info"][0][1])
+    assert (relayed.width, relayed.height) == (W, H) and relayed.k[0] == pytest.approx(INFO.k[0])
+
+
+def test_a_frame_that_fails_writes_no_output(weights_file: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A skipped frame is skipped whole: never counted as skipped with some outputs written."""
+    from edgemoe_ros.bag import process as process_mod
+
+    def broken_info(*args: object) -> object:
+        raise ValueError("calibration the fit cannot use")
+
+    monkeypatch.setattr(process_mod, "_output_info", broken_info)
+    bag = tmp_path / "in"
+    write_image_bag(bag, _frames()[:1], "/cam/image_raw", "cam", "mcap", INFO)
+    summary = _process(bag, tmp_path / "out", weights_file)
+    assert (summary.frames, summary.skipped) == (0, 1)
+    got = _read_all(tmp_path / "out")
+    assert not any(topic in got for topic in output_topics("/cam").values())

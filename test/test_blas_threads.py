@@ -53,9 +53,16 @@ def test_every_executable_calls_it_at_start():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "edgemoe_ros"
-    for rel in ("ros/node.py", "bag/cli.py", "cli/infer.py", "demo.py"):
-        text = (root / rel).read_text()
-        assert "limit_blas_threads()" in text and "check_blas_kernels()" in text and "tune_allocator()" in text, rel
+
+    def sets_it(text: str) -> bool:
+        return "limit_blas_threads()" in text and "check_blas_kernels()" in text and "tune_allocator()" in text
+
+    shared_start = (root / "cli/__init__.py").read_text()
+    assert sets_it(shared_start.split("def run_engine_tool", 1)[1]), "cli.run_engine_tool"
+    for rel in ("ros/node.py", "bag/cli.py", "demo.py"):
+        assert sets_it((root / rel).read_text()), rel
+    for rel in ("cli/infer.py", "cli/eval.py"):  # through the shared start of the engine tools
+        assert "run_engine_tool(" in (root / rel).read_text(), rel
 
 
 @pytest.mark.parametrize(("core", "flags", "env", "want"), [

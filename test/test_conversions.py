@@ -77,7 +77,7 @@ def test_png_decodes_losslessly_and_jpeg_approximately():
 # ----- one test per bad input kind -----
 def test_unsupported_encoding():
     msg = _image(_rgb(), "rgb8")
-    msg.encoding = "yuv422"
+    msg.encoding = "nv12"
     assert _kind(conv.image_to_rgb, msg, MAX_PX) == conv.KIND_ENCODING
     msg.encoding = "32FC1"
     assert _kind(conv.check_image, msg, MAX_PX) == conv.KIND_ENCODING
@@ -132,6 +132,31 @@ def test_non_finite_camera_info():
     assert _kind(conv.check_camera_info, info) == conv.KIND_NON_FINITE
 
 
+def test_degenerate_camera_info_k():
+    info = CameraInfo(width=640, height=480)
+    conv.check_camera_info(info)  # all-zero K: an uncalibrated camera is not bad input
+    info.k = [-500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    assert _kind(conv.check_camera_info, info) == conv.KIND_BAD_CALIBRATION
+    info.k = [500.0, 0.0, 320.0, 0.0, 0.0, 240.0, 0.0, 0.0, 1.0]
+    assert _kind(conv.check_camera_info, info) == conv.KIND_BAD_CALIBRATION
+
+
+def test_camera_k_for_the_engine_from_camera_info():
+    """The node hands the engine the camera_info K at the image's own size (binning undone)."""
+    from edgemoe_ros.postprocess import camera_k_from_info
+
+    assert camera_k_from_info(None, 480, 640) is None
+    info = CameraInfo(width=640, height=480)
+    assert camera_k_from_info(info, 480, 640) is None  # uncalibrated
+    info.k = [500.0, 0.0, 319.5, 0.0, 510.0, 239.5, 0.0, 0.0, 1.0]
+    np.testing.assert_allclose(camera_k_from_info(info, 480, 640), np.reshape(info.k, (3, 3)))
+    half = camera_k_from_info(info, 240, 320)  # calibrated at 640x480, images binned 2x2
+    np.testing.assert_allclose(half[[0, 1], [0, 1]], [250.0, 255.0])
+    np.testing.assert_allclose(half[:2, 2], [159.5, 119.5])
+    info.width = info.height = 0  # "same as the image"
+    np.testing.assert_allclose(camera_k_from_info(info, 240, 320)[0, 0], 500.0)
+
+
 def test_corrupt_compressed():
     msg = _compressed(_rgb(32, 48))
     data = bytearray(msg.data)
@@ -178,7 +203,7 @@ def test_huge_compressed_rejected_from_header():
 
 def test_every_kind_has_a_test():
     tested = {"encoding", "empty", "odd_size", "step_mismatch", "truncated", "too_large", "non_finite",
-              "corrupt_compressed"}
+              "corrupt_compressed", "bad_calibration"}
     assert set(conv.BAD_INPUT_KINDS) == tested
 
 

@@ -152,9 +152,36 @@ def test_engine_imports_neither_torch_nor_rclpy():
 
 
 def test_backend_options_reach_the_named_backend() -> None:
-    """CLI/node ``backend_options`` are create_backend kwargs: a bad one fails at construction."""
+    """CLI/node ``backend_options`` are create_backend kwargs: a bad one fails at construction,
+    naming the options the backend takes (backends/options.py)."""
+    from edgemoe_ros.backends import BackendError
+
     weights = random_init(tiny_config(), seed=5)
-    with pytest.raises(TypeError):
+    with pytest.raises(BackendError, match="unknown option 'no_such_option'.*native, threads"):
         Engine(weights, backend="cpu", backend_options={"no_such_option": 1})
     with pytest.raises(ValueError, match="by name"):
         Engine(weights, backend=create_backend("cpu"), backend_options={"x": 1})
+
+
+def test_reloads_free_every_old_model_object():
+    """A node reloading the same file daily must not keep old models: after each reload the old
+    weights, the backend's prepared (packed) model and the heads' packed weights are freed."""
+    import gc
+    import weakref
+
+    cfg = tiny_config()
+    eng = Engine(random_init(cfg, seed=1), "cpu")
+    image = np.zeros((40, 72, 3), np.uint8)
+    held = []
+    try:
+        for seed in range(2, 5):
+            eng.infer(image)
+            held += [weakref.ref(eng.weights), weakref.ref(eng.backend._m)]
+            if eng._head_ops is not None:
+                held.append(weakref.ref(eng._head_ops))
+            eng.reload(random_init(cfg, seed=seed))
+        eng.infer(image)
+        gc.collect()
+        assert [r() for r in held if r() is not None] == []
+    finally:
+        eng.close()

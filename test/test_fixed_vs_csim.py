@@ -160,3 +160,25 @@ def test_csim_abi_return_codes(tmp_path):
     assert not feats.any(), "a rejected call must not write outputs"
     assert call(1, 0, 1) == itf.CSIM_OK
     assert call(1, 1, 0) == itf.CSIM_OK  # cached parameters reused, task switched without reload
+
+
+def test_reload_with_new_weights_runs_the_new_model():
+    """A csim backend reloaded with other weights must not keep the old model's cached parameters
+    (biases, LayerNorm, embeddings sit in the kernel's one-time cache): it must equal ``fixed``
+    on the new weights, exactly as a fresh csim would."""
+    cfg = tiny_config()
+    old, new = random_init(cfg, seed=21), random_init(cfg, seed=22)
+    imgs = _images(cfg, 2, seed=3)
+    csim, fixed = create_backend("csim"), create_backend("fixed")
+    try:
+        csim.load(old)
+        csim.run(imgs, ["semseg"])  # the old model's parameters are now in the kernel's cache
+        csim.load(new)
+        fixed.load(new)
+        got, want = csim.run(imgs, ["semseg", "depth"]), fixed.run(imgs, ["semseg", "depth"])
+        for task in ("semseg", "depth"):
+            np.testing.assert_array_equal(got.features[task], want.features[task])
+            np.testing.assert_array_equal(got.routing[task], want.routing[task])
+    finally:
+        csim.close()
+        fixed.close()

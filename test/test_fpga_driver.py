@@ -41,11 +41,8 @@ def overlay(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def csim_lib():
-    try:
-        return build_library(CFG)
-    except BackendError as exc:
-        pytest.skip(f"C-simulation library unavailable: {exc}")
+def csim_lib(tiny_csim_library):
+    return tiny_csim_library
 
 
 @pytest.fixture(scope="module")
@@ -451,3 +448,56 @@ def test_register_access_outside_the_control_block_is_refused():
     dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
     with pytest.raises(sim_device.SimulatedDeviceError, match="outside edgemoe_top's control registers"):
         dev.read_registers(dev.base_address + itf.CONTROL_RANGE_BYTES, 4)
+
+
+def test_two_simulated_boards_keep_their_own_parameters(overlay, csim_lib, weights, images, csim_reference):
+    """Two devices on one C-simulation build share the kernel's static cache in this process;
+    A, then B (other weights), then A again must run on A's parameters, as two boards would."""
+    other = random_init(CFG, seed=12)
+    dev_a = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib))
+    dev_b = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib))
+    drv_a = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_a, timeout_s=2.0)
+    drv_b = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_b, timeout_s=2.0)
+    try:
+        drv_a.load_weights(weights)
+        drv_b.load_weights(other)
+        first = drv_a.run(images, 0)
+        drv_b.run(images, 0)  # B's parameters now fill the shared cache
+        again = drv_a.run(images, 0)
+        assert dev_a.runs[-1].reload_one_time_weights == 0  # the driver rightly asked for no reload
+        for got in (first, again):
+            np.testing.assert_array_equal(got[0], csim_reference[0][0])
+            np.testing.assert_array_equal(got[1], csim_reference[0][1])
+    finally:
+        drv_a.close()
+        drv_b.close()
+
+
+def _one_image_call(weights) -> tuple[itf.PackedWeights, np.ndarray, np.ndarray, np.ndarray]:
+    """Packed weights and zeroed images / features / routing buffers for a one-image kernel call."""
+    shapes = itf.buffer_shapes(CFG, 1)
+    return (itf.pack_weights(weights), np.zeros(shapes["images"][0], np.uint8),
+            np.zeros(shapes["features_out"][0], np.int32), np.zeros(shapes["routing_out"][0], np.int32))
+
+
+def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
+    """The kernel's own 'no parameters' error, even after another board filled the shared cache."""
+    packed, imgs, feats, rout = _one_image_call(weights)
+    loaded, fresh = sim_device.CsimHardware(csim_lib), sim_device.CsimHardware(csim_lib)
+    assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK
+    assert fresh(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS
+    assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_OK
+
+
+def test_csim_hardware_refuses_buffers_it_would_misuse(csim_lib, weights):
+    """The C-simulation trusts its pointers: wrong dtypes, too few images or read-only outputs are refused."""
+    packed, imgs, feats, rout = _one_image_call(weights)
+    hw = sim_device.CsimHardware(csim_lib)
+    frozen = np.frombuffer(bytes(rout.nbytes), np.int32).reshape(rout.shape)
+    for args, match in (((imgs.astype(np.float32), packed.one_time, packed.experts, feats, rout, 1), "images"),
+                        ((imgs, packed.one_time.astype(np.int32), packed.experts, feats, rout, 1), "one_time"),
+                        ((imgs, packed.one_time, packed.experts, feats, rout, 2), "needs 2"),
+                        ((imgs, packed.one_time, packed.experts, feats, frozen, 1), "read-only")):
+        with pytest.raises(sim_device.SimulatedDeviceError, match=match):
+            hw(*args, task_id=0, reload_one_time_weights=1)
+    assert hw(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK

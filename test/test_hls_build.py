@@ -13,7 +13,7 @@ from edgemoe_ros.accel import interface as itf
 from edgemoe_ros.backends.csim import HLS_DIR, LIB_NAME, build_artifact
 from edgemoe_ros.fixedpoint.emulator import FixedPointEmulator
 from edgemoe_ros.fixedpoint.testbench_io import write_case
-from edgemoe_ros.model.config import tiny_config
+from edgemoe_ros.model.config import ModelConfig, tiny_config
 from edgemoe_ros.model.weights import random_init
 
 # Small, and deliberately unaligned: dims that are not multiples of the 16-wide tile, and a router
@@ -48,9 +48,24 @@ def test_library_and_testbench_build_without_warnings():
 
 
 def test_testbench_passes_on_correct_data(case_dir):
+    """The testbench is the build Vitis compiles (exact-width ap types, not the library's native
+    int64), so this is the emulator comparison of the exact-width datapath."""
     proc = _run(build_artifact(CFG, "testbench"), case_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout and "0/" in proc.stdout
+    assert "datapath exact-width ap types" in proc.stdout
+
+
+@pytest.mark.slow
+def test_exact_width_testbench_matches_the_emulator_on_the_spec_model(tmp_path):
+    """The full-size model through the ap-type datapath (about a minute per image)."""
+    cfg = ModelConfig()
+    packed = itf.pack_weights(random_init(cfg, seed=7))
+    images = np.random.default_rng(7).integers(0, 256, (1, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    out = FixedPointEmulator(packed, cfg).run(images, [1])[1]
+    case = write_case(tmp_path / "spec", cfg, packed, images, 1, out.features, out.routing)
+    proc = _run(build_artifact(cfg, "testbench"), case)
+    assert proc.returncode == 0 and "datapath exact-width ap types" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("target,word", [("expected_features.bin", np.int32), ("expected_routing.bin", np.int32)])

@@ -12,6 +12,7 @@ import pytest
 
 from edgemoe_ros.accel import hwh
 from edgemoe_ros.accel import interface as itf
+from edgemoe_ros.model.config import ModelConfig
 
 HLS = Path(__file__).resolve().parents[1] / "hls_accel"
 VITIS = HLS / "vitis"
@@ -98,6 +99,18 @@ def test_axi_bundles_and_axilite_offsets_come_from_interface():
     assert set(pragmas["m_axi"]) == set(itf.POINTER_ARGS)
 
 
+def test_every_m_axi_port_has_the_depth_of_its_buffer():
+    """Co-simulation needs depth= on every pointer: the generated macro, valued from interface.py."""
+    header = (HLS / "include" / "edgemoe_interface.h").read_text()
+    depths = itf.port_depths(ModelConfig())
+    for name, opts in _pragmas()["m_axi"].items():
+        macro = opts.get("depth")
+        assert macro == f"EDGEMOE_DEPTH_{name.upper()}", name
+        m = re.search(rf"#define {macro} (\d+)", header)
+        assert m and int(m.group(1)) == depths[name], name
+    assert set(depths) == set(itf.POINTER_ARGS)
+
+
 def test_axilite_offsets_follow_the_vitis_hls_layout():
     """Vitis HLS packs args from 0x10: 64-bit pointers take 12 bytes, 32-bit scalars 8 (value + gap)."""
     offset = 0x10
@@ -118,8 +131,11 @@ def test_run_hls_tcl_builds_our_top_for_the_zcu102_at_300mhz():
     text = (VITIS / "run_hls.tcl").read_text()
     for command in ("set_top $top", "set_part $part", "create_clock -period $clock_period",
                     "csim_design", "csynth_design", "cosim_design", "export_design", "-flow_target vivado",
-                    "-m_axi_addr64", "-D__HLS_SYN__"):
+                    "-m_axi_addr64"):
         assert command in text, command
+    # Vitis defines __SYNTHESIS__ itself; a project macro that ap_decl.h turns into __SYNTHESIS__
+    # would compile synthesis-only paths into csim_design and cosim's testbench.
+    assert "__HLS_SYN__" not in text and "-D__SYNTHESIS__" not in text
 
 
 def test_run_hls_tcl_sources_are_the_kernel_without_the_csim_abi():
@@ -137,7 +153,11 @@ def test_shim_headers_are_exactly_the_clean_room_ones():
     """The g++-only stand-ins must be kept out of synthesis, and nothing else."""
     shims = set(_tcl_sets(VITIS / "run_hls.tcl")["shim_headers"].split())
     own = {p.name for p in (HLS / "include").glob("*.h") if re.search(r"#define\s+EDGEMOE_OWN_HLS_", p.read_text())}
-    assert shims == own and own >= {"hls_stream.h", "hls_math.h", "hls_vector.h"}
+    assert shims == own == {"hls_stream.h", "hls_vector.h"}
+    # our own math is not a stand-in: nothing may live in (or call into) namespace hls but them
+    for header in (HLS / "include").glob("*.h"):
+        if header.name not in shims:
+            assert "namespace hls" not in header.read_text(), header.name
 
 
 def test_axi_width_and_alignment_settings_come_from_interface():
@@ -174,10 +194,11 @@ def test_hls_config_matches_run_hls_tcl():
         [BD.ip_vendor], [BD.ip_library], [BD.ip_version])
     assert cfg["package.output.format"] == ["ip_catalog"]
     # the staged include dir of run_hls.tcl ($hls_root/build/vitis/include)
-    for flags in (cfg["syn.cflags"][0], cfg["tb.cflags"][0]):
+    for flags, tcl_flags in ((cfg["syn.cflags"][0], sets["syn_cflags"]), (cfg["tb.cflags"][0], sets["tb_cflags"])):
         inc = re.search(r"-I(\S+)", flags).group(1)
         assert (VITIS / inc).resolve() == (HLS / "build" / "vitis" / "include").resolve()
-        assert "-D__HLS_SYN__" in flags.split()  # the kernels' switch to the tool's headers
+        assert flags.replace(f"-I{inc}", "-I$inc_dir") == tcl_flags.strip('"')
+        assert "__HLS_SYN__" not in flags and "__SYNTHESIS__" not in flags
 
 
 # ------------------------------------------------------------------ block_design.tcl
@@ -209,7 +230,7 @@ def test_every_axi_master_reaches_ddr_through_the_hp_port_of_the_overlay_metadat
         assert (ps_config_name, clock_pin) == (f"S_AXI_GP{n + 2}", f"saxihp{n}_fpd_aclk")
     text = path.read_text()
     for command in ("apply_bd_automation", "assign_bd_address", "launch_runs impl_1 -to_step write_bitstream",
-                    "pl_ps_irq0", "hw_handoff"):
+                    "pl_ps_irq0", "edgemoe_export_overlay"):
         assert command in text, command
 
 
@@ -239,3 +260,103 @@ def test_generated_hwh_registers_match_the_cpp_pragmas():
     assert masters == {f"m_axi_{b}" for b in itf.AXI_MASTER_BUNDLES}
     info = root.find("SYSTEMINFO")
     assert f"{info.get('DEVICE')}-{info.get('PACKAGE')}{info.get('SPEEDGRADE')}" == itf.FPGA_PART.rsplit("-", 1)[0]
+
+
+# ------------------------------------------------------------------ Vivado flow: strategy, timing gate, export
+def _tcl_interp(**properties: str):
+    """A plain Tcl interpreter with overlay_export.tcl sourced and Vivado's get_property stubbed
+    to return ``properties`` (e.g. STATS.WNS) for any object."""
+    tkinter = pytest.importorskip("tkinter")
+    tcl = tkinter.Tcl()
+    tcl.eval("proc get_property {name obj} { global props; if {[dict exists $props $name]} "
+             "{ return [dict get $props $name] }; return {} }")
+    tcl.eval(f"set props [dict create {' '.join(f'{k} {{{v}}}' for k, v in properties.items())}]")
+    tcl.eval(f"source {{{VITIS / 'overlay_export.tcl'}}}")
+    return tcl
+
+
+def test_implementation_uses_a_performance_strategy():
+    sets = _tcl_sets(VITIS / "block_design.tcl")
+    text = (VITIS / "block_design.tcl").read_text()
+    assert sets["impl_strategy"].startswith("Performance_")
+    assert sets["synth_strategy"] == "Flow_PerfOptimized_high"
+    assert "set_property strategy $impl_strategy [get_runs impl_1]" in text
+    assert "set_property strategy $synth_strategy [get_runs synth_1]" in text
+    # the strategies are set before the runs are launched
+    assert text.index("set_property strategy $impl_strategy") < text.index("launch_runs impl_1")
+
+
+@pytest.mark.parametrize("wns, whs, error", [
+    ("0.012", "0.020", None),
+    ("0.000", "0.000", None),
+    ("-0.004", "0.020", "WNS -0.004 ns < 0.0 ns"),
+    ("0.100", "-0.010", "WHS -0.010 ns < 0.0 ns"),
+    ("", "", "reports no slack"),
+])
+def test_timing_gate_fails_the_build_on_negative_slack(wns, whs, error):
+    import tkinter
+
+    tcl = _tcl_interp(**{"STATS.WNS": wns, "STATS.WHS": whs})
+    if error is None:
+        assert tcl.eval("edgemoe_timing_gate impl_1 0.0 0.0") == f"WNS {wns} WHS {whs}"
+    else:
+        with pytest.raises(tkinter.TclError, match=re.escape(error)):
+            tcl.eval("edgemoe_timing_gate impl_1 0.0 0.0")
+
+
+def test_block_design_gates_timing_before_it_writes_the_overlay():
+    text = (VITIS / "block_design.tcl").read_text()
+    sets = _tcl_sets(VITIS / "block_design.tcl")
+    assert float(sets["min_wns_ns"]) == 0.0 and float(sets["min_whs_ns"]) == 0.0
+    assert 'source "$script_dir/overlay_export.tcl"' in text
+    wait = text.index("wait_on_run impl_1")
+    gate = text.index("edgemoe_timing_gate [get_runs impl_1] $min_wns_ns $min_whs_ns")
+    export = text.index("edgemoe_export_overlay $design_name")
+    assert wait < gate < export
+    assert "file copy" not in text  # the only copies are the export procedure's
+    # stale overlay files go before the runs start, so a failed build leaves none behind
+    assert text.index('file delete -force "$out_dir/${design_name}.bit" "$out_dir/${design_name}.hwh"') < wait
+
+
+@pytest.mark.parametrize("tree", ["gen", "srcs"])
+def test_export_puts_bit_and_hwh_side_by_side_under_the_overlay_name(tmp_path, tree):
+    name = _tcl_sets(VITIS / "block_design.tcl")["design_name"]
+    assert name == BD.name and hwh.write_overlay(tmp_path / "sim").name == f"{name}.bit"  # what the driver opens
+    run_dir = tmp_path / "runs" / "impl_1"
+    run_dir.mkdir(parents=True)
+    (run_dir / f"{name}_wrapper.bit").write_bytes(b"bit")
+    handoff = tmp_path / "vivado" / f"{name}_vivado.{tree}" / "sources_1" / "bd" / name / "hw_handoff"
+    handoff.mkdir(parents=True)
+    (handoff / f"{name}.hwh").write_text("<EDKSYSTEM/>")
+    out = tmp_path / "overlay"
+    tcl = _tcl_interp()
+    written = tcl.eval(f"edgemoe_export_overlay {name} {{{run_dir}}} {{{tmp_path / 'vivado'}}} {{{out}}}")
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.bit", f"{name}.hwh"]
+    assert (out / f"{name}.bit").read_bytes() == b"bit" and (out / f"{name}.hwh").read_text() == "<EDKSYSTEM/>"
+    assert str(out / f"{name}.bit") in written
+
+
+def test_export_without_a_hardware_handoff_fails(tmp_path):
+    import tkinter
+
+    run_dir = tmp_path / "impl_1"
+    run_dir.mkdir()
+    (run_dir / "edgemoe_wrapper.bit").write_bytes(b"bit")
+    with pytest.raises(tkinter.TclError, match="no hardware handoff edgemoe.hwh"):
+        _tcl_interp().eval(f"edgemoe_export_overlay edgemoe {{{run_dir}}} {{{tmp_path}}} {{{tmp_path / 'out'}}}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_driver_resets_the_pl_through_the_reset_the_block_design_wires():
+    sets = _tcl_sets(VITIS / "block_design.tcl")
+    assert sets["pl_reset"] == BD.pl_reset_pin
+    assert "connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]" in \
+        (VITIS / "block_design.tcl").read_text()
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in VITIS.glob("*.tcl")))
+def test_tcl_scripts_are_complete_tcl(script):
+    """Balanced braces, brackets and quotes: what Vivado would reject before running a command."""
+    tcl = _tcl_interp()
+    tcl.setvar("script_text", (VITIS / script).read_text())
+    assert tcl.eval("info complete $script_text") == "1"

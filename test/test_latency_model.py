@@ -25,7 +25,7 @@ SPEC = ModelConfig()
 HLS = Path(__file__).resolve().parents[1] / "hls_accel"
 HLS_INCLUDE = HLS / "include"
 LINEAR_STAGES = {"patch_embed", "qkv", "proj", "dense_mlp", "router", "experts"}
-NO_OVERLAP = AcceleratorParams(tile_load_overlap=False, expert_load_overlap=False, tile_fetch_overlap=False)
+NO_OVERLAP = AcceleratorParams(tile_load_overlap=False, tile_fetch_overlap=False)
 
 
 def _hls_constant(header: str, name: str) -> int:
@@ -62,7 +62,14 @@ def test_params_match_the_hls_code():
         assert p.elements_per_cycle == _hls_constant(header, "lanes") == itf.ELEM_LANES, header
     assert p.weight_words_per_cycle == _hls_constant("burst.h", "words_per_beat") == itf.WORDS_PER_BEAT
     assert p.tile_load_overlap == (["burst_read", "linear_group"] in _dataflow_tasks("linear.h"))
-    assert p.expert_load_overlap == (["burst_read", "expert_compute"] in _dataflow_tasks("moe.h"))
+    assert _dataflow_tasks("moe.h") == []  # no expert-level overlap exists, so the model has none
+    keys = re.search(r"Keys:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "attention.h").read_text(), re.S)
+    assert keys and p.attn_key_ii == int(keys.group(1))
+    core = (HLS / "src" / "edgemoe_core.cpp").read_text()
+    assert "variable = param_cache cyclic factor = WORDS_PER_BEAT" in core
+    assert p.param_reads_per_cycle == 2 * itf.WORDS_PER_BEAT
+    ln_out = re.search(r"LnOut:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "layernorm.h").read_text(), re.S)
+    assert ln_out and int(ln_out.group(1)) == -(-2 * p.elements_per_cycle // p.param_reads_per_cycle)
     assert p.tile_fetch_overlap == ("RowsFetch:" in (HLS_INCLUDE / "linear.h").read_text())
     assert p.clock_mhz == itf.CLOCK_MHZ
 
@@ -120,7 +127,9 @@ def test_experts_never_beat_the_bus():
     layout = itf.weight_layout(SPEC)
     floor = len(SPEC.moe_layers) * SPEC.num_experts * layout.expert_words / p.weight_rate
     experts = estimate(SPEC).by_kind()["experts"]
-    assert floor <= experts < 1.2 * floor
+    # above the floor: per used expert, the first band of fc1 and of fc2 and the two bias bursts
+    # are exposed, and gather, GELU and scatter run in sequence (no DATAFLOW spans experts)
+    assert floor <= experts < 1.3 * floor
 
 
 def test_narrower_weight_loads_slow_down_loads_only():
@@ -139,10 +148,9 @@ def test_bus_width_caps_the_weight_rate():
 def test_overlapping_loads_with_compute_saves_cycles():
     base = estimate(SPEC, params=NO_OVERLAP).by_kind()
     tiles = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_load_overlap=True)).by_kind()
-    experts = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, expert_load_overlap=True)).by_kind()
     fetch = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_fetch_overlap=True)).by_kind()
     assert tiles["qkv"] < base["qkv"] and tiles["attention"] == base["attention"]
-    assert experts["experts"] < base["experts"] and experts["qkv"] == base["qkv"]
+    assert tiles["experts"] < base["experts"]
     assert fetch["experts"] < base["experts"] and fetch["qkv"] < base["qkv"]
 
 
@@ -208,6 +216,27 @@ def test_block_table_lists_every_layer_with_its_kind():
 def test_table_names_the_comparison_with_edge_moe():
     text = estimate(SPEC).table()
     assert "experts" in text and f"{EDGE_MOE_BOARD_MS:g} ms" in text
+
+
+def test_spec_model_meets_the_edge_moe_target():
+    """<= 59 ms per image per task at 300 MHz, with the IIs and the overlap the code has."""
+    est = estimate(SPEC)
+    assert est.ms_per_image <= EDGE_MOE_BOARD_MS
+    assert "key loop II=2" in est.table() and "band_step" in est.table()
+
+
+def test_weight_rate_follows_the_block_design_hp_ports():
+    """A master that shares its HP port with another gets half of it."""
+    alone = AcceleratorParams(hp_port_sharers=1)
+    shared = AcceleratorParams(hp_port_sharers=2)
+    assert shared.weight_rate == pytest.approx(alone.weight_rate / 2)
+    assert AcceleratorParams().hp_port_sharers == 1  # gmem1 and gmem2 each have an HP port
+
+
+def test_key_loop_ii_scales_the_attention_rows():
+    slow = estimate(SPEC, params=AcceleratorParams(attn_key_ii=4)).by_kind()
+    base = estimate(SPEC).by_kind()
+    assert slow["attention"] > 1.5 * base["attention"] and slow["qkv"] == base["qkv"]
 
 
 def test_rejects_an_empty_batch():

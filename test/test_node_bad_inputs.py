@@ -93,11 +93,17 @@ def _bad_camera_info():
     return info
 
 
+def _negative_focal_camera_info():
+    info = make_camera_info(H, W)
+    info.k[4] = -info.k[4]
+    return info
+
+
 GOOD_BYTES = GOOD_PIXELS.tobytes()
 BIG_W, BIG_H = 600, 400  # 240k pixels > MAX_PIXELS, a real frame with real data
 
 BAD_INPUTS = {
-    "encoding yuv422": ("image", lambda: _raw("yuv422", step=W * 2, data=GOOD_BYTES[: W * 2 * H]), "encoding"),
+    "encoding nv12": ("image", lambda: _raw("nv12", step=W * 2, data=GOOD_BYTES[: W * 2 * H]), "encoding"),
     "encoding 32FC1": ("image", lambda: _raw("32FC1", step=W * 4, data=GOOD_BYTES[: W * 4 * H] + b"\0" * 8192),
                        "encoding"),
     "zero size": ("image", lambda: _raw(width=0, height=0, step=0, data=b""), "empty"),
@@ -110,6 +116,7 @@ BAD_INPUTS = {
     "huge real frame": ("image", lambda: _raw(width=BIG_W, height=BIG_H, step=BIG_W * 3,
                                               data=b"\x80" * (BIG_W * BIG_H * 3)), "too_large"),
     "camera_info NaN": ("info", _bad_camera_info, "non_finite"),
+    "camera_info negative focal": ("info", _negative_focal_camera_info, "bad_calibration"),
     "corrupt jpeg": ("compressed", lambda: _compressed(_jpeg_bytes()[:2] + b"\x00" * 64 + b"\xff\xd9"),
                      "corrupt_compressed"),
     "not an image": ("compressed", lambda: _compressed(b"GIF89a garbage bytes"), "corrupt_compressed"),

@@ -46,11 +46,15 @@ def io(harness):
     return cols, image_pub, info_pub
 
 
+#: The K the node must hand the engine: the published camera_info's (metric depth of that lens).
+CAMERA_K = np.reshape(make_camera_info(H, W, focal=FOCAL).k, (3, 3))
+
+
 def _expected(harness, image_msg):
     engine = Engine(load_weights(harness.weights_path), "cpu")
     try:
         rgb = np.frombuffer(bytes(image_msg.data), np.uint8).reshape(H, W, 3)
-        return engine.infer(rgb, tasks=("semseg", "depth"))
+        return engine.infer(rgb, tasks=("semseg", "depth"), camera_k=CAMERA_K)
     finally:
         engine.close()
 
@@ -86,9 +90,12 @@ def test_one_image_gives_every_output_with_copied_header(harness, io):
     color = image_array(out["segmentation/color"])
     np.testing.assert_array_equal(color, PALETTE[seg])
     depth = image_array(out["depth"])
+    # The node scaled depth with the camera_info K (this lens is not the canonical camera).
+    assert expected.depth_scale != pytest.approx(1.0)
     np.testing.assert_allclose(depth, expected.depth_at_input(), rtol=1e-6)
     cfg = load_weights(harness.weights_path).config
-    assert np.all((depth >= cfg.min_depth) & (depth <= cfg.max_depth))
+    scale = expected.depth_scale
+    assert np.all((depth >= cfg.min_depth * scale * 0.999) & (depth <= cfg.max_depth * scale * 1.001))
 
     info = out["depth/camera_info"]
     np.testing.assert_allclose(info.k, make_camera_info(H, W, focal=FOCAL).k)
@@ -124,7 +131,7 @@ def test_crop_mode_marks_outside_as_nan_and_ignore(harness, io):
         msg, out = _send(io, (1_700_000_002, 9), seed=5)
         engine = Engine(load_weights(harness.weights_path), "cpu", resize_mode="crop")
         rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(H, W, 3)
-        want = engine.infer(rgb)
+        want = engine.infer(rgb, camera_k=CAMERA_K)
         engine.close()
         depth = image_array(out["depth"])
         seg = image_array(out["segmentation"])

@@ -4,7 +4,6 @@ import os
 import uuid
 
 import pytest
-import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -28,6 +27,9 @@ INVALID = [
     ("resize_mode", "letterbox"),
     ("input_qos", "fast"),
     ("output_qos", "RELIABLE"),
+    ("output_qos", "auto"),
+    ("output_depth", 0),
+    ("output_depth", 1001),
     ("queue_size", 0),
     ("queue_size", -3),
     ("queue_size", 101),
@@ -36,6 +38,8 @@ INVALID = [
     ("diagnostics_period", 0.0),
     ("diagnostics_period", -1.0),
     ("diagnostics_period", 3600.0),
+    ("inference_timeout", 0.0),
+    ("inference_timeout", float("nan")),
     ("use_compressed", "yes"),
     ("publish_color", 1),
     ("autostart", "true"),
@@ -46,7 +50,8 @@ VALID = [
     ("fallback_backend", ""), ("fallback_backend", "cpu"), ("backend_options", ""),
     ("backend_options", '{"timeout_s": 2.0}'), ("tasks", []), ("tasks", ["depth"]), ("tasks", ["auto"]),
     ("output_resolution", "model"), ("resize_mode", "crop"), ("resize_mode", ""),
-    ("input_qos", "best_effort"), ("queue_size", 100), ("max_image_pixels", 1280 * 720),
+    ("input_qos", "best_effort"), ("input_qos", "auto"), ("output_depth", 1), ("output_depth", 1000),
+    ("queue_size", 100), ("max_image_pixels", 1280 * 720),
     ("diagnostics_period", 0.5),
 ]
 
@@ -70,30 +75,21 @@ def test_defaults_are_valid_and_every_parameter_documented():
         d = spec.descriptor()
         assert len(d.description) > 20, spec.name
     assert set(P.SPECS) == {"weights_path", "backend", "fallback_backend", "backend_options", "tasks",
-                            "output_resolution", "resize_mode", "input_qos", "output_qos", "queue_size",
-                            "use_compressed", "publish_color", "max_image_pixels", "diagnostics_period",
+                            "output_resolution", "resize_mode", "input_qos", "output_qos", "output_depth", "queue_size",
+                            "use_compressed", "publish_color", "max_image_pixels", "inference_timeout", "diagnostics_period",
                             "autostart"}
 
 
 def test_graph_shaping_parameters_are_read_only():
     ro = {p.name for p in P.PARAMS if p.read_only}
-    assert ro == {"input_qos", "output_qos", "queue_size", "use_compressed", "diagnostics_period", "autostart"}
+    assert ro == {"input_qos", "output_qos", "output_depth", "queue_size", "use_compressed", "diagnostics_period",
+                  "autostart"}
 
 
 def test_backend_options_parse():
     assert P.parse_backend_options('{"bitstream": "a.bit", "timeout_s": 2}') == {"bitstream": "a.bit",
                                                                                  "timeout_s": 2}
     assert P.parse_backend_options("  ") == {}
-
-
-@pytest.fixture
-def ros_context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(uuid.uuid4().int % 100) + 100)
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
 
 
 def _node(ctx, overrides=()):
@@ -158,6 +154,10 @@ def test_read_only_and_range_enforced_by_descriptor(ros_context):
 
 def test_qos_profiles():
     from rclpy.qos import QoSReliabilityPolicy
-    assert P.qos_profile("reliable").reliability == QoSReliabilityPolicy.RELIABLE
-    assert P.qos_profile("best_effort").reliability == QoSReliabilityPolicy.BEST_EFFORT
-    assert P.qos_profile("sensor_data").reliability == QoSReliabilityPolicy.BEST_EFFORT
+
+    from edgemoe_ros.ros.qos import profile
+    assert profile("reliable", 5).reliability == QoSReliabilityPolicy.RELIABLE
+    assert profile("best_effort", 5).reliability == QoSReliabilityPolicy.BEST_EFFORT
+    assert profile("sensor_data", 5).reliability == QoSReliabilityPolicy.BEST_EFFORT
+    assert profile("auto", 5).reliability == QoSReliabilityPolicy.BEST_AVAILABLE
+    assert {profile(w, 37).depth for w in ("reliable", "best_effort", "sensor_data", "system_default")} == {37}

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from edgemoe_ros.model.config import ConfigError, tiny_config
-from edgemoe_ros.model.layers import gelu, layer_norm, normalize_pixels, patchify, softmax, top_k_experts
+from edgemoe_ros.model.layers import (
+    gelu,
+    layer_norm,
+    normalize_pixels,
+    patchify,
+    softmax,
+    top_k_experts,
+)
 from edgemoe_ros.model.reference import forward
 from edgemoe_ros.model.weights import random_init
 

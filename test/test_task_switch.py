@@ -114,3 +114,16 @@ def test_snapshot_is_immutable_and_consistent_under_concurrent_switching():
     assert seen and all(s.active in valid for s in seen)
     with pytest.raises(AttributeError):
         seen[0].active = ("x",)
+
+
+def test_snapshot_asks_for_subscribers_only_in_auto_mode():
+    calls = []
+
+    def subscribed():
+        calls.append(1)
+        return {"depth": True}
+
+    ts = TaskSwitch(["semseg"])
+    assert ts.snapshot(subscribed).active == ("semseg",) and calls == []
+    ts.request("auto")
+    assert ts.snapshot(subscribed).active == ("depth",) and calls == [1]

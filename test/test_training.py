@@ -189,9 +189,9 @@ def _train_cli(tmp_path, *extra):
 def test_cli_resume_continues_step_count_and_export_loads(tmp_path):
     assert _train_cli(tmp_path, "--steps", "3") == 0
     ckpt = tmp_path / "run" / CHECKPOINT_NAME
-    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    assert torch.load(ckpt, weights_only=True)["step"] == 3  # plain data only: the safe loader reads it
     assert _train_cli(tmp_path, "--steps", "5", "--resume") == 0
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 5
     assert state["images_seen"] == 10
     weights = load_weights(tmp_path / "w.safetensors", expect=tiny_config())
@@ -251,3 +251,37 @@ def test_cache_shards_are_seed_disjoint_from_evaluation(tmp_path):
     assert pool.reload() and len(pool) == 2 * data.SHARD_FRAMES
     assert not pool.reload()  # unchanged shard set: no reload
     assert np.isinf(pool.depth[pool.labels == 6]).all()
+
+
+class _RunsCodeWhenUnpickled:
+    """What a hostile checkpoint carries: unpickling calls a function of the attacker's choice."""
+
+    def __reduce__(self):
+        return (_HOSTILE_CALLS.append, ("code ran",))
+
+
+_HOSTILE_CALLS: list[str] = []
+
+
+def test_resume_never_runs_code_from_a_checkpoint(tmp_path):
+    """Checkpoints are copied between machines: --resume reads them with the restricted unpickler."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"step": 1, "payload": _RunsCodeWhenUnpickled()}, run / CHECKPOINT_NAME)
+    _HOSTILE_CALLS.clear()
+    with pytest.raises(SystemExit, match="resume"):
+        _train_cli(tmp_path, "--steps", "1", "--resume")
+    assert _HOSTILE_CALLS == []
+
+
+def test_checkpoints_hold_only_plain_data(tmp_path):
+    from edgemoe_ros.training.checkpoint import load_checkpoint_file, save_checkpoint_file
+
+    path = tmp_path / "ck.pt"
+    rng = np.random.default_rng(0)
+    save_checkpoint_file(path, {"w": np.arange(3, dtype=np.float32), "history": [{"miou": np.float64(0.5)}],
+                                "np_rng": rng.bit_generator.state, "betas": (0.9, 0.99)})
+    ck = load_checkpoint_file(path)
+    assert torch.equal(ck["w"], torch.arange(3, dtype=torch.float32))
+    assert ck["history"] == [{"miou": 0.5}] and type(ck["history"][0]["miou"]) is float
+    assert ck["np_rng"] == rng.bit_generator.state and ck["betas"] == (0.9, 0.99)

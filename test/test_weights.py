@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from edgemoe_ros.model.config import ModelConfig, tiny_config
+from edgemoe_ros.model.config import ConfigError, ModelConfig, tiny_config
+from edgemoe_ros.model.safetensors_reader import MAX_HEADER_BYTES
 from edgemoe_ros.model.weights import (
     META_CONFIG,
     META_FORMAT,
@@ -197,3 +198,61 @@ def test_newer_format_version_rejected(tmp_path, model):
     save_file(dict(model.tensors), str(path), metadata={META_CONFIG: model.config.to_json(), META_FORMAT: "2"})
     with pytest.raises(WeightsError, match="format version '2'"):
         load_weights(path)
+
+
+# A config that once passed: every one of these loaded, and reload reported success, while the
+# model computed NaN depth and garbage classes (or could not run at all).
+_BAD_FIELDS = {
+    "negative num_heads": {"num_heads": -3},
+    "zero ln_eps": {"ln_eps": 0.0},
+    "negative ln_eps": {"ln_eps": -1e-6},
+    "NaN ln_eps": {"ln_eps": float("nan")},
+    "in_chans 1": {"in_chans": 1},
+    "in_chans 0": {"in_chans": 0},
+    "float img_h": {"img_h": 32.0},
+    "bool top_k": {"top_k": True},
+    "negative up_stages": {"up_stages": -1},
+    "up_stages past the input": {"head": "up", "up_stages": 40},
+    "zero pixel_std": {"pixel_std": [1.0, 0.0, 1.0]},
+    "infinite pixel_mean": {"pixel_mean": [0.0, float("inf"), 0.0]},
+    "two pixel_mean entries": {"pixel_mean": [0.0, 0.0]},
+    "duplicate task": {"tasks": ["semseg", "semseg"]},
+    "no classes": {"class_names": []},
+    "empty class name": {"class_names": ["road", ""]},
+    "256 classes": {"class_names": [f"c{i}" for i in range(256)]},
+    "negative pyramid_mix": {"head": "pyramid", "pyramid_mix": [-1, 1]},
+    "zero pyramid_dec": {"head": "pyramid", "pyramid_dec": [48, 0, 16]},
+    "tasks not a list": {"tasks": "semseg"},
+    "notes not an object": {"notes": [1, 2]},
+    "infinite max_depth": {"max_depth": float("inf")},
+}
+
+
+@pytest.mark.parametrize("change", list(_BAD_FIELDS.values()), ids=list(_BAD_FIELDS))
+def test_every_config_field_is_validated(change):
+    data = tiny_config().to_dict()
+    data.update(change)
+    with pytest.raises(ConfigError, match="invalid model config"):
+        ModelConfig.from_dict(data)
+
+
+def test_weights_file_with_negative_num_heads_is_refused(tmp_path, model):
+    """dim % -3 == 0 in Python, so the tensors' shapes fit: only the field check catches it."""
+    data = model.config.to_dict()
+    data["num_heads"] = -model.config.num_heads
+    path = tmp_path / "m.safetensors"
+    save_file(dict(model.tensors), str(path), metadata={META_CONFIG: json.dumps(data), META_FORMAT: "1"})
+    with pytest.raises(WeightsError, match="num_heads"):
+        load_weights(path)
+
+
+def test_huge_header_length_is_refused_before_reading(tmp_path):
+    """A (sparse) file claiming a 4 GB header was read for 22 s at ~1 GB RSS before being refused."""
+    path = tmp_path / "huge_header.safetensors"
+    claimed = 4 * 1000 ** 3
+    with open(path, "wb") as fh:
+        fh.write(claimed.to_bytes(8, "little"))
+        fh.truncate(8 + claimed + 16)  # sparse: no disk used, but the size check passes
+    with pytest.raises(WeightsError, match="exceeds"):
+        load_weights(path)
+    assert MAX_HEADER_BYTES == 100 * 1000 * 1000  # the safetensors library's own limit

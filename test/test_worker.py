@@ -115,3 +115,35 @@ def test_stop_discards_queue_and_can_restart():
 def test_rejects_bad_queue_size():
     with pytest.raises(ValueError, match="queue_size"):
         FrameWorker(lambda i, s: None, lambda: None, queue_size=0)
+
+
+def test_restart_after_a_stop_timeout_never_runs_two_workers():
+    """A worker stuck in a frame past stop()'s timeout keeps its thread; start() must not spawn a
+    second one beside it (two workers would process and publish concurrently, out of order)."""
+    gate = threading.Event()
+    seen = []
+
+    def process(item, state):
+        if item == "stuck":
+            gate.wait(5.0)
+        seen.append((item, threading.get_ident()))
+
+    name = "edgemoe-worker-stuck-test"
+    w = FrameWorker(process, lambda: None, queue_size=4, name=name)
+    w.start()
+    try:
+        w.submit("stuck")
+        _wait(lambda: w.pending() == 0)
+        assert w.stop(timeout=0.05) is False  # the frame in progress outlives the join
+        w.start()
+        w.submit("a")
+        w.submit("b")
+        assert sum(t.name == name for t in threading.enumerate()) == 1
+        gate.set()
+        assert w.wait_idle(5.0)
+        assert [item for item, _ in seen] == ["stuck", "a", "b"]
+        assert len({ident for _, ident in seen}) == 1, "frames were processed by two threads"
+    finally:
+        gate.set()
+        assert w.stop() is True
+    _wait(lambda: w.threads_alive == 0)

@@ -99,6 +99,12 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
             f"// ---- model sizes ({'SPEC model' if itf.is_spec_kernel(cfg) else 'custom model'})"]
     for k, v in itf.model_dims(cfg).items():
         out.append(f"static const int {k} = {v};")
+    out += ["", "// ---- accelerator structure: buffer sizes and exact datapath widths (accel_dims)"]
+    for k, v in itf.accel_dims(cfg).items():
+        out.append(f"static const int {k} = {v};")
+    out += ["// m_axi depth= of each pointer (elements for MAX_IMAGES images; co-simulation)"]
+    for k, v in itf.port_depths(cfg).items():
+        out.append(f"#define EDGEMOE_DEPTH_{k.upper()} {v}")
     out += ["", "// ---- weight layout (16-bit words)",
             f"static const int64_t PARAMS_WORDS = {layout.params_words};",
             f"static const int64_t ONE_TIME_WORDS = {layout.one_time_words};",

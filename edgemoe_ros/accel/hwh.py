@@ -18,6 +18,10 @@ ourselves:
   pynq's header parser accepts. It programs nothing; loading it on a real board is refused because
   real use passes ``download=True`` with the bitstream Vivado produced.
 
+``register_map_mismatch`` is the driver's check of a real bitstream's ``.hwh``: the IP's registers
+must be :func:`hwh_registers` (``interface.py``'s register map in Vitis HLS naming) or the driver
+refuses the overlay, naming the first difference.
+
 Everything design-level that the Vivado block design must agree with (instance names, base
 address, which AXI master goes to which HP port) is in :data:`BLOCK_DESIGN`; the test of the tcl
 scripts reads it from here.
@@ -29,6 +33,7 @@ import logging
 import struct
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -68,6 +73,9 @@ class BlockDesign:
         ("HP_DDR_LOW", 0x0000_0000, 0x8000_0000),
         ("HP_DDR_HIGH", 0x8_0000_0000, 0x8000_0000),
     )
+    #: PS-to-PL reset that drives the accelerator's ``ap_rst_n`` (through a proc_sys_reset): the
+    #: driver pulses it to reset a hung kernel (``pl_reset.PsGpioPlReset``).
+    pl_reset_pin: str = "pl_resetn0"
     #: ZCU102 PS reference: PL clock 0 = IOPLL (1500 MHz) / DIVISOR0 / DIVISOR1.
     iopll_mhz: float = 1500.0
     pl0_divisor1: int = 1
@@ -132,6 +140,37 @@ def hwh_registers() -> list[HwhRegister]:
                                     f"Data signal of {arg.name}: {arg.description}",
                                     ((arg.name, 0, 32, "write-only"),)))
     return sorted(regs, key=lambda r: r.offset)
+
+
+def expected_registers() -> dict[str, int]:
+    """Register name -> AXI-lite offset that the ``.hwh`` of a matching bitstream lists for our IP."""
+    return {r.name: r.offset for r in hwh_registers()}
+
+
+def register_map_mismatch(found: Mapping[str, int]) -> str | None:
+    """The first difference between an IP's registers (name -> offset, as a ``.hwh`` lists them)
+    and ``interface.py``'s register map, in words; None when they agree.
+
+    Expected registers are walked in offset order, so the message names the lowest register that
+    is missing or moved; registers the ``.hwh`` has beyond ours come last (an accelerator built
+    from other sources). The driver programs registers by offset, so any difference means it
+    would write arguments into the wrong places.
+    """
+    expected = expected_registers()
+    by_offset = {offset: name for name, offset in found.items()}
+    for name, offset in sorted(expected.items(), key=lambda kv: kv[1]):
+        if name not in found:
+            there = by_offset.get(offset)
+            held = f"the .hwh has {there!r} there" if there is not None else "the .hwh has no register there"
+            return f"register {name!r} (0x{offset:02X} in interface.py) is missing: {held}"
+        if found[name] != offset:
+            return (f"register {name!r} is at 0x{found[name]:02X} in the .hwh but at 0x{offset:02X} in "
+                    f"interface.py")
+    extra = sorted((offset, name) for name, offset in found.items() if name not in expected)
+    if extra:
+        offset, name = extra[0]
+        return f"the .hwh has register {name!r} at 0x{offset:02X}, which interface.py does not know"
+    return None
 
 
 # ----------------------------------------------------------------------------------- .hwh

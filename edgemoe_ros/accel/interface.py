@@ -170,6 +170,12 @@ BURST_ALIGN_WORDS = BURST_ALIGN_BYTES // (WEIGHT_WORD_BITS // 8)
 #: Elements per cycle of the elementwise loops (LayerNorm, GELU, residual, narrowing, copies): the
 #: on-chip activation buffers are cyclically partitioned by this factor.
 ELEM_LANES = 16
+#: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle (Edge-MoE: 16 x 16).
+LINEAR_TILE = 16
+#: Query rows the attention unit walks in parallel (instances of ``attention_row``). Edge-MoE
+#: uses 4; 2 keeps the DSP budget under 75 % of the xczu9eg (accel/resources.py) and costs about
+#: 1 ms per image (accel/latency_model.py).
+ATTENTION_ROWS = 2
 
 # ------------------------------------------------------------------------------ algorithm constants
 #: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated on
@@ -430,6 +436,47 @@ def buffer_shapes(cfg: ModelConfig, num_images: int) -> dict[str, tuple[tuple[in
         "images": ((b, cfg.img_h, cfg.img_w, cfg.in_chans), np.dtype(np.uint8)),
         "features_out": ((b, cfg.num_patches, cfg.dim), np.dtype(np.int32)),
         "routing_out": ((b, len(cfg.moe_layers), cfg.num_tokens, cfg.top_k), np.dtype(np.int32)),
+    }
+
+
+def _clog2(n: int) -> int:
+    """Bits of an unsigned counter that holds n - 1 (ceil(log2(n)) for n >= 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def accel_dims(cfg: ModelConfig) -> dict[str, int]:
+    """Structure of the accelerator for ``cfg``: the on-chip buffer sizes and exact datapath widths
+    the C++ declares (generated into edgemoe_interface.h; accel/resources.py counts the same)."""
+    patch_in = cfg.in_chans * cfg.patch * cfg.patch
+    max_in = max(patch_in, cfg.dim, cfg.mlp_hidden, cfg.expert_hidden)
+    act_w, w_w, attn_w, expo_w = (FORMATS[n].width for n in ("act", "weight", "attn", "expo"))
+    return {
+        "LINEAR_TILE": LINEAR_TILE, "ATTENTION_ROWS": ATTENTION_ROWS,
+        # widest input of any linear layer: the streamed weight band is LINEAR_TILE x this
+        "LINEAR_MAX_IN": max_in,
+        # columns of the shared wide activation buffer: qkv, MLP hidden, expert hidden, patches
+        "ACT_WIDE_COLS": max(3 * cfg.dim, cfg.mlp_hidden, cfg.expert_hidden,
+                             -(-cfg.num_patches * patch_in // cfg.num_tokens)),
+        # exact accumulator widths: |act x weight| < 2^(act_w + w_w - 2), summed over max_in
+        # products plus an aligned bias, never overflows (the emulator's int64 sums are exact)
+        "LIN_ACC_W": act_w + w_w + _clog2(max_in + 1),
+        "ATTN_DOT_W": 2 * attn_w + _clog2(cfg.head_dim),
+        # sum over the keys of expo (<= 1.0) x v
+        "ATTN_ACC_W": expo_w + attn_w + _clog2(cfg.num_tokens),
+    }
+
+
+def port_depths(cfg: ModelConfig) -> dict[str, int]:
+    """Elements behind each m_axi port for MAX_IMAGES images: the ``depth=`` of the top's INTERFACE
+    pragmas (co-simulation copies this many elements; the testbench allocates as much)."""
+    layout = weight_layout(cfg)
+    shapes = buffer_shapes(cfg, MAX_IMAGES)
+    return {
+        "images": int(np.prod(shapes["images"][0])),
+        "weights_one_time": layout.one_time_words // WORDS_PER_BEAT,
+        "weights_experts": layout.experts_words // WORDS_PER_BEAT,
+        "features_out": int(np.prod(shapes["features_out"][0])),
+        "routing_out": int(np.prod(shapes["routing_out"][0])),
     }
 
 

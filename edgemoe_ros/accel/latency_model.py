@@ -23,17 +23,28 @@ Per image and task (the kernel processes the images of a batch one after the oth
   exposed; expert layers read bands already on chip;
 * attention (``attention.h``): q, k and v converted to the attention format one after the other,
   ``elements_per_cycle`` per cycle; then ``attn_parallel`` query rows at once, each walking all keys
-  once (fused q.k / softmax / v per cycle), then the reciprocal (bit-serial) and the output;
+  once at ``attn_key_ii`` cycles per key (the loop carries the running max and the rescale, a
+  variable right shift and an add of the ``ATTN_ACC_W``-bit sums, from key to key: assumed 2 cycles
+  at 3.33 ns, not 1), then the reciprocal (bit-serial) and the output;
 * MoE (``moe.h``): router (streamed linear), per token top-k, exp2 softmax and its reciprocal;
-  clear the mix; per used expert: gather its queued tokens (exposed), then ``max(load of the next
-  used expert's block, fc1 + GELU + fc2 + scatter)`` (``expert_step``, a DATAFLOW region), the
-  first block's load exposed; each used expert's weights are loaded once per layer;
-* LayerNorm: per row three passes of ``elements_per_cycle`` lanes, plus the bit-serial isqrt and
-  reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
-  per cycle; patch gathering and feature write-back: one element per cycle;
+  clear the mix; per used expert: gather its queued tokens, load its two bias vectors, then fc1
+  and fc2 as streamed linears (band by band, the ``band_step`` DATAFLOW overlap, first band of
+  each exposed), GELU and the scatter into the mix, all in sequence (no DATAFLOW spans experts);
+  each used expert's weights are read once per layer, unused experts never;
+* LayerNorm: per row three passes of ``elements_per_cycle`` lanes, the output pass slowed to the
+  II its gamma/beta reads from the ``WORDS_PER_BEAT``-bank parameter cache allow (2), plus the
+  bit-serial isqrt and reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
+  per cycle; patch gathering: one burst per patch row (``patch * chans`` bytes, one per cycle, plus the read
+  latency); feature write-back: one element per cycle;
 * every pipelined loop invocation pays ``loop_overhead`` cycles of fill and drain.
 
+Overlap exists only where the code has a DATAFLOW region (``band_step``: a weight band's burst
+and the previous band's compute); everything else runs in sequence. The weight masters' rate is
+the HP port's: 128-bit beats at the kernel clock, derated by ``axi_efficiency`` and shared with
+any other bundle the block design (``accel/hwh.py`` BLOCK_DESIGN) puts on the same HP port.
+
 The anchor for comparison is Edge-MoE's measured ~59 ms per image per task on a ZCU102 (SPEC §3).
+No synthesis report or board run has confirmed any number here.
 """
 
 from __future__ import annotations
@@ -45,16 +56,27 @@ import numpy as np
 
 from ..model.config import ModelConfig
 from . import interface as itf
+from .hwh import BLOCK_DESIGN
 
 #: Edge-MoE (ICCAD 2023) measured on the ZCU102, per image per task (SPEC §3).
 EDGE_MOE_BOARD_MS = 59.0
-#: Steps of the bit-serial units of hls_math.h: isqrt yields one of 32 root bits per step,
+#: Steps of the bit-serial units of edgemoe_math.h: isqrt yields one of 32 root bits per step,
 #: recip<S> one of S + 1 quotient bits per step.
 ISQRT_STEPS = 32
 
 
+def bundles_sharing_hp_port(bundle: str) -> int:
+    """Masters the block design connects to the HP port of ``bundle`` (itself included)."""
+    port = BLOCK_DESIGN.hp_port_of_bundle[bundle]
+    return sum(p == port for p in BLOCK_DESIGN.hp_port_of_bundle.values())
+
+
+#: The weight masters: gmem1 (one-time weights) and gmem2 (expert weights).
+WEIGHT_BUNDLES = ("gmem1", "gmem2")
+
+
 def recip_steps(shift: int) -> int:
-    """Cycles of ``hls::recip<shift>`` (restoring division, one quotient bit per cycle)."""
+    """Cycles of ``edgemoe::recip<shift>`` (restoring division, one quotient bit per cycle)."""
     return shift + 1
 
 
@@ -64,9 +86,15 @@ class AcceleratorParams:
 
     clock_mhz: float = itf.CLOCK_MHZ
     #: Shared linear unit tile: ``linear_config::tile`` in linear.h (Edge-MoE: 16 x 16).
-    tile: int = 16
+    tile: int = itf.LINEAR_TILE
     #: Query rows processed in parallel: ``attention_config::par`` in attention.h (Edge-MoE: 4).
-    attn_parallel: int = 4
+    attn_parallel: int = itf.ATTENTION_ROWS
+    #: Cycles per key of the attention key loop (its loop-carried rescale; the PIPELINE II pragma).
+    attn_key_ii: int = 2
+    #: Reads per cycle of the on-chip parameter cache: WORDS_PER_BEAT banks (edgemoe_core.cpp's
+    #: cyclic partition, the width of the burst that fills it), two ports each. LayerNorm's output
+    #: pass reads gamma and beta for every lane, so it needs 2 * lanes reads per cycle.
+    param_reads_per_cycle: int = 2 * itf.WORDS_PER_BEAT
     #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual, ...).
     elements_per_cycle: int = itf.ELEM_LANES
     #: 16-bit weight words the load loops accept per cycle (one AXI beat: ``WORDS_PER_BEAT``).
@@ -74,12 +102,12 @@ class AcceleratorParams:
     #: One AXI master's data width (interface.py) and the share of it HP ports sustain on bursts.
     axi_bytes_per_cycle: int = itf.AXI_DATA_WIDTH_BITS // 8
     axi_efficiency: float = 0.8
+    #: Masters sharing the weight masters' HP port in the block design (1: a port of their own).
+    hp_port_sharers: int = max(bundles_sharing_hp_port(b) for b in WEIGHT_BUNDLES)
     #: Cycles from a burst's address to its first beat (ZynqMP HP port to PS DDR4: ~200 ns).
     axi_read_latency: int = 60
     #: Streamed weight bands load while the previous band computes (``band_step`` DATAFLOW).
     tile_load_overlap: bool = True
-    #: The next expert's block loads while the current expert computes (``expert_step`` DATAFLOW).
-    expert_load_overlap: bool = True
     #: The next weight tile is fetched into registers while the current one multiplies (RowsFetch).
     tile_fetch_overlap: bool = True
     #: Fill/drain cycles of one pipelined loop invocation.
@@ -88,7 +116,8 @@ class AcceleratorParams:
     @property
     def weight_rate(self) -> float:
         """Weight words per cycle actually moved: the loop's rate, capped by the AXI master."""
-        bus_words = self.axi_bytes_per_cycle * self.axi_efficiency / (itf.WEIGHT_WORD_BITS // 8)
+        bus_words = (self.axi_bytes_per_cycle * self.axi_efficiency / self.hp_port_sharers
+                     / (itf.WEIGHT_WORD_BITS // 8))
         return min(float(self.weight_words_per_cycle), bus_words)
 
     def load_cycles(self, words: float) -> int:
@@ -169,9 +198,21 @@ class LatencyEstimate:
             lines.append(f"{name:<14}{cyc:>13,}{cyc / (mhz * 1e3):>9.3f}{cyc / total:>8.1%}")
         lines.append(f"{'total':<14}{total:>13,}{self.ms_per_call:>9.3f}{1:>8.0%}")
         lines.append(f"per image per task: {self.ms_per_image:.2f} ms at {mhz:g} MHz "
-                     f"(Edge-MoE board: {EDGE_MOE_BOARD_MS:g} ms; ratio board/estimate "
+                     f"(Edge-MoE board, measured: {EDGE_MOE_BOARD_MS:g} ms; ratio board/estimate "
                      f"{self.speedup_vs_edge_moe:.2f})")
+        lines.append("assumptions: " + self.assumptions())
         return "\n".join(lines)
+
+    def assumptions(self) -> str:
+        """The numbers the estimate rests on, in one line (printed beside it)."""
+        p = self.params
+        return (f"{p.clock_mhz:g} MHz; linear unit {p.tile}x{p.tile}, II=1; attention {p.attn_parallel} rows, "
+                f"key loop II={p.attn_key_ii}; {p.elements_per_cycle} elements/cycle elementwise (LayerNorm out "
+                f"II={math.ceil(2 * p.elements_per_cycle / p.param_reads_per_cycle)}); weight "
+                f"masters {p.axi_bytes_per_cycle * 8}-bit at {p.axi_efficiency:.0%} of the HP port, shared by "
+                f"{p.hp_port_sharers}, {p.axi_read_latency}-cycle burst latency; overlap only in band_step "
+                f"(DATAFLOW); {p.loop_overhead} cycles fill/drain per loop; expert loads once per used expert; "
+                "not confirmed by csynth or a board")
 
     def block_table(self) -> str:
         """Per-layer breakdown: cycles and ms of each block, dense or MoE."""
@@ -212,13 +253,17 @@ def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int, onchip: bool 
 def attention_cycles(p: AcceleratorParams, cfg: ModelConfig) -> int:
     n, hd = cfg.num_tokens, cfg.head_dim
     groups = math.ceil(n / p.attn_parallel)
-    row = n + p.loop_overhead + recip_steps(itf.SOFTMAX_RECIP_SHIFT) + p.elementwise(hd)  # keys, recip, out
+    row = n * p.attn_key_ii + p.loop_overhead + recip_steps(itf.SOFTMAX_RECIP_SHIFT) + p.elementwise(hd)
     return cfg.num_heads * (3 * p.elementwise(n * hd) + groups * row)  # q, k, v conversion; query rows
 
 
 def layer_norm_cycles(p: AcceleratorParams, rows: int, dim: int) -> int:
+    """Sum and variance passes at full lane rate; the output pass at the II its gamma/beta reads
+    from the parameter cache allow; the bit-serial isqrt and reciprocal per row."""
     row_math = ISQRT_STEPS + recip_steps(itf.ln_std_frac() + itf.LN_RSTD_FRAC)
-    return rows * (3 * p.elementwise(dim) + row_math)
+    out_ii = math.ceil(2 * p.elements_per_cycle / p.param_reads_per_cycle)
+    out_pass = math.ceil(dim / p.elements_per_cycle) * out_ii + p.loop_overhead
+    return rows * (2 * p.elementwise(dim) + out_pass + row_math)
 
 
 def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:
@@ -229,30 +274,29 @@ def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:
     return counts
 
 
-def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig, rows: int) -> tuple[int, int]:
-    """(cycles, MAC cycles) of ``expert_compute`` on ``rows`` queued tokens."""
+def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig, rows: int) -> tuple[int, int, int]:
+    """(cycles, MAC cycles, load cycles) of one used expert on ``rows`` queued tokens: biases, fc1
+    and fc2 streamed band by band, GELU, scatter into the mix."""
     d, h = cfg.dim, cfg.expert_hidden
-    c1, m1, _ = linear_cycles(p, rows, d, h, onchip=True)
-    c2, m2, _ = linear_cycles(p, rows, h, d, onchip=True)
+    c1, m1, l1 = linear_cycles(p, rows, d, h)
+    c2, m2, l2 = linear_cycles(p, rows, h, d)
+    biases = p.load_cycles(h) + p.load_cycles(d)
     scatter = rows * p.elementwise(d)
-    return c1 + p.elementwise(rows * h) + c2 + scatter, m1 + m2
+    return biases + c1 + p.elementwise(rows * h) + c2 + scatter, m1 + m2, l1 + l2 + biases
 
 
-def _moe_cycles(p: AcceleratorParams, cfg: ModelConfig, counts: np.ndarray, expert_words: int) -> tuple[int, int, int]:
+def _moe_cycles(p: AcceleratorParams, cfg: ModelConfig, counts: np.ndarray) -> tuple[int, int, int]:
     """(cycles, MAC cycles, load cycles) of the experts of one MoE layer for one image."""
-    load = p.load_cycles(expert_words)
-    used = [int(c) for c in counts if c > 0]
-    cycles = load if (p.expert_load_overlap and used) else 0  # the first block's load is exposed
-    compute = 0
-    for i, rows in enumerate(used):
-        work, macs = expert_compute_cycles(p, cfg, rows)
-        gather = rows * p.elementwise(cfg.dim)
+    cycles = compute = load = 0
+    for rows in (int(c) for c in counts):
+        cycles += p.loop_overhead  # the queue check of an expert
+        if rows == 0:
+            continue
+        work, macs, loads = expert_compute_cycles(p, cfg, rows)
+        cycles += rows * p.elementwise(cfg.dim) + work  # gather, then the expert
         compute += macs
-        if p.expert_load_overlap:
-            cycles += gather + max(work, load if i + 1 < len(used) else 0)
-        else:
-            cycles += load + gather + work
-    return cycles, compute, load * len(used)
+        load += loads
+    return cycles, compute, load
 
 
 def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | None = None,
@@ -269,14 +313,15 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
         raise ValueError(f"routing shape {np.asarray(routing).shape} does not match "
                          f"({num_images}, {len(cfg.moe_layers)}, ...)")
     n, d = cfg.num_tokens, cfg.dim
-    expert_words = itf.weight_layout(cfg).expert_words
     est = LatencyEstimate(cfg, p, num_images)
 
     def add(block: str, name: str, cycles: int, compute: int | None = None, load: int = 0) -> None:
         est.stages.append(Stage(block, name, int(cycles), int(cycles if compute is None else compute), int(load)))
 
     for img in range(num_images):
-        add("embed", "patch_embed", p.serial(cfg.num_patches * cfg.in_chans * cfg.patch ** 2), 0)  # gather
+        # gather: one burst of patch * chans bytes per patch row, each paying the read latency
+        row_burst = cfg.patch * cfg.in_chans + p.axi_read_latency + p.loop_overhead
+        add("embed", "patch_embed", cfg.num_patches * cfg.patch * row_burst, 0)
         add("embed", "patch_embed", *linear_cycles(p, cfg.num_patches, cfg.in_chans * cfg.patch ** 2, d))
         add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)  # class token, position
         for blk in range(cfg.depth):
@@ -298,7 +343,7 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
             layer = cfg.moe_layers.index(blk)
             counts = (np.bincount(np.asarray(routing)[img, layer].ravel(), minlength=e) if routing is not None
                       else expected_tokens_per_expert(cfg))
-            add(tag, "experts", *_moe_cycles(p, cfg, counts, expert_words))
+            add(tag, "experts", *_moe_cycles(p, cfg, counts))
         add("final", "layernorm", layer_norm_cycles(p, n, d), 0)
         add("final", "write_out", p.serial(cfg.num_patches * d), 0)
     return est

@@ -12,6 +12,18 @@ The kernel caches its small parameters (biases, LayerNorm, embeddings) on chip; 
 first run after the weights actually changed (and after a failed run, when the cache state is
 unknown), so switching task or running the next frame costs no reload.
 
+Safety on open, before anything is programmed or allocated:
+
+* one process owns the device (``device_lock``): a driver in another process fails with a message
+  naming the owner; a second driver in the same process attaches to the programmed overlay without
+  re-programming it and shares the kernel (calls serialised, parameter cache reloaded on handover);
+* the IP's registers in the ``.hwh`` must be ``interface.py``'s (names and offsets; the first
+  difference is named), or the bitstream is refused;
+* the contiguous (CMA) memory the buffers need must be free (``cma``).
+
+A hung kernel is recovered by a PL reset from the PS; re-programming is the last resort
+(:meth:`EdgeMoeDriver.recover`).
+
 pynq is imported lazily so the package works on machines without it.
 """
 
@@ -30,7 +42,9 @@ import numpy as np
 
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
+from . import cma, device_lock, hwh
 from . import interface as itf
+from .pl_reset import PsGpioPlReset
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +89,20 @@ def _serialised(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _active_device(pynq: Any) -> Any:
+    try:
+        return pynq.Device.active_device
+    except Exception as exc:  # pynq raises RuntimeError("No Devices Found") off the board
+        raise AcceleratorError(f"no PYNQ device: {exc}") from None
+
+
+def device_pl_reset(device: Any) -> Callable[[], None]:
+    """How to reset ``device``'s PL from the PS: its own ``pl_reset()`` when it models one (the
+    simulated device), else a pulse of the block design's reset pin through the PS GPIO."""
+    own = getattr(device, "pl_reset", None)
+    return own if callable(own) else PsGpioPlReset(hwh.BLOCK_DESIGN.pl_reset_pin)
+
+
 def _import_pynq() -> Any:
     try:
         import pynq
@@ -96,7 +124,8 @@ class EdgeMoeDriver:
 
     def __init__(self, bitfile: str | Path, config: ModelConfig, *, max_images: int = 1, download: bool = True,
                  device: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, ip_name: str | None = None):
+                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, ip_name: str | None = None,
+                 lock_path: str | Path | None = None, pl_reset: Callable[[], None] | None = None):
         if not 1 <= max_images <= itf.MAX_IMAGES:
             raise AcceleratorError(f"max_images {max_images} outside 1..{itf.MAX_IMAGES}")
         if timeout_s <= 0:
@@ -106,28 +135,52 @@ class EdgeMoeDriver:
         self.timeout_s = float(timeout_s)
         self.poll_interval_s = float(poll_interval_s)
         self._buffers: dict[str, Any] = {}
-        self._lock = threading.RLock()
+        self._lock: threading.RLock = threading.RLock()  # the device claim's lock once claimed
+        self._claim: device_lock.DeviceClaim | None = None
         self._closed = False
         self._weights_digest: bytes | None = None
         self._reload_pending = True
         self.bitfile = Path(bitfile)
+        if not self.bitfile.is_file():
+            raise AcceleratorError(f"bitstream {self.bitfile} not found")
         pynq = _import_pynq()
+        self.device = device if device is not None else _active_device(pynq)
+        self._pl_reset = pl_reset if pl_reset is not None else device_pl_reset(self.device)
+        self.attached = self._claim_device(lock_path)
         try:
-            self.overlay = pynq.Overlay(str(self.bitfile), download=download, device=device)
+            self._open_overlay(pynq, download and not self.attached, ip_name)
+            self._allocate(pynq)
+        except BaseException:
+            self.close()
+            raise
+        log.info("opened %s%s: %s at 0x%X, buffers for %d image(s), %.1f MB", self.bitfile,
+                 " (attached: another driver of this process programmed it)" if self.attached else "",
+                 self.ip_name, self.overlay.ip_dict.get(self.ip_name, {}).get("phys_addr", 0), max_images,
+                 sum(b.nbytes for b in self._buffers.values()) / 1e6)
+
+    # ------------------------------------------------------------------ setup
+    def _claim_device(self, lock_path: str | Path | None) -> bool:
+        """Own the device (or join this process's owner); True when joining, i.e. no re-programming."""
+        try:
+            path = Path(lock_path) if lock_path is not None else device_lock.default_lock_path(self.device.tag)
+            self._claim, attached = device_lock.claim(path, self.bitfile)
+        except (device_lock.DeviceLockError, OSError) as exc:
+            raise AcceleratorError(f"{self.bitfile}: {exc}") from None
+        self._lock = self._claim.kernel_lock
+        return attached
+
+    def _open_overlay(self, pynq: Any, download: bool, ip_name: str | None) -> None:
+        try:
+            self.overlay = pynq.Overlay(str(self.bitfile), download=download, device=self.device)
         except Exception as exc:
             raise AcceleratorError(f"cannot open overlay {self.bitfile}: {exc}") from exc
-        self.device = self.overlay.device
         self.ip_name = ip_name or self._find_ip()
         try:
             self.ip = functools.reduce(getattr, self.ip_name.split("/"), self.overlay)
         except AttributeError as exc:
             raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} not in the overlay: {exc}") from None
-        self._allocate(pynq)
-        log.info("opened %s: %s at 0x%X, buffers for %d image(s), %.1f MB", self.bitfile, self.ip_name,
-                 self.overlay.ip_dict.get(self.ip_name, {}).get("phys_addr", 0), max_images,
-                 sum(b.nbytes for b in self._buffers.values()) / 1e6)
+        self._check_registers()
 
-    # ------------------------------------------------------------------ setup
     def _find_ip(self) -> str:
         found = [name for name, desc in self.overlay.ip_dict.items()
                  if str(desc.get("type") or "").split(":")[2:3] == [itf.TOP_FUNCTION]]
@@ -138,17 +191,40 @@ class EdgeMoeDriver:
                                    f"IPs in the overlay: {listing}")
         return found[0]
 
-    def _allocate(self, pynq: Any) -> None:
+    def _check_registers(self) -> None:
+        """Refuse an IP whose ``.hwh`` register map is not ``interface.py``'s: every argument would
+        land in the wrong register (a bitstream built from other sources or another ABI)."""
+        registers = self.overlay.ip_dict.get(self.ip_name, {}).get("registers")
+        if not registers:
+            raise AcceleratorError(f"{self.bitfile}: the .hwh lists no registers for {self.ip_name}; "
+                                   "cannot check it is the accelerator this driver was written for")
+        found = {name: int(reg["address_offset"]) for name, reg in registers.items()}
+        problem = hwh.register_map_mismatch(found)
+        if problem is not None:
+            raise AcceleratorError(
+                f"{self.bitfile}: {self.ip_name} does not have the register map of interface.py (ABI "
+                f"{itf.ABI_VERSION}): {problem}. Rebuild the overlay from this checkout's hls_accel/ "
+                "(docs/fpga.md) or use the edgemoe_ros it was built with")
+
+    def _buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         layout = itf.weight_layout(self.config)
         wanted = dict(itf.buffer_shapes(self.config, self.max_images))
         wanted["weights_one_time"] = ((layout.one_time_words,), np.dtype(np.int16))
         wanted["weights_experts"] = ((layout.experts_words,), np.dtype(np.int16))
-        for name in itf.POINTER_ARGS:
-            shape, dtype = wanted[name]
+        return {name: wanted[name] for name in itf.POINTER_ARGS}
+
+    def _allocate(self, pynq: Any) -> None:
+        specs = self._buffer_specs()
+        sizes = {name: int(np.prod(shape)) * dtype.itemsize for name, (shape, dtype) in specs.items()}
+        report = getattr(self.device, "cma_status", None)  # a device that models its own pool
+        try:
+            cma.check_cma(sizes, report() if report is not None else cma.read_cma())
+        except cma.CmaError as exc:
+            raise AcceleratorError(str(exc)) from None
+        for name, (shape, dtype) in specs.items():
             try:
                 self._buffers[name] = pynq.allocate(shape, dtype, target=self.device)
             except Exception as exc:
-                self.close()
                 raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: {exc}") from exc
 
     # ------------------------------------------------------------------ weights
@@ -210,7 +286,8 @@ class EdgeMoeDriver:
             self._reload_pending = True
             raise AcceleratorBusy(f"{self.ip_name} is not idle before start, ap_ctrl={describe_ctrl(ctrl)}; "
                                   "a previous run did not finish: reload the overlay")
-        reload = int(self._reload_pending)
+        claim = self._claim
+        reload = int(self._reload_pending or claim is None or claim.cache_owner is not self)
         for name, offset in itf.POINTER_ARGS.items():
             address = int(self._buffers[name].device_address)
             self._write(offset, address & 0xFFFF_FFFF)
@@ -222,8 +299,12 @@ class EdgeMoeDriver:
         self._write(itf.REG_AP_CTRL, itf.AP_START)
         # Until it finished, the on-chip parameter cache is in an unknown state.
         self._reload_pending = True
+        if claim is not None:
+            claim.cache_owner = None
         self._wait_done(started, scalars)
         self._reload_pending = False
+        if claim is not None:
+            claim.cache_owner = self
         log.debug("%s: %d image(s), task %d, reload %d in %.2f ms", self.ip_name, b, task_id, reload,
                   (time.monotonic() - started) * 1e3)
 
@@ -261,17 +342,39 @@ class EdgeMoeDriver:
                 f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} ({int(bad.sum())} bad entries)")
 
     @_serialised
-    def recover(self) -> None:
-        """Bring a hung kernel back: re-program the PL with the same bitstream (the only reset an
-        HLS block without a soft-reset register has). Buffers and weights in DDR survive; the
-        on-chip parameter cache does not, so the next run reloads it."""
+    def recover(self) -> str:
+        """Bring a hung kernel back; returns how: ``"pl_reset"`` or ``"download"``.
+
+        First a PL reset from the PS (``pl_reset``): it resets the kernel and its interconnect in
+        place. Re-programming the bitstream is the last resort, taken only when the kernel is still
+        not idle after the reset: tearing the PL down while the kernel holds AXI transactions can
+        hang a Zynq UltraScale+ (``accel/pl_reset.py``). Buffers and weights in DDR survive both;
+        the on-chip parameter cache does not, so the next run reloads it.
+        """
         self._check_open()
-        log.warning("re-programming %s to reset %s", self.bitfile, self.ip_name)
+        self._forget_cache()
+        log.warning("resetting %s through a PL reset from the PS", self.ip_name)
+        try:
+            self._pl_reset()
+        except Exception as exc:  # no GPIO access, no reset line: fall through to re-programming
+            log.warning("PL reset failed (%s: %s)", type(exc).__name__, exc)
+        ctrl = self._read(itf.REG_AP_CTRL)
+        if ctrl & itf.AP_IDLE:
+            log.warning("%s is idle again after the PL reset", self.ip_name)
+            return "pl_reset"
+        log.warning("%s still not idle after the PL reset (ap_ctrl=%s): re-programming %s as a last resort",
+                    self.ip_name, describe_ctrl(ctrl), self.bitfile)
         self._device_call("re-programming the PL", self.device.download, self.overlay, self.overlay.parser)
-        self._reload_pending = True
         ctrl = self._read(itf.REG_AP_CTRL)
         if not ctrl & itf.AP_IDLE:
-            raise AcceleratorBusy(f"{self.ip_name} still not idle after re-programming, ap_ctrl={describe_ctrl(ctrl)}")
+            raise AcceleratorBusy(f"{self.ip_name} still not idle after a PL reset and re-programming, "
+                                  f"ap_ctrl={describe_ctrl(ctrl)}: power-cycle the board")
+        return "download"
+
+    def _forget_cache(self) -> None:
+        self._reload_pending = True
+        if self._claim is not None:
+            self._claim.cache_owner = None
 
     # ------------------------------------------------------------------ register access
     def _read(self, offset: int) -> int:
@@ -286,8 +389,9 @@ class EdgeMoeDriver:
         except AcceleratorError:
             raise
         except Exception as exc:
-            self._reload_pending = True
-            raise AcceleratorError(f"{self.ip_name}: device error during {what}: {exc}") from exc
+            self._forget_cache()
+            raise AcceleratorError(f"{getattr(self, 'ip_name', self.bitfile)}: device error during {what}: "
+                                   f"{exc}") from exc
 
     # ------------------------------------------------------------------ teardown
     def _check_open(self) -> None:
@@ -300,7 +404,7 @@ class EdgeMoeDriver:
 
     @_serialised
     def close(self) -> None:
-        """Free the device buffers. Safe to call twice."""
+        """Free the device buffers and give up the device claim. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -311,6 +415,11 @@ class EdgeMoeDriver:
                 log.warning("freeing device buffer %s failed: %s", name, exc)
         self._buffers.clear()
         self._weights_digest = None
+        if self._claim is not None:
+            if self._claim.cache_owner is self:
+                self._claim.cache_owner = None
+            device_lock.release(self._claim)
+            self._claim = None
 
     def __enter__(self) -> EdgeMoeDriver:
         return self

@@ -15,8 +15,12 @@ has a host copy (the ``PynqBuffer`` the driver sees) and a device copy (what the
 reads and writes); only ``sync_to_device``/``sync_from_device`` copy between them. A driver that
 forgets a sync therefore gets stale data here exactly as it would on the board.
 
-Fault injection (:class:`Fault`) makes the device hang (never finish: the driver must time out),
-fail (the hardware model reports an error; modelled as a bus error on the start write), or
+A PL reset (:meth:`SimulatedDevice.pl_reset`, what the driver pulses to recover a hung kernel)
+returns the control block to idle as ``download`` does; ``cma_bytes`` models a CMA pool that
+allocations draw from.
+
+Fault injection (:class:`Fault`) makes the device hang (never finish: the driver must time out;
+``WEDGED``: and a PL reset does not help, only re-programming), fail (the hardware model reports an error; modelled as a bus error on the start write), or
 finish with corrupted outputs (the driver must notice).
 
 The simulated device is only probed by pynq after :func:`install` (so importing this module on a
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import itertools
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -44,6 +50,7 @@ from pynq.pl_server.device import Device
 
 from ..model.config import ModelConfig
 from . import interface as itf
+from .cma import CmaStatus, pages
 from .hwh import BLOCK_DESIGN
 
 log = logging.getLogger(__name__)
@@ -51,9 +58,9 @@ log = logging.getLogger(__name__)
 #: pynq picks the device with the lowest priority value; real devices use 40..200. Only devices
 #: created by :func:`install` are ever probed, so this low value never shadows a real board.
 PROBE_PRIORITY = 7
-#: Where simulated DDR allocations start, and their alignment (a page, like CMA allocations).
+#: Where simulated DDR allocations start (each is page-aligned, like CMA allocations).
 SIM_DDR_BASE = 0x1000_0000
-SIM_PAGE = 4096
+_BOARD_IDS = itertools.count()
 
 #: hardware(images, weights_one_time, weights_experts, features_out, routing_out,
 #:          num_images, task_id, reload_one_time_weights) -> return code (0 = ok, see CSIM_ERRORS)
@@ -68,8 +75,10 @@ class Fault(enum.Enum):
     """Injected misbehaviour of the simulated accelerator."""
 
     NONE = "none"
-    #: ap_start is accepted but ap_done never rises.
+    #: ap_start is accepted but ap_done never rises; a PL reset brings the kernel back.
     HANG = "hang"
+    #: like HANG, but the PL reset does not help (the kernel stays busy): only re-programming does.
+    WEDGED = "wedged"
     #: the hardware model returns an error code: the start write raises ``SimulatedDeviceError``.
     ERROR = "error"
     #: the run completes but routing_out holds out-of-range expert ids (a DMA gone wrong).
@@ -106,6 +115,22 @@ _INT_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int32)
 #: (library path, mtime, size) -> (private copy directory, dlmopen handle); one namespace per build.
 _LOADED: dict[tuple[str, int, int], tuple[tempfile.TemporaryDirectory, int]] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+class _SharedKernel:
+    """What the devices sharing one loaded library share: the kernel's static memory.
+
+    ``lock`` serialises their runs (the kernel's scratch buffers are static); ``cache_owner`` is
+    the :class:`CsimHardware` whose parameters the static parameter cache holds right now.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache_owner: object | None = None
+
+
+#: dlmopen handle -> its shared kernel state.
+_KERNELS: dict[int, _SharedKernel] = {}
 
 
 def _load_isolated(path: Path) -> int:
@@ -151,9 +176,12 @@ def _symbol(handle: int, name: str, path: Path) -> int:
 class CsimHardware:
     """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware` callable.
 
-    The library is loaded in a link-map namespace of its own (see :func:`_load_isolated`); all
-    simulated devices using the same library build share it, as calls from one process to one
-    board would. Every driver reloads the parameter cache on its first run, so sharing is safe.
+    One instance is one board's accelerator. The library is loaded in a link-map namespace of its
+    own (see :func:`_load_isolated`), shared by every instance using the same build, so their
+    kernels share one static parameter cache, where separate boards would each have their BRAM.
+    Each instance therefore keeps the one-time weights of its last reload, and a run without
+    reload after another instance refilled the cache restores them first: device A, B, A runs
+    on A's parameters, and a device that never loaded gets the kernel's "no parameters" error.
     """
 
     def __init__(self, library: str | Path):
@@ -168,6 +196,10 @@ class CsimHardware:
                 f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild hls_accel")
         self._signature = _INT_FUNCTION(_symbol(handle, "edgemoe_csim_model_signature", path))
         self._run = _RUN_SIGNATURE(_symbol(handle, "edgemoe_csim_run", path))
+        with _LOAD_LOCK:
+            self._kernel = _KERNELS.setdefault(handle, _SharedKernel())
+        #: This board's parameter cache: the one-time weights as of its last reload.
+        self._cached_one_time: np.ndarray | None = None
 
     def check_model(self, cfg: ModelConfig) -> None:
         """Refuse a library compiled for another model."""
@@ -179,10 +211,47 @@ class CsimHardware:
     def __call__(self, images: np.ndarray, weights_one_time: np.ndarray, weights_experts: np.ndarray,
                  features_out: np.ndarray, routing_out: np.ndarray, num_images: int, task_id: int,
                  reload_one_time_weights: int) -> int:
+        _check_buffers(images, weights_one_time, weights_experts, features_out, routing_out, num_images)
+
         def ptr(a: np.ndarray) -> int:
             return a.ctypes.data
-        return int(self._run(ptr(images), ptr(weights_one_time), ptr(weights_experts), ptr(features_out),
-                             ptr(routing_out), num_images, task_id, reload_one_time_weights))
+        kernel = self._kernel
+        with kernel.lock:
+            one_time, reload = weights_one_time, reload_one_time_weights
+            if not reload and kernel.cache_owner is not self:
+                if self._cached_one_time is None:
+                    return itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS  # this board never loaded any
+                # Refill the cache with what this board had. For this one run the snapshot also
+                # supplies the streamed linear weights, which equal the device buffer's unless a
+                # driver rewrote that buffer without asking for a reload.
+                one_time, reload = self._cached_one_time, 1
+            code = int(self._run(ptr(images), ptr(one_time), ptr(weights_experts), ptr(features_out),
+                                 ptr(routing_out), num_images, task_id, reload))
+            if code == itf.CSIM_OK:
+                if reload_one_time_weights:
+                    self._cached_one_time = np.array(weights_one_time, copy=True)
+                kernel.cache_owner = self
+            return code
+
+
+def _check_buffers(images: np.ndarray, one_time: np.ndarray, experts: np.ndarray, features: np.ndarray,
+                   routing: np.ndarray, num_images: int) -> None:
+    """What the C-simulation needs of its buffers before it gets their pointers (it trusts them):
+    the right dtypes, C-contiguous, outputs writeable, and ``num_images`` images present. The
+    sizes the model fixes are checked by ``check_model`` and the device's pointer decoding."""
+    wants = (("images", images, np.uint8, False), ("weights_one_time", one_time, np.int16, False),
+             ("weights_experts", experts, np.int16, False), ("features_out", features, np.int32, True),
+             ("routing_out", routing, np.int32, True))
+    for name, arr, dtype, written in wants:
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or not arr.flags.c_contiguous:
+            got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise SimulatedDeviceError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array, got {got}")
+        if written and not arr.flags.writeable:
+            raise SimulatedDeviceError(f"{name} is written by the accelerator but is read-only")
+    for name, arr in (("images", images), ("features_out", features), ("routing_out", routing)):
+        if arr.ndim < 1 or arr.shape[0] < num_images:
+            raise SimulatedDeviceError(f"{name} holds {arr.shape[0] if arr.ndim else 0} images, the run needs "
+                                       f"{num_images}")
 
 
 class SimulatedDevice(Device):
@@ -201,9 +270,11 @@ class SimulatedDevice(Device):
     def _probe_(cls) -> list[SimulatedDevice]:
         return list(cls._installed)
 
-    def __init__(self, config: ModelConfig, hardware: Hardware | None = None, *, tag: str = "edgemoe_sim0",
-                 base_address: int = BLOCK_DESIGN.control_base, completion_delay_s: float = 0.0):
-        super().__init__(tag)
+    def __init__(self, config: ModelConfig, hardware: Hardware | None = None, *, tag: str | None = None,
+                 base_address: int = BLOCK_DESIGN.control_base, completion_delay_s: float = 0.0,
+                 cma_bytes: int | None = None):
+        # Each simulated board is a device of its own (the driver's device lock is per tag).
+        super().__init__(tag or f"edgemoe_sim_{os.getpid()}_{next(_BOARD_IDS)}")
         self.name = "edgemoe-simulated-zcu102"
         self.capabilities = {"REGISTER_RW": True}
         self.config = config
@@ -211,18 +282,23 @@ class SimulatedDevice(Device):
         self.fault = Fault.NONE
         self.base_address = base_address
         self.completion_delay_s = completion_delay_s
+        #: Simulated CMA pool (None: not modelled, the driver's check passes).
+        self.cma_bytes = cma_bytes
         self.timestamp = ""
         self.bitfile_name = None
         self._lock = threading.Lock()
         self._regs: dict[int, int] = {}
         self._ctrl = itf.AP_IDLE
         self._done_at: float | None = None
+        self._wedged = False
         self._allocs: dict[int, _Allocation] = {}
         self._next_address = SIM_DDR_BASE
         #: Accepted starts, in order, and register writes per offset (for tests and debugging).
         self.runs: list[SimRun] = []
         self.register_writes: Counter[int] = Counter()
         self.allocations = 0
+        self.downloads = 0
+        self.pl_resets = 0
         self.syncs_to_device = 0
         self.syncs_from_device = 0
 
@@ -238,15 +314,40 @@ class SimulatedDevice(Device):
 
     def download(self, bitstream: Any, parser: Any = None) -> None:
         """'Program' the PL: reset the accelerator and record the bitstream as loaded."""
+        self._reset_control_block(clear_wedge=True)
+        self.downloads += 1
+        self.post_download(bitstream, parser, self.name)
+
+    def pl_reset(self) -> None:
+        """A PS-to-PL reset pulse (pl_resetn0 -> proc_sys_reset -> ap_rst_n): the control block
+        returns to idle, unless a :attr:`Fault.WEDGED` run holds it."""
+        self.pl_resets += 1
+        self._reset_control_block(clear_wedge=False)
+
+    def _reset_control_block(self, clear_wedge: bool) -> None:
         with self._lock:
+            if clear_wedge:
+                self._wedged = False
+            if self._wedged:
+                return
             self._regs.clear()
             self._ctrl = itf.AP_IDLE
             self._done_at = None
-        self.post_download(bitstream, parser, self.name)
+
+    def cma_status(self) -> CmaStatus | None:
+        """The simulated CMA pool: ``cma_bytes`` less what live buffers hold (page-rounded)."""
+        if self.cma_bytes is None:
+            return None
+        used = sum(pages(len(a.device)) for a in self._allocs.values() if not a.freed)
+        return CmaStatus(self.cma_bytes, max(self.cma_bytes - used, 0))
 
     def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str, **kwargs: object) -> PynqBuffer:
         """A host buffer plus its device-side copy at a fresh page-aligned simulated DDR address."""
         handle = len(self._allocs) + 1
+        status = self.cma_status()
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if status is not None and pages(nbytes) > status.free_bytes:
+            raise SimulatedDeviceError(f"CMA exhausted: {nbytes} bytes wanted, {status.free_bytes} free")
         buf = PynqBuffer(shape, dtype, device_address=self._next_address, device=self, bo=handle)
         buf[...] = 0
         # pynq's freebuffer() hands ``pointer`` back to ``return_to`` when ``memory`` is set:
@@ -256,7 +357,7 @@ class SimulatedDevice(Device):
         buf.return_to = self
         alloc = _Allocation(handle, self._next_address, buf, np.zeros(buf.nbytes, np.uint8))
         self._allocs[handle] = alloc
-        self._next_address += -(-max(buf.nbytes, 1) // SIM_PAGE) * SIM_PAGE
+        self._next_address += pages(buf.nbytes)
         self.allocations += 1
         return buf
 
@@ -353,7 +454,8 @@ class SimulatedDevice(Device):
         self.runs.append(run)
         self._ctrl = (self._ctrl | itf.AP_START) & ~(itf.AP_IDLE | itf.AP_DONE | itf.AP_READY)
         log.debug("simulated %s start: %s", itf.TOP_FUNCTION, run)
-        if self.fault is Fault.HANG:
+        if self.fault in (Fault.HANG, Fault.WEDGED):
+            self._wedged = self.fault is Fault.WEDGED
             return
         try:
             code = self._execute(run)
@@ -416,3 +518,37 @@ def uninstall(device: SimulatedDevice) -> None:
     probed = getattr(Device, "_devices", None)  # pynq caches its first probe
     if probed is not None and device in probed:
         probed.remove(device)
+
+
+#: model signature -> (the process's simulated board for that kernel, number of users)
+_SHARED_BOARDS: dict[int, tuple[SimulatedDevice, int]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def acquire_board(config: ModelConfig, library: str | Path) -> SimulatedDevice:
+    """The process's simulated board for ``config``'s kernel, created on first use.
+
+    A board carries one bitstream, so two ``fpga`` backends of one process that simulate the same
+    kernel share one board, as they would share the ZCU102: the second attaches to it (see
+    ``device_lock``). Pair with :func:`release_board`; the last release drops the board.
+    """
+    key = itf.model_signature(config)
+    with _SHARED_LOCK:
+        board, users = _SHARED_BOARDS.get(key, (None, 0))
+        if board is None:
+            hardware = CsimHardware(library)
+            hardware.check_model(config)
+            board = SimulatedDevice(config, hardware)
+        _SHARED_BOARDS[key] = (board, users + 1)
+        return board
+
+
+def release_board(board: SimulatedDevice) -> None:
+    with _SHARED_LOCK:
+        for key, (held, users) in list(_SHARED_BOARDS.items()):
+            if held is board:
+                if users > 1:
+                    _SHARED_BOARDS[key] = (held, users - 1)
+                else:
+                    del _SHARED_BOARDS[key]
+                return

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from .base import BackboneResult, Backend, BackendError
+from .options import check_options
 
 #: name -> "module:Class", relative to this package.
 BACKENDS: dict[str, str] = {
@@ -35,11 +36,13 @@ def parse_backend_options(text: str) -> dict[str, Any]:
 
 
 def create_backend(name: str, **options: Any) -> Backend:
-    """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the valid ones."""
+    """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the valid ones,
+    options outside ``options.BACKEND_OPTIONS`` raise it naming the option and its bounds."""
     try:
         target = BACKENDS[name]
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+    check_options(name, options)
     module_name, cls_name = target.split(":")
     module = importlib.import_module(module_name, __name__)
     return getattr(module, cls_name)(**options)

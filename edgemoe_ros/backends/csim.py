@@ -95,7 +95,8 @@ class CSimLibrary:
 
     The kernel keeps its parameter cache in static memory, as the hardware keeps it in BRAM, so one
     loaded library is one accelerator: calls are serialised, and ``cached_owner`` records whose
-    weights are in the cache so a backend reloads them after another one used the library.
+    weights are in the cache (a token per model load) so a backend reloads them after another
+    backend used the library, or after it loaded another model itself.
     """
 
     _loaded: dict[Path, CSimLibrary] = {}
@@ -109,6 +110,7 @@ class CSimLibrary:
         self.path, self.config = path, cfg
         self.lock = threading.Lock()
         self.cached_owner: object | None = None
+        self._weight_layout: itf.WeightLayout | None = None
         lib = self._lib
         lib.edgemoe_csim_abi_version.restype = ctypes.c_int
         lib.edgemoe_csim_model_signature.restype = ctypes.c_int32
@@ -130,15 +132,44 @@ class CSimLibrary:
                 cls._loaded[path] = cls(path, cfg)
             return cls._loaded[path]
 
+    def check_call(self, images: np.ndarray, packed: itf.PackedWeights, task_id: int) -> None:
+        """Refuse what the kernel would read out of bounds: it trusts every pointer and size.
+
+        ``images`` must be uint8 (B, img_h, img_w, in_chans) with 1 <= B <= MAX_IMAGES (a float
+        array is refused, not wrapped to uint8); the weight buffers int16 of this model's layout.
+        """
+        cfg = self.config
+        want = (cfg.img_h, cfg.img_w, cfg.in_chans)
+        if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4
+                or images.shape[1:] != want or not 1 <= images.shape[0] <= itf.MAX_IMAGES):
+            got = (f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray)
+                   else type(images).__name__)
+            raise BackendError(f"csim: images must be uint8 (B, {want[0]}, {want[1]}, {want[2]}) with "
+                               f"1 <= B <= {itf.MAX_IMAGES}, got {got}")
+        layout = self._layout()
+        for name, arr, words in (("one_time", packed.one_time, layout.one_time_words),
+                                 ("experts", packed.experts, layout.experts_words)):
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.int16 or arr.shape != (words,):
+                got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+                raise BackendError(f"csim: packed {name} weights must be int16 ({words},) for this model, got {got}")
+        if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
+            raise BackendError(f"csim: task_id must be an integer, got {task_id!r}")
+
+    def _layout(self) -> itf.WeightLayout:
+        if self._weight_layout is None:
+            self._weight_layout = itf.weight_layout(self.config)
+        return self._weight_layout
+
     def run(self, images: np.ndarray, packed: itf.PackedWeights, task_id: int, owner: object) -> tuple[
             np.ndarray, np.ndarray]:
         """One kernel call: raw int32 features (B, P, D) and routing (B, L, N, k)."""
+        self.check_call(images, packed, task_id)
         shapes = itf.buffer_shapes(self.config, images.shape[0])
         feats = np.zeros(shapes["features_out"][0], dtype=shapes["features_out"][1])
         routing = np.full(shapes["routing_out"][0], -1, dtype=shapes["routing_out"][1])
-        imgs = np.ascontiguousarray(images, dtype=np.uint8)
-        one_time = np.ascontiguousarray(packed.one_time, dtype=np.int16)
-        experts = np.ascontiguousarray(packed.experts, dtype=np.int16)
+        imgs = np.ascontiguousarray(images)
+        one_time = np.ascontiguousarray(packed.one_time)
+        experts = np.ascontiguousarray(packed.experts)
         with self.lock:
             reload = int(self.cached_owner is not owner)
             rc = self._lib.edgemoe_csim_run(imgs.ctypes.data, one_time.ctypes.data, experts.ctypes.data,
@@ -162,19 +193,27 @@ class CSimBackend(Backend):
         self._lib: CSimLibrary | None = None
         #: The weight buffers as the kernel reads them (set by ``load``).
         self.packed: itf.PackedWeights | None = None
+        #: Whose parameters the kernel's cache must hold for our runs: a new token per ``load``,
+        #: so the first run after a reload refreshes the cache (biases, LayerNorm, embeddings),
+        #: as the fpga driver's ``_reload_pending`` does.
+        self._cache_token: object | None = None
 
     def load(self, weights: ModelWeights) -> None:
         lib = CSimLibrary.open(weights.config, self._sanitize)
-        self.packed = itf.pack_weights(weights)
-        self._lib, self.config = lib, weights.config
+        packed = itf.pack_weights(weights)
+        self._lib, self.packed, self.config = lib, packed, weights.config
+        self._cache_token = object()
 
     def run_raw(self, images: np.ndarray, task_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw kernel outputs for one task (features int32 raw act, routing)."""
         if self._lib is None or self.packed is None:
             raise BackendError("backend 'csim': run() before load()")
+        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[0] < 1:
+            got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
+            raise BackendError(f"csim: run_raw needs a non-empty (B, H, W, C) uint8 batch, got {got}")
         out_f, out_r = [], []
         for start in range(0, images.shape[0], itf.MAX_IMAGES):
-            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id, self)
+            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id, self._cache_token)
             out_f.append(f)
             out_r.append(r)
         return np.concatenate(out_f), np.concatenate(out_r)
@@ -190,6 +229,6 @@ class CSimBackend(Backend):
         return BackboneResult(features, routing, counts)
 
     def close(self) -> None:
-        if self._lib is not None and self._lib.cached_owner is self:
+        if self._lib is not None and self._lib.cached_owner is self._cache_token:
             self._lib.cached_owner = None
-        self._lib, self.packed = None, None
+        self._lib, self.packed, self._cache_token = None, None, None

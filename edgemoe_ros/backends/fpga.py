@@ -11,8 +11,15 @@ tasks is two calls; the shared prefix of SPEC §2 is a CPU-backend optimisation 
 not make (Edge-MoE alternates tasks too). Features come back in the ``act`` fixed-point format and
 are converted to float32 as the csim backend does (``act_to_float32``).
 
-A hung accelerator (timeout) fails that frame with ``BackendError``; the next ``run`` first
-re-programs the PL to reset the kernel, so the node recovers without a restart (SPEC §7).
+A hung accelerator (timeout) fails that frame with ``BackendError``; the next ``run`` first resets
+the kernel (a PL reset from the PS; re-programming only if that does not bring it back), so the
+node recovers without a restart (SPEC §7).
+
+One process owns the board (``accel/device_lock.py``): an ``fpga`` backend in a second process
+fails to load with a message naming the owner; a second one in the same process (a node reload
+with new backend options) attaches to the programmed overlay without re-programming it. With
+``simulate=True`` the backends of one process share one simulated board per kernel, as they would
+share the ZCU102.
 """
 
 from __future__ import annotations
@@ -27,7 +34,12 @@ from typing import Any
 import numpy as np
 
 from ..accel import interface as itf
-from ..accel.pynq_driver import DEFAULT_TIMEOUT_S, AcceleratorBusy, AcceleratorError, AcceleratorTimeout
+from ..accel.pynq_driver import (
+    DEFAULT_TIMEOUT_S,
+    AcceleratorBusy,
+    AcceleratorError,
+    AcceleratorTimeout,
+)
 from ..fixedpoint.quant import act_to_float32
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
@@ -93,13 +105,11 @@ class FpgaBackend(Backend):
             if self.simulate:
                 from ..accel import hwh, sim_device
 
-                hardware = sim_device.CsimHardware(self._csim_library(cfg))
-                hardware.check_model(cfg)
-                device = sim_device.SimulatedDevice(cfg, hardware)
+                device = sim_device.acquire_board(cfg, self._csim_library(cfg))
+                self.sim_device = device
                 if bitstream is None:
                     self._overlay_dir = Path(tempfile.mkdtemp(prefix="edgemoe_overlay_"))
                     bitstream = hwh.write_overlay(self._overlay_dir)
-                self.sim_device = device
             self.driver = EdgeMoeDriver(bitstream, cfg, max_images=self.max_images, download=self.download,
                                         device=device, timeout_s=self.timeout_s)
         except (AcceleratorError, RuntimeError, OSError) as exc:
@@ -122,7 +132,11 @@ class FpgaBackend(Backend):
         if self.driver is not None:
             self.driver.close()
             self.driver = None
-        self.sim_device = None
+        if self.sim_device is not None:
+            from ..accel import sim_device
+
+            sim_device.release_board(self.sim_device)
+            self.sim_device = None
         if self._overlay_dir is not None:
             shutil.rmtree(self._overlay_dir, ignore_errors=True)
             self._overlay_dir = None

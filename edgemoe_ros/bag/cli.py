@@ -2,7 +2,8 @@
 
 Exit codes (one per kind of failure, so scripts can tell them apart):
 0 success · 2 bad command line (argparse) · 3 bag problem (missing/corrupt bag, missing topic,
-output exists) · 4 model problem (weights file, backend, unknown task) · 130 interrupted.
+output exists) · 4 model problem (weights file, backend, unknown task) · 130 interrupted ·
+1 ``play`` failed and its ROS teardown then hung (abandoned after ``SHUTDOWN_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,8 +25,11 @@ from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
 from .io import BagError, bag_info
+from .play import DEFAULT_QUEUE_SIZE
 
 EXIT_OK = 0
+#: The play command's teardown was abandoned after playback failed (the error was logged).
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BAG = 3
 EXIT_MODEL = 4
@@ -121,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--rate", type=_positive_float, default=1.0, help="recorded pace x RATE (default 1)")
     pace.add_argument("--max-rate", action="store_true", help="publish as fast as possible")
     p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
-    p.add_argument("--queue-size", type=_positive_int, default=10, help="publisher history depth")
+    p.add_argument("--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE, help="publisher history depth")
     p.add_argument("--loop", action="store_true", help="repeat until interrupted")
     p.add_argument("--restamp", action="store_true", help="replace header stamps with the publish time")
     p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",
@@ -264,25 +270,55 @@ def _ros_init() -> Any:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from .play import BagPlayer, PlayStats
+    """Play, report, then tear down within ``SHUTDOWN_TIMEOUT_S``.
+
+    Every wait of ours is bounded (``--wait-timeout``, the bag's duration, ``FLUSH_TIMEOUT_S``);
+    the middleware's teardown is not, so the report comes first and a watchdog ends the process
+    if the teardown outlives its budget.
+    """
+    from .play import SHUTDOWN_TIMEOUT_S, BagPlayer, PlayStats
 
     rclpy = _ros_init()
     stats = PlayStats()
+    player = None
+    played = False
     try:
-        with BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate, qos=args.qos,
-                       queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap)) as player:
-            if args.wait_subscribers > 0:
-                player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
-            player.play(loops=0 if args.loop else 1, stats=stats)
+        player = BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate, qos=args.qos,
+                           queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap))
+        if args.wait_subscribers > 0:
+            player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+        player.play(loops=0 if args.loop else 1, stats=stats)
+        played = True
     finally:
-        rclpy.try_shutdown()
-        rate = stats.total / stats.seconds if stats.seconds > 0 else 0.0
-        print(f"published {stats.total} messages in {stats.seconds:.2f} s ({rate:.1f} msg/s), "
-              f"{stats.loops} loop(s)", file=sys.stderr)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump({"published": stats.published, "seconds": stats.seconds, "loops": stats.loops}, fh)
+        _report_play(stats, args.json)
+        watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _abandon_teardown,
+                                   (SHUTDOWN_TIMEOUT_S, EXIT_OK if played else EXIT_FAILED))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            if player is not None:
+                player.close()
+            rclpy.try_shutdown()
+        finally:
+            watchdog.cancel()
     return EXIT_OK
+
+
+def _report_play(stats: Any, json_path: str | None) -> None:
+    rate = stats.total / stats.seconds if stats.seconds > 0 else 0.0
+    print(f"published {stats.total} messages in {stats.seconds:.2f} s ({rate:.1f} msg/s), "
+          f"{stats.loops} loop(s)", file=sys.stderr, flush=True)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"published": stats.published, "seconds": stats.seconds, "loops": stats.loops}, fh)
+
+
+def _abandon_teardown(timeout_s: float, code: int) -> None:
+    """Watchdog: the middleware's teardown hangs; everything is reported, so leave now."""
+    log.warning("ROS teardown still running after %.1f s; exiting without waiting for it", timeout_s)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``edgemoe-bag process IN... --out DIR``: many bags, one output each, resumable, optionally on Ray.
+"""``edgemoe-bag process IN... --out DIR``: many bags, one output each, resumable, on Ray if asked.
 
 What a run does, in order:
 
@@ -11,8 +11,8 @@ What a run does, in order:
    long drive spreads over all workers instead of holding one while the others idle.
 3. **Run** the units, longest bags first, on a ``BagWorker`` (the model loaded once per worker):
    in this process for one worker (no Ray), or as Ray actors (``fleet_ray``) for several or for a
-   cluster. A unit's data errors come back as a result (the bag fails, nothing is retried); a worker
-   process that dies is restarted and its unit retried up to ``max_retries`` times.
+   cluster. A unit's data errors come back as a result (the bag fails, nothing is retried); a
+   worker process that dies is restarted and its unit retried up to ``max_retries`` times.
 4. **Finish** each bag: its chunks are concatenated in time order (each chunk is itself in log-time
    order, so the output holds exactly the messages, bytes and order of a single pass), then the
    partial directory's bag is renamed to ``DIR/<name>``.
@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 #: The setup.py extra (and requirements file) that brings Ray.
 FLEET_EXTRA = "fleet"
-INSTALL_HINT = (f"pip install 'edgemoe_ros[{FLEET_EXTRA}]' (or pip install -r requirements-{FLEET_EXTRA}.txt)")
+INSTALL_HINT = (
+    f"pip install 'edgemoe_ros[{FLEET_EXTRA}]' (or pip install -r requirements-{FLEET_EXTRA}.txt)"
+)
 #: Bag files a folder may hold besides bag directories.
 BAG_SUFFIXES = (".mcap", ".db3")
 #: Prefix of the work directory next to an unfinished output; never a finished output's name.
@@ -55,11 +57,11 @@ DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 
 
 class FleetError(RuntimeError):
-    """A run that cannot start (no bags, two inputs with one output name, workers that cannot start)."""
+    """A run that cannot start (no bags, two inputs with one output name, workers that fail)."""
 
 
 class WorkerStartError(FleetError):
-    """The workers could not load the model (bad backend or options, weights not on a worker node)."""
+    """The workers could not load the model (bad backend or options, weights not on a node)."""
 
 
 class MissingExtraError(FleetError):
@@ -71,8 +73,10 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise MissingExtraError(f"--workers/--ray need Ray, which is not installed ({exc}); "
-                                f"install it with: {INSTALL_HINT}") from None
+        raise MissingExtraError(
+            f"--workers/--ray need Ray, which is not installed ({exc}); "
+            f"install it with: {INSTALL_HINT}"
+        ) from None
     return ray
 
 
@@ -85,6 +89,7 @@ def ray_available() -> bool:
 
 
 # ----- what to do -----
+
 
 @dataclass(frozen=True)
 class ProcessOptions:
@@ -118,7 +123,7 @@ class BagTask:
 
 @dataclass(frozen=True)
 class Unit:
-    """One worker call: a time slice of a bag into ``dest``, or (``merge``) chunk bags into ``dest``."""
+    """One worker call: a time slice of a bag, or (``merge``) chunk bags, into ``dest``."""
 
     bag: int
     index: int
@@ -138,7 +143,9 @@ class UnitResult:
 
 
 def _is_bag_dir(path: Path) -> bool:
-    return (path / "metadata.yaml").exists() or any(p.suffix in BAG_SUFFIXES for p in path.iterdir())
+    return (path / "metadata.yaml").exists() or any(
+        p.suffix in BAG_SUFFIXES for p in path.iterdir()
+    )
 
 
 def find_bags(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -150,10 +157,17 @@ def find_bags(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir() and not (path / "metadata.yaml").exists():
-            found = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (
-                (p.is_file() and p.suffix in BAG_SUFFIXES) or (p.is_dir() and _is_bag_dir(p))))
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if not p.name.startswith(".")
+                and ((p.is_file() and p.suffix in BAG_SUFFIXES) or (p.is_dir() and _is_bag_dir(p)))
+            )
             if not found:
-                raise FleetError(f"{path}: a folder with no bags (bag directories or {'/'.join(BAG_SUFFIXES)} files)")
+                raise FleetError(
+                    f"{path}: a folder with no bags "
+                    f"(bag directories or {'/'.join(BAG_SUFFIXES)} files)"
+                )
             bags += found
         else:
             bags.append(path)
@@ -161,7 +175,8 @@ def find_bags(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def output_name(bag: Path) -> str:
-    """A bag directory keeps its name; a single .mcap/.db3 file gives its stem (outputs are mcap bag directories)."""
+    """A bag directory keeps its name; a single .mcap/.db3 file gives its stem (outputs are
+    mcap bag directories)."""
     return bag.stem if bag.suffix in BAG_SUFFIXES else bag.name
 
 
@@ -179,7 +194,7 @@ def plan_outputs(bags: Sequence[Path], out_dir: str | os.PathLike) -> list[BagTa
 
 
 def claim_output(task: BagTask, overwrite: bool) -> bool:
-    """False if ``task.output`` is finished and stays; else clear any partial work and return True."""
+    """False if ``task.output`` is finished and stays; else clear partial work and return True."""
     if task.output.exists() and not overwrite:
         return False
     if task.partial.exists():
@@ -199,9 +214,12 @@ def publish_output(task: BagTask) -> None:
     shutil.rmtree(task.partial)
 
 
-def chunk_bounds(start_ns: int, end_ns: int, frames: int, chunk_frames: int) -> list[tuple[int | None, int | None]]:
-    """[start, stop) log-time slices covering [start_ns, end_ns], about ``chunk_frames`` frames each
-    for a steady camera. The first starts and the last stops unbounded, so nothing falls outside."""
+def chunk_bounds(
+    start_ns: int, end_ns: int, frames: int, chunk_frames: int
+) -> list[tuple[int | None, int | None]]:
+    """[start, stop) log-time slices covering [start_ns, end_ns], about ``chunk_frames`` frames
+    each for a steady camera. The first starts and the last stops unbounded, so nothing falls
+    outside."""
     n = max(1, math.ceil(frames / chunk_frames))
     span = end_ns + 1 - start_ns
     cuts = [start_ns + span * i // n for i in range(1, n)]
@@ -242,33 +260,46 @@ class FleetSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"done": self.count(DONE), "skipped": self.count(SKIPPED), "failed": self.count(FAILED),
-                "frames": self.frames, "seconds": self.seconds, "frames_per_s": self.frames_per_s,
-                "startup_seconds": self.startup_seconds, "workers": self.workers, "executor": self.executor,
-                "errors": {b.input: b.error for b in self.bags if b.error},
-                "bags": [asdict(b) for b in self.bags]}
+        return {
+            "done": self.count(DONE),
+            "skipped": self.count(SKIPPED),
+            "failed": self.count(FAILED),
+            "frames": self.frames,
+            "seconds": self.seconds,
+            "frames_per_s": self.frames_per_s,
+            "startup_seconds": self.startup_seconds,
+            "workers": self.workers,
+            "executor": self.executor,
+            "errors": {b.input: b.error for b in self.bags if b.error},
+            "bags": [asdict(b) for b in self.bags],
+        }
 
     def write_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def lines(self) -> list[str]:
-        out = [f"{len(self.bags)} bags: {self.count(DONE)} done, {self.count(SKIPPED)} skipped, "
-               f"{self.count(FAILED)} failed; {self.frames} frames in {self.seconds:.1f} s "
-               f"({self.frames_per_s:.1f} frames/s, {self.workers} worker(s) on {self.executor}, "
-               f"start-up {self.startup_seconds:.1f} s)"]
+        out = [
+            f"{len(self.bags)} bags: {self.count(DONE)} done, {self.count(SKIPPED)} skipped, "
+            f"{self.count(FAILED)} failed; {self.frames} frames in {self.seconds:.1f} s "
+            f"({self.frames_per_s:.1f} frames/s, {self.workers} worker(s) on {self.executor}, "
+            f"start-up {self.startup_seconds:.1f} s)"
+        ]
         for b in self.bags:
             if b.status == FAILED:
                 out.append(f"  FAILED {b.input}: {(b.error or '').removeprefix(b.input + ': ')}")
             elif b.status == SKIPPED:
                 out.append(f"  skipped {b.input}: {b.output} exists (--overwrite to redo it)")
             else:
-                out.append(f"  done {b.input} -> {b.output}: {b.frames} frames"
-                           + (f", {b.skipped_frames} undecodable" if b.skipped_frames else "")
-                           + (f", {b.chunks} chunks" if b.chunks > 1 else ""))
+                out.append(
+                    f"  done {b.input} -> {b.output}: {b.frames} frames"
+                    + (f", {b.skipped_frames} undecodable" if b.skipped_frames else "")
+                    + (f", {b.chunks} chunks" if b.chunks > 1 else "")
+                )
         return out
 
 
 # ----- the worker -----
+
 
 class BagWorker:
     """Holds one engine and runs units with it; the same class in-process and as a Ray actor."""
@@ -278,8 +309,12 @@ class BagWorker:
 
         self.weights = weights
         self.options = options
-        self.engine = Engine(weights, options.backend, options.resize_mode,
-                             backend_options=options.backend_options or None)
+        self.engine = Engine(
+            weights,
+            options.backend,
+            options.resize_mode,
+            backend_options=options.backend_options or None,
+        )
 
     def ready(self) -> int:
         """The worker's pid, once the model is loaded (so the caller can wait for start-up)."""
@@ -290,21 +325,34 @@ class BagWorker:
         from ..backends.base import BackendError
 
         start = time.perf_counter()
-        # A unit's destination is its own: anything there is a dead attempt's (Ray retries) half bag.
+        # A unit's destination is its own: anything there is a dead attempt's half bag.
         shutil.rmtree(unit.dest, ignore_errors=True)
         try:
             if unit.merge:
                 merge_bags(unit.merge, unit.dest)
                 return UnitResult(seconds=time.perf_counter() - start)
             o = self.options
-            s = process_bag(unit.input, unit.dest, self.weights, topic=o.topic, tasks=o.tasks,
-                            backend=o.backend, output_resolution=o.output_resolution,
-                            resize_mode=o.resize_mode, namespace=o.namespace, progress=progress,
-                            engine=self.engine, start_ns=unit.start_ns, stop_ns=unit.stop_ns)
+            s = process_bag(
+                unit.input,
+                unit.dest,
+                self.weights,
+                topic=o.topic,
+                tasks=o.tasks,
+                backend=o.backend,
+                output_resolution=o.output_resolution,
+                resize_mode=o.resize_mode,
+                namespace=o.namespace,
+                progress=progress,
+                engine=self.engine,
+                start_ns=unit.start_ns,
+                stop_ns=unit.stop_ns,
+            )
         except BagError as exc:  # its message names the bag
             return UnitResult(seconds=time.perf_counter() - start, error=str(exc))
         except (BackendError, OSError, ValueError) as exc:
-            return UnitResult(seconds=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+            return UnitResult(
+                seconds=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"
+            )
         return UnitResult(s.frames, s.skipped, s.seconds)
 
     def close(self) -> None:
@@ -312,7 +360,7 @@ class BagWorker:
 
 
 def merge_bags(parts: Sequence[str | os.PathLike], dest: str | os.PathLike) -> int:
-    """Concatenate time-disjoint bags (given in time order) into ``dest``; the parts are removed after.
+    """Concatenate time-disjoint bags (given in time order) into ``dest``, then remove them.
 
     Each part is in log-time order and every part ends before the next begins, so the result is in
     log-time order with the parts' own order among equal stamps: that of a single pass.
@@ -323,7 +371,9 @@ def merge_bags(parts: Sequence[str | os.PathLike], dest: str | os.PathLike) -> i
             with BagReader(part) as reader:
                 topics = [t.topic for t in reader.info().topics]
                 for topic, log_time, raw in reader.raw_messages(topics):
-                    writer.write_raw(topic, reader.msgtype(topic), log_time, raw, reader.msgdef(topic))
+                    writer.write_raw(
+                        topic, reader.msgtype(topic), log_time, raw, reader.msgdef(topic)
+                    )
                     n += 1
     for part in parts:
         shutil.rmtree(part, ignore_errors=True)
@@ -331,6 +381,7 @@ def merge_bags(parts: Sequence[str | os.PathLike], dest: str | os.PathLike) -> i
 
 
 # ----- planning and bookkeeping, shared by both executors -----
+
 
 @dataclass
 class PlannedBag:
@@ -340,8 +391,9 @@ class PlannedBag:
     pending: int = 0
 
 
-def _plan(tasks: Sequence[BagTask], options: ProcessOptions, overwrite: bool,
-          chunk_frames: int | None) -> tuple[list[PlannedBag], int]:
+def _plan(
+    tasks: Sequence[BagTask], options: ProcessOptions, overwrite: bool, chunk_frames: int | None
+) -> tuple[list[PlannedBag], int]:
     """Skip finished outputs, read each input's frame count and time span, cut units; total frames.
 
     ``chunk_frames=None`` keeps every bag whole (one worker gains nothing from chunks).
@@ -363,12 +415,16 @@ def _plan(tasks: Sequence[BagTask], options: ProcessOptions, overwrite: bool,
             continue
         total += frames
         dest = task.partial / task.output.name
-        bounds = chunk_bounds(info.start_ns, info.start_ns + info.duration_ns, frames, chunk_frames or frames or 1)
+        bounds = chunk_bounds(
+            info.start_ns, info.start_ns + info.duration_ns, frames, chunk_frames or frames or 1
+        )
         if len(bounds) == 1:
             b.units = [Unit(i, 0, str(task.input), str(dest))]
         else:
-            b.units = [Unit(i, k, str(task.input), str(task.partial / f"chunk-{k:05d}"), lo, hi)
-                       for k, (lo, hi) in enumerate(bounds)]
+            b.units = [
+                Unit(i, k, str(task.input), str(task.partial / f"chunk-{k:05d}"), lo, hi)
+                for k, (lo, hi) in enumerate(bounds)
+            ]
         b.result.chunks = len(bounds)
         b.result.frames = 0
         b.pending = len(b.units)
@@ -377,7 +433,9 @@ def _plan(tasks: Sequence[BagTask], options: ProcessOptions, overwrite: bool,
 
 def _fail(bag: PlannedBag, error: str) -> None:
     if bag.result.status != FAILED:
-        log.error("%s", error if error.startswith(str(bag.task.input)) else f"{bag.task.input}: {error}")
+        log.error(
+            "%s", error if error.startswith(str(bag.task.input)) else f"{bag.task.input}: {error}"
+        )
     bag.result.status = FAILED
     bag.result.error = error
     bag.pending = 0
@@ -403,8 +461,13 @@ def record_result(bag: PlannedBag, unit: Unit, res: UnitResult) -> Unit | None:
     if len(bag.units) == 1:
         _publish(bag)
         return None
-    return Unit(unit.bag, len(bag.units), unit.input, str(bag.task.partial / bag.task.output.name),
-                merge=tuple(u.dest for u in bag.units))
+    return Unit(
+        unit.bag,
+        len(bag.units),
+        unit.input,
+        str(bag.task.partial / bag.task.output.name),
+        merge=tuple(u.dest for u in bag.units),
+    )
 
 
 def _publish(bag: PlannedBag) -> None:
@@ -420,10 +483,19 @@ def units_longest_first(bags: Sequence[PlannedBag]) -> list[Unit]:
 
 # ----- running -----
 
-def run_fleet(tasks: Sequence[BagTask], weights: Any, options: ProcessOptions, *, workers: int = 1,
-              ray_address: str | None = None, overwrite: bool = False,
-              max_retries: int = DEFAULT_MAX_RETRIES, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-              progress: Callable[[int], Any] | None = None) -> FleetSummary:
+
+def run_fleet(
+    tasks: Sequence[BagTask],
+    weights: Any,
+    options: ProcessOptions,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    progress: Callable[[int], Any] | None = None,
+) -> FleetSummary:
     """Process every task; see the module docstring. Never raises for one bag's failure.
 
     ``workers=1`` without ``ray_address`` runs in this process without Ray; otherwise on Ray:
@@ -443,8 +515,15 @@ def run_fleet(tasks: Sequence[BagTask], weights: Any, options: ProcessOptions, *
         elif use_ray:
             from .fleet_ray import run_on_ray
 
-            summary = run_on_ray(bags, weights, options, workers=workers, address=ray_address,
-                                 max_retries=max_retries, bar=bar)
+            summary = run_on_ray(
+                bags,
+                weights,
+                options,
+                workers=workers,
+                address=ray_address,
+                max_retries=max_retries,
+                bar=bar,
+            )
         else:
             summary = _run_here(bags, weights, options, bar)
     finally:
@@ -452,8 +531,13 @@ def run_fleet(tasks: Sequence[BagTask], weights: Any, options: ProcessOptions, *
             bar.close()
         for b in bags:
             if b.result.status == PENDING:  # the run stopped early (workers could not start)
-                b.result.status, b.result.error = FAILED, "not processed: the run stopped before it"
-            if b.result.status == FAILED:  # also chunks that were still running when their bag failed
+                b.result.status, b.result.error = (
+                    FAILED,
+                    "not processed: the run stopped before it",
+                )
+            if (
+                b.result.status == FAILED
+            ):  # also chunks that were still running when their bag failed
                 shutil.rmtree(b.task.partial, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -472,7 +556,9 @@ class _Forward:
         pass
 
 
-def _run_here(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions, bar: Any) -> FleetSummary:
+def _run_here(
+    bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions, bar: Any
+) -> FleetSummary:
     """One worker in this process: the single-process loop, with the model loaded once."""
     t0 = time.perf_counter()
     worker = BagWorker(weights, options)
@@ -493,5 +579,17 @@ def _run_here(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions,
     return FleetSummary([b.result for b in bags], 1, "this process", startup_seconds=startup)
 
 
-__all__ = ["BagTask", "BagWorker", "DEFAULT_CHUNK_FRAMES", "FleetError", "FleetSummary", "MissingExtraError",
-           "ProcessOptions", "find_bags", "merge_bags", "plan_outputs", "require_ray", "run_fleet"]
+__all__ = [
+    "BagTask",
+    "BagWorker",
+    "DEFAULT_CHUNK_FRAMES",
+    "FleetError",
+    "FleetSummary",
+    "MissingExtraError",
+    "ProcessOptions",
+    "find_bags",
+    "merge_bags",
+    "plan_outputs",
+    "require_ray",
+    "run_fleet",
+]

@@ -47,14 +47,16 @@ LOCAL = "local"
 
 
 class RayBagWorker(BagWorker):
-    """``BagWorker`` in a Ray worker process: the process-wide settings an executable makes first."""
+    """``BagWorker`` in a Ray worker process, after the settings an executable makes first."""
 
     def __init__(self, weights: Any, options: ProcessOptions) -> None:
         from ..model.weights import load_weights
 
         tune_allocator()
         limit_blas_threads()
-        super().__init__(load_weights(weights) if isinstance(weights, str) else _writable(weights), options)
+        super().__init__(
+            load_weights(weights) if isinstance(weights, str) else _writable(weights), options
+        )
 
 
 def _writable(weights: Any) -> Any:
@@ -85,8 +87,13 @@ def start_ray(workers: int, threads: int, address: str | None) -> tuple[bool, in
     if ray.is_initialized():
         started = False
     elif address in (None, LOCAL):
-        ray.init(address=LOCAL, num_cpus=max(1, workers) * threads, include_dashboard=False,
-                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING)
+        ray.init(
+            address=LOCAL,
+            num_cpus=max(1, workers) * threads,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            logging_level=logging.WARNING,
+        )
         return True, max(1, workers)
     else:
         ray.init(address=address, logging_level=logging.WARNING)
@@ -96,13 +103,22 @@ def start_ray(workers: int, threads: int, address: str | None) -> tuple[bool, in
     return started, workers
 
 
-def run_on_ray(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions, *, workers: int,
-               address: str | None, max_retries: int, bar: Any) -> FleetSummary:
+def run_on_ray(
+    bags: Sequence[PlannedBag],
+    weights: Any,
+    options: ProcessOptions,
+    *,
+    workers: int,
+    address: str | None,
+    max_retries: int,
+    bar: Any,
+) -> FleetSummary:
     t0 = time.perf_counter()
     started, workers = start_ray(workers, options.threads, address)
     try:
-        actor_cls = ray.remote(num_cpus=options.threads, max_restarts=-1,
-                               max_task_retries=max_retries)(RayBagWorker)
+        actor_cls = ray.remote(
+            num_cpus=options.threads, max_restarts=-1, max_task_retries=max_retries
+        )(RayBagWorker)
         model = _model_argument(weights)
         actors = [actor_cls.remote(model, options) for _ in range(workers)]
         try:
@@ -116,13 +132,19 @@ def run_on_ray(bags: Sequence[PlannedBag], weights: Any, options: ProcessOptions
     finally:
         if started:
             ray.shutdown()
-    where = ("Ray (this process's)" if not started else
-             f"local Ray ({os.cpu_count()} cores)" if address in (None, LOCAL) else f"Ray at {address}")
+    where = (
+        "Ray (this process's)"
+        if not started
+        else f"local Ray ({os.cpu_count()} cores)"
+        if address in (None, LOCAL)
+        else f"Ray at {address}"
+    )
     return FleetSummary([b.result for b in bags], workers, where, startup_seconds=startup)
 
 
 def _dispatch(bags: Sequence[PlannedBag], actors: list[Any], max_retries: int, bar: Any) -> None:
-    """Keep every actor busy with one unit until all are done; merges go first once their chunks are in."""
+    """Keep every actor busy with one unit until all are done; a bag's merge goes first once
+    its chunks are in."""
     queue = units_longest_first(bags)
     idle = list(actors)
     running: dict[Any, tuple[Any, Unit]] = {}

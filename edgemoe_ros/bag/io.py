@@ -199,8 +199,11 @@ class BagReader:
             raise BagError(self.path, f"corrupt message ({type(exc).__name__}: {exc})", topic) from None
 
     def decode_image(self, topic: str, log_time: int, raw: bytes) -> BagImage:
+        return self.image_from_message(topic, log_time, self.deserialize(topic, raw))
+
+    def image_from_message(self, topic: str, log_time: int, msg: Any) -> BagImage:
+        """A deserialised image message of ``topic`` as RGB (``BagError`` if it cannot be decoded)."""
         msgtype = self._connections[topic].msgtype
-        msg = self.deserialize(topic, raw)
         try:
             rgb, encoding = m.message_to_rgb(msg, msgtype)
         except ValueError as exc:

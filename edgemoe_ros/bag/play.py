@@ -28,8 +28,19 @@ QOS_CHOICES = ("reliable", "best_effort")
 #: Original stamps remembered for restamping, so a camera_info and its image (same original stamp)
 #: get the same new stamp even when another topic's messages come between them.
 _RESTAMP_MEMORY = 64
-#: How long the end of playback waits for reliable subscribers to acknowledge the last messages.
+#: Publisher history depth: unacknowledged frames a reliable subscriber may still get repaired.
+#: With 10, a 720p replay at 30 Hz into the node on a busy 2-core host lost 3-19 of 40 frames
+#: (the history overwrote frames whose lost fragments were not yet repaired); with 100, 40 of 40
+#: in 3 of 3 runs (docs/qos.md). Costs memory only while frames are unacknowledged.
+DEFAULT_QUEUE_SIZE = 100
+#: How long the end of playback waits, in all, for reliable subscribers to acknowledge the last
+#: messages (one budget shared by every publisher, not one per publisher).
 FLUSH_TIMEOUT_S = 10.0
+#: How long tearing down (destroying the node, shutting rclpy down) may take before the play
+#: command gives up on it and exits: with Fast DDS's TCP transports (LARGE_DATA) the middleware's
+#: teardown is not bounded by anything of ours, and a player that outlives every timeout it was
+#: given stalls whatever waits for it (a benchmark, a test, a launch file).
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -77,7 +88,7 @@ class BagPlayer:
     """Publishes a bag on an rclpy node it creates in ``context`` (default: the global one)."""
 
     def __init__(self, path: str | Path, *, topics: Sequence[str] | None = None, rate: float | None = 1.0,
-                 qos: str = "reliable", queue_size: int = 10, restamp: bool = False,
+                 qos: str = "reliable", queue_size: int = DEFAULT_QUEUE_SIZE, restamp: bool = False,
                  remap: dict[str, str] | None = None, node_name: str = "edgemoe_bag_play",
                  context: Any = None):
         from rclpy.node import Node
@@ -152,7 +163,11 @@ class BagPlayer:
         """
         from rclpy.duration import Duration
 
-        ok = all(pub.wait_for_all_acked(Duration(seconds=timeout_s)) for pub in self._pubs.values())
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for pub in self._pubs.values():
+            left = max(0.0, deadline - time.monotonic())
+            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
         if not ok:
             log.warning("%s: subscribers did not acknowledge every message within %.1f s", self.path, timeout_s)
         return ok
@@ -160,6 +175,8 @@ class BagPlayer:
     def _play_once(self, stats: PlayStats) -> bool:
         context = self.node.context
         t0_bag = t0_wall = None
+        # Each loop gets new stamps: the pairing memory maps original stamps, which repeat.
+        self._new_stamps.clear()
         for topic, log_time, raw in self._reader.raw_messages(self.topics):
             if not context.ok():
                 return False

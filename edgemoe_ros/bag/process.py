@@ -4,7 +4,10 @@ The output bag holds the input image topic and its camera_info copied byte for b
 outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
 ``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
 Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
-with the original recording in Foxglove/RViz and can be compared frame by frame.
+with the original recording in Foxglove/RViz and can be compared frame by frame. Depth is metric
+for the recorded camera: each frame is inferred with the K of the latest camera_info before it
+(model/canonical_camera.py); without one (or with an uncalibrated or unusable K, logged once) it
+is the model's canonical camera's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import postprocess as pp
+from ..model.canonical_camera import IntrinsicsError
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
 from . import messages as m
@@ -44,6 +48,8 @@ class ProcessSummary:
     input_topic: str
     frames: int = 0
     skipped: int = 0
+    #: camera_info messages refused (non-finite calibration: SPEC §7), not used for any output.
+    bad_camera_info: int = 0
     written: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     infer_ms: list[float] = field(default_factory=list)
@@ -56,7 +62,8 @@ class ProcessSummary:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         out = [f"processed {self.frames} frames of {self.input_topic} in {self.seconds:.1f} s "
                f"({fps:.1f} frames/s; inference p50 {np.percentile(ms, 50):.1f} ms, "
-               f"p90 {np.percentile(ms, 90):.1f} ms), skipped {self.skipped}"]
+               f"p90 {np.percentile(ms, 90):.1f} ms), skipped {self.skipped}"
+               + (f", bad camera_info {self.bad_camera_info}" if self.bad_camera_info else "")]
         out += [f"  {topic}: {n} messages" for topic, n in sorted(self.written.items())]
         return out
 
@@ -74,16 +81,17 @@ def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, fr
 
     At model resolution the intrinsics follow the fit (scale, and crop in crop mode). At input
     resolution the identity fit still rescales a calibration made at another size (binning
-    upstream), so width/height always match the output images.
+    upstream), so width/height always match the output images. A width/height of 0 means "same
+    as the image" (as ``scale_camera_info_params`` reads it).
     """
-    params = m.CameraInfoParams.from_msg(info_msg)
     if resolution == "input":
         h, w = fit.input_h, fit.input_w
         fit = pp.FitInfo("stretch", h, w, h, w, 0, 0, w, h)
-    k, p, w, h = pp.scale_camera_info_params(np.asarray(params.k), np.asarray(params.p),
-                                             params.width, params.height, fit)
-    params = m.CameraInfoParams(int(w), int(h), tuple(float(v) for v in k.ravel()), params.d, params.r,
-                                tuple(float(v) for v in p.ravel()), params.distortion_model)
+    k, p, w, h = pp.scale_camera_info_params(np.asarray(info_msg.k, np.float64), np.asarray(info_msg.p, np.float64),
+                                             int(info_msg.width), int(info_msg.height), fit)
+    params = m.CameraInfoParams(int(w), int(h), tuple(float(v) for v in k.ravel()),
+                                tuple(float(v) for v in info_msg.d), tuple(float(v) for v in info_msg.r),
+                                tuple(float(v) for v in p.ravel()), info_msg.distortion_model)
     return params.to_msg(stamp, frame_id)
 
 
@@ -99,30 +107,48 @@ class _Job:
     resolution: str
     resize_mode: str | None
     summary: ProcessSummary
+    warned_k: bool = False
+
+    def camera_k(self, info_msg: Any, image_h: int, image_w: int) -> np.ndarray | None:
+        """The recorded camera's K at this image's size; None (warned once) when it is unusable."""
+        try:
+            return pp.camera_k_from_info(info_msg, image_h, image_w)
+        except IntrinsicsError as exc:
+            if not self.warned_k:
+                self.warned_k = True
+                log.warning("camera_info K unusable (%s): depth of the model's canonical camera", exc)
+            return None
 
     def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
-        """Infer one frame and write its outputs (and their camera_info when the input has one)."""
-        res = self.engine.infer(frame.rgb, tasks=self.tasks)
-        self.summary.frames += 1
-        self.summary.infer_ms.append(float(res.timings_ms.get("total", 0.0)))
+        """Infer one frame and write its outputs (and their camera_info when the input has one).
+
+        Everything is built before the first write, so a frame that fails (a camera_info the
+        fit cannot use) is skipped with no output at all, never counted as skipped with some."""
+        camera_k = self.camera_k(info_msg, *frame.rgb.shape[:2])
+        res = self.engine.infer(frame.rgb, tasks=self.tasks, camera_k=camera_k)
         stamp, fid = frame.stamp_ns, frame.frame_id
         at_input = self.resolution == "input"
-        produced = []
+        outputs: list[tuple[str, Any]] = []
+        infos: list[str] = []
         if res.semseg is not None:
             sem = res.semseg_at_input() if at_input else res.semseg
-            self._write(SEGMENTATION, log_time, m.array_to_image(sem, m.MONO8, stamp, fid))
-            self._write("color", log_time, m.array_to_image(pp.colorize_semseg(sem), m.RGB8, stamp, fid))
-            produced.append("segmentation_info")
+            outputs.append((SEGMENTATION, m.array_to_image(sem, m.MONO8, stamp, fid)))
+            color = pp.colorize_semseg(sem, pp.model_palette(self.cfg))
+            outputs.append(("color", m.array_to_image(color, m.RGB8, stamp, fid)))
+            infos.append("segmentation_info")
         if res.depth is not None:
             depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)
-            self._write(DEPTH, log_time, m.array_to_image(depth, m.DEPTH_32FC1, stamp, fid))
-            produced.append("depth_info")
-        if info_msg is not None and produced:
+            outputs.append((DEPTH, m.array_to_image(depth, m.DEPTH_32FC1, stamp, fid)))
+            infos.append("depth_info")
+        if info_msg is not None and infos:
             h, w = frame.rgb.shape[:2]
             fit = pp.compute_fit(h, w, self.cfg, self.resize_mode)
             info = _output_info(info_msg, fit, self.resolution, stamp, fid)
-            for key in produced:
-                self._write(key, log_time, info)
+            outputs += [(key, info) for key in infos]
+        for key, msg in outputs:
+            self._write(key, log_time, msg)
+        self.summary.frames += 1
+        self.summary.infer_ms.append(float(res.timings_ms.get("total", 0.0)))
 
     def _write(self, key: str, log_time: int, msg: Any) -> None:
         self.writer.write(self.outs[key], log_time, msg)
@@ -133,7 +159,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                 topic: str | None = None, tasks: Sequence[str] | None = None, backend: str = "cpu",
                 backend_options: dict[str, Any] | None = None, output_resolution: str = "input", resize_mode: str | None = None,
                 namespace: str | None = None,
-                progress: Callable[[int], Any] | None = None, engine: Any | None = None,
+                progress: Callable[[int], Any] | None = None,
+                max_image_pixels: int | None = None, engine: Any | None = None,
                 start_ns: int | None = None, stop_ns: int | None = None) -> ProcessSummary:
     """Run the engine over every frame of ``topic`` in ``in_path`` and write ``out_path`` (mcap).
 
@@ -142,12 +169,22 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     so does a backend failure (``BackendError``), since every later frame would fail the same way.
     ``progress(total)`` is called once with the frame count and must return an object with
     ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
+    Inputs get the node's checks (SPEC §7): a compressed frame's header is read before it is
+    decoded, so one that would decode to more than ``max_image_pixels`` (default: the node's
+    parameter default) is skipped without being decoded; a camera_info the node refuses (NaN/Inf,
+    a bad K, a bad size) is counted in ``bad_camera_info`` and, as in the node, clears the
+    calibration until a good one arrives.
     ``engine``: an ``Engine`` built from ``weights`` with this ``backend`` and ``resize_mode`` to
     reuse (the caller keeps and closes it), so a worker loads the model once for many bags.
     ``start_ns``/``stop_ns``: only the input's log times in [start, stop) (a chunk of a long bag,
     see ``fleet``); frames at the start use the camera_info last logged before ``start_ns``.
     """
-    from ..engine import Engine  # the model stack loads only for `process`, not for play/record/info
+    # The model stack loads only for `process`, not for play/record/info.
+    from ..engine import Engine
+    from ..ros import conversions as conv  # the node's input checks, so both paths refuse the same
+    from ..ros.params import DEFAULT_MAX_IMAGE_PIXELS
+
+    max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_image_pixels is None else int(max_image_pixels)
 
     if output_resolution not in OUTPUT_RESOLUTIONS:
         raise ValueError(f"output_resolution {output_resolution!r} not one of {OUTPUT_RESOLUTIONS}")
@@ -175,10 +212,21 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                     writer.write_raw(t, reader.msgtype(t), log_time, raw, reader.msgdef(t))
                     summary.count(t)
                     if t == info_topic:
-                        latest_info = reader.deserialize(t, raw)
+                        info = reader.deserialize(t, raw)
+                        try:
+                            conv.check_camera_info(info)
+                            latest_info = info
+                        except conv.BadInputError as exc:
+                            summary.bad_camera_info += 1
+                            latest_info = None  # as the node: a bad calibration clears the old one
+                            if summary.bad_camera_info <= MAX_SKIP_WARNINGS:
+                                log.warning("ignoring camera_info at %d ns: %s", log_time, exc)
                         continue
                     try:
-                        job.frame(reader.decode_image(t, log_time, raw), latest_info, log_time)
+                        msg = reader.deserialize(t, raw)
+                        if reader.msgtype(t) == m.COMPRESSED_MSG:
+                            conv.check_compressed(msg, max_pixels)  # header only: no decompression bomb
+                        job.frame(reader.image_from_message(t, log_time, msg), latest_info, log_time)
                     except (BagError, ValueError) as exc:  # undecodable, or a size the model cannot fit
                         summary.skipped += 1
                         if summary.skipped <= MAX_SKIP_WARNINGS:
@@ -197,11 +245,21 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
 
 
 def _info_before(reader: BagReader, info_topics: Sequence[str], start_ns: int | None) -> Any:
-    """The camera_info in effect at ``start_ns`` (None at the bag's start or without one)."""
+    """The camera_info in effect at ``start_ns``: the last one before it, or None at the bag's
+    start, without one, or when that one is refused (a bad one clears the calibration)."""
+    from ..ros import conversions as conv
+
     if start_ns is None or not info_topics:
         return None
     raw = reader.last_before(info_topics[0], start_ns)
-    return None if raw is None else reader.deserialize(info_topics[0], raw)
+    if raw is None:
+        return None
+    info = reader.deserialize(info_topics[0], raw)
+    try:
+        conv.check_camera_info(info)
+    except conv.BadInputError:
+        return None
+    return info
 
 
 def tqdm_progress(total: int) -> Any:

@@ -10,6 +10,10 @@ For each ``IMAGE`` it writes, at the image's own resolution (stretch or crop fit
 
 and prints per-image timings (preprocess / backbone / heads / total). Exit status: 0 ok, 1 some
 images could not be read, 2 bad arguments / weights / backend.
+
+Depth is metric for the camera given by ``--fx`` (and optionally ``--fy``, ``--cx``, ``--cy``), in
+pixels of the input images at their own resolution; without ``--fx`` it is the model's canonical
+camera's (model/canonical_camera.py), which is right only for that field of view.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..allocator import tune_allocator
-from ..backends import BACKENDS, BackendError, parse_backend_options
-from ..blas_threads import check_blas_kernels, limit_blas_threads
-from ..model.config import RESIZE_MODES, ConfigError
-from ..model.weights import SHIPPED_WEIGHTS_NAME, WeightsError, load_weights, resolve_weights_path
-from ..postprocess import FitError, colorize_depth, colorize_semseg
+from ..backends import BACKENDS, parse_backend_options
+from ..model.canonical_camera import camera_matrix
+from ..model.config import RESIZE_MODES
+from ..model.weights import SHIPPED_WEIGHTS_NAME, load_weights, resolve_weights_path
+from ..postprocess import FitError, colorize_depth, colorize_semseg, model_palette
+from . import run_engine_tool
 
 LOG = logging.getLogger("edgemoe-infer")
 
@@ -53,6 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", "timeout_s": 2}\'')
     ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
                     help="fit images to the model by stretching or centre-cropping (default: the model's)")
+    ap.add_argument("--fx", type=float, default=None, metavar="PX",
+                    help="camera focal length in pixels of the input images, for metric depth of that lens "
+                         "(default: the model's canonical camera)")
+    ap.add_argument("--fy", type=float, default=None, metavar="PX", help="vertical focal length (default: --fx)")
+    ap.add_argument("--cx", type=float, default=None, metavar="PX", help="principal point x (default: image centre)")
+    ap.add_argument("--cy", type=float, default=None, metavar="PX", help="principal point y (default: image centre)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run each image N times and report the median timings (after one warm-up run)")
     return ap.parse_args(argv)
@@ -64,6 +74,18 @@ def _tasks(text: str, available: Sequence[str]) -> tuple[str, ...]:
     if not tasks or unknown:
         raise ValueError(f"--tasks {text!r}: unknown or empty; this model has: {','.join(available)}")
     return tasks
+
+
+def camera_k(args: argparse.Namespace, image_h: int, image_w: int) -> np.ndarray | None:
+    """K from --fx/--fy/--cx/--cy for an image of this size; None without --fx."""
+    if args.fx is None:
+        if (args.fy, args.cx, args.cy) != (None, None, None):
+            raise ValueError("--fy/--cx/--cy need --fx")
+        return None
+    fy = args.fx if args.fy is None else args.fy
+    cx = (image_w - 1) / 2 if args.cx is None else args.cx
+    cy = (image_h - 1) / 2 if args.cy is None else args.cy
+    return camera_matrix([[args.fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])  # IntrinsicsError if fx, fy <= 0
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -88,12 +110,13 @@ def _mosaic(tiles: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarray | None,
-                  depth: np.ndarray | None, min_depth: float, max_depth: float) -> list[Path]:
-    """Write the files of one image; returns their paths."""
+                  depth: np.ndarray | None, min_depth: float, max_depth: float,
+                  palette: np.ndarray | None = None) -> list[Path]:
+    """Write the files of one image; returns their paths. ``palette``: the model's class colours."""
     written: list[Path] = []
     tiles = [image]
     if semseg is not None:
-        color = colorize_semseg(semseg)
+        color = colorize_semseg(semseg, palette)
         _write_rgb(out_dir / f"{stem}_semseg.png", color)
         ids_path = out_dir / f"{stem}_semseg_ids.png"
         if not cv2.imwrite(str(ids_path), semseg.astype(np.uint8)):
@@ -132,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = _tasks(args.tasks, cfg.tasks)
     if args.repeat < 1:
         raise ValueError(f"--repeat {args.repeat}: must be >= 1")
+    camera_k(args, 1, 1)  # a bad --fx/--fy fails before any work
     args.out.mkdir(parents=True, exist_ok=True)
     engine = Engine(weights, backend=args.backend, resize_mode=args.resize,
                     backend_options=parse_backend_options(args.backend_options))
@@ -146,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 failed += 1
                 continue
+            k = camera_k(args, *image.shape[:2])
             if args.repeat > 1 and i == 0:
-                engine.infer(image, tasks=tasks)  # warm-up: caches, lazy allocations
-            runs = [engine.infer(image, tasks=tasks) for _ in range(args.repeat)]
+                engine.infer(image, tasks=tasks, camera_k=k)  # warm-up: caches, lazy allocations
+            runs = [engine.infer(image, tasks=tasks, camera_k=k) for _ in range(args.repeat)]
             res = runs[-1]
             timings = {s: statistics.median(r.timings_ms[s] for r in runs) for s in TIMING_STAGES
                        if s in res.timings_ms}
@@ -157,12 +182,15 @@ def run(args: argparse.Namespace) -> int:
             if semseg is not None and semseg.shape != image.shape[:2]:
                 raise FitError(f"{path}: semseg output {semseg.shape} does not match the input {image.shape[:2]}")
             stem = path.stem if len(args.images) == len({Path(n).stem for n in args.images}) else f"{i:03d}_{path.stem}"
-            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth, cfg.max_depth)
+            scale = res.depth_scale  # the colour map spans the depth range of this lens
+            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth * scale, cfg.max_depth * scale,
+                          model_palette(cfg))
             rows.append((path.name, f"{image.shape[1]}x{image.shape[0]}", timings))
     finally:
         engine.close()
+    lens = f"fx={args.fx:g}" if args.fx is not None else "canonical camera (no --fx)"
     print(f"backend={args.backend} tasks={','.join(tasks)} resize={args.resize or cfg.resize_mode} "
-          f"model={cfg.img_h}x{cfg.img_w} repeat={args.repeat}")
+          f"model={cfg.img_h}x{cfg.img_w} repeat={args.repeat} depth={lens}")
     if rows:
         print(_format_table(rows))
     print(f"wrote {len(rows)} image(s) to {args.out}" + (f"; {failed} failed" if failed else ""))
@@ -171,16 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point (``edgemoe-infer``)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    tune_allocator()
-    limit_blas_threads()
-    check_blas_kernels()
-    try:
-        return run(args)
-    except (WeightsError, ConfigError, BackendError, FitError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_engine_tool(run, parse_args(argv))
 
 
 if __name__ == "__main__":

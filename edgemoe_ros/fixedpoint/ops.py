@@ -78,9 +78,9 @@ def matmul_exact(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     return (both[:n] * 65536 + both[n:]).reshape(*x.shape[:-1], w_t.shape[1])
 
 
-# ------------------------------------------------------------------------------ hls_math.h
+# ------------------------------------------------------------------------------ edgemoe_math.h
 def isqrt(v: np.ndarray) -> np.ndarray:
-    """floor(sqrt(v)) for 0 <= v < 2^63 (C++ ``hls::isqrt``, a bit-serial square root)."""
+    """floor(sqrt(v)) for 0 <= v < 2^63 (C++ ``edgemoe::isqrt``, a bit-serial square root)."""
     v = np.asarray(v, dtype=np.int64)
     s = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
     for _ in range(2):  # the float estimate is off by at most one either way
@@ -90,17 +90,17 @@ def isqrt(v: np.ndarray) -> np.ndarray:
 
 
 def recip(shift: int, den: np.ndarray) -> np.ndarray:
-    """floor(2^shift / den) for den > 0 (C++ ``hls::recip``, a restoring divider)."""
+    """floor(2^shift / den) for den > 0 (C++ ``edgemoe::recip``, a restoring divider)."""
     return (np.int64(1) << shift) // np.asarray(den, dtype=np.int64)
 
 
 def floor_div(a: np.ndarray, b: int) -> np.ndarray:
-    """Floor division by a positive constant (C++ ``hls::floor_div``; C's ``/`` truncates)."""
+    """Floor division by a positive constant (C++ ``edgemoe::floor_div``; C's ``/`` truncates)."""
     return np.asarray(a, dtype=np.int64) // b
 
 
 def exp2_neg(t: np.ndarray) -> np.ndarray:
-    """2^t for t <= 0 in score format (16 fraction bits), result in expo format (C++ ``hls::exp2_neg``).
+    """2^t for t <= 0 in score format (16 fraction bits), result in expo format (C++ ``edgemoe::exp2_neg``).
 
     t = -n + f / 2^16 with n >= 0 integer: 2^f from the table (top EXP2_LUT_BITS bits of f) with
     linear interpolation on the rest, then shifted right by n (values below an LSB become 0).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,25 @@ RESIZE_MODES = ("stretch", "crop")
 DEPTH_OUTPUTS = ("log", "linear")
 
 
+#: Input channels: the model reads RGB camera images.
+IN_CHANS = 3
+
+#: Per field of ``ModelConfig``: (kind, bound). Kinds: "int" / "ints" (each >= bound), "float" /
+#: "floats" (finite, each > bound unless bound is None), "str" / "strs" (distinct, non-empty).
+_FIELD_RULES: dict[str, tuple[str, Any]] = {
+    **{name: ("int", 1) for name in (
+        "img_h", "img_w", "patch", "in_chans", "dim", "depth", "num_heads", "mlp_hidden", "moe_every",
+        "num_experts", "top_k", "expert_hidden", "light_hidden", "guide_channels", "refine_hidden",
+        "pyramid_token", "pyramid_guide", "up_channels")},
+    "up_stages": ("int", 0),
+    "pyramid_enc": ("ints", 1), "pyramid_dec": ("ints", 1), "pyramid_mix": ("ints", 0),
+    "ln_eps": ("float", 0.0), "min_depth": ("float", 0.0), "max_depth": ("float", 0.0),
+    "pixel_mean": ("floats", None), "pixel_std": ("floats", 0.0),
+    "tasks": ("strs", None), "class_names": ("strs", None),
+    "head": ("str", None), "depth_output": ("str", None), "resize_mode": ("str", None),
+}
+
+
 class ConfigError(ValueError):
     """A model configuration that cannot describe a valid model."""
 
@@ -61,6 +81,10 @@ class ModelConfig:
     ln_eps: float = 1e-6
     tasks: tuple[str, ...] = TASKS
     class_names: tuple[str, ...] = SEMSEG_CLASSES
+    #: Display colours of the classes, flat RGB (3 values per class, 0-255); empty: the Cityscapes
+    #: category colours of ``postprocess.PALETTE`` (the default classes). ``edgemoe-train
+    #: --classes`` stores its scheme's, so the node and the tools draw what the model predicts.
+    palette: tuple[int, ...] = ()
     #: "light", "guided" or "pyramid" (<= 10 % of backbone MACs; the shipped model is "pyramid")
     #: or "up" (M3ViT VisionTransformerUpHead, heavier than the backbone).
     head: str = "light"
@@ -89,6 +113,11 @@ class ModelConfig:
     depth_output: str = "log"
     min_depth: float = 0.5
     max_depth: float = 80.0
+    #: Depth is predicted for a canonical camera with this horizontal field of view across the
+    #: model input (focal ``img_w / (2 tan(hfov / 2))`` model pixels); the engine rescales it to
+    #: the real camera's K (model/canonical_camera.py). Default: the renderer's camera
+    #: (scenes.camera.DEFAULT_HFOV_DEG), which the shipped model was trained with.
+    canonical_hfov_deg: float = 90.0
     #: How camera images are fitted to the model input: "stretch" or "crop" (centre crop).
     resize_mode: str = "stretch"
     #: Free-form provenance (training run, importer) carried in the weights file.
@@ -191,13 +220,22 @@ class ModelConfig:
 
     # ----- validation and (de)serialisation -----
     def validate(self) -> None:
-        problems = []
+        """Check every field, so a weights file whose config passes loads into a model that computes
+        numbers (a negative ``num_heads`` or ``ln_eps`` <= 0 once loaded and gave NaN depth)."""
+        problems = self._field_problems()
+        if problems:  # the checks below assume the fields' types and signs are right
+            raise ConfigError("invalid model config: " + "; ".join(problems))
         if self.img_h % self.patch or self.img_w % self.patch:
             problems.append(f"input {self.img_h}x{self.img_w} is not a multiple of patch {self.patch}")
         if self.dim % self.num_heads:
             problems.append(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if not 1 <= self.top_k <= self.num_experts:
             problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
+        if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
+            problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries (one per input channel)")
+        if self.head == "up" and 1 << min(self.up_stages, 63) > self.patch:
+            problems.append(f"up_stages {self.up_stages} upsamples the token grid past the input "
+                            f"resolution (2**up_stages must be <= patch {self.patch})")
         if self.head not in HEAD_TYPES:
             problems.append(f"head {self.head!r} not one of {HEAD_TYPES}")
         if self.depth_output not in DEPTH_OUTPUTS:
@@ -207,25 +245,55 @@ class ModelConfig:
         unknown = set(self.tasks) - set(TASKS)
         if unknown or not self.tasks:
             problems.append(f"tasks {self.tasks} must be a non-empty subset of {TASKS}")
-        if min(self.img_h, self.img_w, self.patch, self.dim, self.depth, self.mlp_hidden,
-               self.num_experts, self.expert_hidden, self.moe_every, self.light_hidden,
-               self.guide_channels, self.refine_hidden) <= 0:
-            problems.append("sizes must be positive")
         if self.head == "pyramid":
-            widths = (self.pyramid_token, self.pyramid_guide, *self.pyramid_enc, *self.pyramid_dec)
             if (len(self.pyramid_enc), len(self.pyramid_dec), len(self.pyramid_mix)) != (2, 3, 2):
                 problems.append("pyramid_enc, pyramid_dec and pyramid_mix need 2, 3 and 2 entries")
-            elif min(widths) <= 0 or min(self.pyramid_mix) < 0:
-                problems.append("pyramid widths must be positive and block counts non-negative")
             if self.img_h % 4 or self.img_w % 4:
                 problems.append(f"the pyramid head needs an input size divisible by 4, got {self.img_h}x{self.img_w}")
             if self.patch % 4:
                 # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it too.
                 problems.append(f"the pyramid head needs a patch size divisible by 4, got {self.patch}")
+        if self.palette and (len(self.palette) != 3 * len(self.class_names)
+                             or not all(isinstance(v, int) and 0 <= v <= 255 for v in self.palette)):
+            problems.append(f"palette needs 3 values in 0..255 per class ({3 * len(self.class_names)}), "
+                            f"got {len(self.palette)}")
+        if not 1.0 < self.canonical_hfov_deg < 179.0:
+            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} not in (1, 179) degrees")
         if not 0 < self.min_depth < self.max_depth:
             problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    def _field_problems(self) -> list[str]:
+        """Type and range of each field on its own (``_FIELD_RULES``)."""
+        problems = []
+        for name, (kind, low) in _FIELD_RULES.items():
+            value = getattr(self, name)
+            values = value if kind.endswith("s") else (value,)
+            if kind.endswith("s") and not isinstance(value, tuple):
+                problems.append(f"{name} must be a list (tuple), got {value!r}")
+                continue
+            if kind.startswith("int"):
+                ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values)
+                if not ok:
+                    problems.append(f"{name} must be {'an integer' if kind == 'int' else 'integers'} >= {low}, "
+                                    f"got {value!r}")
+            elif kind.startswith("float"):
+                ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                         and (low is None or v > low) for v in values)
+                if not ok:
+                    bound = "" if low is None else f" > {low}"
+                    problems.append(f"{name} must be finite number(s){bound}, got {value!r}")
+            elif not all(isinstance(v, str) and v for v in values) or len(set(values)) != len(values):
+                problems.append(f"{name} must be distinct non-empty strings, got {value!r}")
+        if isinstance(self.in_chans, int) and self.in_chans != IN_CHANS:
+            problems.append(f"in_chans {self.in_chans}: the model reads RGB images ({IN_CHANS} channels)")
+        if isinstance(self.class_names, tuple) and not 1 <= len(self.class_names) < IGNORE_INDEX:
+            problems.append(f"class_names needs 1..{IGNORE_INDEX - 1} classes (ids are uint8, "
+                            f"{IGNORE_INDEX} means ignore), got {len(self.class_names)}")
+        if not isinstance(self.notes, dict):
+            problems.append(f"notes must be a JSON object, got {type(self.notes).__name__}")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,7 +8,6 @@ router is ``logits = x @ W_task`` (M3ViT's ``w_gate``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import LIGHT_HEADS, PYRAMID_COORDS, ConfigError, ModelConfig
+from .safetensors_reader import (
+    SafetensorsFormatError,
+    SafetensorsHeader,
+    read_header,
+    read_tensors,
+)
 
 #: Metadata keys inside the safetensors header.
 META_CONFIG = "edgemoe.config"
@@ -254,51 +259,22 @@ def shipped_weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _read_header(path: str | os.PathLike) -> dict:
-    """The parsed safetensors JSON header, after checking the file is long enough for it."""
+def _read_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """The validated safetensors header (numpy reader, no ``safetensors`` package needed)."""
     p = Path(path)
     if not p.exists():
         raise WeightsError(p, "file not found")
     if not p.is_file():
         raise WeightsError(p, "not a regular file")
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise WeightsError(p, f"truncated file ({size} bytes, no safetensors header)")
-        hlen = int.from_bytes(raw, "little")
-        if hlen <= 1 or 8 + hlen > size:
-            raise WeightsError(p, f"truncated or not a safetensors file (header length {hlen}, file {size} bytes)")
-        try:
-            header = json.loads(fh.read(hlen))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise WeightsError(p, "corrupt safetensors header (not JSON); not a safetensors file?") from None
-    if not isinstance(header, dict):
-        raise WeightsError(p, "corrupt safetensors header (not a JSON object)")
-    data_size = size - 8 - hlen
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in info["data_offsets"])
-            shape = tuple(int(x) for x in info["shape"])
-            dtype = str(info["dtype"])
-        except (KeyError, TypeError, ValueError):
-            raise WeightsError(p, "corrupt safetensors header entry", name) from None
-        if end > data_size:
-            raise WeightsError(p, f"truncated file: tensor data ends at byte {8 + hlen + end}, file has {size}", name)
-        if not 0 <= begin <= end:
-            raise WeightsError(p, f"corrupt data offsets [{begin}, {end}]", name)
-        info["shape"], info["dtype"] = shape, dtype
-    return header
+    try:
+        return read_header(p)
+    except SafetensorsFormatError as exc:
+        raise WeightsError(p, exc.message, exc.tensor) from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The safetensors header metadata, with clear errors for files that are not safetensors."""
-    meta = _read_header(path).get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise WeightsError(path, "corrupt safetensors metadata (not a JSON object)")
-    return {str(k): str(v) for k, v in meta.items()}
+    return dict(_read_header(path).metadata)
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig:
@@ -321,9 +297,6 @@ def load_weights(path: str | os.PathLike, expect: ModelConfig | None = None) -> 
     Names, dtypes and shapes are checked against the config from the header *before* any
     tensor data is read, so a wrong file fails fast and the error names the offending tensor.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     header = _read_header(path)
     cfg = read_config(path)
     if expect is not None and cfg != expect:
@@ -332,21 +305,24 @@ def load_weights(path: str | os.PathLike, expect: ModelConfig | None = None) -> 
                  for k, v in expect.to_dict().items() if k != "notes" and mine.get(k) != v]
         raise WeightsError(path, f"config mismatch with the expected model: {'; '.join(diffs)}")
     expected = expected_shapes(cfg)
-    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    entries = header.entries
     for name in expected:
         if name not in entries:
             raise WeightsError(path, "missing tensor", name)
-    for name, info in entries.items():
+    for name, entry in entries.items():
         if name not in expected:
             raise WeightsError(path, "unexpected tensor (not in the model config)", name)
-        if info["dtype"] not in LOAD_DTYPES:
-            raise WeightsError(path, f"dtype {info['dtype']} is not floating point ({'/'.join(LOAD_DTYPES)})", name)
-        if info["shape"] != expected[name]:
-            raise WeightsError(path, f"shape {info['shape']} != expected {expected[name]}", name)
+        if entry.dtype_code not in LOAD_DTYPES:
+            raise WeightsError(path, f"dtype {entry.dtype_code} is not floating point "
+                               f"({'/'.join(LOAD_DTYPES)})", name)
+        if entry.shape != expected[name]:
+            raise WeightsError(path, f"shape {entry.shape} != expected {expected[name]}", name)
     try:
-        arrays = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(path, f"cannot read tensors: {exc}") from None
+        arrays = read_tensors(path, header)
+    except SafetensorsFormatError as exc:
+        raise WeightsError(path, exc.message, exc.tensor) from None
+    except OSError as exc:
+        raise WeightsError(path, f"cannot read tensors: {exc.strerror or exc}") from None
     tensors = {k: v.astype(np.float32, copy=False) for k, v in arrays.items()}
     weights = ModelWeights(cfg, tensors, source=str(path))
     weights.validate()

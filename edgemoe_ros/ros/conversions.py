@@ -8,6 +8,17 @@ message metadata and headers (O(1), safe in the DDS callback, so a bad frame is 
 later good one replaces it in the latest-frame-wins queue); :func:`image_to_rgb` /
 :func:`compressed_to_rgb` do the pixel work on the worker thread.
 
+Input encodings (REP-118 names): rgb8 (no conversion, a view when rows are unpadded), bgr8, rgba8,
+bgra8 and mono8, plus what automotive cameras publish: YUV 4:2:2 (``uyvy``/``yuv422``,
+``yuyv``/``yuv422_yuy2``), raw Bayer (``bayer_{rggb,bggr,gbrg,grbg}{8,16}``) and 16-bit colour/mono
+(``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``mono16``). These are converted with
+``cv2.cvtColor`` directly, with the same colour codes and 16->8 bit scaling (x 255/65535) as
+cv_bridge's C++ ``cvtColor``, rather than through the ``cv_bridge`` Python package: the frame may
+be a zero-copy :class:`ImageView` with padded rows, and the ``cv_bridge`` wheel on PyPI (what a pip
+install gets) ignores ``step``, has no yuv422_yuy2 and misnames bayer_grbg, so going through it
+would give different pixels on a pip install than on a rosdep one. YUV is ITU-R BT.601
+limited range (OpenCV's convention, as cv_bridge); Bayer is demosaiced bilinearly.
+
 Outputs are built from ``ndarray.tobytes()``: assigning an ndarray to ``msg.data`` goes through
 rosidl's per-element Python check and costs tens of milliseconds per frame. Messages built only to
 be published at once can instead *borrow* the array (``borrow=True``): rosidl's C conversion copies
@@ -19,12 +30,14 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..model.canonical_camera import IntrinsicsError, camera_matrix
 from ..postprocess import FitInfo, scale_camera_info_params
 from .cdr_image import ImageView
 
@@ -36,8 +49,60 @@ BGRA8 = "bgra8"
 MONO8 = "mono8"
 DEPTH_32FC1 = "32FC1"
 
-#: Accepted input encodings -> bytes per pixel (all are 8 bits per channel).
-INPUT_ENCODINGS: dict[str, int] = {RGB8: 3, BGR8: 3, RGBA8: 4, BGRA8: 4, MONO8: 1}
+UYVY = "uyvy"
+YUV422 = "yuv422"  # the older name of uyvy
+YUYV = "yuyv"
+YUV422_YUY2 = "yuv422_yuy2"  # the older name of yuyv
+
+
+@dataclass(frozen=True)
+class InputEncoding:
+    """How one input encoding is laid out and turned into RGB8.
+
+    ``channels`` x ``itemsize`` bytes per pixel (a YUV 4:2:2 pixel is 2 one-byte channels);
+    ``to_rgb``: the ``cv2.cvtColor`` code to RGB, None if the channels already are RGB;
+    ``even_width``: 4:2:2 macropixels cover two pixels, so the width must be even.
+    """
+
+    channels: int
+    itemsize: int
+    to_rgb: int | None
+    even_width: bool = False
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.channels * self.itemsize
+
+
+def _color_encodings(bits: int) -> dict[str, InputEncoding]:
+    """rgb/bgr/rgba/bgra/mono at 8 or 16 bits per channel."""
+    size = bits // 8
+    return {
+        f"rgb{bits}": InputEncoding(3, size, None),
+        f"bgr{bits}": InputEncoding(3, size, cv2.COLOR_BGR2RGB),
+        f"rgba{bits}": InputEncoding(4, size, cv2.COLOR_RGBA2RGB),
+        f"bgra{bits}": InputEncoding(4, size, cv2.COLOR_BGRA2RGB),
+        f"mono{bits}": InputEncoding(1, size, cv2.COLOR_GRAY2RGB),
+    }
+
+
+#: OpenCV names a Bayer pattern by the 2x2 block at (1, 1), ROS by the one at (0, 0).
+_BAYER_CODES = {"rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
+                "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB}
+
+#: Accepted input encodings and how each is converted (see the module docstring).
+INPUT_ENCODINGS: dict[str, InputEncoding] = {
+    **_color_encodings(8),
+    **_color_encodings(16),
+    UYVY: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
+    YUV422: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
+    YUYV: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
+    YUV422_YUY2: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
+    **{f"bayer_{pattern}{bits}": InputEncoding(1, bits // 8, code)
+       for pattern, code in _BAYER_CODES.items() for bits in (8, 16)},
+}
+#: 16-bit samples are scaled to 8 bits the way cv_bridge does (full range onto full range).
+SCALE_16_TO_8 = 255.0 / 65535.0
 
 #: Output encodings -> (channels, numpy dtype).
 OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -46,11 +111,15 @@ OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
     DEPTH_32FC1: (1, np.dtype(np.float32)),
 }
 
+#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably
+#: (the node's ``max_image_pixels`` default).
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 #: Smallest accepted image side. Below one ViT patch (16 px) a camera frame carries no usable
 #: content, and a centre crop to the model's 1:2 aspect of a smaller side degenerates to 0 rows.
 MIN_IMAGE_SIDE = 16
 #: Largest accepted width:height (or height:width) ratio; beyond it the frame is not a camera
-#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16 of it.
+#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16
+#: of it.
 MAX_ASPECT_RATIO = 16.0
 
 #: Compressed codecs we decode, recognised by their magic bytes (the format string is only a hint).
@@ -68,9 +137,12 @@ KIND_TRUNCATED = "truncated"
 KIND_TOO_LARGE = "too_large"
 KIND_NON_FINITE = "non_finite"
 KIND_CORRUPT_COMPRESSED = "corrupt_compressed"
+#: A camera_info whose K cannot be a camera (a focal length <= 0); all zeros is "uncalibrated",
+#: which is fine.
+KIND_BAD_CALIBRATION = "bad_calibration"
 BAD_INPUT_KINDS: tuple[str, ...] = (
     KIND_ENCODING, KIND_EMPTY, KIND_ODD_SIZE, KIND_STEP, KIND_TRUNCATED, KIND_TOO_LARGE,
-    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED,
+    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED, KIND_BAD_CALIBRATION,
 )
 
 
@@ -88,10 +160,11 @@ def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
     if width == 0 or height == 0:
         raise BadInputError(KIND_EMPTY, f"{what} has zero size {width}x{height}")
     if width * height > max_pixels:
-        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels exceeds "
-                                            f"max_image_pixels={max_pixels}")
+        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels "
+                                            f"exceeds max_image_pixels={max_pixels}")
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below {MIN_IMAGE_SIDE} px")
+        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below "
+                                           f"{MIN_IMAGE_SIDE} px")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: aspect ratio beyond "
                                            f"{MAX_ASPECT_RATIO:g}:1")
@@ -100,33 +173,53 @@ def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
 def check_image(msg: Image | ImageView, max_pixels: int) -> None:
     """Metadata-only validation of a raw image (encoding, sizes, step, data length)."""
     enc = msg.encoding
-    if enc not in INPUT_ENCODINGS:
+    spec = INPUT_ENCODINGS.get(enc)
+    if spec is None:
         raise BadInputError(KIND_ENCODING, f"unsupported encoding {enc!r}; accepted: "
                                            f"{', '.join(INPUT_ENCODINGS)}")
     w, h, step, n = int(msg.width), int(msg.height), int(msg.step), len(msg.data)
     _check_dims(f"image ({enc})", w, h, max_pixels)
-    row = w * INPUT_ENCODINGS[enc]
+    if spec.even_width and w % 2:
+        raise BadInputError(KIND_ODD_SIZE, f"{enc} image width {w} is odd; 4:2:2 pixels come "
+                                           "in pairs")
+    row = w * spec.bytes_per_pixel
     if step < row:
-        raise BadInputError(KIND_STEP, f"step {step} < width {w} x {INPUT_ENCODINGS[enc]} bytes = {row}")
+        raise BadInputError(KIND_STEP, f"step {step} < width {w} x {spec.bytes_per_pixel} "
+                                       f"bytes = {row}")
     if n < step * h:
-        raise BadInputError(KIND_TRUNCATED, f"data has {n} bytes, step {step} x height {h} needs {step * h}")
+        raise BadInputError(KIND_TRUNCATED, f"data has {n} bytes, step {step} x height {h} "
+                                            f"needs {step * h}")
     if n > step * h:
-        raise BadInputError(KIND_STEP, f"data has {n} bytes but step {step} x height {h} = {step * h}")
+        raise BadInputError(KIND_STEP, f"data has {n} bytes but step {step} x height {h} = "
+                                       f"{step * h}")
+
+
+def _pixels(msg: Image | ImageView, spec: InputEncoding) -> np.ndarray:
+    """The (H, W[, C]) samples of a checked image, a view of ``msg.data`` (row padding skipped).
+
+    16-bit samples are read in the byte order ``is_bigendian`` declares.
+    """
+    w, h, step = int(msg.width), int(msg.height), int(msg.step)
+    if spec.itemsize == 1:
+        rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * h).reshape(h, step)
+        return rows[:, : w * spec.channels].reshape(h, w, spec.channels) if spec.channels > 1 \
+            else rows[:, :w]
+    dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+    shape = (h, w, spec.channels) if spec.channels > 1 else (h, w)
+    strides = (step, spec.bytes_per_pixel, 2) if spec.channels > 1 else (step, 2)
+    return np.ndarray(shape, dtype=dtype, buffer=msg.data, strides=strides)
 
 
 def image_to_rgb(msg: Image | ImageView, max_pixels: int) -> np.ndarray:
     """A validated raw image as a contiguous (H, W, 3) uint8 RGB array."""
     check_image(msg, max_pixels)
-    w, h, step = int(msg.width), int(msg.height), int(msg.step)
-    ch = INPUT_ENCODINGS[msg.encoding]
-    rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * h).reshape(h, step)
-    px = rows[:, : w * ch].reshape(h, w, ch) if ch > 1 else rows[:, :w]
-    enc = msg.encoding
-    if enc == RGB8:
-        return np.ascontiguousarray(px)
-    code = {BGR8: cv2.COLOR_BGR2RGB, RGBA8: cv2.COLOR_RGBA2RGB, BGRA8: cv2.COLOR_BGRA2RGB,
-            MONO8: cv2.COLOR_GRAY2RGB}[enc]
-    return cv2.cvtColor(np.ascontiguousarray(px), code)
+    spec = INPUT_ENCODINGS[msg.encoding]
+    px = np.ascontiguousarray(_pixels(msg, spec), dtype=np.uint8 if spec.itemsize == 1
+                              else np.uint16)
+    rgb = px if spec.to_rgb is None else cv2.cvtColor(px, spec.to_rgb)
+    if rgb.dtype != np.uint8:
+        rgb = cv2.convertScaleAbs(rgb, alpha=SCALE_16_TO_8)
+    return rgb
 
 
 def _compressed_dims(data: bytes) -> tuple[str, int, int]:
@@ -152,7 +245,8 @@ def _compressed_dims(data: bytes) -> tuple[str, int, int]:
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 if i + 9 > len(data):
                     break
-                return "jpeg", int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+                width = int.from_bytes(data[i + 7:i + 9], "big")
+                return "jpeg", width, int.from_bytes(data[i + 5:i + 7], "big")
             i += 2 + seg_len
         raise BadInputError(KIND_CORRUPT_COMPRESSED, "JPEG without a frame header (SOF)")
     raise BadInputError(KIND_CORRUPT_COMPRESSED, "data is neither JPEG nor PNG (bad magic bytes)")
@@ -177,7 +271,8 @@ def check_compressed(msg: CompressedImage, max_pixels: int) -> None:
     """Header-only validation of a compressed image (format, magic, size, completeness)."""
     codec = compressed_codec(msg.format)
     if codec is None:
-        raise BadInputError(KIND_ENCODING, f"unsupported compressed format {msg.format!r}; accepted: jpeg, png")
+        raise BadInputError(KIND_ENCODING, f"unsupported compressed format {msg.format!r}; "
+                                           "accepted: jpeg, png")
     data = bytes(msg.data)
     if not data:
         raise BadInputError(KIND_TRUNCATED, "compressed image has no data")
@@ -198,16 +293,44 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"cannot decode {msg.format!r} data ({buf.size} bytes)")
+        raise BadInputError(KIND_CORRUPT_COMPRESSED, f"cannot decode {msg.format!r} data "
+                                                     f"({buf.size} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def check_camera_info(msg: CameraInfo) -> None:
-    """Calibration values must be finite; a NaN K or P would poison every downstream projection."""
+def check_camera_info(msg: CameraInfo, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Calibration values must be finite (a NaN K or P would poison every downstream projection),
+    K either all zeros (an uncalibrated camera) or with positive focal lengths, since the engine's
+    metric depth is scaled by them, and its size a camera's: 0x0 ("same as the image") or within
+    the limits images have."""
     for name in ("k", "p", "r", "d"):
         values = getattr(msg, name)
         if not all(math.isfinite(v) for v in values):
             raise BadInputError(KIND_NON_FINITE, f"camera_info.{name} contains NaN or Inf")
+    try:
+        camera_matrix(msg.k)
+    except IntrinsicsError as exc:
+        raise BadInputError(KIND_BAD_CALIBRATION, f"camera_info.k: {exc}") from None
+    w, h = int(msg.width), int(msg.height)
+    if (w, h) != (0, 0):
+        if w == 0 or h == 0:
+            raise BadInputError(KIND_ODD_SIZE, f"camera_info size {w}x{h}: one side is 0")
+        _check_dims("camera_info", w, h, max_pixels)
+
+
+#: How far the calibration's aspect ratio may differ from the image's and still be scaled onto
+#: it (binning and resizing keep the aspect; rounding of odd sizes moves it by < 1 %).
+CALIBRATION_ASPECT_TOLERANCE = 0.01
+
+
+def calibration_fits(info: CameraInfo, image_h: int, image_w: int) -> bool:
+    """Whether ``info`` can describe an ``image_w x image_h`` image: the same size, 0x0, or a
+    uniform scale of it (binning). A camera that changed resolution with another aspect (a new
+    mode, another sensor crop) needs a new calibration, not a stretched old one."""
+    w, h = int(info.width), int(info.height)
+    if (w, h) in ((0, 0), (image_w, image_h)):
+        return True
+    return abs((w / h) / (image_w / image_h) - 1.0) <= CALIBRATION_ASPECT_TOLERANCE
 
 
 def copy_header(header: Header) -> Header:
@@ -223,7 +346,8 @@ def copy_header(header: Header) -> Header:
 _CAN_BORROW = "_data" in getattr(Image, "__slots__", ())
 
 
-def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bool = False) -> Image:
+def array_to_image(arr: np.ndarray, encoding: str, header: Header, *,
+                   borrow: bool = False) -> Image:
     """An output Image whose width/height/step always match its data (SPEC §7).
 
     ``borrow=True``: ``msg.data`` is a flat view of ``arr`` (no copy), for a message handed to
@@ -233,7 +357,8 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bo
     try:
         channels, dtype = OUTPUT_ENCODINGS[encoding]
     except KeyError:
-        raise ValueError(f"output encoding {encoding!r} not one of {', '.join(OUTPUT_ENCODINGS)}") from None
+        raise ValueError(f"output encoding {encoding!r} not one of "
+                         f"{', '.join(OUTPUT_ENCODINGS)}") from None
     want_ndim = 2 if channels == 1 else 3
     if arr.dtype != dtype or arr.ndim != want_ndim or (channels > 1 and arr.shape[2] != channels):
         raise ValueError(f"array {arr.dtype} {arr.shape} does not match encoding {encoding} "
@@ -255,7 +380,7 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header, *, borrow: bo
 
 def camera_info_for_output(info: CameraInfo, header: Header, image_h: int, image_w: int,
                            fit: FitInfo | None) -> CameraInfo:
-    """The CameraInfo relayed with an output: header copied from the image, intrinsics scaled to it.
+    """The CameraInfo relayed with an output: header copied from the image, intrinsics scaled.
 
     ``fit`` None: outputs are at the image resolution; a calibration made at another resolution
     (binning upstream) is still rescaled to the image, so width/height always match the output.

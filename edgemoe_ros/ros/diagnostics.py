@@ -25,6 +25,14 @@ PERCENTILES = (50, 90, 99)
 LOG_THROTTLE_S = 5.0
 #: Hardware-style name of our status entry.
 STATUS_NAME_SUFFIX = "edgemoe"
+#: Received / offered below this fraction (over the rate window) turns /diagnostics WARN.
+MIN_RECEIVED_FRACTION = 0.95
+#: Frames in the window before the offered rate is trusted (a period needs a few intervals).
+MIN_FRAMES_FOR_OFFERED = 5
+#: Percentile of the stamp intervals taken as the camera period: the median, exact while fewer
+#: than half the intervals span a lost frame; heavier loss shows as a slower camera plus DDS's
+#: lost-sample count.
+PERIOD_PERCENTILE = 50
 
 
 class RollingRate:
@@ -50,6 +58,70 @@ class RollingRate:
             # (n-1) intervals over the time since the oldest event: exact for a steady stream and
             # decays towards 0 once events stop, instead of freezing at the last rate.
             return (len(self._times) - 1) / max(now - self._times[0], 1e-9)
+
+
+@dataclass(frozen=True)
+class Reception:
+    """What :class:`ReceptionMonitor` inferred: frames offered (from stamps) and received."""
+
+    offered: float
+    received: int
+    period_s: float
+
+    @property
+    def offered_rate_hz(self) -> float:
+        return 1.0 / self.period_s
+
+
+class ReceptionMonitor:
+    """Frames offered vs received, inferred from the header stamps of the frames that arrived.
+
+    A camera stamps every frame one period apart; frames lost on the way (best-effort fragments,
+    a reader history overwritten while the host was busy) leave intervals of several periods.
+    Over the last ``window_s`` seconds of arrivals: period = a low percentile of the intervals,
+    offered = 1 + the intervals counted in periods (rounded), received = frames that arrived. Needs no help from the
+    publisher and no sequence numbers (sensor_msgs/Image has none). Stamps that do not increase
+    (a bag restarting, a clock jump) restart the estimate. A loss that keeps exactly every n-th
+    frame looks like a slower camera and is not seen; DDS's own lost-sample count (best effort)
+    is reported beside it.
+    """
+
+    def __init__(self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_s
+        self._clock = clock
+        self._frames: collections.deque[tuple[float, int]] = collections.deque()  # (arrival, stamp ns)
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._frames and stamp_ns <= self._frames[-1][1]:
+                self._frames.clear()
+            self._frames.append((now, int(stamp_ns)))
+
+    def estimate(self) -> Reception | None:
+        """Offered and received frames over the window, or None while too few frames arrived."""
+        now = self._clock()
+        with self._lock:
+            while self._frames and now - self._frames[0][0] > self._window:
+                self._frames.popleft()
+            stamps = np.fromiter((s for _, s in self._frames), dtype=np.int64)
+        if stamps.size < MIN_FRAMES_FOR_OFFERED or stamps[0] <= 0:
+            return None
+        gaps = np.diff(stamps).astype(np.float64)
+        period_ns = float(np.percentile(gaps, PERIOD_PERCENTILE))
+        # Each interval stands for round(gap / period) frames: stamp jitter below half a period
+        # (a software-stamped camera, a busy publisher) is not mistaken for loss.
+        offered = 1.0 + float(np.maximum(1.0, np.rint(gaps / period_ns)).sum())
+        return Reception(offered=offered, received=int(stamps.size), period_s=period_ns / 1e9)
+
+    def shortfall(self) -> str | None:
+        """A sentence for /diagnostics when fewer frames arrive than the stamps say were sent."""
+        est = self.estimate()
+        if est is None or est.received >= MIN_RECEIVED_FRACTION * est.offered:
+            return None
+        return (f"receiving {est.received} of ~{est.offered:.0f} frames the camera stamped in the last "
+                f"{self._window:g} s ({100 * est.received / est.offered:.0f} %)")
 
 
 class LatencyWindow:
@@ -102,6 +174,7 @@ class NodeStats:
     """Every counter the node reports, updated from callbacks and the worker thread."""
 
     input_rate: RollingRate = field(default_factory=RollingRate)
+    reception: ReceptionMonitor = field(default_factory=ReceptionMonitor)
     output_rate: RollingRate = field(default_factory=RollingRate)
     stamp_to_publish_ms: LatencyWindow = field(default_factory=LatencyWindow)
     inference_ms: LatencyWindow = field(default_factory=LatencyWindow)
@@ -126,6 +199,11 @@ def _fmt_ms(p: dict[int, float] | None) -> str:
     if p is None:
         return "n/a"
     return " ".join(f"p{q}={v:.1f}" for q, v in p.items())
+
+
+def _offered_rate(monitor: ReceptionMonitor) -> str:
+    est = monitor.estimate()
+    return "n/a" if est is None else f"{est.offered_rate_hz:.2f}"
 
 
 def expert_usage_values(usage: Mapping[str, np.ndarray], moe_layers: tuple[int, ...]) -> list[KeyValue]:
@@ -163,6 +241,8 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
         KeyValue(key="task mode", value=mode),
         KeyValue(key="active tasks", value=",".join(active_tasks) or "none"),
         KeyValue(key="input rate hz", value=f"{stats.input_rate.rate():.2f}"),
+        KeyValue(key="offered rate hz", value=_offered_rate(stats.reception)),
+        KeyValue(key="frames lost in transport", value=str(counters.get("lost_in_transport", 0))),
         KeyValue(key="output rate hz", value=f"{stats.output_rate.rate():.2f}"),
         KeyValue(key="latency stamp to publish ms", value=_fmt_ms(stats.stamp_to_publish_ms.percentiles())),
         KeyValue(key="latency inference ms", value=_fmt_ms(stats.inference_ms.percentiles())),
@@ -173,6 +253,7 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
         KeyValue(key="backend faults", value=str(counters.get("backend_faults", 0))),
         KeyValue(key="fallbacks", value=str(counters.get("fallbacks", 0))),
         KeyValue(key="bad task requests", value=str(counters.get("bad_task_requests", 0))),
+        KeyValue(key="frames without camera_info (size mismatch)", value=str(counters.get("camera_info_mismatch", 0))),
         KeyValue(key="bad inputs", value=str(sum(bad.values()))),
     ]
     values += [KeyValue(key=f"bad input {kind}", value=str(n)) for kind, n in sorted(bad.items())]

@@ -21,6 +21,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import (
+    QoSMessageLostInfo,
+    QoSRequestedIncompatibleQoSInfo,
+    SubscriptionEventCallbacks,
+)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -30,16 +36,35 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..allocator import tune_allocator
+from ..allocator import release_free_memory, tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..engine import FrameResult
-from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
+from ..postprocess import (
+    PALETTE,
+    FitInfo,
+    camera_k_from_info,
+    colorize_semseg,
+    model_palette,
+    restore_to_input,
+)
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .guards import InvalidHandle, log_at, serialised, spin_until_done, subscription_count
+from .label_info import LabelInfoPublisher
 from .model_loader import LoadedModel, load_model, load_weights_for
-from .params import NodeParams, ParameterValueError, check_set_request, declare_all, qos_profile, read_all
-from .task_switch import MODE_AUTO, TaskRequestError, TaskState, TaskSwitch
+from .params import (
+    NodeParams,
+    ParameterValueError,
+    check_set_request,
+    declare_all,
+    normalize_request,
+    read_all,
+)
+from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
+from .qos import profile as qos_profile
+from .task_switch import TaskRequestError, TaskState, TaskSwitch
+from .watchdog import BackendHung
 from .worker import FrameWorker
 
 NODE_NAME = "edgemoe_node"
@@ -62,6 +87,9 @@ SRV_RELOAD = "~/reload_model"
 #: response still goes out.
 EXIT_DELAY_S = 0.3
 DIAGNOSTICS_QOS_DEPTH = 10
+
+#: What a model is built from (applied on configure / ~/reload_model; set back after a failed reload).
+MODEL_PARAMETERS = ("weights_path", "backend", "fallback_backend", "backend_options", "resize_mode")
 
 STATE_UNCONFIGURED, STATE_INACTIVE, STATE_ACTIVE, STATE_FINALIZED = (
     "unconfigured", "inactive", "active", "finalized")
@@ -98,8 +126,17 @@ class EdgeMoeNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._params = declare_all(self)
-        self.add_on_set_parameters_callback(check_set_request)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        try:
+            self._params = declare_all(self)
+        except ParameterValueError:
+            # Release the half-built node now: the context would otherwise destroy it at shutdown
+            # through our destroy_node, whose state was never set up (main logs FATAL, exits 2).
+            super().destroy_node()
+            raise
+        self.add_pre_set_parameters_callback(normalize_request)
+        self.add_on_set_parameters_callback(
+            lambda request: check_set_request(request, lambda name: self.get_parameter(name).value))
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
         self._tasks = TaskSwitch(self._params.tasks)
@@ -107,11 +144,15 @@ class EdgeMoeNode(LifecycleNode):
         self._throttle = KeyedThrottle()
         self._group = ReentrantCallbackGroup()
         self._model_lock = threading.Lock()
+        # Lifecycle transitions and ~/reload_model run one at a time (guards.serialised).
+        self._transition_lock = threading.RLock()
         self._model: LoadedModel | None = None
         self._on_fallback = False
         self._lifecycle = STATE_UNCONFIGURED
         self._config_error = ""
+        self._reload_error = ""  # the last ~/reload_model failure, until a reload succeeds
         self._latest_info: CameraInfo | None = None
+        self._warned_no_k = False
         # One worker for the node's life (started on activate, stopped on deactivate) so its
         # received/dropped counters are cumulative across lifecycle cycles.
         self._worker: FrameWorker[Frame, FrameState] = FrameWorker(
@@ -120,13 +161,14 @@ class EdgeMoeNode(LifecycleNode):
         self._diag_seen = {"faults": 0, "bad": 0}
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
+        self._input_best_effort = False  # input_qos auto: a best-effort publisher was met
         self.finished = Future()
 
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
         # and task switches made before activation apply to the first frame.
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
-        self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics,
-                                             callback_group=self._group)
+        self._label_info = LabelInfoPublisher(self)  # latched class names, once per loaded model
+        self._diag_timer = self._steady_timer(self._params.diagnostics_period, self._publish_diagnostics)
         for task, srv in SRV_ENABLE.items():
             self.create_service(SetBool, srv, self._enable_handler(task), callback_group=self._group)
         self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
@@ -134,9 +176,21 @@ class EdgeMoeNode(LifecycleNode):
                                  callback_group=self._group)
         self._autostart_timer = None
         if self._params.autostart:
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._group)
+            self._autostart_timer = self._steady_timer(0.0, self._autostart)
+
+    def _steady_timer(self, period_s: float, callback: Any) -> Any:
+        """A timer on the steady clock, whatever ``use_sim_time`` says.
+
+        A timer on ROS time under ``use_sim_time`` is woken by every /clock message (rcl wakes
+        the wait set on each forward time jump): at 100 Hz that kept the executor thread busy
+        enough to starve the worker (issue 22: 9.9 -> 1.1 Hz), and with /clock paused the
+        diagnostics stopped and shutdown never finished. Outputs keep their input stamps, so
+        nothing the node publishes depends on which clock its timers use.
+        """
+        return self.create_timer(period_s, callback, callback_group=self._group, clock=self._steady_clock)
 
     # ------------------------------------------------------------------ lifecycle
+    @serialised("_transition_lock")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load weights and backend(s); on any error stay unconfigured with a clear log."""
         params = read_all(self)
@@ -148,9 +202,12 @@ class EdgeMoeNode(LifecycleNode):
             self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
             return TransitionCallbackReturn.FAILURE
         with self._model_lock:
-            self._model, self._on_fallback = model, False
-        self._config_error = ""
-        qos = qos_profile(params.output_qos)
+            old, self._model, self._on_fallback = self._model, model, model.engine is None
+        if old is not None:  # never leak a backend (threads, device buffers) by overwriting it
+            old.close()
+        self._config_error = self._reload_error = ""
+        self._label_info.publish(model.config.class_names)
+        qos = qos_profile(params.output_qos, params.output_depth)
         for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
                                 (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
                                 (TOPIC_DEPTH_INFO, CameraInfo)):
@@ -162,37 +219,81 @@ class EdgeMoeNode(LifecycleNode):
             + f", model {model.config.img_h}x{model.config.img_w}, tasks {self._tasks.as_parameter()}")
         return super().on_configure(state)
 
+    @serialised("_transition_lock")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
-        params = self._params
         self._worker.start()
         self._processing = True
-        qos = qos_profile(params.input_qos)
-        self._subs = [
-            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
-            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group, raw=True),
-            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
-                                     callback_group=self._group),
-        ]
-        if params.use_compressed:
-            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
-                                                       self._on_compressed, qos, callback_group=self._group))
+        self._input_best_effort = False
+        self._subscribe_inputs(self._params.input_qos)
         self._lifecycle = STATE_ACTIVE
         self.get_logger().info("activated")
         return super().on_activate(state)
 
+    def _subscribe_inputs(self, qos_word: str) -> None:
+        """Image (and compressed) and camera_info subscriptions with the QoS ``qos_word`` names."""
+        qos = qos_profile(qos_word, INPUT_DEPTH)
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input)
+        image_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input,
+                                                  message_lost=self._on_frames_lost)
+        self._subs = [
+            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
+            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group,
+                                     raw=True, event_callbacks=image_events),
+            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
+                                     callback_group=self._group, event_callbacks=events),
+        ]
+        if self._params.use_compressed:
+            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
+                                                       self._on_compressed, qos, callback_group=self._group,
+                                                       event_callbacks=events))
+
+    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
+        """DDS saw a gap in the image publisher's sequence numbers: frames lost in transport."""
+        self._stats.count("lost_in_transport", info.total_count_change)
+
+    def _on_incompatible_input(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        """``input_qos: auto`` met a best-effort publisher after subscribing reliable: follow it.
+
+        Best available reliability is resolved when the subscription is created; a camera that
+        starts later with best effort would otherwise never be heard.
+        """
+        if self._params.input_qos != AUTO or not is_reliability_mismatch(info.last_policy_kind):
+            self._log_throttled("warning", "input_qos", f"an input publisher's QoS is incompatible with "
+                                f"input_qos '{self._params.input_qos}' (policy {info.last_policy_kind})")
+            return
+        if self._input_best_effort:
+            return
+        self._input_best_effort = True
+        self.get_logger().warning(
+            "a best-effort publisher appeared on an input topic: input subscriptions now best effort "
+            "(large frames over best effort can be lost in transport; see docs/qos.md)")
+        timer = None
+
+        def resubscribe() -> None:
+            self.destroy_timer(timer)
+            if self._lifecycle == STATE_ACTIVE and self._subs:
+                for sub in self._subs:
+                    self.destroy_subscription(sub)
+                self._subscribe_inputs("best_effort")
+
+        timer = self._steady_timer(0.0, resubscribe)
+
+    @serialised("_transition_lock")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info("deactivated")
         return super().on_deactivate(state)
 
+    @serialised("_transition_lock")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
         self._lifecycle = STATE_UNCONFIGURED
         self.get_logger().info("cleaned up")
         return super().on_cleanup(state)
 
+    @serialised("_transition_lock")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything from whatever state we are in, then let ``main`` exit."""
         self._stop_processing()
@@ -206,9 +307,10 @@ class EdgeMoeNode(LifecycleNode):
             if not self.finished.done():
                 self.finished.set_result(True)
 
-        exit_timer = self.create_timer(EXIT_DELAY_S, finish, callback_group=self._group)
+        exit_timer = self._steady_timer(EXIT_DELAY_S, finish)
         return super().on_shutdown(state)
 
+    @serialised("_transition_lock")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error("error transition: releasing resources")
         self._stop_processing()
@@ -236,13 +338,17 @@ class EdgeMoeNode(LifecycleNode):
         self._worker.stop()
 
     def _release_model(self) -> None:
-        for pub in self._pubs.values():
+        # Unpublish the dict before destroying its entries: callbacks that read self._pubs from
+        # now on see none; one that took the old dict gets InvalidHandle, which it handles.
+        pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
             self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
         with self._model_lock:
             model, self._model = self._model, None
         if model is not None:
             model.close()
+            del model
+            release_free_memory()
 
     # ------------------------------------------------------------------ parameters and switching
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
@@ -286,9 +392,10 @@ class EdgeMoeNode(LifecycleNode):
         topics = {"semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
                   "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO)}
         pubs = self._pubs
-        return {task: any(t in pubs and pubs[t].get_subscription_count() > 0 for t in names)
+        return {task: any(t in pubs and subscription_count(pubs[t]) > 0 for t in names)
                 for task, names in topics.items()}
 
+    @serialised("_transition_lock")
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """Reload weights (and the backend if its parameters changed) without restarting."""
         if self._lifecycle not in (STATE_INACTIVE, STATE_ACTIVE):
@@ -299,24 +406,45 @@ class EdgeMoeNode(LifecycleNode):
         try:
             response.message = self._reload(params)
             response.success = True
+            self._reload_error = ""
+            self._label_info.publish(self._model.config.class_names)
             self.get_logger().info(response.message)
         except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
             response.success = False
             response.message = f"reload failed, previous model kept: {type(exc).__name__}: {exc}"
+            reverted = self._revert_model_parameters()
+            if reverted:
+                response.message += f"; parameters {', '.join(reverted)} set back to the running model's"
+            self._reload_error = response.message
             self.get_logger().error(response.message)
+        release_free_memory()  # the replaced (or refused) model's memory back to the system
         return response
+
+    def _revert_model_parameters(self) -> list[str]:
+        """After a failed reload: the model parameters back to what the running model was built from,
+        so ``param get`` tells what runs. Returns the names changed."""
+        model = self._model
+        if model is None or model.source is None:
+            return []
+        changes = [Parameter(name, value=getattr(model.source, name)) for name in MODEL_PARAMETERS
+                   if self.get_parameter(name).value != getattr(model.source, name)]
+        if changes:
+            for result in self.set_parameters(changes):
+                if not result.successful:
+                    self.get_logger().error(f"could not set back the model parameters: {result.reason}")
+        return [p.name for p in changes]
 
     def _reload(self, params: NodeParams) -> str:
         path, weights = load_weights_for(params)  # slow part outside the lock: frames keep flowing
         with self._model_lock:
             current = self._model
             if current is not None and current.same_setup(params, weights.config):
-                current.reload(weights)
+                current.reload(weights, params)
                 self._on_fallback = False
                 return f"reloaded weights {path} on backend {current.backend}"
         model = load_model(params, weights)
         with self._model_lock:
-            old, self._model, self._on_fallback = self._model, model, False
+            old, self._model, self._on_fallback = self._model, model, model.engine is None
         if old is not None:
             old.close()
         return f"reloaded {path} on new backend {model.backend}"
@@ -344,13 +472,16 @@ class EdgeMoeNode(LifecycleNode):
         except conv.BadInputError as exc:
             self._bad_input(exc, msg)
             return
+        stamp = msg.header.stamp
+        self._stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
         if self._processing and not self._worker.submit(Frame(msg, compressed)):
             self._log_throttled("debug", "queue_drop", "worker busy: dropped the oldest queued frame")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            conv.check_camera_info(msg)
+            conv.check_camera_info(msg, self._params.max_image_pixels)
         except conv.BadInputError as exc:
+            self._latest_info = None  # relay nothing rather than the previous calibration, restamped
             self._bad_input(exc, msg)
             return
         self._latest_info = msg
@@ -363,7 +494,7 @@ class EdgeMoeNode(LifecycleNode):
                             f"dropped bad {what} (frame_id '{frame_id}', {exc.kind}): {exc}")
 
     def _frame_state(self) -> FrameState:
-        tasks = self._tasks.snapshot(self._subscribed() if self._tasks.mode == MODE_AUTO else ())
+        tasks = self._tasks.snapshot(self._subscribed)  # asked only in auto mode, under the switch's lock
         return FrameState(tasks, self._params)
 
     def _process_frame(self, frame: Frame, state: FrameState) -> None:
@@ -381,24 +512,48 @@ class EdgeMoeNode(LifecycleNode):
         except conv.BadInputError as exc:
             self._bad_input(exc, frame.msg)
             return
+        camera_k = self._camera_k(rgb.shape[0], rgb.shape[1], active)
         with self._model_lock:
             model = self._model
             if model is None:
                 return
-            engine = model.fallback if self._on_fallback else model.engine
+            engine, watchdog = ((model.fallback, model.fallback_watchdog) if self._on_fallback
+                                else (model.engine, model.watchdog))
             t0 = time.perf_counter()
             try:
-                result = engine.infer(rgb, tasks=active)
+                # Time-limited (watchdog.py): a hung backend costs at most inference_timeout, then
+                # the node moves on (fallback), and the lock reload/cleanup wait for is released.
+                result = watchdog.call(params.inference_timeout, engine.infer, rgb, tasks=active,
+                                       camera_k=camera_k)
             except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
-        self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+        try:
+            self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+        except Exception:
+            if not self.context.ok():
+                return  # Ctrl-C: rclpy shut the context down under the frame in flight; drop it quietly
+            raise
+
+    def _camera_k(self, image_h: int, image_w: int, tasks: tuple[str, ...]) -> Any:
+        """K of the latest camera_info at this image's size, for metric depth of the real lens
+        (model/canonical_camera.py); None, logged once, while there is no calibrated camera_info.
+        _on_camera_info admits only usable K, so this cannot raise."""
+        camera_k = camera_k_from_info(self._latest_info, image_h, image_w)
+        if camera_k is None and "depth" in tasks and not self._warned_no_k:
+            self._warned_no_k = True
+            self.get_logger().warning(
+                f"no calibrated '{TOPIC_CAMERA_INFO}' (none received, or K all zero): depth is in metres "
+                "of the model's canonical camera, not of this lens, until one arrives")
+        return camera_k
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
         name = model.fallback_backend if self._on_fallback else model.backend
         self._log_throttled("error", f"fault.{name}",
                             f"backend '{name}' failed, frame dropped: {type(exc).__name__}: {exc}")
+        if isinstance(exc, BackendHung):
+            self._stats.count("backend_timeouts")
         # Switch before counting the fault: diagnostics (another thread) that see the fault
         # must also see where the node went.
         if model.fallback is not None and not self._on_fallback:
@@ -409,9 +564,22 @@ class EdgeMoeNode(LifecycleNode):
         self._stats.count("backend_faults")
 
     def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams) -> None:
+        try:
+            self._publish_outputs(header, in_h, in_w, result, params)
+        except InvalidHandle:
+            self._stats.count("dropped_in_cleanup")  # publishers destroyed while this frame was out
+
+    def _publish_outputs(self, header: Header, in_h: int, in_w: int, result: FrameResult,
+                         params: NodeParams) -> None:
         at_input = params.output_resolution == "input"
         info = self._latest_info
         relayed = None
+        if info is not None and not conv.calibration_fits(info, in_h, in_w):
+            self._stats.count("camera_info_mismatch")
+            self._log_throttled("warning", "camera_info_size",
+                                f"camera_info is {info.width}x{info.height} but the image {in_w}x{in_h} (another "
+                                "aspect ratio): camera_info not relayed until a matching one arrives")
+            info = None
         if info is not None:
             # The fit the engine used for this frame (its resize mode, not the parameter, which
             # applies at the next reload).
@@ -423,7 +591,7 @@ class EdgeMoeNode(LifecycleNode):
 
         def wanted(topic: str) -> bool:
             # Like image_pipeline: no subscriber, no restore/colourise/serialise work for that topic.
-            return pubs[topic].get_subscription_count() > 0
+            return subscription_count(pubs[topic]) > 0
 
         if result.semseg is not None:
             want_ids, want_color = wanted(TOPIC_SEGMENTATION), params.publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
@@ -432,7 +600,9 @@ class EdgeMoeNode(LifecycleNode):
                 if want_ids:
                     pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header, borrow=True))
                 if want_color:
-                    color = colorize_semseg(result.semseg)  # at model resolution: see color_at_input
+                    model = self._model  # its class colours (a cityscapes19 model has 19)
+                    palette = model_palette(model.engine.config) if model is not None else None
+                    color = colorize_semseg(result.semseg, palette)  # at model resolution: see color_at_input
                     if at_input:
                         color = color_at_input(color, result.fit)
                     pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header, borrow=True))
@@ -458,25 +628,42 @@ class EdgeMoeNode(LifecycleNode):
             return
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        getattr(self.get_logger(), level)(message)
+        log_at(self.get_logger(), level, message)
 
     def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
         the last report (so one old bad frame does not keep the node WARN forever)."""
-        faults, bad_total = counters.get("backend_faults", 0), sum(bad.values())
-        new_faults, new_bad = faults - self._diag_seen["faults"], bad_total - self._diag_seen["bad"]
-        self._diag_seen = {"faults": faults, "bad": bad_total}
+        seen = {"faults": counters.get("backend_faults", 0), "bad": sum(bad.values()),
+                "lost": counters.get("lost_in_transport", 0), "info": counters.get("camera_info_mismatch", 0)}
+        new = {k: v - self._diag_seen.get(k, 0) for k, v in seen.items()}
+        new_faults, new_bad = new["faults"], new["bad"]
+        self._diag_seen = seen
         state = self._lifecycle
         if self._config_error:
             return DiagnosticStatus.ERROR, f"{state}: configure failed: {self._config_error}"
         if model is None:
             return DiagnosticStatus.WARN, f"{state}: no model loaded"
+        hung = (model.fallback_watchdog if self._on_fallback else model.watchdog).hung_for()
+        if hung is not None:
+            return DiagnosticStatus.ERROR, f"{state}: backend hung: no result for {hung:.0f} s"
         if self._on_fallback:
-            return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}'"
+            why = (f"backend '{model.backend}' failed at configure: {model.primary_error}" if model.primary_error
+                   else f"backend '{model.backend}' faulted")
+            return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}' ({why})"
+        if self._reload_error:
+            return DiagnosticStatus.WARN, f"{state}: {self._reload_error}"
         if new_faults:
             return DiagnosticStatus.ERROR, f"{state}: {new_faults} backend fault(s) since last report"
         if new_bad:
             return DiagnosticStatus.WARN, f"{state}: {new_bad} bad input(s) since last report"
+        if new["info"]:
+            return DiagnosticStatus.WARN, (f"{state}: {new['info']} frame(s) published without camera_info: "
+                                           "its size does not match the image's")
+        if new["lost"]:
+            return DiagnosticStatus.WARN, f"{state}: {new['lost']} frame(s) lost in transport since last report"
+        shortfall = self._stats.reception.shortfall()
+        if shortfall:
+            return DiagnosticStatus.WARN, f"{state}: {shortfall}"
         return DiagnosticStatus.OK, state
 
     def _publish_diagnostics(self) -> None:
@@ -513,7 +700,7 @@ def main(args: list[str] | None = None) -> int:
         node = EdgeMoeNode()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
+        spin_until_done(executor, node.finished, node.get_logger().error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ParameterValueError as exc:

@@ -23,24 +23,26 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
-from ..backends import BACKENDS, parse_backend_options
+from ..backends import BACKENDS, BackendError, parse_backend_options
+from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
+from .conversions import DEFAULT_MAX_IMAGE_PIXELS
+from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
 
 OUTPUT_RESOLUTIONS = ("input", "model")
-QOS_CHOICES = ("reliable", "best_effort", "sensor_data", "system_default")
 #: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
 QUEUE_SIZE_RANGE = (1, 100)
-#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably.
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_PIXELS_RANGE = (1, 1 << 28)
 DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
-#: History depth of the explicit QoS words (sensor_data/system_default bring their own).
-QOS_DEPTH = 5
+#: Seconds one frame's inference may take before the backend counts as hung (watchdog.py).
+#: Far above a frame's time on the backends (cpu: tens of ms; C-simulation: ~0.55 s per task).
+DEFAULT_INFERENCE_TIMEOUT_S = 10.0
+INFERENCE_TIMEOUT_RANGE = (0.1, 3600.0)
 
 
 class ParameterValueError(ValueError):
@@ -102,9 +104,20 @@ def _backend_options(value: Any) -> str | None:
     if not isinstance(value, str):
         return "must be a string holding a JSON object"
     try:
-        parse_backend_options(value)
+        check_options_any_backend(parse_backend_options(value))
     except (ValueError, json.JSONDecodeError) as exc:
         return f"must be a JSON object like '{{\"timeout_s\": 2.0}}' ({exc})"
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
+def options_for_backend(backend: str, options_text: str) -> str | None:
+    """Why ``options_text`` does not suit ``backend`` (unknown option, out of bounds), or None."""
+    try:
+        check_options(backend, parse_backend_options(options_text))
+    except (ValueError, json.JSONDecodeError, BackendError) as exc:
+        return str(exc)
     return None
 
 
@@ -165,10 +178,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               "crop to the model aspect), or '' = the model file's default. Applied on configure / "
               "~/reload_model.",
               _one_of(("",) + RESIZE_MODES), constraints="'', " + ", ".join(RESIZE_MODES)),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image/camera_info subscriptions.",
-              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+    ParamSpec("input_qos", "auto", "QoS of the image/camera_info subscriptions: auto = reliable "
+              "from reliable publishers, best effort from best-effort ones (docs/qos.md).",
+              _one_of(INPUT_QOS_CHOICES), read_only=True, constraints=", ".join(INPUT_QOS_CHOICES)),
     ParamSpec("output_qos", "reliable", "QoS of the output publishers.",
-              _one_of(QOS_CHOICES), read_only=True, constraints=", ".join(QOS_CHOICES)),
+              _one_of(OUTPUT_QOS_CHOICES), read_only=True, constraints=", ".join(OUTPUT_QOS_CHOICES)),
+    ParamSpec("output_depth", DEFAULT_OUTPUT_DEPTH, "History depth of the output publishers: messages "
+              "a slow reliable subscriber may lag behind before the oldest is dropped for it.",
+              _int_in(*OUTPUT_DEPTH_RANGE), read_only=True, int_range=OUTPUT_DEPTH_RANGE),
     ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
               "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
               int_range=QUEUE_SIZE_RANGE),
@@ -178,6 +195,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
               "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
               int_range=MAX_IMAGE_PIXELS_RANGE),
+    ParamSpec("inference_timeout", DEFAULT_INFERENCE_TIMEOUT_S, "Seconds one frame's inference may take; "
+              "a backend that overruns counts as hung: /diagnostics ERROR, the frame is dropped and the "
+              "node moves to fallback_backend.", _float_in(*INFERENCE_TIMEOUT_RANGE),
+              float_range=INFERENCE_TIMEOUT_RANGE),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
               _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
     ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
@@ -211,10 +232,12 @@ class NodeParams:
     resize_mode: str
     input_qos: str
     output_qos: str
+    output_depth: int
     queue_size: int
     use_compressed: bool
     publish_color: bool
     max_image_pixels: int
+    inference_timeout: float
     diagnostics_period: float
     autostart: bool
 
@@ -233,12 +256,40 @@ def declare_all(node: Node) -> NodeParams:
     Raises :class:`ParameterValueError` on the first bad override so the process exits with a
     message naming it, instead of running with a half-valid configuration.
     """
-    node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    try:
+        node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # rclpy's own checks (type from the default, descriptor ranges): same error, same exit.
+        name = str(exc).rsplit(": ", 1)[-1]  # rclpy appends the parameter name to the message
+        override = getattr(node, "_parameter_overrides", {}).get(name)
+        spec = SPECS.get(name)
+        if spec is None or override is None:
+            raise ParameterValueError(name, None, str(exc)) from None
+        reason = spec.validate(override.value) or str(exc)
+        raise ParameterValueError(name, override.value, reason) from None
     params = read_all(node)
     for p in PARAMS:
         value = getattr(params, p.name)
         validate(p.name, list(value) if isinstance(value, tuple) else value)
+    reason = options_for_backend(params.backend, params.backend_options)
+    if reason:
+        raise ParameterValueError("backend_options", params.backend_options, reason)
+    stripped = normalize_request([Parameter("tasks", value=list(params.tasks))])
+    if list(stripped[0].value) != list(params.tasks):
+        node.set_parameters(stripped)
+        params = read_all(node)
     return params
+
+
+def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
+    """For ``add_pre_set_parameters_callback``: task names stored without surrounding spaces, so
+    ``param get tasks`` shows what runs (``' semseg '`` is accepted as ``semseg``)."""
+    out = []
+    for p in parameters:
+        if p.name == "tasks" and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+            p = Parameter("tasks", Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
+        out.append(p)
+    return out
 
 
 def read_all(node: Node) -> NodeParams:
@@ -246,8 +297,15 @@ def read_all(node: Node) -> NodeParams:
     return NodeParams(**{p.name: _plain(node.get_parameter(p.name).value) for p in PARAMS})
 
 
-def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
-    """For ``add_on_set_parameters_callback``: reject the whole request at the first bad value."""
+def check_set_request(parameters: Sequence[Parameter],
+                      current: Callable[[str], Any] | None = None) -> SetParametersResult:
+    """For ``add_on_set_parameters_callback``: reject the whole request at the first bad value.
+
+    ``current(name)`` gives a parameter's present value: with it, ``backend_options`` is also
+    checked against the backend it will run with (the request's, else the present one), so
+    ``{"threads": 100000}`` or an option the backend does not take is refused here, not at the
+    next reload.
+    """
     for param in parameters:
         if param.name not in SPECS:
             continue  # e.g. use_sim_time: rclpy's own parameters
@@ -255,14 +313,14 @@ def check_set_request(parameters: Sequence[Parameter]) -> SetParametersResult:
             validate(param.name, param.value)
         except ParameterValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+    requested = {p.name: p.value for p in parameters}
+    if current is not None and ("backend" in requested or "backend_options" in requested):
+        backend = requested.get("backend", current("backend"))
+        options = requested.get("backend_options", current("backend_options"))
+        reason = options_for_backend(backend, options)
+        if reason:
+            name = "backend_options" if "backend_options" in requested else "backend"
+            return SetParametersResult(successful=False, reason=str(ParameterValueError(
+                name, requested[name], f"{reason} (backend_options {options!r} with backend {backend!r}; "
+                "set both atomically, or clear backend_options first)")))
     return SetParametersResult(successful=True)
-
-
-def qos_profile(word: str) -> QoSProfile:
-    """QoS from its parameter word (validated already)."""
-    if word == "sensor_data":
-        return qos_profile_sensor_data
-    if word == "system_default":
-        return qos_profile_system_default
-    policy = QoSReliabilityPolicy.RELIABLE if word == "reliable" else QoSReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(depth=QOS_DEPTH, reliability=policy)

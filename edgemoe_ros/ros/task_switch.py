@@ -17,7 +17,7 @@ An explicit command (SetBool, a task list) leaves ``auto``; SetBool then starts 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..model.config import TASKS
@@ -132,14 +132,17 @@ class TaskSwitch:
         with self._lock:
             return [AUTO] if self._mode == MODE_AUTO else list(self._enabled)
 
-    def snapshot(self, subscribed: Mapping[str, bool] | Iterable[str] = ()) -> TaskState:
-        """The state for one frame. ``subscribed``: tasks whose outputs have subscribers (auto mode)."""
-        if isinstance(subscribed, Mapping):
-            listened = {t for t, has in subscribed.items() if has}
-        else:
-            listened = set(subscribed)
+    def snapshot(self, subscribed: Mapping[str, bool] | Iterable[str] | Callable[[], Mapping[str, bool]] = ()
+                 ) -> TaskState:
+        """The state for one frame. ``subscribed``: tasks whose outputs have subscribers (auto mode),
+        or a function returning them, called under the lock only when the mode is auto.
+
+        Pass the function: reading the mode first and asking for subscribers only if it was auto
+        lost a frame (``skipped_no_task``) whenever a switch to auto landed between the two.
+        """
         with self._lock:
             if self._mode == MODE_AUTO:
+                listened = _listened(subscribed() if callable(subscribed) else subscribed)
                 active = tuple(t for t in self._enabled if t in listened)
             else:
                 active = self._enabled
@@ -161,3 +164,10 @@ class TaskSwitch:
         self._mode, self._enabled = mode, enabled
         self._version += 1
         return True
+
+
+def _listened(subscribed: Mapping[str, bool] | Iterable[str]) -> set[str]:
+    """The tasks with a subscriber, from a {task: has_subscriber} mapping or an iterable of names."""
+    if isinstance(subscribed, Mapping):
+        return {t for t, has in subscribed.items() if has}
+    return set(subscribed)

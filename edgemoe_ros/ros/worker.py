@@ -51,10 +51,18 @@ class FrameWorker(Generic[T, S]):
         self.failed = 0
 
     def start(self) -> None:
+        """Start the worker thread, or keep the one there is.
+
+        A thread that outlived ``stop``'s join timeout (a hung backend) still holds the frame it
+        was given; starting a second one beside it would let two threads process and publish
+        concurrently, out of order. So that thread is told to carry on instead: it takes the
+        next frame once its stuck one returns. Only a thread that has left its loop is replaced.
+        """
         with self._cond:
-            if self._thread is not None:
-                return
             self._stopping = False
+            if self._thread is not None:
+                if self._thread.is_alive():
+                    return
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
@@ -87,14 +95,21 @@ class FrameWorker(Generic[T, S]):
         thread.join(timeout)
         alive = thread.is_alive()
         if alive:
+            # Keep the handle: ``start`` must know this thread still exists (see there).
             _log.error("worker thread %s still running after %.1f s", self._name, timeout)
-        with self._cond:
-            self._thread = None
         return not alive
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        """True while a thread is there to process frames (not stopping, not stopped)."""
+        with self._cond:
+            return self._thread is not None and not self._stopping
+
+    @property
+    def threads_alive(self) -> int:
+        """Worker threads of this object still alive (0 or 1; tests and diagnostics)."""
+        with self._cond:
+            return int(self._thread is not None and self._thread.is_alive())
 
     def pending(self) -> int:
         with self._cond:
@@ -115,6 +130,10 @@ class FrameWorker(Generic[T, S]):
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._stopping)
                 if self._stopping:
+                    # Decided under the lock, so ``start`` either saw the flag cleared before
+                    # this (and the thread carries on) or sees no thread and starts a new one.
+                    if self._thread is threading.current_thread():
+                        self._thread = None
                     return
                 item = self._queue.popleft()
                 self._busy = True

@@ -5,7 +5,14 @@ continuous drive for the demo. Depth is z-depth in metres; sky pixels are ``+inf
 which depth metrics must treat as invalid.
 """
 
-from .camera import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV_DEG, CameraPose, camera_rays, intrinsics, project
+from .camera import (
+    DEFAULT_CAMERA_HEIGHT,
+    DEFAULT_HFOV_DEG,
+    CameraPose,
+    camera_rays,
+    intrinsics,
+    project,
+)
 from .render import SKY_DEPTH, DriveSequence, Frame, render_frame, render_view
 from .world import World
 

@@ -18,8 +18,12 @@ SKY_CLASS = SEMSEG_CLASSES.index("sky")
 DELTA1_THRESHOLD = 1.25
 
 
-def depth_valid_mask(gt_depth: np.ndarray, gt_labels: np.ndarray, max_depth: float) -> np.ndarray:
-    return np.isfinite(gt_depth) & (gt_depth > 0) & (gt_depth <= max_depth) & (gt_labels != SKY_CLASS)
+def depth_valid_mask(gt_depth: np.ndarray, gt_labels: np.ndarray | None, max_depth: float,
+                     min_depth: float = 0.0) -> np.ndarray:
+    """Finite ground truth in (min_depth, max_depth], not labelled sky. ``gt_labels`` None: the depth
+    map alone says what is valid (real data marks sky and missing returns as NaN)."""
+    valid = np.isfinite(gt_depth) & (gt_depth > max(min_depth, 0.0)) & (gt_depth <= max_depth)
+    return valid if gt_labels is None else valid & (gt_labels != SKY_CLASS)
 
 
 @dataclass
@@ -28,6 +32,8 @@ class SegDepthMeter:
 
     num_classes: int = len(SEMSEG_CLASSES)
     max_depth: float = 80.0
+    #: depth ground truth at or below this is not scored (0.5 m in KITTI-style real-data evaluation)
+    min_depth: float = 0.0
     confusion: np.ndarray = field(init=False)
     _abs_rel: float = 0.0
     _sq: float = 0.0
@@ -44,12 +50,13 @@ class SegDepthMeter:
         idx = gt[keep].astype(np.int64) * self.num_classes + np.minimum(pred[keep], self.num_classes - 1)
         self.confusion += np.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
 
-    def add_depth(self, pred: np.ndarray, gt_depth: np.ndarray, gt_labels: np.ndarray,
+    def add_depth(self, pred: np.ndarray, gt_depth: np.ndarray, gt_labels: np.ndarray | None,
                   where: np.ndarray | None = None) -> None:
-        """``where``: optional mask of the pixels to score (on top of the valid-depth rule)."""
+        """``where``: optional mask of the pixels to score (on top of the valid-depth rule);
+        ``gt_labels`` None: no label-based exclusion (see ``depth_valid_mask``)."""
         if pred.shape != gt_depth.shape:
             raise ValueError(f"depth prediction {pred.shape} and ground truth {gt_depth.shape} differ in shape")
-        valid = depth_valid_mask(gt_depth, gt_labels, self.max_depth) & np.isfinite(pred)
+        valid = depth_valid_mask(gt_depth, gt_labels, self.max_depth, self.min_depth) & np.isfinite(pred)
         if where is not None:
             valid &= where
         g = gt_depth[valid].astype(np.float64)
@@ -108,6 +115,29 @@ def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
 
 
 @dataclass
+class DepthByDistance:
+    """Depth accuracy per ground-truth distance bin (``DEPTH_BIN_EDGES``, the last bin up to max_depth)."""
+
+    max_depth: float = 80.0
+    min_depth: float = 0.0
+    bins: list[SegDepthMeter] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bins = [SegDepthMeter(1, self.max_depth, self.min_depth) for _ in range(len(DEPTH_BIN_EDGES) + 1)]
+
+    def add(self, pred_depth: np.ndarray, gt_depth: np.ndarray, gt_labels: np.ndarray | None) -> None:
+        edges = (0.0, *DEPTH_BIN_EDGES, np.inf)
+        for meter, lo, hi in zip(self.bins, edges[:-1], edges[1:], strict=True):
+            meter.add_depth(pred_depth, gt_depth, gt_labels, where=(gt_depth > lo) & (gt_depth <= hi))
+
+    def summary(self) -> dict[str, dict]:
+        """``{"0-10 m": {absrel, rmse, delta1, pixels}, ...}`` (a bin without pixels has only ``pixels``)."""
+        names = [f"{lo:g}-{hi:g} m" for lo, hi in zip((0.0, *DEPTH_BIN_EDGES),
+                                                     (*DEPTH_BIN_EDGES, self.max_depth), strict=True)]
+        return {n: {**m.summary(), "pixels": m.depth_pixels} for n, m in zip(names, self.bins, strict=True)}
+
+
+@dataclass
 class ErrorBreakdown:
     """Where the errors are: segmentation and depth scored separately at label edges (``band``) and
     inside regions (``interior``), plus depth accuracy by distance. Frames at the model's resolution."""
@@ -116,13 +146,13 @@ class ErrorBreakdown:
     max_depth: float = 80.0
     radius: int = 2
     regions: dict[str, SegDepthMeter] = field(init=False)
-    bins: list[SegDepthMeter] = field(init=False)
+    distance: DepthByDistance = field(init=False)
     #: per class: [pixels in band, pixels in total] of the ground truth
     class_band: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.regions = {r: SegDepthMeter(self.num_classes, self.max_depth) for r in ("interior", "band")}
-        self.bins = [SegDepthMeter(self.num_classes, self.max_depth) for _ in range(len(DEPTH_BIN_EDGES) + 1)]
+        self.distance = DepthByDistance(self.max_depth)
         self.class_band = np.zeros((self.num_classes, 2), dtype=np.int64)
 
     def add(self, pred_labels: np.ndarray, pred_depth: np.ndarray, gt_labels: np.ndarray, gt_depth: np.ndarray
@@ -136,9 +166,7 @@ class ErrorBreakdown:
         cls = gt_labels[known].astype(np.int64)
         self.class_band[:, 0] += np.bincount(cls[band[known]], minlength=self.num_classes)[:self.num_classes]
         self.class_band[:, 1] += np.bincount(cls, minlength=self.num_classes)[:self.num_classes]
-        edges = (0.0, *DEPTH_BIN_EDGES, np.inf)
-        for meter, lo, hi in zip(self.bins, edges[:-1], edges[1:], strict=True):
-            meter.add_depth(pred_depth, gt_depth, gt_labels, where=(gt_depth > lo) & (gt_depth <= hi))
+        self.distance.add(pred_depth, gt_depth, gt_labels)
 
     def summary(self) -> dict:
         """``interior``/``band``: their SegDepthMeter summaries plus per-class IoU and pixel share;
@@ -153,12 +181,10 @@ class ErrorBreakdown:
         out["band_share"] = per_class(share)
         wrong = {r: int(m.confusion.sum() - np.trace(m.confusion)) for r, m in self.regions.items()}
         out["wrong_pixels_in_band"] = wrong["band"] / max(sum(wrong.values()), 1)
-        names = [f"{lo:g}-{hi:g} m" for lo, hi in zip((0.0, *DEPTH_BIN_EDGES),
-                                                     (*DEPTH_BIN_EDGES, self.max_depth), strict=True)]
-        out["depth_bins"] = {n: {**m.summary(), "pixels": m.depth_pixels} for n, m in zip(names, self.bins, strict=True)}
+        out["depth_bins"] = self.distance.summary()
         return out
 
 
-def per_class(values: np.ndarray) -> dict[str, float | None]:
+def per_class(values: np.ndarray, class_names: tuple[str, ...] = SEMSEG_CLASSES) -> dict[str, float | None]:
     """Per-class values keyed by class name, NaN as None (JSON has no NaN)."""
-    return {name: (None if np.isnan(v) else float(v)) for name, v in zip(SEMSEG_CLASSES, values, strict=False)}
+    return {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, values, strict=False)}

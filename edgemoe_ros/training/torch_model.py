@@ -97,7 +97,8 @@ class MoE(nn.Module):
             if tok.numel() == 0:
                 continue
             y = self.fc2.expert(e, F.gelu(self.fc1.expert(e, flat[tok])))
-            out = out.index_add(0, tok, y * gates[tok, slot].unsqueeze(-1))
+            # .to: under bf16 autocast the expert's linears return bf16 while the residual stream is float32.
+            out = out.index_add(0, tok, (y * gates[tok, slot].unsqueeze(-1)).to(out.dtype))
         sparse = torch.zeros_like(probs).scatter(1, chosen, gates)
         importance = sparse.sum(0)
         load = (sparse > 0).sum(0)

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from ..model.config import HEAD_TYPES, IGNORE_INDEX, ModelConfig, tiny_config
 from ..model.weights import load_weights, save_weights
 from . import data
-from .metrics import SKY_CLASS, SegDepthMeter
+from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
+from .metrics import SegDepthMeter
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
 
 log = logging.getLogger("edgemoe_ros.training")
@@ -165,8 +166,11 @@ def augment(x: torch.Tensor, labels: torch.Tensor, depth: torch.Tensor, gen: tor
 
 def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, sky_weight: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target max_depth)."""
-    sky = labels == SKY_CLASS
+    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target max_depth),
+    0 where the depth is unknown (NaN, +inf off the sky). Sky is the class named "sky" of the
+    model's classes (both schemes have one); a model without it trains no sky prior."""
+    sky_class = cfg.class_names.index("sky") if "sky" in cfg.class_names else -1
+    sky = labels == sky_class
     finite = torch.isfinite(depth)
     d = torch.where(finite & ~sky, depth, torch.full_like(depth, cfg.max_depth))
     target = torch.log(d.clamp(cfg.min_depth, cfg.max_depth))
@@ -179,7 +183,11 @@ def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torc
     """The task losses of head outputs (B, C, H, W) against labels and depth (B, H, W); ``total``
     is their weighted sum. Shared by the full trainer and the heads-only one (train_heads.py)."""
     result: dict[str, torch.Tensor] = {}
-    if "semseg" in outs:
+    if "semseg" in outs and not bool((labels != IGNORE_INDEX).any()):
+        # Frames without labels (KITTI depth, a depth-only manifest): no segmentation signal, and
+        # cross-entropy over zero pixels would be NaN and poison the step.
+        result["seg"] = outs["semseg"].sum() * 0.0
+    elif "semseg" in outs:
         pixel_w = None
         if hyper.edge_weight > 0:
             pixel_w = 1.0 + hyper.edge_weight * edge_band(labels, hyper.edge_radius).float()
@@ -195,6 +203,38 @@ def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torc
     return result
 
 
+def make_optimizer(model: EdgeMoEViT, hyper: Hyper, fresh: set[str], new_lr_mult: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not embeddings, norms, biases); parameters in
+    ``fresh`` (not given by an init file) learn ``new_lr_mult`` x faster (group key ``lr_mult``)."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for n, p in model.named_parameters():
+        decays = p.dim() > 1 and n not in ("cls_token", "pos_embed")
+        groups.setdefault((decays, n in fresh), []).append(p)
+    # Decaying group first: the order of checkpoints written before fresh groups existed.
+    order = sorted(groups, key=lambda k: (not k[0], k[1]))
+    return torch.optim.AdamW(
+        [{"params": groups[k], "weight_decay": hyper.weight_decay if k[0] else 0.0,
+          "lr_mult": new_lr_mult if k[1] else 1.0} for k in order], lr=hyper.lr)
+
+
+def scheduled_lr(hyper: Hyper, step: int, progress: float) -> float:
+    """Linear warmup over ``warmup_steps``, then a cosine from ``lr`` to ``min_lr_frac * lr`` as
+    ``progress`` (fraction of the run: time or steps) goes from 0 to 1."""
+    warm = min(1.0, (step + 1) / max(hyper.warmup_steps, 1))
+    cos = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return hyper.lr * warm * (hyper.min_lr_frac + (1.0 - hyper.min_lr_frac) * cos)
+
+
+def apply_update(model: EdgeMoEViT, opt: torch.optim.Optimizer, hyper: Hyper,
+                 ranges: list[tuple[torch.nn.Parameter, float, float]]) -> None:
+    """Clip the gradient norm, step, and clamp the backbone to the accelerator's fixed-point ranges."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), hyper.grad_clip)
+    opt.step()
+    with torch.no_grad():
+        for p, lo, hi in ranges:
+            p.clamp_(lo, hi)
+
+
 class Trainer:
     """Model, optimiser and the loss of one step; no I/O (so tests can drive it directly)."""
 
@@ -208,25 +248,14 @@ class Trainer:
         self.model: EdgeMoEViT = build_torch_model(cfg)
         self.fresh = copy_matching(self.model, init) if init is not None else set(fresh or ())
         self.new_lr_mult = new_lr_mult
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-        for n, p in self.model.named_parameters():
-            decays = p.dim() > 1 and n not in ("cls_token", "pos_embed")
-            groups.setdefault((decays, n in self.fresh), []).append(p)
-        # Decaying group first: the order of checkpoints written before fresh groups existed.
-        order = sorted(groups, key=lambda k: (not k[0], k[1]))
-        self.opt = torch.optim.AdamW(
-            [{"params": groups[k], "weight_decay": hyper.weight_decay if k[0] else 0.0,
-              "lr_mult": new_lr_mult if k[1] else 1.0} for k in order], lr=hyper.lr)
+        self.opt = make_optimizer(self.model, hyper, self.fresh, new_lr_mult)
         self.class_w = weights if weights is not None else torch.ones(cfg.num_classes)
         self.step_count = 0
         self.gen = torch.Generator().manual_seed(seed)
         self._ranges = fixed_point_ranges(self.model)
 
     def lr_at(self, progress: float) -> float:
-        h = self.hyper
-        warm = min(1.0, (self.step_count + 1) / max(h.warmup_steps, 1))
-        cos = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-        return h.lr * warm * (h.min_lr_frac + (1.0 - h.min_lr_frac) * cos)
+        return scheduled_lr(self.hyper, self.step_count, progress)
 
     def losses(self, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, train: bool = True
                ) -> dict[str, torch.Tensor]:
@@ -248,11 +277,7 @@ class Trainer:
         parts = self.losses(rgb, labels, depth)
         self.opt.zero_grad(set_to_none=True)
         parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hyper.grad_clip)
-        self.opt.step()
-        with torch.no_grad():
-            for p, lo, hi in self._ranges:
-                p.clamp_(lo, hi)
+        apply_update(self.model, self.opt, self.hyper, self._ranges)
         self.step_count += 1
         return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()} | {"lr": lr}
 
@@ -312,11 +337,10 @@ def validate(trainer: Trainer, val: dict[str, np.ndarray], batch: int = 8) -> di
 
 
 def save_checkpoint(path: Path, trainer: Trainer, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-                "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
-                "new_lr_mult": trainer.new_lr_mult, **state}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_file(path, {
+        "model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
+        "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
+        "new_lr_mult": trainer.new_lr_mult, **state})
 
 
 def export(trainer: Trainer, path: Path, notes: dict) -> None:
@@ -399,7 +423,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     elapsed, images_seen, history = 0.0, 0, []
     rng = np.random.default_rng(args.seed)
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        try:
+            ck = load_checkpoint_file(ckpt_path)
+        except CheckpointError as exc:
+            raise SystemExit(f"--resume: {exc}") from None
         if "config" in ck:
             cfg = ModelConfig.from_json(ck["config"])
         if args.head is not None and args.head != cfg.head:

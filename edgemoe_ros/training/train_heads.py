@@ -42,6 +42,7 @@ from ..model.heads import decode_depth
 from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, load_weights, save_weights
 from . import data
+from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from .metrics import SegDepthMeter
 from .torch_model import DEPTH_INIT_LOG_METRES, PyramidHead, depth_output_layer
 from .train import SHIPPED_WEIGHTS, Hyper, augment, class_weights, task_losses
@@ -285,10 +286,9 @@ def random_crop(cfg: ModelConfig, rng: np.random.Generator, rows: int, cols: int
 
 def save_checkpoint(path: Path, trainer: HeadTrainer, state: dict) -> None:
     """Heads, optimiser and step, plus ``state`` (the run's clock, rng, history, backbone digest)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-                "class_w": trainer.class_w, "config": trainer.cfg.to_json(), **state}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_file(path, {
+        "heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
+        "class_w": trainer.class_w, "config": trainer.cfg.to_json(), **state})
 
 
 def export_dtype(init: ModelWeights) -> str:
@@ -362,7 +362,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
     elapsed, frames_seen, history = 0.0, 0, []
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        try:
+            ck = load_checkpoint_file(ckpt_path)
+        except CheckpointError as exc:
+            raise SystemExit(f"--resume: {exc}") from None
         if ModelConfig.from_json(ck["config"]) != cfg:
             raise SystemExit(f"--resume: {ckpt_path} trains another head config than this run")
         if ck.get("backbone_digest") != digest:

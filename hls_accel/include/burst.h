@@ -6,9 +6,7 @@
 #ifndef EDGEMOE_BURST_H_
 #define EDGEMOE_BURST_H_
 
-#ifndef __HLS_SYN__
 #include <cassert>
-#endif
 
 #include "datatypes.h"
 #include "hls_vector.h"
@@ -35,7 +33,7 @@ struct burst_config {
 template <class CONFIG_T = burst_config>
 void burst_read(const beat_t *src, int64_t first, int64_t n, word_t *dst) {
   const int W = CONFIG_T::words_per_beat;
-#ifndef __HLS_SYN__
+#ifndef __SYNTHESIS__
   assert(first >= 0 && n >= 0 && "burst_read: negative word range");
 #endif
   const int64_t beat0 = first / W;

@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "ap_fixed.h"
+#include "ap_int.h"
 // Angle brackets: the generated header is looked up on the -I path (GEN_DIR first), never
 // next to this file, so a build for another model picks up its own header.
 #include <edgemoe_interface.h>
@@ -33,7 +34,36 @@ typedef ap_ufixed<FMT_EXPO_W, FMT_EXPO_I> expo_t;                            // 
 // ---- raw containers
 typedef int32_t act_raw_t;   // raw bits of act_t (and of attn_t / score_t, which fit in 32 bits)
 typedef int16_t word_t;      // one word of a weight buffer (every stored format is <= 16 bits)
-typedef int64_t acc_t;       // exact accumulator of products
+typedef int64_t acc_t;       // exact accumulator of the narrow, off-datapath steps (rounding, LN, router)
+
+// ---- exact-width datapath types (widths from accel_dims in interface.py): the wide MAC arrays
+// multiply and sum at these widths, which never overflow (interface.py says why), so the results
+// equal the emulator's int64 arithmetic bit for bit while the multipliers map to 1-2 DSPs each.
+//
+// EDGEMOE_NATIVE_INT (hls_accel/Makefile, the C-simulation *library* only): the same values in
+// native 64-bit integers, because the ap types' software emulation makes a SPEC-model frame ~40x
+// slower (1.3 s -> 66 s). Since no exact-width sum can overflow, both give the same bits; the
+// testbench and the Vitis build use the ap types, and test_hls_build.py compares that build with
+// the emulator.
+#ifdef EDGEMOE_NATIVE_INT
+typedef int64_t act_int_t;
+typedef int64_t wgt_int_t;
+typedef int64_t lin_acc_t;
+typedef int64_t attn_raw_t;
+typedef int64_t attn_dot_t;
+typedef int64_t expo_raw_t;
+typedef int64_t attn_acc_t;
+static const bool EXACT_WIDTH_DATAPATH = false;
+#else
+typedef ap_int<FMT_ACT_W> act_int_t;         // one activation operand
+typedef ap_int<16> wgt_int_t;               // one weight operand: a whole word_t (every stored format fits)
+typedef ap_int<LIN_ACC_W> lin_acc_t;         // linear unit accumulator
+typedef ap_int<FMT_ATTN_W> attn_raw_t;       // q, k, v operands (attn format raw bits)
+typedef ap_int<ATTN_DOT_W> attn_dot_t;       // q.k over one head
+typedef ap_uint<FMT_EXPO_W> expo_raw_t;      // exp2 result (expo format raw bits)
+typedef ap_int<ATTN_ACC_W> attn_acc_t;       // sum of expo x v over the keys
+static const bool EXACT_WIDTH_DATAPATH = true;
+#endif
 
 static_assert(FMT_ACT_W == 32, "act_raw_t holds the act format");
 // The raw datapath implements exactly these ap_fixed formats and modes:

@@ -109,6 +109,21 @@ static const int NUM_MOE_LAYERS = 6;
 static const int LN_EPS_RAW = 4295;
 static const int ATTN_SCALE_RAW = 11819;
 
+// ---- accelerator structure: buffer sizes and exact datapath widths (accel_dims)
+static const int LINEAR_TILE = 16;
+static const int ATTENTION_ROWS = 2;
+static const int LINEAR_MAX_IN = 768;
+static const int ACT_WIDE_COLS = 768;
+static const int LIN_ACC_W = 58;
+static const int ATTN_DOT_W = 54;
+static const int ATTN_ACC_W = 49;
+// m_axi depth= of each pointer (elements for MAX_IMAGES images; co-simulation)
+#define EDGEMOE_DEPTH_IMAGES 6291456
+#define EDGEMOE_DEPTH_WEIGHTS_ONE_TIME 471628
+#define EDGEMOE_DEPTH_WEIGHTS_EXPERTS 1776384
+#define EDGEMOE_DEPTH_FEATURES_OUT 1572864
+#define EDGEMOE_DEPTH_ROUTING_OUT 99072
+
 // ---- weight layout (16-bit words)
 static const int64_t PARAMS_WORDS = 49760;
 static const int64_t ONE_TIME_WORDS = 3773024;

@@ -1,6 +1,6 @@
 // Minimal clean-room hls::stream for C-simulation: a FIFO with the blocking read/write interface
-// the kernels use. Under synthesis (__HLS_SYN__) the tool provides its own hls::stream; this file
-// is only for the g++ build. Reading an empty stream is a kernel bug (a deadlock in hardware), so
+// the kernels use. Under Vitis (csim, synthesis, cosim) the tool's own hls_stream.h is used
+// instead: vitis/run_hls.tcl leaves this file out of the staged sources. Reading an empty stream is a kernel bug (a deadlock in hardware), so
 // in simulation it aborts with a message instead of returning garbage.
 #ifndef EDGEMOE_HLS_STREAM_H_
 #define EDGEMOE_HLS_STREAM_H_

@@ -8,7 +8,7 @@
 #define EDGEMOE_LAYERNORM_H_
 
 #include "datatypes.h"
-#include "hls_math.h"
+#include "edgemoe_math.h"
 
 namespace edgemoe {
 
@@ -20,6 +20,7 @@ struct layernorm_config {
 
 template <class CONFIG_T = layernorm_config>
 void layernorm(const act_raw_t *in, act_raw_t *out, int rows, const word_t *gamma, const word_t *beta) {
+#pragma HLS INLINE off
   const int L = CONFIG_T::lanes;
 LnRows:
   for (int r = 0; r < rows; ++r) {
@@ -34,7 +35,7 @@ LnRows:
         if (i + j < CONFIG_T::dim) sum += x[i + j];
       }
     }
-    const acc_t mean = hls::floor_div(sum, CONFIG_T::dim);
+    const acc_t mean = floor_div(sum, CONFIG_T::dim);
     acc_t sq = 0;
   LnVar:
     for (int i = 0; i < CONFIG_T::dim; i += L) {
@@ -47,12 +48,12 @@ LnRows:
         }
       }
     }
-    const acc_t var = hls::floor_div(sq, CONFIG_T::dim);
-    const uint64_t std_raw = hls::isqrt((uint64_t)(var + CONFIG_T::eps_raw));
-    const acc_t rstd = (acc_t)hls::recip<LN_STD_FRAC + LN_RSTD_FRAC>(std_raw);
-  LnOut:
+    const acc_t var = floor_div(sq, CONFIG_T::dim);
+    const uint64_t std_raw = isqrt((uint64_t)(var + CONFIG_T::eps_raw));
+    const acc_t rstd = (acc_t)recip<LN_STD_FRAC + LN_RSTD_FRAC>(std_raw);
+  LnOut:  // II 2: gamma and beta of every lane come from the WORDS_PER_BEAT-bank parameter cache
     for (int i = 0; i < CONFIG_T::dim; i += L) {
-#pragma HLS PIPELINE II = 1
+#pragma HLS PIPELINE II = 2
     LnOutLanes:
       for (int j = 0; j < L; ++j) {
         if (i + j < CONFIG_T::dim) {

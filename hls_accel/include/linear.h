@@ -8,7 +8,7 @@
 //   row-major (PyTorch) layout, so one aligned burst of whole AXI beats (burst.h). linear_stream
 //   double-buffers bands: group g+1's band bursts in while group g computes (band_step, a DATAFLOW
 //   region; the C-simulation runs its two tasks one after the other, with the same result).
-//   linear_onchip takes bands straight from an on-chip buffer (expert blocks, moe.h).
+//   Expert layers stream their bands the same way (moe.h): no expert block is ever held whole.
 // * tile register: the TILE x TILE tile of a band, fetched one TILE-word row per cycle into the
 //   idle half of a register ping-pong while the other half multiplies (the RowsFetch loop), so
 //   each input tile costs max(rows, TILE) cycles.
@@ -19,9 +19,7 @@
 #ifndef EDGEMOE_LINEAR_H_
 #define EDGEMOE_LINEAR_H_
 
-#ifndef __HLS_SYN__
 #include <cassert>
-#endif
 
 #include "burst.h"
 #include "datatypes.h"
@@ -29,13 +27,14 @@
 
 namespace edgemoe {
 
-static const int LINEAR_MAX_IN_A = PATCH_IN > MLP_HIDDEN ? PATCH_IN : MLP_HIDDEN;
-
 struct linear_config {
-  static const int tile = 16;               // 16 x 16 weight tiles
+  static const int tile = LINEAR_TILE;      // 16 x 16 weight tiles (interface.py)
   static const int max_rows = NUM_TOKENS;   // rows held on chip (tokens of one image)
-  static const int max_in = LINEAR_MAX_IN_A > DIM ? LINEAR_MAX_IN_A : DIM;  // widest streamed input
+  static const int max_in = LINEAR_MAX_IN;  // widest streamed input (band = tile x max_in words)
 };
+typedef hls::vector<lin_acc_t, LINEAR_TILE> lin_acc_vec;  // one row's TILE output accumulators
+typedef hls::vector<word_t, LINEAR_TILE> word_vec;        // one weight-tile row
+typedef hls::vector<act_raw_t, LINEAR_TILE> act_vec;      // one input-tile row
 
 // One output group: y[:, ot .. ot+TILE) from the group's band (TILE rows x in_dim, row-major;
 // rows past out_dim are never read).
@@ -43,15 +42,13 @@ template <class CONFIG_T = linear_config>
 void linear_group(const act_raw_t *x, int rows, int in_dim, int out_dim, int ot, const word_t *band, int w_frac,
                   const word_t *bias, int bias_frac, act_raw_t *y) {
   const int T = CONFIG_T::tile;
-  typedef hls::vector<acc_t, CONFIG_T::tile> acc_vec;    // one row's TILE output accumulators
-  typedef hls::vector<word_t, CONFIG_T::tile> word_vec;  // one weight-tile row
-#ifndef __HLS_SYN__
+#ifndef __SYNTHESIS__
   assert(rows >= 0 && rows <= CONFIG_T::max_rows && "linear_unit: more rows than the on-chip buffer");
 #endif
-  static acc_vec acc[CONFIG_T::max_rows];
-  word_vec wtile[2][CONFIG_T::tile];  // tile-register ping-pong
+  static lin_acc_vec acc[NUM_TOKENS];  // one wide word per row: read and written once per cycle
+  word_vec wtile[2][LINEAR_TILE];      // tile-register ping-pong
 #pragma HLS ARRAY_PARTITION variable = wtile complete dim = 0
-  hls::vector<act_raw_t, CONFIG_T::tile> xtile;
+  act_vec xtile;
   const int width = out_dim - ot < T ? out_dim - ot : T;
 
 InitAcc:
@@ -88,10 +85,10 @@ InTiles:
         const act_raw_t *xr = x + (acc_t)s * in_dim + it;
       LoadRow:
         for (int i = 0; i < T; ++i) xtile[i] = (it + i < in_dim) ? xr[i] : 0;
-      Mac:
+      Mac:  // T x T multipliers of act_int_t x wgt_int_t, summed exactly at LIN_ACC_W bits
         for (int o = 0; o < T; ++o) {
-          acc_t sum = 0;
-          for (int i = 0; i < T; ++i) sum += (acc_t)xtile[i] * (acc_t)wtile[cur][o][i];
+          lin_acc_t sum = 0;
+          for (int i = 0; i < T; ++i) sum += (act_int_t)xtile[i] * (wgt_int_t)wtile[cur][o][i];
           acc[s][o] += sum;
         }
       }
@@ -104,7 +101,7 @@ Narrow:  // one row's TILE accumulators per cycle
 #pragma HLS PIPELINE II = 1
   NarrowLanes:
     for (int o = 0; o < T; ++o) {
-      if (o < width) y[(acc_t)r * out_dim + ot + o] = narrow_act(acc[r][o], w_frac);
+      if (o < width) y[(acc_t)r * out_dim + ot + o] = narrow_act((acc_t)acc[r][o], w_frac);
     }
   }
 }
@@ -133,12 +130,15 @@ void band_step(const beat_t *w, int64_t next_first, int64_t next_words, word_t *
 template <class CONFIG_T = linear_config>
 void linear_stream(const act_raw_t *x, int rows, int in_dim, int out_dim, const beat_t *w, int64_t w_first,
                    int w_frac, const word_t *bias, int bias_frac, act_raw_t *y) {
+#pragma HLS INLINE off
   const int T = CONFIG_T::tile;
-  static word_t band_a[CONFIG_T::tile * CONFIG_T::max_in];
-  static word_t band_b[CONFIG_T::tile * CONFIG_T::max_in];
-#pragma HLS ARRAY_PARTITION variable = band_a cyclic factor = CONFIG_T::tile
-#pragma HLS ARRAY_PARTITION variable = band_b cyclic factor = CONFIG_T::tile
-#ifndef __HLS_SYN__
+  static word_t band_a[LINEAR_TILE * LINEAR_MAX_IN];
+  static word_t band_b[LINEAR_TILE * LINEAR_MAX_IN];
+#pragma HLS ARRAY_PARTITION variable = band_a cyclic factor = LINEAR_TILE
+#pragma HLS ARRAY_PARTITION variable = band_b cyclic factor = LINEAR_TILE
+  // One linear unit: both ping-pong branches below time-share the same linear_group.
+#pragma HLS ALLOCATION function instances = linear_group limit = 1
+#ifndef __SYNTHESIS__
   assert(in_dim <= CONFIG_T::max_in && "linear_stream: input wider than the band buffer");
 #endif
   const int groups = (out_dim + T - 1) / T;
@@ -155,18 +155,6 @@ Groups:
       band_step<CONFIG_T>(w, next_first, next_words, band_a, x, rows, in_dim, out_dim, g * T, band_b, w_frac,
                           bias, bias_frac, y);
     }
-  }
-}
-
-// The same layer with weights already on chip (out_dim x in_dim, row-major): every band is in
-// place, so only the tile-register fetch remains.
-template <class CONFIG_T = linear_config>
-void linear_onchip(const act_raw_t *x, int rows, int in_dim, int out_dim, const word_t *w, int w_frac,
-                   const word_t *bias, int bias_frac, act_raw_t *y) {
-  const int T = CONFIG_T::tile;
-OnChipGroups:
-  for (int ot = 0; ot < out_dim; ot += T) {
-    linear_group<CONFIG_T>(x, rows, in_dim, out_dim, ot, w + (acc_t)ot * in_dim, w_frac, bias, bias_frac, y);
   }
 }
 

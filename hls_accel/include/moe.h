@@ -6,10 +6,10 @@
 //    always starts valid: no uninitialised reads, unlike the reference design's top-k.
 // 3. Gates: softmax over all experts (exp2 unit, reciprocal), NOT renormalised over the top-k.
 // 4. Patch reordering: tokens are queued per expert, and the experts that got tokens are processed
-//    one after the other, so each used expert's weights are loaded from DRAM once per layer, as one
-//    aligned burst of whole AXI beats; unused experts are never loaded. The next used expert's
-//    block bursts into one half of a ping-pong buffer while the current expert computes from the
-//    other half (expert_step, a DATAFLOW region; the C-simulation runs the two in sequence).
+//    one after the other, so each used expert's weights are read from DRAM once per layer; unused
+//    experts are never read. An expert's fc1 and fc2 stream through the shared linear unit band by
+//    band (linear.h: the next band bursts in while the current one computes), exactly like the
+//    dense layers: no expert block is ever held on chip whole (Edge-MoE's memory plan).
 // 5. out = narrow(sum_k gate_k * expert_k(x)).
 // Twin: fixedpoint/ops.py router_softmax, top_k, combine_experts and emulator._moe_mlp.
 #ifndef EDGEMOE_MOE_H_
@@ -18,11 +18,13 @@
 #include "burst.h"
 #include "datatypes.h"
 #include "gelu.h"
-#include "hls_math.h"
+#include "edgemoe_math.h"
 #include "hls_stream.h"
 #include "linear.h"
 
-#if !defined(__HLS_SYN__) && !defined(EDGEMOE_OWN_HLS_STREAM)
+// The g++ C-simulation (hls_accel/Makefile defines EDGEMOE_GXX_CSIM) must pick up our stand-in,
+// which aborts on a read from an empty stream; under Vitis the tool's hls_stream.h is used.
+#if defined(EDGEMOE_GXX_CSIM) && !defined(EDGEMOE_OWN_HLS_STREAM)
 #error "C-simulation must use hls_accel/include/hls_stream.h (check the include path order)"
 #endif
 
@@ -31,7 +33,6 @@ namespace edgemoe {
 struct moe_config {
   static const int n_tokens = NUM_TOKENS, dim = DIM, experts = NUM_EXPERTS, top_k = TOP_K;
   static const int hidden = EXPERT_HIDDEN;
-  static const int64_t expert_words = EXPERT_WORDS;          // one expert's block
   static const int64_t expert_stride = EXPERT_STRIDE_WORDS;  // block to block (burst-aligned)
   static const int lanes = ELEM_LANES;                       // elements per cycle of copies and sums
 };
@@ -39,7 +40,7 @@ struct moe_config {
 // Indices of the k largest logits, best first; ties go to the lower expert id.
 template <class CONFIG_T = moe_config>
 void select_top_k(const act_raw_t *logits, int32_t *chosen) {
-  bool taken[CONFIG_T::experts];
+  bool taken[NUM_EXPERTS];
 #pragma HLS ARRAY_PARTITION variable = taken complete
   for (int e = 0; e < CONFIG_T::experts; ++e) taken[e] = false;
 TopK:
@@ -59,16 +60,17 @@ template <class CONFIG_T = moe_config>
 void router_softmax(const act_raw_t *logits, act_raw_t *gates) {
   acc_t mx = logits[0];
   for (int e = 1; e < CONFIG_T::experts; ++e) mx = logits[e] > mx ? (acc_t)logits[e] : mx;
-  acc_t ex[CONFIG_T::experts];
+  acc_t ex[NUM_EXPERTS];
+#pragma HLS ARRAY_PARTITION variable = ex complete
   acc_t sum = 0;
 Exp:
   for (int e = 0; e < CONFIG_T::experts; ++e) {
 #pragma HLS PIPELINE II = 1
     const acc_t t = round_shift(((acc_t)logits[e] - mx) * LOG2E_RAW, FMT_ACT_F + COEF_FRAC - FMT_SCORE_F);
-    ex[e] = hls::exp2_neg(t);
+    ex[e] = exp2_neg(t);
     sum += ex[e];
   }
-  const acc_t r = (acc_t)hls::recip<SOFTMAX_RECIP_SHIFT>((uint64_t)sum);
+  const acc_t r = (acc_t)recip<SOFTMAX_RECIP_SHIFT>((uint64_t)sum);
 Normalize:
   for (int e = 0; e < CONFIG_T::experts; ++e) {
     gates[e] = (act_raw_t)round_shift(ex[e] * r, SOFTMAX_RECIP_SHIFT - FMT_ACT_F);
@@ -80,19 +82,20 @@ struct TokenSlot {
   int32_t slot;
 };
 
-// One expert on its queued tokens: fc1 -> GELU -> fc2 with weights from the on-chip block wb, then
-// mix[token] += gate * y for each queued (token, slot).
+// One expert on its queued tokens: fc1 -> GELU -> fc2 with weights streamed band by band from the
+// expert block at word `block` of the experts buffer, then mix[token] += gate * y for each queued
+// (token, slot). hidden: rows x hidden scratch, yq: rows x dim scratch (shared buffers, moe_mlp).
 template <class CONFIG_T = moe_config>
-void expert_compute(const word_t *wb, const act_raw_t *xq, int rows, const int32_t *queue_tok,
-                    const act_raw_t *queue_gate, acc_t *mix) {
+void expert_compute(const beat_t *experts, int64_t block, const act_raw_t *xq, int rows, const int32_t *queue_tok,
+                    const act_raw_t *queue_gate, acc_t *mix, act_raw_t *hidden, act_raw_t *yq) {
+#pragma HLS INLINE
   const int D = CONFIG_T::dim, H = CONFIG_T::hidden, L = CONFIG_T::lanes;
-  static act_raw_t hq[CONFIG_T::n_tokens * CONFIG_T::hidden];
-  static act_raw_t yq[CONFIG_T::n_tokens * CONFIG_T::dim];
-#pragma HLS ARRAY_PARTITION variable = hq cyclic factor = CONFIG_T::lanes
-#pragma HLS ARRAY_PARTITION variable = yq cyclic factor = CONFIG_T::lanes
-  linear_onchip(xq, rows, D, H, wb + EXP_OFF_FC1_W, FMT_WEIGHT_F, wb + EXP_OFF_FC1_B, FMT_BIAS_F, hq);
-  gelu_buffer(hq, rows * H);
-  linear_onchip(hq, rows, H, D, wb + EXP_OFF_FC2_W, FMT_WEIGHT_F, wb + EXP_OFF_FC2_B, FMT_BIAS_F, yq);
+  static word_t expert_bias[EXPERT_HIDDEN + DIM];  // fc1.b then fc2.b of this expert
+  burst_read(experts, block + EXP_OFF_FC1_B, H, expert_bias);
+  burst_read(experts, block + EXP_OFF_FC2_B, D, expert_bias + H);
+  linear_stream(xq, rows, D, H, experts, block + EXP_OFF_FC1_W, FMT_WEIGHT_F, expert_bias, FMT_BIAS_F, hidden);
+  gelu_buffer(hidden, rows * H);
+  linear_stream(hidden, rows, H, D, experts, block + EXP_OFF_FC2_W, FMT_WEIGHT_F, expert_bias + H, FMT_BIAS_F, yq);
 Scatter:
   for (int r = 0; r < rows; ++r) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::n_tokens
@@ -102,6 +105,8 @@ Scatter:
   ScatterLanes:
     for (int d0 = 0; d0 < D; d0 += L) {
 #pragma HLS PIPELINE II = 1
+      // one expert's queue holds each token once, so no two rows update the same mix row
+#pragma HLS DEPENDENCE variable = mix inter false
     ScatterLane:
       for (int j = 0; j < L; ++j) {
         if (d0 + j < D) m[d0 + j] += g * (acc_t)yr[d0 + j];
@@ -110,51 +115,42 @@ Scatter:
   }
 }
 
-// One ping-pong step: the next used expert's block bursts into `fill` while the current expert
-// computes from `drain`. The two tasks share no data, so in hardware they run concurrently.
-template <class CONFIG_T = moe_config>
-void expert_step(const beat_t *experts, int64_t next_first, int64_t next_words, word_t *fill, const word_t *drain,
-                 const act_raw_t *xq, int rows, const int32_t *queue_tok, const act_raw_t *queue_gate, acc_t *mix) {
-#pragma HLS DATAFLOW
-  burst_read(experts, next_first, next_words, fill);
-  expert_compute<CONFIG_T>(drain, xq, rows, queue_tok, queue_gate, mix);
-}
-
 // xn: n_tokens x dim (LN2 output); router from word router_first of the one-time weights (this
 // task's E x dim matrix); this layer's E expert blocks from word layer_first of the experts buffer;
-// y: n_tokens x dim output; routing: n_tokens x top_k chosen expert ids.
+// y: n_tokens x dim output; routing: n_tokens x top_k chosen expert ids, written, never read back.
+// Scratch (the caller's activation buffers that are idle during the MoE MLP): hidden holds
+// n_tokens x hidden, yq n_tokens x dim; y doubles as the gathered-token buffer until the combine.
 template <class CONFIG_T = moe_config>
 void moe_mlp(const act_raw_t *xn, const beat_t *weights_one_time, int64_t router_first, const beat_t *experts,
-             int64_t layer_first, act_raw_t *y, int32_t *routing) {
+             int64_t layer_first, act_raw_t *y, int32_t *routing, act_raw_t *hidden, act_raw_t *yq) {
+#pragma HLS INLINE
   static_assert(CONFIG_T::top_k >= 1 && CONFIG_T::top_k <= CONFIG_T::experts, "top_k in 1..experts");
   const int N = CONFIG_T::n_tokens, D = CONFIG_T::dim, E = CONFIG_T::experts, K = CONFIG_T::top_k;
   const int L = CONFIG_T::lanes;
-  const int64_t stride = CONFIG_T::expert_stride, words = CONFIG_T::expert_words;
-  static act_raw_t logits[CONFIG_T::n_tokens * CONFIG_T::experts];
-  static act_raw_t gates[CONFIG_T::n_tokens][CONFIG_T::top_k];
-  static acc_t mix[CONFIG_T::n_tokens * CONFIG_T::dim];
-  static act_raw_t xq[CONFIG_T::n_tokens * CONFIG_T::dim];
-  static int32_t queue_tok[CONFIG_T::n_tokens];
-  static act_raw_t queue_gate[CONFIG_T::n_tokens];
-  static word_t wbuf_a[CONFIG_T::expert_words];  // ping-pong expert weight buffers
-  static word_t wbuf_b[CONFIG_T::expert_words];
-#pragma HLS ARRAY_PARTITION variable = mix cyclic factor = CONFIG_T::lanes
-#pragma HLS ARRAY_PARTITION variable = xq cyclic factor = CONFIG_T::lanes
-#pragma HLS ARRAY_PARTITION variable = wbuf_a cyclic factor = linear_config::tile
-#pragma HLS ARRAY_PARTITION variable = wbuf_b cyclic factor = linear_config::tile
-  hls::stream<TokenSlot> queues[CONFIG_T::experts];
-#pragma HLS STREAM variable = queues depth = CONFIG_T::n_tokens
+  const int64_t stride = CONFIG_T::expert_stride;
+  static act_raw_t logits[NUM_TOKENS * NUM_EXPERTS];
+  static act_raw_t gates[NUM_TOKENS][TOP_K];
+  static acc_t mix[NUM_TOKENS * DIM];
+  static int32_t queue_tok[NUM_TOKENS];
+  static act_raw_t queue_gate[NUM_TOKENS];
+#pragma HLS ARRAY_PARTITION variable = mix cyclic factor = ELEM_LANES
+  hls::stream<TokenSlot> queues[NUM_EXPERTS];
+#pragma HLS STREAM variable = queues depth = NUM_TOKENS
+  act_raw_t *xq = y;  // the gathered rows of one expert; y is written only by the final combine
 
   linear_stream(xn, N, D, E, weights_one_time, router_first, FMT_WEIGHT_F, nullptr, 0, logits);
 Route:
   for (int t = 0; t < N; ++t) {
-    act_raw_t p[CONFIG_T::experts];
-    int32_t *chosen = routing + (acc_t)t * K;
+    act_raw_t p[NUM_EXPERTS];
+    int32_t chosen[TOP_K];  // local: the DRAM copy (routing) is written, never read back
+#pragma HLS ARRAY_PARTITION variable = p complete
+#pragma HLS ARRAY_PARTITION variable = chosen complete
     select_top_k<CONFIG_T>(logits + (acc_t)t * E, chosen);
     router_softmax<CONFIG_T>(logits + (acc_t)t * E, p);
     for (int k = 0; k < K; ++k) {
       gates[t][k] = p[chosen[k]];
       queues[chosen[k]].write(TokenSlot{t, k});
+      routing[(acc_t)t * K + k] = chosen[k];
     }
   }
 ClearMix:
@@ -166,22 +162,12 @@ ClearMix:
     }
   }
 
-  int next = 0;
-FindFirstUsed:
-  while (next < E && queues[next].empty()) ++next;
-  burst_read(experts, layer_first + next * stride, next < E ? words : 0, wbuf_a);  // first block: exposed
-  int step = 0;
 Experts:
-  while (next < E) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::experts
-    const int e = next;
-    next = e + 1;
-  FindNextUsed:
-    while (next < E && queues[next].empty()) ++next;
+  for (int e = 0; e < E; ++e) {
     int rows = 0;
   Gather:  // this expert's queue -> its token rows, token ids and gates
     while (!queues[e].empty()) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::n_tokens
+#pragma HLS LOOP_TRIPCOUNT min = 0 max = CONFIG_T::n_tokens
       const TokenSlot ts = queues[e].read();
       queue_tok[rows] = ts.token;
       queue_gate[rows] = gates[ts.token][ts.slot];
@@ -195,14 +181,9 @@ Experts:
       }
       ++rows;
     }
-    const int64_t next_first = layer_first + next * stride;
-    const int64_t next_words = next < E ? words : 0;
-    if (step % 2 == 0) {
-      expert_step<CONFIG_T>(experts, next_first, next_words, wbuf_b, wbuf_a, xq, rows, queue_tok, queue_gate, mix);
-    } else {
-      expert_step<CONFIG_T>(experts, next_first, next_words, wbuf_a, wbuf_b, xq, rows, queue_tok, queue_gate, mix);
+    if (rows > 0) {  // unused experts are never read from DRAM
+      expert_compute<CONFIG_T>(experts, layer_first + e * stride, xq, rows, queue_tok, queue_gate, mix, hidden, yq);
     }
-    ++step;
   }
 Combine:
   for (int i = 0; i < N * D; i += L) {

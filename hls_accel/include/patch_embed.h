@@ -22,26 +22,28 @@ static inline act_raw_t normalize_pixel(uint8_t p, word_t mean, word_t inv_std) 
 }
 
 // image: img_h x img_w x chans (RGB, row-major); params: the on-chip parameter cache;
-// weights: the one-time buffer (patch weights streamed from it); x: NUM_TOKENS x dim.
+// weights: the one-time buffer (patch weights streamed from it); x: NUM_TOKENS x dim;
+// patches: n_patches x patch_in scratch (the caller's wide activation buffer, idle at this point).
 template <class CONFIG_T = patch_embed_config>
-void patch_embed(const uint8_t *image, const word_t *params, const beat_t *weights, act_raw_t *x) {
+void patch_embed(const uint8_t *image, const word_t *params, const beat_t *weights, act_raw_t *x,
+                 act_raw_t *patches) {
+#pragma HLS INLINE
   const int L = CONFIG_T::lanes;
-  static act_raw_t patches[CONFIG_T::n_patches * CONFIG_T::patch_in];
-#pragma HLS ARRAY_PARTITION variable = patches cyclic factor = linear_config::tile
   const word_t *mean = params + OFF_PIXEL_MEAN;
   const word_t *inv_std = params + OFF_PIXEL_INV_STD;
-Gather:
+Gather:  // per patch and pixel row: its patch*chans bytes are contiguous in the image, so the
+         // innermost loop reads consecutive addresses (one burst per patch row on gmem0)
   for (int p = 0; p < CONFIG_T::n_patches; ++p) {
     const int gy = p / CONFIG_T::grid_w, gx = p % CONFIG_T::grid_w;
-    for (int c = 0; c < CONFIG_T::chans; ++c) {
-      for (int ky = 0; ky < CONFIG_T::patch; ++ky) {
-        for (int kx = 0; kx < CONFIG_T::patch; ++kx) {
+    for (int ky = 0; ky < CONFIG_T::patch; ++ky) {
+      const int py = gy * CONFIG_T::patch + ky;
+      const uint8_t *row = image + ((acc_t)py * CONFIG_T::img_w + (acc_t)gx * CONFIG_T::patch) * CONFIG_T::chans;
+    GatherRow:
+      for (int i = 0; i < CONFIG_T::patch * CONFIG_T::chans; ++i) {
 #pragma HLS PIPELINE II = 1
-          const int py = gy * CONFIG_T::patch + ky, px = gx * CONFIG_T::patch + kx;
-          const uint8_t v = image[((acc_t)py * CONFIG_T::img_w + px) * CONFIG_T::chans + c];
-          patches[(acc_t)p * CONFIG_T::patch_in + (c * CONFIG_T::patch + ky) * CONFIG_T::patch + kx] =
-              normalize_pixel(v, mean[c], inv_std[c]);
-        }
+        const int kx = i / CONFIG_T::chans, c = i % CONFIG_T::chans;
+        patches[(acc_t)p * CONFIG_T::patch_in + (c * CONFIG_T::patch + ky) * CONFIG_T::patch + kx] =
+            normalize_pixel(row[i], mean[c], inv_std[c]);
       }
     }
   }

@@ -1,9 +1,16 @@
 // One image through the whole backbone (SPEC §2), layer by layer, on on-chip buffers:
 // patch embedding, 12 pre-LN blocks (attention; dense MLP or MoE MLP), final LayerNorm.
 // Small parameters (biases, LayerNorm, cls/pos embedding, pixel normalisation) live in an on-chip
-// cache refreshed only when reload_one_time_weights is set; linear weights stream from DRAM
-// through the shared linear unit in double-buffered bands; expert blocks come from the experts
-// buffer, prefetched one expert ahead (linear.h, moe.h). Both weight masters read whole AXI beats.
+// cache refreshed only when reload_one_time_weights is set; every linear weight, expert weights
+// included, streams from DRAM through the one shared linear unit in double-buffered bands
+// (linear.h, moe.h). Both weight masters read whole AXI beats.
+//
+// Memory plan (counted by edgemoe_ros/accel/resources.py, which test_resources.py ties to these
+// declarations): five activation buffers of one image's tokens, time-shared by every stage:
+//   x     residual stream                 xn   LayerNorm output
+//   wide  qkv | MLP hidden | expert hidden | patch-embedding input (N x ACT_WIDE_COLS)
+//   mid   attention output | expert output rows
+//   y     branch output | an expert's gathered input rows (until the MoE combine)
 // The activation buffers are cyclically partitioned so the linear unit reads a TILE-wide input
 // slice and the elementwise loops ELEM_LANES elements per cycle.
 #include <string.h>
@@ -23,17 +30,16 @@ namespace edgemoe {
 namespace {
 
 const int N = NUM_TOKENS;
-const int MAX_HIDDEN = (MLP_HIDDEN > 3 * DIM) ? MLP_HIDDEN : 3 * DIM;
 const int L = ELEM_LANES;
 
 word_t param_cache[PARAMS_WORDS];  // on-chip copy of the params section
 bool params_loaded = false;
 
-act_raw_t x[N * DIM];           // residual stream
-act_raw_t xn[N * DIM];          // LayerNorm output
-act_raw_t wide[N * MAX_HIDDEN];  // qkv or MLP hidden
-act_raw_t mid[N * DIM];         // attention output (before proj)
-act_raw_t y[N * DIM];           // branch output added to the residual
+act_raw_t x[NUM_TOKENS * DIM];              // residual stream
+act_raw_t xn[NUM_TOKENS * DIM];             // LayerNorm output
+act_raw_t wide[NUM_TOKENS * ACT_WIDE_COLS];  // qkv | MLP hidden | expert hidden | patches
+act_raw_t mid[NUM_TOKENS * DIM];            // attention output | expert output rows
+act_raw_t y[NUM_TOKENS * DIM];              // branch output | gathered expert input rows
 
 void residual_add(act_raw_t *dst, const act_raw_t *src) {
 Residual:
@@ -48,6 +54,7 @@ Residual:
 
 void run_block(int b, const word_t *p, const beat_t *w, const beat_t *weights_experts, int32_t task_id,
                int32_t *routing) {
+#pragma HLS INLINE
   layernorm(x, xn, N, p + OFF_NORM1_W[b], p + OFF_NORM1_B[b]);
   linear_stream(xn, N, DIM, 3 * DIM, w, OFF_QKV_W[b], FMT_WEIGHT_F, p + OFF_QKV_B[b], FMT_ATTN_BIAS_F, wide);
   attention(wide, mid);
@@ -58,7 +65,7 @@ void run_block(int b, const word_t *p, const beat_t *w, const beat_t *weights_ex
     const int layer = b / MOE_EVERY;
     const int64_t router_first = OFF_ROUTER_W[b] + (acc_t)task_id * NUM_EXPERTS * DIM;
     const int64_t layer_first = (acc_t)layer * NUM_EXPERTS * EXPERT_STRIDE_WORDS;
-    moe_mlp(xn, w, router_first, weights_experts, layer_first, y, routing + (acc_t)layer * N * TOP_K);
+    moe_mlp(xn, w, router_first, weights_experts, layer_first, y, routing + (acc_t)layer * N * TOP_K, wide, mid);
   } else {
     linear_stream(xn, N, DIM, MLP_HIDDEN, w, OFF_MLP_FC1_W[b], FMT_WEIGHT_F, p + OFF_MLP_FC1_B[b], FMT_BIAS_F,
                   wide);
@@ -74,12 +81,17 @@ void run_block(int b, const word_t *p, const beat_t *w, const beat_t *weights_ex
 int edgemoe_core(const uint8_t *images, const beat_t *weights_one_time, const beat_t *weights_experts,
                  int32_t *features_out, int32_t *routing_out, int32_t num_images, int32_t task_id,
                  int32_t reload_one_time_weights) {
-#pragma HLS ARRAY_PARTITION variable = x cyclic factor = linear_config::tile
-#pragma HLS ARRAY_PARTITION variable = xn cyclic factor = linear_config::tile
-#pragma HLS ARRAY_PARTITION variable = wide cyclic factor = linear_config::tile
-#pragma HLS ARRAY_PARTITION variable = mid cyclic factor = linear_config::tile
-#pragma HLS ARRAY_PARTITION variable = y cyclic factor = linear_config::tile
+#pragma HLS ARRAY_PARTITION variable = x cyclic factor = ELEM_LANES
+#pragma HLS ARRAY_PARTITION variable = xn cyclic factor = ELEM_LANES
+#pragma HLS ARRAY_PARTITION variable = wide cyclic factor = ELEM_LANES
+#pragma HLS ARRAY_PARTITION variable = mid cyclic factor = ELEM_LANES
+#pragma HLS ARRAY_PARTITION variable = y cyclic factor = ELEM_LANES
 #pragma HLS ARRAY_PARTITION variable = param_cache cyclic factor = WORDS_PER_BEAT
+  // One linear unit, one LayerNorm unit and one attention unit for the whole network: run_block,
+  // patch_embed and moe_mlp are inlined here, so every call site shares these instances.
+#pragma HLS ALLOCATION function instances = linear_stream limit = 1
+#pragma HLS ALLOCATION function instances = layernorm limit = 1
+#pragma HLS ALLOCATION function instances = attention limit = 1
   if (num_images < 1 || num_images > MAX_IMAGES) return CSIM_ERR_NUM_IMAGES;
   if (task_id < 0 || task_id >= NUM_TASKS) return CSIM_ERR_TASK_ID;
   if (reload_one_time_weights) {
@@ -93,7 +105,7 @@ Images:
   for (int img = 0; img < num_images; ++img) {
     const uint8_t *image = images + (acc_t)img * IMG_H * IMG_W * IN_CHANS;
     int32_t *routing = routing_out + (acc_t)img * NUM_MOE_LAYERS * N * TOP_K;
-    patch_embed(image, p, w, x);
+    patch_embed(image, p, w, x, wide);
   Blocks:
     for (int b = 0; b < DEPTH; ++b) run_block(b, p, w, weights_experts, task_id, routing);
     layernorm(x, xn, N, p + OFF_NORM_W, p + OFF_NORM_B);

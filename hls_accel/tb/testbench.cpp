@@ -88,7 +88,13 @@ int main(int argc, char **argv) {
       !load(dir + "/expected_routing.bin", want_rout, n_rout))
     return 2;
 
-  std::vector<int32_t> feat(n_feat, 0), rout(n_rout, -1);
+  // The image, feature and routing buffers are as large as the top's m_axi depth= (MAX_IMAGES
+  // images), because co-simulation copies that many elements through each port.
+  images.resize(EDGEMOE_DEPTH_IMAGES, 0);
+  std::vector<int32_t> feat(EDGEMOE_DEPTH_FEATURES_OUT, 0), rout(EDGEMOE_DEPTH_ROUTING_OUT, -1);
+  static_assert((size_t)EDGEMOE_DEPTH_WEIGHTS_ONE_TIME * WORDS_PER_BEAT == (size_t)ONE_TIME_WORDS &&
+                    (size_t)EDGEMOE_DEPTH_WEIGHTS_EXPERTS * WORDS_PER_BEAT == (size_t)EXPERTS_BUFFER_WORDS,
+                "the weight ports' depth is the whole weight buffer");
   // Call the synthesis top itself (not the core) so Vitis co-simulation runs this same testbench;
   // a kernel-side argument error leaves the outputs untouched and shows up as mismatches below.
   edgemoe_top(images.data(), one_time.data(), experts.data(), feat.data(), rout.data(), num_images, task_id, 1);
@@ -107,6 +113,7 @@ int main(int argc, char **argv) {
       ++bad_rout;
     }
   }
+  printf("testbench: datapath %s\n", EXACT_WIDTH_DATAPATH ? "exact-width ap types" : "native int64");
   printf("testbench: %d image(s), task %d: %zu/%zu feature words differ, %zu/%zu routing entries differ\n",
          num_images, task_id, bad_feat, n_feat, bad_rout, n_rout);
   if (bad_feat || bad_rout) {

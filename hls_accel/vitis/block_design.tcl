@@ -6,7 +6,9 @@
 #   <hls_ip_dir>  the IP exported by run_hls.tcl (default: ../build/vitis/edgemoe_hls/solution_zcu102/impl/ip)
 #   <jobs>        parallel synthesis/implementation jobs (default 8)
 #
-# Output: ../build/vitis/overlay/edgemoe.bit and edgemoe.hwh (copy both to the board, same folder).
+# Output: ../build/vitis/overlay/edgemoe.bit and edgemoe.hwh (copy both to the board, same folder),
+# written only when the implemented design meets timing (Performance strategy; the build fails
+# when WNS or WHS < 0); timing and utilisation reports in ../build/vitis/reports.
 #
 # Every name, address and clock below must agree with edgemoe_ros/accel/interface.py and
 # edgemoe_ros/accel/hwh.py (BLOCK_DESIGN): the driver finds the IP and its registers through the
@@ -23,6 +25,7 @@
 set script_dir [file dirname [file normalize [info script]]]
 set hls_root   [file normalize "$script_dir/.."]
 set build_dir  "$hls_root/build/vitis"
+source "$script_dir/overlay_export.tcl"
 
 set design_name  edgemoe
 set part         xczu9eg-ffvb1156-2-e
@@ -36,6 +39,14 @@ set ctrl_master  M_AXI_HPM0_FPD
 set ctrl_port    s_axi_control
 set ctrl_base    0xA0000000
 set ctrl_range   64K
+# PS-to-PL reset that resets the accelerator (the driver pulses it to recover a hung kernel).
+set pl_reset     pl_resetn0
+# Implementation for speed: the kernel must close timing at 300 MHz (3.333 ns).
+set synth_strategy Flow_PerfOptimized_high
+set impl_strategy  Performance_ExplorePostRoutePhysOpt
+# Timing gate (overlay_export.tcl): worst setup / hold slack must be at least this, in ns.
+set min_wns_ns   0.0
+set min_whs_ns   0.0
 # AXI master bundle -> PS high-performance slave port.
 set hp_of_bundle [dict create \
     gmem0 S_AXI_HP0_FPD \
@@ -83,7 +94,7 @@ set pl_clk [get_bd_pins $ps/pl_clk0]
 
 set rst [create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset rst_pl_clk0]
 connect_bd_net $pl_clk [get_bd_pins $rst/slowest_sync_clk]
-connect_bd_net [get_bd_pins $ps/pl_resetn0] [get_bd_pins $rst/ext_reset_in]
+connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]
 set aresetn [get_bd_pins $rst/peripheral_aresetn]
 
 # ---------------------------------------------------------------- accelerator
@@ -133,18 +144,26 @@ generate_target all $bd_file
 set wrapper [make_wrapper -files $bd_file -top]
 add_files -norecurse $wrapper
 set_property top ${design_name}_wrapper [current_fileset]
+set_property strategy $synth_strategy [get_runs synth_1]
+set_property strategy $impl_strategy [get_runs impl_1]
+# A failed or timing-failing build must not leave an older overlay behind that looks fresh.
+set out_dir "$build_dir/overlay"
+file delete -force "$out_dir/${design_name}.bit" "$out_dir/${design_name}.hwh"
 launch_runs impl_1 -to_step write_bitstream -jobs $jobs
 wait_on_run impl_1
 if {[get_property PROGRESS [get_runs impl_1]] ne "100%"} {
     error "implementation failed: see $build_dir/vivado/${design_name}_vivado.runs/impl_1"
 }
 
+# timing gate: reports first, then fail the build on negative setup or hold slack
+set report_dir "$build_dir/reports"
+file mkdir $report_dir
+open_run impl_1
+report_timing_summary -max_paths 20 -file "$report_dir/${design_name}_timing_summary.rpt"
+report_utilization -file "$report_dir/${design_name}_utilization.rpt"
+puts "timing: [edgemoe_timing_gate [get_runs impl_1] $min_wns_ns $min_whs_ns]"
+
 # pynq wants <name>.bit and <name>.hwh side by side
-set out_dir "$build_dir/overlay"
-file mkdir $out_dir
 set run_dir [get_property DIRECTORY [get_runs impl_1]]
-file copy -force "$run_dir/${design_name}_wrapper.bit" "$out_dir/${design_name}.bit"
-set hwh [lindex [glob -nocomplain "$build_dir/vivado/${design_name}_vivado.gen/sources_1/bd/$design_name/hw_handoff/${design_name}.hwh"] 0]
-if {$hwh eq ""} { error "no .hwh produced for $design_name" }
-file copy -force $hwh "$out_dir/${design_name}.hwh"
-puts "overlay written: $out_dir/${design_name}.bit and ${design_name}.hwh"
+set written [edgemoe_export_overlay $design_name $run_dir "$build_dir/vivado" $out_dir]
+puts "overlay written: [join $written { and }]"

@@ -28,7 +28,8 @@ set ip_version   1.0
 set syn_sources  {src/edgemoe_core.cpp src/edgemoe_top.cpp}
 set tb_sources   {tb/testbench.cpp}
 # Clean-room stand-ins for the g++ build only: under Vitis the tool's own headers must be used.
-set shim_headers {hls_stream.h hls_vector.h hls_math.h}
+# (Our integer math is include/edgemoe_math.h, namespace edgemoe: not a stand-in, always staged.)
+set shim_headers {hls_stream.h hls_vector.h}
 
 set steps    [split [expr {[llength $argv] > 0 ? [lindex $argv 0] : "csynth,export"}] ","]
 set case_dir [expr {[llength $argv] > 1 ? [file normalize [lindex $argv 1]] : "$build_dir/tb_case"}]
@@ -38,8 +39,10 @@ foreach step $steps {
     }
 }
 
-# Stage the project headers without the shims, so the Vitis hls_stream.h/hls_math.h/hls_vector.h
-# and ap_fixed.h are found instead of the clean-room ones in ../include.
+# Stage the project headers without the shims, so the Vitis hls_stream.h/hls_vector.h and
+# ap_fixed.h are found instead of the clean-room ones in ../include. edgemoe_ros/accel/hls_staging.py
+# reads syn_sources, tb_sources, shim_headers and the cflags below and repeats this staging for the
+# compile check of test/test_hls_vendor_compile.py: change them here, the check follows.
 set inc_dir "$build_dir/include"
 file delete -force $inc_dir
 file mkdir $inc_dir
@@ -48,17 +51,17 @@ foreach header [glob -directory "$hls_root/include" *.h] {
         file copy -force $header $inc_dir
     }
 }
-# __HLS_SYN__ is the project's switch between the g++ C-simulation build and the Xilinx tools
-# (Vitis itself defines only __SYNTHESIS__, and only while synthesising): with it the kernels use
-# the tool's hls::stream and drop host-only checks, in csim, synthesis and co-simulation alike.
-set cflags "-std=c++14 -I$inc_dir -D__HLS_SYN__"
+# No project macro: Vitis defines __SYNTHESIS__ itself, and only while synthesising the kernel, so
+# csim_design and cosim's testbench compile the host-side checks (asserts) and synthesis drops them.
+set syn_cflags "-std=c++14 -I$inc_dir"
+set tb_cflags "-std=c++14 -I$inc_dir"
 
 file mkdir $build_dir
 cd $build_dir
 open_project -reset edgemoe_hls
 set_top $top
-foreach src $syn_sources { add_files "$hls_root/$src" -cflags $cflags }
-foreach src $tb_sources { add_files -tb "$hls_root/$src" -cflags $cflags }
+foreach src $syn_sources { add_files "$hls_root/$src" -cflags $syn_cflags }
+foreach src $tb_sources { add_files -tb "$hls_root/$src" -cflags $tb_cflags }
 
 open_solution -reset solution_zcu102 -flow_target vivado
 set_part $part

@@ -524,6 +524,8 @@ void fastops_softmax_rows(float *x, int64_t rows, int64_t cols);  // below
 // panels and runs both products on the GEMM micro-kernel. 0, or FASTOPS_NO_MEMORY.
 int32_t fastops_attention(const float *qkv, int64_t streams, int64_t n, int32_t heads, int64_t head_dim,
                           float *ctx, void *pool) {
+    // No item would run and ctx would come back unwritten (uninitialised memory as features).
+    if (streams < 1 || n < 1 || heads < 1 || head_dim < 1) return FASTOPS_BAD_ARGUMENT;
     const int64_t d = heads * head_dim, ld = 3 * d;
     const int64_t kt_size = packed_size(head_dim, n), v_size = packed_size(n, head_dim);
     std::atomic<bool> failed{false};

@@ -198,6 +198,19 @@ def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> int:
     return arr.ctypes.data
 
 
+def _dest(arr: np.ndarray, dtype: np.dtype, name: str, inputs: tuple[np.ndarray | None, ...] = ()) -> int:
+    """The address of a buffer a kernel *writes*: like ``_check``, and also writeable and apart
+    from the call's inputs. A read-only array (e.g. a view of immutable ``bytes``) would otherwise
+    be rewritten behind Python's back, and an output overlapping an input is read after it was
+    overwritten (garbage, not an error). The bounds test of ``np.may_share_memory`` is cheap."""
+    if not arr.flags.writeable:
+        raise ValueError(f"native: {name} is written by the kernel but is read-only")
+    for other in inputs:
+        if other is not None and np.may_share_memory(arr, other):
+            raise ValueError(f"native: {name} overlaps an input of the same call; pass a separate array")
+    return _check(arr, dtype, name)
+
+
 def _opt(arr: np.ndarray | None, size: int, name: str) -> int | None:
     """Address of an optional float32 vector of ``size`` entries (None → NULL)."""
     if arr is None:
@@ -328,7 +341,8 @@ class FastOps:
             raise ValueError(f"native: gemm out must be ({m}, {b.n}), got {out.shape}")
         rc = self._lib.fastops_gemm(
             _check(a, _F32, "a"), b.k, a.shape[0], None if rows is None else _check(rows, _I32, "rows"), m, b.k,
-            _check(b.panels, _F32, "packed"), b.n, _check(out, _F32, "out"), b.n, _opt(bias, b.n, "bias"), int(gelu),
+            _check(b.panels, _F32, "packed"), b.n, _dest(out, _F32, "out", (a, rows, b.panels, bias)), b.n,
+            _opt(bias, b.n, "bias"), int(gelu),
             _handle(pool))
         self._ok(rc, "gemm")
         return out
@@ -364,8 +378,11 @@ class FastOps:
         3 * D), each row ``[q | k | v]`` with heads concatenated and q already scaled: returns
         (streams * N, D), per token the heads' ``softmax(q k^T) v`` concatenated (before the output
         projection). Items (stream, head) are shared out over ``pool``'s threads."""
+        if qkv.ndim != 2 or isinstance(heads, bool) or int(heads) < 1 or int(streams) < 1:
+            raise ValueError(f"native: attention needs a 2-D qkv and heads, streams >= 1, got qkv "
+                             f"{qkv.shape}, heads {heads!r}, streams {streams!r}")
         rows, width = qkv.shape
-        if width % (3 * heads) or streams < 1 or rows % streams:
+        if width == 0 or rows == 0 or width % (3 * heads) or rows % streams:
             raise ValueError(f"native: attention qkv {qkv.shape} does not split into {streams} streams "
                              f"and 3 x {heads} heads")
         d, n = width // 3, rows // streams
@@ -374,7 +391,7 @@ class FastOps:
         elif out.shape != (rows, d):
             raise ValueError(f"native: attention out must be ({rows}, {d}), got {out.shape}")
         self._ok(self._lib.fastops_attention(_check(qkv, _F32, "qkv"), streams, n, heads, d // heads,
-                                             _check(out, _F32, "out"), _handle(pool)), "attention")
+                                             _dest(out, _F32, "out", (qkv,)), _handle(pool)), "attention")
         return out
 
     def add_layernorm(self, x: np.ndarray, delta: np.ndarray | None, out: np.ndarray, eps: float,
@@ -387,17 +404,25 @@ class FastOps:
                              f"{None if delta is None else delta.shape}, out {out.shape} differ")
         if (gamma is None) != (beta is None):
             raise ValueError("native: add_layernorm needs both gamma and beta, or neither")
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise ValueError(f"native: add_layernorm needs rows of at least one value, got shape {x.shape}")
+        if delta_bias is not None and delta is None:
+            raise ValueError("native: add_layernorm delta_bias is only added with a delta")
+        if not (eps > 0 and np.isfinite(eps)):
+            raise ValueError(f"native: add_layernorm eps must be a finite number > 0, got {eps!r}")
         cols = x.shape[-1]
+        inputs = (delta, delta_bias, gamma, beta)
+        x_ptr = _check(x, _F32, "x") if delta is None else _dest(x, _F32, "x (updated in place)", inputs)
         self._lib.fastops_add_layernorm(
-            _check(x, _F32, "x"), None if delta is None else _check(delta, _F32, "delta"),
-            _opt(delta_bias, cols, "delta_bias"), _check(out, _F32, "out"), x.size // cols, cols, eps,
+            x_ptr, None if delta is None else _check(delta, _F32, "delta"),
+            _opt(delta_bias, cols, "delta_bias"), _dest(out, _F32, "out", (x, *inputs)), x.size // cols, cols, eps,
             _opt(gamma, cols, "gamma"), _opt(beta, cols, "beta"))
         return out
 
     def softmax_rows(self, x: np.ndarray) -> np.ndarray:
         """In place: softmax over the last axis."""
         cols = x.shape[-1]
-        ptr = _check(x, _F32, "x")
+        ptr = _dest(x, _F32, "x")
         if x.size:
             self._lib.fastops_softmax_rows(ptr, x.size // cols, cols)
         return x
@@ -406,6 +431,8 @@ class FastOps:
                   gates: np.ndarray) -> None:
         """Top-k experts (ties → lower id) and their un-renormalised softmax gates for the logits in
         columns ``col0:col0 + num_experts`` of ``logits`` (rows, ≥ col0 + E), into (rows, k) buffers."""
+        if logits.ndim != 2 or chosen.ndim != 2:
+            raise ValueError(f"native: moe_route needs 2-D logits and outputs, got {logits.shape}, {chosen.shape}")
         rows, ld = logits.shape
         k = chosen.shape[-1]
         if col0 < 0 or col0 + num_experts > ld or not 1 <= k <= num_experts:
@@ -414,8 +441,9 @@ class FastOps:
         if chosen.shape != (rows, k) or gates.shape != (rows, k):
             raise ValueError(f"native: moe_route outputs must be ({rows}, {k}), got {chosen.shape}, {gates.shape}")
         base = _check(logits, _F32, "logits")
-        self._lib.fastops_moe_route(base + 4 * col0, rows, ld, num_experts, k, _check(chosen, _I32, "chosen"),
-                                    _check(gates, _F32, "gates"))
+        self._lib.fastops_moe_route(base + 4 * col0, rows, ld, num_experts, k,
+                                    _dest(chosen, _I32, "chosen", (logits, gates)),
+                                    _dest(gates, _F32, "gates", (logits, chosen)))
 
     def moe_group(self, experts: np.ndarray, num_src: int, num_experts: int) -> tuple[
             np.ndarray, np.ndarray, np.ndarray]:
@@ -436,6 +464,9 @@ class FastOps:
     def moe_combine(self, expert_out: np.ndarray, inverse: np.ndarray, gates: np.ndarray, out: np.ndarray
                     ) -> np.ndarray:
         """``out[t] = Σ_i gates[t, i] * expert_out[inverse[t, i]]`` (the MoE layer's gated mix)."""
+        if gates.ndim != 2 or out.ndim != 2 or expert_out.ndim != 2:
+            raise ValueError(f"native: moe_combine needs 2-D arrays, got expert_out {expert_out.shape}, "
+                             f"gates {gates.shape}, out {out.shape}")
         rows, k = gates.shape
         cols = out.shape[-1]
         if inverse.shape != (rows, k) or out.shape != (rows, cols) or expert_out.shape[1:] != (cols,):
@@ -443,7 +474,7 @@ class FastOps:
                              f"gates {gates.shape}, out {out.shape}")
         rc = self._lib.fastops_moe_combine(
             _check(expert_out, _F32, "expert_out"), expert_out.shape[0], _check(inverse, _I32, "inverse"),
-            _check(gates, _F32, "gates"), rows, k, cols, _check(out, _F32, "out"))
+            _check(gates, _F32, "gates"), rows, k, cols, _dest(out, _F32, "out", (expert_out, inverse, gates)))
         self._ok(rc, "moe_combine")
         return out
 

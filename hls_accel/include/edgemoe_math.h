@@ -1,19 +1,16 @@
-// Clean-room integer math for the accelerator: no floating point anywhere in the datapath, so the
-// numpy emulator can reproduce each function exactly (fixedpoint/ops.py names the Python twin of
-// every function here). Loops have constant trip counts so each unit synthesises to a fixed
-// pipeline.
-#ifndef EDGEMOE_HLS_MATH_H_
-#define EDGEMOE_HLS_MATH_H_
+// Our integer math for the accelerator: no floating point anywhere in the datapath, so the numpy
+// emulator can reproduce each function exactly (fixedpoint/ops.py names the Python twin of every
+// function here). Loops have constant trip counts so each unit synthesises to a fixed pipeline.
+// These are the project's own functions in the project's namespace: nothing here stands in for
+// a vendor header, so the Vitis staging (vitis/run_hls.tcl) keeps this file.
+#ifndef EDGEMOE_MATH_H_
+#define EDGEMOE_MATH_H_
 
 #include <stdint.h>
 
 #include "datatypes.h"
 
-#define EDGEMOE_OWN_HLS_MATH 1
-
-namespace hls {
-
-using edgemoe::acc_t;
+namespace edgemoe {
 
 // Floor division by a positive divisor (C's '/' truncates toward zero). ops.floor_div.
 static inline acc_t floor_div(acc_t a, acc_t b) {
@@ -57,7 +54,6 @@ Recip:
 // t = -n + f: 2^f from EXP2_TABLE (top EXP2_LUT_BITS bits of f) interpolated on the rest, then
 // shifted right by n. ops.exp2_neg.
 static inline acc_t exp2_neg(acc_t t) {
-  using namespace edgemoe;
   const int fbits = FMT_SCORE_F;
   const int lo_bits = fbits - EXP2_LUT_BITS;
   const acc_t n = -(t >> fbits);
@@ -70,6 +66,6 @@ static inline acc_t exp2_neg(acc_t t) {
   return v >> n;
 }
 
-}  // namespace hls
+}  // namespace edgemoe
 
-#endif  // EDGEMOE_HLS_MATH_H_
+#endif  // EDGEMOE_MATH_H_

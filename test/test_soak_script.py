@@ -1,0 +1,48 @@
+"""bench/soak.py, short (~75 s, slow): a live node through every task path, reloads (good and
+corrupt), lifecycle cycles, hostile inputs and a camera outage loses nothing and stays up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgemoe_ros.model.weights import shipped_weights_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from soak import ISSUE_KEYS  # noqa: E402 - bench/ is not a package
+
+
+@pytest.mark.skipif(shipped_weights_path() is None, reason="the shipped model is not installed")
+def test_short_soak_loses_nothing(tmp_path):
+    out = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--frames", "180", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    doc = json.loads(out.read_text())
+    assert set(ISSUE_KEYS) <= set(doc), sorted(set(ISSUE_KEYS) - set(doc))
+    assert doc["frames_sent"] == 180 and doc["frames_out"] > 0 and doc["frames_owed"] > 0, doc
+    assert (
+        doc["lost_stamps"] == 0
+        and doc["unaccounted_in_node"] == 0
+        and doc["wrong_task_outputs"] == 0
+    ), doc
+    assert doc["exceptions"] == 0 and doc["node_active_at_end"], proc.stdout + proc.stderr[-3000:]
+    assert 0 < doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"], doc
+    assert doc["backend_faults"] >= 1 and doc["fallbacks"] >= 1, (
+        doc
+    )  # the device fault was injected and survived
+    reloads = doc["reloads"]
+    assert reloads["good_ok"] >= 1 and reloads["bad_refused"] >= 1, reloads
+    assert reloads["good_failed"] == 0 and reloads["bad_accepted"] == 0, reloads
+    assert proc.returncode == 0, proc.stdout
