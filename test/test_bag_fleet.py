@@ -259,36 +259,15 @@ def test_a_dying_worker_is_retried_then_reported(
         == EXIT_OK
     )
     trigger.touch()
-    rc, doc = _process(
-        [bag_set / "drive_b"],
-        tmp_path / "retried",
-        weights_file,
-        "--workers",
-        "2",
-        "--backend",
-        CRASH_ONCE,
-        "--backend-options",
-        options,
-        "--max-retries",
-        "1",
-    )
+    crashing = ["--workers", "2", "--backend", CRASH_ONCE, "--backend-options", options]
+    retried = tmp_path / "retried"
+    rc, doc = _process([bag_set / "drive_b"], retried, weights_file, *crashing, "--max-retries=1")
     assert not trigger.exists()  # a worker did die on it
     assert (rc, doc["done"]) == (EXIT_OK, 1)
-    assert _messages(tmp_path / "retried" / "drive_b") == _messages(alone)
+    assert _messages(retried / "drive_b") == _messages(alone)
     trigger.touch()
-    rc, doc = _process(
-        [bag_set / "drive_b", bag_set / "drive_c.mcap"],
-        tmp_path / "no_retry",
-        weights_file,
-        "--workers",
-        "2",
-        "--backend",
-        CRASH_ONCE,
-        "--backend-options",
-        options,
-        "--max-retries",
-        "0",
-    )
+    both = [bag_set / "drive_b", bag_set / "drive_c.mcap"]
+    rc, doc = _process(both, tmp_path / "no_retry", weights_file, *crashing, "--max-retries=0")
     assert not trigger.exists()
     assert (rc, doc["done"], doc["failed"]) == (EXIT_BAG, 1, 1)
     (failed,) = [b for b in doc["bags"] if b["status"] == "failed"]
