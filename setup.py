@@ -18,6 +18,9 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools", "numpy", "safetensors"],
+    # `pip install .[fleet]`: many bags on local or cluster Ray workers (docs/fleet.md); pin as in
+    # requirements-fleet.txt.
+    extras_require={"fleet": ["ray[default]==2.60.0"]},
     zip_safe=False,
     maintainer="edgemoe_ros developers",
     maintainer_email="dev@edgemoe-ros.invalid",

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP=$VENV/.edgemoe-installed
 PY=${PYTHON:-python3}
-hash_inputs() { cat requirements.txt requirements-optional.txt requirements-train.txt setup.py | sha256sum | cut -d' ' -f1; }
+hash_inputs() { cat requirements.txt requirements-optional.txt requirements-train.txt requirements-fleet.txt setup.py | sha256sum | cut -d' ' -f1; }
 want=$(hash_inputs)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
@@ -14,7 +14,8 @@ fi
 echo "[bootstrap] creating $VENV (about two minutes on a fresh machine)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-optional.txt -r requirements-train.txt
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-optional.txt -r requirements-train.txt \
+  -r requirements-fleet.txt
 # hls4ml only for its Apache-2.0 ap_types headers; its own dependencies are not needed.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps hls4ml==1.3.0
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -2,11 +2,13 @@
 
 Run as a script (it is the node's executable in the fault tests): it registers the backend, then
 calls the real ``main``. ``faulty`` is the cpu backend, except that while ``trigger_file`` exists
-every ``run`` raises ``BackendError`` the way an FPGA timeout does.
+every ``run`` raises ``BackendError`` the way an FPGA timeout does. ``crash_once`` kills its
+process once instead (the fleet tests' dying worker).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +19,9 @@ from edgemoe_ros.backends import BACKENDS, BackboneResult, Backend, BackendError
 from edgemoe_ros.model.weights import ModelWeights
 
 FAULTY = "faulty"
+CRASH_ONCE = "crash_once"
+#: Exit status of a process ``CrashOnceBackend`` kills.
+EXIT_CRASH = 70
 
 
 class FaultyBackend(Backend):
@@ -42,8 +47,27 @@ class FaultyBackend(Backend):
         self._inner.close()
 
 
+class CrashOnceBackend(FaultyBackend):
+    """cpu backend whose process dies (no exception, no cleanup: a segfault or the OOM killer)
+    on the first ``run`` after ``trigger_file`` appears; it removes the file first, so a retry
+    succeeds."""
+
+    name = CRASH_ONCE
+
+    def run(self, images: np.ndarray, tasks: Sequence[str]) -> BackboneResult:
+        try:
+            self._trigger.unlink()
+        except FileNotFoundError:
+            return self._inner.run(images, tasks)
+        os._exit(EXIT_CRASH)
+
+
 def register() -> None:
-    BACKENDS[FAULTY] = f"{__name__ if __name__ != '__main__' else 'fault_injection'}:FaultyBackend"
+    """Add the fault backends to the registry (in this process; Ray workers run it as their
+    setup hook)."""
+    module = __name__ if __name__ != "__main__" else "fault_injection"
+    BACKENDS[FAULTY] = f"{module}:FaultyBackend"
+    BACKENDS[CRASH_ONCE] = f"{module}:CrashOnceBackend"
 
 
 if __name__ == "__main__":

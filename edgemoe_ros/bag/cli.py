@@ -64,6 +64,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _remap(text: str) -> tuple[str, str]:
     old, sep, new = text.partition(":=")
     if not sep or not old or not new:
@@ -80,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("process", help="run the model over an image topic, write a new mcap bag")
-    p.add_argument("input", help="input bag (directory, .mcap or .db3; sqlite3 or mcap storage)")
-    p.add_argument("output", help="output bag directory (must not exist; written as mcap)")
+    p = sub.add_parser("process", help="run the model over an image topic, write a new mcap bag",
+                       usage="%(prog)s IN OUT [options]  |  %(prog)s IN [IN ...] --out DIR [options]",
+                       description="IN OUT: one bag (directory, .mcap or .db3; sqlite3 or mcap storage) "
+                                   "into a new mcap bag OUT (must not exist). "
+                                   "IN... --out DIR: bags and folders of bags, one output each in DIR "
+                                   "(resumable; see docs/fleet.md).")
+    p.add_argument("paths", nargs="+", metavar="IN", help="input bag(s) or folder(s) of bags; without --out: IN OUT")
     p.add_argument("--topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
     p.add_argument("--tasks", type=_tasks, help="comma-separated tasks (default: all tasks of the model)")
     p.add_argument("--weights", default=None, help="model weights (.safetensors); default: the shipped model")
@@ -94,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize-mode", choices=("stretch", "crop"), help="override the model's fit mode")
     p.add_argument("--namespace", help="output namespace (default: the image topic's namespace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fleet = p.add_argument_group("many bags (docs/fleet.md)")
+    fleet.add_argument("--out", metavar="DIR", help="one output bag per input in DIR, same name")
+    fleet.add_argument("--overwrite", action="store_true", help="redo outputs that are already finished")
+    fleet.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="parallel workers; N > 1 runs on a local Ray started for the run "
+                            "(default with Ray installed: one per core; 1: this process, no Ray)")
+    fleet.add_argument("--ray", metavar="ADDRESS",
+                       help="run on an existing Ray cluster, e.g. ray://head:10001 (default without --workers: "
+                            "$RAY_ADDRESS when set); 'local': a local Ray even for one worker")
+    fleet.add_argument("--max-retries", type=_non_negative_int, default=None, metavar="N",
+                       help="re-runs of a piece of work whose worker process died (default 2)")
+    fleet.add_argument("--chunk-frames", type=_positive_int, default=None, metavar="N",
+                       help="on Ray, split bags longer than N frames into time chunks (default 300)")
+    fleet.add_argument("--json", metavar="FILE", help="write the run's summary (per-bag results) to FILE")
 
     p = sub.add_parser("play", help="publish a bag's image (+camera_info) topics with rclpy")
     p.add_argument("bag")
@@ -143,11 +168,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: ``process`` options that only the many-bags form takes (they make a pair IN OUT use it too).
+FLEET_OPTIONS = ("out", "overwrite", "workers", "ray", "max_retries", "chunk_frames", "json")
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from ..backends import parse_backend_options
     from ..model.weights import load_weights, resolve_weights_path
-    from .process import process_bag, tqdm_progress
 
+    fleet = any(getattr(args, k) not in (None, False) for k in FLEET_OPTIONS)
+    if not fleet and len(args.paths) != 2:
+        log.error("process takes IN OUT, or several inputs with --out DIR")
+        return EXIT_USAGE
     try:
         weights = load_weights(resolve_weights_path(args.weights))
         for t in args.tasks or ():
@@ -156,6 +188,69 @@ def cmd_process(args: argparse.Namespace) -> int:
     except (WeightsError, ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_MODEL
+    if fleet:
+        return _process_fleet(args, weights, backend_options)
+    return _process_one(args, weights, backend_options)
+
+
+def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict[str, Any]) -> int:
+    """Many bags (``--out``), or one pair with fleet options; see ``fleet``."""
+    import os
+    from pathlib import Path
+
+    from . import fleet as fl
+    from .process import tqdm_progress
+
+    options = fl.ProcessOptions(args.topic, tuple(args.tasks) if args.tasks else None, args.backend,
+                                backend_options, args.output_resolution, args.resize_mode, args.namespace)
+    # Ray's own convention: RAY_ADDRESS names the cluster unless the command line chooses.
+    address = args.ray or (os.environ.get("RAY_ADDRESS") or None if args.workers is None else None)
+    if args.workers is not None:
+        workers = args.workers
+    elif address is not None and address != "local":
+        workers = 0  # the cluster's CPUs
+    elif address == "local" or fl.ray_available():
+        workers = max(1, len(os.sched_getaffinity(0)) // options.threads)  # the cores this process may use
+    else:
+        workers = 1
+        log.info("Ray is not installed: one worker in this process (for parallel workers: %s)", fl.INSTALL_HINT)
+    try:
+        if workers != 1 or address is not None:
+            fl.require_ray()  # before any output directory is made
+        if args.out is not None:
+            tasks = fl.plan_outputs(fl.find_bags(args.paths), args.out)
+        elif len(args.paths) == 2:
+            tasks = [fl.BagTask(Path(args.paths[0]), Path(args.paths[1]))]
+        else:
+            log.error("several inputs need --out DIR")
+            return EXIT_USAGE
+        Path(args.out or Path(args.paths[1]).parent).mkdir(parents=True, exist_ok=True)
+        summary = fl.run_fleet(tasks, weights, options, workers=workers, ray_address=address,
+                               overwrite=args.overwrite,
+                               max_retries=fl.DEFAULT_MAX_RETRIES if args.max_retries is None else args.max_retries,
+                               chunk_frames=args.chunk_frames or fl.DEFAULT_CHUNK_FRAMES,
+                               progress=None if args.no_progress else tqdm_progress)
+    except fl.MissingExtraError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except fl.WorkerStartError as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
+    except fl.FleetError as exc:
+        log.error("%s", exc)
+        return EXIT_BAG
+    for line in summary.lines():
+        print(line)
+    if args.json:
+        summary.write_json(args.json)
+    return EXIT_BAG if summary.count(fl.FAILED) else EXIT_OK
+
+
+def _process_one(args: argparse.Namespace, weights: Any, backend_options: dict[str, Any]) -> int:
+    """The single-bag form ``process IN OUT``, as it always was."""
+    from .process import process_bag, tqdm_progress
+
+    args.input, args.output = args.paths
     summary = process_bag(args.input, args.output, weights, topic=args.topic, tasks=args.tasks,
                           backend=args.backend, backend_options=backend_options,
                           output_resolution=args.output_resolution,

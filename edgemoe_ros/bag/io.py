@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 #: rosbag2 metadata version written by Jazzy and Kilted.
 BAG_VERSION = 9
+#: First look-back window of ``BagReader.last_before`` (grows ten-fold until it finds a message).
+LOOKBACK_START_NS = 1_000_000_000
 
 
 class BagError(RuntimeError):
@@ -118,10 +120,14 @@ class BagReader:
         self.require(topic)
         return self._connections[topic].msgtype
 
-    def msgdef(self, topic: str) -> tuple[str, str]:
-        """(message definition text, RIHS01 digest) as recorded, for copying a topic verbatim."""
+    def msgdef(self, topic: str) -> tuple[str, str] | None:
+        """(message definition text, RIHS01 digest) as recorded, for copying a topic verbatim.
+
+        None when the bag does not record the digest (a bare .mcap file keeps it only in the
+        metadata.yaml it lacks): the writer then takes both from the type store.
+        """
         conn = self._connections[topic]
-        return conn.msgdef.data, conn.digest
+        return (conn.msgdef.data, conn.digest) if conn.digest else None
 
     def require(self, topic: str, msgtypes: Sequence[str] | None = None) -> None:
         """Raise ``BagError`` unless ``topic`` is in the bag (and of one of ``msgtypes``)."""
@@ -147,13 +153,18 @@ class BagReader:
     def has(self, topic: str) -> bool:
         return topic in self._connections
 
-    def raw_messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
-        """(topic, log_time_ns, CDR bytes) in log-time order; damaged data raises ``BagError``."""
+    def raw_messages(self, topics: Sequence[str], start_ns: int | None = None,
+                     stop_ns: int | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, log_time_ns, CDR bytes) in log-time order; damaged data raises ``BagError``.
+
+        ``start_ns``/``stop_ns`` keep only log times in [start, stop) (None: unbounded), read
+        through the storage's index, so a time slice of a long bag costs only that slice.
+        """
         conns = []
         for t in topics:
             self.require(t)
             conns.append(self._connections[t])
-        it = self._reader.messages(connections=conns)
+        it = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
         topic = ",".join(topics)
         while True:
             try:
@@ -163,6 +174,23 @@ class BagReader:
             except _CORRUPT as exc:
                 raise BagError(self.path, f"corrupt bag data ({type(exc).__name__}: {exc})", topic) from None
             yield conn.topic, int(log_time), bytes(raw)
+
+    def last_before(self, topic: str, time_ns: int) -> bytes | None:
+        """CDR bytes of ``topic``'s last message logged before ``time_ns``, or None.
+
+        Looks back over windows that grow ten-fold from one second, so a topic published at any
+        steady rate is found after reading a short stretch of the bag, not all of it.
+        """
+        start = int(self._reader.start_time) if self._reader.message_count else time_ns
+        window = LOOKBACK_START_NS
+        while True:
+            lo = max(start, time_ns - window)
+            last = None
+            for _, _, raw in self.raw_messages([topic], lo, time_ns):
+                last = raw
+            if last is not None or lo <= start:
+                return last
+            window *= 10
 
     def deserialize(self, topic: str, raw: bytes) -> Any:
         try:

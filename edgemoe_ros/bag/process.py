@@ -160,7 +160,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                 backend_options: dict[str, Any] | None = None, output_resolution: str = "input", resize_mode: str | None = None,
                 namespace: str | None = None,
                 progress: Callable[[int], Any] | None = None,
-                max_image_pixels: int | None = None) -> ProcessSummary:
+                max_image_pixels: int | None = None, engine: Any | None = None,
+                start_ns: int | None = None, stop_ns: int | None = None) -> ProcessSummary:
     """Run the engine over every frame of ``topic`` in ``in_path`` and write ``out_path`` (mcap).
 
     Frames that cannot be decoded (unsupported encoding, corrupt compressed data) are skipped, logged
@@ -173,6 +174,10 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     parameter default) is skipped without being decoded; a camera_info the node refuses (NaN/Inf,
     a bad K, a bad size) is counted in ``bad_camera_info`` and, as in the node, clears the
     calibration until a good one arrives.
+    ``engine``: an ``Engine`` built from ``weights`` with this ``backend`` and ``resize_mode`` to
+    reuse (the caller keeps and closes it), so a worker loads the model once for many bags.
+    ``start_ns``/``stop_ns``: only the input's log times in [start, stop) (a chunk of a long bag,
+    see ``fleet``); frames at the start use the camera_info last logged before ``start_ns``.
     """
     # The model stack loads only for `process`, not for play/record/info.
     from ..engine import Engine
@@ -194,14 +199,16 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
         outs = output_topics(m.topic_namespace(topic) if namespace is None else namespace)
         total = next(t.count for t in reader.info().topics if t.topic == topic)
         summary = ProcessSummary(topic)
-        engine = Engine(weights, backend, resize_mode, backend_options=backend_options)
+        owned = engine is None
+        if owned:
+            engine = Engine(weights, backend, resize_mode, backend_options=backend_options)
         bar = progress(total) if progress else None
         start = time.perf_counter()
         try:
             with BagWriter(out_path, "mcap") as writer:
                 job = _Job(writer, engine, cfg, tasks, outs, output_resolution, resize_mode, summary)
-                latest_info = None
-                for t, log_time, raw in reader.raw_messages(copy):
+                latest_info = _info_before(reader, copy[1:], start_ns)
+                for t, log_time, raw in reader.raw_messages(copy, start_ns, stop_ns):
                     writer.write_raw(t, reader.msgtype(t), log_time, raw, reader.msgdef(t))
                     summary.count(t)
                     if t == info_topic:
@@ -229,11 +236,30 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                     if bar is not None:
                         bar.update(1)
         finally:
-            engine.close()
+            if owned:
+                engine.close()
             if bar is not None:
                 bar.close()
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _info_before(reader: BagReader, info_topics: Sequence[str], start_ns: int | None) -> Any:
+    """The camera_info in effect at ``start_ns``: the last one before it, or None at the bag's
+    start, without one, or when that one is refused (a bad one clears the calibration)."""
+    from ..ros import conversions as conv
+
+    if start_ns is None or not info_topics:
+        return None
+    raw = reader.last_before(info_topics[0], start_ns)
+    if raw is None:
+        return None
+    info = reader.deserialize(info_topics[0], raw)
+    try:
+        conv.check_camera_info(info)
+    except conv.BadInputError:
+        return None
+    return info
 
 
 def tqdm_progress(total: int) -> Any:
