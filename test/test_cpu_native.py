@@ -279,7 +279,7 @@ def test_native_option_through_the_registry(fast, text, native):
 
 @pytest.mark.parametrize("bad", ["yes", "", "ON", True, None])
 def test_bad_native_option_names_the_choices(bad):
-    with pytest.raises(BackendError, match=r"native must be one of auto, on, off; got"):
+    with pytest.raises(BackendError, match=r"option native = .+ must be one of auto, on, off"):
         create_backend("cpu", native=bad)
 
 

@@ -41,7 +41,8 @@ def test_load_model_with_fallback_and_reload_on_same_setup():
 
         other = random_init(tiny_config(), seed=1)
         assert model.same_setup(params, other.config)
-        model.reload(other)
+        model.reload(other, params)
+        assert model.source is params  # what runs, for a failed later reload to restore
         assert not np.allclose(model.engine.infer(img, tasks=("depth",)).depth, a)
         assert not model.same_setup(dataclasses.replace(params, backend="cpu"), other.config)
         assert not model.same_setup(params, tiny_config(dim=48))

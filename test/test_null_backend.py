@@ -90,5 +90,5 @@ def test_shared_argument_checks() -> None:
 
 
 def test_takes_no_options() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(BackendError, match="null: unknown option 'device' .options it takes: none"):
         create_backend("null", device="fpga0")

@@ -57,10 +57,10 @@ class Option:
                     or "\x00" in text):
                 return f"must be a non-empty path of at most {MAX_PATH_CHARS} characters"
             return None
+        if self.choices and (not isinstance(value, str) or value not in self.choices):
+            return f"must be one of {', '.join(self.choices)}"
         if not isinstance(value, str):
             return "must be a string"
-        if self.choices and value not in self.choices:
-            return f"must be one of {', '.join(self.choices)}"
         return None
 
 
