@@ -157,7 +157,7 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     from edgemoe_ros.engine import Engine
     from edgemoe_ros.ros import conversions as conv
     from edgemoe_ros.ros.cdr_image import read_image
-    from edgemoe_ros.ros.node import color_at_input
+    from edgemoe_ros.ros.outputs import color_at_input
     from edgemoe_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS
     from edgemoe_ros.ros.qos import profile
 
@@ -220,7 +220,8 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
 
     from edgemoe_ros.ros import conversions as conv
     from edgemoe_ros.ros.cdr_image import read_image
-    from edgemoe_ros.ros.node import TOPIC_SEGMENTATION_COLOR, EdgeMoeNode, Frame
+    from edgemoe_ros.ros.node import EdgeMoeNode, Frame
+    from edgemoe_ros.ros.outputs import TOPIC_SEGMENTATION_COLOR
 
     node = EdgeMoeNode(f"edgemoe_node_{size}_{resolution}", namespace=NAMESPACE, parameter_overrides=[
         Parameter("weights_path", value=str(weights_path)), Parameter("backend", value="null"),
@@ -240,7 +241,7 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
 
         model.engine.infer = timed_infer
         # Outputs go to a subscriber in another process (the sink), as on a robot.
-        _wait(lambda: node._pubs[TOPIC_SEGMENTATION_COLOR].get_subscription_count() > 0, 30, "the sink")
+        _wait(lambda: node._outputs.publisher(TOPIC_SEGMENTATION_COLOR).get_subscription_count() > 0, 30, "the sink")
         h, w = SIZES[size]
         msg = conv.array_to_image(_frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam"))
         msg.encoding = "bgr8"

@@ -59,6 +59,19 @@ def test_keyed_throttle_is_per_key_and_reports_suppressed():
     assert th.allow("encoding") == 2
 
 
+def test_throttled_log_at_several_levels_on_one_rclpy_logger_never_raises():
+    """rclpy binds one severity to each logging call site and raises ValueError when it changes:
+    KeyedThrottle.log, the one call site of both nodes' throttled lines, logs at every level."""
+    import rclpy.logging
+
+    clock = FakeClock()
+    th = KeyedThrottle(period_s=5.0, clock=clock)
+    logger = rclpy.logging.get_logger("keyed_throttle_probe")
+    for level in ("warning", "error", "debug", "info", "warning"):
+        th.log(logger, level, f"key.{level}", f"a line at {level}")
+        clock.t += 5.0
+
+
 def test_expert_usage_values_shares_and_per_layer():
     usage = {"semseg": np.array([[3, 1, 0, 0], [0, 0, 2, 2]]), "depth": np.zeros((2, 4), np.int64)}
     vals = {kv.key: kv.value for kv in expert_usage_values(usage, (1, 3))}

@@ -11,7 +11,8 @@ import pytest
 from rclpy.parameter import Parameter
 from ros_testing import write_tiny_weights
 
-from edgemoe_ros.ros.node import TOPIC_DEPTH, TOPIC_SEGMENTATION, EdgeMoeNode
+from edgemoe_ros.ros.node import EdgeMoeNode
+from edgemoe_ros.ros.outputs import TOPIC_DEPTH, TOPIC_SEGMENTATION
 
 os.environ.setdefault("ROS_LOG_DIR", "/tmp/edgemoe_test_ros_log")
 
@@ -36,7 +37,9 @@ def test_output_depth_parameter_sets_the_publishers_history(ctx, weights):
     node = make_node(ctx, weights, output_depth=37)
     try:
         node.trigger_configure()
-        assert {node._pubs[t].qos_profile.depth for t in (TOPIC_SEGMENTATION, TOPIC_DEPTH)} == {37}
+        pubs = [node._outputs.publisher(t) for t in (TOPIC_SEGMENTATION, TOPIC_DEPTH)]
+        depths = {p.qos_profile.depth for p in pubs}
+        assert depths == {37}
     finally:
         node.destroy_node()
 

@@ -151,7 +151,7 @@ def test_color_at_input_equals_colorizing_the_restored_ids(mode, in_h, in_w):
     """The node colourises at model resolution and upsamples; it must equal the slow way exactly."""
     from edgemoe_ros.model.config import tiny_config
     from edgemoe_ros.postprocess import compute_fit, restore_to_input
-    from edgemoe_ros.ros.node import color_at_input
+    from edgemoe_ros.ros.outputs import color_at_input
 
     cfg = tiny_config()
     ids = np.random.default_rng(in_w).integers(0, cfg.num_classes, (cfg.img_h, cfg.img_w), dtype=np.uint8)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from .guards import log_at
+
 #: Frames kept for latency percentiles (~10 s at 30 FPS).
 LATENCY_WINDOW = 300
 #: Seconds over which input/output rates are measured.
@@ -176,7 +178,7 @@ class KeyedThrottle:
             return
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        getattr(logger, level)(message)
+        log_at(logger, level, message)  # not getattr(logger, level): see guards.log_at
 
 
 @dataclass

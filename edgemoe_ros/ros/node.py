@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -27,7 +26,6 @@ from rclpy.event_handler import (
     QoSRequestedIncompatibleQoSInfo,
     SubscriptionEventCallbacks,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.task import Future
@@ -36,23 +34,16 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..allocator import release_free_memory, tune_allocator
-from ..blas_threads import check_blas_kernels, limit_blas_threads
+from ..allocator import release_free_memory
 from ..engine import FrameResult
-from ..postprocess import (
-    PALETTE,
-    FitInfo,
-    camera_k_from_info,
-    colorize_semseg,
-    model_palette,
-    restore_to_input,
-)
+from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
-from .guards import InvalidHandle, log_at, serialised, spin_until_done, subscription_count
+from .guards import InvalidHandle, serialised
 from .label_info import LabelInfoPublisher
 from .model_loader import LoadedModel, load_model, load_weights_for
+from .outputs import TASK_TOPICS, CameraOutputs
 from .params import (
     NodeParams,
     ParameterValueError,
@@ -63,6 +54,7 @@ from .params import (
 )
 from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
 from .qos import profile as qos_profile
+from .spin import finish_after_shutdown, spin_lifecycle_node
 from .task_switch import TaskRequestError, TaskState, TaskSwitch
 from .watchdog import BackendHung
 from .worker import FrameWorker
@@ -73,19 +65,12 @@ NODE_NAME = "edgemoe_node"
 TOPIC_IMAGE = "image"
 TOPIC_IMAGE_COMPRESSED = "image/compressed"
 TOPIC_CAMERA_INFO = "camera_info"
-TOPIC_SEGMENTATION = "segmentation"
-TOPIC_SEGMENTATION_COLOR = "segmentation/color"
-TOPIC_SEGMENTATION_INFO = "segmentation/camera_info"
-TOPIC_DEPTH = "depth"
-TOPIC_DEPTH_INFO = "depth/camera_info"
+# Output topics (segmentation, depth and their camera_info): outputs.py, shared with the multi-camera node.
 TOPIC_DIAGNOSTICS = "/diagnostics"
 TOPIC_TASK_REQUEST = "~/task_request"
 SRV_ENABLE = {"semseg": "~/enable_segmentation", "depth": "~/enable_depth"}
 SRV_RELOAD = "~/reload_model"
 
-#: Delay between the shutdown transition and the process leaving spin, so the change_state
-#: response still goes out.
-EXIT_DELAY_S = 0.3
 DIAGNOSTICS_QOS_DEPTH = 10
 
 #: What a model is built from (applied on configure / ~/reload_model; set back after a failed reload).
@@ -109,16 +94,6 @@ class FrameState:
 
     tasks: TaskState
     params: NodeParams
-
-
-def color_at_input(color: np.ndarray, fit: FitInfo) -> np.ndarray:
-    """A model-resolution palette image mapped onto the input grid, outside the crop black.
-
-    Equal pixel for pixel to ``colorize_semseg(semseg_at_input())`` because nearest-neighbour
-    sampling commutes with a per-pixel palette lookup, and black is the ignore colour; but the
-    lookup runs on 32 k model pixels instead of ~1 M camera pixels: about 10x cheaper at 720p.
-    """
-    return restore_to_input(color, fit, PALETTE[-1], "nearest")
 
 
 class EdgeMoeNode(LifecycleNode):
@@ -159,7 +134,7 @@ class EdgeMoeNode(LifecycleNode):
             self._process_frame, self._frame_state, self._params.queue_size)
         self._processing = False
         self._diag_seen = {"faults": 0, "bad": 0}
-        self._pubs: dict[str, Any] = {}
+        self._outputs: CameraOutputs | None = None
         self._subs: list[Any] = []
         self._input_best_effort = False  # input_qos auto: a best-effort publisher was met
         self.finished = Future()
@@ -207,11 +182,7 @@ class EdgeMoeNode(LifecycleNode):
             old.close()
         self._config_error = self._reload_error = ""
         self._label_info.publish(model.config.class_names)
-        qos = qos_profile(params.output_qos, params.output_depth)
-        for topic, msg_type in ((TOPIC_SEGMENTATION, Image), (TOPIC_SEGMENTATION_COLOR, Image),
-                                (TOPIC_DEPTH, Image), (TOPIC_SEGMENTATION_INFO, CameraInfo),
-                                (TOPIC_DEPTH_INFO, CameraInfo)):
-            self._pubs[topic] = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth))
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: backend {model.backend}"
@@ -300,14 +271,7 @@ class EdgeMoeNode(LifecycleNode):
         self._release_model()
         self._lifecycle = STATE_FINALIZED
         self.get_logger().info("shut down")
-        exit_timer = None
-
-        def finish() -> None:
-            exit_timer.cancel()
-            if not self.finished.done():
-                self.finished.set_result(True)
-
-        exit_timer = self._steady_timer(EXIT_DELAY_S, finish)
+        finish_after_shutdown(self.finished, self._steady_timer)
         return super().on_shutdown(state)
 
     @serialised("_transition_lock")
@@ -338,11 +302,11 @@ class EdgeMoeNode(LifecycleNode):
         self._worker.stop()
 
     def _release_model(self) -> None:
-        # Unpublish the dict before destroying its entries: callbacks that read self._pubs from
-        # now on see none; one that took the old dict gets InvalidHandle, which it handles.
-        pubs, self._pubs = self._pubs, {}
-        for pub in pubs.values():
-            self.destroy_lifecycle_publisher(pub)
+        # Unpublish before destroying: callbacks that read self._outputs from now on see none; one
+        # that took the old outputs sees no publishers or gets InvalidHandle, which it handles.
+        outputs, self._outputs = self._outputs, None
+        if outputs is not None:
+            outputs.destroy()
         with self._model_lock:
             model, self._model = self._model, None
         if model is not None:
@@ -389,11 +353,8 @@ class EdgeMoeNode(LifecycleNode):
 
     def _subscribed(self) -> dict[str, bool]:
         """Per task: does any of its outputs have a subscriber (auto mode)."""
-        topics = {"semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
-                  "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO)}
-        pubs = self._pubs
-        return {task: any(t in pubs and subscription_count(pubs[t]) > 0 for t in names)
-                for task, names in topics.items()}
+        outputs = self._outputs
+        return outputs.subscribed() if outputs is not None else dict.fromkeys(TASK_TOPICS, False)
 
     @serialised("_transition_lock")
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -529,8 +490,9 @@ class EdgeMoeNode(LifecycleNode):
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
+            palette = model_palette(model.config)  # the class colours of the model that ran this frame
         try:
-            self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params)
+            self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params, palette)
         except Exception:
             if not self.context.ok():
                 return  # Ctrl-C: rclpy shut the context down under the frame in flight; drop it quietly
@@ -563,58 +525,27 @@ class EdgeMoeNode(LifecycleNode):
                                       f"until the next ~/reload_model or configure")
         self._stats.count("backend_faults")
 
-    def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams) -> None:
+    def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams,
+                 palette: np.ndarray | None) -> None:
         try:
-            self._publish_outputs(header, in_h, in_w, result, params)
+            self._publish_outputs(header, in_h, in_w, result, params, palette)
         except InvalidHandle:
             self._stats.count("dropped_in_cleanup")  # publishers destroyed while this frame was out
 
     def _publish_outputs(self, header: Header, in_h: int, in_w: int, result: FrameResult,
-                         params: NodeParams) -> None:
-        at_input = params.output_resolution == "input"
+                         params: NodeParams, palette: np.ndarray | None) -> None:
         info = self._latest_info
-        relayed = None
         if info is not None and not conv.calibration_fits(info, in_h, in_w):
             self._stats.count("camera_info_mismatch")
             self._log_throttled("warning", "camera_info_size",
                                 f"camera_info is {info.width}x{info.height} but the image {in_w}x{in_h} (another "
                                 "aspect ratio): camera_info not relayed until a matching one arrives")
             info = None
-        if info is not None:
-            # The fit the engine used for this frame (its resize mode, not the parameter, which
-            # applies at the next reload).
-            fit = None if at_input else result.fit
-            relayed = conv.camera_info_for_output(info, header, in_h, in_w, fit)
-        pubs = self._pubs
-        if not pubs:
+        outputs = self._outputs
+        if outputs is None or not outputs.publish(
+                header, in_h, in_w, result, at_input=params.output_resolution == "input",
+                publish_color=params.publish_color, palette=palette, info=info):
             return  # cleaned up while this frame was in flight
-
-        def wanted(topic: str) -> bool:
-            # Like image_pipeline: no subscriber, no restore/colourise/serialise work for that topic.
-            return subscription_count(pubs[topic]) > 0
-
-        if result.semseg is not None:
-            want_ids, want_color = wanted(TOPIC_SEGMENTATION), params.publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
-            if want_ids or want_color:
-                ids = result.semseg_at_input() if at_input else result.semseg
-                if want_ids:
-                    pubs[TOPIC_SEGMENTATION].publish(conv.array_to_image(ids, conv.MONO8, header, borrow=True))
-                if want_color:
-                    model = self._model  # its class colours (a cityscapes19 model has 19)
-                    palette = model_palette(model.engine.config) if model is not None else None
-                    color = colorize_semseg(result.semseg, palette)  # at model resolution: see color_at_input
-                    if at_input:
-                        color = color_at_input(color, result.fit)
-                    pubs[TOPIC_SEGMENTATION_COLOR].publish(conv.array_to_image(color, conv.RGB8, header, borrow=True))
-            if relayed is not None and wanted(TOPIC_SEGMENTATION_INFO):
-                pubs[TOPIC_SEGMENTATION_INFO].publish(relayed)
-        if result.depth is not None:
-            if wanted(TOPIC_DEPTH):
-                depth = result.depth_at_input() if at_input else result.depth
-                pubs[TOPIC_DEPTH].publish(conv.array_to_image(depth.astype(np.float32, copy=False),
-                                                              conv.DEPTH_32FC1, header, borrow=True))
-            if relayed is not None and wanted(TOPIC_DEPTH_INFO):
-                pubs[TOPIC_DEPTH_INFO].publish(relayed)
         self._stats.count("published")
         self._stats.output_rate.tick()
         stamp = Time.from_msg(header.stamp)
@@ -623,12 +554,7 @@ class EdgeMoeNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics and logging
     def _log_throttled(self, level: str, key: str, message: str) -> None:
-        suppressed = self._throttle.allow(key)
-        if suppressed is None:
-            return
-        if suppressed:
-            message += f" ({suppressed} similar messages suppressed)"
-        log_at(self.get_logger(), level, message)
+        self._throttle.log(self.get_logger(), level, key, message)
 
     def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
@@ -690,27 +616,7 @@ class EdgeMoeNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown transition."""
-    tune_allocator()  # frame-sized buffers reused, not re-faulted every frame (see allocator.py)
-    limit_blas_threads()  # numpy's small matmuls on one thread unless the environment says (blas_threads.py)
-    check_blas_kernels()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = EdgeMoeNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        spin_until_done(executor, node.finished, node.get_logger().error)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ParameterValueError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        code = 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return spin_lifecycle_node(EdgeMoeNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Shared by the single-camera node's layout and the multi-camera node (which creat
 ``CameraOutputs`` per camera under ``<camera>/``), so both publish the same topics, encodings and
 relayed intrinsics from an engine ``FrameResult``. Like image_pipeline, a topic nobody subscribes
 to costs no restore, colourise or serialise work.
+
+Publishers can be destroyed (cleanup, shutdown) while a frame or a diagnostics tick still holds
+this object: ``destroy`` unpublishes the dict before destroying its entries, and subscriber
+counts of a destroyed publisher read as 0 (guards.subscription_count). A ``publish`` that had
+already taken the old dict raises ``guards.InvalidHandle``; the caller counts that frame.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from std_msgs.msg import Header
 from ..engine import FrameResult
 from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
+from .guards import subscription_count
 
 TOPIC_SEGMENTATION = "segmentation"
 TOPIC_SEGMENTATION_COLOR = "segmentation/color"
@@ -60,15 +66,20 @@ class CameraOutputs:
         }
 
     def destroy(self) -> None:
-        for pub in self._pubs.values():
+        """Destroy the publishers; callers that read the dict from now on see none."""
+        pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
             self._node.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+
+    def publisher(self, topic: str) -> Any:
+        """The publisher of output ``topic`` (one of OUTPUT_TOPICS); KeyError once destroyed."""
+        return self._pubs[topic]
 
     def subscribed(self) -> dict[str, bool]:
         """Per task: does any of its outputs have a subscriber (``auto`` task mode)."""
         pubs = self._pubs
         return {
-            task: any(t in pubs and pubs[t].get_subscription_count() > 0 for t in names)
+            task: any(t in pubs and subscription_count(pubs[t]) > 0 for t in names)
             for task, names in TASK_TOPICS.items()
         }
 
@@ -92,12 +103,14 @@ class CameraOutputs:
             return False
         relayed = None
         if info is not None:
+            # The fit the engine used for this frame (its resize mode, not the parameter, which
+            # applies at the next reload).
             relayed = conv.camera_info_for_output(
                 info, header, in_h, in_w, None if at_input else result.fit
             )
 
         def wanted(topic: str) -> bool:
-            return pubs[topic].get_subscription_count() > 0
+            return subscription_count(pubs[topic]) > 0
 
         if result.semseg is not None:
             want_ids = wanted(TOPIC_SEGMENTATION)

@@ -2,8 +2,8 @@
 
 Both tune the process the same way (allocator, BLAS threads), spin a MultiThreadedExecutor until
 the node's ``finished`` future (set after the shutdown transition), Ctrl-C or an external
-shutdown, exit 2 with a FATAL line on a bad parameter, and always destroy the node so the backend
-is released.
+shutdown (no traceback), log a callback's exception and keep spinning, exit 2 with a FATAL line
+on a bad parameter, and always destroy the node so the backend is released.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rclpy.task import Future
 
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
+from .guards import spin_until_done
 from .params import ParameterValueError
 
 #: Exit code of a node stopped by a bad parameter value.
@@ -57,7 +58,8 @@ def spin_lifecycle_node(
         node = make_node()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
+        # A callback's exception is logged and spinning goes on (guards.spin_until_done).
+        spin_until_done(executor, node.finished, node.get_logger().error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ParameterValueError as exc:
