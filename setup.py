@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ament_python package setup: the same file works with pip (venv) and colcon."""
 
 from glob import glob

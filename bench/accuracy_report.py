@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Accuracy report: float reference vs our accelerator's fixed point, on the same inputs.
 
 Per task: relative L2 of every layer's output, routing agreement per MoE layer, cosine of the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Backbone latency: our fast CPU backend vs M³ViT's own inference code path in PyTorch eager.
 
 Full SPEC §2 model, batch 1, seeded random weights (the same tensors on both sides). The peer

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Issue 5 benchmark: the fixed-point emulator, the HLS C-simulation and the FPGA estimate.
 
 On the same images and weights (default: the SPEC model with seeded random weights, rendered

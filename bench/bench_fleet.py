@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fleet throughput: ``edgemoe-bag process IN... --out DIR`` on 1 and 2 local Ray workers against
 the single-process loop (issue 21).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Host-side task heads: time per task for each light head type, native kernels vs numpy vs PyTorch.
 
 The heads run on the host after the backbone (Edge-MoE accelerates the backbone only), so their

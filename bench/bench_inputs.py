@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Inputs shared by the accelerator bench scripts: which model, which images.
 
 A weights file when given, else seeded random weights of the SPEC (or tiny) model; rendered

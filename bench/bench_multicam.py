@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """N cameras: one ``edgemoe_multi_node`` against N ``edgemoe_node`` processes (issue 19).
 
 For N in ``--cameras`` (default 1, 2, 4, 6) and each size (640x480, 1280x720), two set-ups on the

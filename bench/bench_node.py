@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Node overhead and end-to-end latency of ``edgemoe_node`` with the ``null`` backend (issue 4).
 
 What the node costs *around* inference, at 640x480 and 1280x720 (bgr8 input, outputs at the input

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Depth scale across lenses, crops and stretches: does metric depth follow the camera's K?
 
 Renders the same scenes through several cameras (field of view, image size), runs the engine once

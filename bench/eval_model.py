@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Accuracy of a model on held-out synthetic driving scenes, per backend.
 
     python bench/eval_model.py [--weights FILE] [--frames 100] [--backends cpu,fixed] [--json out.json]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The benchmark's PyTorch peer: our model run the way M³ViT's own code runs it (eval, CPU, eager).
 
 Why a separate peer and not the training model: the issue-3 benchmark compares our CPU backend

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Soak and fault injection on a live ``edgemoe_node``: nothing lost, nothing leaked, never down.
 
     .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~56 min at 3 Hz

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keep freed frame-sized buffers in the process heap instead of handing them back to the kernel.
 
 Why: every camera frame allocates and frees megabytes of arrays (decoded input, restored outputs,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keep numpy's OpenBLAS on one thread in our executables, unless the user chose a number.
 
 Why: what numpy still multiplies in the node is small (with the native kernels, one small

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-demo --out DIR``: the README's first command — watch the model drive down a street.
 
 Renders a continuous synthetic drive, records it as a rosbag (what a camera driver would have

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Inference engine: one camera image in, class-id and metric-depth maps out. No ROS, no torch.
 
     engine = Engine(load_weights("model.safetensors"), backend="cpu")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image geometry and visualisation around the model: fit camera images to the model input, map
 outputs back, colourise them, and keep camera intrinsics consistent with whatever was resized.
 

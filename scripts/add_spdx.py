@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Add ``SPDX-License-Identifier: Apache-2.0`` to every source file that lacks it.
 
     python3 scripts/add_spdx.py            # stamp the repository's files (idempotent)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe_node`` with one extra backend, ``faulty``, for testing run-time backend faults.
 
 Run as a script (it is the node's executable in the fault tests): it registers the backend, then

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for tests that run ``edgemoe_node`` in its own process and drive it with real rclpy clients.
 
 Why a subprocess: it is how the node runs on a robot (its own executor, signals, exit code), and

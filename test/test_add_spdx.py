@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """scripts/add_spdx.py: the SPDX line lands where each language allows a comment first, a second
 run changes nothing, and ``--check`` reports what lacks it."""
 

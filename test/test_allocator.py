@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The allocator tuning keeps frame-sized buffers in the heap: no page faults on reuse (glibc)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training augmentation: sensor changes leave ground truth alone; crops keep K and depth targets
 right."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backend options are bounded in one table (backends/options.py, issue 22)."""
 
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag process IN... --out DIR``: one worker without Ray and two on a local Ray write the
 same bags as the single-bag form; a corrupt bag fails alone; a rerun resumes; a dying worker is
 retried; without Ray the flags say which extra to install.

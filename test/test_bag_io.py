@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rosbag2 read/write: round trips over both storages and every encoding, and clear errors on bad bags."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag play`` ends within the timeouts it was given, whatever the middleware does.
 
 Once (of two fresh-clone runs) ``play --wait-timeout 60`` outlived its caller's 121 s limit. Our

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag play --loop --restamp`` (issue 22): every loop gets new stamps, and an image and
 its camera_info still share one. In process, publishers replaced by recorders: no DDS needed."""
 

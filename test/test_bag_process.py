@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag process``: outputs match the engine frame by frame, stamps kept, errors map to exit codes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/bench_fleet.py end to end on a tiny set: the issue's JSON keys, every run accounted for.
 
 Not a timing test (three local Ray start-ups: slow, so marked ``slow``): it checks the benchmark

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/bench_heads.py: every implementation of each head agrees, and the JSON carries the table."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/bench_multicam.py on a small run (tiny model, two cameras, 480p, 1 s): the issue's JSON.
 
 Not a timing test: it checks that the bench measures both set-ups (outputs of every camera reach

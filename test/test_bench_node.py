@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/bench_node.py end to end on a small run: the issue's JSON, outputs received across processes.
 
 Not a timing test: it checks the benchmark still measures what it claims (the node's real per-frame

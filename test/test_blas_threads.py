@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """blas_threads: the executables put numpy's OpenBLAS on one thread unless the environment names a
 count. Each case runs in a fresh interpreter: the setting is process-wide and read at load."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Metric depth through the canonical camera: the conversion, degenerate K, and the engine with
 rendered scenes of one street seen through different lenses."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """cdr_image: a serialised Image read in place agrees with rclpy's deserialiser, field for field."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-infer`` end to end, as a user runs it: a subprocess on a tiny model and real PNGs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image/CompressedImage <-> numpy: every accepted encoding round-trips and every bad input kind
 of SPEC §7 is rejected with its own ``kind``."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fast float32 CPU backend against the float64 reference, and its batching / task-sharing invariants.
 
 The reference comparisons run on both paths of the backend: numpy (``native="off"``, the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The CPU backend's native kernels (backends/native/): each kernel against its float64 definition,
 the native backend against the numpy path and the float64 reference, the ``native`` option, the
 fallback when the library cannot be built, and the refusal of stale builds."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The native kernels' worker pool (option ``threads`` of the cpu backend) and the attention kernel:
 every thread count gives the same bits as one thread, the attention kernel matches its float64
 definition, a pool used by two callers at once stays correct, and bad ``threads`` values are

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Dataset readers and writers: round trips through each layout, label schemes, and bad input."""
 
 from __future__ import annotations

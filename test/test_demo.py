@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo writes a watchable result; the shipped weights (if present) are the SPEC model."""
 
 from __future__ import annotations

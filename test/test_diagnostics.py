@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Diagnostics building blocks: rates, latency percentiles, keyed log throttling, the status message."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-train``: a tiny model on dataset folders written by ``edgemoe-dataset export``, class
 schemes, canonical-camera depth targets, resume (and refusing another run's checkpoint), and
 DDP over two CPU processes against one process accumulating the same shards."""

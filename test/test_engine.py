@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Engine end to end on a tiny random model: shapes, ranges, fit modes, usage counters, reload."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Engine.infer_batch: B images in one backbone call give each image its single-image result.
 
 Bit-level claims, and why:

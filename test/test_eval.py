@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """edgemoe-eval: metric accumulation, the evaluation loop, and the CLI on tiny exported
 datasets."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/eval_model.py: the issue's JSON on a tiny guided model, every backend scored on held-out scenes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fixed point vs float on a random full-size model (SPEC §3: expect ~1-2 % relative L2 on the
 features, with the largest errors where routing flips)."""
 

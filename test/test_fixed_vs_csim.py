@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The numpy emulator and the C-simulation of hls_accel/ must agree on every output bit."""
 
 from __future__ import annotations

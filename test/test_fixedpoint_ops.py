@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Each integer op of the accelerator against float math, within its quantisation bound."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-fpga check`` (board bring-up) run against the simulated PYNQ device."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The PYNQ driver end to end against the simulated PYNQ device whose hardware is the C-simulation.
 
 The driver code path is the one a ZCU102 runs: ``pynq.Overlay`` parses the ``.hwh``, ``ip.write``/

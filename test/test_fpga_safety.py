@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Driver safety on the simulated PYNQ device: the .hwh register check (on our generated .hwh and
 on a real Vivado one), one process per device, PL reset before re-programming, the CMA check."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Task heads against slow, direct (loop-per-pixel) implementations, and the decoders."""
 
 from __future__ import annotations

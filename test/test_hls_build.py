@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """hls_accel/ builds with plain g++, its testbench compares (and fails on wrong data), and the
 kernel runs clean under AddressSanitizer + UBSan."""
 

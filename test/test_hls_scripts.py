@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Vitis HLS / Vivado scripts agree with the C++ top function, accel/interface.py and the overlay
 metadata the driver reads (accel/hwh.py). No Xilinx tool runs here, so this is what keeps the
 scripts from rotting: top name, ports and bundles, AXI-lite offsets, part, clock, IP identity."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The accelerator sources compile the way the vendor flow compiles them.
 
 ``accel/hls_staging.py`` stages ``hls_accel/`` exactly as ``vitis/run_hls.tcl`` does (its file

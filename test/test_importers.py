@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Importers: checkpoints built here with the upstream names/layouts round-trip exactly.
 
 The upstream layouts are written out independently in this file (not via the importer's own

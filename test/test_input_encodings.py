@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Camera encodings beyond rgb/bgr/mono8 (YUV 4:2:2, Bayer, 16-bit), each checked with a pattern
 whose RGB is known independently of OpenCV: a debayered flat colour stays that colour, YUV made
 from known RGB with the BT.601 formulas comes back within rounding, 16-bit samples scale to 8 bits.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The hardware interface: generated header, register map, kernel signature, weight packing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Class names, latched: LabelInfo's fields as JSON, and a subscriber that starts after the
 publish still receives them."""
 

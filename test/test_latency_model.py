@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The analytic accelerator latency model: tied to the HLS code, internally consistent, and
 responsive to each of its assumptions."""
 

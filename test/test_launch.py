@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """launch/edgemoe.launch.xml and config/edgemoe.yaml, without the (uninstallable) launch package:
 parse the launch file, resolve its args, remaps and params file exactly as ros2 launch would, start
 the same executable with the same ``--ros-args``, and check outputs appear on the remapped names."""

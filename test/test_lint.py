@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The linter is part of the test run: style findings fail the build like any other defect."""
 
 from __future__ import annotations

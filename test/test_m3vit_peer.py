@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The benchmark's M³ViT-style PyTorch peer computes our model: same features, same expert choices.
 
 If the peer drifted from the reference, the speed-up bench_engine reports would compare against a

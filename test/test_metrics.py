@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Error breakdown of bench/eval_model.py --breakdown: label-edge band vs interior, depth by distance."""
 
 from __future__ import annotations

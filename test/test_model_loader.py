@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The node's model holder: shipped-path resolution, fallback engine, reload-vs-rebuild decision."""
 
 import dataclasses

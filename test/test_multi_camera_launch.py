@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """launch/edgemoe_multi.launch.xml and config/edgemoe_6cam.yaml, without the launch package: the
 launch file parses, names the declared console script and the 6-camera params file; the config is
 valid parameter by parameter; and the command the launch file resolves to starts a node that

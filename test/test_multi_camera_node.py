@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The multi-camera node in its own process on a tiny model: three cameras, each with its own
 inputs, outputs, stamps, tasks and output resolution, diagnostics per camera; bad input or a
 stopped stream on one camera leaves the others alone."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """LatestFrameScheduler: latest frame per camera, round-robin rounds, no camera starves."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every public entry into native code refuses what the C would misread or overwrite.
 
 The kernels trust their pointers and sizes: a wrong shape reads past a buffer, a read-only output

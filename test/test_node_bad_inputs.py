@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every bad input of SPEC §7 sent to a running node: it is counted by kind on /diagnostics, the
 node keeps running, and the next good frame still gives the correct output. Also every accepted
 encoding (raw and compressed) gives the same result as rgb8, and run-time backend faults are

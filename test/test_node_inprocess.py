@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The node's lifecycle, parameters and fault handling driven in this process (issue 22): no DDS
 peer needed, so these check what the node decides, not how frames travel."""
 

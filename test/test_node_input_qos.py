@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The shipped configuration receives every 720p frame of a same-host camera (issue 22), follows a
 best-effort camera, and says on /diagnostics when fewer frames arrive than the camera sent.
 

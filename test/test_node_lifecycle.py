@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Lifecycle through the real lifecycle services of a node in its own process (ros2/demos style):
 configure -> activate -> deactivate -> cleanup -> shutdown and the exit code; a bad weights file
 fails configure and leaves the node alive and reconfigurable; ~/reload_model."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Proof of life (Isaac ROS style): the real node with the real Engine on a tiny random model in its
 own process; one image in, segmentation / colour / depth / camera_info out, every field checked."""
 

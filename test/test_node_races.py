@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Races between the node's concurrent callbacks, driven in-process so each interleaving is forced.
 
 The executor runs ``~/reload_model``, lifecycle transitions, the diagnostics timer and the worker

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``use_sim_time`` (issue 22): the node's timers run on the steady clock, so /diagnostics keep
 coming and the shutdown transition completes while /clock is paused, and outputs keep the input
 stamps (not the sim clock's)."""

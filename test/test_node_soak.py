@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Soak (slow; ``make test-slow``): the real node, the shipped full-size model, 720p frames offered
 faster than the CPU backend sustains, tasks switched every quarter and a bad frame every few
 seconds. Checks what a vehicle run needs: the node stays up, memory does not grow, every output

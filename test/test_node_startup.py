@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A bad parameter at start (issue 22): one FATAL line naming it, exit code 2, no traceback."""
 
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Task switching across processes, every path of SPEC §5: SetBool services, the ``tasks``
 parameter, the ``~/task_request`` topic, and ``auto`` with subscribers coming and going.
 A switch takes effect on the next frame and the ``tasks`` parameter always tells the truth."""

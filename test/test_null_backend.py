@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The null backend: right shapes/dtypes, zero features, valid evenly spread routing, shared checks."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The package as ROS 2 tooling sees it: package.xml, console scripts, and a real ``colcon build``.
 
 colcon from PyPI builds an ament_python package without a ROS install (SPEC §4), so the build a

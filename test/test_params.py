@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Parameter declarations and validation: one test per invalid value (in-process rclpy node)."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fit/restore geometry, colourisation and camera-intrinsics scaling."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Domain randomisation of the scenes: varied look and camera, geometry (labels, depth) still
 exact."""
 

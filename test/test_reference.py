@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The float64 reference forward and the shared layers: checked against independent formulations."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Replay across processes: ``edgemoe-bag play`` -> ``edgemoe_node`` -> ``edgemoe-bag record``.
 
 A generated sequence is written with ``rosbags``, played into the real node (own process, tiny

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The resource model of the accelerator: the SPEC configuration fits the xczu9eg with margin, and
 the model's buffer list is the C++'s array declarations (parsed here), so the two cannot drift."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Install by rosdep works: every module the node imports at run time is a ``package.xml`` key
 that exists in the rosdep database, and nothing is declared that the node does not use.
 

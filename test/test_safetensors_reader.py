@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The numpy safetensors reader: the same tensors as the ``safetensors`` package, hostile files
 refused with a clear message, and a node that loads its model with ``safetensors`` unimportable
 (a rosdep install has no key for it)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The procedural scenes: labels and depth must agree with the geometry that produced them."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/soak.py, short (~75 s, slow): a live node through every task path, reloads (good and
 corrupt), lifecycle cycles, hostile inputs and a camera outage loses nothing and stays up."""
 

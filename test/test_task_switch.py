@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests of the task state machine (pure Python, no ROS)."""
 
 import threading

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The PyTorch twin must be the same model as the numpy reference: names, shapes, math, routing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Heads-only training on a frozen backbone: the cache holds the backbone's features, a head
 learns from them, the exported model keeps the backbone bit for bit and runs in the engine."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training loop: it learns, resumes where it stopped, and exports a loadable weights file."""
 
 from __future__ import annotations

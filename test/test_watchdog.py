@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The backend-call watchdog (ros/watchdog.py): time limit, abandoned calls, deferred close."""
 
 import threading

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Weights file format: round trips, seeded init, and every bad-file case failing with an error
 that names the file and the tensor (SPEC §6)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The latest-frame-wins worker: bounded queue, drop counting, one state snapshot per frame."""
 
 import threading

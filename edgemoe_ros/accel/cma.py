@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Is there enough contiguous (CMA) memory for the accelerator's buffers?
 
 ``pynq.allocate`` on a Zynq UltraScale+ takes physically contiguous memory from the kernel's CMA

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One process owns the accelerator: an ``flock`` on a lock file per device.
 
 Two processes that each open the overlay would re-program the PL under each other and interleave

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stage ``hls_accel/`` for the vendor tools exactly as ``vitis/run_hls.tcl`` does, and compile the
 staged sources against Xilinx-style headers without the vendor tools.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Overlay metadata for our accelerator, generated from the register map in ``accel/interface.py``.
 
 ``pynq.Overlay(path)`` wants three files side by side: the bitstream (``.bit``), the Vivado hardware

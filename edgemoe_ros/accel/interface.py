@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The hardware interface of our Edge-MoE accelerator: the single source of truth.
 
 Everything the host and the HLS C++ must agree on lives here and nowhere else:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Analytic latency of our ``edgemoe_top`` accelerator at its synthesis clock.
 
 No board runs here, so the FPGA time of a frame is estimated from the HLS code in ``hls_accel/``:

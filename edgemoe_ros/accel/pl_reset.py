@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reset the accelerator from the PS without re-programming the PL.
 
 A kernel that never raises ``ap_done`` may still hold AXI transactions towards the PS. Re-

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PYNQ driver of the ``edgemoe_top`` accelerator: overlay, buffers, registers, start, poll, read back.
 
 One driver per loaded overlay. Device buffers are allocated once, at construction, for the model

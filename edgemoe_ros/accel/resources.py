@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Resource model of ``edgemoe_top``: BRAM36 and DSP48E2 from the constants the C++ uses.
 
 No Vitis runs here, so whether the accelerator fits the ZCU102's xczu9eg (912 BRAM36, 2,520 DSP)

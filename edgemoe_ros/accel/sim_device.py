@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A simulated PYNQ device whose "hardware" is the C-simulation of ``hls_accel/``.
 
 pynq 4.0.0 installs on x86 but finds no device. To run the *real* driver code path

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backend registry. Imports are lazy so a missing optional piece (pynq, the csim library) only
 matters to whoever selects that backend."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one small interface every backbone backend implements (cpu, reference, fixed, csim, fpga, null).
 
 A backend runs the *backbone* only (Edge-MoE accelerates the backbone; heads run on the host):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fast float32 CPU backend: the model math of docs/ARCHITECTURE.md, laid out for BLAS.
 
 Where the time goes and what this module does about it:

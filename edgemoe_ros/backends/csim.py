@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``csim`` backend: the C-simulation of our accelerator (``hls_accel/``) through ctypes.
 
 The library is the kernel C++ compiled with g++ for one model's sizes. For the SPEC model that is

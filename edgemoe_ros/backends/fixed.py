@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fixed`` backend: the bit-exact numpy emulator of our accelerator (``fixedpoint/``).
 
 Runs without a compiler or a board and gives exactly the numbers the FPGA would (the C-simulation

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fpga`` backend: the backbone on our ``edgemoe_top`` accelerator through PYNQ.
 
 On a ZCU102 running PYNQ, ``bitstream`` is the Vivado output of ``hls_accel/vitis/`` (``.bit`` with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A backend that does no work: zero features and a fixed, evenly spread routing.
 
 It exists to measure what the node costs *around* inference (decode, resize, heads on zeros,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every backend option, its type and its bounds, in one table checked in one place.
 
 Why: an option is a JSON value from a parameter or a command line, and an unbounded one is a

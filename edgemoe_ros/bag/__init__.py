@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rosbag2 tools: read/write camera bags, run the engine over a bag, play a bag into ROS 2.
 
 ``io`` and ``messages`` need only ``rosbags`` (no ROS install); ``play`` and ``record`` import rclpy.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag``: process, play, record and inspect rosbag2 camera bags.
 
 Exit codes (one per kind of failure, so scripts can tell them apart):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag process IN... --out DIR``: many bags, one output each, resumable, on Ray if asked.
 
 What a run does, in order:

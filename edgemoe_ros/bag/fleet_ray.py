@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Ray executor of ``fleet``: ``BagWorker`` actors, one model load each, fed unit by unit.
 
 Imported only when a run asks for Ray (``fleet.require_ray`` has checked it is installed).

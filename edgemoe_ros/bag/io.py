@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Read and write rosbag2 bags (sqlite3 and mcap) with the ``rosbags`` library — no ROS install needed.
 
 Every failure a user can cause (a path that is not a bag, a truncated or corrupt file, a topic that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """numpy arrays <-> ROS 2 messages as the ``rosbags`` library represents them (no rclpy).
 
 Bag files hold CDR bytes; ``rosbags`` turns them into plain dataclasses through a *typestore*.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag play BAG``: publish a bag's camera topics with rclpy, at the recorded pace or flat out.
 
 A stand-in for ``ros2 bag play`` (the ros2 CLI is not installable in this environment) limited to

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag process IN OUT``: run the engine over a camera topic and write a new mcap bag.
 
 The output bag holds the input image topic and its camera_info copied byte for byte, plus the

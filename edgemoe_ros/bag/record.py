@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-bag record OUT TOPIC...``: a small rclpy recorder writing rosbag2 with ``rosbags``.
 
 Replaces ``ros2 bag record`` where the ros2 CLI is not installed (here, and in the replay test).

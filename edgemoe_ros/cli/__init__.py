@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command-line tools built on ``edgemoe_ros.engine`` (no ROS needed): ``edgemoe-infer``,
 ``edgemoe-eval``, ``edgemoe-dataset``."""
 

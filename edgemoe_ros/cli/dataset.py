@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-dataset``: write our rendered scenes in real datasets' layouts, and check a dataset.
 
     edgemoe-dataset export --format cityscapes|kitti|manifest --out DIR --frames N [--seed S]

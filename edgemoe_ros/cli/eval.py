@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-eval``: score the model on a labelled dataset (real or exported) and say where it
 fails.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-fpga check``: bring-up check of the accelerator on the board.
 
     edgemoe-fpga check --bitstream /home/xilinx/edgemoe/edgemoe.bit [--weights FILE] [--image FILE]

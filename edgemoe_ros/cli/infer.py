@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-infer``: run the model on image files and write outputs a person can look at.
 
 For each ``IMAGE`` it writes, at the image's own resolution (stretch or crop fit undone):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Labelled real-world datasets for evaluation and training (no ROS, no torch).
 
 Readers yield ``LabelledFrame`` (RGB image, class ids of a scheme, metric depth, K, name) from

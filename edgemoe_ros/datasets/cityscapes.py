@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cityscapes in its standard layout (as the official zips unpack)::
 
     ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png    8-bit RGB

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Write our rendered scenes in the layouts the readers read (Cityscapes, KITTI depth, manifest).
 
 Two uses: a synthetic pre-training set a user can mix with real data in exactly the real data's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The frame every dataset reader yields, the readers' common base, and their error type."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading and writing the image files of the dataset layouts (OpenCV), with errors that name the
 file."""
 

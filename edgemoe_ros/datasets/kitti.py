@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """KITTI depth in the depth-completion benchmark's layout: the raw-data zips (rectified images and
 calibration) and ``data_depth_annotated.zip`` unpacked into one folder ROOT::
 

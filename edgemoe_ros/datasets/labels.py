@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Class schemes of the semseg task and the Cityscapes labelIds that feed them.
 
 Real datasets (Cityscapes, KITTI semantics, anything in a manifest) store *Cityscapes labelIds*

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Manifest datasets: a JSON list of labelled images, the format of
 ``shared/real_dev/manifest.json``.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Evaluate a model on a labelled dataset (``edgemoe-eval``): scores, pictures, per-frame records.
 
     with Engine(weights, backend="cpu") as engine:

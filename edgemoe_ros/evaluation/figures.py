@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pictures of an evaluation a person can look at: the confusion matrix and a mosaic per frame."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scores of a model on a labelled dataset: what ``edgemoe-eval`` accumulates and writes as JSON.
 
 Segmentation: a confusion matrix over the labelled pixels the model predicted (pixels outside a

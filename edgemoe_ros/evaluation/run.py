@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The evaluation loop: every frame through the engine, scored at the image's own resolution."""
 
 from __future__ import annotations

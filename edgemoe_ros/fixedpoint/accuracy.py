@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fixed point vs float on the same inputs: where the accelerator's numbers drift, and how much
 that matters for the published outputs.
 

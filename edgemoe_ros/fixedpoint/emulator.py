@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The whole backbone in integer arithmetic, bit-exact with the ``hls_accel/`` C-simulation.
 
 It reads the very buffers the accelerator reads (``accel.interface.pack_weights``), so a packing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Integer operations of the accelerator, one function per C++ kernel header, bit for bit.
 
 Every function takes and returns raw fixed-point integers (int64 arrays). The C++ counterpart of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Float <-> raw fixed-point conversion in the formats of ``accel/interface.py``.
 
 Raw values are plain int64 numpy arrays holding the two's-complement integer of the ap_fixed

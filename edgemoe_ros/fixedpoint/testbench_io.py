@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Case directories for the standalone C++ testbench (``hls_accel/tb/testbench.cpp``).
 
 A case is the kernel's inputs plus the outputs it must produce, as raw little-endian binaries:

@@ -1,1 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model definition: configuration, weights, reference math. numpy only, no ROS."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Canonical camera: metric depth that holds for any lens, crop and stretch (as Metric3D does).
 
 A monocular depth network judges distance from how large things look. The same car at the same

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model configuration: the numbers of SPEC §2 in one place.
 
 Every size the rest of the code needs (token counts, MoE layer indices, head sizes) is derived

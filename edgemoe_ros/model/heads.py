@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Task heads on the host (Edge-MoE accelerates only the backbone), numpy float32.
 
 Four heads, chosen by ``ModelConfig.head``:

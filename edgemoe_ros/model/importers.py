@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Importers: upstream M³ViT / Edge-MoE weights → our canonical ``ModelWeights`` (SPEC §6).
 
 Neither upstream publishes trained weights, but anyone who trains M³ViT or has an Edge-MoE weights

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Numpy building blocks shared by the float64 reference, the float32 CPU backend and the heads.
 
 Every op computes in the dtype of its input, so the reference (float64) and the fast path

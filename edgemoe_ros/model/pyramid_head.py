@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pyramid head: an image-guided decoder from the 1/16 token grid to full resolution (numpy).
 
 Why: a 16x16 token is wider than a pole and than a person beyond ~4 m, and 71 % of the guided

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Readable float64 forward of the backbone: the model math of docs/ARCHITECTURE.md, in code.
 
 This is the specification every backend is tested against, so it favours clarity over speed:

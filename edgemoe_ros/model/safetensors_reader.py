@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A numpy reader of the safetensors format, so loading a model needs no ``safetensors`` package.
 
 A rosdep install has no key for ``safetensors`` (rosdistro's rosdep/python.yaml lists none), and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Weights: canonical tensor names and shapes, seeded init, and the safetensors file format.
 
 One file per model (SPEC §6): every tensor of the model plus the ``ModelConfig`` as JSON in the

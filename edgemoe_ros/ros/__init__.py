@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ROS 2 face of edgemoe_ros: the lifecycle node and its helpers.
 
 Modules, one job each: ``node`` (the LifecycleNode and ``main``), ``params`` (every parameter,

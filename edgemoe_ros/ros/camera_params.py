@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The multi-camera node's parameters beyond ``params.py``: the camera list, per-camera choices.
 
 ``cameras`` (read-only) names the cameras; for each, ``<name>.tasks`` and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Latest-frame-per-camera scheduling for the multi-camera node (no ROS; unit tested alone).
 
 Why this shape: a live camera only ever wants its newest frame processed, so each camera holds

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A received ``sensor_msgs/Image`` read straight from its serialised CDR bytes, pixels not copied.
 
 rclpy turns every received Image into Python objects: the pixel array alone is copied into an

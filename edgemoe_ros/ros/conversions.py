@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """sensor_msgs <-> numpy, with the input validation of SPEC §7.
 
 Every malformed input raises :class:`BadInputError` whose ``kind`` (one of :data:`BAD_INPUT_KINDS`)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the node reports on ``/diagnostics`` and how often it logs (SPEC §5, §7).
 
 The statistics classes are plain Python (thread-safe, unit tested without ROS); only

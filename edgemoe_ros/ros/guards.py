@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Guards that keep one executor callback from corrupting the node's state or taking it down.
 
 Why: the node's callbacks run on a MultiThreadedExecutor, several at once. ``~/reload_model``

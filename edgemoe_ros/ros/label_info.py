@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The segmentation's class ids and names as vision_msgs/LabelInfo says them, in a std_msgs/String.
 
 A consumer of the ``segmentation`` mono8 image needs to know what each id means. vision_msgs'

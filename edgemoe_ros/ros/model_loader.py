@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the node runs frames on: weights + primary engine + optional fallback engine.
 
 Kept out of ``node.py`` so the lifecycle code reads as ROS wiring; everything here is plain

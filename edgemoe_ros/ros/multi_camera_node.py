@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe_multi_node``: one lifecycle node, one engine, one backend/accelerator for N cameras.
 
 Why one process: N ``edgemoe_node`` processes hold N copies of the model and, with

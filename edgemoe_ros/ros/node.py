@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe_node``: the lifecycle node publishing segmentation and metric depth (SPEC §5, §7).
 
 Reads top to bottom like image_pipeline's nodes: constants, then the constructor (parameters,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One camera's outputs: segmentation (ids, colour), depth and their camera_info relays.
 
 Shared by the single-camera node's layout and the multi-camera node (which creates one

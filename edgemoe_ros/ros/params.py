@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every parameter of ``edgemoe_node`` in one place: default, descriptor, validator.
 
 The same validator runs at declare time (a bad override from a launch/params file stops the

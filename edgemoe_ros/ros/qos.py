@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """QoS of the node's subscriptions and publishers, from their parameter words.
 
 Why ``auto`` is the input default: a 720p frame (2.7 MB) travels as ~45 UDP fragments, and a

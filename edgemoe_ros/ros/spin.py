@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``main`` of a lifecycle node process, shared by ``edgemoe_node`` and ``edgemoe_multi_node``.
 
 Both tune the process the same way (allocator, BLAS threads), spin a MultiThreadedExecutor until

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which tasks run on the next frame: the node's task state machine (pure Python, no rclpy).
 
 Four inputs change the state (SPEC §5): the ``tasks`` parameter, the ``~/enable_<task>`` SetBool

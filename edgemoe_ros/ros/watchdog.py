@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A time limit on backend calls: a hung accelerator must not hang the node (issue 22).
 
 Python cannot stop a thread, so the calls run on a runner thread of the watchdog's own (one per

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Inference off the subscription callback: a bounded latest-frame-wins queue and one worker thread.
 
 Why: a DDS callback that runs a 60 ms backbone backs up the middleware, and queued camera frames

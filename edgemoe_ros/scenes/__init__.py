@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Procedural driving scenes with exact labels and metric depth (numpy + OpenCV only, no downloads).
 
 ``render_frame(seed, w, h)`` gives one random street view for training; ``DriveSequence`` a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pinhole camera of the synthetic scenes: intrinsics from resolution + field of view, and pose.
 
 Frames follow ROS conventions: the camera optical frame is x right, y down, z forward (REP-103

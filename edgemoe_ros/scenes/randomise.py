@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Domain randomisation: everything the renderer can vary, controlled by one ``Randomisation``
 profile.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Analytic ray casting with a z-buffer: the road plane plus boxes and ellipsoids, vectorised in numpy.
 
 Every primitive is intersected only with the pixels inside its projected bounding rectangle, so a

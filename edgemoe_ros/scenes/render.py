@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Public entry points: single random frames for training, and continuous drives for the demo."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Appearance of the synthetic scenes: materials, procedural textures, sun lighting, sky and haze.
 
 Only the look is random here; geometry (and so labels and depth) is fixed by raycast.py. Variety

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Procedural street layout: a road along world +Y, sidewalks, and objects made of boxes and ellipsoids.
 
 The road is cut into chunks of ``CHUNK_LEN`` metres; each chunk's contents come from its own

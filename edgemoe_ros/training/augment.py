@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training-time augmentation of labelled frames: photometric (the sensor) and geometric
 (crops, flips).
 

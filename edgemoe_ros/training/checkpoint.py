@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-train`` checkpoints: only tensors and plain metadata, read back with
 ``torch.load(weights_only=True)`` (no pickled objects: a checkpoint cannot run code when loaded).
 

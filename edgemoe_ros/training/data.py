@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training data: a disk cache of rendered scenes, refreshed with new seeds while training runs.
 
 Rendering (~0.1 s a frame) is cheap next to a training step but not free on a 2-core machine, so

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Process group for data-parallel training, as ``torchrun`` sets it up.
 
 ``torchrun --nproc_per_node N`` (and its multi-node rendezvous) starts one process per rank with

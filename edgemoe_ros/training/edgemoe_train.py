@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``edgemoe-train``: train the model on rendered scenes and real datasets, on one machine or many.
 
     edgemoe-train --out runs/cs --data synth:0.3 --data cityscapes:/data/cityscapes:0.7 \\

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Segmentation and depth metrics (numpy only), shared by training validation and bench/eval_model.py.
 
 Depth is evaluated where the ground truth is a finite, non-sky distance within the model's range

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training data for ``edgemoe-train``: a weighted mixture of rendered scenes and real datasets,
 every frame brought to what the model sees and what it must predict.
 

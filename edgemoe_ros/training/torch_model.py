@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PyTorch twin of the SPEC §2 model, for training and as the PyTorch peer in benchmarks.
 
 Parameter names and shapes are exactly ``model.weights.expected_shapes(cfg)``, so a trained

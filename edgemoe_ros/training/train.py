@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Train the SPEC §2 model on procedural driving scenes, on CPU, within a wall-clock budget.
 
     python -m edgemoe_ros.training.train --out runs/synth --minutes 70 [--resume] [--batch 32]

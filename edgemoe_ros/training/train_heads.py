@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Train the task heads alone on a frozen backbone, from cached backbone features, on CPU.
 
     python -m edgemoe_ros.training.train_heads --init MODEL.safetensors --out runs/pyramid \\

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Multi-head self-attention with a single-pass softmax.
 //
 // q is pre-scaled by log2(e)/sqrt(head_dim) while it is narrowed to the attn format, so scores

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Wide AXI reads of the weight buffers. The weight masters (gmem1: one-time weights, gmem2: expert
 // weights) are AXI_DATA_WIDTH_BITS wide, the width of the ZCU102's HP ports, so every load loop
 // moves one whole beat (WORDS_PER_BEAT 16-bit words) per cycle instead of one word. The host

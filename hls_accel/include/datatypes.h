@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The number formats of SPEC §3 in one place, and the rounding rules every kernel uses.
 //
 // The ap_fixed typedefs name each format (widths come from the generated edgemoe_interface.h,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The accelerator's computation without the interface pragmas, shared by the synthesis top
 // (src/edgemoe_top.cpp) and the C-simulation ABI (src/csim_api.cpp), which needs the status code
 // the hardware cannot return.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Our integer math for the accelerator: no floating point anywhere in the datapath, so the numpy
 // emulator can reproduce each function exactly (fixedpoint/ops.py names the Python twin of every
 // function here). Loops have constant trip counts so each unit synthesises to a fixed pipeline.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GELU as ReLU minus a correction: GELU(x) = ReLU(x) - c(|x|), c(a) = a * Phi(-a), tabulated at
 // GELU_TABLE_SIZE points a = i / 2^GELU_STEP_SHIFT (177 entries, step 1/32, up to 5.5) and
 // linearly interpolated; c is 0 beyond the table. Twin: fixedpoint/ops.py gelu.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Minimal clean-room hls::stream for C-simulation: a FIFO with the blocking read/write interface
 // the kernels use. Under Vitis (csim, synthesis, cosim) the tool's own hls_stream.h is used
 // instead: vitis/run_hls.tcl leaves this file out of the staged sources. Reading an empty stream is a kernel bug (a deadlock in hardware), so

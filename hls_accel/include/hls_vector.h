@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Minimal clean-room hls::vector<T, N>: a fixed-size array value type (one wide register in
 // hardware) with element access and element-wise add, which is all the kernels need.
 #ifndef EDGEMOE_HLS_VECTOR_H_

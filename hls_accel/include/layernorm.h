@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LayerNorm over the last axis in integer arithmetic (biased variance, eps from the model):
 //   mean = floor(sum / D); dev = x - mean; var = floor(sum((dev >> LN_SQ_SHIFT)^2) / D)
 //   rstd = floor(2^(LN_STD_FRAC + LN_RSTD_FRAC) / isqrt(var + eps))

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one shared linear unit (Edge-MoE's key resource saving): y = x W^T + b for every linear
 // layer of the model (patch embedding, qkv, proj, dense MLP, router, experts), in TILE x TILE
 // weight tiles. The TILE x TILE multiplies of one row are one fully unrolled array of DSPs, applied

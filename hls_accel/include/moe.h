@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Mixture-of-Experts MLP with a per-task router, top-k selection and per-expert token queues.
 //
 // 1. Router: logits = LN2(x) W_task^T through the shared linear unit; the task id picks W_task,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Patch embedding: pixels (ap_ufixed<8,0>) normalised per channel ((p - mean) * inv_std, both
 // from the on-chip parameter cache), gathered per 16x16 patch in (c, ky, kx) order, projected by
 // the shared linear unit with patch-embedding weights (ap_fixed<16,0>), then the class token is

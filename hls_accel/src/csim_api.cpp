@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C-simulation shared library ABI (docs/ARCHITECTURE.md): what backends/csim.py and the
 // simulated PYNQ device call. Not thread-safe: the kernel's on-chip buffers are static, as they
 // are one set of BRAMs in hardware; callers serialise.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One image through the whole backbone (SPEC §2), layer by layer, on on-chip buffers:
 // patch embedding, 12 pre-LN blocks (attention; dense MLP or MoE MLP), final LayerNorm.
 // Small parameters (biases, LayerNorm, cls/pos embedding, pixel normalisation) live in an on-chip

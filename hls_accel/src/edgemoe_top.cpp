@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Synthesis top of the accelerator: the argument list, AXI bundles and AXI-lite offsets are those
 // of edgemoe_ros/accel/interface.py (KERNEL_ARGS); test_hls_build checks they agree. The two weight
 // masters are AXI_DATA_WIDTH_BITS wide (beat_t), so each carries WORDS_PER_BEAT int16 words per beat.

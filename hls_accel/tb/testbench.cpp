@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Standalone C-simulation testbench: loads a case directory written by
 // edgemoe_ros.fixedpoint.testbench_io (inputs, packed weights, expected outputs from the numpy
 // emulator), runs edgemoe_top's core, and COMPARES every output word.

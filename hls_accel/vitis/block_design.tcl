@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Vivado block design of the Edge-MoE accelerator on a ZCU102, from the exported HLS IP to the
 # .bit + .hwh pair that pynq.Overlay loads.
 #

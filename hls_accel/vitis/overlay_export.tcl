@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The last two steps of the Vivado flow, as procedures: the timing gate and the export of the
 # overlay files pynq loads. block_design.tcl sources this file; test/test_hls_scripts.py runs these
 # procedures in a plain Tcl interpreter with Vivado's get_property stubbed, so their behaviour is

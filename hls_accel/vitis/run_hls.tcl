@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Vitis HLS build of the Edge-MoE accelerator (top function edgemoe_top) for the ZCU102.
 #
 #   vitis_hls -f run_hls.tcl [-tclargs <steps> [<case_dir>]]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Native (C++) kernels for the CPU backend, built with g++ on first use and loaded through ctypes.
 
 ``fastops.cpp`` holds the kernels (packed-weight GEMM with fused bias/GELU, residual add +

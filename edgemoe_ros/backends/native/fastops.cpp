@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fused float32 kernels for the CPU backend (edgemoe_ros/backends/cpu.py) and the guided and
 // pyramid task heads (edgemoe_ros/model/heads.py, pyramid_head.py), loaded by fastops.py.
 //

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Build, cache and bind ``fastops.cpp``: the CPU backend's fused float32 kernels.
 
 The library is compiled on first use with the flags below into ``build/native/`` of a source
