@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_processes import stop_process
 
 SIZES: dict[str, tuple[int, int]] = {"480p": (480, 640), "720p": (720, 1280)}
 CAMERAS = (1, 2, 4, 6)
@@ -52,6 +52,8 @@ BIN = Path(sys.executable).parent
 #: Seconds of output before counting starts (model warm-up, first batches).
 WARMUP_S = 3.0
 START_TIMEOUT_S = 180.0
+#: How long a node/sink process gets to exit on SIGINT before it is killed.
+STOP_TIMEOUT_S = 15.0
 ENGINE_RUNS = 5
 
 
@@ -87,16 +89,6 @@ def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ----------------------------------------------------------------------------- ROS traffic
@@ -269,7 +261,7 @@ def bench_setup(
         memory = [_memory_kb(p.pid) for p in procs]
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p, STOP_TIMEOUT_S)
         rig.close()
     lat = rig.latencies
     frames = sum(len(v) for v in lat.values())

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_processes import stop_process
 
 SIZES: dict[str, tuple[int, int]] = {"480p": (480, 640), "720p": (720, 1280)}
 NAMESPACE = "/cam"
@@ -49,6 +49,8 @@ OUTPUT_TOPICS = ("segmentation", "segmentation/color", "depth")
 #: e2e playback rate: well under what the null backend sustains, so latency is not queueing.
 E2E_HZ = 10.0
 WARMUP = 5
+#: How long a node/sink process gets to exit on SIGINT before it is killed.
+STOP_TIMEOUT_S = 10.0
 BIN = Path(sys.executable).parent
 
 
@@ -112,16 +114,6 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ----------------------------------------------------------------------------- sink process
@@ -303,7 +295,7 @@ def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[s
     except RuntimeError as exc:
         print(f"  e2e {size}: {exc} ({len(listener.latencies)} received)", file=sys.stderr)
     finally:
-        _stop(node)
+        stop_process(node, STOP_TIMEOUT_S)
     lat = listener.latencies[WARMUP:] if len(listener.latencies) > WARMUP else listener.latencies
     return {"e2e": _ms(lat), "e2e_p90": _ms(lat, 90), "received": float(len(listener.latencies)),
             "sent": float(frames)}
@@ -395,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             r.update({f"{k}_model_res": v for k, v in model_res.items()})
             r["overhead_own"] = r["overhead"] - r["publish_serialized"]
             results[size] = r
-        _stop(sink)
+        stop_process(sink, STOP_TIMEOUT_S)
         if not args.skip_e2e:
             listen_node = rclpy.create_node("bench_listener")
             listener = Listener(listen_node)
@@ -404,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in sizes:
                 results[size].update(bench_e2e(weights_path, size, args.e2e_frames, tmp, env, listener))
     finally:
-        _stop(sink)
+        stop_process(sink, STOP_TIMEOUT_S)
         executor.shutdown()
         for n in (pub_node, listen_node):
             if n is not None:

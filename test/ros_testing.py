@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -384,7 +387,8 @@ def tmp_dir(prefix: str = "edgemoe_ros_test_") -> str:
 
 
 class NodeHarness:
-    """A node process on a private ROS graph, plus a client on that graph, torn down by ``close``.
+    """A node process on a private ROS graph, plus a client on that graph, torn down by ``close``
+    (or at the end of a ``with`` block: a module fixture is ``with NodeHarness(...) as h: yield h``).
 
     ``weights``: True writes a tiny random model and points ``weights_path`` at it.
     """
@@ -423,6 +427,12 @@ class NodeHarness:
     def failure_context(self) -> str:
         return f"\n--- node output ({self.node.command}) ---\n{self.node.output()[-4000:]}"
 
+    def __enter__(self) -> NodeHarness:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> int | None:
         """Stop client and node; remove the temp dir unless ``EDGEMOE_KEEP_TEST_TMP`` is set."""
         try:
@@ -433,3 +443,73 @@ class NodeHarness:
             if not os.environ.get(KEEP_TMP_ENV):
                 shutil.rmtree(self.tmp, ignore_errors=True)
         return code
+
+
+# ----------------------------------------------------------------------------- launch files
+#: The package our launch files live in; in the source tree its share directory is the repo root.
+PACKAGE = "edgemoe_ros"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_LAUNCH_SUBST = re.compile(r"\$\(([\w-]+)\s+([^)]*)\)")
+
+
+def find_pkg_share(pkg: str) -> Path:
+    """Source-tree equivalent of the installed share dir: setup.py installs launch/ and config/ there."""
+    assert pkg == PACKAGE, f"launch file refers to unknown package {pkg}"
+    return REPO_ROOT
+
+
+def resolve_launch_text(text: str | None, args: dict[str, str], source: str = "launch file") -> str:
+    """The substitutions our launch files may use: $(var name) and $(find-pkg-share pkg); others fail."""
+    def sub(m: re.Match) -> str:
+        kind, arg = m.group(1), m.group(2).strip()
+        if kind == "var":
+            assert arg in args, f"$(var {arg}) names no <arg>"
+            return args[arg]
+        if kind == "find-pkg-share":
+            return str(find_pkg_share(arg))
+        raise AssertionError(f"unsupported substitution $({kind} ...) in {source}")
+    return _LAUNCH_SUBST.sub(sub, text or "")
+
+
+def launch_description(launch: Path, overrides: dict[str, str] | None = None) -> dict:
+    """Parse a one-node XML launch file without the (uninstallable) launch package: its args, and
+    the node's pkg/exec/name/namespace/ros_args/params/remaps with everything resolved as ros2
+    launch would. Every arg must have a description; overriding an undeclared arg fails."""
+    root = ET.parse(launch).getroot()
+    assert root.tag == "launch"
+    args = {}
+    for a in root.findall("arg"):
+        assert a.get("description"), f"arg {a.get('name')} has no description"
+        args[a.get("name")] = a.get("default")
+    unknown = set(overrides or {}) - set(args)
+    assert not unknown, f"overrides for undeclared args {unknown}"
+    args.update(overrides or {})
+
+    def resolve(text: str | None) -> str:
+        return resolve_launch_text(text, args, launch.name)
+
+    args = {k: resolve(v) for k, v in args.items()}
+    [node] = root.findall("node")
+    params_files, params = [], {}
+    for p in node.findall("param"):
+        if p.get("from"):
+            params_files.append(resolve(p.get("from")))
+        else:
+            params[p.get("name")] = yaml.safe_load(resolve(p.get("value")))
+    return {
+        "args": args, "pkg": node.get("pkg"), "exec": node.get("exec"), "name": node.get("name"),
+        "namespace": resolve(node.get("namespace")), "ros_args": shlex.split(resolve(node.get("ros_args"))),
+        "params_files": params_files, "params": params,
+        "remaps": [(resolve(r.get("from")), resolve(r.get("to"))) for r in node.findall("remap")],
+    }
+
+
+# ----------------------------------------------------------------------------- bench scripts
+def run_bench(script: str, args: Iterable[str], timeout_s: float,
+              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``bench/<script>`` with this interpreter from the repo root, as ``make bench`` does, and
+    fail the test with the end of its stderr unless it exits 0; the caller reads its --json."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], capture_output=True,
+                          text=True, timeout=timeout_s, cwd=REPO_ROOT, env=None if env is None else dict(env))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from ros_testing import run_bench
 
 
 @pytest.mark.slow
 def test_bench_fleet_writes_the_issue_json(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray (the fleet extra) is installed by scripts/bootstrap.sh")
     out = tmp_path / "fleet.json"
-    proc = subprocess.run(
+    proc = run_bench(
+        "bench_fleet.py",
         [
-            sys.executable,
-            str(ROOT / "bench" / "bench_fleet.py"),
             "--size",
             "small",
             "--bags",
@@ -37,12 +33,8 @@ def test_bench_fleet_writes_the_issue_json(tmp_path: Path) -> None:
             "--json",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+        600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     for key in ("speedup", "speedup_ray1", "scaling_efficiency", "ray_startup_s"):
         assert math.isfinite(doc[key]) and doc[key] > 0, key

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-from ros_testing import write_tiny_weights
-
-ROOT = Path(__file__).resolve().parents[1]
+from ros_testing import run_bench, write_tiny_weights
 
 
 def test_bench_multicam_writes_the_issue_json(tmp_path):
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
     out = tmp_path / "multicam.json"
-    proc = subprocess.run(
+    proc = run_bench(
+        "bench_multicam.py",
         [
-            sys.executable,
-            str(ROOT / "bench" / "bench_multicam.py"),
             "--cameras",
             "2",
             "--sizes",
@@ -39,13 +33,9 @@ def test_bench_multicam_writes_the_issue_json(tmp_path):
             "--json",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+        300,
         env={"HOME": str(tmp_path), **os.environ},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     entry = doc["cameras"]["2"]
     size = entry["480p"]

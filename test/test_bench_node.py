@@ -10,13 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from ros_testing import run_bench
 
 
 # LARGE_DATA's TCP data path (connection set-up, back-pressure) makes that run's duration depend
@@ -24,11 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("dds", ["localhost", pytest.param("large_data", marks=pytest.mark.slow)])
 def test_bench_node_writes_the_issue_json(tmp_path, dds):
     out = tmp_path / "node.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_node.py"), "--sizes", "480p", "--runs", "4",
-                           "--e2e-frames", "12", "--dds", dds, "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={"HOME": str(tmp_path), **os.environ})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("bench_node.py", ["--sizes", "480p", "--runs", "4", "--e2e-frames", "12", "--dds", dds,
+                                       "--json", str(out)], 300, env={"HOME": str(tmp_path), **os.environ})
     assert f"DDS set-up: {dds}" in proc.stdout
     doc = json.loads(out.read_text())
     assert set(doc["overhead_ms"]) == {"480p"} and set(doc["e2e_ms"]) == {"480p"} and doc["dds"] == dds

@@ -3,19 +3,18 @@
 parse the launch file, resolve its args, remaps and params file exactly as ros2 launch would, start
 the same executable with the same ``--ros-args``, and check outputs appear on the remapped names."""
 
-import re
-import shlex
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 from ros_testing import (
     NODE_SCRIPT,
+    PACKAGE,
     TEST_PARAMS,
     NodeProcess,
     RosClient,
+    launch_description,
     make_camera_info,
     make_image,
     ros_env,
@@ -30,54 +29,6 @@ from edgemoe_ros.ros import params as P
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "edgemoe.launch.xml"
 CONFIG = ROOT / "config" / "edgemoe.yaml"
-PACKAGE = "edgemoe_ros"
-_SUBST = re.compile(r"\$\(([\w-]+)\s+([^)]*)\)")
-
-
-def find_pkg_share(pkg: str) -> Path:
-    """Source-tree equivalent of the installed share dir: setup.py installs launch/ and config/ there."""
-    assert pkg == PACKAGE, f"launch file refers to unknown package {pkg}"
-    return ROOT
-
-
-def resolve(text: str, args: dict[str, str]) -> str:
-    """The substitutions this launch file may use: $(var name) and $(find-pkg-share pkg); others fail."""
-    def sub(m: re.Match) -> str:
-        kind, arg = m.group(1), m.group(2).strip()
-        if kind == "var":
-            assert arg in args, f"$(var {arg}) names no <arg>"
-            return args[arg]
-        if kind == "find-pkg-share":
-            return str(find_pkg_share(arg))
-        raise AssertionError(f"unsupported substitution $({kind} ...) in {LAUNCH.name}")
-    return _SUBST.sub(sub, text or "")
-
-
-def launch_description(overrides: dict[str, str] | None = None) -> dict:
-    """args, and the node's pkg/exec/name/namespace/ros_args/params/remaps with everything resolved."""
-    root = ET.parse(LAUNCH).getroot()
-    assert root.tag == "launch"
-    args = {}
-    for a in root.findall("arg"):
-        assert a.get("description"), f"arg {a.get('name')} has no description"
-        args[a.get("name")] = a.get("default")
-    unknown = set(overrides or {}) - set(args)
-    assert not unknown, f"overrides for undeclared args {unknown}"
-    args.update(overrides or {})
-    args = {k: resolve(v, args) for k, v in args.items()}
-    [node] = root.findall("node")
-    params_files, params = [], {}
-    for p in node.findall("param"):
-        if p.get("from"):
-            params_files.append(resolve(p.get("from"), args))
-        else:
-            params[p.get("name")] = yaml.safe_load(resolve(p.get("value"), args))
-    return {
-        "args": args, "pkg": node.get("pkg"), "exec": node.get("exec"), "name": node.get("name"),
-        "namespace": resolve(node.get("namespace"), args), "ros_args": shlex.split(resolve(node.get("ros_args"), args)),
-        "params_files": params_files, "params": params,
-        "remaps": [(resolve(r.get("from"), args), resolve(r.get("to"), args)) for r in node.findall("remap")],
-    }
 
 
 def command_for(desc: dict) -> list[str]:
@@ -98,12 +49,12 @@ def command_for(desc: dict) -> list[str]:
 
 
 def test_exec_is_the_declared_console_script():
-    desc = launch_description()
+    desc = launch_description(LAUNCH)
     assert f"{desc['exec']} = edgemoe_ros.ros.node:main" in (ROOT / "setup.py").read_text()
 
 
 def test_default_args_resolve_to_package_config():
-    desc = launch_description()
+    desc = launch_description(LAUNCH)
     assert desc["params_files"] == [str(ROOT / "config" / "edgemoe.yaml")]
     assert Path(desc["params_files"][0]).is_file()
     assert desc["params"] == {"autostart": True}
@@ -132,8 +83,8 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     params_file = tmp_path / "edgemoe.yaml"
     params_file.write_text(yaml.safe_dump(params))
     ns = "/perception/front"
-    desc = launch_description({"namespace": ns, "image": "/sensors/cam/image_raw",
-                               "camera_info": "/sensors/cam/camera_info", "params_file": str(params_file)})
+    desc = launch_description(LAUNCH, {"namespace": ns, "image": "/sensors/cam/image_raw",
+                                       "camera_info": "/sensors/cam/camera_info", "params_file": str(params_file)})
     cmd = command_for(desc)
     env = ros_env(tmp_path)
     node = NodeProcess(tmp_path, env, command=cmd)

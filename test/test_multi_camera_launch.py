@@ -4,24 +4,23 @@ launch file parses, names the declared console script and the 6-camera params fi
 valid parameter by parameter; and the command the launch file resolves to starts a node that
 serves every camera of the rig."""
 
-import shlex
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 from ros_testing import (
     NODE_SCRIPT,
+    PACKAGE,
     TEST_PARAMS,
     NodeProcess,
     RosClient,
     image_array,
+    launch_description,
     make_image,
     ros_env,
     write_tiny_weights,
 )
 from sensor_msgs.msg import Image
-from test_launch import PACKAGE, resolve
 
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.ros import params as P
@@ -34,40 +33,13 @@ CONFIG = ROOT / "config" / "edgemoe_6cam.yaml"
 MULTI_PARAMS = {"cameras", "max_batch", "stale_timeout"}
 
 
-def launch_description(overrides: dict[str, str] | None = None) -> dict:
-    root = ET.parse(LAUNCH).getroot()
-    assert root.tag == "launch"
-    args = {}
-    for a in root.findall("arg"):
-        assert a.get("description"), f"arg {a.get('name')} has no description"
-        args[a.get("name")] = a.get("default")
-    args.update(overrides or {})
-    args = {k: resolve(v, args) for k, v in args.items()}
-    [node] = root.findall("node")
-    return {
-        "pkg": node.get("pkg"),
-        "exec": node.get("exec"),
-        "name": node.get("name"),
-        "namespace": resolve(node.get("namespace"), args),
-        "ros_args": shlex.split(resolve(node.get("ros_args"), args)),
-        "params_files": [
-            resolve(p.get("from"), args) for p in node.findall("param") if p.get("from")
-        ],
-        "params": {
-            p.get("name"): yaml.safe_load(resolve(p.get("value"), args))
-            for p in node.findall("param")
-            if not p.get("from")
-        },
-    }
-
-
 def _config() -> dict:
     [(_, body)] = yaml.safe_load(CONFIG.read_text()).items()
     return body["ros__parameters"]
 
 
 def test_launch_names_the_multi_camera_console_script_and_6cam_config():
-    desc = launch_description()
+    desc = launch_description(LAUNCH)
     assert desc["pkg"] == PACKAGE and desc["exec"] == "edgemoe_multi_node"
     assert (
         "edgemoe_multi_node = edgemoe_ros.ros.multi_camera_node:main"
@@ -103,7 +75,7 @@ def test_launch_command_serves_all_six_cameras(tmp_path):
     params_file = tmp_path / "edgemoe_6cam.yaml"
     params_file.write_text(yaml.safe_dump(params))
     ns = "/perception"
-    desc = launch_description({"namespace": ns, "params_file": str(params_file)})
+    desc = launch_description(LAUNCH, {"namespace": ns, "params_file": str(params_file)})
     exe = NODE_SCRIPT.with_name(desc["exec"])
     assert exe.exists(), f"console script {desc['exec']} not installed at {exe}"
     cmd = [

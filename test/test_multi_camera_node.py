@@ -53,11 +53,8 @@ def harness():
     for name, (tasks, resolution, _) in CAMERAS.items():
         params[f"{name}.tasks"] = tasks
         params[f"{name}.output_resolution"] = resolution
-    h = NodeHarness(params=params, executable=EXECUTABLE, node_name=NODE)
-    try:
+    with NodeHarness(params=params, executable=EXECUTABLE, node_name=NODE) as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture(scope="module")

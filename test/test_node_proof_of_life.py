@@ -25,11 +25,8 @@ INFO_SETTLE_S = 0.3
 
 @pytest.fixture(scope="module")
 def harness():
-    h = NodeHarness()
-    try:
+    with NodeHarness() as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,7 @@ from .camera_scheduler import LatestFrameScheduler, group_by
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, LatencyWindow, NodeStats, RollingRate, build_status
 from .label_info import TOPIC_LABEL_INFO, LabelInfoPublisher
+from .lifecycle_common import LifecycleCommon
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .outputs import CameraOutputs
 from .params import (
@@ -114,7 +115,7 @@ class Decoded:
     tasks: tuple[str, ...]
 
 
-class MultiCameraNode(LifecycleNode):
+class MultiCameraNode(LifecycleCommon, LifecycleNode):
     """Lifecycle node: N cameras in, per-camera segmentation / depth / camera_info out."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
@@ -124,7 +125,7 @@ class MultiCameraNode(LifecycleNode):
             self._params = declare_all(self)
             names, self._max_batch, self._stale_timeout = declare_cameras(self, self._params)
         except ParameterValueError:
-            super().destroy_node()
+            LifecycleNode.destroy_node(self)  # not ours: nothing of the node's state is set up yet
             raise
         self._cameras = {n: Camera(n, TaskSwitch(read_camera(self, n).tasks)) for n in names}
         self.add_pre_set_parameters_callback(normalize_request)
@@ -170,12 +171,6 @@ class MultiCameraNode(LifecycleNode):
         )
         self._autostart_timer = (
             self._steady_timer(0.0, self._autostart) if self._params.autostart else None
-        )
-
-    def _steady_timer(self, period_s: float, callback: Any) -> Any:
-        """Timers on the steady clock: /clock under use_sim_time must not drive them (node.py)."""
-        return self.create_timer(
-            period_s, callback, callback_group=self._group, clock=self._steady_clock
         )
 
     @property
@@ -257,32 +252,18 @@ class MultiCameraNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release_model()
+        self._release_all()
         self._lifecycle = "finalized"
         finish_after_shutdown(self.finished, self._steady_timer)
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release_model()
+        self._release_all()
         self._lifecycle = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
-    def destroy_node(self) -> None:
-        self._stop_processing()
-        self._release_model()
-        super().destroy_node()
-
-    def _autostart(self) -> None:
-        self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
-
     def _stop_processing(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        self._destroy_input_subscriptions()
         self._stopping.set()
         self._scheduler.close()
         if self._thread is not None:

@@ -43,6 +43,7 @@ from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .guards import InvalidHandle, serialised
 from .label_info import LabelInfoPublisher
+from .lifecycle_common import LifecycleCommon
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .outputs import TASK_TOPICS, CameraOutputs
 from .params import (
@@ -97,7 +98,7 @@ class FrameState:
     params: NodeParams
 
 
-class EdgeMoeNode(LifecycleNode):
+class EdgeMoeNode(LifecycleCommon, LifecycleNode):
     """Lifecycle node: image in; segmentation, colour segmentation, depth and camera_info out."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
@@ -108,7 +109,7 @@ class EdgeMoeNode(LifecycleNode):
         except ParameterValueError:
             # Release the half-built node now: the context would otherwise destroy it at shutdown
             # through our destroy_node, whose state was never set up (main logs FATAL, exits 2).
-            super().destroy_node()
+            LifecycleNode.destroy_node(self)
             raise
         self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(
@@ -153,17 +154,6 @@ class EdgeMoeNode(LifecycleNode):
         self._autostart_timer = None
         if self._params.autostart:
             self._autostart_timer = self._steady_timer(0.0, self._autostart)
-
-    def _steady_timer(self, period_s: float, callback: Any) -> Any:
-        """A timer on the steady clock, whatever ``use_sim_time`` says.
-
-        A timer on ROS time under ``use_sim_time`` is woken by every /clock message (rcl wakes
-        the wait set on each forward time jump): at 100 Hz that kept the executor thread busy
-        enough to starve the worker (issue 22: 9.9 -> 1.1 Hz), and with /clock paused the
-        diagnostics stopped and shutdown never finished. Outputs keep their input stamps, so
-        nothing the node publishes depends on which clock its timers use.
-        """
-        return self.create_timer(period_s, callback, callback_group=self._group, clock=self._steady_clock)
 
     # ------------------------------------------------------------------ lifecycle
     @serialised("_transition_lock")
@@ -245,8 +235,7 @@ class EdgeMoeNode(LifecycleNode):
         def resubscribe() -> None:
             self.destroy_timer(timer)
             if self._lifecycle == STATE_ACTIVE and self._subs:
-                for sub in self._subs:
-                    self.destroy_subscription(sub)
+                self._destroy_input_subscriptions()
                 self._subscribe_inputs("best_effort")
 
         timer = self._steady_timer(0.0, resubscribe)
@@ -268,8 +257,7 @@ class EdgeMoeNode(LifecycleNode):
     @serialised("_transition_lock")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything from whatever state we are in, then let ``main`` exit."""
-        self._stop_processing()
-        self._release_model()
+        self._release_all()
         self._lifecycle = STATE_FINALIZED
         self.get_logger().info("shut down")
         finish_after_shutdown(self.finished, self._steady_timer)
@@ -278,27 +266,12 @@ class EdgeMoeNode(LifecycleNode):
     @serialised("_transition_lock")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error("error transition: releasing resources")
-        self._stop_processing()
-        self._release_model()
+        self._release_all()
         self._lifecycle = STATE_UNCONFIGURED
         return TransitionCallbackReturn.SUCCESS
 
-    def destroy_node(self) -> None:
-        """Stop the worker and free the backend even when the process exits without transitions."""
-        self._stop_processing()
-        self._release_model()
-        super().destroy_node()
-
-    def _autostart(self) -> None:
-        self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            return  # configure logged why; the node stays up for a later configure/reload
-        self.trigger_activate()
-
     def _stop_processing(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        self._destroy_input_subscriptions()
         self._processing = False
         self._worker.stop()
 
