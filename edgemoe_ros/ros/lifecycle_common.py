@@ -9,9 +9,14 @@ timer; how each stops its threads and frees its model differs, so each node keep
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from .params import ParameterValueError
+
+T = TypeVar("T")
 
 
 class LifecycleCommon:
@@ -28,6 +33,16 @@ class LifecycleCommon:
 
     def _release_model(self) -> None:  # pragma: no cover - each node defines it
         raise NotImplementedError
+
+    def _declare_parameters(self, declare: Callable[[], T]) -> T:
+        """``declare()`` (the constructor's parameter declaration); on a bad value release the
+        half-built node and re-raise. The context would otherwise destroy it at shutdown through
+        our destroy_node, whose state was never set up (main logs FATAL, exits 2)."""
+        try:
+            return declare()
+        except ParameterValueError:
+            LifecycleNode.destroy_node(self)  # type: ignore[arg-type]
+            raise
 
     def _steady_timer(self, period_s: float, callback: Any) -> Any:
         """A timer on the steady clock, whatever ``use_sim_time`` says.

@@ -53,7 +53,6 @@ from .lifecycle_common import LifecycleCommon
 from .model_loader import LoadedModel, load_model, load_weights_for
 from .outputs import CameraOutputs
 from .params import (
-    ParameterValueError,
     check_set_request,
     declare_all,
     normalize_request,
@@ -121,12 +120,10 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        try:
-            self._params = declare_all(self)
-            names, self._max_batch, self._stale_timeout = declare_cameras(self, self._params)
-        except ParameterValueError:
-            LifecycleNode.destroy_node(self)  # not ours: nothing of the node's state is set up yet
-            raise
+        self._params = self._declare_parameters(lambda: declare_all(self))
+        names, self._max_batch, self._stale_timeout = self._declare_parameters(
+            lambda: declare_cameras(self, self._params)
+        )
         self._cameras = {n: Camera(n, TaskSwitch(read_camera(self, n).tasks)) for n in names}
         self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(self._check_parameters)

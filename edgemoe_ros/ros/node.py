@@ -48,7 +48,6 @@ from .model_loader import LoadedModel, load_model, load_weights_for
 from .outputs import TASK_TOPICS, CameraOutputs
 from .params import (
     NodeParams,
-    ParameterValueError,
     check_set_request,
     declare_all,
     normalize_request,
@@ -104,13 +103,7 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        try:
-            self._params = declare_all(self)
-        except ParameterValueError:
-            # Release the half-built node now: the context would otherwise destroy it at shutdown
-            # through our destroy_node, whose state was never set up (main logs FATAL, exits 2).
-            LifecycleNode.destroy_node(self)
-            raise
+        self._params = self._declare_parameters(lambda: declare_all(self))
         self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(
             lambda request: check_set_request(request, lambda name: self.get_parameter(name).value))
