@@ -60,10 +60,14 @@ def test_every_executable_calls_it_at_start():
 
     shared_start = (root / "cli/__init__.py").read_text()
     assert sets_it(shared_start.split("def run_engine_tool", 1)[1]), "cli.run_engine_tool"
-    for rel in ("ros/node.py", "bag/cli.py", "demo.py"):
+    spin = (root / "ros/spin.py").read_text()
+    assert sets_it(spin.split("def spin_lifecycle_node", 1)[1]), "ros.spin.spin_lifecycle_node"
+    for rel in ("bag/cli.py", "demo.py"):
         assert sets_it((root / rel).read_text()), rel
     for rel in ("cli/infer.py", "cli/eval.py"):  # through the shared start of the engine tools
         assert "run_engine_tool(" in (root / rel).read_text(), rel
+    for rel in ("ros/node.py", "ros/multi_camera_node.py"):  # through the nodes' shared main
+        assert "spin_lifecycle_node(" in (root / rel).read_text(), rel
 
 
 @pytest.mark.parametrize(("core", "flags", "env", "want"), [
