@@ -451,7 +451,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
 
     refresher = None
     if not args.no_refresh:
-        ctx = mp.get_context("fork")
+        ctx = mp.get_context("spawn")  # see train_heads.build_cache: never fork a threaded process
         refresher = ctx.Process(target=_watch_parent, daemon=True,
                                 args=(os.getpid(), 10, data.refresh_worker, str(cache), cfg.img_w, cfg.img_h,
                                       args.max_shards))

@@ -173,7 +173,10 @@ def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: in
         return
     log.info("feature cache %s: rendering %d shards on %d workers", cache_dir, len(jobs), workers)
     t0 = time.time()
-    with mp.get_context("fork").Pool(workers, _init_worker, (str(weights_path),)) as pool:
+    # spawn, not fork: the caller may hold threads (DDS, Ray's gRPC, our kernels' pool), and a
+    # forked child of a threaded process can die or deadlock; a Pool whose worker dies waits
+    # forever for its task (seen: a make test hung here after the fleet tests' Ray).
+    with mp.get_context("spawn").Pool(workers, _init_worker, (str(weights_path),)) as pool:
         for i, path in enumerate(pool.imap_unordered(_write_shard, jobs), 1):
             log.info("cached %s (%d/%d, %.1f min)", Path(path).name, i, len(jobs), (time.time() - t0) / 60)
 
