@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import (
-    FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
@@ -33,10 +32,6 @@ PER_CAMERA = ("tasks", "output_resolution")
 #: Cameras served per backbone call at most (the accelerator's register map takes MAX_IMAGES).
 MAX_BATCH_RANGE = (1, MAX_IMAGES)
 DEFAULT_MAX_BATCH = 8
-#: A camera whose last frame is older than this many seconds is WARN; 3x older, ERROR.
-STALE_TIMEOUT_RANGE = (0.05, 3600.0)
-DEFAULT_STALE_TIMEOUT_S = 1.0
-STALE_ERROR_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -64,10 +59,12 @@ def check_camera_names(value: Any) -> str | None:
     return None
 
 
-def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], int, float]:
-    """Declare ``cameras``, ``max_batch``, ``stale_timeout``, every ``<camera>.<param>``; validate.
+def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], int]:
+    """Declare ``cameras``, ``max_batch``, every ``<camera>.<param>``; validate.
 
-    Returns (cameras, max_batch, stale_timeout). Raises :class:`ParameterValueError`.
+    A camera's stream is judged by the node-wide ``expected_input_rate``, ``input_rate_*`` and
+    ``input_timeout`` (params.py), each camera on its own (with an unknown rate, each camera's
+    is learned from its stream). Returns (cameras, max_batch). Raises :class:`ParameterValueError`.
     """
     node.declare_parameter(
         "cameras",
@@ -87,20 +84,6 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
             read_only=True,
             integer_range=[
                 IntegerRange(from_value=MAX_BATCH_RANGE[0], to_value=MAX_BATCH_RANGE[1], step=1)
-            ],
-        ),
-    )
-    node.declare_parameter(
-        "stale_timeout",
-        DEFAULT_STALE_TIMEOUT_S,
-        ParameterDescriptor(
-            description=f"Seconds without a frame before a camera's diagnostics turn WARN "
-            f"({STALE_ERROR_FACTOR:g}x: ERROR).",
-            read_only=True,
-            floating_point_range=[
-                FloatingPointRange(
-                    from_value=STALE_TIMEOUT_RANGE[0], to_value=STALE_TIMEOUT_RANGE[1], step=0.0
-                )
             ],
         ),
     )
@@ -125,11 +108,7 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
             reason = spec.validate(value)
             if reason:
                 raise ParameterValueError(name, value, reason)
-    return (
-        tuple(cameras),
-        int(node.get_parameter("max_batch").value),
-        float(node.get_parameter("stale_timeout").value),
-    )
+    return tuple(cameras), int(node.get_parameter("max_batch").value)
 
 
 def read_camera(node: Node, camera: str) -> CameraParams:

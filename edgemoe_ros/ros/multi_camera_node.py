@@ -13,8 +13,9 @@ takes a round (the newest frame of up to ``max_batch`` cameras), groups it by ta
 each group as ONE ``Engine.infer_batch`` call: the backend sees a (B, H, W, 3) batch, so each
 expert's weights are read once per batch instead of once per camera (docs/multi_camera.md).
 
-Diagnostics: one status per camera (rate, latency, drops, bad input, stale stream: WARN after
-``stale_timeout`` s without a frame, ERROR after 3x) and one for the backend/accelerator.
+Diagnostics: one status per camera (rate, latency, drops, bad input, stale or absent stream and
+missing camera_info as the single node judges them: diagnostics.InputMonitor, per camera) and
+one for the backend/accelerator.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from std_msgs.msg import Header
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
 from .camera_params import (
-    STALE_ERROR_FACTOR,
     CameraParams,
     check_camera_request,
     declare_cameras,
@@ -47,7 +47,15 @@ from .camera_params import (
 )
 from .camera_scheduler import LatestFrameScheduler, group_by
 from .cdr_image import ImageView, read_image
-from .diagnostics import KeyedThrottle, LatencyWindow, NodeStats, RollingRate, build_status
+from .diagnostics import (
+    KeyedThrottle,
+    LatencyWindow,
+    NodeStats,
+    RollingRate,
+    build_status,
+    status_prefix,
+    with_stream,
+)
 from .label_info import TOPIC_LABEL_INFO, LabelInfoPublisher
 from .lifecycle_common import LifecycleCommon
 from .model_loader import LoadedModel, load_model, load_weights_for
@@ -88,7 +96,6 @@ class Camera:
     info: CameraInfo | None = None
     outputs: CameraOutputs | None = None
     label_info: LabelInfoPublisher | None = None
-    last_frame: float | None = None  # monotonic arrival time of the newest frame
     warned_no_k: bool = False
     seen: dict[str, int] = field(default_factory=dict)  # counts at the last diagnostics report
 
@@ -121,7 +128,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._params = self._declare_parameters(lambda: declare_all(self))
-        names, self._max_batch, self._stale_timeout = self._declare_parameters(
+        names, self._max_batch = self._declare_parameters(
             lambda: declare_cameras(self, self._params)
         )
         self._cameras = {n: Camera(n, TaskSwitch(read_camera(self, n).tasks)) for n in names}
@@ -149,7 +156,6 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             maxsize=2 * self._max_batch
         )
         self._stopping = threading.Event()
-        self._activated_at = 0.0
         # Accelerator-wide figures: batches, images per batch, backbone call time.
         self._batch_rate = RollingRate()
         self._batch_sizes: list[int] = []
@@ -233,7 +239,6 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     callback_group=self._group,
                 )
             )
-        self._activated_at = time.monotonic()
         self._lifecycle = "active"
         self.get_logger().info("activated")
         return super().on_activate(state)
@@ -317,7 +322,6 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     None,
                 )
                 return
-            cam.last_frame = time.monotonic()
             stamp = msg.header.stamp
             cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
             self._scheduler.offer(cam.name, Pending(msg))
@@ -489,7 +493,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def _camera_health(
         self, cam: Camera, bad: dict[str, int], counters: dict[str, int]
     ) -> tuple[bytes, str]:
-        """Level and message of one camera: stale stream, faults, bad input since last report."""
+        """Level and message of one camera: faults, bad input since last report (the stream's
+        own health: _publish_diagnostics)."""
         seen = {
             "faults": counters.get("backend_faults", 0),
             "bad": sum(bad.values()),
@@ -499,15 +504,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         cam.seen = seen
         if self._lifecycle != "active":
             return DiagnosticStatus.OK, self._lifecycle
-        last = cam.last_frame if cam.last_frame is not None else self._activated_at
-        age = time.monotonic() - last
-        what = "no frame received" if cam.last_frame is None else "last frame"
-        if age > STALE_ERROR_FACTOR * self._stale_timeout:
-            return DiagnosticStatus.ERROR, f"stale input: {what} for {age:.1f} s"
         if new["faults"]:
             return DiagnosticStatus.ERROR, f"{new['faults']} backend fault(s) since last report"
-        if age > self._stale_timeout:
-            return DiagnosticStatus.WARN, f"stale input: {what} for {age:.1f} s"
         if new["bad"]:
             return DiagnosticStatus.WARN, f"{new['bad']} bad input(s) since last report"
         if new["info"]:
@@ -523,7 +521,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def _accelerator_status(self, node_name: str) -> DiagnosticStatus:
         model = self._model
         faults, self._faults_seen = self._faults - self._faults_seen, self._faults
-        backend = "none"
+        backend, hardware = "none", ""
         level, message = DiagnosticStatus.OK, self._lifecycle
         values: list[KeyValue] = []
         if self._config_error:
@@ -532,6 +530,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             level, message = DiagnosticStatus.WARN, f"{self._lifecycle}: no model loaded"
         else:
             backend = model.fallback_backend if self._on_fallback else model.backend
+            hardware = model.hardware_of(self._on_fallback)
             hung = (model.fallback_watchdog if self._on_fallback else model.watchdog).hung_for()
             if hung is not None:
                 level, message = (
@@ -570,23 +569,34 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             level=level,
             name=f"{node_name}: {ACCELERATOR_STATUS}",
             message=message,
-            hardware_id=backend,
+            hardware_id=hardware or backend,
             values=values,
         )
 
     def _publish_diagnostics(self) -> None:
-        node_name = self.get_fully_qualified_name().lstrip("/")
+        node_name = status_prefix(
+            self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn
+        )
         model = self._model
         backend = (
             "none"
             if model is None
             else (model.fallback_backend if self._on_fallback else model.backend)
         )
+        hardware = "" if model is None else model.hardware_of(self._on_fallback)
         statuses = [self._accelerator_status(node_name)]
+        limits = self._params.stream_limits
         for cam in self._cameras.values():
             counts = cam.stats.snapshot_counts()
             level, message = self._camera_health(cam, *counts)
             tasks = cam.tasks.snapshot(cam.outputs.subscribed() if cam.outputs is not None else ())
+            cam.stats.input_rate.set_limits(limits)
+            stream = cam.stats.input_rate.check(
+                watching=self._lifecycle == "active" and bool(tasks.active),
+                has_camera_info=cam.info is not None,
+                depth_active="depth" in tasks.active,
+            )
+            level, message = with_stream(level, message, stream)
             worker = {
                 "submitted": self._scheduler.offered[cam.name],
                 "dropped": self._scheduler.replaced[cam.name],
@@ -601,6 +611,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                 cam.stats,
                 worker,
                 counts=counts,
+                stream=stream,
+                hardware_id=hardware,
             )
             status.name = f"{node_name}: camera {cam.name}"
             statuses.append(status)

@@ -40,7 +40,7 @@ from ..engine import FrameResult
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
 from .cdr_image import ImageView, read_image
-from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .diagnostics import KeyedThrottle, NodeStats, build_status, status_prefix, with_stream
 from .guards import InvalidHandle, serialised
 from .label_info import LabelInfoPublisher
 from .lifecycle_common import LifecycleCommon
@@ -564,17 +564,25 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         model = self._model
         counts = self._stats.snapshot_counts()
         level, message = self._health(model, *counts)
-        backend = "none"
+        # The input stream is judged only while frames are wanted: active, with a task enabled.
+        self._stats.input_rate.set_limits(self._params.stream_limits)
+        stream = self._stats.input_rate.check(
+            watching=self._lifecycle == STATE_ACTIVE and bool(tasks.active),
+            has_camera_info=self._latest_info is not None, depth_active="depth" in tasks.active)
+        level, message = with_stream(level, message, stream)
+        backend, hardware = "none", ""
         usage = None
         moe_layers: tuple[int, ...] = ()
         if model is not None:
             backend = model.fallback_backend if self._on_fallback else model.backend
+            hardware = model.hardware_of(self._on_fallback)
             engine = model.fallback if self._on_fallback else model.engine
             usage = {t: np.array(u) for t, u in getattr(engine, "expert_usage", {}).items()}
             moe_layers = model.config.moe_layers
         worker_counts = self._worker.counters()
-        status = build_status(self.get_fully_qualified_name(), level, message, backend, tasks.active,
-                              tasks.mode, self._stats, worker_counts, usage, moe_layers, counts)
+        prefix = status_prefix(self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn)
+        status = build_status(prefix, level, message, backend, tasks.active, tasks.mode, self._stats,
+                              worker_counts, usage, moe_layers, counts, stream, hardware)
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status]

@@ -32,6 +32,13 @@ from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
 from .conversions import DEFAULT_MAX_IMAGE_PIXELS
+from .diagnostics import (
+    DEFAULT_EXPECTED_RATE_HZ,
+    DEFAULT_INPUT_TIMEOUT_S,
+    DEFAULT_RATE_TOLERANCE,
+    DEFAULT_RATE_WINDOW_S,
+    StreamLimits,
+)
 from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
 
@@ -44,6 +51,12 @@ DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
 #: Far above a frame's time on the backends (cpu: tens of ms; C-simulation: ~0.55 s per task).
 DEFAULT_INFERENCE_TIMEOUT_S = 10.0
 INFERENCE_TIMEOUT_RANGE = (0.1, 3600.0)
+#: Input stream diagnostics (diagnostics.InputMonitor): expected rate (0 = learn it), tolerance
+#: (a fraction below it, as diagnostic_updater's FrequencyStatusParam), window, timeout.
+EXPECTED_RATE_RANGE = (0.0, 1000.0)
+RATE_TOLERANCE_RANGE = (0.0, 0.99)
+RATE_WINDOW_RANGE = (0.1, 3600.0)
+INPUT_TIMEOUT_RANGE = (0.1, 3600.0)
 
 
 class ParameterValueError(ValueError):
@@ -73,10 +86,10 @@ def _int_in(lo: int, hi: int) -> Validator:
     return check
 
 
-def _float_in(lo: float, hi: float) -> Validator:
+def _float_in(lo: float, hi: float, unit: str = "seconds") -> Validator:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            return f"must be a number in [{lo:g}, {hi:g}] seconds"
+            return f"must be a number in [{lo:g}, {hi:g}]" + (f" {unit}" if unit else "")
         return None
     return check
 
@@ -204,6 +217,22 @@ PARAMS: tuple[ParamSpec, ...] = (
               _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
     ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
               "manager) produces output.", _is_bool, read_only=True),
+    ParamSpec("expected_input_rate", DEFAULT_EXPECTED_RATE_HZ, "Frames per second the camera sends; "
+              "/diagnostics WARN below expected_input_rate * (1 - input_rate_tolerance) over "
+              "input_rate_window. 0 = unknown: learned from the stream.",
+              _float_in(*EXPECTED_RATE_RANGE, unit="Hz"), float_range=EXPECTED_RATE_RANGE),
+    ParamSpec("input_rate_tolerance", DEFAULT_RATE_TOLERANCE, "Fraction the input rate may fall below "
+              "the expected (or learned) rate before /diagnostics turns WARN.",
+              _float_in(*RATE_TOLERANCE_RANGE, unit=""), float_range=RATE_TOLERANCE_RANGE),
+    ParamSpec("input_rate_window", DEFAULT_RATE_WINDOW_S, "Seconds over which the input rate is "
+              "measured for /diagnostics.", _float_in(*RATE_WINDOW_RANGE), float_range=RATE_WINDOW_RANGE),
+    ParamSpec("input_timeout", DEFAULT_INPUT_TIMEOUT_S, "Seconds without an input frame before "
+              "/diagnostics turns ERROR (longer than input_rate_window, so a stopped camera is WARN "
+              "first).", _float_in(*INPUT_TIMEOUT_RANGE), float_range=INPUT_TIMEOUT_RANGE),
+    ParamSpec("diagnostics_use_fqn", False, "Name /diagnostics statuses after the node's fully "
+              "qualified name without the leading slash ('front/edgemoe_node: inference') instead "
+              "of its name ('edgemoe_node: inference'): for several nodes of one name in different "
+              "namespaces.", _is_bool, read_only=True),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -241,10 +270,21 @@ class NodeParams:
     inference_timeout: float
     diagnostics_period: float
     autostart: bool
+    expected_input_rate: float
+    input_rate_tolerance: float
+    input_rate_window: float
+    input_timeout: float
+    diagnostics_use_fqn: bool
 
     @property
     def backend_kwargs(self) -> dict[str, Any]:
         return parse_backend_options(self.backend_options)
+
+    @property
+    def stream_limits(self) -> StreamLimits:
+        """The input stream diagnostics' limits (diagnostics.InputMonitor)."""
+        return StreamLimits(float(self.expected_input_rate), float(self.input_rate_tolerance),
+                            float(self.input_rate_window), float(self.input_timeout))
 
 
 def _plain(value: Any) -> Any:
