@@ -44,6 +44,16 @@ INVALID = [
     ("use_compressed", "yes"),
     ("publish_color", 1),
     ("autostart", "true"),
+    ("expected_input_rate", -1.0),
+    ("expected_input_rate", 1e6),
+    ("expected_input_rate", float("nan")),
+    ("input_rate_tolerance", 1.0),
+    ("input_rate_tolerance", -0.1),
+    ("input_rate_window", 0.0),
+    ("input_rate_window", -5.0),
+    ("input_timeout", 0.0),
+    ("input_timeout", "10"),
+    ("diagnostics_use_fqn", "false"),
 ]
 
 VALID = [
@@ -54,6 +64,8 @@ VALID = [
     ("input_qos", "best_effort"), ("input_qos", "auto"), ("output_depth", 1), ("output_depth", 1000),
     ("queue_size", 100), ("max_image_pixels", 1280 * 720),
     ("diagnostics_period", 0.5),
+    ("expected_input_rate", 0.0), ("expected_input_rate", 29.97), ("input_rate_tolerance", 0.0),
+    ("input_rate_window", 0.5), ("input_timeout", 2.0), ("diagnostics_use_fqn", True),
 ]
 
 
@@ -78,7 +90,8 @@ def test_defaults_are_valid_and_every_parameter_documented():
     assert set(P.SPECS) == {"weights_path", "backend", "fallback_backend", "backend_options", "tasks",
                             "output_resolution", "resize_mode", "input_qos", "output_qos", "output_depth", "queue_size",
                             "use_compressed", "publish_color", "max_image_pixels", "inference_timeout", "diagnostics_period",
-                            "autostart"}
+                            "autostart", "expected_input_rate", "input_rate_tolerance", "input_rate_window",
+                            "input_timeout", "diagnostics_use_fqn"}
 
 
 def test_graph_shaping_parameters_are_read_only():

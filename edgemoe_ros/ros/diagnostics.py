@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the node reports on ``/diagnostics`` and how often it logs (SPEC §5, §7).
 
-The statistics classes are plain Python (thread-safe, unit tested without ROS); only
-:func:`build_status` touches ``diagnostic_msgs``. Latency is kept as percentiles over a rolling
-window of recent frames because a mean hides exactly the stalls a vehicle integrator looks for.
+The statistics classes are plain Python (thread-safe, unit tested without ROS); only the
+functions at the end (:func:`build_status`, :func:`with_stream`) touch ``diagnostic_msgs``.
+Latency is kept as percentiles over a rolling window of recent frames because a mean hides
+exactly the stalls a vehicle integrator looks for. :class:`InputMonitor` judges the camera
+stream as diagnostic_updater's FrequencyStatus / TimeStampStatus do (docs/ros_conventions.md,
+"Diagnostics"); both nodes use it, the multi-camera node once per camera.
 """
 
 from __future__ import annotations

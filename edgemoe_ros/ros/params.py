@@ -232,7 +232,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_use_fqn", False, "Name /diagnostics statuses after the node's fully "
               "qualified name without the leading slash ('front/edgemoe_node: inference') instead "
               "of its name ('edgemoe_node: inference'): for several nodes of one name in different "
-              "namespaces.", _is_bool, read_only=True),
+              "namespaces.", _is_bool),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
