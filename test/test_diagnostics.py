@@ -245,6 +245,52 @@ def test_build_status_reports_everything_spec_asks_for():
         assert key in v
 
 
+# ----- the node's wiring, in this process -----
+def test_node_judges_its_input_only_while_active_with_a_task(ros_context, tmp_path):
+    """No task enabled, or not active: no stale alarm however long no frame comes; a task
+    enabled: ERROR once no frame came for input_timeout. The status is '<node name>: inference'
+    and its hardware_id names the CPU."""
+    import time
+    import uuid
+
+    from rclpy.parameter import Parameter
+    from ros_testing import write_tiny_weights
+
+    from edgemoe_ros.ros.hardware_id import host_cpu
+    from edgemoe_ros.ros.node import EdgeMoeNode
+
+    name = f"edgemoe_node_{uuid.uuid4().hex[:8]}"
+    overrides = {"weights_path": str(write_tiny_weights(tmp_path / "tiny.safetensors")),
+                 "autostart": False, "input_rate_window": 0.1, "input_timeout": 0.2}
+    node = EdgeMoeNode(name, context=ros_context, namespace="/front",
+                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    sent = []
+    node._diag_pub.publish = sent.append  # the report, without a DDS peer
+
+    def report(wait_s: float = 0.0) -> DiagnosticStatus:
+        node._publish_diagnostics()  # arms the check when it starts watching
+        time.sleep(wait_s)
+        node._publish_diagnostics()
+        [status] = sent[-1].status
+        return status
+
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        [ok] = node.set_parameters([Parameter("tasks", Parameter.Type.STRING_ARRAY, [])])
+        assert ok.successful, ok.reason
+        idle = report(0.4)
+        assert idle.level == DiagnosticStatus.OK and idle.message == "active", idle.message
+        assert idle.name == f"{name}: inference" and idle.hardware_id == f"cpu: {host_cpu()}"
+        node.set_parameters([Parameter("tasks", value=["semseg"])])
+        stale = report(0.4)
+        assert stale.level == DiagnosticStatus.ERROR and "input stale: no frame for" in stale.message
+        node.trigger_deactivate()
+        assert report().level == DiagnosticStatus.OK
+    finally:
+        node.destroy_node()
+
+
 # ----- end to end: the running node's /diagnostics -----
 @pytest.mark.ros
 def test_running_node_reports_rates_latency_and_expert_usage():
