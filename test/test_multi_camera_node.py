@@ -206,6 +206,42 @@ def test_stopped_camera_turns_warn_then_error_while_a_live_one_stays_ok(io):
     assert accel["backend"] == "cpu" and accel["cameras"] == "front,left,rear"
 
 
+def test_per_camera_expected_rate_judges_that_camera_only(io, harness):
+    """rear.expected_input_rate 50 Hz with rear at ~10 Hz: rear WARN naming the expected rate;
+    front at the same rate, learned, stays OK. A negative rate is refused."""
+    _, pubs, diag = io
+    c = harness.client
+    [bad] = c.set_parameters(harness.node_name, {"rear.expected_input_rate": -1.0})
+    assert not bad.successful and "rear.expected_input_rate" in bad.reason
+    # A 2 s window: front's learned rate then tolerates the loop's hiccups on a busy host.
+    changes = {"rear.expected_input_rate": 50.0, "input_rate_window": 2.0}
+    assert all(r.successful for r in c.set_parameters(harness.node_name, changes))
+    for cam in ("front", "rear"):  # calibrated: no camera_info warning
+        pubs[cam][1].publish(make_camera_info(*CAMERAS[cam][2], frame_id=cam))
+    try:
+        frame, slow = 0, None
+        deadline = time.monotonic() + 15.0
+        while slow is None and time.monotonic() < deadline:
+            for cam in ("front", "rear"):
+                h, w = CAMERAS[cam][2]
+                # From ~0 s: below the earlier tests' stamps, so the reception estimate restarts.
+                stamp = (frame // 10, (frame % 10) * 100_000_000 + 1)
+                pubs[cam][0].publish(make_image(h, w, stamp=stamp, frame_id=cam))
+            frame += 1
+            time.sleep(0.1)
+            last = diag.messages[-1] if diag.messages and frame > 25 else None
+            rear = diag_values(last, "camera rear") if last is not None else {}
+            if rear.get("__level__") == str(WARN) and "expected 50.00 Hz" in rear["__message__"]:
+                slow = last
+        assert slow is not None, "rear never WARN for its expected rate"
+        assert diag_values(slow, "camera rear")["expected input rate hz"] == "50.00"
+        front = diag_values(slow, "camera front")
+        assert front["__level__"] == str(OK), front["__message__"]
+    finally:
+        restore = {"rear.expected_input_rate": 0.0, "input_rate_window": RATE_WINDOW_S}
+        c.set_parameters(harness.node_name, restore)
+
+
 def test_camera_parameters_validated_and_applied(io, harness):
     outs, pubs, _ = io
     c = harness.client

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The multi-camera node's parameters beyond ``params.py``: the camera list, per-camera choices.
 
-``cameras`` (read-only) names the cameras; for each, ``<name>.tasks`` and
-``<name>.output_resolution`` are declared at start with the node-wide ``tasks`` /
-``output_resolution`` as defaults, and validated by the same validators as the single node's
+``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
+``<name>.output_resolution`` and ``<name>.expected_input_rate`` are declared at start with the
+node-wide parameter of that name as default, and validated by the same validators as the single node's
 (a bad value in a params file stops the node naming the parameter; a bad ``param set`` is refused).
 """
 
@@ -28,7 +28,7 @@ from .params import SPECS, NodeParams, ParameterValueError
 #: One ROS name token: the camera's namespace for its topics and the prefix of its parameters.
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Per-camera parameters: suffix -> the node-wide parameter it defaults to and is validated like.
-PER_CAMERA = ("tasks", "output_resolution")
+PER_CAMERA = ("tasks", "output_resolution", "expected_input_rate")
 #: Cameras served per backbone call at most (the accelerator's register map takes MAX_IMAGES).
 MAX_BATCH_RANGE = (1, MAX_IMAGES)
 DEFAULT_MAX_BATCH = 8
@@ -41,6 +41,8 @@ class CameraParams:
     name: str
     tasks: tuple[str, ...]
     output_resolution: str
+    #: Frames/s this camera sends (0 = unknown: learned from its stream), for its diagnostics.
+    expected_input_rate: float
 
 
 def check_camera_names(value: Any) -> str | None:
@@ -62,9 +64,9 @@ def check_camera_names(value: Any) -> str | None:
 def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], int]:
     """Declare ``cameras``, ``max_batch``, every ``<camera>.<param>``; validate.
 
-    A camera's stream is judged by the node-wide ``expected_input_rate``, ``input_rate_*`` and
-    ``input_timeout`` (params.py), each camera on its own (with an unknown rate, each camera's
-    is learned from its stream). Returns (cameras, max_batch). Raises :class:`ParameterValueError`.
+    A camera's stream is judged by its ``<camera>.expected_input_rate`` and the node-wide
+    ``input_rate_*`` and ``input_timeout`` (params.py), each camera on its own (with an unknown
+    rate, each camera's is learned from its own stream). Returns (cameras, max_batch). Raises :class:`ParameterValueError`.
     """
     node.declare_parameter(
         "cameras",
@@ -117,6 +119,7 @@ def read_camera(node: Node, camera: str) -> CameraParams:
         camera,
         tuple(v.strip() for v in tasks),
         node.get_parameter(f"{camera}.output_resolution").value,
+        float(node.get_parameter(f"{camera}.expected_input_rate").value),
     )
 
 

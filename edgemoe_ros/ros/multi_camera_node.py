@@ -20,6 +20,7 @@ one for the backend/accelerator.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -590,7 +591,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             counts = cam.stats.snapshot_counts()
             level, message = self._camera_health(cam, *counts)
             tasks = cam.tasks.snapshot(cam.outputs.subscribed() if cam.outputs is not None else ())
-            cam.stats.input_rate.set_limits(limits)
+            expected = read_camera(self, cam.name).expected_input_rate
+            cam.stats.input_rate.set_limits(dataclasses.replace(limits, expected_hz=expected))
             stream = cam.stats.input_rate.check(
                 watching=self._lifecycle == "active" and bool(tasks.active),
                 has_camera_info=cam.info is not None,
