@@ -3,7 +3,8 @@
 
 ``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
 ``<name>.output_resolution`` and ``<name>.expected_input_rate`` are declared at start with the
-node-wide parameter of that name as default, and validated by the same validators as the single node's
+node-wide parameter of that name as default, and validated by the same validators as the single
+node's
 (a bad value in a params file stops the node naming the parameter; a bad ``param set`` is refused).
 """
 
@@ -66,7 +67,8 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
 
     A camera's stream is judged by its ``<camera>.expected_input_rate`` and the node-wide
     ``input_rate_*`` and ``input_timeout`` (params.py), each camera on its own (with an unknown
-    rate, each camera's is learned from its own stream). Returns (cameras, max_batch). Raises :class:`ParameterValueError`.
+    rate, each camera's is learned from its own stream). Returns (cameras, max_batch). Raises
+    :class:`ParameterValueError`.
     """
     node.declare_parameter(
         "cameras",
