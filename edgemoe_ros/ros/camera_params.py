@@ -4,8 +4,8 @@
 ``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
 ``<name>.output_resolution`` and ``<name>.expected_input_rate`` are declared at start with the
 node-wide parameter of that name as default, and validated by the same validators as the single
-node's
-(a bad value in a params file stops the node naming the parameter; a bad ``param set`` is refused).
+node's (a bad value in a params file stops the node naming the parameter; a bad ``param set`` is
+refused).
 """
 
 from __future__ import annotations
