@@ -4,14 +4,14 @@ inputs, outputs, stamps, tasks and output resolution, diagnostics per camera; ba
 stopped stream on one camera leaves the others alone."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from ros_testing import (
+    MULTI_NODE_EXECUTABLE,
+    MULTI_NODE_NAME,
     NodeHarness,
     diag_values,
     image_array,
@@ -27,13 +27,8 @@ from edgemoe_ros.ros.label_info import LABEL_INFO_QOS
 
 pytestmark = pytest.mark.ros
 
-MULTI_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
-EXECUTABLE = (
-    [str(MULTI_SCRIPT)]
-    if MULTI_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"]
-)
-NODE = "edgemoe_multi_node"
+EXECUTABLE = MULTI_NODE_EXECUTABLE
+NODE = MULTI_NODE_NAME
 #: camera -> (tasks, output_resolution, image size)
 CAMERAS = {
     "front": (["semseg", "depth"], "input", (96, 160)),

@@ -284,11 +284,13 @@ def declare_all(node: Node) -> NodeParams:
 
 def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
     """For ``add_pre_set_parameters_callback``: task names stored without surrounding spaces, so
-    ``param get tasks`` shows what runs (``' semseg '`` is accepted as ``semseg``)."""
+    ``param get tasks`` (and the multi-camera node's ``<camera>.tasks``) shows what runs
+    (``' semseg '`` is accepted as ``semseg``)."""
     out = []
     for p in parameters:
-        if p.name == "tasks" and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
-            p = Parameter("tasks", Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
+        is_tasks = p.name == "tasks" or p.name.endswith(".tasks")
+        if is_tasks and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+            p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
         out.append(p)
     return out
 
