@@ -175,7 +175,10 @@ EXERCISED: dict[str, Exercised] = {
         (
             "test/test_edgemoe_train.py::test_trains_on_cityscapes_and_kitti_layouts_with_cityscapes19",
             "test/test_edgemoe_train.py::test_resume_of_a_run_started_from_init_with_a_resized_head",
-        )
+            f"{THIS}::test_readme_training_line_with_init_and_val",
+        ),
+        why="the two tests of test_edgemoe_train spell the options between them (--classes "
+        "--val in one, --init in the other); the README line as one run is a slow test here",
     ),
     "torchrun --nproc_per_node -m --out": Exercised(
         (
