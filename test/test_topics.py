@@ -24,6 +24,7 @@ from ros_testing import (
     Collector,
     image_array,
     make_camera_info,
+    make_compressed,
     make_image,
     reliable_qos,
     wait_until,
@@ -143,14 +144,11 @@ def _params(weights: Path, **params) -> list[Parameter]:
 
 
 @pytest.fixture
-def single(ros_context, weights) -> Iterator:
-    """``single(namespace=..., cli_args=..., **params)``: an active edgemoe_node in a Graph."""
+def activate(ros_context) -> Iterator:
+    """``activate(node)``: configure, activate and spin ``node`` in a Graph, closed at teardown."""
     graphs: list[Graph] = []
 
-    def start(namespace: str = "/cam", cli_args: list[str] | None = None, **params) -> Graph:
-        node = EdgeMoeNode(f"edgemoe_node_{uuid.uuid4().hex[:8]}", namespace=namespace,
-                           context=ros_context, parameter_overrides=_params(weights, **params),
-                           cli_args=cli_args)
+    def start(node: Node) -> Graph:
         node.trigger_configure()
         node.trigger_activate()
         graphs.append(Graph(ros_context, node))
@@ -161,13 +159,14 @@ def single(ros_context, weights) -> Iterator:
         g.close()
 
 
-def _png(pixels: np.ndarray, stamp: tuple[int, int]) -> CompressedImage:
-    ok, buf = cv2.imencode(".png", pixels[..., ::-1])
-    assert ok
-    msg = CompressedImage(format="rgb8; png compressed bgr8")
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.data = buf.tobytes()
-    return msg
+@pytest.fixture
+def single(ros_context, weights, activate):
+    """``single(namespace=..., cli_args=..., **params)``: an active edgemoe_node in a Graph."""
+    def start(namespace: str = "/cam", cli_args: list[str] | None = None, **params) -> Graph:
+        return activate(EdgeMoeNode(
+            f"edgemoe_node_{uuid.uuid4().hex[:8]}", namespace=namespace, context=ros_context,
+            parameter_overrides=_params(weights, **params), cli_args=cli_args))
+    return start
 
 
 def _stamp_of(msg) -> tuple[int, int]:
@@ -179,33 +178,29 @@ def _published(node) -> int:
 
 
 # ----------------------------------------------------------------------------- one transport
-def test_raw_transport_is_one_subscription_and_each_frame_is_inferred_once(single):
-    g = single(image_transport="raw")
-    assert g.subscribers("/cam/image") == 1
-    assert g.subscribers("/cam/image/compressed") == 0
+#: transport -> (the topic it reads, the one it must not read, message type, frame factory)
+TRANSPORT_CASES = {
+    "raw": ("/cam/image", "/cam/image/compressed", Image, make_image),
+    "compressed": ("/cam/image/compressed", "/cam/image", CompressedImage, make_compressed),
+}
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORT_CASES))
+def test_one_transport_is_one_subscription_and_each_frame_is_inferred_once(single, transport):
+    topic, other, msg_type, make_frame = TRANSPORT_CASES[transport]
+    g = single(image_transport=transport)
+    assert g.subscribers(topic) == 1
+    assert g.subscribers(other) == 0
     seg = g.collect("/cam/segmentation/image", Image)
-    image_pub = g.publisher("/cam/image", Image)
-    g.wait_matched(seg, image_pub)
+    pub = g.publisher(topic, msg_type)
+    g.wait_matched(seg, pub)
     stamps = [(5, i) for i in range(1, 4)]
     for s in stamps:
-        image_pub.publish(make_image(H, W, stamp=s))
-        seg.wait_for(lambda m, s=s: _stamp_of(m) == s, TIMEOUT_S)  # one at a time: none dropped
+        pub.publish(make_frame(H, W, stamp=s, seed=s[1]))
+        out = seg.wait_for(lambda m, s=s: _stamp_of(m) == s, TIMEOUT_S)  # one at a time: no drop
+        assert (out.height, out.width) == (H, W)
     assert sorted(_stamp_of(m) for m in seg.messages) == stamps  # each once
     assert _published(g.node) == len(stamps)
-
-
-def test_compressed_transport_subscribes_only_the_compressed_topic(single):
-    g = single(image_transport="compressed")
-    assert g.subscribers("/cam/image/compressed") == 1
-    assert g.subscribers("/cam/image") == 0
-    seg = g.collect("/cam/segmentation/image", Image)
-    pub = g.publisher("/cam/image/compressed", CompressedImage)
-    g.wait_matched(seg, pub)
-    pixels = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    pub.publish(_png(pixels, (6, 1)))
-    out = seg.wait_for(lambda m: _stamp_of(m) == (6, 1), TIMEOUT_S)
-    assert (out.height, out.width) == (H, W)
-    assert _published(g.node) == 1
 
 
 def test_remapping_image_moves_the_compressed_subscription(single):
@@ -216,7 +211,7 @@ def test_remapping_image_moves_the_compressed_subscription(single):
     seg = g.collect("/cam/segmentation/image", Image)
     pub = g.publisher("/sensors/front/image_raw/compressed", CompressedImage)
     g.wait_matched(seg, pub)
-    pub.publish(_png(np.zeros((H, W, 3), np.uint8), (7, 1)))
+    pub.publish(make_compressed(H, W, stamp=(7, 1)))
     seg.wait_for(lambda m: _stamp_of(m) == (7, 1), TIMEOUT_S)
 
 
@@ -312,22 +307,14 @@ def test_compressed_colour_output_off_by_default(single):
 
 # ----------------------------------------------------------------------------- multi-camera node
 @pytest.fixture
-def multi(ros_context, weights) -> Iterator:
-    graphs: list[Graph] = []
-
+def multi(ros_context, weights, activate):
+    """``multi({camera: image_transport}, **params)``: an active edgemoe_multi_node under /rig."""
     def start(cameras: dict[str, str], **params) -> Graph:
         overrides = _params(weights, cameras=list(cameras), **params)
         overrides += [Parameter(f"{c}.image_transport", value=t) for c, t in cameras.items()]
-        node = MultiCameraNode(f"edgemoe_multi_{uuid.uuid4().hex[:8]}", namespace="/rig",
-                               context=ros_context, parameter_overrides=overrides)
-        node.trigger_configure()
-        node.trigger_activate()
-        graphs.append(Graph(ros_context, node))
-        return graphs[-1]
-
-    yield start
-    for g in graphs:
-        g.close()
+        return activate(MultiCameraNode(f"edgemoe_multi_{uuid.uuid4().hex[:8]}", namespace="/rig",
+                                        context=ros_context, parameter_overrides=overrides))
+    return start
 
 
 def test_multi_camera_node_one_transport_per_camera(multi):
@@ -342,7 +329,7 @@ def test_multi_camera_node_one_transport_per_camera(multi):
     rear_pub = g.publisher("/rig/rear/image", Image)
     g.wait_matched(front, rear, front_pub, rear_pub)
     pixels = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    front_pub.publish(_png(pixels, (10, 1)))
+    front_pub.publish(make_compressed(H, W, stamp=(10, 1), pixels=pixels))
     rear_pub.publish(make_image(H, W, stamp=(10, 2), pixels=pixels))
     got_front = front.wait_for(lambda m: _stamp_of(m) == (10, 1), TIMEOUT_S)
     got_rear = rear.wait_for(lambda m: _stamp_of(m) == (10, 2), TIMEOUT_S)
