@@ -350,3 +350,15 @@ def test_multi_camera_outputs_have_camera_info_siblings_and_compressed_colour(mu
     g = multi({"front": "raw"}, output_resolution="input", color_compression="png")
     assert g.client.count_publishers("/rig/front/segmentation/color/compressed") == 1
     _check_info_beside_every_image(g, "/rig/front", "/rig/front/image", (H, W), (11, 1))
+
+
+def test_rgb_to_compressed_refuses_what_it_cannot_encode():
+    from std_msgs.msg import Header
+
+    from edgemoe_ros.ros.conversions import rgb_to_compressed
+    with pytest.raises(ValueError, match="codec 'webp'"):
+        rgb_to_compressed(np.zeros((4, 4, 3), np.uint8), "webp", Header())
+    with pytest.raises(ValueError, match="not an rgb8 image"):
+        rgb_to_compressed(np.zeros((4, 4), np.uint8), "png", Header())
+    with pytest.raises(ValueError, match="not an rgb8 image"):
+        rgb_to_compressed(np.zeros((4, 4, 3), np.float32), "png", Header())
