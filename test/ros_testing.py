@@ -38,10 +38,11 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
+from edgemoe_ros.ros.conversions import rgb_to_compressed
 
 #: The executable the package declares (console script); falls back to ``python -m``.
 NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_node")
@@ -364,6 +365,15 @@ def make_image(height: int = 96, width: int = 160, encoding: str = "rgb8", stamp
     msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.itemsize)
     msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
+
+
+def make_compressed(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
+                    frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None,
+                    codec: str = "png") -> CompressedImage:
+    """``make_image``'s rgb8 frame as image_transport's compressed plugin publishes it (format
+    ``"rgb8; png compressed bgr8"``); png is lossless, so it decodes to ``make_image``'s pixels."""
+    raw = make_image(height, width, "rgb8", stamp, frame_id, seed, pixels)
+    return rgb_to_compressed(image_array(raw), codec, raw.header)
 
 
 def make_camera_info(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The multi-camera node's parameters beyond ``params.py``: the camera list, per-camera choices.
 
-``cameras`` (read-only) names the cameras; for each, ``<name>.tasks`` and
-``<name>.output_resolution`` are declared at start with the node-wide ``tasks`` /
-``output_resolution`` as defaults, and validated by the same validators as the single node's
-(a bad value in a params file stops the node naming the parameter; a bad ``param set`` is refused).
+``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
+``<name>.output_resolution`` and ``<name>.image_transport`` are declared at start with the
+node-wide ``tasks`` / ``output_resolution`` / ``image_transport`` as defaults, and validated by the
+same validators as the single node's (a bad value in a params file stops the node naming the
+parameter; a bad ``param set`` is refused; ``image_transport`` is read-only, like the
+node-wide one).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .params import SPECS, NodeParams, ParameterValueError
 #: One ROS name token: the camera's namespace for its topics and the prefix of its parameters.
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Per-camera parameters: suffix -> the node-wide parameter it defaults to and is validated like.
-PER_CAMERA = ("tasks", "output_resolution")
+PER_CAMERA = ("tasks", "output_resolution", "image_transport")
 #: Cameras served per backbone call at most (the accelerator's register map takes MAX_IMAGES).
 MAX_BATCH_RANGE = (1, MAX_IMAGES)
 DEFAULT_MAX_BATCH = 8
@@ -46,6 +48,7 @@ class CameraParams:
     name: str
     tasks: tuple[str, ...]
     output_resolution: str
+    image_transport: str
 
 
 def check_camera_names(value: Any) -> str | None:
@@ -73,9 +76,8 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
         "cameras",
         Parameter.Type.STRING_ARRAY,
         ParameterDescriptor(
-            description="Camera names; each camera's topics are <name>/image, "
-            "<name>/camera_info and its "
-            "outputs under <name>/.",
+            description="Camera names; each camera's topics are <name>/image (or its "
+            "<name>.image_transport), <name>/camera_info and its outputs under <name>/.",
             read_only=True,
         ),
     )
@@ -119,6 +121,7 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
                 ParameterDescriptor(
                     description=f"{camera}: {spec.description}",
                     additional_constraints=spec.constraints,
+                    read_only=spec.read_only,
                 ),
             )
             value = node.get_parameter(name).value
@@ -138,6 +141,7 @@ def read_camera(node: Node, camera: str) -> CameraParams:
         camera,
         tuple(v.strip() for v in tasks),
         node.get_parameter(f"{camera}.output_resolution").value,
+        node.get_parameter(f"{camera}.image_transport").value,
     )
 
 

@@ -3,9 +3,10 @@
 
 Why one process: N ``edgemoe_node`` processes hold N copies of the model and, with
 ``backend: fpga``, N processes would program one device. Here the ``cameras`` parameter names
-the cameras; camera ``c`` is read from ``c/image`` + ``c/camera_info`` and published under
-``c/`` with the single node's layout (outputs.py). Each camera has its own ``c.tasks`` and
-``c.output_resolution``.
+the cameras; camera ``c`` is read from ``c/image`` (or, with ``c.image_transport: compressed``,
+``<resolved c/image>/compressed``) + ``c/camera_info`` and published under ``c/`` with the single
+node's layout (outputs.py). Each camera has its own ``c.tasks``, ``c.output_resolution`` and
+``c.image_transport``.
 
 Threads: DDS callbacks validate metadata and leave the frame in its camera's one-frame slot
 (camera_scheduler.py: latest frame wins, round-robin, no camera starves). One inference thread
@@ -39,12 +40,13 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.task import Future
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
+from . import topic_names
 from .camera_params import (
     STALE_ERROR_FACTOR,
     CameraParams,
@@ -79,8 +81,8 @@ from .task_switch import TaskRequestError, TaskSwitch
 from .watchdog import BackendHung
 
 NODE_NAME = "edgemoe_multi_node"
-TOPIC_IMAGE = "image"
-TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_IMAGE = topic_names.IMAGE
+TOPIC_CAMERA_INFO = topic_names.CAMERA_INFO
 TOPIC_DIAGNOSTICS = "/diagnostics"
 DIAGNOSTICS_QOS_DEPTH = 10
 #: How long the inference thread waits for a frame before checking whether it must stop.
@@ -122,7 +124,8 @@ class Camera:
 class Pending:
     """A frame waiting in its camera's slot."""
 
-    msg: Image | ImageView
+    msg: Image | ImageView | CompressedImage
+    compressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         qos = qos_profile(params.output_qos, params.output_depth)
         for cam in self._cameras.values():
-            cam.outputs = CameraOutputs(self, cam.name, qos)
+            cam.outputs = CameraOutputs(self, cam.name, qos, params.color_compression)
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: {len(self._cameras)} cameras {list(self._cameras)} on backend "
@@ -268,16 +271,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         self._publisher.start()
         qos = qos_profile(self._params.input_qos, INPUT_DEPTH)
         for cam in self._cameras.values():
-            self._subs.append(
-                self.create_subscription(
-                    Image,
-                    cam.topic(TOPIC_IMAGE),
-                    self._image_callback(cam),
-                    qos,
-                    callback_group=self._group,
-                    raw=True,
-                )
-            )
+            self._subs.append(self._subscribe_image(cam, qos))
             self._subs.append(
                 self.create_subscription(
                     CameraInfo,
@@ -296,6 +290,26 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """One model for every camera: new weights (or backend) for all, or the old one kept."""
         return self._reload_model(response, load_weights_for)
+
+    def _subscribe_image(self, cam: Camera, qos: Any) -> Any:
+        """The camera's ONE image subscription, over its ``<camera>.image_transport``."""
+        transport = read_camera(self, cam.name).image_transport
+        if transport == topic_names.TRANSPORT_COMPRESSED:
+            return self.create_subscription(
+                CompressedImage,
+                topic_names.input_topic(self, cam.topic(TOPIC_IMAGE), transport),
+                self._compressed_callback(cam),
+                qos,
+                callback_group=self._group,
+            )
+        return self.create_subscription(
+            Image,
+            cam.topic(TOPIC_IMAGE),
+            self._image_callback(cam),
+            qos,
+            callback_group=self._group,
+            raw=True,
+        )
 
     def _stop_processing(self) -> None:
         self._destroy_input_subscriptions()
@@ -374,12 +388,28 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     None,
                 )
                 return
-            cam.last_frame = time.monotonic()
-            stamp = msg.header.stamp
-            cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
-            self._scheduler.offer(cam.name, Pending(msg))
+            self._offer(cam, Pending(msg))
 
         return on_image
+
+    def _compressed_callback(self, cam: Camera) -> Any:
+        def on_compressed(msg: CompressedImage) -> None:
+            cam.stats.input_rate.tick()
+            try:
+                conv.check_compressed(msg, self._params.max_image_pixels)
+            except conv.BadInputError as exc:
+                self._bad_input(cam, exc, msg)
+                return
+            self._offer(cam, Pending(msg, compressed=True))
+
+        return on_compressed
+
+    def _offer(self, cam: Camera, pending: Pending) -> None:
+        """A checked frame into its camera's slot (replacing an older one)."""
+        cam.last_frame = time.monotonic()
+        stamp = pending.msg.header.stamp
+        cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
+        self._scheduler.offer(cam.name, pending)
 
     def _info_callback(self, cam: Camera) -> Any:
         def on_info(msg: CameraInfo) -> None:
@@ -431,9 +461,12 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                 cam.stats.count("skipped_no_task")
                 continue
             try:
-                rgb = conv.image_to_rgb(pending.msg, params.max_image_pixels)
+                if pending.compressed:
+                    rgb = conv.compressed_to_rgb(pending.msg, params.max_image_pixels)
+                else:
+                    rgb = conv.image_to_rgb(pending.msg, params.max_image_pixels)
             except conv.BadInputError as exc:
-                self._bad_input(cam, exc, None)
+                self._bad_input(cam, exc, pending.msg if pending.compressed else None)
                 continue
             ready.append(
                 (name, Decoded(cam, read_camera(self, name), pending.msg.header, rgb, active))

@@ -36,6 +36,7 @@ from std_srvs.srv import Trigger
 from ..engine import FrameResult
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
+from . import topic_names
 from .cdr_image import ImageView, read_image
 from .diagnostics import KeyedThrottle, NodeStats, build_status
 from .guards import InvalidHandle, serialised
@@ -66,9 +67,8 @@ from .worker import FrameWorker
 NODE_NAME = "edgemoe_node"
 
 # ----- topics (relative, so launch files can namespace and remap them) -----
-TOPIC_IMAGE = "image"
-TOPIC_IMAGE_COMPRESSED = "image/compressed"
-TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_IMAGE = topic_names.IMAGE  # its compressed transport: <resolved image>/compressed
+TOPIC_CAMERA_INFO = topic_names.CAMERA_INFO
 # Output topics (segmentation, depth and their camera_info): outputs.py, shared with the multi-camera node.
 TOPIC_DIAGNOSTICS = "/diagnostics"
 # ~/enable_segmentation, ~/enable_depth, ~/task_request: task_controls.py; ~/reload_model:
@@ -144,7 +144,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         model = self._configure_model(params, load_weights_for)
         if model is None:
             return TransitionCallbackReturn.FAILURE
-        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth))
+        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth),
+                                      params.color_compression)
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: backend {model.backend}"
@@ -164,22 +165,26 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         return super().on_activate(state)
 
     def _subscribe_inputs(self, qos_word: str) -> None:
-        """Image (and compressed) and camera_info subscriptions with the QoS ``qos_word`` names."""
+        """ONE image subscription (the ``image_transport`` parameter's) and camera_info, with the
+        QoS ``qos_word`` names."""
         qos = qos_profile(qos_word, INPUT_DEPTH)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input)
         image_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input,
                                                   message_lost=self._on_frames_lost)
+        transport = self._params.image_transport
+        if transport == topic_names.TRANSPORT_COMPRESSED:
+            image_sub = self.create_subscription(
+                CompressedImage, topic_names.input_topic(self, TOPIC_IMAGE, transport),
+                self._on_compressed, qos, callback_group=self._group, event_callbacks=image_events)
+        else:  # raw bytes: read_image views the pixels in place instead of rclpy copying them
+            image_sub = self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos,
+                                                 callback_group=self._group, raw=True,
+                                                 event_callbacks=image_events)
         self._subs = [
-            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
-            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group,
-                                     raw=True, event_callbacks=image_events),
+            image_sub,
             self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
                                      callback_group=self._group, event_callbacks=events),
         ]
-        if self._params.use_compressed:
-            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
-                                                       self._on_compressed, qos, callback_group=self._group,
-                                                       event_callbacks=events))
 
     def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
         """DDS saw a gap in the image publisher's sequence numbers: frames lost in transport."""
