@@ -21,13 +21,15 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from edgemoe_ros.ros.outputs import TOPIC_DEPTH, TOPIC_SEGMENTATION
+
 pytestmark = pytest.mark.ros
 
 EXECUTABLE = MULTI_NODE_EXECUTABLE
 NODE = MULTI_NODE_NAME
 CAMERAS = ("front", "side")
 BOTH = ["semseg", "depth"]
-TASK_OUTPUTS = {"semseg": "segmentation", "depth": "depth"}
+TASK_OUTPUTS = {"semseg": TOPIC_SEGMENTATION, "depth": TOPIC_DEPTH}
 #: After the expected outputs of a frame arrived, how long an output that must NOT come is awaited.
 ABSENT_GRACE_S = 0.5
 _stamps = itertools.count(1)

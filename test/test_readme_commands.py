@@ -492,8 +492,8 @@ def test_readme_bag_process_line(tmp_path, monkeypatch):
     write_drive(tmp_path / src, cmd.argv[cmd.argv.index("--topic") + 1])
     run_readme_line(cmd, list(cmd.argv[1:]))
     topics = {t.topic: t.count for t in bag_info(tmp_path / dst).topics}
-    assert any(t.endswith("/segmentation") for t in topics) and any(
-        t.endswith("/depth") for t in topics
+    assert any(t.endswith("/segmentation/image") for t in topics) and any(
+        t.endswith("/depth/image") for t in topics
     ), topics
     assert all(n == 2 for n in topics.values()), topics
 
