@@ -199,7 +199,7 @@ def test_auto_follows_each_cameras_own_subscribers(env):
         _enable(h, "front/enable_segmentation", True)
         assert _params(h, ["front.tasks"]) == {"front.tasks": ["semseg"]}
     finally:
-        outs["front", "depth"] = c.collect("front/depth", Image)
+        outs["front", "depth"] = c.collect(f"front/{TOPIC_DEPTH}", Image)
         c.wait_for_matched(outs["front", "depth"])
 
 
