@@ -38,14 +38,21 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
+from edgemoe_ros.ros.conversions import rgb_to_compressed
 
 #: The executable the package declares (console script); falls back to ``python -m``.
 NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_node")
 NODE_NAME = "edgemoe_node"
+MULTI_NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
+MULTI_NODE_NAME = "edgemoe_multi_node"
+#: The multi-camera node's command for NodeHarness(executable=...), installed or from source.
+MULTI_NODE_EXECUTABLE = (
+    [str(MULTI_NODE_SCRIPT)] if MULTI_NODE_SCRIPT.exists()
+    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"])
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
@@ -314,11 +321,16 @@ def diag_values(msg: DiagnosticArray, name_contains: str = "edgemoe") -> dict[st
 
 
 def wait_diag(collector: Collector, predicate: Callable[[dict[str, str]], bool],
-              timeout: float = MSG_TIMEOUT_S) -> dict[str, str]:
-    """The first diagnostics values (received from now on) satisfying ``predicate``."""
-    msg = collector.wait_for(lambda m: bool(diag_values(m)) and predicate(diag_values(m)), timeout,
+              timeout: float = MSG_TIMEOUT_S, name_contains: str = "edgemoe") -> dict[str, str]:
+    """The first diagnostics values (received from now on) of the status whose name contains
+    ``name_contains`` (e.g. ``camera front`` of the multi-camera node) satisfying ``predicate``."""
+
+    def values(m: DiagnosticArray) -> dict[str, str]:
+        return diag_values(m, name_contains)
+
+    msg = collector.wait_for(lambda m: bool(values(m)) and predicate(values(m)), timeout,
                              start=max(collector.count() - 1, 0))
-    return diag_values(msg)
+    return values(msg)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
@@ -353,6 +365,15 @@ def make_image(height: int = 96, width: int = 160, encoding: str = "rgb8", stamp
     msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.itemsize)
     msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
+
+
+def make_compressed(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
+                    frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None,
+                    codec: str = "png") -> CompressedImage:
+    """``make_image``'s rgb8 frame as image_transport's compressed plugin publishes it (format
+    ``"rgb8; png compressed bgr8"``); png is lossless, so it decodes to ``make_image``'s pixels."""
+    raw = make_image(height, width, "rgb8", stamp, frame_id, seed, pixels)
+    return rgb_to_compressed(image_array(raw), codec, raw.header)
 
 
 def make_camera_info(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,

@@ -303,7 +303,7 @@ def test_running_node_reports_rates_latency_and_expert_usage():
     try:
         c = h.client
         diag = c.diagnostics()
-        seg = c.collect("segmentation", Image)
+        seg = c.collect("segmentation/image", Image)
         pub = c.publisher("image", Image)
         c.wait_for_subscribers(pub)
         c.wait_for_matched(seg)

@@ -100,7 +100,7 @@ def test_launch_command_serves_all_six_cameras(tmp_path):
     try:
         client = RosClient(env)
         client.wait_for_state(f"{ns}/edgemoe_multi_node", "active")
-        outs = {c: client.collect(f"{ns}/{c}/segmentation", Image) for c in cameras}
+        outs = {c: client.collect(f"{ns}/{c}/segmentation/image", Image) for c in cameras}
         pubs = {c: client.publisher(f"{ns}/{c}/image", Image) for c in cameras}
         for c in cameras:
             client.wait_for_subscribers(pubs[c])

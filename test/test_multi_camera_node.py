@@ -4,14 +4,14 @@ inputs, outputs, stamps, tasks and output resolution, diagnostics per camera; ba
 stopped stream on one camera leaves the others alone."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from ros_testing import (
+    MULTI_NODE_EXECUTABLE,
+    MULTI_NODE_NAME,
     NodeHarness,
     diag_values,
     image_array,
@@ -27,13 +27,8 @@ from edgemoe_ros.ros.label_info import LABEL_INFO_QOS
 
 pytestmark = pytest.mark.ros
 
-MULTI_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
-EXECUTABLE = (
-    [str(MULTI_SCRIPT)]
-    if MULTI_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"]
-)
-NODE = "edgemoe_multi_node"
+EXECUTABLE = MULTI_NODE_EXECUTABLE
+NODE = MULTI_NODE_NAME
 #: camera -> (tasks, output_resolution, image size)
 CAMERAS = {
     "front": (["semseg", "depth"], "input", (96, 160)),
@@ -72,9 +67,9 @@ def io(harness):
         (cam, topic): c.collect(f"{cam}/{topic}", typ)
         for cam in CAMERAS
         for topic, typ in (
-            ("segmentation", Image),
+            ("segmentation/image", Image),
             ("segmentation/color", Image),
-            ("depth", Image),
+            ("depth/image", Image),
             ("depth/camera_info", CameraInfo),
         )
     }
@@ -118,10 +113,14 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     for cam, (image_pub, _) in pubs.items():
         h, w = CAMERAS[cam][2]
         image_pub.publish(make_image(h, w, stamp=stamps[cam], frame_id=cam, seed=len(cam)))
-    front_seg = outs["front", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
-    front_depth = outs["front", "depth"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
-    left_seg = outs["left", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamps["left"])
-    rear_depth = outs["rear", "depth"].wait_for(lambda m: _stamp_of(m) == stamps["rear"])
+    front_seg = outs["front", "segmentation/image"].wait_for(
+        lambda m: _stamp_of(m) == stamps["front"]
+    )
+    front_depth = outs["front", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
+    left_seg = outs["left", "segmentation/image"].wait_for(
+        lambda m: _stamp_of(m) == stamps["left"]
+    )
+    rear_depth = outs["rear", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamps["rear"])
     rear_info = outs["rear", "depth/camera_info"].wait_for(
         lambda m: _stamp_of(m) == stamps["rear"]
     )
@@ -135,8 +134,9 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     assert image_array(rear_depth).shape == (cfg.img_h, cfg.img_w)  # rear: output_resolution model
     assert (rear_info.width, rear_info.height) == (cfg.img_w, cfg.img_h)
     time.sleep(0.5)  # the per-camera task sets: no output of a task the camera does not run
-    assert not any(_stamp_of(m) == stamps["left"] for m in outs["left", "depth"].messages)
-    assert not any(_stamp_of(m) == stamps["rear"] for m in outs["rear", "segmentation"].messages)
+    assert not any(_stamp_of(m) == stamps["left"] for m in outs["left", "depth/image"].messages)
+    rear_seg = outs["rear", "segmentation/image"].messages
+    assert not any(_stamp_of(m) == stamps["rear"] for m in rear_seg)
     # No camera's frame was published under another camera's topics.
     for (cam, _topic), col in outs.items():
         assert all(m.header.frame_id == cam for m in col.messages), cam
@@ -158,7 +158,7 @@ def test_bad_input_on_one_camera_leaves_the_others_running(io):
     assert values["__level__"] in (str(WARN), str(ERROR))
     stamp = (400, 4)
     pubs["front"][0].publish(make_image(96, 160, stamp=stamp, frame_id="front"))
-    outs["front", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamp)
+    outs["front", "segmentation/image"].wait_for(lambda m: _stamp_of(m) == stamp)
     assert _camera_diag(diag, "front", lambda v: True)["bad inputs"] == "0"
 
 
@@ -254,7 +254,7 @@ def test_camera_parameters_validated_and_applied(io, harness):
     assert list(c.get_parameters(harness.node_name, ["left.tasks"])["left.tasks"]) == ["depth"]
     stamp = (600, 6)
     pubs["left"][0].publish(make_image(60, 80, stamp=stamp, frame_id="left"))
-    outs["left", "depth"].wait_for(lambda m: _stamp_of(m) == stamp)
+    outs["left", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamp)
 
 
 def test_bad_camera_list_stops_the_node_naming_the_parameter():
@@ -279,7 +279,7 @@ def test_lifecycle_deactivate_activate_and_shutdown_exit_cleanly():
         assert c.change_state(h.node_name, Transition.TRANSITION_DEACTIVATE)
         assert c.get_state(h.node_name) == "inactive"
         assert c.change_state(h.node_name, Transition.TRANSITION_ACTIVATE)
-        col = c.collect("b/segmentation", Image)
+        col = c.collect("b/segmentation/image", Image)
         pub = c.publisher("b/image", Image)
         c.wait_for_subscribers(pub)
         c.wait_for_matched(col)

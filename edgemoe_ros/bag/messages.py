@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
+from ..ros import topic_names as names
+
 
 def _newest_store() -> Stores:
     for name in ("ROS2_KILTED", "ROS2_JAZZY"):
@@ -213,8 +215,9 @@ def topic_namespace(image_topic: str) -> str:
 
 
 def camera_info_topic(image_topic: str) -> str:
-    """The camera_info topic beside an image topic (image_transport convention)."""
-    return f"{topic_namespace(image_topic) or ''}/camera_info"
+    """The camera_info topic beside an image topic or its ``/compressed`` transport topic
+    (image_transport's rule: ros/topic_names.camera_info_topic of the base topic)."""
+    return names.camera_info_topic(image_topic.removesuffix("/compressed"))
 
 
 def serialize(msg: Any) -> bytes:

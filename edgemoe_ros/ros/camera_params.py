@@ -2,10 +2,11 @@
 """The multi-camera node's parameters beyond ``params.py``: the camera list, per-camera choices.
 
 ``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
-``<name>.output_resolution`` and ``<name>.expected_input_rate`` are declared at start with the
-node-wide parameter of that name as default, and validated by the same validators as the single
-node's (a bad value in a params file stops the node naming the parameter; a bad ``param set`` is
-refused).
+``<name>.output_resolution``, ``<name>.image_transport`` and ``<name>.expected_input_rate`` are
+declared at start with the node-wide parameter of that name as default, and validated by the same
+validators as the single node's (a bad value in a params file stops the node naming the
+parameter; a bad ``param set`` is refused; ``image_transport`` is read-only, like the node-wide
+one).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .params import SPECS, NodeParams, ParameterValueError
 #: One ROS name token: the camera's namespace for its topics and the prefix of its parameters.
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Per-camera parameters: suffix -> the node-wide parameter it defaults to and is validated like.
-PER_CAMERA = ("tasks", "output_resolution", "expected_input_rate")
+PER_CAMERA = ("tasks", "output_resolution", "image_transport", "expected_input_rate")
 #: Cameras served per backbone call at most (the accelerator's register map takes MAX_IMAGES).
 MAX_BATCH_RANGE = (1, MAX_IMAGES)
 DEFAULT_MAX_BATCH = 8
@@ -42,6 +43,7 @@ class CameraParams:
     name: str
     tasks: tuple[str, ...]
     output_resolution: str
+    image_transport: str
     #: Frames/s this camera sends (0 = unknown: learned from its stream), for its diagnostics.
     expected_input_rate: float
 
@@ -74,9 +76,8 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
         "cameras",
         Parameter.Type.STRING_ARRAY,
         ParameterDescriptor(
-            description="Camera names; each camera's topics are <name>/image, "
-            "<name>/camera_info and its "
-            "outputs under <name>/.",
+            description="Camera names; each camera's topics are <name>/image (or its "
+            "<name>.image_transport), <name>/camera_info and its outputs under <name>/.",
             read_only=True,
         ),
     )
@@ -106,6 +107,7 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
                 ParameterDescriptor(
                     description=f"{camera}: {spec.description}",
                     additional_constraints=spec.constraints,
+                    read_only=spec.read_only,
                 ),
             )
             value = node.get_parameter(name).value
@@ -121,6 +123,7 @@ def read_camera(node: Node, camera: str) -> CameraParams:
         camera,
         tuple(v.strip() for v in tasks),
         node.get_parameter(f"{camera}.output_resolution").value,
+        node.get_parameter(f"{camera}.image_transport").value,
         float(node.get_parameter(f"{camera}.expected_input_rate").value),
     )
 

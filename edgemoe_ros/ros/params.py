@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
-from .conversions import DEFAULT_MAX_IMAGE_PIXELS
+from .conversions import DEFAULT_MAX_IMAGE_PIXELS, OUTPUT_CODECS
 from .diagnostics import (
     DEFAULT_EXPECTED_RATE_HZ,
     DEFAULT_INPUT_TIMEOUT_S,
@@ -41,6 +41,7 @@ from .diagnostics import (
 )
 from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
+from .topic_names import TRANSPORTS
 
 OUTPUT_RESOLUTIONS = ("input", "model")
 #: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
@@ -96,6 +97,14 @@ def _float_in(lo: float, hi: float, unit: str = "seconds") -> Validator:
 
 def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
+
+
+def _use_compressed(value: Any) -> str | None:
+    """The parameter ``image_transport`` replaced: only its old default passes."""
+    if value is False:
+        return None
+    return ("was removed: it subscribed to image/compressed on top of image, so every frame was "
+            "inferred and published twice; set image_transport: compressed instead (one input)")
 
 
 def _weights_path(value: Any) -> str | None:
@@ -203,9 +212,18 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
               "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
               int_range=QUEUE_SIZE_RANGE),
-    ParamSpec("use_compressed", False, "Also subscribe to image/compressed (jpeg/png).",
-              _is_bool, read_only=True),
+    ParamSpec("image_transport", "raw", "Input transport, exactly one subscription: raw = "
+              "sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage (jpeg/png) on "
+              "'<resolved image topic>/compressed', so remapping 'image' moves both.",
+              _one_of(TRANSPORTS), read_only=True, constraints=", ".join(TRANSPORTS)),
+    ParamSpec("use_compressed", False, "Removed: use image_transport. Only false is accepted.",
+              _use_compressed, read_only=True, constraints="false (use image_transport)"),
     ParamSpec("publish_color", True, "Publish segmentation/color (rgb8 palette) for RViz.", _is_bool),
+    ParamSpec("color_compression", "", "Also publish the colour segmentation as "
+              "segmentation/color/compressed (sensor_msgs/CompressedImage, as image_transport's "
+              "compressed plugin): '' = off, png (lossless) or jpeg.",
+              _one_of(("",) + OUTPUT_CODECS), read_only=True,
+              constraints="'', " + ", ".join(OUTPUT_CODECS)),
     ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
               "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
               int_range=MAX_IMAGE_PIXELS_RANGE),
@@ -236,6 +254,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+#: Parameters still declared only to refuse an old params file that sets them (not in the config).
+REMOVED_PARAMS = ("use_compressed",)
 
 
 def validate(name: str, value: Any) -> None:
@@ -264,8 +284,10 @@ class NodeParams:
     output_qos: str
     output_depth: int
     queue_size: int
+    image_transport: str
     use_compressed: bool
     publish_color: bool
+    color_compression: str
     max_image_pixels: int
     inference_timeout: float
     diagnostics_period: float
@@ -324,11 +346,13 @@ def declare_all(node: Node) -> NodeParams:
 
 def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
     """For ``add_pre_set_parameters_callback``: task names stored without surrounding spaces, so
-    ``param get tasks`` shows what runs (``' semseg '`` is accepted as ``semseg``)."""
+    ``param get tasks`` (and the multi-camera node's ``<camera>.tasks``) shows what runs
+    (``' semseg '`` is accepted as ``semseg``)."""
     out = []
     for p in parameters:
-        if p.name == "tasks" and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
-            p = Parameter("tasks", Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
+        is_tasks = p.name == "tasks" or p.name.endswith(".tasks")
+        if is_tasks and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+            p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
         out.append(p)
     return out
 
