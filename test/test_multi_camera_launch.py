@@ -82,14 +82,20 @@ def test_6cam_config_is_valid_for_every_parameter_and_camera():
     assert P.options_for_backend(values["backend"], values["backend_options"]) is None
 
 
-@pytest.mark.ros
-def test_launch_command_serves_all_six_cameras(tmp_path):
+def _test_rig_file(tmp_path: Path) -> tuple[Path, dict]:
+    """The 6-camera config on a tiny random model with the test QoS: its path and its values."""
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
     params = yaml.safe_load(CONFIG.read_text())
     body = next(iter(params.values()))["ros__parameters"]
     body.update(TEST_PARAMS, weights_path=str(weights), backend_options="{}")
     params_file = tmp_path / "edgemoe_6cam.yaml"
     params_file.write_text(yaml.safe_dump(params))
+    return params_file, body
+
+
+@pytest.mark.ros
+def test_launch_command_serves_all_six_cameras(tmp_path):
+    params_file, body = _test_rig_file(tmp_path)
     ns = "/perception"
     desc = launch_description(LAUNCH, {"namespace": ns, "params_file": str(params_file)})
     cmd = launch_command(desc)
@@ -122,12 +128,7 @@ def test_launch_command_serves_all_six_cameras(tmp_path):
 
 @pytest.mark.ros
 def test_autostart_false_waits_for_a_lifecycle_manager_with_the_args_values(tmp_path):
-    weights = write_tiny_weights(tmp_path / "tiny.safetensors")
-    params = yaml.safe_load(CONFIG.read_text())
-    body = next(iter(params.values()))["ros__parameters"]
-    body.update(TEST_PARAMS, weights_path=str(weights), backend_options="{}")
-    params_file = tmp_path / "edgemoe_6cam.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+    params_file, _ = _test_rig_file(tmp_path)
     desc = launch_description(LAUNCH, {"params_file": str(params_file), "autostart": "false",
                                        "use_sim_time": "true", "backend": "null"})
     env = ros_env(tmp_path)
