@@ -104,7 +104,7 @@ def test_process_gives_the_engines_outputs_for_the_nodes_rgb(tmp_path: Path, wei
         rgbs = [_node_rgb(raw) for _, _, raw in reader.raw_messages([TOPIC])]
     with BagReader(out) as reader:
         segs = [reader.deserialize(t, raw)
-                for t, _, raw in reader.raw_messages(["/cam/segmentation"])]
+                for t, _, raw in reader.raw_messages(["/cam/segmentation/image"])]
     assert [m.stamp_ns(s) for s in segs] == STAMPS
     engine = engine_mod.Engine(random_init(tiny_config(), seed=4), "cpu")
     try:
