@@ -113,7 +113,7 @@ def test_undecodable_frames_are_skipped_and_counted(weights_file: Path, tmp_path
     bag = tmp_path / "in"
     good = m.rgb_to_image(_frames()[0][1], 1, "cam")
     bad = m.rgb_to_image(_frames()[1][1], 2, "cam")
-    bad.encoding = "yuv422"
+    bad.encoding = "nv12"  # no camera encoding the node reads
     with BagWriter(bag) as writer:
         for i, msg in enumerate((good, bad, good)):
             writer.write("/cam/image", 10 + i, msg)

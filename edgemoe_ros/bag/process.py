@@ -227,7 +227,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                         msg = reader.deserialize(t, raw)
                         if reader.msgtype(t) == m.COMPRESSED_MSG:
                             conv.check_compressed(msg, max_pixels)  # header only: no decompression bomb
-                        job.frame(reader.image_from_message(t, log_time, msg), latest_info, log_time)
+                        job.frame(reader.image_from_message(t, log_time, msg, max_pixels), latest_info,
+                                  log_time)
                     except (BagError, ValueError) as exc:  # undecodable, or a size the model cannot fit
                         summary.skipped += 1
                         if summary.skipped <= MAX_SKIP_WARNINGS:
