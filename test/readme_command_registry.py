@@ -89,6 +89,22 @@ EXERCISED: dict[str, Exercised] = {
         "ros2 launch would (ros_testing.launch_description), starts the same executable with "
         "the same --ros-args and sees outputs on the remapped names",
     ),
+    "ros2 launch edgemoe_ros edgemoe.launch.xml autostart:=": Exercised(
+        ("test/test_launch.py::test_autostart_arg_false_leaves_node_unconfigured",),
+        tool=None,
+        evidence=("launch_description", "edgemoe.launch.xml", "autostart"),
+        why="no ros2 CLI here: the test resolves the launch file with autostart:=false as ros2 "
+        "launch would, starts the node on the resolved command line and sees it stay "
+        "unconfigured",
+    ),
+    "ros2 launch edgemoe_ros edgemoe.launch.xml use_sim_time:= backend:=": Exercised(
+        ("test/test_launch.py::test_lifecycle_manager_owns_node_whose_file_says_autostart_false",),
+        tool=None,
+        evidence=("launch_description", "edgemoe.launch.xml", "use_sim_time", "backend"),
+        why="no ros2 CLI here: the test resolves the launch file with use_sim_time:=true "
+        "backend:=null, starts the node on the resolved command line and reads both values "
+        "back from the running node",
+    ),
     "edgemoe_node --ros-args -r __ns:= image:= --params-file": Exercised(
         (f"{THIS}::test_readme_node_command_lines_bring_the_node_up",)
     ),
@@ -101,6 +117,14 @@ EXERCISED: dict[str, Exercised] = {
         evidence=("SetBool", "enable_depth"),
         why="the test calls the node's ~/enable_depth std_srvs/SetBool service with rclpy, as "
         "`ros2 service call` does",
+    ),
+    "ros2 service call /edgemoe_multi_node/front_left/enable_depth": Exercised(
+        ("test/test_multi_camera_switching.py::test_camera_setbool_switches_that_camera_only",),
+        tool=None,
+        evidence=("SetBool", "enable_depth"),
+        why="the test calls one camera's ~/<c>/enable_depth std_srvs/SetBool service of the "
+        "multi-camera node with rclpy, as `ros2 service call` does, and checks only that "
+        "camera's outputs change",
     ),
     "ros2 param set /front/edgemoe_node tasks": Exercised(
         ("test/test_node_switching.py::test_tasks_parameter",),
@@ -127,6 +151,9 @@ EXERCISED: dict[str, Exercised] = {
     "edgemoe-infer --tasks --out --fx": Exercised((f"{THIS}::test_readme_infer_line",)),
     "edgemoe-bag process --topic": Exercised((f"{THIS}::test_readme_bag_process_line",)),
     "edgemoe-bag play --rate": Exercised((f"{THIS}::test_readme_bag_play_line",)),
+    "edgemoe-bag play --clock": Exercised(
+        ("test/test_bag_play_clock.py::test_node_on_sim_time_runs_in_the_bag_time_of_play_clock",)
+    ),
     "edgemoe-bag record": Exercised(
         ("test/test_replay.py::test_play_into_node_every_frame_comes_out_with_its_stamp",)
     ),
