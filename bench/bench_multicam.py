@@ -184,6 +184,9 @@ class Rig:
 
     def close(self) -> None:
         self.executor.shutdown()
+        # The spin thread must be out of rclpy before the node and context go: tearing them down
+        # under it aborted the bench now and then ("terminate called without an active exception").
+        self._spin.join(STOP_TIMEOUT_S)
         self.node.destroy_node()
         import rclpy
 
@@ -247,6 +250,7 @@ def bench_setup(
         ROS_LOG_DIR=str(tmp / "ros_log"),
     )
     env.setdefault("HOME", str(tmp))
+    load_before = os.getloadavg()
     procs = _start(setup, n, weights, tmp, env, multi_threads)
     rig = Rig(n, size, env)
     try:
@@ -273,6 +277,8 @@ def bench_setup(
         "rss_mb": sum(r for r, _ in memory) / 1024,
         "pss_mb": sum(p for _, p in memory) / 1024,
         "processes": len(procs),
+        # 1-min load average before start and after the counted seconds: other jobs on the host.
+        "load_avg": [load_before[0], os.getloadavg()[0]],
     }
 
 
@@ -364,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="cpu threads of the multi-camera node (0 = min(N, cores), the peer's cores)",
     )
+    ap.add_argument(
+        "--setups",
+        default="multi,peer",
+        help="'multi,peer' (default: ratios), or one of them alone (e.g. to profile the node)",
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     # The synthetic frames have no camera_info: the engine's one-time warning is noise here.
@@ -386,49 +397,65 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(weights_path),
     }
     tmp = Path(tempfile.mkdtemp(prefix="bench_multicam_"))
+    setups = args.setups.split(",")
+    if not setups or any(s not in ("multi", "peer") for s in setups):
+        ap.error(f"--setups: 'multi', 'peer' or 'multi,peer', got {args.setups!r}")
     for n in counts:
         entry: dict[str, Any] = {}
         for size in sizes:
-            multi = bench_setup(
-                "multi",
-                n,
-                size,
-                str(weights_path),
-                args.rate,
-                args.seconds,
-                tmp,
-                args.multi_threads,
-            )
-            peer = bench_setup("peer", n, size, str(weights_path), args.rate, args.seconds, tmp)
-            entry[size] = {
-                "multi": multi,
-                "peer": peer,
-                "throughput_ratio": multi["frames_per_s"] / peer["frames_per_s"]
-                if peer["frames_per_s"]
-                else None,
-                "rss_ratio": multi["rss_mb"] / peer["rss_mb"],
-                "cpu_per_frame_ratio": multi["cpu_ms_per_frame"] / peer["cpu_ms_per_frame"]
-                if multi["cpu_ms_per_frame"] and peer["cpu_ms_per_frame"]
-                else None,
+            runs = {
+                setup: bench_setup(
+                    setup,
+                    n,
+                    size,
+                    str(weights_path),
+                    args.rate,
+                    args.seconds,
+                    tmp,
+                    args.multi_threads,
+                )
+                for setup in setups
             }
             print(
-                f"N={n} {size}: multi {multi['frames_per_s']:.1f} fps {multi['rss_mb']:.0f} MB | "
-                f"peer {peer['frames_per_s']:.1f} fps {peer['rss_mb']:.0f} MB",
+                f"N={n} {size}: "
+                + " | ".join(
+                    f"{setup} {r['frames_per_s']:.1f} fps {r['rss_mb']:.0f} MB "
+                    f"{_num(r['cpu_ms_per_frame'])} CPU ms/frame (load {r['load_avg'][0]:.1f})"
+                    for setup, r in runs.items()
+                ),
                 flush=True,
             )
+            entry[size] = runs
+            if len(runs) == 2:
+                entry[size].update(_ratios(runs["multi"], runs["peer"]))
+        doc["cameras"][str(n)] = entry
+        if len(setups) < 2:
+            continue
         last = entry[sizes[-1]]
         entry["throughput_ratio"] = last["throughput_ratio"]
         entry["rss_ratio"] = last["rss_ratio"]
         entry["expert_bytes"] = expert_bytes(weights, n, sizes[-1])
         entry["engine"] = bench_engine(weights, n, sizes[-1])
-        doc["cameras"][str(n)] = entry
     doc["load_avg_before"] = load_before
     doc["load_avg_after"] = os.getloadavg()
-    _print_table(doc, sizes)
+    if len(setups) == 2:
+        _print_table(doc, sizes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
     return 0
+
+
+def _ratios(multi: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    """The multi node's figures over the N processes' of the same run."""
+    cpu_m, cpu_p = multi["cpu_ms_per_frame"], peer["cpu_ms_per_frame"]
+    return {
+        "throughput_ratio": multi["frames_per_s"] / peer["frames_per_s"]
+        if peer["frames_per_s"]
+        else None,
+        "rss_ratio": multi["rss_mb"] / peer["rss_mb"],
+        "cpu_per_frame_ratio": cpu_m / cpu_p if cpu_m and cpu_p else None,
+    }
 
 
 def _num(x: float | None) -> str:
