@@ -17,9 +17,10 @@ JSON keys ``cameras.<N>.throughput_ratio`` (multi frames/s / peer frames/s) and
 ``cameras.<N>.rss_ratio`` (multi RSS / peer summed RSS), at the largest size measured; the
 per-size figures are under ``cameras.<N>.<size>``.
 
-``expert_bytes`` explains the batching gain: from the routing of ``B`` frames in one backbone
-call, the bytes of expert weights the cpu backend reads per image (each expert used in a layer is
-read once per call) for B = 1 (the distinct experts one image uses) and for B = N.
+``expert_bytes`` (per N, and at the top level for B = 1, 2, 4, 6) explains the batching gain:
+from the routing of ``B`` frames in one backbone call, the bytes of expert weights the cpu
+backend reads per image (each expert used in a layer is read once per call) for B = 1 (the
+distinct experts one image uses) and for B = N, with the config's bound (all experts / B).
 ``engine`` measures the same in process, without ROS: frames/s of ``infer_batch`` of N frames vs N
 ``infer`` calls.
 
@@ -55,6 +56,8 @@ START_TIMEOUT_S = 180.0
 #: How long a node/sink process gets to exit on SIGINT before it is killed.
 STOP_TIMEOUT_S = 15.0
 ENGINE_RUNS = 5
+#: Batch sizes (cameras per backbone call) of the top-level ``expert_bytes``.
+EXPERT_BATCHES = (1, 2, 4, 6)
 
 
 def _frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -307,8 +310,12 @@ def expert_bytes(weights: Any, n: int, size: str) -> dict[str, float]:
         for layer in range(r.shape[1]):
             single += sum(len(np.unique(r[i, layer])) for i in range(n))
             batched += len(np.unique(r[:, layer]))
+    all_experts = cfg.num_experts * len(cfg.moe_layers) * 2  # every expert of both tasks, once
     return {
         "bytes_per_expert": float(per_expert),
+        # Analytic bound from the config: a batch reads each expert at most once, so per image at
+        # most this, however the images route.
+        "per_image_bound_mb": all_experts * per_expert / n / 1e6,
         "per_image_alone_mb": single * per_expert / n / 1e6,
         "per_image_batched_mb": batched * per_expert / n / 1e6,
         "distinct_experts_per_image": single / n / 2 / len(cfg.moe_layers),
@@ -436,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         entry["rss_ratio"] = last["rss_ratio"]
         entry["expert_bytes"] = expert_bytes(weights, n, sizes[-1])
         entry["engine"] = bench_engine(weights, n, sizes[-1])
+    # Bytes of expert weights read per image against the batch size, whatever was run above.
+    doc["expert_bytes"] = {str(b): expert_bytes(weights, b, sizes[-1]) for b in EXPERT_BATCHES}
     doc["load_avg_before"] = load_before
     doc["load_avg_after"] = os.getloadavg()
     if len(setups) == 2:
