@@ -114,10 +114,26 @@ class HeadsJob:
 
     model: LoadedModel
     engine: Engine  # primary or fallback: the one the backbone ran on
-    group: list[Decoded]
+    group: list[Outbound]
     state: BackboneBatch
     palette: np.ndarray | None
     backbone_ms: float  # fit + backbone, through the watchdog
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A frame past the backbone: what heads and publishing need, without its pixels (at 720p
+    the decoded input is 2.7 MB; the stages would otherwise hold up to 3 batches of them)."""
+
+    camera: Camera
+    params: CameraParams
+    header: Header
+    input_size: tuple[int, int]  # (height, width) of the camera image
+
+    @classmethod
+    def of(cls, frame: Decoded) -> Outbound:
+        h, w = frame.rgb.shape[:2]
+        return cls(frame.camera, frame.params, frame.header, (h, w))
 
 
 @dataclass(frozen=True)
@@ -164,7 +180,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         # thread (the backbone and the heads' kernels release the GIL), FIFO, so every camera's
         # frames leave in the order they came.
         self._heads: Stage[HeadsJob] | None = None
-        self._publisher: Stage[tuple[Decoded, FrameResult, np.ndarray | None]] | None = None
+        self._publisher: Stage[tuple[Outbound, FrameResult, np.ndarray | None]] | None = None
         self._stopping = threading.Event()
         self._activated_at = 0.0
         # Accelerator-wide figures: batches, images per batch, backbone call time.
@@ -439,7 +455,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             palette = model_palette(model.config)
         heads = self._heads
         if heads is not None:  # blocks while the heads stage is a batch behind
-            heads.put(HeadsJob(model, engine, group, state, palette, ms))
+            heads.put(HeadsJob(model, engine, [Outbound.of(f) for f in group], state, palette, ms))
 
     def _finish_group(self, job: HeadsJob) -> None:
         """Heads and decoding of one group (heads stage), then its frames to the publish stage.
@@ -482,9 +498,9 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             )
         return k
 
-    def _publish(self, frame: Decoded, result: Any, palette: np.ndarray | None) -> None:
+    def _publish(self, frame: Outbound, result: Any, palette: np.ndarray | None) -> None:
         cam, header = frame.camera, frame.header
-        in_h, in_w = frame.rgb.shape[:2]
+        in_h, in_w = frame.input_size
         info = cam.info
         if info is not None and not conv.calibration_fits(info, in_h, in_w):
             cam.stats.count("camera_info_mismatch")
