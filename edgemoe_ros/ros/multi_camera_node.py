@@ -10,8 +10,10 @@ the cameras; camera ``c`` is read from ``c/image`` + ``c/camera_info`` and publi
 Threads: DDS callbacks validate metadata and leave the frame in its camera's one-frame slot
 (camera_scheduler.py: latest frame wins, round-robin, no camera starves). One inference thread
 takes a round (the newest frame of up to ``max_batch`` cameras), groups it by task set and runs
-each group as ONE ``Engine.infer_batch`` call: the backend sees a (B, H, W, 3) batch, so each
-expert's weights are read once per batch instead of once per camera (docs/multi_camera.md).
+each group's backbone as ONE call (``Engine.run_backbone``): the backend sees a (B, H, W, 3)
+batch, so each expert's weights are read once per batch instead of once per camera
+(docs/multi_camera.md). A heads stage finishes the batch (``Engine.finish_batch``) while the
+backbone runs the next one, and a publish stage publishes (stage.py: FIFO, bounded).
 
 Diagnostics: one status per camera (rate, latency, drops, bad input, stale stream: WARN after
 ``stale_timeout`` s without a frame, ERROR after 3x) and one for the backend/accelerator.
