@@ -153,7 +153,7 @@ def test_each_cameras_outputs_leave_in_the_order_its_frames_came(io):
             image_pub.publish(make_image(h, w, stamp=(first + i, 7), frame_id=cam, seed=i))
         time.sleep(0.01)
     # The last frame of each camera is never replaced, so it is always processed.
-    checked = {"front": "depth", "left": "segmentation", "rear": "depth"}
+    checked = {"front": "depth/image", "left": "segmentation/image", "rear": "depth/image"}
     for cam, topic in checked.items():
         outs[cam, topic].wait_for(lambda m: _stamp_of(m) == (first + frames - 1, 7))
     for cam, topic in checked.items():
