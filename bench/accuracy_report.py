@@ -31,7 +31,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", choices=("spec", "tiny"), default="spec",
                     help="model for random weights (default: the SPEC model)")
     ap.add_argument("--images", type=int, default=4, help="number of input images (default 4)")
-    ap.add_argument("--random", action="store_true", help="uniform-noise images instead of rendered scenes")
+    ap.add_argument(
+        "--random", action="store_true", help="uniform-noise images instead of rendered scenes"
+    )
     ap.add_argument("--seed", type=int, default=0, help="weights and image seed")
     ap.add_argument("--json", metavar="FILE", help="write the report as JSON")
     args = ap.parse_args(argv)
@@ -54,8 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(float reference + emulator: {elapsed:.1f} s)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"config": cfg.to_dict(), "weights": source, "images": args.images,
-                       "image_kind": kind, "tasks": [r.to_dict() for r in reports]}, fh, indent=2)
+            json.dump(
+                {
+                    "config": cfg.to_dict(),
+                    "weights": source,
+                    "images": args.images,
+                    "image_kind": kind,
+                    "tasks": [r.to_dict() for r in reports],
+                },
+                fh,
+                indent=2,
+            )
     return 0
 
 

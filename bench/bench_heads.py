@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Host-side task heads: time per task for each light head type, native kernels vs numpy vs PyTorch.
+"""Host-side task heads: time per task for each light head type, native kernels vs numpy vs
+PyTorch.
 
 The heads run on the host after the backbone (Edge-MoE accelerates the backbone only), so their
 cost adds to every frame whatever the backend. Full SPEC §2 sizes, batch 1, seeded random
@@ -34,7 +35,9 @@ MAX_REL_DIFF = 1e-4
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=50, help="timed runs per case (default 50)")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed runs per case first (default 5)")
+    ap.add_argument(
+        "--warmup", type=int, default=5, help="untimed runs per case first (default 5)"
+    )
     ap.add_argument("--heads", default=",".join(HEADS), help=f"comma-separated subset of {HEADS}")
     ap.add_argument("--no-torch", action="store_true", help="do not time the PyTorch twin")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -47,7 +50,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _torch_head(torch, head, feats, pixels):  # noqa: ANN001, ANN202 - torch objects; torch is optional
+# ANN001, ANN202: torch objects; torch is optional
+def _torch_head(torch, head, feats, pixels):  # noqa: ANN001, ANN202
     with torch.no_grad():
         return head(feats, pixels).numpy()
 
@@ -71,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
             from edgemoe_ros.training.torch_model import build_torch_model, load_model_weights
         except ImportError:
-            print("torch not installed: no PyTorch column (pip install torch==2.13.0)", file=sys.stderr)
+            print(
+                "torch not installed: no PyTorch column (pip install torch==2.13.0)",
+                file=sys.stderr,
+            )
             torch = None
     if torch is not None:
         torch.set_num_threads(1)
@@ -85,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         weights = random_init(cfg, seed=0)
         heads = fastops.PooledHeads(native) if native is not None else None
         image = render_frame(0, cfg.img_w, cfg.img_h).rgb[None]
-        feats = np.random.default_rng(1).standard_normal((1, cfg.num_patches, cfg.dim)).astype(np.float32)
+        feats = (
+            np.random.default_rng(1)
+            .standard_normal((1, cfg.num_patches, cfg.dim))
+            .astype(np.float32)
+        )
         module = None
         if torch is not None:
             module = build_torch_model(cfg).eval()
@@ -95,14 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         for task in cfg.tasks:
             cases = {"numpy": functools.partial(run_head, weights, cfg, task, feats, image)}
             if native is not None:  # as the engine hands them over: one PooledHeads per model
-                cases["native"] = functools.partial(run_head, weights, cfg, task, feats, image, heads)
+                cases["native"] = functools.partial(
+                    run_head, weights, cfg, task, feats, image, heads
+                )
             if module is not None:
-                cases["torch"] = functools.partial(_torch_head, torch, module.heads[task], tfeats, pixels)
+                cases["torch"] = functools.partial(
+                    _torch_head, torch, module.heads[task], tfeats, pixels
+                )
             outs = {name: fn() for name, fn in cases.items()}
             scale = float(np.abs(outs["numpy"]).max()) or 1.0
             diff = max(float(np.abs(o - outs["numpy"]).max()) / scale for o in outs.values())
             if diff > MAX_REL_DIFF:
-                print(f"error: {head} {task}: implementations differ by {diff:.2e} (> {MAX_REL_DIFF})", file=sys.stderr)
+                print(
+                    f"error: {head} {task}: implementations differ by {diff:.2e} (> "
+                    f"{MAX_REL_DIFF})",
+                    file=sys.stderr,
+                )
                 return 1
             for _ in range(args.warmup):
                 for fn in cases.values():
@@ -113,25 +132,41 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     fn()
                     times[name].append((time.perf_counter() - t0) * 1e3)
-            row: dict[str, float] = {"macs": cfg.head_macs(task), "backbone_share": cfg.head_macs(task) / cfg.backbone_macs(),
-                                     "max_rel_diff": diff}
+            row: dict[str, float] = {
+                "macs": cfg.head_macs(task),
+                "backbone_share": cfg.head_macs(task) / cfg.backbone_macs(),
+                "max_rel_diff": diff,
+            }
             for name, ts in times.items():
                 row[f"{name}_ms"] = float(np.median(ts))
                 row[f"{name}_p90_ms"] = float(np.percentile(ts, 90))
             results.setdefault(head, {})[task] = row
 
-    cols = [c for c in ("native", "numpy", "torch") if any(f"{c}_ms" in r for h in results.values() for r in h.values())]
-    print(f"host task heads, batch 1, {ModelConfig().img_h}x{ModelConfig().img_w}, 1 thread, {args.runs} runs "
-          "(median / p90 ms)")
-    header = f"{'head':<8} {'task':<7} {'MMAC':>6} {'share':>6} " + " ".join(f"{c:>15}" for c in cols)
+    cols = [
+        c
+        for c in ("native", "numpy", "torch")
+        if any(f"{c}_ms" in r for h in results.values() for r in h.values())
+    ]
+    print(
+        f"host task heads, batch 1, {ModelConfig().img_h}x{ModelConfig().img_w}, 1 thread, "
+        f"{args.runs} runs "
+        "(median / p90 ms)"
+    )
+    header = f"{'head':<8} {'task':<7} {'MMAC':>6} {'share':>6} " + " ".join(
+        f"{c:>15}" for c in cols
+    )
     if "torch" in cols and "native" in cols:
         header += f" {'torch/native':>13}"
     print(header)
     print("-" * len(header))
     for head, tasks in results.items():
         for task, r in tasks.items():
-            cells = " ".join(f"{r[f'{c}_ms']:7.2f} / {r[f'{c}_p90_ms']:5.2f}" if f"{c}_ms" in r else f"{'-':>15}"
-                             for c in cols)
+            cells = " ".join(
+                f"{r[f'{c}_ms']:7.2f} / {r[f'{c}_p90_ms']:5.2f}"
+                if f"{c}_ms" in r
+                else f"{'-':>15}"
+                for c in cols
+            )
             line = f"{head:<8} {task:<7} {r['macs'] / 1e6:6.1f} {r['backbone_share']:6.1%} {cells}"
             if "torch_ms" in r and "native_ms" in r:
                 line += f" {r['torch_ms'] / r['native_ms']:12.2f}x"

@@ -15,7 +15,8 @@ from edgemoe_ros.model.weights import ModelWeights, load_weights, random_init
 
 
 def bench_weights(path: str | None, config: str, seed: int) -> tuple[ModelWeights, str]:
-    """(weights, a description of where they came from) for ``--weights`` / ``--config`` / ``--seed``."""
+    """(weights, a description of where they came from) for ``--weights`` / ``--config`` /
+    ``--seed``."""
     if path:
         return load_weights(path), path
     cfg = ModelConfig() if config == "spec" else tiny_config()
@@ -25,7 +26,9 @@ def bench_weights(path: str | None, config: str, seed: int) -> tuple[ModelWeight
 def bench_images(cfg: ModelConfig, n: int, seed: int, random: bool) -> np.ndarray:
     """(n, img_h, img_w, 3) uint8: rendered scenes seed..seed+n-1, or uniform noise."""
     if random:
-        return np.random.default_rng(seed).integers(0, 256, (n, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+        return np.random.default_rng(seed).integers(
+            0, 256, (n, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+        )
     from edgemoe_ros.scenes import render_frame
 
     return np.stack([render_frame(seed + i, cfg.img_w, cfg.img_h).rgb for i in range(n)])

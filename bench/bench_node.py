@@ -16,11 +16,13 @@ resolution, both tasks, colour output subscribed):
    this process (subscriber). Latency = receive time - header stamp (stamped at publish time), read
    from the raw CDR bytes so the subscriber's own decoding is not counted. Median over the frames.
 
-Prints a table; ``--json FILE`` writes ``{"overhead_ms": {"480p", "720p"}, "e2e_ms": {"480p", "720p"},
-...}`` plus the pieces. Target (issue 4): overhead <= 2 ms at 720p. ``--dds`` picks the middleware
-set-up of every process (see ``DDS_ENVS``): the transport dominates the end-to-end figure.
+Prints a table; ``--json FILE`` writes
+``{"overhead_ms": {"480p", "720p"}, "e2e_ms": {"480p", "720p"}, ...}`` plus the pieces. Target
+(issue 4): overhead <= 2 ms at 720p. ``--dds`` picks the middleware set-up of every process (see
+``DDS_ENVS``): the transport dominates the end-to-end figure.
 
-    .venv/bin/python bench/bench_node.py --json build/bench_node.json [--dds subnet|localhost|large_data]
+    .venv/bin/python bench/bench_node.py --json build/bench_node.json
+        [--dds subnet|localhost|large_data]
 """
 
 from __future__ import annotations
@@ -92,9 +94,15 @@ def _minor_faults() -> int:
 #: samples) and needs discovery beyond LOCALHOST, which overrides the transports. Unset variables
 #: are removed from the inherited environment; the random domain keeps runs apart.
 DDS_ENVS: dict[str, dict[str, str | None]] = {
-    "localhost": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_BUILTIN_TRANSPORTS": None},
+    "localhost": {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_BUILTIN_TRANSPORTS": None,
+    },
     "subnet": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": None},
-    "large_data": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+    "large_data": {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
+        "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+    },
 }
 
 
@@ -130,7 +138,9 @@ def run_sink(namespace: str) -> int:
     rclpy.init()
     node = rclpy.create_node("bench_sink")
     for t in OUTPUT_TOPICS:
-        node.create_subscription(Image, f"{namespace}/{t}", lambda _m: None, profile("reliable", 10), raw=True)
+        node.create_subscription(
+            Image, f"{namespace}/{t}", lambda _m: None, profile("reliable", 10), raw=True
+        )
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -163,7 +173,10 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     engine = Engine(weights, "null")
     # The node's own output names, so the sink (another process) receives them: publishing with no
     # subscriber skips the transport and would flatter the figure.
-    pubs = {t: pub_node.create_publisher(Image, f"{NAMESPACE}/{t}", profile("reliable", 10)) for t in OUTPUT_TOPICS}
+    pubs = {
+        t: pub_node.create_publisher(Image, f"{NAMESPACE}/{t}", profile("reliable", 10))
+        for t in OUTPUT_TOPICS
+    }
     _wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 30, "the sink")
     out: dict[str, float] = {}
     wire = serialize_message(msg)
@@ -184,18 +197,30 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     t, restored = _timed(lambda: (res.semseg_at_input(), res.depth_at_input()), runs)
     out["restore"] = _ms(t)
     ids, depth = restored
-    # As the node does it: palette at model resolution, then the nearest-neighbour map to the input.
+    # As the node does it: palette at model resolution, then the nearest-neighbour map to the
+    # input.
     t, color = _timed(lambda: color_at_input(pp.colorize_semseg(res.semseg), res.fit), runs)
     out["colourise"] = _ms(t)
-    arrays = ((ids, conv.MONO8), (color, conv.RGB8), (depth.astype(np.float32, copy=False), conv.DEPTH_32FC1))
-    t, msgs = _timed(lambda: [conv.array_to_image(a, e, header, borrow=True) for a, e in arrays], runs)
+    arrays = (
+        (ids, conv.MONO8),
+        (color, conv.RGB8),
+        (depth.astype(np.float32, copy=False), conv.DEPTH_32FC1),
+    )
+    t, msgs = _timed(
+        lambda: [conv.array_to_image(a, e, header, borrow=True) for a, e in arrays], runs
+    )
     out["to_msg"] = _ms(t)
-    t, _ = _timed(lambda: [pubs[k].publish(m) for k, m in zip(OUTPUT_TOPICS, msgs, strict=True)], runs)
+    t, _ = _timed(
+        lambda: [pubs[k].publish(m) for k, m in zip(OUTPUT_TOPICS, msgs, strict=True)], runs
+    )
     out["publish"] = _ms(t)
-    # The middleware's share alone: the same three messages, serialised beforehand, published as raw
-    # CDR bytes. No node code can go below this; it is the DDS copy/transport cost of ~7 MB at 720p.
+    # The middleware's share alone: the same three messages, serialised beforehand, published as
+    # raw CDR bytes. No node code can go below this; it is the DDS copy/transport cost of ~7 MB at
+    # 720p.
     raw = [serialize_message(m) for m in msgs]
-    t, _ = _timed(lambda: [pubs[k].publish(r) for k, r in zip(OUTPUT_TOPICS, raw, strict=True)], runs)
+    t, _ = _timed(
+        lambda: [pubs[k].publish(r) for k, r in zip(OUTPUT_TOPICS, raw, strict=True)], runs
+    )
     out["publish_serialized"] = _ms(t)
     engine.close()
     for p in pubs.values():
@@ -203,8 +228,11 @@ def bench_pieces(weights: Any, size: str, runs: int, pub_node: Any) -> dict[str,
     return out
 
 
-def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = "input") -> dict[str, float]:
-    """Wall ms of the node's own per-frame path (decode -> engine -> publish) and its inference part.
+def bench_node_path(
+    weights_path: Path, size: str, runs: int, resolution: str = "input"
+) -> dict[str, float]:
+    """Wall ms of the node's own per-frame path (decode -> engine -> publish) and its inference
+    part.
 
     ``resolution``: the node's ``output_resolution`` ("input": outputs restored to the camera size,
     the default; "model": published at 128x256, which skips restore and shrinks colourise/publish).
@@ -218,10 +246,18 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
     from edgemoe_ros.ros.node import EdgeMoeNode, Frame
     from edgemoe_ros.ros.outputs import TOPIC_SEGMENTATION_COLOR
 
-    node = EdgeMoeNode(f"edgemoe_node_{size}_{resolution}", namespace=NAMESPACE, parameter_overrides=[
-        Parameter("weights_path", value=str(weights_path)), Parameter("backend", value="null"),
-        Parameter("autostart", value=False), Parameter("output_qos", value="reliable"),
-        Parameter("tasks", value=["semseg", "depth"]), Parameter("output_resolution", value=resolution)])
+    node = EdgeMoeNode(
+        f"edgemoe_node_{size}_{resolution}",
+        namespace=NAMESPACE,
+        parameter_overrides=[
+            Parameter("weights_path", value=str(weights_path)),
+            Parameter("backend", value="null"),
+            Parameter("autostart", value=False),
+            Parameter("output_qos", value="reliable"),
+            Parameter("tasks", value=["semseg", "depth"]),
+            Parameter("output_resolution", value=resolution),
+        ],
+    )
     try:
         node.trigger_configure()
         node.trigger_activate()
@@ -236,19 +272,32 @@ def bench_node_path(weights_path: Path, size: str, runs: int, resolution: str = 
 
         model.engine.infer = timed_infer
         # Outputs go to a subscriber in another process (the sink), as on a robot.
-        _wait(lambda: node._outputs.publisher(TOPIC_SEGMENTATION_COLOR).get_subscription_count() > 0, 30, "the sink")
+        _wait(
+            lambda: node._outputs.publisher(TOPIC_SEGMENTATION_COLOR).get_subscription_count() > 0,
+            30,
+            "the sink",
+        )
         h, w = SIZES[size]
-        msg = conv.array_to_image(_frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam"))
+        msg = conv.array_to_image(
+            _frame(h, w, 1)[..., ::-1].copy(), conv.RGB8, Header(frame_id="cam")
+        )
         msg.encoding = "bgr8"
         wire = serialize_message(msg)  # as the node's raw subscription receives it
         faults_before = _minor_faults()
-        times, _ = _timed(lambda: node._process_frame(Frame(read_image(wire), False), node._frame_state()), runs)
+        times, _ = _timed(
+            lambda: node._process_frame(Frame(read_image(wire), False), node._frame_state()), runs
+        )
         # Load-independent companion of the times: pages the path touches fresh every frame.
         faults = (_minor_faults() - faults_before) / (runs + WARMUP)
         infer = inference[WARMUP:]
         overhead = [a - b for a, b in zip(times, infer, strict=True)]
-        return {"node_path": _ms(times), "inference": _ms(infer), "overhead": _ms(overhead),
-                "overhead_p90": _ms(overhead, 90), "page_faults": faults}
+        return {
+            "node_path": _ms(times),
+            "inference": _ms(infer),
+            "overhead": _ms(overhead),
+            "overhead_p90": _ms(overhead, 90),
+            "page_faults": faults,
+        }
     finally:
         node.destroy_node()
 
@@ -267,30 +316,71 @@ def _play_limit_s(frames: int) -> float:
     return PLAY_START_S + PLAY_WAIT_S + frames / E2E_HZ + FLUSH_TIMEOUT_S + SHUTDOWN_TIMEOUT_S
 
 
-def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str],
-              listener: Any) -> dict[str, float]:
+def bench_e2e(
+    weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str], listener: Any
+) -> dict[str, float]:
     """Median/p90 ms from header stamp (set at publish by the player) to receipt here."""
     from edgemoe_ros.bag import CameraInfoParams, write_image_bag
 
     h, w = SIZES[size]
     bag = tmp / f"e2e_{size}"
     period = int(1e9 / E2E_HZ)
-    write_image_bag(bag, ((i * period + 1, _frame(h, w, i)) for i in range(frames)), f"{NAMESPACE}/image",
-                    "cam", "mcap", CameraInfoParams.pinhole(w, h, w / 2), encoding="bgr8")
-    node = subprocess.Popen([str(BIN / "edgemoe_node"), "--ros-args", "-r", f"__ns:={NAMESPACE}",
-                             "-p", f"weights_path:={weights_path}", "-p", "backend:=null",
-                             "-p", "input_qos:=reliable", "-p", "output_qos:=reliable",
-                             "-p", "tasks:=[semseg,depth]"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"node_{size}.log", "wb"))  # noqa: SIM115
+    write_image_bag(
+        bag,
+        ((i * period + 1, _frame(h, w, i)) for i in range(frames)),
+        f"{NAMESPACE}/image",
+        "cam",
+        "mcap",
+        CameraInfoParams.pinhole(w, h, w / 2),
+        encoding="bgr8",
+    )
+    node = subprocess.Popen(
+        [
+            str(BIN / "edgemoe_node"),
+            "--ros-args",
+            "-r",
+            f"__ns:={NAMESPACE}",
+            "-p",
+            f"weights_path:={weights_path}",
+            "-p",
+            "backend:=null",
+            "-p",
+            "input_qos:=reliable",
+            "-p",
+            "output_qos:=reliable",
+            "-p",
+            "tasks:=[semseg,depth]",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / f"node_{size}.log", "wb"),
+    )  # noqa: SIM115
     try:
         listener.reset()
         _wait(listener.matched, 60, "edgemoe_node outputs")
         try:
-            play = subprocess.run([str(BIN / "edgemoe-bag"), "play", str(bag), "--restamp", "--qos", "reliable",
-                                   "--wait-subscribers", "1", "--wait-timeout", str(PLAY_WAIT_S)], env=env,
-                                  capture_output=True, text=True, timeout=_play_limit_s(frames))
+            play = subprocess.run(
+                [
+                    str(BIN / "edgemoe-bag"),
+                    "play",
+                    str(bag),
+                    "--restamp",
+                    "--qos",
+                    "reliable",
+                    "--wait-subscribers",
+                    "1",
+                    "--wait-timeout",
+                    str(PLAY_WAIT_S),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=_play_limit_s(frames),
+            )
         except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"edgemoe-bag play outlived its own bound ({exc.timeout:.0f} s)") from None
+            raise RuntimeError(
+                f"edgemoe-bag play outlived its own bound ({exc.timeout:.0f} s)"
+            ) from None
         if play.returncode != 0:
             raise RuntimeError(f"edgemoe-bag play failed: {play.stderr[-2000:]}")
         _wait(lambda: len(listener.latencies) >= frames, 10, f"{frames} outputs")
@@ -299,13 +389,17 @@ def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[s
     finally:
         stop_process(node, STOP_TIMEOUT_S)
     lat = listener.latencies[WARMUP:] if len(listener.latencies) > WARMUP else listener.latencies
-    return {"e2e": _ms(lat), "e2e_p90": _ms(lat, 90), "received": float(len(listener.latencies)),
-            "sent": float(frames)}
+    return {
+        "e2e": _ms(lat),
+        "e2e_p90": _ms(lat, 90),
+        "received": float(len(listener.latencies)),
+        "sent": float(frames),
+    }
 
 
 class Listener:
-    """Raw subscription to ``depth/image`` (the node publishes it last for each frame): stamp -> now
-    latency."""
+    """Raw subscription to ``depth/image`` (the node publishes it last for each frame): stamp ->
+    now latency."""
 
     def __init__(self, node: Any):
         from sensor_msgs.msg import Image
@@ -314,10 +408,15 @@ class Listener:
 
         self.latencies: list[float] = []
         qos = profile("reliable", 10)
-        self.sub = node.create_subscription(Image, f"{NAMESPACE}/{DEPTH_IMAGE}", self._on, qos, raw=True)
+        self.sub = node.create_subscription(
+            Image, f"{NAMESPACE}/{DEPTH_IMAGE}", self._on, qos, raw=True
+        )
         # Subscribe to the other outputs too, so the node publishes (and pays for) all of them.
-        self._others = [node.create_subscription(Image, f"{NAMESPACE}/{t}", lambda _m: None, qos, raw=True)
-                        for t in OUTPUT_TOPICS if t != DEPTH_IMAGE]
+        self._others = [
+            node.create_subscription(Image, f"{NAMESPACE}/{t}", lambda _m: None, qos, raw=True)
+            for t in OUTPUT_TOPICS
+            if t != DEPTH_IMAGE
+        ]
 
     def reset(self) -> None:
         self.latencies = []
@@ -327,7 +426,8 @@ class Listener:
 
     def _on(self, raw: bytes) -> None:
         now = time.time_ns()
-        sec, nsec = struct.unpack_from("<iI", raw, 4)  # CDR: 4-byte encapsulation, then header.stamp
+        # CDR: 4-byte encapsulation, then header.stamp
+        sec, nsec = struct.unpack_from("<iI", raw, 4)
         self.latencies.append((now - (sec * 1_000_000_000 + nsec)) / 1e6)
 
 
@@ -336,11 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=50, help="frames per in-process measurement")
     ap.add_argument("--e2e-frames", type=int, default=40, help="frames played per size end to end")
-    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, from " + ", ".join(SIZES))
+    ap.add_argument(
+        "--sizes", default=",".join(SIZES), help="comma-separated, from " + ", ".join(SIZES)
+    )
     ap.add_argument("--skip-e2e", action="store_true")
-    ap.add_argument("--dds", choices=DDS_ENVS, default="subnet",
-                    help="middleware set-up of all processes (default: subnet = ROS 2 out of the box; "
-                         "localhost = as the tests run; large_data = Fast DDS LARGE_DATA transports)")
+    ap.add_argument(
+        "--dds",
+        choices=DDS_ENVS,
+        default="subnet",
+        help="middleware set-up of all processes (default: subnet = ROS 2 out of the box; "
+        "localhost = as the tests run; large_data = Fast DDS LARGE_DATA transports)",
+    )
     ap.add_argument("--json", help="write results to this file")
     ap.add_argument("--sink", metavar="NS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -365,13 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     env = _ros_env(random.randint(1, 101), tmp / "ros_log", args.dds)
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_LOG_DIR")})
-    for key in DDS_ENVS[args.dds]:  # this process too: set, or removed when the set-up leaves it unset
+    # this process too: set, or removed when the set-up leaves it unset
+    for key in DDS_ENVS[args.dds]:
         if key in env:
             os.environ[key] = env[key]
         else:
             os.environ.pop(key, None)
     os.environ.setdefault("HOME", env["HOME"])
-    weights = random_init(ModelConfig())  # the shipped model's shape; null backend ignores the values
+    # the shipped model's shape; null backend ignores the values
+    weights = random_init(ModelConfig())
     weights_path = tmp / "model.safetensors"
     save_weights(weights, weights_path)
 
@@ -397,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
             executor.add_node(listen_node)
             spin.start()
             for size in sizes:
-                results[size].update(bench_e2e(weights_path, size, args.e2e_frames, tmp, env, listener))
+                results[size].update(
+                    bench_e2e(weights_path, size, args.e2e_frames, tmp, env, listener)
+                )
     finally:
         stop_process(sink, STOP_TIMEOUT_S)
         executor.shutdown()
@@ -411,18 +521,25 @@ def main(argv: list[str] | None = None) -> int:
 
     _print_table(results, args)
     if args.json:
-        doc = {"overhead_ms": {s: r["overhead"] for s, r in results.items()},
-               "e2e_ms": {s: r.get("e2e", float("nan")) for s, r in results.items()},
-               "detail_ms": results, "runs": args.runs, "e2e_frames": args.e2e_frames,
-               "backend": "null", "input_encoding": "bgr8", "output_resolution": "input", "dds": args.dds,
-               "allocator_tuning": tuned}
+        doc = {
+            "overhead_ms": {s: r["overhead"] for s, r in results.items()},
+            "e2e_ms": {s: r.get("e2e", float("nan")) for s, r in results.items()},
+            "detail_ms": results,
+            "runs": args.runs,
+            "e2e_frames": args.e2e_frames,
+            "backend": "null",
+            "input_encoding": "bgr8",
+            "output_resolution": "input",
+            "dds": args.dds,
+            "allocator_tuning": tuned,
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_finite(doc), indent=2))
     # Everything is written and the DDS participant is gone (so its /dev/shm segments are: leaked
     # ones made later runs fail with "cannot publish data"). Exit without interpreter teardown:
     # about one run in four, a C++ static destructor aborts this process after main() ("terminate
-    # called without an active exception", rc 134, no Python frame), even with the context destroyed
-    # first; edgemoe_node itself exits 0 (test_node_lifecycle checks it).
+    # called without an active exception", rc 134, no Python frame), even with the context
+    # destroyed first; edgemoe_node itself exits 0 (test_node_lifecycle checks it).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -438,30 +555,47 @@ def _finite(obj: Any) -> Any:
 
 
 def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    rows = [("receive: read the CDR bytes in place", "receive"),
-            ("  (rclpy deserialise, for comparison)", "receive_rclpy"), ("decode (bgr8 -> rgb)", "decode"),
-            ("fit to model (resize)", "preprocess"),
-            ("backbone (null)", "backbone"), ("heads (host)", "heads"), ("restore to input size", "restore"),
-            ("colourise", "colourise"), ("build 3 output msgs", "to_msg"), ("publish 3 outputs", "publish"),
-            ("  same, pre-serialised (DDS floor)", "publish_serialized"),
-            ("node path, per frame", "node_path"), ("  of which inference", "inference"),
-            ("node overhead (path - inference)", "overhead"), ("  overhead p90", "overhead_p90"),
-            ("  overhead minus DDS floor", "overhead_own"),
-            ("  page faults per frame (count)", "page_faults"),
-            ("output_resolution=model: node path", "node_path_model_res"),
-            ("  overhead (path - inference)", "overhead_model_res"),
-            ("  page faults per frame (count)", "page_faults_model_res"),
-            ("end to end stamp->received p50", "e2e"), ("end to end p90", "e2e_p90")]
+    rows = [
+        ("receive: read the CDR bytes in place", "receive"),
+        ("  (rclpy deserialise, for comparison)", "receive_rclpy"),
+        ("decode (bgr8 -> rgb)", "decode"),
+        ("fit to model (resize)", "preprocess"),
+        ("backbone (null)", "backbone"),
+        ("heads (host)", "heads"),
+        ("restore to input size", "restore"),
+        ("colourise", "colourise"),
+        ("build 3 output msgs", "to_msg"),
+        ("publish 3 outputs", "publish"),
+        ("  same, pre-serialised (DDS floor)", "publish_serialized"),
+        ("node path, per frame", "node_path"),
+        ("  of which inference", "inference"),
+        ("node overhead (path - inference)", "overhead"),
+        ("  overhead p90", "overhead_p90"),
+        ("  overhead minus DDS floor", "overhead_own"),
+        ("  page faults per frame (count)", "page_faults"),
+        ("output_resolution=model: node path", "node_path_model_res"),
+        ("  overhead (path - inference)", "overhead_model_res"),
+        ("  page faults per frame (count)", "page_faults_model_res"),
+        ("end to end stamp->received p50", "e2e"),
+        ("end to end p90", "e2e_p90"),
+    ]
     sizes = list(results)
-    print(f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
-          f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes; DDS set-up: {args.dds})")
+    print(
+        f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
+        f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes; DDS set-up: {args.dds})"
+    )
     print(f"{'':36}" + "".join(f"{s:>10}" for s in sizes))
     for label, key in rows:
         if any(key in results[s] for s in sizes):
-            print(f"{label:36}" + "".join(f"{results[s].get(key, float('nan')):>10.2f}" for s in sizes))
+            print(
+                f"{label:36}"
+                + "".join(f"{results[s].get(key, float('nan')):>10.2f}" for s in sizes)
+            )
     for s in sizes:
         if "received" in results[s]:
-            print(f"e2e {s}: received {int(results[s]['received'])}/{int(results[s]['sent'])} frames")
+            print(
+                f"e2e {s}: received {int(results[s]['received'])}/{int(results[s]['sent'])} frames"
+            )
 
 
 if __name__ == "__main__":

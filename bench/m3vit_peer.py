@@ -82,7 +82,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = (
+            self.qkv(x)
+            .reshape(b, n, 3, self.num_heads, c // self.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         q, k, v = qkv[0], qkv[1], qkv[2]
         scores = (q @ k.transpose(-2, -1)) * self.scale
         scores = self.attn_drop(scores.softmax(dim=-1))
@@ -110,7 +114,9 @@ class Mlp(nn.Module):
 class NoisyTopKGate(nn.Module):
     """One task's router: softmax over all experts, top-k probabilities kept unrenormalised."""
 
-    def __init__(self, dim: int, num_experts: int, top_k: int, noise_std: float = VMOE_NOISE_STD) -> None:
+    def __init__(
+        self, dim: int, num_experts: int, top_k: int, noise_std: float = VMOE_NOISE_STD
+    ) -> None:
         super().__init__()
         self.w_gate = nn.Parameter(torch.zeros(dim, num_experts))
         self.num_experts = num_experts
@@ -126,15 +132,19 @@ class NoisyTopKGate(nn.Module):
         logits = clean_logits + torch.randn_like(clean_logits) * noise_stddev
         probs = self.softmax(logits)
         top_vals, top_idx = probs.topk(min(self.top_k + 1, self.num_experts), dim=1)
-        top_k_idx = top_idx[:, :self.top_k]
-        top_k_gates = top_vals[:, :self.top_k]
+        top_k_idx = top_idx[:, : self.top_k]
+        top_k_gates = top_vals[:, : self.top_k]
         # Dense (tokens, E) gate matrix: upstream builds it for the balance loss in every mode.
         self.dense_gates = torch.zeros_like(probs).scatter(1, top_k_idx, top_k_gates)
-        return (top_k_idx.reshape(lead + [self.top_k]).contiguous(),
-                top_k_gates.reshape(lead + [self.top_k]).contiguous())
+        return (
+            top_k_idx.reshape(lead + [self.top_k]).contiguous(),
+            top_k_gates.reshape(lead + [self.top_k]).contiguous(),
+        )
 
 
-def prepare_forward(gate_idx: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def prepare_forward(
+    gate_idx: torch.Tensor, num_experts: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """fastmoe ``prepare_forward`` at world size 1: per-expert counts and each pair's slot.
 
     ``pos`` lists the flattened (token, slot) pair indices grouped by expert, i.e. where
@@ -152,7 +162,8 @@ def prepare_forward(gate_idx: torch.Tensor, num_experts: int) -> tuple[torch.Ten
 
 
 class MoELinear(nn.Module):
-    """fastmoe ``FMoELinear``: stacked (E, out, in) weights, one GEMM per non-empty expert segment."""
+    """fastmoe ``FMoELinear``: stacked (E, out, in) weights, one GEMM per non-empty expert
+    segment."""
 
     def __init__(self, num_experts: int, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -160,12 +171,13 @@ class MoELinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_experts, d_out))
 
     def forward(self, inp: torch.Tensor, expert_count: torch.Tensor) -> torch.Tensor:
-        out = self.bias.repeat_interleave(expert_count, dim=0)  # beta=1: the GEMM accumulates onto bias
+        # beta=1: the GEMM accumulates onto bias
+        out = self.bias.repeat_interleave(expert_count, dim=0)
         ptr = 0
         for e, c in enumerate(expert_count.tolist()):  # the CUDA loop reads the counts on the host
             if c == 0:
                 continue
-            out[ptr:ptr + c].addmm_(inp[ptr:ptr + c], self.weight[e].t())
+            out[ptr : ptr + c].addmm_(inp[ptr : ptr + c], self.weight[e].t())
             ptr += c
         return out
 
@@ -192,8 +204,11 @@ class MoEMlp(nn.Module):
         self.num_experts = cfg.num_experts
         self.top_k = cfg.top_k
         self.experts = Experts(cfg.num_experts, cfg.dim, cfg.expert_hidden)
-        self.gate = nn.ModuleList(NoisyTopKGate(cfg.dim, cfg.num_experts, cfg.top_k) for _ in cfg.tasks)
-        #: Called as ``hook(top_k_idx, top_k_gates, None)`` after gating, like FMoE's ``gate_hook``.
+        self.gate = nn.ModuleList(
+            NoisyTopKGate(cfg.dim, cfg.num_experts, cfg.top_k) for _ in cfg.tasks
+        )
+        #: Called as ``hook(top_k_idx, top_k_gates, None)`` after gating, like FMoE's
+        #: ``gate_hook``.
         self.gate_hook: GateHook | None = None
 
     def forward(self, inp: torch.Tensor, task_id: int) -> torch.Tensor:
@@ -202,11 +217,14 @@ class MoEMlp(nn.Module):
         gate_top_k_idx, gate_score = self.gate[task_id](inp)
         if self.gate_hook is not None:
             self.gate_hook(gate_top_k_idx, gate_score, None)
-        # _fmoe_general_global_forward: scatter pairs to expert-contiguous rows, experts, gather back.
+        # _fmoe_general_global_forward: scatter pairs to expert-contiguous rows, experts, gather
+        # back.
         pos, expert_count, _ = prepare_forward(gate_top_k_idx, self.num_experts)
         expert_in = torch.index_select(inp, 0, torch.div(pos, self.top_k, rounding_mode="floor"))
         expert_out = self.experts(expert_in, expert_count)
-        pairs = torch.zeros(inp.shape[0] * self.top_k, expert_out.shape[-1], dtype=expert_out.dtype)
+        pairs = torch.zeros(
+            inp.shape[0] * self.top_k, expert_out.shape[-1], dtype=expert_out.dtype
+        )
         pairs.index_copy_(0, pos, expert_out)
         pairs = pairs.view(-1, self.top_k, expert_out.shape[-1])
         mixed = torch.bmm(gate_score.view(-1, 1, self.top_k), pairs).reshape(-1, pairs.shape[-1])
@@ -246,12 +264,15 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(f"input size {tuple(x.shape[2:])} does not match the model {self.img_size}")
+            raise ValueError(
+                f"input size {tuple(x.shape[2:])} does not match the model {self.img_size}"
+            )
         return self.proj(x)
 
 
 class VisionTransformerMoE(nn.Module):
-    """The backbone: conv patch embedding, class token, position embedding, blocks; no final norm."""
+    """The backbone: conv patch embedding, class token, position embedding, blocks; no final
+    norm."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -274,7 +295,8 @@ class VisionTransformerMoE(nn.Module):
 
 
 class M3ViTPeer(nn.Module):
-    """Backbone plus the up-head's LayerNorm: image tensor + task id → (B, num_patches, dim) features."""
+    """Backbone plus the up-head's LayerNorm: image tensor + task id → (B, num_patches, dim)
+    features."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -307,8 +329,16 @@ def m3vit_state_dict(weights: ModelWeights) -> dict[str, torch.Tensor]:
     }
     for i in range(cfg.depth):
         ours, theirs = f"blocks.{i}.", f"backbone.blocks.{i}."
-        for name in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.qkv.weight",
-                     "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"):
+        for name in (
+            "norm1.weight",
+            "norm1.bias",
+            "norm2.weight",
+            "norm2.bias",
+            "attn.qkv.weight",
+            "attn.qkv.bias",
+            "attn.proj.weight",
+            "attn.proj.bias",
+        ):
             sd[theirs + name] = w[ours + name]
         if cfg.is_moe(i):
             sd[theirs + "mlp.experts.htoh4.weight"] = w[ours + "moe.fc1.weight"]
@@ -331,12 +361,15 @@ def build_peer(weights: ModelWeights) -> M3ViTPeer:
 
 
 def images_to_input(images: np.ndarray, cfg: ModelConfig) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB → normalised float32 (B, 3, H, W), the tensor M³ViT's loader yields."""
+    """uint8 (B, H, W, 3) RGB → normalised float32 (B, 3, H, W), the tensor M³ViT's loader
+    yields."""
     pixels = normalize_pixels(images, cfg, np.float32)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
 
 
-def run_tasks(peer: M3ViTPeer, images: np.ndarray, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+def run_tasks(
+    peer: M3ViTPeer, images: np.ndarray, tasks: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Features per task, one full backbone pass per task (M³ViT's multi-gate inference)."""
     cfg = peer.config
     with torch.no_grad():
@@ -344,8 +377,11 @@ def run_tasks(peer: M3ViTPeer, images: np.ndarray, tasks: Sequence[str]) -> dict
         return {t: peer(x, cfg.task_id(t)) for t in tasks}
 
 
-def run_with_routing(peer: M3ViTPeer, images: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features (B, P, D) and routing (B, moe_layers, N, k) int32 of one task, via the gate hooks."""
+def run_with_routing(
+    peer: M3ViTPeer, images: np.ndarray, task: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (B, P, D) and routing (B, moe_layers, N, k) int32 of one task, via the gate
+    hooks."""
     cfg = peer.config
     recorded: list[torch.Tensor] = []
     layers = peer.moe_layers()
@@ -358,7 +394,9 @@ def run_with_routing(peer: M3ViTPeer, images: np.ndarray, task: str) -> tuple[np
             layer.gate_hook = None
     b, n, k = images.shape[0], cfg.num_tokens, cfg.top_k
     if recorded:
-        routing = torch.stack([r.reshape(b, n, k) for r in recorded], dim=1).numpy().astype(np.int32)
+        routing = (
+            torch.stack([r.reshape(b, n, k) for r in recorded], dim=1).numpy().astype(np.int32)
+        )
     else:
         routing = np.zeros((b, 0, n, k), np.int32)
     return feats, routing

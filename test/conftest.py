@@ -13,7 +13,8 @@ from edgemoe_ros.backends.native import fastops
 
 @pytest.fixture(scope="session")
 def fast() -> fastops.FastOps:
-    """The native kernel library, built if needed; tests that need it skip where g++ cannot build it."""
+    """The native kernel library, built if needed; tests that need it skip where g++ cannot build
+    it."""
     try:
         return fastops.load()
     except fastops.NativeBuildError as exc:
@@ -22,7 +23,8 @@ def fast() -> fastops.FastOps:
 
 @pytest.fixture(scope="session")
 def tiny_csim_library():
-    """The C-simulation library of ``tiny_config()``, built if needed; skips where it cannot be built."""
+    """The C-simulation library of ``tiny_config()``, built if needed; skips where it cannot be
+    built."""
     from edgemoe_ros.backends import BackendError
     from edgemoe_ros.backends.csim import build_library
     from edgemoe_ros.model.config import tiny_config

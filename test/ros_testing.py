@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers for tests that run ``edgemoe_node`` in its own process and drive it with real rclpy clients.
+"""Helpers for tests that run ``edgemoe_node`` in its own process and drive it with real rclpy
+clients.
 
 Why a subprocess: it is how the node runs on a robot (its own executor, signals, exit code), and
 it keeps a crashed node from taking pytest down. Every test gets its own ``ROS_DOMAIN_ID`` with
@@ -49,8 +50,10 @@ MULTI_NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
 MULTI_NODE_NAME = "edgemoe_multi_node"
 #: The multi-camera node's command for NodeHarness(executable=...), installed or from source.
 MULTI_NODE_EXECUTABLE = (
-    [str(MULTI_NODE_SCRIPT)] if MULTI_NODE_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"])
+    [str(MULTI_NODE_SCRIPT)]
+    if MULTI_NODE_SCRIPT.exists()
+    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"]
+)
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
@@ -74,7 +77,9 @@ def reliable_qos(depth: int = 10) -> QoSProfile:
 def ros_env(tmp_dir: str | os.PathLike, domain_id: int | None = None) -> dict[str, str]:
     """Environment for an isolated ROS graph: random domain, localhost discovery, logs in tmp."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(*DOMAIN_RANGE))
+    env["ROS_DOMAIN_ID"] = str(
+        domain_id if domain_id is not None else random.randint(*DOMAIN_RANGE)
+    )
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_LOG_DIR"] = str(Path(tmp_dir) / "ros_log")
     env.setdefault("HOME", str(tmp_dir))
@@ -90,19 +95,34 @@ def write_tiny_weights(path: str | os.PathLike, seed: int = 0, **config: Any) ->
     return path
 
 
-def write_params_file(path: str | os.PathLike, params: Mapping[str, Any], node_name: str = "/**") -> Path:
-    """A ROS params YAML for ``--params-file`` (safer than ``-p`` for JSON strings and empty values)."""
+def write_params_file(
+    path: str | os.PathLike, params: Mapping[str, Any], node_name: str = "/**"
+) -> Path:
+    """A ROS params YAML for ``--params-file`` (safer than ``-p`` for JSON strings and empty
+    values)."""
     path = Path(path)
     path.write_text(yaml.safe_dump({node_name: {"ros__parameters": dict(params)}}, sort_keys=True))
     return path
 
 
-def node_command(params_file: str | os.PathLike | None = None, params: Mapping[str, Any] | None = None,
-                 remaps: Mapping[str, str] | None = None, namespace: str | None = None,
-                 executable: Iterable[str] | None = None) -> list[str]:
-    """The command line the launch file would produce: ``exe --ros-args [-r ns] [-r a:=b] [--params-file]``."""
-    exe = list(executable) if executable else (
-        [str(NODE_SCRIPT)] if NODE_SCRIPT.exists() else [sys.executable, "-m", "edgemoe_ros.ros.node"])
+def node_command(
+    params_file: str | os.PathLike | None = None,
+    params: Mapping[str, Any] | None = None,
+    remaps: Mapping[str, str] | None = None,
+    namespace: str | None = None,
+    executable: Iterable[str] | None = None,
+) -> list[str]:
+    """The command line the launch file would produce: ``exe --ros-args [-r ns] [-r a:=b]
+    [--params-file]``."""
+    exe = (
+        list(executable)
+        if executable
+        else (
+            [str(NODE_SCRIPT)]
+            if NODE_SCRIPT.exists()
+            else [sys.executable, "-m", "edgemoe_ros.ros.node"]
+        )
+    )
     cmd = exe + ["--ros-args"]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
@@ -111,20 +131,31 @@ def node_command(params_file: str | os.PathLike | None = None, params: Mapping[s
     if params_file:
         cmd += ["--params-file", str(params_file)]
     for name, value in (params or {}).items():
-        cmd += ["-p", f"{name}:={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        cmd += ["-p", f"{name}:={text}"]
     return cmd
 
 
 class NodeProcess:
-    """``edgemoe_node`` in its own process group; output captured to a log file for failure messages."""
+    """``edgemoe_node`` in its own process group; output captured to a log file for failure
+    messages."""
 
-    def __init__(self, tmp_dir: str | os.PathLike, env: Mapping[str, str], params: Mapping[str, Any] | None = None,
-                 remaps: Mapping[str, str] | None = None, namespace: str | None = None,
-                 extra_params_file: str | os.PathLike | None = None, command: list[str] | None = None,
-                 executable: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_dir: str | os.PathLike,
+        env: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        remaps: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        extra_params_file: str | os.PathLike | None = None,
+        command: list[str] | None = None,
+        executable: Iterable[str] | None = None,
+    ) -> None:
         self.tmp = Path(tmp_dir)
         self.env = dict(env)
-        self.log_path = self.tmp / f"node_{int(time.time() * 1e3)}_{random.randint(0, 1 << 20)}.log"
+        self.log_path = (
+            self.tmp / f"node_{int(time.time() * 1e3)}_{random.randint(0, 1 << 20)}.log"
+        )
         if command is None:
             merged = {**TEST_PARAMS, **(params or {})}
             pfile = write_params_file(self.tmp / f"params_{self.log_path.stem}.yaml", merged)
@@ -132,8 +163,13 @@ class NodeProcess:
             command += ["--params-file", str(pfile)]
         self.command = command
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def output(self) -> str:
         if not self._log.closed:
@@ -183,9 +219,14 @@ class Collector:
         with self._cond:
             self.messages.clear()
 
-    def wait_for(self, predicate: Callable[[Any], bool] = lambda m: True, timeout: float = MSG_TIMEOUT_S,
-                 start: int = 0) -> Any:
-        """The first message at index >= ``start`` satisfying ``predicate``; AssertionError on timeout."""
+    def wait_for(
+        self,
+        predicate: Callable[[Any], bool] = lambda m: True,
+        timeout: float = MSG_TIMEOUT_S,
+        start: int = 0,
+    ) -> Any:
+        """The first message at index >= ``start`` satisfying ``predicate``; AssertionError on
+        timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -194,7 +235,9 @@ class Collector:
                         return m
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no matching message within {timeout} s ({len(self.messages)} received)")
+                    raise AssertionError(
+                        f"no matching message within {timeout} s ({len(self.messages)} received)"
+                    )
                 self._cond.wait(left)
 
     def count(self) -> int:
@@ -203,7 +246,8 @@ class Collector:
 
 
 class RosClient:
-    """An rclpy node in its own context, spun in a background thread, for driving the node under test."""
+    """An rclpy node in its own context, spun in a background thread, for driving the node under
+    test."""
 
     def __init__(self, env: Mapping[str, str], name: str = "edgemoe_test_client") -> None:
         self.context = rclpy.Context()
@@ -247,17 +291,30 @@ class RosClient:
     def publisher(self, topic: str, msg_type: type, qos: QoSProfile | None = None) -> Any:
         return self.node.create_publisher(msg_type, topic, qos or reliable_qos())
 
-    def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout: float = START_TIMEOUT_S) -> None:
-        wait_until(lambda: publisher.get_subscription_count() >= count, timeout,
-              f"{count} subscriber(s) on {publisher.topic_name}")
+    def wait_for_subscribers(
+        self, publisher: Any, count: int = 1, timeout: float = START_TIMEOUT_S
+    ) -> None:
+        wait_until(
+            lambda: publisher.get_subscription_count() >= count,
+            timeout,
+            f"{count} subscriber(s) on {publisher.topic_name}",
+        )
 
-    def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = START_TIMEOUT_S) -> None:
-        wait_until(lambda: self.node.count_publishers(topic) >= count, timeout, f"publisher on {topic}")
+    def wait_for_publishers(
+        self, topic: str, count: int = 1, timeout: float = START_TIMEOUT_S
+    ) -> None:
+        wait_until(
+            lambda: self.node.count_publishers(topic) >= count, timeout, f"publisher on {topic}"
+        )
 
     def wait_for_matched(self, collector: Collector, timeout: float = START_TIMEOUT_S) -> None:
         """Until our subscription is matched with a publisher (so nothing published is missed)."""
         sub = collector.subscription  # type: ignore[attr-defined]
-        wait_until(lambda: sub.get_publisher_count() >= 1, timeout, f"publisher matched on {sub.topic_name}")
+        wait_until(
+            lambda: sub.get_publisher_count() >= 1,
+            timeout,
+            f"publisher matched on {sub.topic_name}",
+        )
 
     # ----- services -----
     def call(self, srv_type: type, name: str, request: Any, timeout: float = MSG_TIMEOUT_S) -> Any:
@@ -271,7 +328,9 @@ class RosClient:
         finally:
             self.node.destroy_client(client)
 
-    def wait_for_service(self, srv_type: type, name: str, timeout: float = START_TIMEOUT_S) -> None:
+    def wait_for_service(
+        self, srv_type: type, name: str, timeout: float = START_TIMEOUT_S
+    ) -> None:
         client = self.node.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
@@ -299,7 +358,9 @@ class RosClient:
         return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
 
     def wait_for_state(self, node: str, label: str, timeout: float = START_TIMEOUT_S) -> None:
-        wait_until(lambda: self.get_state(node) == label, timeout, f"{node} in state {label}", poll=0.2)
+        wait_until(
+            lambda: self.get_state(node) == label, timeout, f"{node} in state {label}", poll=0.2
+        )
 
     # ----- diagnostics -----
     def diagnostics(self) -> Collector:
@@ -311,23 +372,33 @@ def diag_values(msg: DiagnosticArray, name_contains: str = "edgemoe") -> dict[st
     for status in msg.status:
         if name_contains in status.name:
             out = {kv.key: kv.value for kv in status.values}
-            out["__level__"] = str(int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
-                                   else status.level)
+            out["__level__"] = str(
+                int.from_bytes(status.level, "little")
+                if isinstance(status.level, bytes)
+                else status.level
+            )
             out["__message__"] = status.message
             return out
     return {}
 
 
-def wait_diag(collector: Collector, predicate: Callable[[dict[str, str]], bool],
-              timeout: float = MSG_TIMEOUT_S, name_contains: str = "edgemoe") -> dict[str, str]:
+def wait_diag(
+    collector: Collector,
+    predicate: Callable[[dict[str, str]], bool],
+    timeout: float = MSG_TIMEOUT_S,
+    name_contains: str = "edgemoe",
+) -> dict[str, str]:
     """The first diagnostics values (received from now on) of the status whose name contains
     ``name_contains`` (e.g. ``camera front`` of the multi-camera node) satisfying ``predicate``."""
 
     def values(m: DiagnosticArray) -> dict[str, str]:
         return diag_values(m, name_contains)
 
-    msg = collector.wait_for(lambda m: bool(values(m)) and predicate(values(m)), timeout,
-                             start=max(collector.count() - 1, 0))
+    msg = collector.wait_for(
+        lambda m: bool(values(m)) and predicate(values(m)),
+        timeout,
+        start=max(collector.count() - 1, 0),
+    )
     return values(msg)
 
 
@@ -346,9 +417,17 @@ def now_stamp() -> tuple[int, int]:
     return ns // 1_000_000_000, ns % 1_000_000_000
 
 
-def make_image(height: int = 96, width: int = 160, encoding: str = "rgb8", stamp: tuple[int, int] | None = None,
-               frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None) -> Image:
-    """A synthetic Image with data from ``tobytes()`` (row-major, no padding); stamp defaults to now."""
+def make_image(
+    height: int = 96,
+    width: int = 160,
+    encoding: str = "rgb8",
+    stamp: tuple[int, int] | None = None,
+    frame_id: str = "camera",
+    seed: int = 0,
+    pixels: np.ndarray | None = None,
+) -> Image:
+    """A synthetic Image with data from ``tobytes()`` (row-major, no padding); stamp defaults to
+    now."""
     stamp = stamp or now_stamp()
     channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(encoding, 3)
     if pixels is None:
@@ -360,22 +439,35 @@ def make_image(height: int = 96, width: int = 160, encoding: str = "rgb8", stamp
     msg.header.frame_id = frame_id
     msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
     msg.encoding = encoding
-    msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.itemsize)
+    msg.step = int(
+        pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.itemsize
+    )
     msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
 
 
-def make_compressed(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
-                    frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None,
-                    codec: str = "png") -> CompressedImage:
+def make_compressed(
+    height: int = 96,
+    width: int = 160,
+    stamp: tuple[int, int] | None = None,
+    frame_id: str = "camera",
+    seed: int = 0,
+    pixels: np.ndarray | None = None,
+    codec: str = "png",
+) -> CompressedImage:
     """``make_image``'s rgb8 frame as image_transport's compressed plugin publishes it (format
     ``"rgb8; png compressed bgr8"``); png is lossless, so it decodes to ``make_image``'s pixels."""
     raw = make_image(height, width, "rgb8", stamp, frame_id, seed, pixels)
     return rgb_to_compressed(image_array(raw), codec, raw.header)
 
 
-def make_camera_info(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
-                     frame_id: str = "camera", focal: float = 100.0) -> CameraInfo:
+def make_camera_info(
+    height: int = 96,
+    width: int = 160,
+    stamp: tuple[int, int] | None = None,
+    frame_id: str = "camera",
+    focal: float = 100.0,
+) -> CameraInfo:
     """A pinhole calibration with the principal point at the image centre."""
     stamp = stamp or now_stamp()
     info = CameraInfo()
@@ -395,7 +487,11 @@ def image_array(msg: Image) -> np.ndarray:
     """An output Image as numpy, checking that its size fields match its data."""
     dtype = np.float32 if msg.encoding == "32FC1" else np.uint8
     channels = 3 if msg.encoding == "rgb8" else 1
-    assert msg.step == msg.width * channels * np.dtype(dtype).itemsize, (msg.step, msg.width, msg.encoding)
+    assert msg.step == msg.width * channels * np.dtype(dtype).itemsize, (
+        msg.step,
+        msg.width,
+        msg.encoding,
+    )
     assert len(msg.data) == msg.step * msg.height, (len(msg.data), msg.step, msg.height)
     arr = np.frombuffer(bytes(msg.data), dtype=dtype)
     return arr.reshape((msg.height, msg.width, 3) if channels == 3 else (msg.height, msg.width))
@@ -407,14 +503,22 @@ def tmp_dir(prefix: str = "edgemoe_ros_test_") -> str:
 
 class NodeHarness:
     """A node process on a private ROS graph, plus a client on that graph, torn down by ``close``
-    (or at the end of a ``with`` block: a module fixture is ``with NodeHarness(...) as h: yield h``).
+    (or at the end of a ``with`` block: a module fixture is ``with NodeHarness(...) as h: yield
+    h``).
 
     ``weights``: True writes a tiny random model and points ``weights_path`` at it.
     """
 
-    def __init__(self, params: Mapping[str, Any] | None = None, remaps: Mapping[str, str] | None = None,
-                 namespace: str | None = None, weights: bool = True, wait_active: bool = True,
-                 executable: Iterable[str] | None = None, node_name: str = NODE_NAME) -> None:
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        remaps: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        weights: bool = True,
+        wait_active: bool = True,
+        executable: Iterable[str] | None = None,
+        node_name: str = NODE_NAME,
+    ) -> None:
         self.tmp = Path(tmp_dir())
         self.env = ros_env(self.tmp)
         params = dict(params or {})
@@ -425,8 +529,14 @@ class NodeHarness:
         self.params = params
         self.namespace = namespace
         self.node_name = f"{namespace.rstrip('/') if namespace else ''}/{node_name}"
-        self.node = NodeProcess(self.tmp, self.env, params=params, remaps=remaps, namespace=namespace,
-                                executable=executable)
+        self.node = NodeProcess(
+            self.tmp,
+            self.env,
+            params=params,
+            remaps=remaps,
+            namespace=namespace,
+            executable=executable,
+        )
         self.client: RosClient | None = None
         try:
             self.client = RosClient(self.env)
@@ -437,7 +547,8 @@ class NodeHarness:
             raise
 
     def srv(self, name: str) -> str:
-        """Fully qualified private name, e.g. ``srv('enable_depth')`` -> ``/ns/edgemoe_node/enable_depth``."""
+        """Fully qualified private name, e.g. ``srv('enable_depth')`` ->
+        ``/ns/edgemoe_node/enable_depth``."""
         return f"{self.node_name}/{name}"
 
     def topic(self, name: str) -> str:
@@ -468,6 +579,7 @@ class NodeHarness:
 # The launch package is not installable here: launch_xml interprets our launch files as ros2
 # launch would (PACKAGE, REPO_ROOT and launch_description are imported from it above).
 
+
 def launch_command(desc: NodeDescription) -> list[str]:
     """The command ros2 launch runs for ``desc``, with the console script this venv installed."""
     assert desc.pkg == PACKAGE, desc.pkg
@@ -477,11 +589,18 @@ def launch_command(desc: NodeDescription) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- bench scripts
-def run_bench(script: str, args: Iterable[str], timeout_s: float,
-              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_bench(
+    script: str, args: Iterable[str], timeout_s: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``bench/<script>`` with this interpreter from the repo root, as ``make bench`` does, and
     fail the test with the end of its stderr unless it exits 0; the caller reads its --json."""
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], capture_output=True,
-                          text=True, timeout=timeout_s, cwd=REPO_ROOT, env=None if env is None else dict(env))
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO_ROOT,
+        env=None if env is None else dict(env),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``edgemoe-bag process``: outputs match the engine frame by frame, stamps kept, errors map to exit codes."""
+"""``edgemoe-bag process``: outputs match the engine frame by frame, stamps kept, errors map to
+exit codes."""
 
 from __future__ import annotations
 
@@ -61,40 +62,80 @@ def _image(msg: object) -> np.ndarray:
     return arr[..., 0] if ch == 1 else arr
 
 
-def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weights_file: Path,
-                                                             tmp_path: Path) -> None:
+def test_process_writes_inputs_and_outputs_with_input_stamps(
+    in_bag: Path, weights_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--no-progress"]) == EXIT_OK
+    assert (
+        main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--no-progress"])
+        == EXIT_OK
+    )
     assert bag_info(out).storage == "mcap"
     got, src = _read_all(out), _read_all(in_bag)
-    assert set(got) == {"/cam/image_raw", "/cam/camera_info", "/cam/segmentation/image", "/cam/segmentation/color",
-                        "/cam/depth/image", "/cam/segmentation/camera_info", "/cam/depth/camera_info"}
+    assert set(got) == {
+        "/cam/image_raw",
+        "/cam/camera_info",
+        "/cam/segmentation/image",
+        "/cam/segmentation/color",
+        "/cam/depth/image",
+        "/cam/segmentation/camera_info",
+        "/cam/depth/camera_info",
+    }
     for topic in ("/cam/image_raw", "/cam/camera_info"):  # inputs copied byte for byte
         assert [(t, raw) for t, _, raw in got[topic]] == [(t, raw) for t, _, raw in src[topic]]
     engine = engine_mod.Engine(random_init(tiny_config(), seed=11), "cpu")
     for i, (stamp, rgb) in enumerate(_frames()):
         res = engine.infer(rgb, tasks=("semseg", "depth"), camera_k=np.reshape(INFO.k, (3, 3)))
-        assert res.depth_scale != pytest.approx(1.0)  # the recorded lens is not the canonical camera
-        for topic, enc in (("/cam/segmentation/image", "mono8"), ("/cam/segmentation/color", "rgb8"),
-                           ("/cam/depth/image", "32FC1")):
+        # the recorded lens is not the canonical camera
+        assert res.depth_scale != pytest.approx(1.0)
+        for topic, enc in (
+            ("/cam/segmentation/image", "mono8"),
+            ("/cam/segmentation/color", "rgb8"),
+            ("/cam/depth/image", "32FC1"),
+        ):
             log_time, msg, _ = got[topic][i]
-            assert (log_time, m.stamp_ns(msg), msg.header.frame_id) == (stamp, stamp, "cam_optical")
+            assert (log_time, m.stamp_ns(msg), msg.header.frame_id) == (
+                stamp,
+                stamp,
+                "cam_optical",
+            )
             assert (msg.encoding, msg.height, msg.width) == (enc, H, W)
-        np.testing.assert_array_equal(_image(got["/cam/segmentation/image"][i][1]), res.semseg_at_input())
-        np.testing.assert_array_equal(_image(got["/cam/segmentation/color"][i][1]),
-                                      pp.colorize_semseg(res.semseg_at_input()))
+        np.testing.assert_array_equal(
+            _image(got["/cam/segmentation/image"][i][1]), res.semseg_at_input()
+        )
+        np.testing.assert_array_equal(
+            _image(got["/cam/segmentation/color"][i][1]), pp.colorize_semseg(res.semseg_at_input())
+        )
         np.testing.assert_array_equal(_image(got["/cam/depth/image"][i][1]), res.depth_at_input())
         for topic in ("/cam/segmentation/camera_info", "/cam/depth/camera_info"):
             info = got[topic][i][1]
-            assert m.stamp_ns(info) == stamp and CameraInfoParams.from_msg(info) == INFO  # same size: unchanged
+            # same size: unchanged
+            assert m.stamp_ns(info) == stamp and CameraInfoParams.from_msg(info) == INFO
     engine.close()
 
 
-def test_model_resolution_scales_camera_info(in_bag: Path, weights_file: Path, tmp_path: Path) -> None:
+def test_model_resolution_scales_camera_info(
+    in_bag: Path, weights_file: Path, tmp_path: Path
+) -> None:
     cfg = tiny_config()
     out = tmp_path / "out"
-    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--tasks", "depth",
-                 "--output-resolution", "model", "--no-progress"]) == EXIT_OK
+    assert (
+        main(
+            [
+                "process",
+                str(in_bag),
+                str(out),
+                "--weights",
+                str(weights_file),
+                "--tasks",
+                "depth",
+                "--output-resolution",
+                "model",
+                "--no-progress",
+            ]
+        )
+        == EXIT_OK
+    )
     got = _read_all(out)
     assert "/cam/segmentation/image" not in got and "/cam/segmentation/camera_info" not in got
     depth = got["/cam/depth/image"]
@@ -102,8 +143,9 @@ def test_model_resolution_scales_camera_info(in_bag: Path, weights_file: Path, t
     assert all((msg.height, msg.width) == (cfg.img_h, cfg.img_w) for _, msg, _ in depth)
     assert all(np.isfinite(_image(msg)).all() for _, msg, _ in depth)
     info = CameraInfoParams.from_msg(got["/cam/depth/camera_info"][0][1])
-    k, _, w, h = pp.scale_camera_info_params(np.array(INFO.k), np.array(INFO.p), W, H,
-                                             pp.compute_fit(H, W, cfg))
+    k, _, w, h = pp.scale_camera_info_params(
+        np.array(INFO.k), np.array(INFO.p), W, H, pp.compute_fit(H, W, cfg)
+    )
     assert (info.width, info.height) == (w, h) == (cfg.img_w, cfg.img_h)
     np.testing.assert_allclose(info.k, k.ravel())
     assert info.k[0] == pytest.approx(INFO.k[0] * cfg.img_w / W)
@@ -118,6 +160,7 @@ def test_undecodable_frames_are_skipped_and_counted(weights_file: Path, tmp_path
         for i, msg in enumerate((good, bad, good)):
             writer.write("/cam/image", 10 + i, msg)
     from edgemoe_ros.model.weights import load_weights
+
     summary = process_bag(bag, tmp_path / "out", load_weights(weights_file))
     assert (summary.frames, summary.skipped) == (2, 1)
     assert summary.written["/cam/image"] == 3 and summary.written["/cam/depth/image"] == 2
@@ -125,8 +168,9 @@ def test_undecodable_frames_are_skipped_and_counted(weights_file: Path, tmp_path
 
 
 @pytest.mark.parametrize("damage", ["truncate", "no_metadata"])
-def test_corrupt_input_exit_code_and_no_output(in_bag: Path, weights_file: Path, tmp_path: Path,
-                                               damage: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_input_exit_code_and_no_output(
+    in_bag: Path, weights_file: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     data = next(p for p in in_bag.iterdir() if p.suffix in (".mcap", ".db3"))
     if damage == "truncate":
         data.write_bytes(data.read_bytes()[:300])
@@ -138,11 +182,24 @@ def test_corrupt_input_exit_code_and_no_output(in_bag: Path, weights_file: Path,
     assert str(in_bag) in caplog.text and "not a readable rosbag2 bag" in caplog.text
 
 
-def test_missing_topic_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path,
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_topic_exit_code(
+    in_bag: Path, weights_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "out"
-    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file),
-                 "--topic", "/front/image"]) == EXIT_BAG
+    assert (
+        main(
+            [
+                "process",
+                str(in_bag),
+                str(out),
+                "--weights",
+                str(weights_file),
+                "--topic",
+                "/front/image",
+            ]
+        )
+        == EXIT_BAG
+    )
     assert "[topic /front/image]: topic not in bag" in caplog.text
     assert not out.exists()
 
@@ -153,13 +210,22 @@ def test_existing_output_exit_code(in_bag: Path, weights_file: Path, tmp_path: P
     assert main(["process", str(in_bag), str(out), "--weights", str(weights_file)]) == EXIT_BAG
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--tasks", "semseg,flow"], "unknown task 'flow'"),
-    (["--backend", "gpu"], "unknown backend 'gpu'"),
-    (["--weights", "/nonexistent/w.safetensors"], "file not found"),
-])
-def test_model_errors_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path, args: list[str],
-                                message: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--tasks", "semseg,flow"], "unknown task 'flow'"),
+        (["--backend", "gpu"], "unknown backend 'gpu'"),
+        (["--weights", "/nonexistent/w.safetensors"], "file not found"),
+    ],
+)
+def test_model_errors_exit_code(
+    in_bag: Path,
+    weights_file: Path,
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     argv = ["process", str(in_bag), str(tmp_path / "out"), "--weights", str(weights_file), *args]
     assert main(argv) == EXIT_MODEL
     assert message in caplog.text
@@ -168,28 +234,50 @@ def test_model_errors_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path
 
 def test_bad_command_line_is_usage_error(in_bag: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["process", str(in_bag), str(tmp_path / "o"), "--weights", "w", "--output-resolution", "native"])
+        main(
+            [
+                "process",
+                str(in_bag),
+                str(tmp_path / "o"),
+                "--weights",
+                "w",
+                "--output-resolution",
+                "native",
+            ]
+        )
     assert exc.value.code == 2
 
 
 def test_console_script_prints_summary(weights_file: Path, tmp_path: Path) -> None:
-    """The installed entry point, as a user runs it: exit code 0, summary on stdout, then exit 3."""
+    """The installed entry point, as a user runs it: exit code 0, summary on stdout, then exit
+    3."""
     bag = tmp_path / "in"
     write_image_bag(bag, _frames()[:2], "/cam/image/compressed", "cam", "sqlite3", encoding="png")
     exe = shutil.which("edgemoe-bag", path=str(Path(sys.executable).parent))
     assert exe, "edgemoe-bag console script not installed in the venv"
-    run = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == EXIT_OK, run.stderr
     assert "processed 2 frames of /cam/image/compressed" in run.stdout
     assert "/cam/depth/image: 2 messages" in run.stdout
-    again = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == EXIT_BAG and "already exists" in again.stderr
 
 
-def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Path, tmp_path: Path) -> None:
-    """A camera_info calibrated at 2x the image size (binning upstream) is relayed at the image size."""
+def test_calibration_at_another_size_is_rescaled_to_the_outputs(
+    weights_file: Path, tmp_path: Path
+) -> None:
+    """A camera_info calibrated at 2x the image size (binning upstream) is relayed at the image
+    size."""
     from edgemoe_ros.model.weights import load_weights
 
     bag = tmp_path / "in"
@@ -209,8 +297,9 @@ def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Pa
     np.testing.assert_allclose(depth, want.depth_at_input(), rtol=1e-6)
 
 
-def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: Path, tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_unusable_calibration_falls_back_to_the_canonical_camera(
+    weights_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A camera_info K with a negative focal length cannot scale depth: it is refused as the node
     refuses it (counted, logged), and every frame is still processed with the canonical camera's
     depth."""
@@ -219,7 +308,11 @@ def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: P
     bag = tmp_path / "in"
     with BagWriter(bag) as writer:
         for stamp, rgb in _frames():
-            writer.write("/cam/camera_info", stamp, CameraInfoParams.pinhole(W, H, -60.0).to_msg(stamp, "cam"))
+            writer.write(
+                "/cam/camera_info",
+                stamp,
+                CameraInfoParams.pinhole(W, H, -60.0).to_msg(stamp, "cam"),
+            )
             writer.write("/cam/image_raw", stamp, m.rgb_to_image(rgb, stamp, "cam"))
     with caplog.at_level("WARNING", logger="edgemoe_ros.bag.process"):
         summary = process_bag(bag, tmp_path / "out", load_weights(weights_file), tasks=["depth"])
@@ -227,7 +320,9 @@ def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: P
     assert any("focal lengths must be positive" in r.message for r in caplog.records)
     depth = _image(_read_all(tmp_path / "out")["/cam/depth/image"][0][1])
     with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
-        np.testing.assert_allclose(depth, engine.infer(_frames()[0][1], ("depth",)).depth_at_input(), rtol=1e-6)
+        np.testing.assert_allclose(
+            depth, engine.infer(_frames()[0][1], ("depth",)).depth_at_input(), rtol=1e-6
+        )
 
 
 def test_info_command_lists_topics(in_bag: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,21 +331,32 @@ def test_info_command_lists_topics(in_bag: Path, capsys: pytest.CaptureFixture[s
     assert main(["info", str(in_bag), "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
     assert doc["message_count"] == 2 * len(STAMPS)
-    assert {(t["topic"], t["count"]) for t in doc["topics"]} == {("/cam/image_raw", 3), ("/cam/camera_info", 3)}
+    assert {(t["topic"], t["count"]) for t in doc["topics"]} == {
+        ("/cam/image_raw", 3),
+        ("/cam/camera_info", 3),
+    }
     assert doc["duration_ns"] == STAMPS[-1] - STAMPS[0]
     assert main(["info", str(in_bag)]) == EXIT_OK
     assert "/cam/image_raw" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["play", "{missing}"], "no such file or directory"),
-    (["play", "{bag}", "--topic", "/cam/camera_info"], "is not one of sensor_msgs/msg/Image"),
-    (["play", "{bag}", "--topic", "/front/image"], "topic not in bag"),
-    (["info", "{missing}"], "no such file or directory"),
-])
-def test_play_and_info_bag_errors_exit_code(in_bag: Path, tmp_path: Path, argv: list[str], message: str,
-                                            caplog: pytest.LogCaptureFixture,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["play", "{missing}"], "no such file or directory"),
+        (["play", "{bag}", "--topic", "/cam/camera_info"], "is not one of sensor_msgs/msg/Image"),
+        (["play", "{bag}", "--topic", "/front/image"], "topic not in bag"),
+        (["info", "{missing}"], "no such file or directory"),
+    ],
+)
+def test_play_and_info_bag_errors_exit_code(
+    in_bag: Path,
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args = [a.format(bag=in_bag, missing=tmp_path / "nope") for a in argv]
@@ -259,15 +365,25 @@ def test_play_and_info_bag_errors_exit_code(in_bag: Path, tmp_path: Path, argv: 
 
 
 def test_cli_backend_options_must_be_a_json_object(tmp_path) -> None:
-    """A malformed --backend-options is a model/backend problem (exit 4), reported before any work."""
+    """A malformed --backend-options is a model/backend problem (exit 4), reported before any
+    work."""
     from edgemoe_ros.bag.cli import main
     from edgemoe_ros.model.config import tiny_config
     from edgemoe_ros.model.weights import random_init, save_weights
 
     weights = tmp_path / "tiny.safetensors"
     save_weights(random_init(tiny_config(), seed=1), weights)
-    rc = main(["process", str(tmp_path / "missing_in"), str(tmp_path / "out"), "--weights", str(weights),
-               "--backend-options", "[1, 2]"])
+    rc = main(
+        [
+            "process",
+            str(tmp_path / "missing_in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(weights),
+            "--backend-options",
+            "[1, 2]",
+        ]
+    )
     assert rc == 4
     assert not (tmp_path / "out").exists()
 
@@ -279,20 +395,23 @@ def _process(bag: Path, out: Path, weights_file: Path, **kwargs: object):
 
 
 def _png_claiming(width: int, height: int) -> bytes:
-    """A small valid PNG whose IHDR is rewritten to claim ``width`` x ``height`` (a decompression bomb's header)."""
+    """A small valid PNG whose IHDR is rewritten to claim ``width`` x ``height`` (a decompression
+    bomb's header)."""
     import struct
     import zlib
 
     data = bytearray(m.rgb_to_compressed(_frames()[0][1], 1, "cam", "png").data.tobytes())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
     return bytes(data)
 
 
-def test_compressed_frames_are_size_checked_before_decoding(weights_file: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Like the node: the header says how big the frame decodes; a bomb is never handed to the decoder."""
+def test_compressed_frames_are_size_checked_before_decoding(
+    weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the node: the header says how big the frame decodes; a bomb is never handed to the
+    decoder."""
     bag = tmp_path / "in"
     good = m.rgb_to_compressed(_frames()[0][1], 1, "cam", "png")
     bomb = m.rgb_to_compressed(_frames()[0][1], 2, "cam", "png")
@@ -302,13 +421,17 @@ def test_compressed_frames_are_size_checked_before_decoding(weights_file: Path, 
             writer.write("/cam/image/compressed", 10 + i, msg)
     decoded = []
     real = m.cv2.imdecode
-    monkeypatch.setattr(m.cv2, "imdecode", lambda buf, flags: decoded.append(buf.size) or real(buf, flags))
+    monkeypatch.setattr(
+        m.cv2, "imdecode", lambda buf, flags: decoded.append(buf.size) or real(buf, flags)
+    )
     summary = _process(bag, tmp_path / "out", weights_file)
     assert (summary.frames, summary.skipped) == (2, 1)
     assert len(decoded) == 2, "the oversized frame reached the decoder"
 
 
-def test_non_finite_camera_info_is_counted_and_not_used(weights_file: Path, tmp_path: Path) -> None:
+def test_non_finite_camera_info_is_counted_and_not_used(
+    weights_file: Path, tmp_path: Path
+) -> None:
     bag = tmp_path / "in"
     bad = INFO.to_msg(STAMPS[0], "cam")
     bad.k[0] = float("nan")
@@ -326,7 +449,8 @@ def test_non_finite_camera_info_is_counted_and_not_used(weights_file: Path, tmp_
 
 
 def test_zero_size_camera_info_means_same_as_image(weights_file: Path, tmp_path: Path) -> None:
-    """0x0 in camera_info means "the image's size": outputs and their camera_info, nothing skipped."""
+    """0x0 in camera_info means "the image's size": outputs and their camera_info, nothing
+    skipped."""
     bag = tmp_path / "in"
     info = INFO.to_msg(STAMPS[0], "cam")
     info.width = info.height = 0
@@ -342,8 +466,9 @@ def test_zero_size_camera_info_means_same_as_image(weights_file: Path, tmp_path:
     assert (relayed.width, relayed.height) == (W, H) and relayed.k[0] == pytest.approx(INFO.k[0])
 
 
-def test_a_frame_that_fails_writes_no_output(weights_file: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_frame_that_fails_writes_no_output(
+    weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A skipped frame is skipped whole: never counted as skipped with some outputs written."""
     from edgemoe_ros.bag import process as process_mod
 

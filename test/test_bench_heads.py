@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""bench/bench_heads.py: every implementation of each head agrees, and the JSON carries the table."""
+"""bench/bench_heads.py: every implementation of each head agrees, and the JSON carries the
+table."""
 
 from __future__ import annotations
 
@@ -16,9 +17,23 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_heads_json(tmp_path, fast):
     pytest.importorskip("torch")
     out = tmp_path / "heads.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_heads.py"), "--runs", "2", "--warmup", "0",
-                           "--heads", "guided,pyramid", "--json", str(out)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_heads.py"),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--heads",
+            "guided,pyramid",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pyramid  semseg" in proc.stdout and "torch/native" in proc.stdout
     result = json.loads(out.read_text())
@@ -31,6 +46,10 @@ def test_bench_heads_json(tmp_path, fast):
 
 
 def test_bench_heads_rejects_an_unknown_head():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_heads.py"), "--heads", "up"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_heads.py"), "--heads", "up"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--heads must name some of" in proc.stderr

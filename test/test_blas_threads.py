@@ -10,14 +10,20 @@ import sys
 
 import pytest
 
-PROBE = ("from edgemoe_ros.blas_threads import blas_threads, limit_blas_threads; "
-         "before = blas_threads(); done = limit_blas_threads(); print(before, done, blas_threads())")
+PROBE = (
+    "from edgemoe_ros.blas_threads import blas_threads, limit_blas_threads; "
+    "before = blas_threads(); done = limit_blas_threads(); print(before, done, blas_threads())"
+)
 
 
 def _run(env_extra: dict[str, str], code: str = PROBE) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    }
     env.update(env_extra, HOME=env.get("HOME", "/tmp"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
@@ -33,14 +39,19 @@ def test_one_thread_unless_the_environment_says():
 
 
 def test_an_executable_leaves_blas_on_one_thread(tmp_path):
-    """edgemoe-infer's main, run on an image in a fresh interpreter: BLAS is on one thread after it."""
+    """edgemoe-infer's main, run on an image in a fresh interpreter: BLAS is on one thread after
+    it."""
     import cv2
     import numpy as np
 
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    code = ("from edgemoe_ros.blas_threads import blas_threads; from edgemoe_ros.cli.infer import main; "
-            f"rc = main([{str(image)!r}, '--out', {str(tmp_path / 'out')!r}]); print(rc, blas_threads())")
+    code = (
+        "from edgemoe_ros.blas_threads import blas_threads; from edgemoe_ros.cli.infer import "
+        "main; "
+        f"rc = main([{str(image)!r}, '--out', {str(tmp_path / 'out')!r}]); print(rc, "
+        "blas_threads())"
+    )
     *_, rc, threads = _run({}, code)  # after whatever main printed
     assert rc == "0"
     if threads != "None":
@@ -56,7 +67,11 @@ def test_every_executable_calls_it_at_start():
     root = Path(__file__).resolve().parents[1] / "edgemoe_ros"
 
     def sets_it(text: str) -> bool:
-        return "limit_blas_threads()" in text and "check_blas_kernels()" in text and "tune_allocator()" in text
+        return (
+            "limit_blas_threads()" in text
+            and "check_blas_kernels()" in text
+            and "tune_allocator()" in text
+        )
 
     shared_start = (root / "cli/__init__.py").read_text()
     assert sets_it(shared_start.split("def run_engine_tool", 1)[1]), "cli.run_engine_tool"
@@ -70,14 +85,19 @@ def test_every_executable_calls_it_at_start():
         assert "spin_lifecycle_node(" in (root / rel).read_text(), rel
 
 
-@pytest.mark.parametrize(("core", "flags", "env", "want"), [
-    ("Prescott", {"sse3", "avx2", "avx512f"}, {}, "OPENBLAS_CORETYPE=SkylakeX"),
-    ("Prescott", {"sse3", "avx2"}, {}, "OPENBLAS_CORETYPE=Haswell"),
-    ("Prescott", {"sse3"}, {}, None),  # a CPU that old: generic kernels are right
-    ("SkylakeX", {"avx2", "avx512f"}, {}, None),  # recognised
-    ("Prescott", {"avx2"}, {"OPENBLAS_CORETYPE": "Prescott"}, None),  # the user chose it
-])
-def test_generic_blas_kernels_on_a_modern_cpu_are_reported(monkeypatch, caplog, core, flags, env, want):
+@pytest.mark.parametrize(
+    ("core", "flags", "env", "want"),
+    [
+        ("Prescott", {"sse3", "avx2", "avx512f"}, {}, "OPENBLAS_CORETYPE=SkylakeX"),
+        ("Prescott", {"sse3", "avx2"}, {}, "OPENBLAS_CORETYPE=Haswell"),
+        ("Prescott", {"sse3"}, {}, None),  # a CPU that old: generic kernels are right
+        ("SkylakeX", {"avx2", "avx512f"}, {}, None),  # recognised
+        ("Prescott", {"avx2"}, {"OPENBLAS_CORETYPE": "Prescott"}, None),  # the user chose it
+    ],
+)
+def test_generic_blas_kernels_on_a_modern_cpu_are_reported(
+    monkeypatch, caplog, core, flags, env, want
+):
     from edgemoe_ros import blas_threads as bt
 
     monkeypatch.setattr(bt, "blas_core", lambda: core)
@@ -101,5 +121,7 @@ def test_blas_core_names_the_loaded_kernels():
         pytest.skip("numpy here does not use an OpenBLAS that names its kernels")
     assert core and core.isprintable()
     # Read at load from the environment: a fresh interpreter told a kernel set reports that one.
-    assert _run({"OPENBLAS_CORETYPE": "Haswell"},
-                "from edgemoe_ros.blas_threads import blas_core; print(blas_core())") == ["Haswell"]
+    assert _run(
+        {"OPENBLAS_CORETYPE": "Haswell"},
+        "from edgemoe_ros.blas_threads import blas_core; print(blas_core())",
+    ) == ["Haswell"]

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""cdr_image: a serialised Image read in place agrees with rclpy's deserialiser, field for field."""
+"""cdr_image: a serialised Image read in place agrees with rclpy's deserialiser, field for
+field."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def _image(h: int, w: int, encoding: str, channels: int, frame_id: str, seed: in
     msg = Image(height=h, width=w, encoding=encoding, step=w * channels)
     msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000 + seed, 123_456_789
     msg.header.frame_id = frame_id
-    msg.data = np.random.default_rng(seed).integers(0, 256, h * w * channels, dtype=np.uint8).tobytes()
+    msg.data = (
+        np.random.default_rng(seed).integers(0, 256, h * w * channels, dtype=np.uint8).tobytes()
+    )
     return msg
 
 
@@ -53,7 +56,8 @@ def test_pixels_are_a_view_of_the_received_bytes_not_a_copy():
 
 
 def _big_endian(msg: Image) -> bytes:
-    """The same Image written by a big-endian CDR publisher (by hand: rclpy only writes little-endian)."""
+    """The same Image written by a big-endian CDR publisher (by hand: rclpy only writes
+    little-endian)."""
     out = bytearray(b"\x00\x00\x00\x00")
 
     def align(n: int) -> None:

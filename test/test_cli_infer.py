@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "edgemoe_ros.cli.infer", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edgemoe_ros.cli.infer", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,9 @@ def test_infer_writes_outputs_at_input_size(tmp_path, tiny_weights, resize):
     a = write_png(tmp_path / "street.png", 75, 110, seed=1)
     b = write_png(tmp_path / "tall.png", 96, 40, seed=2)
     out = tmp_path / "out"
-    proc = run_cli(str(a), str(b), "--weights", str(tiny_weights), "--out", str(out), "--resize", resize)
+    proc = run_cli(
+        str(a), str(b), "--weights", str(tiny_weights), "--out", str(out), "--resize", resize
+    )
     assert proc.returncode == 0, proc.stderr
     for img, (h, w) in ((a, (75, 110)), (b, (96, 40))):
         stem = img.stem
@@ -81,10 +89,14 @@ def test_infer_single_task(tmp_path, tiny_weights):
 
 def test_infer_errors(tmp_path, tiny_weights):
     a = write_png(tmp_path / "x.png", 32, 64)
-    proc = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path), "--tasks", "normals")
+    proc = run_cli(
+        str(a), "--weights", str(tiny_weights), "--out", str(tmp_path), "--tasks", "normals"
+    )
     assert proc.returncode == 2 and "normals" in proc.stderr and "semseg,depth" in proc.stderr
     proc = run_cli(str(a), "--weights", str(tmp_path / "none.safetensors"), "--out", str(tmp_path))
-    assert proc.returncode == 2 and "none.safetensors" in proc.stderr and "not found" in proc.stderr
+    assert (
+        proc.returncode == 2 and "none.safetensors" in proc.stderr and "not found" in proc.stderr
+    )
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png")
     proc = run_cli(str(junk), str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "o"))
@@ -93,33 +105,52 @@ def test_infer_errors(tmp_path, tiny_weights):
 
 
 def test_infer_fx_gives_the_depth_of_that_lens(tmp_path, tiny_weights):
-    """--fx scales depth by the lens's focal length at the model input (vertical, after the fit)."""
+    """--fx scales depth by the lens's focal length at the model input (vertical, after the
+    fit)."""
     from edgemoe_ros.model.canonical_camera import canonical_focal
 
     a = write_png(tmp_path / "x.png", 64, 128)  # 2x the tiny model's 32x64
-    base = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "base"), "--tasks", "depth")
+    base = run_cli(
+        str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "base"), "--tasks", "depth"
+    )
     assert base.returncode == 0 and "canonical camera" in base.stdout, base.stderr
     fx = 150.0
-    lens = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "lens"), "--tasks", "depth",
-                   "--fx", str(fx))
+    lens = run_cli(
+        str(a),
+        "--weights",
+        str(tiny_weights),
+        "--out",
+        str(tmp_path / "lens"),
+        "--tasks",
+        "depth",
+        "--fx",
+        str(fx),
+    )
     assert lens.returncode == 0 and "fx=150" in lens.stdout, lens.stderr
     want = np.load(tmp_path / "base" / "x_depth.npy") * (fx * 0.5 / canonical_focal(tiny_config()))
     np.testing.assert_allclose(np.load(tmp_path / "lens" / "x_depth.npy"), want, rtol=1e-5)
     for bad in (["--fx", "-100"], ["--fx", "nan"], ["--fx", "100", "--fy", "0"], ["--fy", "100"]):
-        proc = run_cli(str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "bad"), *bad)
+        proc = run_cli(
+            str(a), "--weights", str(tiny_weights), "--out", str(tmp_path / "bad"), *bad
+        )
         assert proc.returncode == 2 and "error:" in proc.stderr, (bad, proc.stderr)
 
 
 def test_infer_draws_the_models_own_palette(tmp_path):
-    """A 19-class model (edgemoe-train --classes cityscapes19) carries its colours in its config."""
+    """A 19-class model (edgemoe-train --classes cityscapes19) carries its colours in its
+    config."""
     from edgemoe_ros.datasets import get_scheme
 
     scheme = get_scheme("cityscapes19")
-    cfg = tiny_config(class_names=scheme.class_names, palette=tuple(int(v) for v in scheme.palette.ravel()))
+    cfg = tiny_config(
+        class_names=scheme.class_names, palette=tuple(int(v) for v in scheme.palette.ravel())
+    )
     weights = tmp_path / "cs19.safetensors"
     save_weights(random_init(cfg, seed=4), weights)
     a = write_png(tmp_path / "x.png", 32, 64, seed=3)
-    proc = run_cli(str(a), "--weights", str(weights), "--out", str(tmp_path / "o"), "--tasks", "semseg")
+    proc = run_cli(
+        str(a), "--weights", str(weights), "--out", str(tmp_path / "o"), "--tasks", "semseg"
+    )
     assert proc.returncode == 0, proc.stderr
     ids = cv2.imread(str(tmp_path / "o" / "x_semseg_ids.png"), cv2.IMREAD_UNCHANGED)
     color = cv2.cvtColor(cv2.imread(str(tmp_path / "o" / "x_semseg.png")), cv2.COLOR_BGR2RGB)

@@ -68,7 +68,9 @@ def test_mono8_replicates_to_three_channels():
 
 def test_png_decodes_losslessly_and_jpeg_approximately():
     rgb = _rgb(32, 48)
-    np.testing.assert_array_equal(conv.compressed_to_rgb(_compressed(rgb, ".png", "png"), MAX_PX), rgb)
+    np.testing.assert_array_equal(
+        conv.compressed_to_rgb(_compressed(rgb, ".png", "png"), MAX_PX), rgb
+    )
     smooth = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[None, :, None], (32, 1, 3))
     out = conv.compressed_to_rgb(_compressed(smooth, ".jpg", "bgr8; jpeg compressed bgr8"), MAX_PX)
     assert out.shape == smooth.shape
@@ -203,52 +205,80 @@ def test_huge_compressed_rejected_from_header():
 
 
 def test_every_kind_has_a_test():
-    tested = {"encoding", "empty", "odd_size", "step_mismatch", "truncated", "too_large", "non_finite",
-              "corrupt_compressed", "bad_calibration"}
+    tested = {
+        "encoding",
+        "empty",
+        "odd_size",
+        "step_mismatch",
+        "truncated",
+        "too_large",
+        "non_finite",
+        "corrupt_compressed",
+        "bad_calibration",
+    }
     assert set(conv.BAD_INPUT_KINDS) == tested
 
 
 # ----- outputs -----
-@pytest.mark.parametrize("encoding,arr", [
-    ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
-    ("rgb8", _rgb(30, 50)),
-    ("32FC1", np.linspace(0.5, 80, 30 * 50, dtype=np.float32).reshape(30, 50)),
-])
+@pytest.mark.parametrize(
+    "encoding,arr",
+    [
+        ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
+        ("rgb8", _rgb(30, 50)),
+        ("32FC1", np.linspace(0.5, 80, 30 * 50, dtype=np.float32).reshape(30, 50)),
+    ],
+)
 def test_array_to_image_sizes_match_data_and_header_is_copied(encoding, arr):
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     msg = conv.array_to_image(arr, encoding, header)
     assert (msg.height, msg.width, msg.encoding) == (30, 50, encoding)
     assert msg.step * msg.height == len(msg.data)
-    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (12, 345, "cam")
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (
+        12,
+        345,
+        "cam",
+    )
     assert msg.header is not header
     back = np.frombuffer(msg.data, dtype=arr.dtype).reshape(arr.shape)
     np.testing.assert_array_equal(back, arr)
 
 
-@pytest.mark.parametrize("encoding, arr", [
-    ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
-    ("rgb8", (np.arange(30 * 50 * 3) % 251).astype(np.uint8).reshape(30, 50, 3)),
-    ("32FC1", np.linspace(0.5, 80.0, 30 * 50, dtype=np.float32).reshape(30, 50)),
-])
+@pytest.mark.parametrize(
+    "encoding, arr",
+    [
+        ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
+        ("rgb8", (np.arange(30 * 50 * 3) % 251).astype(np.uint8).reshape(30, 50, 3)),
+        ("32FC1", np.linspace(0.5, 80.0, 30 * 50, dtype=np.float32).reshape(30, 50)),
+    ],
+)
 def test_borrowed_image_serialises_to_the_same_bytes_as_a_copied_one(encoding, arr):
-    """borrow=True skips two copies; what goes on the wire must carry the same message, no view left behind.
+    """borrow=True skips two copies; what goes on the wire must carry the same message, no view
+    left behind.
 
     Compared field by field after a round trip, not as raw CDR: Fast CDR leaves alignment padding
     uninitialised, so two serialisations of one message can differ in those bytes.
     """
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 7, 11
-    copied = deserialize_message(serialize_message(conv.array_to_image(arr, encoding, header)), Image)
+    copied = deserialize_message(
+        serialize_message(conv.array_to_image(arr, encoding, header)), Image
+    )
     source = arr.copy()
     wire = serialize_message(conv.array_to_image(source, encoding, header, borrow=True))
     source[...] = 0  # the published bytes were copied out during serialisation
     back = deserialize_message(wire, Image)
-    np.testing.assert_array_equal(np.frombuffer(back.data, dtype=arr.dtype).reshape(arr.shape), arr)
+    np.testing.assert_array_equal(
+        np.frombuffer(back.data, dtype=arr.dtype).reshape(arr.shape), arr
+    )
     assert bytes(back.data) == bytes(copied.data)
     fields = ("height", "width", "step", "encoding", "is_bigendian")
     assert [getattr(back, f) for f in fields] == [getattr(copied, f) for f in fields]
-    assert (back.header.stamp.sec, back.header.stamp.nanosec, back.header.frame_id) == (7, 11, "cam")
+    assert (back.header.stamp.sec, back.header.stamp.nanosec, back.header.frame_id) == (
+        7,
+        11,
+        "cam",
+    )
 
 
 def test_borrowed_image_of_a_strided_array_is_made_contiguous():
@@ -280,7 +310,12 @@ def test_camera_info_relay_at_input_resolution_keeps_calibration_and_copies_head
     header.stamp.sec = 42
     info = _info(640, 480)
     out = conv.camera_info_for_output(info, header, 480, 640, None)
-    assert (out.width, out.height, out.header.frame_id, out.header.stamp.sec) == (640, 480, "cam", 42)
+    assert (out.width, out.height, out.header.frame_id, out.header.stamp.sec) == (
+        640,
+        480,
+        "cam",
+        42,
+    )
     np.testing.assert_allclose(out.k, info.k)
     np.testing.assert_allclose(out.d, info.d)
     assert out.distortion_model == "plumb_bob"
@@ -302,5 +337,7 @@ def test_camera_info_relay_to_model_resolution_with_crop():
     out = conv.camera_info_for_output(_info(640, 480), Header(), 480, 640, fit)
     assert (out.width, out.height) == (cfg.img_w, cfg.img_h)
     assert out.k[0] == pytest.approx(20.0) and out.k[4] == pytest.approx(20.0)
-    assert out.k[2] == pytest.approx((cfg.img_w - 1) / 2) and out.k[5] == pytest.approx((cfg.img_h - 1) / 2)
+    assert out.k[2] == pytest.approx((cfg.img_w - 1) / 2) and out.k[5] == pytest.approx(
+        (cfg.img_h - 1) / 2
+    )
     assert out.p[0] == pytest.approx(20.0) and out.p[10] == 1.0

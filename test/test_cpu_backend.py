@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fast float32 CPU backend against the float64 reference, and its batching / task-sharing invariants.
+"""Fast float32 CPU backend against the float64 reference, and its batching / task-sharing
+invariants.
 
 The reference comparisons run on both paths of the backend: numpy (``native="off"``, the
 fallback) and the native kernels (``native="on"``, skipped where they cannot be built)."""
@@ -33,14 +34,18 @@ def native(request) -> str:
 
 
 def _images(cfg, batch=2, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+    )
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def _check_against_reference(cfg: ModelConfig, seed: int, batch: int, tasks=BOTH, native="auto") -> None:
+def _check_against_reference(
+    cfg: ModelConfig, seed: int, batch: int, tasks=BOTH, native="auto"
+) -> None:
     weights = random_init(cfg, seed=seed)
     images = _images(cfg, batch, seed)
     backend = CpuBackend(native=native)
@@ -56,14 +61,17 @@ def _check_against_reference(cfg: ModelConfig, seed: int, batch: int, tasks=BOTH
         assert res.routing[task].dtype == np.int32
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"top_k": 1},
-    {"top_k": 3, "num_experts": 5},
-    {"moe_every": 1, "depth": 3},  # every block MoE: the fork happens in block 0
-    {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
-    {"tasks": ("depth",)},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"top_k": 1},
+        {"top_k": 3, "num_experts": 5},
+        {"moe_every": 1, "depth": 3},  # every block MoE: the fork happens in block 0
+        {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
+        {"tasks": ("depth",)},
+    ],
+)
 def test_matches_reference_tiny(overrides, native):
     cfg = tiny_config(**overrides)
     _check_against_reference(cfg, seed=11, batch=2, tasks=cfg.tasks, native=native)
@@ -105,7 +113,9 @@ def test_shared_prefix_both_tasks_equal_two_single_runs(tiny_backend):
     both = backend.run(images, BOTH)
     for task in BOTH:
         single = backend.run(images, (task,))
-        np.testing.assert_allclose(both.features[task], single.features[task], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            both.features[task], single.features[task], rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_array_equal(both.routing[task], single.routing[task])
         np.testing.assert_array_equal(both.expert_counts[task], single.expert_counts[task])
 
@@ -115,9 +125,11 @@ def test_batch_of_three_equals_three_singles(tiny_backend):
     images = _images(cfg, 3, seed=9)
     batch = backend.run(images, BOTH)
     for i in range(3):
-        one = backend.run(images[i:i + 1], BOTH)
+        one = backend.run(images[i : i + 1], BOTH)
         for task in BOTH:
-            np.testing.assert_allclose(batch.features[task][i], one.features[task][0], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                batch.features[task][i], one.features[task][0], rtol=1e-5, atol=1e-5
+            )
             np.testing.assert_array_equal(batch.routing[task][i], one.routing[task][0])
 
 
@@ -199,7 +211,8 @@ def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference(native):
     cfg = tiny_config()
     weights = random_init(cfg, seed=12)
     for i in cfg.moe_layers:
-        weights.tensors[f"blocks.{i}.moe.router.weight"][:] = 0.0  # all experts tie for every token
+        # all experts tie for every token
+        weights.tensors[f"blocks.{i}.moe.router.weight"][:] = 0.0
     backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 2, seed=12)
@@ -215,13 +228,14 @@ def test_router_ties_go_to_the_lowest_expert_ids_like_the_reference(native):
 def test_large_key_and_value_biases_are_handled_exactly(native):
     """The backend drops the key bias (it shifts every score of a query row equally, which softmax
     cancels) and folds the value bias into the output projection (attention rows sum to one).
-    Both are exact only if those identities hold, so exercise them with biases far above init scale."""
+    Both are exact only if those identities hold, so exercise them with biases far above init
+    scale."""
     cfg = tiny_config()
     weights = random_init(cfg, seed=13)
     rng = np.random.default_rng(13)
     for i in range(cfg.depth):
         bias = weights.tensors[f"blocks.{i}.attn.qkv.bias"]
-        bias[cfg.dim:] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
+        bias[cfg.dim :] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
     backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 2, seed=13)
@@ -233,8 +247,9 @@ def test_large_key_and_value_biases_are_handled_exactly(native):
 
 
 def test_gates_are_unrenormalised_probabilities_of_all_experts(native):
-    """Expert outputs are mixed with softmax-over-all-experts probabilities (M3ViT), not renormalised
-    over the top-k: with identical experts the MoE output is (sum of the k gates) x expert output."""
+    """Expert outputs are mixed with softmax-over-all-experts probabilities (M3ViT), not
+    renormalised over the top-k: with identical experts the MoE output is (sum of the k gates) x
+    expert output."""
     cfg = tiny_config(depth=2, moe_every=2)  # block 1 is the only MoE block
     weights = random_init(cfg, seed=14)
     p = "blocks.1.moe."

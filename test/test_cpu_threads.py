@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The native kernels' worker pool (option ``threads`` of the cpu backend) and the attention kernel:
-every thread count gives the same bits as one thread, the attention kernel matches its float64
-definition, a pool used by two callers at once stays correct, and bad ``threads`` values are
-refused by name."""
+"""The native kernels' worker pool (option ``threads`` of the cpu backend) and the attention
+kernel: every thread count gives the same bits as one thread, the attention kernel matches its
+float64 definition, a pool used by two callers at once stays correct, and bad ``threads`` values
+are refused by name."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def test_gemm_gives_the_same_bits_on_any_number_of_threads(fast, pools, m, k, n)
     rows = rng.permutation(m + 3)[:m].astype(np.int32)
     want = fast.gemm(a, packed, bias=bias, gelu=True, rows=rows)
     for pool in pools.values():
-        np.testing.assert_array_equal(fast.gemm(a, packed, bias=bias, gelu=True, rows=rows, pool=pool), want)
+        np.testing.assert_array_equal(
+            fast.gemm(a, packed, bias=bias, gelu=True, rows=rows, pool=pool), want
+        )
     with pytest.raises(BackendError, match="out of range"):  # checked before any thread starts
         fast.gemm(a, packed, rows=np.array([0, m + 3], np.int32), pool=pools[2])
 
@@ -67,14 +69,21 @@ def test_moe_experts_give_the_same_bits_on_any_number_of_threads(fast, pools):
     h = rng.normal(size=(nsrc, d)).astype(F32)
     fc1 = fastops.pack(rng.normal(0, 0.1, (experts, d, hidden)).astype(F32))
     fc2 = fastops.pack(rng.normal(0, 0.1, (experts, hidden, d)).astype(F32))
-    b1, b2 = rng.normal(size=(experts, hidden)).astype(F32), rng.normal(size=(experts, d)).astype(F32)
-    sizes = rng.multinomial(2 * nsrc, np.linspace(1, 3, experts) / np.linspace(1, 3, experts).sum())
+    b1, b2 = (
+        rng.normal(size=(experts, hidden)).astype(F32),
+        rng.normal(size=(experts, d)).astype(F32),
+    )
+    sizes = rng.multinomial(
+        2 * nsrc, np.linspace(1, 3, experts) / np.linspace(1, 3, experts).sum()
+    )
     sizes[3] = 0  # an expert nobody picked
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
     uniq_src = rng.integers(0, nsrc, bounds[-1]).astype(np.int32)
     want = fast.moe_experts(h, uniq_src, bounds, fc1, b1, fc2, b2)
     for pool in pools.values():
-        np.testing.assert_array_equal(fast.moe_experts(h, uniq_src, bounds, fc1, b1, fc2, b2, pool=pool), want)
+        np.testing.assert_array_equal(
+            fast.moe_experts(h, uniq_src, bounds, fc1, b1, fc2, b2, pool=pool), want
+        )
 
 
 def _attention64(qkv: np.ndarray, streams: int, heads: int) -> np.ndarray:
@@ -89,9 +98,13 @@ def _attention64(qkv: np.ndarray, streams: int, heads: int) -> np.ndarray:
     return (p @ v).transpose(0, 2, 1, 3).reshape(rows, d)
 
 
-@pytest.mark.parametrize("streams,n,heads,hd", [(1, 129, 3, 64), (2, 129, 3, 64), (3, 5, 2, 3), (1, 1, 1, 1),
-                                                (2, 17, 4, 20)])
-def test_attention_kernel_matches_float64_and_threads_change_no_bit(fast, pools, streams, n, heads, hd):
+@pytest.mark.parametrize(
+    "streams,n,heads,hd",
+    [(1, 129, 3, 64), (2, 129, 3, 64), (3, 5, 2, 3), (1, 1, 1, 1), (2, 17, 4, 20)],
+)
+def test_attention_kernel_matches_float64_and_threads_change_no_bit(
+    fast, pools, streams, n, heads, hd
+):
     qkv = _rng(n * heads).normal(0.0, 1.0, (streams * n, 3 * heads * hd)).astype(F32)
     got = fast.attention(qkv, streams, heads)
     assert got.shape == (streams * n, heads * hd) and got.dtype == F32
@@ -111,7 +124,8 @@ def test_attention_kernel_checks_its_shapes(fast):
 
 
 def test_a_pool_shared_by_two_callers_at_once_stays_correct(fast, pools):
-    """The second caller finds the pool busy and runs on its own thread: never waits, never mixes."""
+    """The second caller finds the pool busy and runs on its own thread: never waits, never
+    mixes."""
     rng = _rng(9)
     a = [rng.normal(size=(258, 192)).astype(F32) for _ in range(2)]
     packed = fastops.pack(rng.normal(size=(192, 768)).astype(F32))
@@ -137,7 +151,10 @@ def test_a_pool_shared_by_two_callers_at_once_stays_correct(fast, pools):
 def test_backend_threads_option_gives_the_same_bits_as_one_thread(fast, cfg):
     weights = random_init(cfg, seed=3)
     images = _rng(3).integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
-    one, three = CpuBackend(native="on"), create_backend("cpu", **parse_backend_options('{"threads": 3}'))
+    one, three = (
+        CpuBackend(native="on"),
+        create_backend("cpu", **parse_backend_options('{"threads": 3}')),
+    )
     one.load(weights)
     three.load(weights)
     assert one.threads == 1 and three.threads == 3
@@ -150,8 +167,10 @@ def test_backend_threads_option_gives_the_same_bits_as_one_thread(fast, cfg):
     assert three.threads == 1  # workers joined
     three.load(weights)  # a reload starts them again
     assert three.threads == 3
-    np.testing.assert_array_equal(three.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
-                                  one.run(images, cfg.tasks[:1]).features[cfg.tasks[0]])
+    np.testing.assert_array_equal(
+        three.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
+        one.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
+    )
     three.close()
 
 
@@ -174,17 +193,25 @@ def test_guided_refine_gives_the_same_bits_on_any_number_of_threads(fast, pools)
     leaves other data past the next (narrower) call's width, which must not leak into it."""
     from edgemoe_ros.model import heads
 
-    for (b, h, w) in [(2, 9, 70), (1, 16, 33)]:
-        cfg = ModelConfig(head="guided", img_h=h, img_w=w, guide_channels=8, refine_hidden=16, patch=1,
-                          class_names=tuple(f"c{i}" for i in range(7)))
+    for b, h, w in [(2, 9, 70), (1, 16, 33)]:
+        cfg = ModelConfig(
+            head="guided",
+            img_h=h,
+            img_w=w,
+            guide_channels=8,
+            refine_hidden=16,
+            patch=1,
+            class_names=tuple(f"c{i}" for i in range(7)),
+        )
         weights = random_init(cfg, seed=b)
         rng = _rng(h)
         coarse = rng.normal(0.0, 3.0, (b, h, w, 7)).astype(F32)
         images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
         want = heads.guided_refine(weights, cfg, "semseg", coarse, images, native=fast)
         for pool in pools.values():
-            got = heads.guided_refine(weights, cfg, "semseg", coarse, images,
-                                      native=fastops.PooledHeads(fast, pool))
+            got = heads.guided_refine(
+                weights, cfg, "semseg", coarse, images, native=fastops.PooledHeads(fast, pool)
+            )
             np.testing.assert_array_equal(got, want)
 
 
@@ -198,7 +225,9 @@ def test_pyramid_head_gives_the_same_bits_on_any_number_of_threads(fast, pools):
         images = rng.integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
         want = run_head(weights, cfg, "semseg", feats, images, native=fast)
         for pool in pools.values():
-            got = run_head(weights, cfg, "semseg", feats, images, native=fastops.PooledHeads(fast, pool))
+            got = run_head(
+                weights, cfg, "semseg", feats, images, native=fastops.PooledHeads(fast, pool)
+            )
             np.testing.assert_array_equal(got, want)
 
 

@@ -76,7 +76,8 @@ def test_mosaic_draws_off_panels():
     rgb = np.full((96, 192, 3), 128, np.uint8)
     m = mosaic(rgb, None, np.full((96, 192), 10.0, np.float32), ("depth",), 12.3, 0, 0.5, 80.0)
     assert m.shape[1] == 3 * 192
-    assert (m[-96:, 192:384] == OFF_GREY).all(-1).mean() > 0.8  # flat grey (plus text) where segmentation is off
+    # flat grey (plus text) where segmentation is off
+    assert (m[-96:, 192:384] == OFF_GREY).all(-1).mean() > 0.8
     assert (m[-96:, 384:] == OFF_GREY).all(-1).mean() < 0.1  # the depth panel is drawn
 
 
@@ -91,7 +92,19 @@ def test_shipped_weights_are_the_spec_model():
     spec = ModelConfig()
     weights = load_weights(SHIPPED_WEIGHTS)
     cfg = weights.config
-    for key in ("img_h", "img_w", "patch", "dim", "depth", "num_heads", "mlp_hidden", "num_experts", "top_k",
-                "expert_hidden", "tasks", "class_names"):
+    for key in (
+        "img_h",
+        "img_w",
+        "patch",
+        "dim",
+        "depth",
+        "num_heads",
+        "mlp_hidden",
+        "num_experts",
+        "top_k",
+        "expert_hidden",
+        "tasks",
+        "class_names",
+    ):
         assert getattr(cfg, key) == getattr(spec, key), key
     assert cfg.notes.get("steps", 0) > 0 and "command" in cfg.notes

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Diagnostics building blocks: rates, latency percentiles, keyed log throttling, the status message."""
+"""Diagnostics building blocks: rates, latency percentiles, keyed log throttling, the status
+message."""
 
 import numpy as np
 import pytest
@@ -46,7 +47,9 @@ def test_rolling_rate_steady_stream_and_decay():
     assert rate.rate() == 0.0
 
 
-def _stream(monitor: InputMonitor, clock: FakeClock, hz: float, seconds: float, **check) -> StreamCheck:
+def _stream(
+    monitor: InputMonitor, clock: FakeClock, hz: float, seconds: float, **check
+) -> StreamCheck:
     """Frames at ``hz`` for ``seconds`` with a report every 0.5 s; the last report."""
     result = None
     next_report = clock.t
@@ -84,11 +87,14 @@ def test_stopped_stream_is_warn_then_error_then_ok_when_it_comes_back():
     first_warn, first_error = levels.index(WARN), levels.index(ERROR)
     # Seconds since the last frame at each report (the stream left one period after it).
     silence = [0.05 + (i + 1) * 0.1 for i in range(len(levels))]
-    # WARN about tolerance * window after the last frame (0.2 s + one period), ERROR after the timeout.
+    # WARN about tolerance * window after the last frame (0.2 s + one period), ERROR after the
+    # timeout.
     assert 0.2 <= silence[first_warn] <= 0.6, levels
     assert 4.0 < silence[first_error] <= 4.1, levels
     assert set(levels[first_warn:first_error]) == {WARN}
-    assert "below the minimum 18.00 Hz (learned 20.00 Hz - 10 %)" in reports[first_warn].problems[0]
+    assert (
+        "below the minimum 18.00 Hz (learned 20.00 Hz - 10 %)" in reports[first_warn].problems[0]
+    )
     assert "input stale: no frame for 4." in reports[first_error].problems[0]
     mon.tick()  # the camera is back: its first frame measures no rate yet, and alarms nothing
     clock.t += 0.01
@@ -99,7 +105,9 @@ def test_stopped_stream_is_warn_then_error_then_ok_when_it_comes_back():
 
 def test_slow_stream_is_warn_only_with_an_expected_rate():
     clock = FakeClock()
-    expected = InputMonitor(StreamLimits(expected_hz=30.0, tolerance=0.1, window_s=2.0), clock=clock)
+    expected = InputMonitor(
+        StreamLimits(expected_hz=30.0, tolerance=0.1, window_s=2.0), clock=clock
+    )
     slow = _stream(expected, clock, 20.0, 4.0)
     assert slow.level == WARN and "expected 30.00 Hz" in slow.problems[0]
     clock2 = FakeClock()
@@ -167,14 +175,22 @@ def test_with_stream_keeps_the_worst_level_and_every_problem():
 
     stale = StreamCheck(ERROR, ("input stale: no frame for 11.0 s",), ())
     assert with_stream(S.OK, "active", StreamCheck(OK, (), ())) == (S.OK, "active")
-    assert with_stream(S.OK, "active", stale) == (S.ERROR, "active: input stale: no frame for 11.0 s")
+    assert with_stream(S.OK, "active", stale) == (
+        S.ERROR,
+        "active: input stale: no frame for 11.0 s",
+    )
     level, msg = with_stream(S.WARN, "active: 1 bad input(s) since last report", stale)
-    assert level == S.ERROR and msg == "active: 1 bad input(s) since last report; input stale: no frame for 11.0 s"
+    assert (
+        level == S.ERROR
+        and msg == "active: 1 bad input(s) since last report; input stale: no frame for 11.0 s"
+    )
 
 
 def test_status_prefix_has_no_leading_slash():
     assert status_prefix("edgemoe_node", "/front/edgemoe_node", use_fqn=False) == "edgemoe_node"
-    assert status_prefix("edgemoe_node", "/front/edgemoe_node", use_fqn=True) == "front/edgemoe_node"
+    assert (
+        status_prefix("edgemoe_node", "/front/edgemoe_node", use_fqn=True) == "front/edgemoe_node"
+    )
     assert status_prefix("edgemoe_node", "/edgemoe_node", use_fqn=True) == "edgemoe_node"
 
 
@@ -230,13 +246,31 @@ def test_build_status_reports_everything_spec_asks_for():
     stats.count("backend_faults")
     stats.inference_ms.add(10.0)
     stats.stamp_to_publish_ms.add(20.0)
-    status = build_status("/ns/edgemoe_node", DiagnosticStatus.WARN, "active", "cpu", ("semseg",), "explicit",
-                          stats, {"submitted": 9, "dropped": 2}, {"semseg": np.ones((2, 4), np.int64)}, (1, 3))
+    status = build_status(
+        "/ns/edgemoe_node",
+        DiagnosticStatus.WARN,
+        "active",
+        "cpu",
+        ("semseg",),
+        "explicit",
+        stats,
+        {"submitted": 9, "dropped": 2},
+        {"semseg": np.ones((2, 4), np.int64)},
+        (1, 3),
+    )
     v = values_dict(status)
     assert status.hardware_id == "cpu" and status.level == DiagnosticStatus.WARN
     assert v["backend"] == "cpu" and v["active tasks"] == "semseg"
-    assert v["bad input encoding"] == "2" and v["bad input truncated"] == "1" and v["bad inputs"] == "3"
-    assert v["frames processed"] == "5" and v["frames dropped (queue)"] == "2" and v["frames received"] == "9"
+    assert (
+        v["bad input encoding"] == "2"
+        and v["bad input truncated"] == "1"
+        and v["bad inputs"] == "3"
+    )
+    assert (
+        v["frames processed"] == "5"
+        and v["frames dropped (queue)"] == "2"
+        and v["frames received"] == "9"
+    )
     assert v["backend faults"] == "1"
     assert v["latency inference ms"] == "p50=10.0 p90=10.0 p99=10.0"
     assert v["latency stamp to publish ms"].startswith("p50=20.0")
@@ -260,10 +294,18 @@ def test_node_judges_its_input_only_while_active_with_a_task(ros_context, tmp_pa
     from edgemoe_ros.ros.node import EdgeMoeNode
 
     name = f"edgemoe_node_{uuid.uuid4().hex[:8]}"
-    overrides = {"weights_path": str(write_tiny_weights(tmp_path / "tiny.safetensors")),
-                 "autostart": False, "input_rate_window": 0.1, "input_timeout": 0.2}
-    node = EdgeMoeNode(name, context=ros_context, namespace="/front",
-                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    overrides = {
+        "weights_path": str(write_tiny_weights(tmp_path / "tiny.safetensors")),
+        "autostart": False,
+        "input_rate_window": 0.1,
+        "input_timeout": 0.2,
+    }
+    node = EdgeMoeNode(
+        name,
+        context=ros_context,
+        namespace="/front",
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+    )
     sent = []
     node._diag_pub.publish = sent.append  # the report, without a DDS peer
 
@@ -284,7 +326,9 @@ def test_node_judges_its_input_only_while_active_with_a_task(ros_context, tmp_pa
         assert idle.name == f"{name}: inference" and idle.hardware_id == f"cpu: {host_cpu()}"
         node.set_parameters([Parameter("tasks", value=["semseg"])])
         stale = report(0.4)
-        assert stale.level == DiagnosticStatus.ERROR and "input stale: no frame for" in stale.message
+        assert (
+            stale.level == DiagnosticStatus.ERROR and "input stale: no frame for" in stale.message
+        )
         node.trigger_deactivate()
         assert report().level == DiagnosticStatus.OK
     finally:
@@ -312,7 +356,9 @@ def test_running_node_reports_rates_latency_and_expert_usage():
             pub.publish(make_image(seed=i))
             time.sleep(0.1)
         v = wait_diag(diag, lambda v: int(v["frames processed"]) >= frames)
-        assert v["backend"] == "cpu" and v["active tasks"] == "semseg,depth" and v["__level__"] == "0"
+        assert (
+            v["backend"] == "cpu" and v["active tasks"] == "semseg,depth" and v["__level__"] == "0"
+        )
         assert float(v["input rate hz"]) > 0 and float(v["output rate hz"]) > 0
         for key in ("latency stamp to publish ms", "latency inference ms"):
             p = dict(item.split("=") for item in v[key].split())
@@ -320,7 +366,8 @@ def test_running_node_reports_rates_latency_and_expert_usage():
             assert 0 < float(p["p50"]) <= float(p["p90"]) <= float(p["p99"]) < 10_000
         for task in ("semseg", "depth"):
             shares = [float(x) for x in v[f"experts {task} share %"].split()]
-            assert sum(shares) == pytest.approx(100.0, abs=0.5) and len(shares) == 4  # tiny model: 4 experts
+            # tiny model: 4 experts
+            assert sum(shares) == pytest.approx(100.0, abs=0.5) and len(shares) == 4
             assert f"experts {task} block 1" in v and f"experts {task} block 3" in v
     finally:
         h.close()
@@ -363,8 +410,13 @@ def test_running_node_camera_stream_ok_warn_error_ok_and_names_itself_and_its_de
 
         def wait_level(level: bytes, text: str = "", timeout: float = 20.0) -> DiagnosticStatus:
             start = max(diag.count() - 1, 0)
-            msg = diag.wait_for(lambda m: ours(m) is not None and ours(m).level == level
-                                and text in ours(m).message, timeout, start=start)
+            msg = diag.wait_for(
+                lambda m: (
+                    ours(m) is not None and ours(m).level == level and text in ours(m).message
+                ),
+                timeout,
+                start=start,
+            )
             return ours(msg)
 
         thread = threading.Thread(target=camera, daemon=True)
@@ -378,7 +430,10 @@ def test_running_node_camera_stream_ok_warn_error_ok_and_names_itself_and_its_de
             assert ok.hardware_id == f"cpu: {host_cpu()}", ok.hardware_id
             assert not any(s.name.startswith("/") for m in diag.messages for s in m.status)
             v = values_dict(ok)
-            assert 5.0 < float(v["input rate hz"]) < 15.0 and v["expected input rate hz"].startswith("learned")
+            assert (
+                5.0 < float(v["input rate hz"]) < 15.0
+                and v["expected input rate hz"].startswith("learned")
+            )
 
             streaming.clear()  # the camera stops
             warn = wait_level(DiagnosticStatus.WARN, "below the minimum")

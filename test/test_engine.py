@@ -41,7 +41,8 @@ def test_outputs_shapes_dtypes_and_ranges(engine):
     semseg_in, depth_in = res.semseg_at_input(), res.depth_at_input()
     assert semseg_in.shape == (48, 80) and semseg_in.dtype == np.uint8
     assert depth_in.shape == (48, 80) and depth_in.dtype == np.float32
-    assert not np.isnan(depth_in).any() and semseg_in.max() < cfg.num_classes  # stretch: all observed
+    # stretch: all observed
+    assert not np.isnan(depth_in).any() and semseg_in.max() < cfg.num_classes
 
 
 def test_single_task_leaves_the_other_none(engine):
@@ -52,7 +53,8 @@ def test_single_task_leaves_the_other_none(engine):
 
 
 def test_engine_output_equals_backbone_plus_head(engine):
-    """No hidden transformation between the pieces: semseg is argmax of the head on the features."""
+    """No hidden transformation between the pieces: semseg is argmax of the head on the
+    features."""
     img = _image(engine.config.img_h, engine.config.img_w, seed=3)  # model size: fit is a copy
     res = engine.infer(img, ("semseg",))
     feats = engine.backend.run(img[None], ("semseg",)).features["semseg"]
@@ -100,7 +102,10 @@ def test_expert_usage_accumulates_and_resets(engine):
     engine.infer(_image(seed=1), BOTH)
     engine.infer(_image(seed=2), ("semseg",))
     usage = engine.expert_usage
-    assert usage["semseg"].shape == (len(cfg.moe_layers), cfg.num_experts) and usage["semseg"].dtype == np.int64
+    assert (
+        usage["semseg"].shape == (len(cfg.moe_layers), cfg.num_experts)
+        and usage["semseg"].dtype == np.int64
+    )
     np.testing.assert_array_equal(usage["semseg"].sum(axis=1), 2 * per_frame)
     np.testing.assert_array_equal(usage["depth"].sum(axis=1), per_frame)
     usage["semseg"][:] = 0  # a copy: the engine's counters are not touched
@@ -146,8 +151,12 @@ def test_engine_imports_neither_torch_nor_rclpy():
     import subprocess
     import sys
 
-    code = ("import sys, edgemoe_ros.engine, edgemoe_ros.backends.cpu, edgemoe_ros.backends.reference; "
-            "bad = [m for m in ('torch', 'rclpy') if m in sys.modules]; sys.exit(f'imported {bad}' if bad else 0)")
+    code = (
+        "import sys, edgemoe_ros.engine, edgemoe_ros.backends.cpu, "
+        "edgemoe_ros.backends.reference; "
+        "bad = [m for m in ('torch', 'rclpy') if m in sys.modules]; sys.exit(f'imported {bad}' if "
+        "bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def reports():
     cfg = ModelConfig()
-    images = np.random.default_rng(7).integers(0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    images = np.random.default_rng(7).integers(
+        0, 256, (2, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+    )
     return compare(random_init(cfg, seed=4), images)
 
 
@@ -53,8 +55,21 @@ def test_layers_and_routing_reported(reports):
 
 def test_accuracy_report_cli_writes_json(tmp_path):
     out = tmp_path / "acc.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "accuracy_report.py"), "--config", "tiny",
-                           "--images", "2", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "accuracy_report.py"),
+            "--config",
+            "tiny",
+            "--images",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| task |" in proc.stdout
     data = json.loads(out.read_text())

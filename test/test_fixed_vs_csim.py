@@ -24,7 +24,9 @@ def _images(cfg: ModelConfig, n: int, seed: int) -> np.ndarray:
     return imgs
 
 
-def _assert_bit_exact(csim: CSimBackend, emu: FixedPointEmulator, images: np.ndarray, task_id: int) -> None:
+def _assert_bit_exact(
+    csim: CSimBackend, emu: FixedPointEmulator, images: np.ndarray, task_id: int
+) -> None:
     feats, routing = csim.run_raw(images, task_id)
     want = emu.run(images, [task_id])[task_id]
     assert feats.dtype == np.int32 and want.features.dtype == np.int32
@@ -70,8 +72,8 @@ def test_tiny_model_bit_exact_including_saturation(scale):
 
 
 def test_unaligned_shapes_bit_exact():
-    """Dims that are not multiples of the tile or of an AXI beat: partial tiles, and task 1's router
-    starts mid-beat, so the wide weight reads must mask the first and last beat."""
+    """Dims that are not multiples of the tile or of an AXI beat: partial tiles, and task 1's
+    router starts mid-beat, so the wide weight reads must mask the first and last beat."""
     cfg = tiny_config(dim=21, num_heads=3, mlp_hidden=42, num_experts=5, expert_hidden=20)
     assert (cfg.num_experts * cfg.dim) % itf.WORDS_PER_BEAT != 0 and cfg.dim % 16 != 0
     csim = CSimBackend()
@@ -104,7 +106,10 @@ def test_backends_agree_and_share_the_library_safely():
             np.testing.assert_array_equal(ra2.features[task], rf.features[task])
             np.testing.assert_array_equal(ra.routing[task], rf.routing[task])
             assert ra.expert_counts[task].shape == (len(cfg.moe_layers), cfg.num_experts)
-            assert ra.expert_counts[task].sum() == 2 * len(cfg.moe_layers) * cfg.num_tokens * cfg.top_k
+            assert (
+                ra.expert_counts[task].sum()
+                == 2 * len(cfg.moe_layers) * cfg.num_tokens * cfg.top_k
+            )
     finally:
         for be in (a, b, fixed):
             be.close()
@@ -151,8 +156,16 @@ def test_csim_abi_return_codes(tmp_path):
     rout = np.zeros(shapes["routing_out"][0], np.int32)
 
     def call(num_images: int, task_id: int, reload: int) -> int:
-        return lib._lib.edgemoe_csim_run(imgs.ctypes.data, packed.one_time.ctypes.data, packed.experts.ctypes.data,
-                                         feats.ctypes.data, rout.ctypes.data, num_images, task_id, reload)
+        return lib._lib.edgemoe_csim_run(
+            imgs.ctypes.data,
+            packed.one_time.ctypes.data,
+            packed.experts.ctypes.data,
+            feats.ctypes.data,
+            rout.ctypes.data,
+            num_images,
+            task_id,
+            reload,
+        )
 
     assert call(1, 0, 0) == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS  # nothing cached yet
     assert call(0, 0, 1) == itf.CSIM_ERR_NUM_IMAGES

@@ -26,10 +26,14 @@ CFG = tiny_config(dim=21, num_heads=3, mlp_hidden=42, num_experts=5, expert_hidd
 def case_dir(tmp_path_factory) -> Path:
     w = random_init(CFG, seed=21)
     packed = itf.pack_weights(w)
-    images = np.random.default_rng(3).integers(0, 256, (2, CFG.img_h, CFG.img_w, 3), dtype=np.uint8)
+    images = np.random.default_rng(3).integers(
+        0, 256, (2, CFG.img_h, CFG.img_w, 3), dtype=np.uint8
+    )
     assert (CFG.num_experts * CFG.dim) % itf.WORDS_PER_BEAT != 0  # task 1's router is unaligned
     out = FixedPointEmulator(packed, CFG).run(images, [1])[1]
-    return write_case(tmp_path_factory.mktemp("tbcase"), CFG, packed, images, 1, out.features, out.routing)
+    return write_case(
+        tmp_path_factory.mktemp("tbcase"), CFG, packed, images, 1, out.features, out.routing
+    )
 
 
 def _run(exe: Path, case: Path) -> subprocess.CompletedProcess:
@@ -42,8 +46,20 @@ def test_library_and_testbench_build_without_warnings():
     assert lib.stat().st_size > 0 and tb.stat().st_size > 0
     # A forced recompile of the kernel must be warning-free with -Wall -Wextra.
     gen = lib.parent / "include"
-    proc = subprocess.run(["make", "-C", str(HLS_DIR), "-B", f"BUILD={lib.parent}", f"GEN_DIR={gen}",
-                           str(lib.parent / "testbench")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(HLS_DIR),
+            "-B",
+            f"BUILD={lib.parent}",
+            f"GEN_DIR={gen}",
+            str(lib.parent / "testbench"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "warning" not in proc.stderr.lower(), proc.stderr[-2000:]
 
@@ -62,14 +78,20 @@ def test_exact_width_testbench_matches_the_emulator_on_the_spec_model(tmp_path):
     """The full-size model through the ap-type datapath (about a minute per image)."""
     cfg = ModelConfig()
     packed = itf.pack_weights(random_init(cfg, seed=7))
-    images = np.random.default_rng(7).integers(0, 256, (1, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    images = np.random.default_rng(7).integers(
+        0, 256, (1, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+    )
     out = FixedPointEmulator(packed, cfg).run(images, [1])[1]
     case = write_case(tmp_path / "spec", cfg, packed, images, 1, out.features, out.routing)
     proc = _run(build_artifact(cfg, "testbench"), case)
-    assert proc.returncode == 0 and "datapath exact-width ap types" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "datapath exact-width ap types" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
 
 
-@pytest.mark.parametrize("target,word", [("expected_features.bin", np.int32), ("expected_routing.bin", np.int32)])
+@pytest.mark.parametrize(
+    "target,word", [("expected_features.bin", np.int32), ("expected_routing.bin", np.int32)]
+)
 def test_testbench_fails_on_corrupted_expectation(case_dir, tmp_path, target, word):
     bad = tmp_path / "case"
     bad.mkdir()

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The Vitis HLS / Vivado scripts agree with the C++ top function, accel/interface.py and the overlay
-metadata the driver reads (accel/hwh.py). No Xilinx tool runs here, so this is what keeps the
-scripts from rotting: top name, ports and bundles, AXI-lite offsets, part, clock, IP identity."""
+"""The Vitis HLS / Vivado scripts agree with the C++ top function, accel/interface.py and the
+overlay metadata the driver reads (accel/hwh.py). No Xilinx tool runs here, so this is what keeps
+the scripts from rotting: top name, ports and bundles, AXI-lite offsets, part, clock, IP
+identity."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ BD = hwh.BLOCK_DESIGN
 
 # ------------------------------------------------------------------ parsers
 def _top_source() -> Path:
-    hits = [p for p in sorted((HLS / "src").glob("*.cpp")) if re.search(rf"\bvoid\s+{itf.TOP_FUNCTION}\s*\(",
-                                                                       p.read_text())]
-    assert len(hits) == 1, f"expected one definition of {itf.TOP_FUNCTION} in hls_accel/src, found {hits}"
+    hits = [
+        p
+        for p in sorted((HLS / "src").glob("*.cpp"))
+        if re.search(rf"\bvoid\s+{itf.TOP_FUNCTION}\s*\(", p.read_text())
+    ]
+    assert len(hits) == 1, (
+        f"expected one definition of {itf.TOP_FUNCTION} in hls_accel/src, found {hits}"
+    )
     return hits[0]
 
 
@@ -95,13 +101,16 @@ def test_axi_bundles_and_axilite_offsets_come_from_interface():
         if arg.kind == "pointer":
             m_axi = pragmas["m_axi"][arg.name]
             assert m_axi["bundle"] == arg.bundle, arg.name
-            assert m_axi["offset"] == "slave", f"{arg.name}: the address must be an AXI-lite register"
+            assert m_axi["offset"] == "slave", (
+                f"{arg.name}: the address must be an AXI-lite register"
+            )
     assert pragmas["s_axilite"]["return"]["bundle"] == itf.CONTROL_BUNDLE  # ap_ctrl at 0x00
     assert set(pragmas["m_axi"]) == set(itf.POINTER_ARGS)
 
 
 def test_every_m_axi_port_has_the_depth_of_its_buffer():
-    """Co-simulation needs depth= on every pointer: the generated macro, valued from interface.py."""
+    """Co-simulation needs depth= on every pointer: the generated macro, valued from
+    interface.py."""
     header = (HLS / "include" / "edgemoe_interface.h").read_text()
     depths = itf.port_depths(ModelConfig())
     for name, opts in _pragmas()["m_axi"].items():
@@ -113,7 +122,8 @@ def test_every_m_axi_port_has_the_depth_of_its_buffer():
 
 
 def test_axilite_offsets_follow_the_vitis_hls_layout():
-    """Vitis HLS packs args from 0x10: 64-bit pointers take 12 bytes, 32-bit scalars 8 (value + gap)."""
+    """Vitis HLS packs args from 0x10: 64-bit pointers take 12 bytes, 32-bit scalars 8 (value +
+    gap)."""
     offset = 0x10
     for arg in itf.KERNEL_ARGS:
         assert arg.offset == offset, arg.name
@@ -127,12 +137,23 @@ def test_run_hls_tcl_builds_our_top_for_the_zcu102_at_300mhz():
     assert sets["top"] == itf.TOP_FUNCTION
     assert sets["part"] == itf.FPGA_PART
     assert float(sets["clock_period"]) == pytest.approx(1000.0 / itf.CLOCK_MHZ, abs=1e-3)
-    assert (sets["ip_vendor"], sets["ip_library"], sets["ip_version"]) == (BD.ip_vendor, BD.ip_library,
-                                                                          BD.ip_version)
+    assert (sets["ip_vendor"], sets["ip_library"], sets["ip_version"]) == (
+        BD.ip_vendor,
+        BD.ip_library,
+        BD.ip_version,
+    )
     text = (VITIS / "run_hls.tcl").read_text()
-    for command in ("set_top $top", "set_part $part", "create_clock -period $clock_period",
-                    "csim_design", "csynth_design", "cosim_design", "export_design", "-flow_target vivado",
-                    "-m_axi_addr64"):
+    for command in (
+        "set_top $top",
+        "set_part $part",
+        "create_clock -period $clock_period",
+        "csim_design",
+        "csynth_design",
+        "cosim_design",
+        "export_design",
+        "-flow_target vivado",
+        "-m_axi_addr64",
+    ):
         assert command in text, command
     # Vitis defines __SYNTHESIS__ itself; a project macro that ap_decl.h turns into __SYNTHESIS__
     # would compile synthesis-only paths into csim_design and cosim's testbench.
@@ -143,7 +164,9 @@ def test_run_hls_tcl_sources_are_the_kernel_without_the_csim_abi():
     sets = _tcl_sets(VITIS / "run_hls.tcl")
     syn = set(sets["syn_sources"].split())
     all_src = {f"src/{p.name}" for p in (HLS / "src").glob("*.cpp")}
-    csim_only = {f"src/{p.name}" for p in (HLS / "src").glob("*.cpp") if "edgemoe_csim_run" in p.read_text()}
+    csim_only = {
+        f"src/{p.name}" for p in (HLS / "src").glob("*.cpp") if "edgemoe_csim_run" in p.read_text()
+    }
     assert csim_only and syn == all_src - csim_only
     assert f"src/{_top_source().name}" in syn
     for tb in sets["tb_sources"].split():
@@ -153,7 +176,11 @@ def test_run_hls_tcl_sources_are_the_kernel_without_the_csim_abi():
 def test_shim_headers_are_exactly_the_clean_room_ones():
     """The g++-only stand-ins must be kept out of synthesis, and nothing else."""
     shims = set(_tcl_sets(VITIS / "run_hls.tcl")["shim_headers"].split())
-    own = {p.name for p in (HLS / "include").glob("*.h") if re.search(r"#define\s+EDGEMOE_OWN_HLS_", p.read_text())}
+    own = {
+        p.name
+        for p in (HLS / "include").glob("*.h")
+        if re.search(r"#define\s+EDGEMOE_OWN_HLS_", p.read_text())
+    }
     assert shims == own == {"hls_stream.h", "hls_vector.h"}
     # our own math is not a stand-in: nothing may live in (or call into) namespace hls but them
     for header in (HLS / "include").glob("*.h"):
@@ -185,17 +212,25 @@ def test_hls_config_matches_run_hls_tcl():
     assert cfg["part"] == [itf.FPGA_PART]
     assert cfg["flow_target"] == ["vivado"]
     assert cfg["syn.top"] == [itf.TOP_FUNCTION]
-    assert float(cfg["clock"][0].removesuffix("ns")) == pytest.approx(1000.0 / itf.CLOCK_MHZ, abs=1e-3)
+    assert float(cfg["clock"][0].removesuffix("ns")) == pytest.approx(
+        1000.0 / itf.CLOCK_MHZ, abs=1e-3
+    )
     syn = {str((VITIS / f).resolve().relative_to(HLS)) for f in cfg["syn.file"]}
     assert syn == set(sets["syn_sources"].split())
     tb = {str((VITIS / f).resolve().relative_to(HLS)) for f in cfg["tb.file"]}
     assert tb == set(sets["tb_sources"].split())
     assert cfg["syn.interface.m_axi_addr64"] == ["1"]
     assert (cfg["package.ip.vendor"], cfg["package.ip.library"], cfg["package.ip.version"]) == (
-        [BD.ip_vendor], [BD.ip_library], [BD.ip_version])
+        [BD.ip_vendor],
+        [BD.ip_library],
+        [BD.ip_version],
+    )
     assert cfg["package.output.format"] == ["ip_catalog"]
     # the staged include dir of run_hls.tcl ($hls_root/build/vitis/include)
-    for flags, tcl_flags in ((cfg["syn.cflags"][0], sets["syn_cflags"]), (cfg["tb.cflags"][0], sets["tb_cflags"])):
+    for flags, tcl_flags in (
+        (cfg["syn.cflags"][0], sets["syn_cflags"]),
+        (cfg["tb.cflags"][0], sets["tb_cflags"]),
+    ):
         inc = re.search(r"-I(\S+)", flags).group(1)
         assert (VITIS / inc).resolve() == (HLS / "build" / "vitis" / "include").resolve()
         assert flags.replace(f"-I{inc}", "-I$inc_dir") == tcl_flags.strip('"')
@@ -216,22 +251,35 @@ def test_block_design_matches_the_overlay_metadata():
     assert sets["ctrl_master"] == BD.control_master
     assert sets["ctrl_port"] == itf.CONTROL_BUNDLE_PORT
     assert int(sets["ctrl_base"], 16) == BD.control_base
-    assert int(sets["ctrl_range"].removesuffix("K")) * 1024 == BD.control_range >= itf.CONTROL_RANGE_BYTES
+    assert (
+        int(sets["ctrl_range"].removesuffix("K")) * 1024
+        == BD.control_range
+        >= itf.CONTROL_RANGE_BYTES
+    )
 
 
 def test_every_axi_master_reaches_ddr_through_the_hp_port_of_the_overlay_metadata():
     path = VITIS / "block_design.tcl"
     hp = _tcl_dict(path, "hp_of_bundle")
     assert hp == BD.hp_port_of_bundle
-    assert set(hp) == set(itf.AXI_MASTER_BUNDLES) == {p["bundle"] for p in _pragmas()["m_axi"].values()}
+    assert (
+        set(hp)
+        == set(itf.AXI_MASTER_BUNDLES)
+        == {p["bundle"] for p in _pragmas()["m_axi"].values()}
+    )
     gp = _tcl_dict(path, "ps_gp_of_hp")
     assert set(hp.values()) <= set(gp)
     for port, (ps_config_name, clock_pin) in ((k, v.split()) for k, v in gp.items()):
         n = int(re.fullmatch(r"S_AXI_HP(\d)_FPD", port).group(1))  # PS8: HPn is S_AXI_GP(n+2)
         assert (ps_config_name, clock_pin) == (f"S_AXI_GP{n + 2}", f"saxihp{n}_fpd_aclk")
     text = path.read_text()
-    for command in ("apply_bd_automation", "assign_bd_address", "launch_runs impl_1 -to_step write_bitstream",
-                    "pl_ps_irq0", "edgemoe_export_overlay"):
+    for command in (
+        "apply_bd_automation",
+        "assign_bd_address",
+        "launch_runs impl_1 -to_step write_bitstream",
+        "pl_ps_irq0",
+        "edgemoe_export_overlay",
+    ):
         assert command in text, command
 
 
@@ -260,17 +308,23 @@ def test_generated_hwh_registers_match_the_cpp_pragmas():
     masters = {b.get("NAME") for b in module.iter("BUSINTERFACE") if b.get("TYPE") == "MASTER"}
     assert masters == {f"m_axi_{b}" for b in itf.AXI_MASTER_BUNDLES}
     info = root.find("SYSTEMINFO")
-    assert f"{info.get('DEVICE')}-{info.get('PACKAGE')}{info.get('SPEEDGRADE')}" == itf.FPGA_PART.rsplit("-", 1)[0]
+    assert (
+        f"{info.get('DEVICE')}-{info.get('PACKAGE')}{info.get('SPEEDGRADE')}"
+        == itf.FPGA_PART.rsplit("-", 1)[0]
+    )
 
 
-# ------------------------------------------------------------------ Vivado flow: strategy, timing gate, export
+# ------------------------------------------------------------------ Vivado flow: strategy, timing
+# gate, export
 def _tcl_interp(**properties: str):
     """A plain Tcl interpreter with overlay_export.tcl sourced and Vivado's get_property stubbed
     to return ``properties`` (e.g. STATS.WNS) for any object."""
     tkinter = pytest.importorskip("tkinter")
     tcl = tkinter.Tcl()
-    tcl.eval("proc get_property {name obj} { global props; if {[dict exists $props $name]} "
-             "{ return [dict get $props $name] }; return {} }")
+    tcl.eval(
+        "proc get_property {name obj} { global props; if {[dict exists $props $name]} "
+        "{ return [dict get $props $name] }; return {} }"
+    )
     tcl.eval(f"set props [dict create {' '.join(f'{k} {{{v}}}' for k, v in properties.items())}]")
     tcl.eval(f"source {{{VITIS / 'overlay_export.tcl'}}}")
     return tcl
@@ -287,13 +341,16 @@ def test_implementation_uses_a_performance_strategy():
     assert text.index("set_property strategy $impl_strategy") < text.index("launch_runs impl_1")
 
 
-@pytest.mark.parametrize("wns, whs, error", [
-    ("0.012", "0.020", None),
-    ("0.000", "0.000", None),
-    ("-0.004", "0.020", "WNS -0.004 ns < 0.0 ns"),
-    ("0.100", "-0.010", "WHS -0.010 ns < 0.0 ns"),
-    ("", "", "reports no slack"),
-])
+@pytest.mark.parametrize(
+    "wns, whs, error",
+    [
+        ("0.012", "0.020", None),
+        ("0.000", "0.000", None),
+        ("-0.004", "0.020", "WNS -0.004 ns < 0.0 ns"),
+        ("0.100", "-0.010", "WHS -0.010 ns < 0.0 ns"),
+        ("", "", "reports no slack"),
+    ],
+)
 def test_timing_gate_fails_the_build_on_negative_slack(wns, whs, error):
     import tkinter
 
@@ -316,24 +373,36 @@ def test_block_design_gates_timing_before_it_writes_the_overlay():
     assert wait < gate < export
     assert "file copy" not in text  # the only copies are the export procedure's
     # stale overlay files go before the runs start, so a failed build leaves none behind
-    assert text.index('file delete -force "$out_dir/${design_name}.bit" "$out_dir/${design_name}.hwh"') < wait
+    assert (
+        text.index(
+            'file delete -force "$out_dir/${design_name}.bit" "$out_dir/${design_name}.hwh"'
+        )
+        < wait
+    )
 
 
 @pytest.mark.parametrize("tree", ["gen", "srcs"])
 def test_export_puts_bit_and_hwh_side_by_side_under_the_overlay_name(tmp_path, tree):
     name = _tcl_sets(VITIS / "block_design.tcl")["design_name"]
-    assert name == BD.name and hwh.write_overlay(tmp_path / "sim").name == f"{name}.bit"  # what the driver opens
+    # what the driver opens
+    assert name == BD.name and hwh.write_overlay(tmp_path / "sim").name == f"{name}.bit"
     run_dir = tmp_path / "runs" / "impl_1"
     run_dir.mkdir(parents=True)
     (run_dir / f"{name}_wrapper.bit").write_bytes(b"bit")
-    handoff = tmp_path / "vivado" / f"{name}_vivado.{tree}" / "sources_1" / "bd" / name / "hw_handoff"
+    handoff = (
+        tmp_path / "vivado" / f"{name}_vivado.{tree}" / "sources_1" / "bd" / name / "hw_handoff"
+    )
     handoff.mkdir(parents=True)
     (handoff / f"{name}.hwh").write_text("<EDKSYSTEM/>")
     out = tmp_path / "overlay"
     tcl = _tcl_interp()
-    written = tcl.eval(f"edgemoe_export_overlay {name} {{{run_dir}}} {{{tmp_path / 'vivado'}}} {{{out}}}")
+    written = tcl.eval(
+        f"edgemoe_export_overlay {name} {{{run_dir}}} {{{tmp_path / 'vivado'}}} {{{out}}}"
+    )
     assert sorted(p.name for p in out.iterdir()) == [f"{name}.bit", f"{name}.hwh"]
-    assert (out / f"{name}.bit").read_bytes() == b"bit" and (out / f"{name}.hwh").read_text() == "<EDKSYSTEM/>"
+    assert (out / f"{name}.bit").read_bytes() == b"bit" and (
+        out / f"{name}.hwh"
+    ).read_text() == "<EDKSYSTEM/>"
     assert str(out / f"{name}.bit") in written
 
 
@@ -344,15 +413,19 @@ def test_export_without_a_hardware_handoff_fails(tmp_path):
     run_dir.mkdir()
     (run_dir / "edgemoe_wrapper.bit").write_bytes(b"bit")
     with pytest.raises(tkinter.TclError, match="no hardware handoff edgemoe.hwh"):
-        _tcl_interp().eval(f"edgemoe_export_overlay edgemoe {{{run_dir}}} {{{tmp_path}}} {{{tmp_path / 'out'}}}")
+        _tcl_interp().eval(
+            f"edgemoe_export_overlay edgemoe {{{run_dir}}} {{{tmp_path}}} {{{tmp_path / 'out'}}}"
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_the_driver_resets_the_pl_through_the_reset_the_block_design_wires():
     sets = _tcl_sets(VITIS / "block_design.tcl")
     assert sets["pl_reset"] == BD.pl_reset_pin
-    assert "connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]" in \
-        (VITIS / "block_design.tcl").read_text()
+    assert (
+        "connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]"
+        in (VITIS / "block_design.tcl").read_text()
+    )
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in VITIS.glob("*.tcl")))

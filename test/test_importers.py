@@ -57,7 +57,10 @@ def m3vit_state_dict(w: ModelWeights) -> dict[str, np.ndarray]:
         p, q = f"decoders.{task}.", f"heads.{task}."
         sd[p + "norm.weight"], sd[p + "norm.bias"] = t[q + "norm.weight"], t[q + "norm.bias"]
         for s in range(cfg.up_stages + 1):
-            sd[p + f"conv_{s}.weight"], sd[p + f"conv_{s}.bias"] = t[q + f"conv_{s}.weight"], t[q + f"conv_{s}.bias"]
+            sd[p + f"conv_{s}.weight"], sd[p + f"conv_{s}.bias"] = (
+                t[q + f"conv_{s}.weight"],
+                t[q + f"conv_{s}.bias"],
+            )
         for s in range(cfg.up_stages):
             for leaf in ("weight", "bias", "running_mean", "running_var"):
                 sd[p + f"syncbn_fc_{s}.{leaf}"] = t[q + f"bn_{s}.{leaf}"]
@@ -65,8 +68,12 @@ def m3vit_state_dict(w: ModelWeights) -> dict[str, np.ndarray]:
     return sd
 
 
-def save_m3vit(sd: dict[str, np.ndarray], path: Path, wrapper: str | None = "state_dict",
-               prefix: str = "module.") -> Path:
+def save_m3vit(
+    sd: dict[str, np.ndarray],
+    path: Path,
+    wrapper: str | None = "state_dict",
+    prefix: str = "module.",
+) -> Path:
     tensors = {prefix + k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
     obj = {wrapper: tensors, "epoch": 99} if wrapper else tensors
     torch.save(obj, path)
@@ -78,7 +85,9 @@ def up_model() -> ModelWeights:
     return random_init(tiny_config(head="up"), seed=11)
 
 
-def assert_same_model(imported: ModelWeights, original: ModelWeights, skip: tuple[str, ...] = ()) -> None:
+def assert_same_model(
+    imported: ModelWeights, original: ModelWeights, skip: tuple[str, ...] = ()
+) -> None:
     assert set(imported.tensors) == set(original.tensors)
     for name, arr in original.tensors.items():
         if name in skip:
@@ -87,17 +96,25 @@ def assert_same_model(imported: ModelWeights, original: ModelWeights, skip: tupl
         assert imported[name].dtype == np.float32
 
 
-@pytest.mark.parametrize("wrapper,prefix", [("state_dict", "module."), ("model", ""), (None, "module.module.")])
+@pytest.mark.parametrize(
+    "wrapper,prefix", [("state_dict", "module."), ("model", ""), (None, "module.module.")]
+)
 def test_m3vit_round_trip(tmp_path, up_model, wrapper, prefix):
     path = save_m3vit(m3vit_state_dict(up_model), tmp_path / "m3vit.pth", wrapper, prefix)
     # num_heads cannot be read off a state_dict; light_hidden is unused by an up-head model.
-    imported = import_m3vit(path, config_overrides={"num_heads": 3, "light_hidden": up_model.config.light_hidden})
+    imported = import_m3vit(
+        path, config_overrides={"num_heads": 3, "light_hidden": up_model.config.light_hidden}
+    )
     assert_same_model(imported, up_model, skip=("norm.weight", "norm.bias"))
     # M3ViT has no backbone final norm (the head's norm is it): imported as identity.
-    np.testing.assert_array_equal(imported["norm.weight"], np.ones(up_model.config.dim, np.float32))
+    np.testing.assert_array_equal(
+        imported["norm.weight"], np.ones(up_model.config.dim, np.float32)
+    )
     np.testing.assert_array_equal(imported["norm.bias"], np.zeros(up_model.config.dim, np.float32))
     cfg = imported.config
-    assert cfg.replace(pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3) == up_model.config.replace(depth_output="linear")
+    assert cfg.replace(pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3) == up_model.config.replace(
+        depth_output="linear"
+    )
     # torchvision's u8/255 normalisation expressed on our u8/256 scale: same normalised pixels.
     u8 = np.arange(256.0)
     ours = (u8[:, None] / 256 - np.array(cfg.pixel_mean)) / np.array(cfg.pixel_std)
@@ -110,7 +127,8 @@ def test_m3vit_router_task_order_follows_decoder_order(tmp_path, up_model):
     """Gates are numbered in the checkpoint's task order; ours is TASKS order (semseg=0)."""
     sd = m3vit_state_dict(up_model)
     reordered = {k: v for k, v in sd.items() if not k.startswith("decoders.semseg.")}
-    reordered.update({k: v for k, v in sd.items() if k.startswith("decoders.semseg.")})  # depth first
+    # depth first
+    reordered.update({k: v for k, v in sd.items() if k.startswith("decoders.semseg.")})
     for b in up_model.config.moe_layers:
         router = up_model[f"blocks.{b}.moe.router.weight"]
         reordered[f"backbone.blocks.{b}.mlp.gate.0.w_gate"] = router[TASKS.index("depth")]
@@ -244,8 +262,10 @@ def test_edgemoe_round_trip_with_donor_heads(tmp_path, light_model):
     np.testing.assert_array_equal(imported["cls_token"], 0.0)
     np.testing.assert_array_equal(imported["pos_embed"][1:], light_model["pos_embed"][1:])
     # token 0 sees the same input embedding: cls_token + pos_embed[0]
-    np.testing.assert_array_equal(imported["cls_token"][0] + imported["pos_embed"][0],
-                                  light_model["cls_token"][0] + light_model["pos_embed"][0])
+    np.testing.assert_array_equal(
+        imported["cls_token"][0] + imported["pos_embed"][0],
+        light_model["cls_token"][0] + light_model["pos_embed"][0],
+    )
 
 
 def test_edgemoe_random_heads_and_identity_norm(tmp_path, light_model):
@@ -297,24 +317,41 @@ def test_cli_converts_both_formats(tmp_path, up_model, light_model, capsys):
     out = tmp_path / "m3vit.safetensors"
     assert main(["m3vit", str(src), str(out), "--float16"]) == 0
     loaded = load_weights(out)
-    np.testing.assert_allclose(loaded["blocks.1.moe.fc1.weight"], up_model["blocks.1.moe.fc1.weight"],
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        loaded["blocks.1.moe.fc1.weight"],
+        up_model["blocks.1.moe.fc1.weight"],
+        rtol=1e-3,
+        atol=1e-4,
+    )
     donor = tmp_path / "donor.safetensors"
     from edgemoe_ros.model.weights import save_weights
+
     save_weights(light_model, donor)
     root = write_edgemoe_dir(light_model, tmp_path / "w")
     out2 = tmp_path / "edgemoe.safetensors"
     assert main(["edgemoe", str(root), str(out2), "--complete-from", str(donor)]) == 0
-    np.testing.assert_array_equal(load_weights(out2)["blocks.0.attn.qkv.weight"], light_model["blocks.0.attn.qkv.weight"])
+    np.testing.assert_array_equal(
+        load_weights(out2)["blocks.0.attn.qkv.weight"], light_model["blocks.0.attn.qkv.weight"]
+    )
     assert "wrote" in capsys.readouterr().out
     (root / "l0_qkv_bias.float32.bin").unlink()
-    assert main(["edgemoe", str(root), str(tmp_path / "x.safetensors"), "--complete-from", str(donor)]) == 2
+    assert (
+        main(
+            ["edgemoe", str(root), str(tmp_path / "x.safetensors"), "--complete-from", str(donor)]
+        )
+        == 2
+    )
     assert "l0_qkv_bias" in capsys.readouterr().err
 
 
 def test_m3vit_bare_backbone_with_donor_heads(tmp_path, up_model):
-    """A VisionTransformerMoE state_dict alone (no backbone./decoders.): heads from a donor model."""
-    sd = {k[len("backbone."):]: v for k, v in m3vit_state_dict(up_model).items() if k.startswith("backbone.")}
+    """A VisionTransformerMoE state_dict alone (no backbone./decoders.): heads from a donor
+    model."""
+    sd = {
+        k[len("backbone.") :]: v
+        for k, v in m3vit_state_dict(up_model).items()
+        if k.startswith("backbone.")
+    }
     path = save_m3vit(sd, tmp_path / "backbone.pth", wrapper=None, prefix="")
     with pytest.raises(WeightsError, match="--complete-from"):
         import_m3vit(path)
@@ -327,4 +364,6 @@ def test_m3vit_heads_keep_identity_norm_even_with_a_donor(tmp_path, up_model):
     path = save_m3vit(m3vit_state_dict(up_model), tmp_path / "m.pth")
     imported = import_m3vit(path, complete_from=up_model)
     np.testing.assert_array_equal(imported["norm.weight"], 1.0)
-    np.testing.assert_array_equal(imported["heads.semseg.norm.weight"], up_model["heads.semseg.norm.weight"])
+    np.testing.assert_array_equal(
+        imported["heads.semseg.norm.weight"], up_model["heads.semseg.norm.weight"]
+    )

@@ -38,10 +38,13 @@ def test_header_cli_writes_variant(tmp_path):
 @pytest.mark.parametrize("host_head", [ModelConfig(head="guided", guide_channels=4),
                                        ModelConfig(head="pyramid", pyramid_dec=(40, 24, 8))])
 def test_host_side_head_does_not_change_the_kernel(host_head):
-    """The shipped model (pyramid head) runs on the committed SPEC kernel; a backbone change does not."""
+    """The shipped model (pyramid head) runs on the committed SPEC kernel; a backbone change does
+    not."""
     from edgemoe_ros.backends.csim import HLS_DIR, _variant_dirs
 
-    assert itf.is_spec_kernel(host_head) and itf.model_signature(host_head) == itf.model_signature(ModelConfig())
+    assert itf.is_spec_kernel(host_head) and itf.model_signature(host_head) == itf.model_signature(
+        ModelConfig()
+    )
     assert generate_header(host_head) == generate_header(ModelConfig())
     assert _variant_dirs(host_head, HLS_DIR) == (HLS_DIR / "build", None)
     wider = ModelConfig(expert_hidden=256)
@@ -51,10 +54,26 @@ def test_host_side_head_does_not_change_the_kernel(host_head):
 def test_register_map_is_the_documented_one():
     # docs/ARCHITECTURE.md, "Accelerator interface".
     assert itf.REGISTER_MAP == {
-        "ap_ctrl": 0x00, "gie": 0x04, "ier": 0x08, "isr": 0x0C, "images": 0x10, "weights_one_time": 0x1C,
-        "weights_experts": 0x28, "features_out": 0x34, "routing_out": 0x40, "num_images": 0x4C,
-        "task_id": 0x54, "reload_one_time_weights": 0x5C}
-    assert (itf.AP_START, itf.AP_DONE, itf.AP_IDLE, itf.AP_READY, itf.AP_AUTO_RESTART) == (1, 2, 4, 8, 128)
+        "ap_ctrl": 0x00,
+        "gie": 0x04,
+        "ier": 0x08,
+        "isr": 0x0C,
+        "images": 0x10,
+        "weights_one_time": 0x1C,
+        "weights_experts": 0x28,
+        "features_out": 0x34,
+        "routing_out": 0x40,
+        "num_images": 0x4C,
+        "task_id": 0x54,
+        "reload_one_time_weights": 0x5C,
+    }
+    assert (itf.AP_START, itf.AP_DONE, itf.AP_IDLE, itf.AP_READY, itf.AP_AUTO_RESTART) == (
+        1,
+        2,
+        4,
+        8,
+        128,
+    )
     assert itf.AXI_MASTER_BUNDLES == ("gmem0", "gmem1", "gmem2", "gmem3", "gmem4")
     offsets = sorted(itf.REGISTER_MAP.values())
     assert len(set(offsets)) == len(offsets) and max(offsets) < itf.CONTROL_RANGE_BYTES
@@ -67,10 +86,14 @@ def test_top_function_matches_interface():
     names = [p.split()[-1].lstrip("*") for p in sig.group(1).replace("\n", " ").split(",")]
     assert names == [a.name for a in itf.KERNEL_ARGS]
     for a in itf.KERNEL_ARGS:
-        assert re.search(rf"s_axilite port = {a.name} bundle = {itf.CONTROL_BUNDLE} offset = 0x{a.offset:X}\b",
-                         src), f"s_axilite pragma of {a.name}"
+        assert re.search(
+            rf"s_axilite port = {a.name} bundle = {itf.CONTROL_BUNDLE} offset = 0x{a.offset:X}\b",
+            src,
+        ), f"s_axilite pragma of {a.name}"
         if a.kind == "pointer":
-            assert re.search(rf"m_axi port = {a.name} offset = slave bundle = {a.bundle}\b", src), a.name
+            assert re.search(
+                rf"m_axi port = {a.name} offset = slave bundle = {a.bundle}\b", src
+            ), a.name
 
 
 @pytest.mark.parametrize("cfg", [tiny_config(), ModelConfig()], ids=["tiny", "spec"])
@@ -83,15 +106,21 @@ def test_layout_covers_every_backbone_tensor_once_without_overlap(cfg):
         for e in entries:
             assert e.offset >= end, f"overlap before {e.name}"
             if e.offset > end:
-                assert e.offset == itf.align_words(end), f"gap before {e.name} is not alignment padding"
+                assert e.offset == itf.align_words(end), (
+                    f"gap before {e.name} is not alignment padding"
+                )
             end = e.offset + e.size
         assert total == itf.align_words(end)
     tensors = {e.tensor for e in layout.entries if not e.tensor.startswith("config.")}
     assert tensors == {k for k in expected_shapes(cfg) if not k.startswith("heads.")}
-    params = [e for e in layout.entries if e.buffer == "one_time" and e.offset < layout.params_words]
+    params = [
+        e for e in layout.entries if e.buffer == "one_time" and e.offset < layout.params_words
+    ]
     assert all(e.fmt not in ("weight", "patch_weight") for e in params)
     assert layout.expert_stride * cfg.num_experts * len(cfg.moe_layers) == layout.experts_words
-    assert layout.expert_words <= layout.expert_stride < layout.expert_words + itf.BURST_ALIGN_WORDS
+    assert (
+        layout.expert_words <= layout.expert_stride < layout.expert_words + itf.BURST_ALIGN_WORDS
+    )
 
 
 @pytest.mark.parametrize("cfg", [tiny_config(), ModelConfig()], ids=["tiny", "spec"])
@@ -101,11 +130,18 @@ def test_burst_sources_are_aligned_to_whole_beats(cfg):
     layout = itf.weight_layout(cfg)
     assert itf.WORDS_PER_BEAT * itf.WEIGHT_WORD_BITS == itf.AXI_DATA_WIDTH_BITS
     assert itf.BURST_ALIGN_WORDS % itf.WORDS_PER_BEAT == 0
-    streamed = [e for e in layout.entries if e.buffer == "one_time" and e.offset >= layout.params_words]
+    streamed = [
+        e for e in layout.entries if e.buffer == "one_time" and e.offset >= layout.params_words
+    ]
     assert streamed and all(e.offset % itf.BURST_ALIGN_WORDS == 0 for e in streamed)
     blocks = [e for e in layout.entries if e.buffer == "experts" and e.name.endswith("fc1.weight")]
     assert [e.offset for e in blocks] == [i * layout.expert_stride for i in range(len(blocks))]
-    for words in (layout.params_words, layout.one_time_words, layout.expert_stride, layout.experts_words):
+    for words in (
+        layout.params_words,
+        layout.one_time_words,
+        layout.expert_stride,
+        layout.experts_words,
+    ):
         assert words % itf.BURST_ALIGN_WORDS == 0
 
 
@@ -116,7 +152,7 @@ def test_alignment_padding_is_zero():
         used = np.zeros(arr.size, bool)
         for e in packed.layout.entries:
             if e.buffer == buf:
-                used[e.offset:e.offset + e.size] = True
+                used[e.offset : e.offset + e.size] = True
         assert (~used).any(), f"{buf}: the tiny model should need some padding"
         assert not arr[~used].any(), f"{buf}: padding words must be zero"
 
@@ -149,17 +185,20 @@ def test_pack_reports_saturation(caplog):
     w.tensors["blocks.1.moe.fc2.weight"][2, 1, 0] = -9.0
     with caplog.at_level(logging.WARNING, logger="edgemoe_ros.accel.interface"):
         packed = itf.pack_weights(w)
-    assert packed.saturated == {"blocks.0.attn.qkv.weight": 1, "blocks.1.moe.experts.2.fc2.weight": 1}
+    assert packed.saturated == {
+        "blocks.0.attn.qkv.weight": 1,
+        "blocks.1.moe.experts.2.fc2.weight": 1,
+    }
     assert "blocks.0.attn.qkv.weight" in caplog.text
     e = packed.layout.by_name()["blocks.0.attn.qkv.weight"]
     assert packed.one_time[e.offset] == itf.FORMATS["weight"].max_raw
 
 
 def test_quantize_rounds_ties_up_and_saturates():
-    raw, n_sat = itf.quantize(np.array([0.5, -0.5, 1.5, -1.5, 1000.0]) * 2.0 ** -14, "weight")
+    raw, n_sat = itf.quantize(np.array([0.5, -0.5, 1.5, -1.5, 1000.0]) * 2.0**-14, "weight")
     assert raw.tolist() == [1, 0, 2, -1, 1000] and n_sat == 0  # ties toward +inf, like AP_RND
     raw, n_sat = itf.quantize(np.array([2.0, -2.0, -3.0]), "weight")
-    assert raw.tolist() == [2 ** 15 - 1, -2 ** 15, -2 ** 15] and n_sat == 2
+    assert raw.tolist() == [2**15 - 1, -(2**15), -(2**15)] and n_sat == 2
 
 
 def test_spec_formats_table():

@@ -37,7 +37,9 @@ def _hls_constant(header: str, name: str) -> int:
     value = m.group(1)
     if value.isdigit():
         return int(value)
-    m = re.search(rf"static const int {value} = (\d+);", (HLS_INCLUDE / "edgemoe_interface.h").read_text())
+    m = re.search(
+        rf"static const int {value} = (\d+);", (HLS_INCLUDE / "edgemoe_interface.h").read_text()
+    )
     assert m, f"{header}: {name} = {value}, which edgemoe_interface.h does not define"
     return int(m.group(1))
 
@@ -48,7 +50,7 @@ def _dataflow_tasks(header: str) -> list[list[str]]:
     text = (HLS_INCLUDE / header).read_text()
     regions = []
     for m in re.finditer(r"^\s*#pragma HLS DATAFLOW\s*$", text, re.M):
-        body = text[m.end():text.index("\n}\n", m.end())]
+        body = text[m.end() : text.index("\n}\n", m.end())]
         regions.append(re.findall(r"^\s*([a-z_]+)(?:<[^>]*>)?\(", body, re.M))
     return regions
 
@@ -61,16 +63,28 @@ def test_params_match_the_hls_code():
     assert p.attn_parallel == _hls_constant("attention.h", "par")
     for header in ("layernorm.h", "gelu.h", "moe.h", "patch_embed.h", "attention.h"):
         assert p.elements_per_cycle == _hls_constant(header, "lanes") == itf.ELEM_LANES, header
-    assert p.weight_words_per_cycle == _hls_constant("burst.h", "words_per_beat") == itf.WORDS_PER_BEAT
+    assert (
+        p.weight_words_per_cycle
+        == _hls_constant("burst.h", "words_per_beat")
+        == itf.WORDS_PER_BEAT
+    )
     assert p.tile_load_overlap == (["burst_read", "linear_group"] in _dataflow_tasks("linear.h"))
     assert _dataflow_tasks("moe.h") == []  # no expert-level overlap exists, so the model has none
-    keys = re.search(r"Keys:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "attention.h").read_text(), re.S)
+    keys = re.search(
+        r"Keys:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "attention.h").read_text(), re.S
+    )
     assert keys and p.attn_key_ii == int(keys.group(1))
     core = (HLS / "src" / "edgemoe_core.cpp").read_text()
     assert "variable = param_cache cyclic factor = WORDS_PER_BEAT" in core
     assert p.param_reads_per_cycle == 2 * itf.WORDS_PER_BEAT
-    ln_out = re.search(r"LnOut:.*?#pragma HLS PIPELINE II = (\d+)", (HLS_INCLUDE / "layernorm.h").read_text(), re.S)
-    assert ln_out and int(ln_out.group(1)) == -(-2 * p.elements_per_cycle // p.param_reads_per_cycle)
+    ln_out = re.search(
+        r"LnOut:.*?#pragma HLS PIPELINE II = (\d+)",
+        (HLS_INCLUDE / "layernorm.h").read_text(),
+        re.S,
+    )
+    assert ln_out and int(ln_out.group(1)) == -(
+        -2 * p.elements_per_cycle // p.param_reads_per_cycle
+    )
     assert p.tile_fetch_overlap == ("RowsFetch:" in (HLS_INCLUDE / "linear.h").read_text())
     assert p.clock_mhz == itf.CLOCK_MHZ
 
@@ -83,12 +97,15 @@ def test_weight_masters_are_beat_wide():
     assert "hls::vector<word_t, WORDS_PER_BEAT> beat_t" in (HLS_INCLUDE / "burst.h").read_text()
 
 
-@pytest.mark.parametrize("params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"])
+@pytest.mark.parametrize(
+    "params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"]
+)
 def test_linear_unit_cycles_cover_exactly_the_linear_macs(params):
-    """MAC cycles x tile^2 = every linear MAC of the config's cost model (dims are tile multiples)."""
+    """MAC cycles x tile^2 = every linear MAC of the config's cost model (dims are tile
+    multiples)."""
     est = estimate(SPEC, params=params)
-    linear = sum(s.compute_cycles for s in est.stages if s.name in LINEAR_STAGES) * params.tile ** 2
-    attention_macs = SPEC.depth * 2 * SPEC.num_tokens ** 2 * SPEC.dim
+    linear = sum(s.compute_cycles for s in est.stages if s.name in LINEAR_STAGES) * params.tile**2
+    attention_macs = SPEC.depth * 2 * SPEC.num_tokens**2 * SPEC.dim
     assert linear == SPEC.backbone_macs() - attention_macs
 
 
@@ -97,7 +114,9 @@ def test_totals_are_sums_of_stages_and_clock_converts_cycles():
     assert est.total_cycles == sum(s.cycles for s in est.stages) == sum(est.by_kind().values())
     assert est.ms_per_call == pytest.approx(est.total_cycles / (itf.CLOCK_MHZ * 1e3))
     assert est.speedup_vs_edge_moe == pytest.approx(EDGE_MOE_BOARD_MS / est.ms_per_image)
-    assert {s.block for s in est.stages if s.name == "attention"} == {f"block{b}" for b in range(SPEC.depth)}
+    assert {s.block for s in est.stages if s.name == "attention"} == {
+        f"block{b}" for b in range(SPEC.depth)
+    }
     assert sum(s.name == "experts" for s in est.stages) == len(SPEC.moe_layers)
     assert sum(s.name == "dense_mlp" for s in est.stages) == SPEC.depth - len(SPEC.moe_layers)
 
@@ -115,7 +134,9 @@ def test_images_of_a_batch_run_one_after_the_other():
     assert four.ms_per_image == pytest.approx(one.ms_per_image)
 
 
-@pytest.mark.parametrize("params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"])
+@pytest.mark.parametrize(
+    "params", [AcceleratorParams(), NO_OVERLAP], ids=["as_written", "no_overlap"]
+)
 def test_expert_layers_are_memory_bound(params):
     experts = [s for s in estimate(SPEC, params=params).stages if s.name == "experts"]
     assert experts and all(s.bound == "memory" for s in experts)
@@ -148,8 +169,12 @@ def test_bus_width_caps_the_weight_rate():
 
 def test_overlapping_loads_with_compute_saves_cycles():
     base = estimate(SPEC, params=NO_OVERLAP).by_kind()
-    tiles = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_load_overlap=True)).by_kind()
-    fetch = estimate(SPEC, params=dataclasses.replace(NO_OVERLAP, tile_fetch_overlap=True)).by_kind()
+    tiles = estimate(
+        SPEC, params=dataclasses.replace(NO_OVERLAP, tile_load_overlap=True)
+    ).by_kind()
+    fetch = estimate(
+        SPEC, params=dataclasses.replace(NO_OVERLAP, tile_fetch_overlap=True)
+    ).by_kind()
     assert tiles["qkv"] < base["qkv"] and tiles["attention"] == base["attention"]
     assert tiles["experts"] < base["experts"]
     assert fetch["experts"] < base["experts"] and fetch["qkv"] < base["qkv"]
@@ -181,13 +206,20 @@ def test_measured_routing_changes_the_expert_cost():
     routing[..., 1] = 1
     skewed = [s for s in estimate(SPEC, routing=routing).stages if s.name == "experts"]
     uniform = [s for s in estimate(SPEC).stages if s.name == "experts"]
-    assert sum(s.load_cycles for s in skewed) * SPEC.num_experts == sum(s.load_cycles for s in uniform) * 2
+    assert (
+        sum(s.load_cycles for s in skewed) * SPEC.num_experts
+        == sum(s.load_cycles for s in uniform) * 2
+    )
     assert sum(s.cycles for s in skewed) < sum(s.cycles for s in uniform)
 
 
 def test_routing_of_the_wrong_shape_is_rejected():
     with pytest.raises(ValueError, match="routing shape"):
-        estimate(SPEC, num_images=2, routing=np.zeros((1, len(SPEC.moe_layers), SPEC.num_tokens, 2), np.int32))
+        estimate(
+            SPEC,
+            num_images=2,
+            routing=np.zeros((1, len(SPEC.moe_layers), SPEC.num_tokens, 2), np.int32),
+        )
 
 
 def test_expected_tokens_per_expert_preserves_the_token_count():

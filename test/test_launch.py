@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """launch/edgemoe.launch.xml and config/edgemoe.yaml, without the (uninstallable) launch package:
 parse the launch file, resolve its args, remaps and params file exactly as ros2 launch would, start
-the same executable with the same ``--ros-args``, and check outputs appear on the remapped names."""
+the same executable with the same ``--ros-args``, and check outputs appear on the remapped
+names."""
 
 import time
 from pathlib import Path
@@ -44,7 +45,10 @@ def test_default_args_resolve_to_package_config():
     # Nothing on top of the file: its autostart/backend/use_sim_time are what the node gets.
     assert desc["params"] == {}
     assert desc.effective_parameters()["autostart"] is True
-    assert ("image", "image") in desc["remaps"] and ("camera_info", "camera_info") in desc["remaps"]
+    assert (
+        ("image", "image") in desc["remaps"]
+        and ("camera_info", "camera_info") in desc["remaps"]
+    )
 
 
 def _user_file(tmp_path: Path, **values) -> Path:
@@ -64,15 +68,22 @@ def test_params_file_is_not_overridden_by_launch_defaults(tmp_path):
     assert (got["autostart"], got["backend"], got["use_sim_time"]) == (False, "reference", True)
 
 
-@pytest.mark.parametrize("args,want", [
-    ({"autostart": "false"}, {"autostart": False}),
-    ({"autostart": "true"}, {"autostart": True}),
-    ({"backend": "null"}, {"backend": "null"}),
-    ({"backend": "fixed", "use_sim_time": "true"}, {"backend": "fixed", "use_sim_time": True}),
-])
+@pytest.mark.parametrize(
+    "args,want",
+    [
+        ({"autostart": "false"}, {"autostart": False}),
+        ({"autostart": "true"}, {"autostart": True}),
+        ({"backend": "null"}, {"backend": "null"}),
+        ({"backend": "fixed", "use_sim_time": "true"}, {"backend": "fixed", "use_sim_time": True}),
+    ],
+)
 def test_explicit_args_override_the_params_file(tmp_path, args, want):
-    user = _user_file(tmp_path, autostart=not want.get("autostart", True), backend="reference",
-                      use_sim_time=False)
+    user = _user_file(
+        tmp_path,
+        autostart=not want.get("autostart", True),
+        backend="reference",
+        use_sim_time=False,
+    )
     desc = launch_description(LAUNCH, {"params_file": str(user), **args})
     got = desc.effective_parameters()
     assert {k: got[k] for k in want} == want
@@ -109,8 +120,15 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     params_file = tmp_path / "edgemoe.yaml"
     params_file.write_text(yaml.safe_dump(params))
     ns = "/perception/front"
-    desc = launch_description(LAUNCH, {"namespace": ns, "image": "/sensors/cam/image_raw",
-                                       "camera_info": "/sensors/cam/camera_info", "params_file": str(params_file)})
+    desc = launch_description(
+        LAUNCH,
+        {
+            "namespace": ns,
+            "image": "/sensors/cam/image_raw",
+            "camera_info": "/sensors/cam/camera_info",
+            "params_file": str(params_file),
+        },
+    )
     cmd = launch_command(desc)
     env = ros_env(tmp_path)
     node = NodeProcess(tmp_path, env, command=cmd)
@@ -118,9 +136,15 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     try:
         client = RosClient(env)
         client.wait_for_state(f"{ns}/edgemoe_node", "active")
-        outs = {t: client.collect(f"{ns}/{t}", typ) for t, typ in (
-            ("segmentation/image", Image), ("segmentation/color", Image), ("depth/image", Image),
-            ("depth/camera_info", CameraInfo))}
+        outs = {
+            t: client.collect(f"{ns}/{t}", typ)
+            for t, typ in (
+                ("segmentation/image", Image),
+                ("segmentation/color", Image),
+                ("depth/image", Image),
+                ("depth/camera_info", CameraInfo),
+            )
+        }
         image_pub = client.publisher("/sensors/cam/image_raw/compressed", CompressedImage)
         info_pub = client.publisher("/sensors/cam/camera_info", CameraInfo)
         client.wait_for_subscribers(image_pub)
@@ -144,7 +168,9 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     assert "--params-file" in node.command and f"__ns:={ns}" in node.command
 
 
-def _start(tmp_path: Path, args: dict[str, str], **file_values) -> tuple[NodeProcess, RosClient, str]:
+def _start(
+    tmp_path: Path, args: dict[str, str], **file_values
+) -> tuple[NodeProcess, RosClient, str]:
     """The node as the launch file starts it, with a test copy of the package config."""
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
     user = _user_file(tmp_path, **TEST_PARAMS, weights_path=str(weights), **file_values)
@@ -174,8 +200,9 @@ UNCONFIGURED_WAIT_S = 3.0
 def test_lifecycle_manager_owns_node_whose_file_says_autostart_false(tmp_path):
     """autostart: false in the file, use_sim_time and backend from the command line: the node
     waits unconfigured with the args' values, and a lifecycle manager brings it up on them."""
-    node, client, name = _start(tmp_path, {"use_sim_time": "true", "backend": "null"},
-                                autostart=False, backend="cpu")
+    node, client, name = _start(
+        tmp_path, {"use_sim_time": "true", "backend": "null"}, autostart=False, backend="cpu"
+    )
     try:
         _stays_unconfigured(client, name)
         got = client.get_parameters(name, ["autostart", "use_sim_time", "backend"])

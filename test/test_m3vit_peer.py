@@ -40,7 +40,9 @@ mp = _load_peer_module()
 
 
 def _images(cfg: ModelConfig, batch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+    )
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,13 +62,16 @@ def _check(cfg: ModelConfig, seed: int, batch: int) -> None:
         np.testing.assert_array_equal(routing, ref.routing)
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"top_k": 1},
-    {"top_k": 3, "num_experts": 5},
-    {"moe_every": 1, "depth": 3},
-    {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"top_k": 1},
+        {"top_k": 3, "num_experts": 5},
+        {"moe_every": 1, "depth": 3},
+        {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
+    ],
+)
 def test_matches_reference_tiny(overrides):
     _check(tiny_config(**overrides), seed=5, batch=2)
 
@@ -135,15 +140,22 @@ def test_moe_linear_runs_each_expert_on_its_segment_and_skips_empty_ones():
         x = torch.randn(5, 4)
         out = lin(x, counts)
         expert_of_row = [0, 0, 2, 2, 2]
-        want = torch.stack([x[r] @ lin.weight[e].T + lin.bias[e] for r, e in enumerate(expert_of_row)])
+        want = torch.stack(
+            [x[r] @ lin.weight[e].T + lin.bias[e] for r, e in enumerate(expert_of_row)]
+        )
     torch.testing.assert_close(out, want)
 
 
 def test_parameters_carry_m3vit_checkpoint_names():
-    """The peer's backbone state_dict is an M³ViT checkpoint: our importer reads it back exactly."""
+    """The peer's backbone state_dict is an M³ViT checkpoint: our importer reads it back
+    exactly."""
     cfg = tiny_config()
     weights = random_init(cfg, seed=8)
-    state = {k: v.numpy() for k, v in mp.build_peer(weights).state_dict().items() if k.startswith("backbone.")}
+    state = {
+        k: v.numpy()
+        for k, v in mp.build_peer(weights).state_dict().items()
+        if k.startswith("backbone.")
+    }
     assert "backbone.blocks.1.mlp.experts.htoh4.weight" in state
     assert "backbone.blocks.1.mlp.gate.1.w_gate" in state
     back = m3vit_state_dict_to_weights(state, "peer", complete_from=weights)
@@ -162,8 +174,21 @@ def test_strict_load_rejects_a_model_of_another_shape():
 def test_bench_engine_writes_the_issue_json_and_checks_agreement(tmp_path):
     """One timed run of the real benchmark: the JSON keys the issue asks for, and ours == peer."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_engine.py"), "--runs", "1",
-                           "--warmup", "0", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_engine.py"),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     for side in ("ours_ms", "torch_ms"):

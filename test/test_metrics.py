@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Error breakdown of bench/eval_model.py --breakdown: label-edge band vs interior, depth by distance."""
+"""Error breakdown of bench/eval_model.py --breakdown: label-edge band vs interior, depth by
+distance."""
 
 from __future__ import annotations
 
@@ -51,9 +52,14 @@ def test_errors_only_at_the_edge_leave_the_interior_perfect():
     assert s["band"]["iou"]["flat"] == pytest.approx(0.0)  # the only flat band column is wrong
     assert s["band"]["delta1"] == pytest.approx(0.5)
     assert s["wrong_pixels_in_band"] == pytest.approx(1.0)
-    assert s["band_share"]["flat"] == pytest.approx(1 / 8) and s["band_share"]["vehicle"] == pytest.approx(1 / 8)
+    assert s["band_share"]["flat"] == pytest.approx(1 / 8) and s["band_share"][
+        "vehicle"
+    ] == pytest.approx(1 / 8)
     bins = s["depth_bins"]
-    assert list(bins) == ["0-10 m", "10-20 m", "20-40 m", "40-80 m"] and len(bins) == len(DEPTH_BIN_EDGES) + 1
+    assert (
+        list(bins) == ["0-10 m", "10-20 m", "20-40 m", "40-80 m"]
+        and len(bins) == len(DEPTH_BIN_EDGES) + 1
+    )
     assert bins["0-10 m"]["pixels"] == 12 * 8 and bins["20-40 m"]["pixels"] == 12 * 8
     assert bins["0-10 m"]["delta1"] == pytest.approx(7 / 8)  # column 7 is 6x too far
     assert bins["20-40 m"]["delta1"] == pytest.approx(1.0) and bins["10-20 m"]["pixels"] == 0

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The node's model holder: shipped-path resolution, fallback engine, reload-vs-rebuild decision."""
+"""The node's model holder: shipped-path resolution, fallback engine, reload-vs-rebuild
+decision."""
 
 import dataclasses
 
@@ -13,14 +14,19 @@ from edgemoe_ros.ros import params as P
 
 
 def _params(**changes):
-    base = {p.name: (tuple(p.default) if isinstance(p.default, list) else p.default) for p in P.PARAMS}
+    base = {
+        p.name: (tuple(p.default) if isinstance(p.default, list) else p.default) for p in P.PARAMS
+    }
     base.update(changes)
     return P.NodeParams(**base)
 
 
 def test_empty_weights_path_means_shipped_model(tmp_path):
     assert ml.resolve_weights_path("") == ml.SHIPPED_WEIGHTS
-    assert ml.SHIPPED_WEIGHTS.parent.name == "data" and ml.SHIPPED_WEIGHTS.parent.parent.name == "edgemoe_ros"
+    assert (
+        ml.SHIPPED_WEIGHTS.parent.name == "data"
+        and ml.SHIPPED_WEIGHTS.parent.parent.name == "edgemoe_ros"
+    )
     assert ml.resolve_weights_path(str(tmp_path / "m.safetensors")) == tmp_path / "m.safetensors"
 
 
@@ -52,7 +58,9 @@ def test_load_model_with_fallback_and_reload_on_same_setup():
 
 
 def test_fallback_equal_to_backend_is_ignored():
-    model = ml.load_model(_params(backend="cpu", fallback_backend="cpu"), random_init(tiny_config()))
+    model = ml.load_model(
+        _params(backend="cpu", fallback_backend="cpu"), random_init(tiny_config())
+    )
     try:
         assert model.fallback is None and model.fallback_backend == ""
         assert model.same_setup(_params(backend="cpu", fallback_backend="cpu"), model.config)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Proof of life (Isaac ROS style): the real node with the real Engine on a tiny random model in its
-own process; one image in, segmentation / colour / depth / camera_info out, every field checked."""
+"""Proof of life (Isaac ROS style): the real node with the real Engine on a tiny random model in
+its own process; one image in, segmentation / colour / depth / camera_info out, every field
+checked."""
 
 import time
 
@@ -32,9 +33,16 @@ def harness():
 @pytest.fixture(scope="module")
 def io(harness):
     c = harness.client
-    cols = {name: c.collect(name, typ) for name, typ in (
-        ("segmentation/image", Image), ("segmentation/color", Image), ("depth/image", Image),
-        ("segmentation/camera_info", CameraInfo), ("depth/camera_info", CameraInfo))}
+    cols = {
+        name: c.collect(name, typ)
+        for name, typ in (
+            ("segmentation/image", Image),
+            ("segmentation/color", Image),
+            ("depth/image", Image),
+            ("segmentation/camera_info", CameraInfo),
+            ("depth/camera_info", CameraInfo),
+        )
+    }
     image_pub = c.publisher("image", Image)
     info_pub = c.publisher("camera_info", CameraInfo)
     c.wait_for_subscribers(image_pub)
@@ -58,7 +66,8 @@ def _expected(harness, image_msg):
 
 
 def _send(io, stamp, seed=3):
-    """camera_info, then (once it has had time to arrive) one image; returns the image and outputs."""
+    """camera_info, then (once it has had time to arrive) one image; returns the image and
+    outputs."""
     cols, image_pub, info_pub = io
     for col in cols.values():
         col.clear()
@@ -66,8 +75,10 @@ def _send(io, stamp, seed=3):
     time.sleep(INFO_SETTLE_S)
     msg = make_image(H, W, "rgb8", stamp=stamp, frame_id="front_camera", seed=seed)
     image_pub.publish(msg)
-    out = {name: col.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
-           for name, col in cols.items()}
+    out = {
+        name: col.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+        for name, col in cols.items()
+    }
     return msg, out
 
 
@@ -93,7 +104,9 @@ def test_one_image_gives_every_output_with_copied_header(harness, io):
     np.testing.assert_allclose(depth, expected.depth_at_input(), rtol=1e-6)
     cfg = load_weights(harness.weights_path).config
     scale = expected.depth_scale
-    assert np.all((depth >= cfg.min_depth * scale * 0.999) & (depth <= cfg.max_depth * scale * 1.001))
+    assert np.all(
+        (depth >= cfg.min_depth * scale * 0.999) & (depth <= cfg.max_depth * scale * 1.001)
+    )
 
     info = out["depth/camera_info"]
     np.testing.assert_allclose(info.k, make_camera_info(H, W, focal=FOCAL).k)
@@ -114,7 +127,9 @@ def test_model_resolution_outputs_and_scaled_camera_info(harness, io):
         sx, sy = cfg.img_w / W, cfg.img_h / H
         assert info.k[0] == pytest.approx(FOCAL * sx) and info.k[4] == pytest.approx(FOCAL * sy)
         # principal point at the image centre stays at the centre of the model grid (pixel centres)
-        assert info.k[2] == pytest.approx((cfg.img_w - 1) / 2) and info.k[5] == pytest.approx((cfg.img_h - 1) / 2)
+        assert info.k[2] == pytest.approx((cfg.img_w - 1) / 2) and info.k[5] == pytest.approx(
+            (cfg.img_h - 1) / 2
+        )
         assert info.p[0] == pytest.approx(FOCAL * sx)
     finally:
         harness.client.set_parameters(harness.node_name, {"output_resolution": "input"})
@@ -135,7 +150,8 @@ def test_crop_mode_marks_outside_as_nan_and_ignore(harness, io):
         seg = image_array(out["segmentation/image"])
         np.testing.assert_array_equal(seg, want.semseg_at_input())
         np.testing.assert_array_equal(np.isnan(depth), np.isnan(want.depth_at_input()))
-        assert np.isnan(depth[0]).all() and (seg[0] == IGNORE_INDEX).all()  # 96x160 -> rows cropped
+        # 96x160 -> rows cropped
+        assert np.isnan(depth[0]).all() and (seg[0] == IGNORE_INDEX).all()
         np.testing.assert_array_equal(image_array(out["segmentation/color"]), colorize_semseg(seg))
         assert np.isfinite(depth[H // 2]).all()
     finally:
@@ -146,13 +162,16 @@ def test_crop_mode_marks_outside_as_nan_and_ignore(harness, io):
 @pytest.mark.parametrize("mode", ["stretch", "crop"])
 @pytest.mark.parametrize("in_h,in_w", [(96, 160), (720, 1280), (480, 640), (33, 301)])
 def test_color_at_input_equals_colorizing_the_restored_ids(mode, in_h, in_w):
-    """The node colourises at model resolution and upsamples; it must equal the slow way exactly."""
+    """The node colourises at model resolution and upsamples; it must equal the slow way
+    exactly."""
     from edgemoe_ros.model.config import tiny_config
     from edgemoe_ros.postprocess import compute_fit, restore_to_input
     from edgemoe_ros.ros.outputs import color_at_input
 
     cfg = tiny_config()
-    ids = np.random.default_rng(in_w).integers(0, cfg.num_classes, (cfg.img_h, cfg.img_w), dtype=np.uint8)
+    ids = np.random.default_rng(in_w).integers(
+        0, cfg.num_classes, (cfg.img_h, cfg.img_w), dtype=np.uint8
+    )
     fit = compute_fit(in_h, in_w, cfg, mode)
     slow = colorize_semseg(restore_to_input(ids, fit, IGNORE_INDEX, "nearest"))
     np.testing.assert_array_equal(color_at_input(colorize_semseg(ids), fit), slow)

@@ -27,8 +27,8 @@ SOAK_S = float(os.environ.get("EDGEMOE_SOAK_S", "60"))
 RATE_HZ = 15.0
 BAD_EVERY_S = 4.0
 #: Frames sent this close to a task switch (before or after) may be processed on the other side of
-#: it (a switch applies to the next frame *processed*, and offered 720p frames at 15 Hz over RELIABLE
-#: QoS back up ~1.5 s in DDS history here): not checked per phase.
+#: it (a switch applies to the next frame *processed*, and offered 720p frames at 15 Hz over
+#: RELIABLE QoS back up ~1.5 s in DDS history here): not checked per phase.
 SWITCH_MARGIN_S = 3.0
 #: Resident memory may grow this much between the first quarter and the end (allocator noise).
 RSS_GROWTH_MB = 150.0
@@ -49,9 +49,17 @@ def stamp_ns(msg: Image) -> int:
 
 @pytest.mark.skipif(shipped_weights_path() is None, reason="the shipped model is not installed")
 def test_soak_720p_switching_and_bad_frames() -> None:
-    h = NodeHarness(params={"weights_path": "", "backend": "cpu", "input_qos": "reliable",
-                            "output_qos": "reliable", "queue_size": 1, "output_resolution": "input"},
-                    weights=False)
+    h = NodeHarness(
+        params={
+            "weights_path": "",
+            "backend": "cpu",
+            "input_qos": "reliable",
+            "output_qos": "reliable",
+            "queue_size": 1,
+            "output_resolution": "input",
+        },
+        weights=False,
+    )
     try:
         c = h.client
         seg, dep = c.collect("segmentation/image", Image), c.collect("depth/image", Image)
@@ -79,7 +87,8 @@ def test_soak_720p_switching_and_bad_frames() -> None:
                 rss_quarter = rss_mb(h.node.proc.pid)
             if now >= next_bad:
                 bad = make_image(720, 1280, "rgb8")
-                bad.data = bytes(len(bad.data) // 2)  # truncated data: counted, dropped, node keeps going
+                # truncated data: counted, dropped, node keeps going
+                bad.data = bytes(len(bad.data) // 2)
                 image_pub.publish(bad)
                 bad_sent += 1
                 next_bad += BAD_EVERY_S
@@ -93,9 +102,14 @@ def test_soak_720p_switching_and_bad_frames() -> None:
         assert h.node.alive(), h.failure_context()
         rss_end = rss_mb(h.node.proc.pid)
         assert rss_quarter is not None
-        assert rss_end - rss_quarter < RSS_GROWTH_MB, f"RSS grew {rss_quarter:.0f} -> {rss_end:.0f} MB"
+        assert rss_end - rss_quarter < RSS_GROWTH_MB, (
+            f"RSS grew {rss_quarter:.0f} -> {rss_end:.0f} MB"
+        )
 
-        outputs = {"semseg": [stamp_ns(m) for m in seg.messages], "depth": [stamp_ns(m) for m in dep.messages]}
+        outputs = {
+            "semseg": [stamp_ns(m) for m in seg.messages],
+            "depth": [stamp_ns(m) for m in dep.messages],
+        }
         for task, stamps in outputs.items():
             assert stamps, f"no {task} output during the soak" + h.failure_context()
             assert set(stamps) <= set(sent), f"{task} output with a stamp that was never sent"
@@ -108,7 +122,9 @@ def test_soak_720p_switching_and_bad_frames() -> None:
             for task in phase.split(","):
                 assert set(outputs[task]) & set(in_phase), f"no {task} output in phase {phase!r}"
 
-        wait_until(lambda: bool(diag.messages) and diag_values(diag.messages[-1]), 5.0, "diagnostics")
+        wait_until(
+            lambda: bool(diag.messages) and diag_values(diag.messages[-1]), 5.0, "diagnostics"
+        )
         values = diag_values(diag.messages[-1])
         bad = int(values["bad inputs"])
         assert 0 < bad <= bad_sent, values  # DDS may overwrite some before the node takes them

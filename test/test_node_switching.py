@@ -25,7 +25,10 @@ def env():
     h = NodeHarness()
     try:
         c = h.client
-        outs = {"semseg": c.collect("segmentation/image", Image), "depth": c.collect("depth/image", Image)}
+        outs = {
+            "semseg": c.collect("segmentation/image", Image),
+            "depth": c.collect("depth/image", Image),
+        }
         image_pub = c.publisher("image", Image)
         c.wait_for_subscribers(image_pub)
         for col in outs.values():
@@ -54,8 +57,13 @@ def _frame(env, expect, outs=None):
     image_pub.publish(make_image(stamp=stamp))
 
     def got():
-        return {t for t, col in outs.items()
-                if any((m.header.stamp.sec, m.header.stamp.nanosec) == stamp for m in list(col.messages))}
+        return {
+            t
+            for t, col in outs.items()
+            if any(
+                (m.header.stamp.sec, m.header.stamp.nanosec) == stamp for m in list(col.messages)
+            )
+        }
 
     deadline = time.monotonic() + 20.0
     while not set(expect) <= got() and time.monotonic() < deadline:
@@ -132,14 +140,20 @@ def test_auto_runs_tasks_only_while_subscribed(env):
     before = wait_diag(diag, lambda v: v["active tasks"] == "none")
     _, _, image_pub = env
     image_pub.publish(make_image(stamp=(101, 1)))
-    wait_diag(diag, lambda v: int(v["frames skipped (no task)"]) > int(before["frames skipped (no task)"]))
+    wait_diag(
+        diag,
+        lambda v: int(v["frames skipped (no task)"]) > int(before["frames skipped (no task)"]),
+    )
 
     color = c.collect("segmentation/color", Image)  # any output of a task wakes it
     depth = c.collect("depth/image", Image)
     c.wait_for_matched(color)
     c.wait_for_matched(depth)
     wait_diag(diag, lambda v: v["active tasks"] == "semseg,depth")
-    assert _frame(env, {"semseg", "depth"}, {"semseg": color, "depth": depth}) == {"semseg", "depth"}
+    assert _frame(env, {"semseg", "depth"}, {"semseg": color, "depth": depth}) == {
+        "semseg",
+        "depth",
+    }
     assert _tasks_param(h) == ["auto"]
 
     # leaving auto by SetBool starts from what runs now

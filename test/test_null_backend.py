@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The null backend: right shapes/dtypes, zero features, valid evenly spread routing, shared checks."""
+"""The null backend: right shapes/dtypes, zero features, valid evenly spread routing, shared
+checks."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def test_outputs_have_real_backend_shapes(backend: NullBackend, batch: int) -> N
         f, r, c = res.features[task], res.routing[task], res.expert_counts[task]
         assert f.shape == (batch, cfg.num_patches, cfg.dim) and f.dtype == np.float32
         assert not f.any()
-        assert r.shape == (batch, len(cfg.moe_layers), cfg.num_tokens, cfg.top_k) and r.dtype == np.int32
+        assert (
+            r.shape == (batch, len(cfg.moe_layers), cfg.num_tokens, cfg.top_k)
+            and r.dtype == np.int32
+        )
         assert c.shape == (len(cfg.moe_layers), cfg.num_experts) and c.dtype == np.int64
         assert c.sum() == batch * len(cfg.moe_layers) * cfg.num_tokens * cfg.top_k
 
@@ -67,7 +71,8 @@ def test_results_are_independent_arrays(backend: NullBackend) -> None:
 def test_reload_follows_new_config(backend: NullBackend) -> None:
     cfg = tiny_config(img_h=48, img_w=32, num_experts=6, dim=12)
     backend.load(random_init(cfg))
-    backend.run(np.zeros((2, 48, 32, 3), np.uint8), ["semseg"])  # warm the cache with the new config
+    # warm the cache with the new config
+    backend.run(np.zeros((2, 48, 32, 3), np.uint8), ["semseg"])
     res = backend.run(np.zeros((2, 48, 32, 3), np.uint8), ["semseg"])
     assert res.features["semseg"].shape == (2, cfg.num_patches, 12)
     assert res.expert_counts["semseg"].shape == (len(cfg.moe_layers), 6)
@@ -78,7 +83,9 @@ def test_shared_argument_checks() -> None:
     with pytest.raises(BackendError, match="run\\(\\) before load\\(\\)"):
         b.run(np.zeros((1, 32, 64, 3), np.uint8), ["semseg"])
     b.load(random_init(tiny_config()))
-    with pytest.raises(BackendError, match=r"must be uint8 \(B, 32, 64, 3\), got uint8 \(1, 64, 32, 3\)"):
+    with pytest.raises(
+        BackendError, match=r"must be uint8 \(B, 32, 64, 3\), got uint8 \(1, 64, 32, 3\)"
+    ):
         b.run(np.zeros((1, 64, 32, 3), np.uint8), ["semseg"])
     with pytest.raises(BackendError, match="float32"):
         b.run(np.zeros((1, 32, 64, 3), np.float32), ["semseg"])
@@ -91,5 +98,7 @@ def test_shared_argument_checks() -> None:
 
 
 def test_takes_no_options() -> None:
-    with pytest.raises(BackendError, match="null: unknown option 'device' .options it takes: none"):
+    with pytest.raises(
+        BackendError, match="null: unknown option 'device' .options it takes: none"
+    ):
         create_backend("null", device="fpga0")

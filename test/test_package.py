@@ -20,10 +20,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "edgemoe_ros"
-#: Run dependencies package.xml must declare (test_rosdep.py derives them from the imports; cv_bridge
-#: is not among them: conversions.py converts with OpenCV directly, see its docstring).
-REQUIRED_DEPENDS = {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "lifecycle_msgs",
-                    "builtin_interfaces", "python3-numpy", "python3-opencv", "ros2launch"}
+#: Run dependencies package.xml must declare (test_rosdep.py derives them from the imports;
+#: cv_bridge is not among them: conversions.py converts with OpenCV directly, see its docstring).
+REQUIRED_DEPENDS = {
+    "rclpy",
+    "sensor_msgs",
+    "std_msgs",
+    "std_srvs",
+    "diagnostic_msgs",
+    "lifecycle_msgs",
+    "builtin_interfaces",
+    "python3-numpy",
+    "python3-opencv",
+    "ros2launch",
+}
 #: What a colcon workspace needs from the repository to build the package.
 PACKAGE_FILES = ("package.xml", "setup.py", "setup.cfg", "resource", "launch", "config", PACKAGE)
 #: Share files the launch instructions (SPEC §5) rely on.
@@ -59,7 +69,9 @@ def test_resource_marker_and_setup_cfg_script_dir():
     assert (REPO / "resource" / PACKAGE).is_file()
     cfg = (REPO / "setup.cfg").read_text()
     # ros2 run / launch look for executables in lib/<package>, not bin/
-    assert f"script_dir=$base/lib/{PACKAGE}" in cfg and f"install_scripts=$base/lib/{PACKAGE}" in cfg
+    assert (
+        f"script_dir=$base/lib/{PACKAGE}" in cfg and f"install_scripts=$base/lib/{PACKAGE}" in cfg
+    )
 
 
 @pytest.mark.parametrize("name,target", sorted(console_scripts().items()))
@@ -78,14 +90,33 @@ def test_colcon_build_installs_package_launch_config_and_node(tmp_path):
     for item in PACKAGE_FILES:
         path = REPO / item
         if path.is_dir():
-            shutil.copytree(path, src / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                path, src / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(path, src / item)
     env = dict(os.environ, COLCON_HOME=str(tmp_path / "colcon_home"), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(
-        [str(colcon), "build", "--packages-select", PACKAGE, "--base-paths", "src", "--build-base", "build",
-         "--install-base", "install", "--event-handlers", "console_cohesion+"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            str(colcon),
+            "build",
+            "--packages-select",
+            PACKAGE,
+            "--base-paths",
+            "src",
+            "--build-base",
+            "build",
+            "--install-base",
+            "install",
+            "--event-handlers",
+            "console_cohesion+",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     prefix = tmp_path / "install" / PACKAGE
     share = prefix / "share" / PACKAGE
@@ -96,10 +127,20 @@ def test_colcon_build_installs_package_launch_config_and_node(tmp_path):
     assert node.is_file() and os.access(node, os.X_OK)
     for script in console_scripts():
         assert (prefix / "lib" / PACKAGE / script).is_file(), script
-    # The installed tree (not the source checkout) is importable and is what a sourced workspace uses.
+    # The installed tree (not the source checkout) is importable and is what a sourced workspace
+    # uses.
     site = next((prefix / "lib").glob("python3*/site-packages"))
     probe = subprocess.run(
-        [sys.executable, "-c", f"import {PACKAGE}.cli.infer, {PACKAGE}.model.weights as w; print(w.__file__)"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            f"import {PACKAGE}.cli.infer, {PACKAGE}.model.weights as w; print(w.__file__)",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(site)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).is_relative_to(site)

@@ -63,17 +63,38 @@ INVALID = [
 ]
 
 VALID = [
-    ("weights_path", ""), ("weights_path", "/opt/models/city.safetensors"), ("backend", "fixed"),
-    ("fallback_backend", ""), ("fallback_backend", "cpu"), ("backend_options", ""),
-    ("backend_options", '{"timeout_s": 2.0}'), ("tasks", []), ("tasks", ["depth"]), ("tasks", ["auto"]),
-    ("output_resolution", "model"), ("resize_mode", "crop"), ("resize_mode", ""),
-    ("input_qos", "best_effort"), ("input_qos", "auto"), ("output_depth", 1), ("output_depth", 1000),
-    ("queue_size", 100), ("max_image_pixels", 1280 * 720),
-    ("diagnostics_period", 0.5), ("image_transport", "raw"), ("image_transport", "compressed"),
-    ("use_compressed", False), ("color_compression", ""), ("color_compression", "png"),
+    ("weights_path", ""),
+    ("weights_path", "/opt/models/city.safetensors"),
+    ("backend", "fixed"),
+    ("fallback_backend", ""),
+    ("fallback_backend", "cpu"),
+    ("backend_options", ""),
+    ("backend_options", '{"timeout_s": 2.0}'),
+    ("tasks", []),
+    ("tasks", ["depth"]),
+    ("tasks", ["auto"]),
+    ("output_resolution", "model"),
+    ("resize_mode", "crop"),
+    ("resize_mode", ""),
+    ("input_qos", "best_effort"),
+    ("input_qos", "auto"),
+    ("output_depth", 1),
+    ("output_depth", 1000),
+    ("queue_size", 100),
+    ("max_image_pixels", 1280 * 720),
+    ("diagnostics_period", 0.5),
+    ("image_transport", "raw"),
+    ("image_transport", "compressed"),
+    ("use_compressed", False),
+    ("color_compression", ""),
+    ("color_compression", "png"),
     ("color_compression", "jpeg"),
-    ("expected_input_rate", 0.0), ("expected_input_rate", 29.97), ("input_rate_tolerance", 0.0),
-    ("input_rate_window", 0.5), ("input_timeout", 2.0), ("diagnostics_use_fqn", True),
+    ("expected_input_rate", 0.0),
+    ("expected_input_rate", 29.97),
+    ("input_rate_tolerance", 0.0),
+    ("input_rate_window", 0.5),
+    ("input_timeout", 2.0),
+    ("diagnostics_use_fqn", True),
 ]
 
 
@@ -95,44 +116,91 @@ def test_defaults_are_valid_and_every_parameter_documented():
         P.validate(spec.name, spec.default)
         d = spec.descriptor()
         assert len(d.description) > 20, spec.name
-    assert set(P.SPECS) == {"weights_path", "backend", "fallback_backend", "backend_options", "tasks",
-                            "output_resolution", "resize_mode", "input_qos", "output_qos", "output_depth", "queue_size",
-                            "image_transport", "use_compressed", "publish_color", "color_compression",
-                            "max_image_pixels", "inference_timeout", "diagnostics_period", "autostart",
-                            "expected_input_rate", "input_rate_tolerance", "input_rate_window",
-                            "input_timeout", "diagnostics_use_fqn"}
+    assert set(P.SPECS) == {
+        "weights_path",
+        "backend",
+        "fallback_backend",
+        "backend_options",
+        "tasks",
+        "output_resolution",
+        "resize_mode",
+        "input_qos",
+        "output_qos",
+        "output_depth",
+        "queue_size",
+        "image_transport",
+        "use_compressed",
+        "publish_color",
+        "color_compression",
+        "max_image_pixels",
+        "inference_timeout",
+        "diagnostics_period",
+        "autostart",
+        "expected_input_rate",
+        "input_rate_tolerance",
+        "input_rate_window",
+        "input_timeout",
+        "diagnostics_use_fqn",
+    }
 
 
 def test_graph_shaping_parameters_are_read_only():
     ro = {p.name for p in P.PARAMS if p.read_only}
-    assert ro == {"input_qos", "output_qos", "output_depth", "queue_size", "image_transport", "use_compressed",
-                  "color_compression", "diagnostics_period", "autostart"}
+    assert ro == {
+        "input_qos",
+        "output_qos",
+        "output_depth",
+        "queue_size",
+        "image_transport",
+        "use_compressed",
+        "color_compression",
+        "diagnostics_period",
+        "autostart",
+    }
 
 
 def test_backend_options_parse():
-    assert P.parse_backend_options('{"bitstream": "a.bit", "timeout_s": 2}') == {"bitstream": "a.bit",
-                                                                                 "timeout_s": 2}
+    assert P.parse_backend_options('{"bitstream": "a.bit", "timeout_s": 2}') == {
+        "bitstream": "a.bit",
+        "timeout_s": 2,
+    }
     assert P.parse_backend_options("  ") == {}
 
 
 def _node(ctx, overrides=()):
-    return Node(f"params_test_{uuid.uuid4().hex[:8]}", context=ctx, parameter_overrides=list(overrides),
-                start_parameter_services=False)
+    return Node(
+        f"params_test_{uuid.uuid4().hex[:8]}",
+        context=ctx,
+        parameter_overrides=list(overrides),
+        start_parameter_services=False,
+    )
 
 
 def test_declare_all_reads_typed_snapshot(ros_context):
-    node = _node(ros_context, [Parameter("tasks", value=["depth"]), Parameter("queue_size", value=4)])
+    node = _node(
+        ros_context, [Parameter("tasks", value=["depth"]), Parameter("queue_size", value=4)]
+    )
     try:
         snap = P.declare_all(node)
         assert snap.tasks == ("depth",) and snap.queue_size == 4 and snap.backend == "cpu"
-        assert node.describe_parameter("queue_size").integer_range[0].to_value == P.QUEUE_SIZE_RANGE[1]
+        assert (
+            node.describe_parameter("queue_size").integer_range[0].to_value
+            == P.QUEUE_SIZE_RANGE[1]
+        )
         assert node.describe_parameter("input_qos").read_only
     finally:
         node.destroy_node()
 
 
-@pytest.mark.parametrize("name,value", [("backend", "gpu"), ("tasks", ["normals"]), ("input_qos", "fast"),
-                                        ("backend_options", "{oops")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("backend", "gpu"),
+        ("tasks", ["normals"]),
+        ("input_qos", "fast"),
+        ("backend_options", "{oops"),
+    ],
+)
 def test_bad_override_fails_at_declare_time(ros_context, name, value):
     node = _node(ros_context, [Parameter(name, value=value)])
     try:
@@ -142,10 +210,18 @@ def test_bad_override_fails_at_declare_time(ros_context, name, value):
         node.destroy_node()
 
 
-@pytest.mark.parametrize("name,value", [("backend", "gpu"), ("tasks", ["semseg", "normals"]),
-                                        ("output_resolution", "native"), ("resize_mode", "fill"),
-                                        ("fallback_backend", "npu"), ("backend_options", "[]"),
-                                        ("weights_path", "x.onnx")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("backend", "gpu"),
+        ("tasks", ["semseg", "normals"]),
+        ("output_resolution", "native"),
+        ("resize_mode", "fill"),
+        ("fallback_backend", "npu"),
+        ("backend_options", "[]"),
+        ("weights_path", "x.onnx"),
+    ],
+)
 def test_set_parameters_callback_rejects_with_reason(ros_context, name, value):
     node = _node(ros_context)
     try:
@@ -179,8 +255,11 @@ def test_qos_profiles():
     from rclpy.qos import QoSReliabilityPolicy
 
     from edgemoe_ros.ros.qos import profile
+
     assert profile("reliable", 5).reliability == QoSReliabilityPolicy.RELIABLE
     assert profile("best_effort", 5).reliability == QoSReliabilityPolicy.BEST_EFFORT
     assert profile("sensor_data", 5).reliability == QoSReliabilityPolicy.BEST_EFFORT
     assert profile("auto", 5).reliability == QoSReliabilityPolicy.BEST_AVAILABLE
-    assert {profile(w, 37).depth for w in ("reliable", "best_effort", "sensor_data", "system_default")} == {37}
+    assert {
+        profile(w, 37).depth for w in ("reliable", "best_effort", "sensor_data", "system_default")
+    } == {37}

@@ -28,21 +28,30 @@ def rand_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("h,w", [(480, 640), (1080, 1920), (64, 128), (128, 256), (300, 200), (17, 9)])
+@pytest.mark.parametrize(
+    "h,w", [(480, 640), (1080, 1920), (64, 128), (128, 256), (300, 200), (17, 9)]
+)
 @pytest.mark.parametrize("mode", ["stretch", "crop"])
 def test_fit_output_shape_and_roi(h, w, mode):
     img = rand_image(h, w)
     out, fit = fit_to_model(img, CFG, mode)
     assert out.shape == (128, 256, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
     assert (fit.input_h, fit.input_w, fit.model_h, fit.model_w) == (h, w, 128, 256)
-    assert 0 <= fit.roi_x and fit.roi_x + fit.roi_w <= w and 0 <= fit.roi_y and fit.roi_y + fit.roi_h <= h
+    assert (
+        0 <= fit.roi_x
+        and fit.roi_x + fit.roi_w <= w
+        and 0 <= fit.roi_y
+        and fit.roi_y + fit.roi_h <= h
+    )
     if mode == "stretch":
         assert (fit.roi_x, fit.roi_y, fit.roi_w, fit.roi_h) == (0, 0, w, h)
     else:
         # centred, the model's 1:2 aspect ratio (to a pixel), and one side kept whole
         assert abs(fit.roi_w - 2 * fit.roi_h) <= 2
         assert fit.roi_w == w or fit.roi_h == h
-        assert abs((w - fit.roi_w) - 2 * fit.roi_x) <= 1 and abs((h - fit.roi_h) - 2 * fit.roi_y) <= 1
+        assert (
+            abs((w - fit.roi_w) - 2 * fit.roi_x) <= 1 and abs((h - fit.roi_h) - 2 * fit.roi_y) <= 1
+        )
 
 
 def test_fit_never_aliases_the_input():
@@ -68,11 +77,20 @@ def test_interpolation_choice_shrink_area_enlarge_linear():
     np.testing.assert_array_equal(out, cv2.resize(img, (256, 128), interpolation=cv2.INTER_AREA))
     small = rand_image(64, 128, seed=2)
     out, _ = fit_to_model(small, CFG, "stretch")
-    np.testing.assert_array_equal(out, cv2.resize(small, (256, 128), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(
+        out, cv2.resize(small, (256, 128), interpolation=cv2.INTER_LINEAR)
+    )
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
-                                 np.zeros((10, 10, 3), np.float32), np.zeros((0, 10, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 4), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((0, 10, 3), np.uint8),
+    ],
+)
 def test_fit_rejects_bad_images(bad):
     with pytest.raises(FitError):
         fit_to_model(bad, CFG)
@@ -94,10 +112,11 @@ def test_restore_classes_fill_outside_crop(mode):
     ids = np.random.default_rng(0).integers(0, 7, (128, 256)).astype(np.uint8)
     back = restore_to_input(ids, fit, fill=IGNORE_INDEX)
     assert back.shape == (480, 640) and back.dtype == np.uint8
-    inside = back[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w]
-    assert inside.max() < 7 and set(np.unique(inside)) <= set(np.unique(ids))  # nearest: no new ids
+    inside = back[fit.roi_y : fit.roi_y + fit.roi_h, fit.roi_x : fit.roi_x + fit.roi_w]
+    # nearest: no new ids
+    assert inside.max() < 7 and set(np.unique(inside)) <= set(np.unique(ids))
     outside = np.ones(back.shape, bool)
-    outside[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w] = False
+    outside[fit.roi_y : fit.roi_y + fit.roi_h, fit.roi_x : fit.roi_x + fit.roi_w] = False
     assert outside.sum() == (0 if mode == "stretch" else 480 * 640 - 320 * 640)
     assert (back[outside] == IGNORE_INDEX).all()
 
@@ -107,23 +126,31 @@ def test_restore_depth_nan_outside_and_linear_values_in_range():
     depth = np.linspace(1.0, 50.0, 128 * 256, dtype=np.float32).reshape(128, 256)
     back = restore_to_input(depth, fit, fill=np.nan, interpolation="linear")
     assert back.shape == (600, 600) and back.dtype == np.float32
-    inside = back[fit.roi_y:fit.roi_y + fit.roi_h]
+    inside = back[fit.roi_y : fit.roi_y + fit.roi_h]
     assert np.isfinite(inside).all() and inside.min() >= 1.0 and inside.max() <= 50.0
-    assert np.isnan(back[:fit.roi_y]).all() and np.isnan(back[fit.roi_y + fit.roi_h:]).all()
+    assert np.isnan(back[: fit.roi_y]).all() and np.isnan(back[fit.roi_y + fit.roi_h :]).all()
 
 
 def test_restore_is_exact_for_integer_upscale():
-    """A 2x nearest restore repeats each model pixel 2x2 (pixel-centre correct, no half-pixel shift)."""
+    """A 2x nearest restore repeats each model pixel 2x2 (pixel-centre correct, no half-pixel
+    shift)."""
     _, fit = fit_to_model(rand_image(256, 512), CFG, "stretch")
     ids = np.random.default_rng(3).integers(0, 7, (128, 256)).astype(np.uint8)
-    np.testing.assert_array_equal(restore_to_input(ids, fit, 255), np.repeat(np.repeat(ids, 2, 0), 2, 1))
+    np.testing.assert_array_equal(
+        restore_to_input(ids, fit, 255), np.repeat(np.repeat(ids, 2, 0), 2, 1)
+    )
 
 
 @pytest.mark.parametrize("src_h,src_w", [(128, 256), (17, 9), (5, 300)])
-@pytest.mark.parametrize("dst_h,dst_w", [(720, 1280), (480, 640), (1080, 1920), (61, 333), (3, 2), (128, 256)])
-@pytest.mark.parametrize("dtype,channels", [(np.uint8, 0), (np.uint8, 3), (np.float32, 0), (np.float64, 0)])
+@pytest.mark.parametrize(
+    "dst_h,dst_w", [(720, 1280), (480, 640), (1080, 1920), (61, 333), (3, 2), (128, 256)]
+)
+@pytest.mark.parametrize(
+    "dtype,channels", [(np.uint8, 0), (np.uint8, 3), (np.float32, 0), (np.float64, 0)]
+)
 def test_resize_nearest_equals_cv2_nearest_exact(src_h, src_w, dst_h, dst_w, dtype, channels):
-    """The gather-based nearest resize is element-for-element cv2's INTER_NEAREST_EXACT (up and down)."""
+    """The gather-based nearest resize is element-for-element cv2's INTER_NEAREST_EXACT (up and
+    down)."""
     shape = (src_h, src_w, channels) if channels else (src_h, src_w)
     a = (np.random.default_rng(src_h * dst_w).random(shape) * 250).astype(dtype)
     ref = cv2.resize(a, (dst_w, dst_h), interpolation=cv2.INTER_NEAREST_EXACT)
@@ -141,14 +168,17 @@ def test_resize_nearest_rejects_bad_shapes():
 
 @pytest.mark.parametrize("mode", ["stretch", "crop"])
 def test_restore_of_a_colour_image_matches_restoring_each_channel(mode):
-    """(H, W, C) arrays restore like C separate 2-D maps; outside the crop every channel gets its fill."""
+    """(H, W, C) arrays restore like C separate 2-D maps; outside the crop every channel gets its
+    fill."""
     _, fit = fit_to_model(rand_image(300, 900), CFG, mode)
     color = np.random.default_rng(4).integers(0, 256, (CFG.img_h, CFG.img_w, 3), dtype=np.uint8)
     fill = np.array([1, 2, 3], np.uint8)
     got = restore_to_input(color, fit, fill)
     assert got.shape == (300, 900, 3) and got.dtype == np.uint8
     for c in range(3):
-        np.testing.assert_array_equal(got[..., c], restore_to_input(color[..., c].copy(), fit, int(fill[c])))
+        np.testing.assert_array_equal(
+            got[..., c], restore_to_input(color[..., c].copy(), fit, int(fill[c]))
+        )
     with pytest.raises(FitError, match="2-D arrays only"):
         restore_to_input(color.astype(np.float32), fit, 0.0, interpolation="linear")
 
@@ -260,12 +290,15 @@ def test_shrink_from_non_integer_ratio_matches_area_average():
     assert diff.mean() < 1.0 and diff.max() <= 12
     # A one-pixel checkerboard averages to grey; plain bilinear decimation would alias to 0/255.
     checker = np.indices((720, 1280)).sum(axis=0) % 2 * 255
-    out, _ = fit_to_model(np.repeat(checker[..., None], 3, axis=2).astype(np.uint8), CFG, "stretch")
+    out, _ = fit_to_model(
+        np.repeat(checker[..., None], 3, axis=2).astype(np.uint8), CFG, "stretch"
+    )
     assert abs(out.astype(float).mean() - 127.5) < 3 and out.std() < 20
 
 
 def test_colorize_lut_path_equals_palette_for_every_uint8_id():
-    """uint8 maps go through a cv2.LUT table; every id (classes, unknown, 255 ignore) must match."""
+    """uint8 maps go through a cv2.LUT table; every id (classes, unknown, 255 ignore) must
+    match."""
     ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
     want = PALETTE[np.where(ids < len(PALETTE) - 1, ids, len(PALETTE) - 1)]
     np.testing.assert_array_equal(colorize_semseg(ids), want)

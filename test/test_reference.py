@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The float64 reference forward and the shared layers: checked against independent formulations."""
+"""The float64 reference forward and the shared layers: checked against independent
+formulations."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from edgemoe_ros.model.weights import random_init
 
 
 def _images(cfg, batch=2, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, (batch, cfg.img_h, cfg.img_w, 3), dtype=np.uint8
+    )
 
 
 # ----- layers -----
@@ -74,7 +77,8 @@ def test_patchify_matches_strided_conv():
     for b in range(2):
         for gy in range(2):
             for gx in range(3):
-                patch = img[b, gy * 16:(gy + 1) * 16, gx * 16:(gx + 1) * 16].transpose(2, 0, 1)  # (c, ky, kx)
+                # (c, ky, kx)
+                patch = img[b, gy * 16 : (gy + 1) * 16, gx * 16 : (gx + 1) * 16].transpose(2, 0, 1)
                 want = np.einsum("ocyx,cyx->o", weight, patch)
                 np.testing.assert_allclose(got[b, gy * 3 + gx], want, rtol=1e-12)
 
@@ -94,7 +98,9 @@ def test_normalize_pixels_is_u8_over_256_then_mean_std():
     cfg = tiny_config(pixel_mean=(0.5, 0.25, 0.0), pixel_std=(0.5, 0.25, 2.0))
     img = np.array([[[[0, 128, 255]]]], dtype=np.uint8)
     got = normalize_pixels(img, cfg)[0, 0, 0]
-    np.testing.assert_allclose(got, [(0 / 256 - 0.5) / 0.5, (128 / 256 - 0.25) / 0.25, (255 / 256) / 2.0])
+    np.testing.assert_allclose(
+        got, [(0 / 256 - 0.5) / 0.5, (128 / 256 - 0.25) / 0.25, (255 / 256) / 2.0]
+    )
 
 
 # ----- reference forward -----
@@ -109,7 +115,10 @@ def test_forward_shapes_dtypes_and_routing_validity(tiny):
     out = forward(w, _images(cfg), "semseg")
     layers = len(cfg.moe_layers)
     assert out.features.shape == (2, cfg.num_patches, cfg.dim) and out.features.dtype == np.float64
-    assert out.routing.shape == (2, layers, cfg.num_tokens, cfg.top_k) and out.routing.dtype == np.int32
+    assert (
+        out.routing.shape == (2, layers, cfg.num_tokens, cfg.top_k)
+        and out.routing.dtype == np.int32
+    )
     assert out.routing.min() >= 0 and out.routing.max() < cfg.num_experts
     assert np.all(out.routing[..., 0] != out.routing[..., 1])  # distinct experts per token
     assert np.all(np.diff(out.gates, axis=-1) <= 0)  # best expert first
@@ -131,7 +140,7 @@ def test_batch_equals_single_images(tiny):
     imgs = _images(cfg, batch=3, seed=5)
     both = forward(w, imgs, "depth")
     for i in range(3):
-        one = forward(w, imgs[i:i + 1], "depth")
+        one = forward(w, imgs[i : i + 1], "depth")
         np.testing.assert_allclose(both.features[i], one.features[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(both.routing[i], one.routing[0])
 
@@ -146,7 +155,9 @@ def test_taps_are_consistent_with_the_model_math(tiny):
     for i in range(cfg.depth):
         p = f"blocks.{i}."
         np.testing.assert_allclose(taps[p + "resid1"], prev + taps[p + "attn_out"], rtol=1e-12)
-        np.testing.assert_allclose(taps[p + "out"], taps[p + "resid1"] + taps[p + "mlp_out"], rtol=1e-12)
+        np.testing.assert_allclose(
+            taps[p + "out"], taps[p + "resid1"] + taps[p + "mlp_out"], rtol=1e-12
+        )
         assert taps[p + "attn"].shape == (2, cfg.num_heads, cfg.num_tokens, cfg.num_tokens)
         np.testing.assert_allclose(taps[p + "attn"].sum(-1), 1.0)
         assert (p + "router_probs" in taps) == cfg.is_moe(i)
@@ -156,7 +167,8 @@ def test_taps_are_consistent_with_the_model_math(tiny):
 
 
 def test_moe_equals_dense_mixture_over_all_experts(tiny):
-    """The per-expert gather in the reference equals sum_e g_e(x) expert_e(x) with g = 0 off the top-k."""
+    """The per-expert gather in the reference equals sum_e g_e(x) expert_e(x) with g = 0 off the
+    top-k."""
     cfg, w = tiny
     out = forward(w, _images(cfg), "depth", taps=True)
     for layer, i in enumerate(cfg.moe_layers):
@@ -168,9 +180,13 @@ def test_moe_equals_dense_mixture_over_all_experts(tiny):
         for e in range(cfg.num_experts):
             hidden = h @ w[p + "moe.fc1.weight"][e].T + w[p + "moe.fc1.bias"][e]
             hidden = hidden * 0.5 * (1 + np.vectorize(math.erf)(hidden / math.sqrt(2)))
-            mix += gates[..., e:e + 1] * (hidden @ w[p + "moe.fc2.weight"][e].T + w[p + "moe.fc2.bias"][e])
+            mix += gates[..., e : e + 1] * (
+                hidden @ w[p + "moe.fc2.weight"][e].T + w[p + "moe.fc2.bias"][e]
+            )
         np.testing.assert_allclose(out.taps[p + "mlp_out"], mix, rtol=1e-10, atol=1e-12)
-        np.testing.assert_array_equal(np.sort(out.routing[:, layer], -1), np.sort(np.argsort(-probs, -1)[..., :2], -1))
+        np.testing.assert_array_equal(
+            np.sort(out.routing[:, layer], -1), np.sort(np.argsort(-probs, -1)[..., :2], -1)
+        )
 
 
 def test_equal_router_logits_pick_lowest_expert_ids(tiny):

@@ -20,7 +20,11 @@ def frames():
 
 
 def test_class_ids_follow_spec_order():
-    assert SEMSEG_CLASSES[FLAT] == "flat" and SEMSEG_CLASSES[SKY] == "sky" and SEMSEG_CLASSES[HUMAN] == "human"
+    assert (
+        SEMSEG_CLASSES[FLAT] == "flat"
+        and SEMSEG_CLASSES[SKY] == "sky"
+        and SEMSEG_CLASSES[HUMAN] == "human"
+    )
 
 
 def test_frame_types_and_shapes(frames):
@@ -42,7 +46,8 @@ def test_intrinsics_from_fov():
 
 
 def _plane_depth(f, mask):
-    """Analytic z-depth of the ground plane Z=0 through each pixel, from K and the camera pose only."""
+    """Analytic z-depth of the ground plane Z=0 through each pixel, from K and the camera pose
+    only."""
     rays = camera_rays(f.K, W, H, f.pose)
     return -f.pose.height / rays[..., 2][mask]
 
@@ -67,9 +72,12 @@ def test_untilted_camera_plane_depth_matches_closed_form():
 
     world = World(3)
     y = 40.0
-    pose = CameraPose(x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y,
-                      yaw=world.road.heading(y))
-    f = render_view(world, pose, W, H, Lighting.random(np.random.default_rng(0)), 0.0, np.random.default_rng(0))
+    pose = CameraPose(
+        x=float(world.road.center(y)) + world.road.lane_lateral(0), y=y, yaw=world.road.heading(y)
+    )
+    f = render_view(
+        world, pose, W, H, Lighting.random(np.random.default_rng(0)), 0.0, np.random.default_rng(0)
+    )
     v = np.arange(H, dtype=np.float64)[:, None].repeat(W, 1)
     road = f.labels == FLAT
     road &= v > f.K[1, 2] + 1
@@ -96,7 +104,11 @@ def test_sky_is_above_the_horizon(frames):
 def test_road_depth_grows_toward_the_horizon(frames):
     f = frames[1]
     col = W // 2
-    rows = [v for v in range(H - 1, -1, -1) if f.labels[v, col] == FLAT and np.isfinite(f.depth[v, col])]
+    rows = [
+        v
+        for v in range(H - 1, -1, -1)
+        if f.labels[v, col] == FLAT and np.isfinite(f.depth[v, col])
+    ]
     assert len(rows) > 10
     d = f.depth[rows, col]
     # walking up the image from the bottom, the road gets farther (until something stands on it)
@@ -113,7 +125,8 @@ def test_all_classes_appear_across_frames(frames):
 
 
 def test_objects_are_closer_than_the_ground_behind_them(frames):
-    """An object pixel occludes the plane: its depth is smaller than the plane depth along its ray."""
+    """An object pixel occludes the plane: its depth is smaller than the plane depth along its
+    ray."""
     for f in frames[:4]:
         rays = camera_rays(f.K, W, H, f.pose)
         obj = np.isin(f.labels, (HUMAN, VEHICLE, OBJECT)) & (rays[..., 2] < 0)
@@ -151,7 +164,9 @@ def test_ground_regions():
 
     w = World(1)
     y = np.array([10.0, 10.0])
-    x = w.road.center(y) + np.array([0.3 * w.road.half_width, w.road.half_width + w.road.sidewalk_width + 50])
+    x = w.road.center(y) + np.array(
+        [0.3 * w.road.half_width, w.road.half_width + w.road.sidewalk_width + 50]
+    )
     region = w.ground(x, y, y_built_max=200.0)
     assert region[1] in (GROUND_TERRAIN, GROUND_PAVEMENT)  # far beyond the sidewalk
     assert region[0] in (GROUND_ROAD, GROUND_PAINT)  # on the road (or its lane paint)
@@ -164,7 +179,9 @@ def test_sequence_road_depth_constant_while_objects_approach():
     frames = list(seq.frames(6))
     # deterministic
     again = seq.frame(3)
-    assert np.array_equal(again.rgb, frames[3].rgb) and np.array_equal(again.depth, frames[3].depth)
+    assert np.array_equal(again.rgb, frames[3].rgb) and np.array_equal(
+        again.depth, frames[3].depth
+    )
     # the camera advances by speed / fps per frame
     ys = [f.pose.y for f in frames]
     np.testing.assert_allclose(np.diff(ys), seq.speed / seq.fps)
@@ -200,7 +217,8 @@ def test_sequence_objects_persist():
 
 def test_render_speed_by_counts():
     """The renderer intersects each primitive only with its projected rectangle: the number of
-    ray-primitive tests per frame is a small multiple of the pixel count, not pixels x primitives."""
+    ray-primitive tests per frame is a small multiple of the pixel count, not pixels x
+    primitives."""
     from edgemoe_ros.scenes import raycast
 
     calls = {"pixels": 0, "prims": 0}

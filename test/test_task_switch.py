@@ -22,15 +22,24 @@ def test_parse_task_list_orders_by_task_id_and_detects_auto():
     assert parse_task_list([AUTO]) is None
 
 
-@pytest.mark.parametrize("bad", [["segmentation"], ["semseg", "semseg"], ["auto", "depth"], ["SEMSEG"]])
+@pytest.mark.parametrize(
+    "bad", [["segmentation"], ["semseg", "semseg"], ["auto", "depth"], ["SEMSEG"]]
+)
 def test_parse_task_list_rejects_bad_lists_naming_them(bad):
     with pytest.raises(TaskRequestError) as err:
         parse_task_list(bad)
     assert repr(bad[0]) in str(err.value) or repr(bad) in str(err.value)
 
 
-@pytest.mark.parametrize("text,expected", [("semseg", ("semseg",)), ("depth", ("depth",)),
-                                           (" semseg , depth ", ("semseg", "depth")), ("auto", None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("semseg", ("semseg",)),
+        ("depth", ("depth",)),
+        (" semseg , depth ", ("semseg", "depth")),
+        ("auto", None),
+    ],
+)
 def test_parse_task_request(text, expected):
     assert parse_task_request(text) == expected
 

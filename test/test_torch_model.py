@@ -69,7 +69,8 @@ def test_tasks_route_differently(images):
 
 
 def test_light_head_pixel_shuffle_order():
-    """Token t's vector index (ky*p + kx)*C + c lands at pixel (gy*p + ky, gx*p + kx), channel c."""
+    """Token t's vector index (ky*p + kx)*C + c lands at pixel (gy*p + ky, gx*p + kx), channel
+    c."""
     cfg = tiny_config()
     model = build_torch_model(cfg)
     head = model.heads["semseg"]
@@ -94,7 +95,12 @@ def test_forward_tasks_shares_prefix_and_matches_single_task(images):
         both, aux_both = model.forward_tasks(x, cfg.tasks)
         seg, aux_seg = model(x, "semseg")
         dep, aux_dep = model(x, "depth")
-    assert seg.shape == (3, cfg.num_classes, cfg.img_h, cfg.img_w) and dep.shape == (3, 1, cfg.img_h, cfg.img_w)
+    assert seg.shape == (3, cfg.num_classes, cfg.img_h, cfg.img_w) and dep.shape == (
+        3,
+        1,
+        cfg.img_h,
+        cfg.img_w,
+    )
     torch.testing.assert_close(both["semseg"], seg)
     torch.testing.assert_close(both["depth"], dep)
     torch.testing.assert_close(aux_both, aux_seg + aux_dep)
@@ -135,15 +141,19 @@ def test_moe_gradients_reach_router_and_experts(images):
     (out.mean() + aux).backward()
     moe = model.blocks[cfg.moe_layers[0]].moe
     assert moe.router.weight.grad is not None and moe.router.weight.grad[1].abs().sum() > 0
-    assert moe.router.weight.grad[0].abs().sum() == 0  # semseg's router is untouched by a depth step
+    # semseg's router is untouched by a depth step
+    assert moe.router.weight.grad[0].abs().sum() == 0
     assert moe.fc1.weight.grad.abs().sum() > 0
 
 
 def test_new_guided_head_starts_as_its_light_head(images):
-    """The refinement is zero at init, so a light-head model fine-tuned into a guided one starts unchanged."""
+    """The refinement is zero at init, so a light-head model fine-tuned into a guided one starts
+    unchanged."""
     guided = build_torch_model(tiny_config(head="guided")).eval()
     light = build_torch_model(tiny_config(head="light")).eval()
-    light.load_state_dict({k: v for k, v in guided.state_dict().items() if k in light.state_dict()}, strict=True)
+    light.load_state_dict(
+        {k: v for k, v in guided.state_dict().items() if k in light.state_dict()}, strict=True
+    )
     x = images_to_tensor(images)
     with torch.no_grad():
         got, _ = guided.forward_tasks(x, ("semseg", "depth"))

@@ -13,7 +13,12 @@ from edgemoe_ros.backends import create_backend  # noqa: E402
 from edgemoe_ros.engine import Engine  # noqa: E402
 from edgemoe_ros.model.config import tiny_config  # noqa: E402
 from edgemoe_ros.model.heads import run_head  # noqa: E402
-from edgemoe_ros.model.weights import ModelWeights, load_weights, random_init, save_weights  # noqa: E402
+from edgemoe_ros.model.weights import (  # noqa: E402
+    ModelWeights,
+    load_weights,
+    random_init,
+    save_weights,
+)
 from edgemoe_ros.training import data  # noqa: E402
 from edgemoe_ros.training.train import Hyper  # noqa: E402
 from edgemoe_ros.training.train_heads import (  # noqa: E402
@@ -29,12 +34,15 @@ from edgemoe_ros.training.train_heads import (  # noqa: E402
     render_shard,
 )
 
-PYRAMID = dict(pyramid_token=8, pyramid_enc=(4, 6), pyramid_dec=(8, 6, 4), pyramid_guide=3, pyramid_mix=(1, 1))
+PYRAMID = dict(
+    pyramid_token=8, pyramid_enc=(4, 6), pyramid_dec=(8, 6, 4), pyramid_guide=3, pyramid_mix=(1, 1)
+)
 
 
 @pytest.fixture(scope="module")
 def init_file(tmp_path_factory):
-    """A tiny guided model whose backbone the heads train on, and a pyramid config of its own widths."""
+    """A tiny guided model whose backbone the heads train on, and a pyramid config of its own
+    widths."""
     path = tmp_path_factory.mktemp("init") / "init.safetensors"
     save_weights(random_init(tiny_config(head="guided"), seed=3), path)
     return path
@@ -58,7 +66,9 @@ def test_cached_features_are_the_backbones(init_file, frames):
     want = backend.run(frames["rgb"][:2], ("semseg", "depth")).features
     for task in ("semseg", "depth"):
         assert frames[f"feat_{task}"].dtype == np.float16
-        np.testing.assert_allclose(frames[f"feat_{task}"][:2].astype(np.float32), want[task], rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(
+            frames[f"feat_{task}"][:2].astype(np.float32), want[task], rtol=2e-3, atol=2e-3
+        )
     assert frames["rgb"].dtype == np.uint8 and frames["labels"].shape == frames["rgb"].shape[:3]
     # Augmented once, deterministically by seed: the same shard renders the same bytes.
     again = render_shard(FIRST_SEED, 2, True, 64, 32, backend)
@@ -70,7 +80,9 @@ def test_cached_features_are_the_backbones(init_file, frames):
 def test_a_few_steps_decrease_the_loss_on_crops(init_file, frames):
     torch.set_num_threads(1)
     cfg = _cfg(init_file)
-    trainer = HeadTrainer(cfg, Hyper(lr=1e-2, warmup_steps=1, lovasz_weight=1.0), torch.ones(cfg.num_classes))
+    trainer = HeadTrainer(
+        cfg, Hyper(lr=1e-2, warmup_steps=1, lovasz_weight=1.0), torch.ones(cfg.num_classes)
+    )
     crop = Crop(0, 1, 2, 2)
     with torch.no_grad():
         before = {k: float(v) for k, v in trainer.losses(frames, crop).items()}
@@ -97,15 +109,40 @@ def test_export_keeps_the_backbone_and_matches_numpy_heads(init_file, frames):
     assert backbone_digest(exported) == backbone_digest(init)
     feats = frames["feat_semseg"][:2].astype(np.float32)
     with torch.no_grad():
-        want = trainer.outputs({"rgb": frames["rgb"][:2], "feat_semseg": feats, "feat_depth": feats})["semseg"]
+        want = trainer.outputs(
+            {"rgb": frames["rgb"][:2], "feat_semseg": feats, "feat_depth": feats}
+        )["semseg"]
     got = run_head(exported, cfg, "semseg", feats, frames["rgb"][:2])
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 def _cli_args(init_file, out, cache, *extra):
-    return ["--init", str(init_file), "--out", str(out), "--cache", str(cache), "--frames", "6",
-            "--val-frames", "3", "--workers", "1", "--steps", "3", "--batch", "2", "--crop", "1", "2",
-            "--threads", "1", "--minutes", "5", *extra]
+    return [
+        "--init",
+        str(init_file),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--frames",
+        "6",
+        "--val-frames",
+        "3",
+        "--workers",
+        "1",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--crop",
+        "1",
+        "2",
+        "--threads",
+        "1",
+        "--minutes",
+        "5",
+        *extra,
+    ]
 
 
 def _adam_steps(ckpt) -> set[int]:
@@ -120,8 +157,11 @@ def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path, monkeypatch)
     monkeypatch.setattr(th, "SHARD_FRAMES", 4)  # two training shards, one of them partial
     assert main(args) == 0
     shards = sorted(p.name for p in next(cache.iterdir()).glob("*.npz"))
-    assert shards == [f"train_{FIRST_SEED:09d}_4.npz", f"train_{FIRST_SEED + 4:09d}_2.npz",
-                      f"val_{data.VAL_SEED_START:09d}_3.npz"]
+    assert shards == [
+        f"train_{FIRST_SEED:09d}_4.npz",
+        f"train_{FIRST_SEED + 4:09d}_2.npz",
+        f"val_{data.VAL_SEED_START:09d}_3.npz",
+    ]
     train = load_cache(next(cache.iterdir()), "train", 6, FIRST_SEED)
     assert len(train["rgb"]) == 6 and train["depth"].dtype == np.float32
     exported = out / "export.safetensors"
@@ -160,8 +200,18 @@ def test_resume_refuses_heads_of_another_backbone(init_file, tmp_path):
         main(_cli_args(other, out, cache, "--resume"))
 
 
-@pytest.mark.parametrize("bad", [["--frames", "0"], ["--val-frames", "0"], ["--workers", "0"], ["--batch", "0"],
-                                 ["--crop", "4", "0"], ["--crop", "-1", "2"], ["--minutes", "0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--frames", "0"],
+        ["--val-frames", "0"],
+        ["--workers", "0"],
+        ["--batch", "0"],
+        ["--crop", "4", "0"],
+        ["--crop", "-1", "2"],
+        ["--minutes", "0"],
+    ],
+)
 def test_cli_rejects_bad_numbers(init_file, tmp_path, bad, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_cli_args(init_file, tmp_path / "run", tmp_path / "cache", *bad))
@@ -178,27 +228,74 @@ def test_export_dtype_keeps_the_backbone_exact(init_file):
 
 def test_continue_heads_needs_the_same_head(init_file, tmp_path):
     with pytest.raises(SystemExit, match="--continue-heads"):
-        main(["--init", str(init_file), "--out", str(tmp_path), "--cache", str(tmp_path / "c"), "--frames", "2",
-              "--val-frames", "1", "--workers", "1", "--steps", "1", "--continue-heads"])
+        main(
+            [
+                "--init",
+                str(init_file),
+                "--out",
+                str(tmp_path),
+                "--cache",
+                str(tmp_path / "c"),
+                "--frames",
+                "2",
+                "--val-frames",
+                "1",
+                "--workers",
+                "1",
+                "--steps",
+                "1",
+                "--continue-heads",
+            ]
+        )
 
 
 def test_the_full_trainer_fine_tunes_an_exported_pyramid_model(init_file, tmp_path):
-    """Heads first, then everything: train.py --init takes the pyramid model whole (no fresh tensors)."""
+    """Heads first, then everything: train.py --init takes the pyramid model whole (no fresh
+    tensors)."""
     from edgemoe_ros.training import train
 
     cfg = _cfg(init_file)
     start = tmp_path / "pyramid.safetensors"
-    save_weights(HeadTrainer(cfg, Hyper(), torch.ones(cfg.num_classes)).export_weights(load_weights(init_file), {}),
-                 start)
+    save_weights(
+        HeadTrainer(cfg, Hyper(), torch.ones(cfg.num_classes)).export_weights(
+            load_weights(init_file), {}
+        ),
+        start,
+    )
     out = tmp_path / "e2e.safetensors"
-    assert train.main(["--out", str(tmp_path / "run"), "--batch", "2", "--cache", str(tmp_path / "cache"),
-                       "--initial-shards", "1", "--no-refresh", "--val-frames", "2", "--export", str(out),
-                       "--threads", "1", "--init", str(start), "--steps", "2"]) == 0
+    assert (
+        train.main(
+            [
+                "--out",
+                str(tmp_path / "run"),
+                "--batch",
+                "2",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--initial-shards",
+                "1",
+                "--no-refresh",
+                "--val-frames",
+                "2",
+                "--export",
+                str(out),
+                "--threads",
+                "1",
+                "--init",
+                str(start),
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     state = torch.load(tmp_path / "run" / train.CHECKPOINT_NAME, weights_only=False)
     assert state["fresh"] == []
     tuned = load_weights(out)
     assert tuned.config.replace(notes={}) == cfg
-    moved = np.abs(tuned["heads.semseg.fuse1.weight"] - load_weights(start)["heads.semseg.fuse1.weight"]).max()
+    moved = np.abs(
+        tuned["heads.semseg.fuse1.weight"] - load_weights(start)["heads.semseg.fuse1.weight"]
+    ).max()
     assert 0 < moved < 0.05
 
 

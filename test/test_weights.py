@@ -152,7 +152,9 @@ def test_truncated_file_names_file_and_tensor(tmp_path, model):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("content", [b"PNG\x89 not weights at all, just bytes", b"\x08\0\0\0\0\0\0\0[1,2,3]!"])
+@pytest.mark.parametrize(
+    "content", [b"PNG\x89 not weights at all, just bytes", b"\x08\0\0\0\0\0\0\0[1,2,3]!"]
+)
 def test_not_a_safetensors_file(tmp_path, content):
     path = tmp_path / "image.png"
     path.write_bytes(content)
@@ -187,8 +189,11 @@ def test_config_mismatch_with_expect(tmp_path, model):
 
 def test_bad_config_json_in_metadata(tmp_path, model):
     path = tmp_path / "m.safetensors"
-    save_file({k: v for k, v in model.tensors.items()}, str(path),
-              metadata={META_CONFIG: json.dumps({"dim": 25, "num_heads": 3}), META_FORMAT: "1"})
+    save_file(
+        {k: v for k, v in model.tensors.items()},
+        str(path),
+        metadata={META_CONFIG: json.dumps({"dim": 25, "num_heads": 3}), META_FORMAT: "1"},
+    )
     with pytest.raises(WeightsError, match="bad model config") as err:
         load_weights(path)
     assert str(path) in str(err.value)
@@ -196,7 +201,11 @@ def test_bad_config_json_in_metadata(tmp_path, model):
 
 def test_newer_format_version_rejected(tmp_path, model):
     path = tmp_path / "m.safetensors"
-    save_file(dict(model.tensors), str(path), metadata={META_CONFIG: model.config.to_json(), META_FORMAT: "2"})
+    save_file(
+        dict(model.tensors),
+        str(path),
+        metadata={META_CONFIG: model.config.to_json(), META_FORMAT: "2"},
+    )
     with pytest.raises(WeightsError, match="format version '2'"):
         load_weights(path)
 
@@ -242,15 +251,18 @@ def test_weights_file_with_negative_num_heads_is_refused(tmp_path, model):
     data = model.config.to_dict()
     data["num_heads"] = -model.config.num_heads
     path = tmp_path / "m.safetensors"
-    save_file(dict(model.tensors), str(path), metadata={META_CONFIG: json.dumps(data), META_FORMAT: "1"})
+    save_file(
+        dict(model.tensors), str(path), metadata={META_CONFIG: json.dumps(data), META_FORMAT: "1"}
+    )
     with pytest.raises(WeightsError, match="num_heads"):
         load_weights(path)
 
 
 def test_huge_header_length_is_refused_before_reading(tmp_path):
-    """A (sparse) file claiming a 4 GB header was read for 22 s at ~1 GB RSS before being refused."""
+    """A (sparse) file claiming a 4 GB header was read for 22 s at ~1 GB RSS before being
+    refused."""
     path = tmp_path / "huge_header.safetensors"
-    claimed = 4 * 1000 ** 3
+    claimed = 4 * 1000**3
     with open(path, "wb") as fh:
         fh.write(claimed.to_bytes(8, "little"))
         fh.truncate(8 + claimed + 16)  # sparse: no disk used, but the size check passes
