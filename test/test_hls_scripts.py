@@ -314,8 +314,7 @@ def test_generated_hwh_registers_match_the_cpp_pragmas():
     )
 
 
-# ------------------------------------------------------------------ Vivado flow: strategy, timing
-# gate, export
+# ------------------------------------------------------ Vivado flow: strategy, timing gate, export
 def _tcl_interp(**properties: str):
     """A plain Tcl interpreter with overlay_export.tcl sourced and Vivado's get_property stubbed
     to return ``properties`` (e.g. STATS.WNS) for any object."""
