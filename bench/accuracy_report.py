@@ -56,17 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(float reference + emulator: {elapsed:.1f} s)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "config": cfg.to_dict(),
-                    "weights": source,
-                    "images": args.images,
-                    "image_kind": kind,
-                    "tasks": [r.to_dict() for r in reports],
-                },
-                fh,
-                indent=2,
-            )
+            json.dump({"config": cfg.to_dict(), "weights": source, "images": args.images,
+                       "image_kind": kind, "tasks": [r.to_dict() for r in reports]}, fh, indent=2)
     return 0
 
 

@@ -132,26 +132,20 @@ def _gemm_floor(cfg, routing, np) -> Callable[[], None]:
     ]
     moe_layer = 0
     for b in range(cfg.depth):
-        ops += [
-            (rng.random((n, d), f32), rng.random((d, 3 * d), f32)),
-            (rng.random((heads, n, hd), f32), rng.random((heads, hd, n), f32)),
-            (rng.random((heads, n, n), f32), rng.random((heads, n, hd), f32)),
-            (rng.random((n, d), f32), rng.random((d, d), f32)),
-        ]
+        ops += [(rng.random((n, d), f32), rng.random((d, 3 * d), f32)),
+                (rng.random((heads, n, hd), f32), rng.random((heads, hd, n), f32)),
+                (rng.random((heads, n, n), f32), rng.random((heads, n, hd), f32)),
+                (rng.random((n, d), f32), rng.random((d, d), f32))]
         if cfg.is_moe(b):
             ops.append((rng.random((n, d), f32), rng.random((d, cfg.num_experts), f32)))
             counts = np.bincount(routing[0, moe_layer].ravel(), minlength=cfg.num_experts)
             for c in counts[counts > 0]:
-                ops += [
-                    (rng.random((eh, d), f32), rng.random((d, c), f32)),
-                    (rng.random((c, eh), f32), rng.random((eh, d), f32)),
-                ]
+                ops += [(rng.random((eh, d), f32), rng.random((d, c), f32)),
+                        (rng.random((c, eh), f32), rng.random((eh, d), f32))]
             moe_layer += 1
         else:
-            ops += [
-                (rng.random((n, d), f32), rng.random((d, cfg.mlp_hidden), f32)),
-                (rng.random((n, cfg.mlp_hidden), f32), rng.random((cfg.mlp_hidden, d), f32)),
-            ]
+            ops += [(rng.random((n, d), f32), rng.random((d, cfg.mlp_hidden), f32)),
+                    (rng.random((n, cfg.mlp_hidden), f32), rng.random((cfg.mlp_hidden, d), f32))]
     outs = [np.matmul(a, b) for a, b in ops]
 
     def run() -> None:
@@ -232,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     fns[("peak", "gemm")] = _gemm_peak(np)
     if ours.native:
         fns[("peak", "native")] = _native_peak(np)
-
     torch = None
     max_rel_diff = None
     routing_agreement = None
@@ -379,10 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             "products alone)"
         )
     if max_rel_diff is not None:
-        print(
-            f"max relative feature difference ours vs torch: {max_rel_diff:.2e}; "
-            f"routing agreement {routing_agreement * 100:.2f} %"
-        )
+        print(f"max relative feature difference ours vs torch: {max_rel_diff:.2e}; "
+              f"routing agreement {routing_agreement * 100:.2f} %")
 
     if args.json:
         result = {
@@ -404,9 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             "matmul_peak_gflops_openblas": blas_peak,
             "matmul_peak_gflops_native": native_peak,
             "torch_peer": "bench/m3vit_peer.py (M3ViT + fastmoe code path, eval, no_grad)",
-            "runs": args.runs,
-            "warmup": args.warmup,
-            "threads": args.threads,
+            "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
             "loadavg_1min": os.getloadavg()[0],
         }
         if args.threads == 1:

@@ -48,12 +48,8 @@ from edgemoe_ros.model.weights import ModelWeights
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", help="safetensors weights file (default: seeded random weights)")
-    ap.add_argument(
-        "--config",
-        choices=("spec", "tiny"),
-        default="spec",
-        help="model for random weights (default: the SPEC model)",
-    )
+    ap.add_argument("--config", choices=("spec", "tiny"), default="spec",
+                    help="model for random weights (default: the SPEC model)")
     ap.add_argument("--images", type=int, default=2, help="images per batch (default 2)")
     ap.add_argument(
         "--runs", type=int, default=1, help="timed repetitions per backend and task (default 1)"
@@ -62,11 +58,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--random", action="store_true", help="uniform-noise images instead of rendered scenes"
     )
     ap.add_argument("--seed", type=int, default=0, help="weights and image seed")
-    ap.add_argument(
-        "--with-driver",
-        action="store_true",
-        help="also time the fpga backend on the simulated PYNQ device",
-    )
+    ap.add_argument("--with-driver", action="store_true",
+                    help="also time the fpga backend on the simulated PYNQ device")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = ap.parse_args(argv)
     if args.images < 1 or args.runs < 1:
@@ -156,14 +149,10 @@ def run(weights: ModelWeights, images: np.ndarray, runs: int, with_driver: bool)
     as_written = estimate(cfg)
     k = len(cfg.tasks)
     out = {
-        "emulator_s": emu_s / k,
-        "csim_s": csim_s / k,
-        "mismatched_bits": bits,
-        "cosine_vs_float": float(min(cosines)),
-        "est_fpga_ms": as_written.ms_per_image,
+        "emulator_s": emu_s / k, "csim_s": csim_s / k, "mismatched_bits": bits,
+        "cosine_vs_float": float(min(cosines)), "est_fpga_ms": as_written.ms_per_image,
         "edge_moe_board_ms": EDGE_MOE_BOARD_MS,
-        "tasks": rows,
-        "latency_breakdown": as_written.by_kind(),
+        "tasks": rows, "latency_breakdown": as_written.by_kind(),
     }
     if with_driver:
         out["fpga_sim_s"] = drv_s / k
@@ -224,11 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {k: res[k] for k in keys}
         payload["resources"] = resources.estimate(cfg).as_dict()
         payload["details"] = {k: v for k, v in res.items() if k not in keys} | {
-            "weights": source,
-            "images": args.images,
-            "image_kind": kind,
-            "runs": args.runs,
-        }
+            "weights": source, "images": args.images, "image_kind": kind, "runs": args.runs}
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=2)
     return 0

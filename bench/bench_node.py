@@ -291,13 +291,8 @@ def bench_node_path(
         faults = (_minor_faults() - faults_before) / (runs + WARMUP)
         infer = inference[WARMUP:]
         overhead = [a - b for a, b in zip(times, infer, strict=True)]
-        return {
-            "node_path": _ms(times),
-            "inference": _ms(infer),
-            "overhead": _ms(overhead),
-            "overhead_p90": _ms(overhead, 90),
-            "page_faults": faults,
-        }
+        return {"node_path": _ms(times), "inference": _ms(infer), "overhead": _ms(overhead),
+                "overhead_p90": _ms(overhead, 90), "page_faults": faults}
     finally:
         node.destroy_node()
 
@@ -316,9 +311,8 @@ def _play_limit_s(frames: int) -> float:
     return PLAY_START_S + PLAY_WAIT_S + frames / E2E_HZ + FLUSH_TIMEOUT_S + SHUTDOWN_TIMEOUT_S
 
 
-def bench_e2e(
-    weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str], listener: Any
-) -> dict[str, float]:
+def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[str, str],
+              listener: Any) -> dict[str, float]:
     """Median/p90 ms from header stamp (set at publish by the player) to receipt here."""
     from edgemoe_ros.bag import CameraInfoParams, write_image_bag
 
@@ -389,12 +383,8 @@ def bench_e2e(
     finally:
         stop_process(node, STOP_TIMEOUT_S)
     lat = listener.latencies[WARMUP:] if len(listener.latencies) > WARMUP else listener.latencies
-    return {
-        "e2e": _ms(lat),
-        "e2e_p90": _ms(lat, 90),
-        "received": float(len(listener.latencies)),
-        "sent": float(frames),
-    }
+    return {"e2e": _ms(lat), "e2e_p90": _ms(lat, 90), "received": float(len(listener.latencies)),
+            "sent": float(frames)}
 
 
 class Listener:
@@ -580,10 +570,8 @@ def _print_table(results: dict[str, dict[str, float]], args: argparse.Namespace)
         ("end to end p90", "e2e_p90"),
     ]
     sizes = list(results)
-    print(
-        f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
-        f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes; DDS set-up: {args.dds})"
-    )
+    print(f"\nedgemoe_node with the null backend, bgr8 input, median ms over {args.runs} frames "
+          f"(e2e: {args.e2e_frames} frames at {E2E_HZ:g} Hz, 3 processes; DDS set-up: {args.dds})")
     print(f"{'':36}" + "".join(f"{s:>10}" for s in sizes))
     for label, key in rows:
         if any(key in results[s] for s in sizes):

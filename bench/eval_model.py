@@ -40,12 +40,8 @@ DEFAULT_WEIGHTS = (
 TARGETS = {"miou": 0.80, "delta1": 0.90}
 
 
-def evaluate(
-    weights: ModelWeights,
-    backend: str,
-    scenes: dict[str, np.ndarray],
-    breakdown: ErrorBreakdown | None = None,
-) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate(weights: ModelWeights, backend: str, scenes: dict[str, np.ndarray],
+             breakdown: ErrorBreakdown | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Score one backend; returns (metrics, routing per task stacked over frames). ``breakdown``
     (optional) accumulates the same predictions by region and distance."""
     cfg = weights.config
@@ -85,11 +81,8 @@ def _cells(values: dict[str, float | None], fmt: str) -> str:
 
 def print_table(results: dict, n_frames: int, seeds: tuple[int, int]) -> None:
     print(f"held-out synthetic scenes: {n_frames} frames, seeds {seeds[0]}..{seeds[1] - 1}")
-    head = (
-        f"{'backend':<8} {'mIoU':>6} "
-        + " ".join(f"{c[:6]:>6}" for c in SEMSEG_CLASSES)
-        + f" {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7} {'ms/img':>7}"
-    )
+    head = f"{'backend':<8} {'mIoU':>6} " + " ".join(f"{c[:6]:>6}" for c in SEMSEG_CLASSES) + \
+        f" {'AbsRel':>7} {'RMSE':>6} {'d<1.25':>7} {'ms/img':>7}"
     print(head)
     print("-" * len(head))
     for name, r in results.items():

@@ -132,14 +132,12 @@ class NoisyTopKGate(nn.Module):
         logits = clean_logits + torch.randn_like(clean_logits) * noise_stddev
         probs = self.softmax(logits)
         top_vals, top_idx = probs.topk(min(self.top_k + 1, self.num_experts), dim=1)
-        top_k_idx = top_idx[:, : self.top_k]
-        top_k_gates = top_vals[:, : self.top_k]
+        top_k_idx = top_idx[:, :self.top_k]
+        top_k_gates = top_vals[:, :self.top_k]
         # Dense (tokens, E) gate matrix: upstream builds it for the balance loss in every mode.
         self.dense_gates = torch.zeros_like(probs).scatter(1, top_k_idx, top_k_gates)
-        return (
-            top_k_idx.reshape(lead + [self.top_k]).contiguous(),
-            top_k_gates.reshape(lead + [self.top_k]).contiguous(),
-        )
+        return (top_k_idx.reshape(lead + [self.top_k]).contiguous(),
+                top_k_gates.reshape(lead + [self.top_k]).contiguous())
 
 
 def prepare_forward(
@@ -177,7 +175,7 @@ class MoELinear(nn.Module):
         for e, c in enumerate(expert_count.tolist()):  # the CUDA loop reads the counts on the host
             if c == 0:
                 continue
-            out[ptr : ptr + c].addmm_(inp[ptr : ptr + c], self.weight[e].t())
+            out[ptr:ptr + c].addmm_(inp[ptr:ptr + c], self.weight[e].t())
             ptr += c
         return out
 
@@ -329,16 +327,8 @@ def m3vit_state_dict(weights: ModelWeights) -> dict[str, torch.Tensor]:
     }
     for i in range(cfg.depth):
         ours, theirs = f"blocks.{i}.", f"backbone.blocks.{i}."
-        for name in (
-            "norm1.weight",
-            "norm1.bias",
-            "norm2.weight",
-            "norm2.bias",
-            "attn.qkv.weight",
-            "attn.qkv.bias",
-            "attn.proj.weight",
-            "attn.proj.bias",
-        ):
+        for name in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.qkv.weight",
+                     "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"):
             sd[theirs + name] = w[ours + name]
         if cfg.is_moe(i):
             sd[theirs + "mlp.experts.htoh4.weight"] = w[ours + "moe.fc1.weight"]

@@ -50,10 +50,8 @@ MULTI_NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
 MULTI_NODE_NAME = "edgemoe_multi_node"
 #: The multi-camera node's command for NodeHarness(executable=...), installed or from source.
 MULTI_NODE_EXECUTABLE = (
-    [str(MULTI_NODE_SCRIPT)]
-    if MULTI_NODE_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"]
-)
+    [str(MULTI_NODE_SCRIPT)] if MULTI_NODE_SCRIPT.exists()
+    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"])
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
@@ -382,23 +380,16 @@ def diag_values(msg: DiagnosticArray, name_contains: str = "edgemoe") -> dict[st
     return {}
 
 
-def wait_diag(
-    collector: Collector,
-    predicate: Callable[[dict[str, str]], bool],
-    timeout: float = MSG_TIMEOUT_S,
-    name_contains: str = "edgemoe",
-) -> dict[str, str]:
+def wait_diag(collector: Collector, predicate: Callable[[dict[str, str]], bool],
+              timeout: float = MSG_TIMEOUT_S, name_contains: str = "edgemoe") -> dict[str, str]:
     """The first diagnostics values (received from now on) of the status whose name contains
     ``name_contains`` (e.g. ``camera front`` of the multi-camera node) satisfying ``predicate``."""
 
     def values(m: DiagnosticArray) -> dict[str, str]:
         return diag_values(m, name_contains)
 
-    msg = collector.wait_for(
-        lambda m: bool(values(m)) and predicate(values(m)),
-        timeout,
-        start=max(collector.count() - 1, 0),
-    )
+    msg = collector.wait_for(lambda m: bool(values(m)) and predicate(values(m)), timeout,
+                             start=max(collector.count() - 1, 0))
     return values(msg)
 
 
@@ -446,28 +437,17 @@ def make_image(
     return msg
 
 
-def make_compressed(
-    height: int = 96,
-    width: int = 160,
-    stamp: tuple[int, int] | None = None,
-    frame_id: str = "camera",
-    seed: int = 0,
-    pixels: np.ndarray | None = None,
-    codec: str = "png",
-) -> CompressedImage:
+def make_compressed(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
+                    frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None,
+                    codec: str = "png") -> CompressedImage:
     """``make_image``'s rgb8 frame as image_transport's compressed plugin publishes it (format
     ``"rgb8; png compressed bgr8"``); png is lossless, so it decodes to ``make_image``'s pixels."""
     raw = make_image(height, width, "rgb8", stamp, frame_id, seed, pixels)
     return rgb_to_compressed(image_array(raw), codec, raw.header)
 
 
-def make_camera_info(
-    height: int = 96,
-    width: int = 160,
-    stamp: tuple[int, int] | None = None,
-    frame_id: str = "camera",
-    focal: float = 100.0,
-) -> CameraInfo:
+def make_camera_info(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
+                     frame_id: str = "camera", focal: float = 100.0) -> CameraInfo:
     """A pinhole calibration with the principal point at the image centre."""
     stamp = stamp or now_stamp()
     info = CameraInfo()
@@ -481,7 +461,6 @@ def make_camera_info(
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     info.p = [focal, 0.0, cx, 0.0, 0.0, focal, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return info
-
 
 def image_array(msg: Image) -> np.ndarray:
     """An output Image as numpy, checking that its size fields match its data."""
@@ -589,9 +568,8 @@ def launch_command(desc: NodeDescription) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- bench scripts
-def run_bench(
-    script: str, args: Iterable[str], timeout_s: float, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess:
+def run_bench(script: str, args: Iterable[str], timeout_s: float,
+              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``bench/<script>`` with this interpreter from the repo root, as ``make bench`` does, and
     fail the test with the end of its stderr unless it exits 0; the caller reads its --json."""
     proc = subprocess.run(

@@ -72,9 +72,7 @@ def test_raw_colour_round_trip_is_exact(tmp_path: Path, storage: str, encoding: 
     meta = bag_info(tmp_path / "b")
     assert meta.storage == storage
     assert {(t.topic, t.msgtype, t.count) for t in meta.topics} == {
-        (TOPIC, m.IMAGE_MSG, len(frames)),
-        ("/cam/camera_info", m.CAMERA_INFO_MSG, len(frames)),
-    }
+        (TOPIC, m.IMAGE_MSG, len(frames)), ("/cam/camera_info", m.CAMERA_INFO_MSG, len(frames))}
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -192,7 +190,7 @@ def test_undecodable_image_names_file_topic_and_stamp(
 
 def test_corrupt_compressed_frame(tmp_path: Path) -> None:
     msg = m.rgb_to_compressed(_smooth_frames(1)[0][1], 3, "cam", "jpeg")
-    msg.data = msg.data[:40]
+    msg.data = msg.data[: 40]
     with BagWriter(tmp_path / "b") as writer:
         writer.write("/cam/image/compressed", 3, msg)
     with pytest.raises(
@@ -274,10 +272,8 @@ def test_writer_removes_partial_bag_on_error(tmp_path: Path) -> None:
 
 
 def test_one_topic_one_type(tmp_path: Path) -> None:
-    with (
-        pytest.raises(BagError, match=r"already written as sensor_msgs/msg/Image"),
-        BagWriter(tmp_path / "b") as writer,
-    ):
+    with pytest.raises(BagError, match=r"already written as sensor_msgs/msg/Image"), \
+            BagWriter(tmp_path / "b") as writer:
         writer.write(TOPIC, 1, m.rgb_to_image(_frames(1)[0][1], 1, "cam"))
         writer.write(TOPIC, 2, CameraInfoParams.pinhole(W, H, 1.0).to_msg(2, "cam"))
 

@@ -62,9 +62,8 @@ def _image(msg: object) -> np.ndarray:
     return arr[..., 0] if ch == 1 else arr
 
 
-def test_process_writes_inputs_and_outputs_with_input_stamps(
-    in_bag: Path, weights_file: Path, tmp_path: Path
-) -> None:
+def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weights_file: Path,
+                                                             tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (
         main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--no-progress"])
@@ -113,7 +112,6 @@ def test_process_writes_inputs_and_outputs_with_input_stamps(
             assert m.stamp_ns(info) == stamp and CameraInfoParams.from_msg(info) == INFO
     engine.close()
 
-
 def test_model_resolution_scales_camera_info(
     in_bag: Path, weights_file: Path, tmp_path: Path
 ) -> None:
@@ -143,9 +141,8 @@ def test_model_resolution_scales_camera_info(
     assert all((msg.height, msg.width) == (cfg.img_h, cfg.img_w) for _, msg, _ in depth)
     assert all(np.isfinite(_image(msg)).all() for _, msg, _ in depth)
     info = CameraInfoParams.from_msg(got["/cam/depth/camera_info"][0][1])
-    k, _, w, h = pp.scale_camera_info_params(
-        np.array(INFO.k), np.array(INFO.p), W, H, pp.compute_fit(H, W, cfg)
-    )
+    k, _, w, h = pp.scale_camera_info_params(np.array(INFO.k), np.array(INFO.p), W, H,
+                                             pp.compute_fit(H, W, cfg))
     assert (info.width, info.height) == (w, h) == (cfg.img_w, cfg.img_h)
     np.testing.assert_allclose(info.k, k.ravel())
     assert info.k[0] == pytest.approx(INFO.k[0] * cfg.img_w / W)
@@ -182,24 +179,11 @@ def test_corrupt_input_exit_code_and_no_output(
     assert str(in_bag) in caplog.text and "not a readable rosbag2 bag" in caplog.text
 
 
-def test_missing_topic_exit_code(
-    in_bag: Path, weights_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_missing_topic_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path,
+                                 caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "process",
-                str(in_bag),
-                str(out),
-                "--weights",
-                str(weights_file),
-                "--topic",
-                "/front/image",
-            ]
-        )
-        == EXIT_BAG
-    )
+    assert main(["process", str(in_bag), str(out), "--weights", str(weights_file),
+                 "--topic", "/front/image"]) == EXIT_BAG
     assert "[topic /front/image]: topic not in bag" in caplog.text
     assert not out.exists()
 
@@ -210,22 +194,13 @@ def test_existing_output_exit_code(in_bag: Path, weights_file: Path, tmp_path: P
     assert main(["process", str(in_bag), str(out), "--weights", str(weights_file)]) == EXIT_BAG
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--tasks", "semseg,flow"], "unknown task 'flow'"),
-        (["--backend", "gpu"], "unknown backend 'gpu'"),
-        (["--weights", "/nonexistent/w.safetensors"], "file not found"),
-    ],
-)
-def test_model_errors_exit_code(
-    in_bag: Path,
-    weights_file: Path,
-    tmp_path: Path,
-    args: list[str],
-    message: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.mark.parametrize("args,message", [
+    (["--tasks", "semseg,flow"], "unknown task 'flow'"),
+    (["--backend", "gpu"], "unknown backend 'gpu'"),
+    (["--weights", "/nonexistent/w.safetensors"], "file not found"),
+])
+def test_model_errors_exit_code(in_bag: Path, weights_file: Path, tmp_path: Path, args: list[str],
+                                message: str, caplog: pytest.LogCaptureFixture) -> None:
     argv = ["process", str(in_bag), str(tmp_path / "out"), "--weights", str(weights_file), *args]
     assert main(argv) == EXIT_MODEL
     assert message in caplog.text
@@ -402,8 +377,8 @@ def _png_claiming(width: int, height: int) -> bytes:
 
     data = bytearray(m.rgb_to_compressed(_frames()[0][1], 1, "cam", "png").data.tobytes())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
     return bytes(data)
 
 
@@ -466,9 +441,8 @@ def test_zero_size_camera_info_means_same_as_image(weights_file: Path, tmp_path:
     assert (relayed.width, relayed.height) == (W, H) and relayed.k[0] == pytest.approx(INFO.k[0])
 
 
-def test_a_frame_that_fails_writes_no_output(
-    weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_frame_that_fails_writes_no_output(weights_file: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A skipped frame is skipped whole: never counted as skipped with some outputs written."""
     from edgemoe_ros.bag import process as process_mod
 

@@ -34,6 +34,7 @@ def test_bench_node_writes_the_issue_json(tmp_path, dds):
         and set(doc["e2e_ms"]) == {"480p"}
         and doc["dds"] == dds
     )
+
     detail = doc["detail_ms"]["480p"]
     for key in (
         "receive",

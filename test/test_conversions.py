@@ -220,14 +220,11 @@ def test_every_kind_has_a_test():
 
 
 # ----- outputs -----
-@pytest.mark.parametrize(
-    "encoding,arr",
-    [
-        ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
-        ("rgb8", _rgb(30, 50)),
-        ("32FC1", np.linspace(0.5, 80, 30 * 50, dtype=np.float32).reshape(30, 50)),
-    ],
-)
+@pytest.mark.parametrize("encoding,arr", [
+    ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
+    ("rgb8", _rgb(30, 50)),
+    ("32FC1", np.linspace(0.5, 80, 30 * 50, dtype=np.float32).reshape(30, 50)),
+])
 def test_array_to_image_sizes_match_data_and_header_is_copied(encoding, arr):
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345
@@ -244,14 +241,11 @@ def test_array_to_image_sizes_match_data_and_header_is_copied(encoding, arr):
     np.testing.assert_array_equal(back, arr)
 
 
-@pytest.mark.parametrize(
-    "encoding, arr",
-    [
-        ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
-        ("rgb8", (np.arange(30 * 50 * 3) % 251).astype(np.uint8).reshape(30, 50, 3)),
-        ("32FC1", np.linspace(0.5, 80.0, 30 * 50, dtype=np.float32).reshape(30, 50)),
-    ],
-)
+@pytest.mark.parametrize("encoding, arr", [
+    ("mono8", np.arange(30 * 50, dtype=np.uint8).reshape(30, 50)),
+    ("rgb8", (np.arange(30 * 50 * 3) % 251).astype(np.uint8).reshape(30, 50, 3)),
+    ("32FC1", np.linspace(0.5, 80.0, 30 * 50, dtype=np.float32).reshape(30, 50)),
+])
 def test_borrowed_image_serialises_to_the_same_bytes_as_a_copied_one(encoding, arr):
     """borrow=True skips two copies; what goes on the wire must carry the same message, no view
     left behind.

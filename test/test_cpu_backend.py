@@ -61,17 +61,14 @@ def _check_against_reference(
         assert res.routing[task].dtype == np.int32
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"top_k": 1},
-        {"top_k": 3, "num_experts": 5},
-        {"moe_every": 1, "depth": 3},  # every block MoE: the fork happens in block 0
-        {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
-        {"tasks": ("depth",)},
-    ],
-)
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"top_k": 1},
+    {"top_k": 3, "num_experts": 5},
+    {"moe_every": 1, "depth": 3},  # every block MoE: the fork happens in block 0
+    {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
+    {"tasks": ("depth",)},
+])
 def test_matches_reference_tiny(overrides, native):
     cfg = tiny_config(**overrides)
     _check_against_reference(cfg, seed=11, batch=2, tasks=cfg.tasks, native=native)
@@ -125,7 +122,7 @@ def test_batch_of_three_equals_three_singles(tiny_backend):
     images = _images(cfg, 3, seed=9)
     batch = backend.run(images, BOTH)
     for i in range(3):
-        one = backend.run(images[i : i + 1], BOTH)
+        one = backend.run(images[i:i + 1], BOTH)
         for task in BOTH:
             np.testing.assert_allclose(
                 batch.features[task][i], one.features[task][0], rtol=1e-5, atol=1e-5
@@ -235,7 +232,7 @@ def test_large_key_and_value_biases_are_handled_exactly(native):
     rng = np.random.default_rng(13)
     for i in range(cfg.depth):
         bias = weights.tensors[f"blocks.{i}.attn.qkv.bias"]
-        bias[cfg.dim :] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
+        bias[cfg.dim:] = rng.uniform(-3.0, 3.0, 2 * cfg.dim).astype(np.float32)  # k and v thirds
     backend = CpuBackend(native=native)
     backend.load(weights)
     images = _images(cfg, 2, seed=13)

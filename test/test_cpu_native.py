@@ -53,7 +53,7 @@ def _gelu64(v: np.ndarray) -> np.ndarray:
 def _ln64(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     dev = x - x.mean(axis=-1, keepdims=True)
-    return dev / np.sqrt((dev**2).mean(axis=-1, keepdims=True) + 1e-6)
+    return dev / np.sqrt((dev ** 2).mean(axis=-1, keepdims=True) + 1e-6)
 
 
 # ----- kernels -----------------------------------------------------------------------------------
@@ -212,11 +212,11 @@ def test_moe_route_is_top_k_with_unrenormalised_gates(fast, k, experts):
     rng = _rng(6)
     logits = rng.normal(0.0, 3.0, (37, 3 * experts)).astype(F32)
     logits[0] = 0.0  # all tie: lowest ids win
-    logits[1, experts : experts + 3] = 7.0  # a tie at the top within the middle column block
+    logits[1, experts:experts + 3] = 7.0  # a tie at the top within the middle column block
     for col0 in (0, experts):
         chosen, gates = np.empty((37, k), np.int32), np.empty((37, k), F32)
         fast.moe_route(logits, col0, experts, chosen, gates)
-        part = logits[:, col0 : col0 + experts]
+        part = logits[:, col0:col0 + experts]
         np.testing.assert_array_equal(chosen, top_k_experts(part, k))
         p = np.exp(part.astype(np.float64) - part.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
@@ -300,16 +300,8 @@ def test_native_matches_numpy_and_reference_on_the_spec_model(fast):
     _native_vs_numpy_vs_reference(ModelConfig(), seed=3, batch=1)
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"top_k": 1},
-        {"top_k": 3, "num_experts": 5},
-        {"moe_every": 1, "depth": 3},
-        {"moe_every": 10},
-    ],
-)
+@pytest.mark.parametrize("overrides", [{}, {"top_k": 1}, {"top_k": 3, "num_experts": 5},
+                                       {"moe_every": 1, "depth": 3}, {"moe_every": 10}])
 def test_native_matches_numpy_and_reference_on_tiny_models(fast, overrides):
     _native_vs_numpy_vs_reference(tiny_config(**overrides), seed=5, batch=2)
 
@@ -362,16 +354,8 @@ def test_guided_refine_matches_the_numpy_head(fast, shape):
 def test_guided_refine_checks_its_arguments(fast):
     coarse = np.zeros((1, 4, 4, 2), F32)
     images = np.zeros((1, 4, 4, 3), np.uint8)
-    args = [
-        np.ones(3, F32),
-        np.zeros(3, F32),
-        np.zeros((2, 3, 3, 3), F32),
-        np.zeros(2, F32),
-        np.zeros((5, 4), F32),
-        np.zeros(5, F32),
-        np.zeros((2, 5), F32),
-        np.zeros(2, F32),
-    ]
+    args = [np.ones(3, F32), np.zeros(3, F32), np.zeros((2, 3, 3, 3), F32), np.zeros(2, F32),
+            np.zeros((5, 4), F32), np.zeros(5, F32), np.zeros((2, 5), F32), np.zeros(2, F32)]
     fast.guided_refine(coarse, images, *args)  # fits
     with pytest.raises(ValueError, match="of one size"):
         fast.guided_refine(coarse, np.zeros((1, 4, 5, 3), np.uint8), *args)
@@ -409,12 +393,8 @@ def test_conv3x3_and_pointwise_match_numpy(fast, shape, stride):
     np.testing.assert_allclose(got, _planar(want), rtol=1e-5, atol=1e-5 * np.abs(want).max())
     pw = rng.normal(0.0, 0.3, (cout, cin)).astype(F32)
     want = x @ pw.T + bias
-    np.testing.assert_allclose(
-        fast.pointwise(_planar(x), pw, bias),
-        _planar(want),
-        rtol=1e-5,
-        atol=1e-5 * np.abs(want).max(),
-    )
+    np.testing.assert_allclose(fast.pointwise(_planar(x), pw, bias), _planar(want), rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize(

@@ -167,10 +167,8 @@ def test_backend_threads_option_gives_the_same_bits_as_one_thread(fast, cfg):
     assert three.threads == 1  # workers joined
     three.load(weights)  # a reload starts them again
     assert three.threads == 3
-    np.testing.assert_array_equal(
-        three.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
-        one.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
-    )
+    np.testing.assert_array_equal(three.run(images, cfg.tasks[:1]).features[cfg.tasks[0]],
+                                  one.run(images, cfg.tasks[:1]).features[cfg.tasks[0]])
     three.close()
 
 
@@ -209,9 +207,8 @@ def test_guided_refine_gives_the_same_bits_on_any_number_of_threads(fast, pools)
         images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
         want = heads.guided_refine(weights, cfg, "semseg", coarse, images, native=fast)
         for pool in pools.values():
-            got = heads.guided_refine(
-                weights, cfg, "semseg", coarse, images, native=fastops.PooledHeads(fast, pool)
-            )
+            got = heads.guided_refine(weights, cfg, "semseg", coarse, images,
+                                      native=fastops.PooledHeads(fast, pool))
             np.testing.assert_array_equal(got, want)
 
 

@@ -294,18 +294,10 @@ def test_node_judges_its_input_only_while_active_with_a_task(ros_context, tmp_pa
     from edgemoe_ros.ros.node import EdgeMoeNode
 
     name = f"edgemoe_node_{uuid.uuid4().hex[:8]}"
-    overrides = {
-        "weights_path": str(write_tiny_weights(tmp_path / "tiny.safetensors")),
-        "autostart": False,
-        "input_rate_window": 0.1,
-        "input_timeout": 0.2,
-    }
-    node = EdgeMoeNode(
-        name,
-        context=ros_context,
-        namespace="/front",
-        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-    )
+    overrides = {"weights_path": str(write_tiny_weights(tmp_path / "tiny.safetensors")),
+                 "autostart": False, "input_rate_window": 0.1, "input_timeout": 0.2}
+    node = EdgeMoeNode(name, context=ros_context, namespace="/front",
+                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     sent = []
     node._diag_pub.publish = sent.append  # the report, without a DDS peer
 
@@ -410,13 +402,8 @@ def test_running_node_camera_stream_ok_warn_error_ok_and_names_itself_and_its_de
 
         def wait_level(level: bytes, text: str = "", timeout: float = 20.0) -> DiagnosticStatus:
             start = max(diag.count() - 1, 0)
-            msg = diag.wait_for(
-                lambda m: (
-                    ours(m) is not None and ours(m).level == level and text in ours(m).message
-                ),
-                timeout,
-                start=start,
-            )
+            msg = diag.wait_for(lambda m: ours(m) is not None and ours(m).level == level
+                                and text in ours(m).message, timeout, start=start)
             return ours(msg)
 
         thread = threading.Thread(target=camera, daemon=True)

@@ -59,7 +59,7 @@ def test_isqrt_and_recip_are_exact():
     )
     s = ops.isqrt(v)
     assert all(int(a) == math.isqrt(int(b)) for a, b in zip(s, v, strict=True))
-    den = np.concatenate([rng.integers(1, 2**30, 500), [1, 2, 3, 2**15, 129 * 2**16]])
+    den = np.concatenate([rng.integers(1, 2 ** 30, 500), [1, 2, 3, 2 ** 15, 129 * 2 ** 16]])
     assert all(int(r) == (1 << 38) // int(d) for r, d in zip(ops.recip(38, den), den, strict=True))
 
 
@@ -68,8 +68,8 @@ def test_exp2_neg_accuracy():
         [-rng.integers(0, 40 << 16, 5000), [0, -1, -(1 << 16), -(31 << 16), -(32 << 16)]]
     )
     got = ops.exp2_neg(t)
-    want = np.exp2(t / 2.0**16) * 2**16
-    assert got[-5] == 2**16 and got[-1] == 0
+    want = np.exp2(t / 2.0 ** 16) * 2 ** 16
+    assert got[-5] == 2 ** 16 and got[-1] == 0
     # table rounding (1/4 LSB) + interpolation (~1/4 LSB) + truncating shift (< 1 LSB)
     assert np.max(np.abs(got - want)) <= 1.5
     assert (got >= 0).all() and (np.diff(got[np.argsort(t[:-5])]) >= 0).all()
@@ -95,15 +95,12 @@ def test_router_softmax_and_sum():
     assert np.max(np.abs(gates.sum(-1) - 1)) < 2e-3
 
 
-@pytest.mark.parametrize(
-    "logits,want",
-    [
-        ([0, 0, 0, 0], [0, 1]),  # all tied -> lowest ids
-        ([5, 7, 7, 1], [1, 2]),  # tie for first -> lower id first
-        ([9, 3, 3, 3], [0, 1]),  # tie for second
-        ([-(2**31), -(2**31), 2**31 - 1, -(2**31)], [2, 0]),  # extremes, no overflow
-    ],
-)
+@pytest.mark.parametrize("logits,want", [
+    ([0, 0, 0, 0], [0, 1]),            # all tied -> lowest ids
+    ([5, 7, 7, 1], [1, 2]),            # tie for first -> lower id first
+    ([9, 3, 3, 3], [0, 1]),            # tie for second
+    ([-2 ** 31, -2 ** 31, 2 ** 31 - 1, -2 ** 31], [2, 0]),  # extremes, no overflow
+])
 def test_top2_ties_go_to_lower_expert(logits, want):
     assert ops.top_k(np.array([logits]), 2)[0].tolist() == want
 
@@ -113,20 +110,10 @@ def test_layernorm_accuracy():
     x[0] = 0.0  # constant row: variance 0, eps keeps it finite
     g = rng.normal(1, 0.1, 192)
     b = rng.normal(0, 0.1, 192)
-    got = to_float(
-        ops.layernorm(
-            to_raw(x, "act"),
-            to_raw(g, "bias"),
-            to_raw(b, "bias"),
-            int(round(1e-6 * 2 ** itf.ln_var_frac())),
-        )
-    )
-    want = layer_norm(
-        to_float(to_raw(x, "act")),
-        to_float(to_raw(g, "bias"), "bias"),
-        to_float(to_raw(b, "bias"), "bias"),
-        1e-6,
-    )
+    got = to_float(ops.layernorm(to_raw(x, "act"), to_raw(g, "bias"), to_raw(b, "bias"),
+                                 int(round(1e-6 * 2 ** itf.ln_var_frac()))))
+    want = layer_norm(to_float(to_raw(x, "act")), to_float(to_raw(g, "bias"), "bias"),
+                      to_float(to_raw(b, "bias"), "bias"), 1e-6)
     assert np.max(np.abs(got - want)) < 2e-4
 
 
@@ -134,7 +121,7 @@ def test_attention_matches_float_softmax_attention():
     n, heads, hd = 33, 3, 8
     qkv = rng.normal(0, 1.5, size=(2, n, 3 * heads * hd))
     qkv_raw = to_raw(qkv, "act")
-    scale_raw = int(round(math.log2(math.e) / math.sqrt(hd) * 2**itf.COEF_FRAC))
+    scale_raw = int(round(math.log2(math.e) / math.sqrt(hd) * 2 ** itf.COEF_FRAC))
     got = to_float(ops.attention(qkv_raw, heads, scale_raw))
     q, k, v = to_float(qkv_raw).reshape(2, n, 3, heads, hd).transpose(2, 0, 3, 1, 4)
     s = q @ k.swapaxes(-1, -2) / math.sqrt(hd)
@@ -154,9 +141,9 @@ def test_attention_rescale_path_with_increasing_scores():
     k[0, :, 0] = np.arange(n) * 1.5
     v = rng.normal(0, 1, size=(1, n, hd))
     qkv_raw = to_raw(np.concatenate([q, k, v], axis=-1), "act")
-    scale_raw = int(round(math.log2(math.e) / math.sqrt(hd) * 2**itf.COEF_FRAC))
+    scale_raw = int(round(math.log2(math.e) / math.sqrt(hd) * 2 ** itf.COEF_FRAC))
     got = to_float(ops.attention(qkv_raw, 1, scale_raw))[0]
     s = (q[0] @ k[0].T) / math.sqrt(hd)
     p = np.exp(s - s.max(-1, keepdims=True))
-    want = (p / p.sum(-1, keepdims=True)) @ to_float(qkv_raw)[0, :, 2 * hd :]
+    want = (p / p.sum(-1, keepdims=True)) @ to_float(qkv_raw)[0, :, 2 * hd:]
     assert np.max(np.abs(got - want)) < 2e-3

@@ -75,7 +75,7 @@ def _slow_conv(x, weight, bias):
     out = np.zeros((cout, h, w))
     for ky in range(kh):
         for kx in range(kw):
-            out += np.einsum("oc,chw->ohw", weight[:, :, ky, kx], xp[:, ky : ky + h, kx : kx + w])
+            out += np.einsum("oc,chw->ohw", weight[:, :, ky, kx], xp[:, ky:ky + h, kx:kx + w])
     return out + bias[:, None, None]
 
 
@@ -312,16 +312,8 @@ def test_up_head_matches_pytorch_when_installed():
     x = x.transpose(1, 2).reshape(1, cfg.dim, cfg.grid_h, cfg.grid_w)
     for s in range(cfg.up_stages):
         x = F.conv2d(x, t(f"{p}conv_{s}.weight"), t(f"{p}conv_{s}.bias"), padding=1)
-        x = F.batch_norm(
-            x,
-            t(f"{p}bn_{s}.running_mean"),
-            t(f"{p}bn_{s}.running_var"),
-            t(f"{p}bn_{s}.weight"),
-            t(f"{p}bn_{s}.bias"),
-            False,
-            0.0,
-            BN_EPS,
-        )
+        x = F.batch_norm(x, t(f"{p}bn_{s}.running_mean"), t(f"{p}bn_{s}.running_var"),
+                         t(f"{p}bn_{s}.weight"), t(f"{p}bn_{s}.bias"), False, 0.0, BN_EPS)
         x = F.interpolate(F.relu(x), scale_factor=2, mode="bilinear", align_corners=False)
     x = F.conv2d(x, t(f"{p}conv_{cfg.up_stages}.weight"), t(f"{p}conv_{cfg.up_stages}.bias"))
     want = x.numpy()
@@ -361,20 +353,11 @@ def _pyramid_macs_from_shapes(cfg, task):
     from edgemoe_ros.model.weights import head_shapes
 
     n1 = cfg.img_h * cfg.img_w
-    at = {
-        "tok": cfg.num_patches,
-        "enc2": n1 // 4,
-        "enc4": n1 // 16,
-        "enc1": n1,
-        "mix4": n1 // 16,
-        "mix2": n1 // 4,
-        "out": n1,
-    }
-    fusions = {
-        "fuse4": (cfg.pyramid_token, cfg.num_patches, cfg.pyramid_enc[1], n1 // 16),
-        "fuse2": (cfg.pyramid_dec[0], n1 // 16, cfg.pyramid_enc[0], n1 // 4),
-        "fuse1": (cfg.pyramid_dec[1], n1 // 4, cfg.pyramid_guide, n1),
-    }
+    at = {"tok": cfg.num_patches, "enc2": n1 // 4, "enc4": n1 // 16, "enc1": n1, "mix4": n1 // 16,
+          "mix2": n1 // 4, "out": n1}
+    fusions = {"fuse4": (cfg.pyramid_token, cfg.num_patches, cfg.pyramid_enc[1], n1 // 16),
+               "fuse2": (cfg.pyramid_dec[0], n1 // 16, cfg.pyramid_enc[0], n1 // 4),
+               "fuse1": (cfg.pyramid_dec[1], n1 // 4, cfg.pyramid_guide, n1)}
     total = 0
     for name, shape in head_shapes(cfg, task).items():
         layer = name.split(".")[2]

@@ -221,10 +221,7 @@ def test_hls_config_matches_run_hls_tcl():
     assert tb == set(sets["tb_sources"].split())
     assert cfg["syn.interface.m_axi_addr64"] == ["1"]
     assert (cfg["package.ip.vendor"], cfg["package.ip.library"], cfg["package.ip.version"]) == (
-        [BD.ip_vendor],
-        [BD.ip_library],
-        [BD.ip_version],
-    )
+        [BD.ip_vendor], [BD.ip_library], [BD.ip_version])
     assert cfg["package.output.format"] == ["ip_catalog"]
     # the staged include dir of run_hls.tcl ($hls_root/build/vitis/include)
     for flags, tcl_flags in (
@@ -320,10 +317,8 @@ def _tcl_interp(**properties: str):
     to return ``properties`` (e.g. STATS.WNS) for any object."""
     tkinter = pytest.importorskip("tkinter")
     tcl = tkinter.Tcl()
-    tcl.eval(
-        "proc get_property {name obj} { global props; if {[dict exists $props $name]} "
-        "{ return [dict get $props $name] }; return {} }"
-    )
+    tcl.eval("proc get_property {name obj} { global props; if {[dict exists $props $name]} "
+             "{ return [dict get $props $name] }; return {} }")
     tcl.eval(f"set props [dict create {' '.join(f'{k} {{{v}}}' for k, v in properties.items())}]")
     tcl.eval(f"source {{{VITIS / 'overlay_export.tcl'}}}")
     return tcl
@@ -340,16 +335,13 @@ def test_implementation_uses_a_performance_strategy():
     assert text.index("set_property strategy $impl_strategy") < text.index("launch_runs impl_1")
 
 
-@pytest.mark.parametrize(
-    "wns, whs, error",
-    [
-        ("0.012", "0.020", None),
-        ("0.000", "0.000", None),
-        ("-0.004", "0.020", "WNS -0.004 ns < 0.0 ns"),
-        ("0.100", "-0.010", "WHS -0.010 ns < 0.0 ns"),
-        ("", "", "reports no slack"),
-    ],
-)
+@pytest.mark.parametrize("wns, whs, error", [
+    ("0.012", "0.020", None),
+    ("0.000", "0.000", None),
+    ("-0.004", "0.020", "WNS -0.004 ns < 0.0 ns"),
+    ("0.100", "-0.010", "WHS -0.010 ns < 0.0 ns"),
+    ("", "", "reports no slack"),
+])
 def test_timing_gate_fails_the_build_on_negative_slack(wns, whs, error):
     import tkinter
 
@@ -421,10 +413,8 @@ def test_export_without_a_hardware_handoff_fails(tmp_path):
 def test_the_driver_resets_the_pl_through_the_reset_the_block_design_wires():
     sets = _tcl_sets(VITIS / "block_design.tcl")
     assert sets["pl_reset"] == BD.pl_reset_pin
-    assert (
-        "connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]"
-        in (VITIS / "block_design.tcl").read_text()
-    )
+    assert "connect_bd_net [get_bd_pins $ps/$pl_reset] [get_bd_pins $rst/ext_reset_in]" in \
+        (VITIS / "block_design.tcl").read_text()
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in VITIS.glob("*.tcl")))

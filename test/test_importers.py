@@ -68,12 +68,8 @@ def m3vit_state_dict(w: ModelWeights) -> dict[str, np.ndarray]:
     return sd
 
 
-def save_m3vit(
-    sd: dict[str, np.ndarray],
-    path: Path,
-    wrapper: str | None = "state_dict",
-    prefix: str = "module.",
-) -> Path:
+def save_m3vit(sd: dict[str, np.ndarray], path: Path, wrapper: str | None = "state_dict",
+               prefix: str = "module.") -> Path:
     tensors = {prefix + k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
     obj = {wrapper: tensors, "epoch": 99} if wrapper else tensors
     torch.save(obj, path)
@@ -262,10 +258,8 @@ def test_edgemoe_round_trip_with_donor_heads(tmp_path, light_model):
     np.testing.assert_array_equal(imported["cls_token"], 0.0)
     np.testing.assert_array_equal(imported["pos_embed"][1:], light_model["pos_embed"][1:])
     # token 0 sees the same input embedding: cls_token + pos_embed[0]
-    np.testing.assert_array_equal(
-        imported["cls_token"][0] + imported["pos_embed"][0],
-        light_model["cls_token"][0] + light_model["pos_embed"][0],
-    )
+    np.testing.assert_array_equal(imported["cls_token"][0] + imported["pos_embed"][0],
+                                  light_model["cls_token"][0] + light_model["pos_embed"][0])
 
 
 def test_edgemoe_random_heads_and_identity_norm(tmp_path, light_model):
@@ -310,7 +304,6 @@ def test_edgemoe_bad_directory_names_file_and_tensor(tmp_path, light_model, kind
         import_edgemoe(root, complete_from=light_model)
     assert str(f) in str(err.value)
     assert tensor in str(err.value)
-
 
 def test_cli_converts_both_formats(tmp_path, up_model, light_model, capsys):
     src = save_m3vit(m3vit_state_dict(up_model), tmp_path / "m.pth")

@@ -152,7 +152,7 @@ def test_alignment_padding_is_zero():
         used = np.zeros(arr.size, bool)
         for e in packed.layout.entries:
             if e.buffer == buf:
-                used[e.offset : e.offset + e.size] = True
+                used[e.offset:e.offset + e.size] = True
         assert (~used).any(), f"{buf}: the tiny model should need some padding"
         assert not arr[~used].any(), f"{buf}: padding words must be zero"
 
@@ -195,10 +195,10 @@ def test_pack_reports_saturation(caplog):
 
 
 def test_quantize_rounds_ties_up_and_saturates():
-    raw, n_sat = itf.quantize(np.array([0.5, -0.5, 1.5, -1.5, 1000.0]) * 2.0**-14, "weight")
+    raw, n_sat = itf.quantize(np.array([0.5, -0.5, 1.5, -1.5, 1000.0]) * 2.0 ** -14, "weight")
     assert raw.tolist() == [1, 0, 2, -1, 1000] and n_sat == 0  # ties toward +inf, like AP_RND
     raw, n_sat = itf.quantize(np.array([2.0, -2.0, -3.0]), "weight")
-    assert raw.tolist() == [2**15 - 1, -(2**15), -(2**15)] and n_sat == 2
+    assert raw.tolist() == [2 ** 15 - 1, -2 ** 15, -2 ** 15] and n_sat == 2
 
 
 def test_spec_formats_table():

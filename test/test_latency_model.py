@@ -50,7 +50,7 @@ def _dataflow_tasks(header: str) -> list[list[str]]:
     text = (HLS_INCLUDE / header).read_text()
     regions = []
     for m in re.finditer(r"^\s*#pragma HLS DATAFLOW\s*$", text, re.M):
-        body = text[m.end() : text.index("\n}\n", m.end())]
+        body = text[m.end():text.index("\n}\n", m.end())]
         regions.append(re.findall(r"^\s*([a-z_]+)(?:<[^>]*>)?\(", body, re.M))
     return regions
 

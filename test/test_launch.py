@@ -68,22 +68,15 @@ def test_params_file_is_not_overridden_by_launch_defaults(tmp_path):
     assert (got["autostart"], got["backend"], got["use_sim_time"]) == (False, "reference", True)
 
 
-@pytest.mark.parametrize(
-    "args,want",
-    [
-        ({"autostart": "false"}, {"autostart": False}),
-        ({"autostart": "true"}, {"autostart": True}),
-        ({"backend": "null"}, {"backend": "null"}),
-        ({"backend": "fixed", "use_sim_time": "true"}, {"backend": "fixed", "use_sim_time": True}),
-    ],
-)
+@pytest.mark.parametrize("args,want", [
+    ({"autostart": "false"}, {"autostart": False}),
+    ({"autostart": "true"}, {"autostart": True}),
+    ({"backend": "null"}, {"backend": "null"}),
+    ({"backend": "fixed", "use_sim_time": "true"}, {"backend": "fixed", "use_sim_time": True}),
+])
 def test_explicit_args_override_the_params_file(tmp_path, args, want):
-    user = _user_file(
-        tmp_path,
-        autostart=not want.get("autostart", True),
-        backend="reference",
-        use_sim_time=False,
-    )
+    user = _user_file(tmp_path, autostart=not want.get("autostart", True), backend="reference",
+                      use_sim_time=False)
     desc = launch_description(LAUNCH, {"params_file": str(user), **args})
     got = desc.effective_parameters()
     assert {k: got[k] for k in want} == want
@@ -136,15 +129,9 @@ def test_launch_runs_node_with_remapped_names(tmp_path):
     try:
         client = RosClient(env)
         client.wait_for_state(f"{ns}/edgemoe_node", "active")
-        outs = {
-            t: client.collect(f"{ns}/{t}", typ)
-            for t, typ in (
-                ("segmentation/image", Image),
-                ("segmentation/color", Image),
-                ("depth/image", Image),
-                ("depth/camera_info", CameraInfo),
-            )
-        }
+        outs = {t: client.collect(f"{ns}/{t}", typ) for t, typ in (
+            ("segmentation/image", Image), ("segmentation/color", Image), ("depth/image", Image),
+            ("depth/camera_info", CameraInfo))}
         image_pub = client.publisher("/sensors/cam/image_raw/compressed", CompressedImage)
         info_pub = client.publisher("/sensors/cam/camera_info", CameraInfo)
         client.wait_for_subscribers(image_pub)
@@ -200,9 +187,8 @@ UNCONFIGURED_WAIT_S = 3.0
 def test_lifecycle_manager_owns_node_whose_file_says_autostart_false(tmp_path):
     """autostart: false in the file, use_sim_time and backend from the command line: the node
     waits unconfigured with the args' values, and a lifecycle manager brings it up on them."""
-    node, client, name = _start(
-        tmp_path, {"use_sim_time": "true", "backend": "null"}, autostart=False, backend="cpu"
-    )
+    node, client, name = _start(tmp_path, {"use_sim_time": "true", "backend": "null"},
+                                autostart=False, backend="cpu")
     try:
         _stays_unconfigured(client, name)
         got = client.get_parameters(name, ["autostart", "use_sim_time", "backend"])

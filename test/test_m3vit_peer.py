@@ -62,16 +62,13 @@ def _check(cfg: ModelConfig, seed: int, batch: int) -> None:
         np.testing.assert_array_equal(routing, ref.routing)
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"top_k": 1},
-        {"top_k": 3, "num_experts": 5},
-        {"moe_every": 1, "depth": 3},
-        {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
-    ],
-)
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"top_k": 1},
+    {"top_k": 3, "num_experts": 5},
+    {"moe_every": 1, "depth": 3},
+    {"pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225)},
+])
 def test_matches_reference_tiny(overrides):
     _check(tiny_config(**overrides), seed=5, batch=2)
 

@@ -41,16 +41,10 @@ def _env(transport: str):
     try:
         c = h.client
         seg, depth = c.collect("segmentation/image", Image), c.collect("depth/image", Image)
-        image = (
-            ("image", c.publisher("image", Image))
-            if transport == "raw"
-            else ("compressed", c.publisher("image/compressed", CompressedImage))
-        )
-        pubs = dict(
-            [image],
-            info=c.publisher("camera_info", CameraInfo),
-            request=c.publisher(h.srv("task_request"), String),
-        )
+        image = (("image", c.publisher("image", Image)) if transport == "raw"
+                 else ("compressed", c.publisher("image/compressed", CompressedImage)))
+        pubs = dict([image], info=c.publisher("camera_info", CameraInfo),
+                    request=c.publisher(h.srv("task_request"), String))
         for p in pubs.values():
             c.wait_for_subscribers(p)
         c.wait_for_matched(seg)
@@ -221,11 +215,9 @@ def test_unknown_task_request_counted_and_ignored(env):
 @pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8"])
 def test_every_color_encoding_gives_the_rgb8_result(env, encoding):
     h, pubs, outs, expected, _ = env
-    px = {
-        "bgr8": GOOD_PIXELS[..., ::-1],
-        "rgba8": np.dstack([GOOD_PIXELS, np.zeros((H, W), np.uint8)]),
-        "bgra8": np.dstack([GOOD_PIXELS[..., ::-1], np.zeros((H, W), np.uint8)]),
-    }[encoding]
+    px = {"bgr8": GOOD_PIXELS[..., ::-1],
+          "rgba8": np.dstack([GOOD_PIXELS, np.zeros((H, W), np.uint8)]),
+          "bgra8": np.dstack([GOOD_PIXELS[..., ::-1], np.zeros((H, W), np.uint8)])}[encoding]
     stamp = _stamp()
     pubs["image"].publish(
         make_image(encoding=encoding, stamp=stamp, pixels=np.ascontiguousarray(px))

@@ -33,16 +33,9 @@ def harness():
 @pytest.fixture(scope="module")
 def io(harness):
     c = harness.client
-    cols = {
-        name: c.collect(name, typ)
-        for name, typ in (
-            ("segmentation/image", Image),
-            ("segmentation/color", Image),
-            ("depth/image", Image),
-            ("segmentation/camera_info", CameraInfo),
-            ("depth/camera_info", CameraInfo),
-        )
-    }
+    cols = {name: c.collect(name, typ) for name, typ in (
+        ("segmentation/image", Image), ("segmentation/color", Image), ("depth/image", Image),
+        ("segmentation/camera_info", CameraInfo), ("depth/camera_info", CameraInfo))}
     image_pub = c.publisher("image", Image)
     info_pub = c.publisher("camera_info", CameraInfo)
     c.wait_for_subscribers(image_pub)
@@ -75,10 +68,8 @@ def _send(io, stamp, seed=3):
     time.sleep(INFO_SETTLE_S)
     msg = make_image(H, W, "rgb8", stamp=stamp, frame_id="front_camera", seed=seed)
     image_pub.publish(msg)
-    out = {
-        name: col.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
-        for name, col in cols.items()
-    }
+    out = {name: col.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+           for name, col in cols.items()}
     return msg, out
 
 

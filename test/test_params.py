@@ -89,12 +89,8 @@ VALID = [
     ("color_compression", ""),
     ("color_compression", "png"),
     ("color_compression", "jpeg"),
-    ("expected_input_rate", 0.0),
-    ("expected_input_rate", 29.97),
-    ("input_rate_tolerance", 0.0),
-    ("input_rate_window", 0.5),
-    ("input_timeout", 2.0),
-    ("diagnostics_use_fqn", True),
+    ("expected_input_rate", 0.0), ("expected_input_rate", 29.97), ("input_rate_tolerance", 0.0),
+    ("input_rate_window", 0.5), ("input_timeout", 2.0), ("diagnostics_use_fqn", True),
 ]
 
 
@@ -175,7 +171,6 @@ def _node(ctx, overrides=()):
         start_parameter_services=False,
     )
 
-
 def test_declare_all_reads_typed_snapshot(ros_context):
     node = _node(
         ros_context, [Parameter("tasks", value=["depth"]), Parameter("queue_size", value=4)]
@@ -210,18 +205,10 @@ def test_bad_override_fails_at_declare_time(ros_context, name, value):
         node.destroy_node()
 
 
-@pytest.mark.parametrize(
-    "name,value",
-    [
-        ("backend", "gpu"),
-        ("tasks", ["semseg", "normals"]),
-        ("output_resolution", "native"),
-        ("resize_mode", "fill"),
-        ("fallback_backend", "npu"),
-        ("backend_options", "[]"),
-        ("weights_path", "x.onnx"),
-    ],
-)
+@pytest.mark.parametrize("name,value", [("backend", "gpu"), ("tasks", ["semseg", "normals"]),
+                                        ("output_resolution", "native"), ("resize_mode", "fill"),
+                                        ("fallback_backend", "npu"), ("backend_options", "[]"),
+                                        ("weights_path", "x.onnx")])
 def test_set_parameters_callback_rejects_with_reason(ros_context, name, value):
     node = _node(ros_context)
     try:

@@ -116,7 +116,7 @@ def test_restore_classes_fill_outside_crop(mode):
     # nearest: no new ids
     assert inside.max() < 7 and set(np.unique(inside)) <= set(np.unique(ids))
     outside = np.ones(back.shape, bool)
-    outside[fit.roi_y : fit.roi_y + fit.roi_h, fit.roi_x : fit.roi_x + fit.roi_w] = False
+    outside[fit.roi_y:fit.roi_y + fit.roi_h, fit.roi_x:fit.roi_x + fit.roi_w] = False
     assert outside.sum() == (0 if mode == "stretch" else 480 * 640 - 320 * 640)
     assert (back[outside] == IGNORE_INDEX).all()
 
@@ -126,9 +126,9 @@ def test_restore_depth_nan_outside_and_linear_values_in_range():
     depth = np.linspace(1.0, 50.0, 128 * 256, dtype=np.float32).reshape(128, 256)
     back = restore_to_input(depth, fit, fill=np.nan, interpolation="linear")
     assert back.shape == (600, 600) and back.dtype == np.float32
-    inside = back[fit.roi_y : fit.roi_y + fit.roi_h]
+    inside = back[fit.roi_y:fit.roi_y + fit.roi_h]
     assert np.isfinite(inside).all() and inside.min() >= 1.0 and inside.max() <= 50.0
-    assert np.isnan(back[: fit.roi_y]).all() and np.isnan(back[fit.roi_y + fit.roi_h :]).all()
+    assert np.isnan(back[:fit.roi_y]).all() and np.isnan(back[fit.roi_y + fit.roi_h:]).all()
 
 
 def test_restore_is_exact_for_integer_upscale():

@@ -140,7 +140,7 @@ def test_batch_equals_single_images(tiny):
     imgs = _images(cfg, batch=3, seed=5)
     both = forward(w, imgs, "depth")
     for i in range(3):
-        one = forward(w, imgs[i : i + 1], "depth")
+        one = forward(w, imgs[i:i + 1], "depth")
         np.testing.assert_allclose(both.features[i], one.features[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(both.routing[i], one.routing[0])
 

@@ -157,11 +157,8 @@ def test_cli_caches_trains_exports_and_resumes(init_file, tmp_path, monkeypatch)
     monkeypatch.setattr(th, "SHARD_FRAMES", 4)  # two training shards, one of them partial
     assert main(args) == 0
     shards = sorted(p.name for p in next(cache.iterdir()).glob("*.npz"))
-    assert shards == [
-        f"train_{FIRST_SEED:09d}_4.npz",
-        f"train_{FIRST_SEED + 4:09d}_2.npz",
-        f"val_{data.VAL_SEED_START:09d}_3.npz",
-    ]
+    assert shards == [f"train_{FIRST_SEED:09d}_4.npz", f"train_{FIRST_SEED + 4:09d}_2.npz",
+                      f"val_{data.VAL_SEED_START:09d}_3.npz"]
     train = load_cache(next(cache.iterdir()), "train", 6, FIRST_SEED)
     assert len(train["rgb"]) == 6 and train["depth"].dtype == np.float32
     exported = out / "export.safetensors"

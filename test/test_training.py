@@ -206,11 +206,8 @@ def test_metrics_on_known_values():
     m.add_semseg(np.array([[0, 1, 1, 2]], dtype=np.uint8), gt)
     iou = m.iou()
     np.testing.assert_allclose(iou, [0.5, 0.5, 1.0])
-    m.add_depth(
-        np.array([[2.0, 3.0, 10.0, 5.0]]),
-        np.array([[2.0, 2.0, 100.0, np.inf]]),
-        np.array([[0, 0, 0, 2]]),
-    )  # 100 m is beyond max_depth; class 2 is not sky here
+    m.add_depth(np.array([[2.0, 3.0, 10.0, 5.0]]), np.array([[2.0, 2.0, 100.0, np.inf]]),
+                np.array([[0, 0, 0, 2]]))  # 100 m is beyond max_depth; class 2 is not sky here
     s = m.summary()
     assert s["miou"] == pytest.approx(2 / 3)
     assert s["delta1"] == pytest.approx(0.5)  # 2/2 exact, 3/2 = 1.5 fails; inf and 100 m excluded
@@ -254,7 +251,7 @@ def test_cli_resume_continues_step_count_and_export_loads(tmp_path):
     notes = weights.config.notes
     assert notes["steps"] == 5 and "--resume" in notes["command"]
     header_len = int.from_bytes((tmp_path / "w.safetensors").read_bytes()[:8], "little")
-    header = json.loads((tmp_path / "w.safetensors").read_bytes()[8 : 8 + header_len])
+    header = json.loads((tmp_path / "w.safetensors").read_bytes()[8:8 + header_len])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
     assert "edgemoe.config" in read_metadata(tmp_path / "w.safetensors")
 
@@ -293,12 +290,8 @@ def test_init_from_a_light_model_fine_tunes_a_guided_head_and_resumes(tmp_path):
     assert main([*args, "--steps", "1"]) == 0
     state = torch.load(tmp_path / "g" / CHECKPOINT_NAME, weights_only=False)
     new = set(state["fresh"])
-    assert new == {
-        f"heads.{t}.{layer}.{kind}"
-        for t in ("semseg", "depth")
-        for layer in ("guide", "fuse", "refine")
-        for kind in ("weight", "bias")
-    }
+    assert new == {f"heads.{t}.{layer}.{kind}" for t in ("semseg", "depth")
+                   for layer in ("guide", "fuse", "refine") for kind in ("weight", "bias")}
     assert sorted(g["lr_mult"] for g in state["opt"]["param_groups"]) == [1.0, 1.0, 7.0, 7.0]
     guided = load_weights(guided_out)
     assert guided.config.head == "guided"

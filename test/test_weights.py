@@ -189,11 +189,8 @@ def test_config_mismatch_with_expect(tmp_path, model):
 
 def test_bad_config_json_in_metadata(tmp_path, model):
     path = tmp_path / "m.safetensors"
-    save_file(
-        {k: v for k, v in model.tensors.items()},
-        str(path),
-        metadata={META_CONFIG: json.dumps({"dim": 25, "num_heads": 3}), META_FORMAT: "1"},
-    )
+    save_file({k: v for k, v in model.tensors.items()}, str(path),
+              metadata={META_CONFIG: json.dumps({"dim": 25, "num_heads": 3}), META_FORMAT: "1"})
     with pytest.raises(WeightsError, match="bad model config") as err:
         load_weights(path)
     assert str(path) in str(err.value)
@@ -262,7 +259,7 @@ def test_huge_header_length_is_refused_before_reading(tmp_path):
     """A (sparse) file claiming a 4 GB header was read for 22 s at ~1 GB RSS before being
     refused."""
     path = tmp_path / "huge_header.safetensors"
-    claimed = 4 * 1000**3
+    claimed = 4 * 1000 ** 3
     with open(path, "wb") as fh:
         fh.write(claimed.to_bytes(8, "little"))
         fh.truncate(8 + claimed + 16)  # sparse: no disk used, but the size check passes
