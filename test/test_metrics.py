@@ -52,9 +52,10 @@ def test_errors_only_at_the_edge_leave_the_interior_perfect():
     assert s["band"]["iou"]["flat"] == pytest.approx(0.0)  # the only flat band column is wrong
     assert s["band"]["delta1"] == pytest.approx(0.5)
     assert s["wrong_pixels_in_band"] == pytest.approx(1.0)
-    assert s["band_share"]["flat"] == pytest.approx(1 / 8) and s["band_share"][
-        "vehicle"
-    ] == pytest.approx(1 / 8)
+    assert (
+        s["band_share"]["flat"] == pytest.approx(1 / 8)
+        and s["band_share"]["vehicle"] == pytest.approx(1 / 8)
+    )
     bins = s["depth_bins"]
     assert (
         list(bins) == ["0-10 m", "10-20 m", "20-40 m", "40-80 m"]
