@@ -121,3 +121,16 @@ def test_freeze_blocks_keeps_the_prefix_and_trains_the_rest(tmp_path):
     assert run["steps"] == 3
     assert et.main(["--out", str(tmp_path / "bad"), *FAST, "--cache", str(cache), "--steps", "1",
                     "--freeze-blocks", "9"]) == 2
+
+
+def test_resume_of_a_run_started_from_a_file_with_another_head(tmp_path):
+    """A fine-tune of a model whose config is not ``--model``'s default (here a guided head, the
+    shipped model's pyramid head in practice) resumes: the config comes from ``--init`` again."""
+    cache = tmp_path / "cache"
+    assert _train(tmp_path / "base", cache, "--steps", "1", "--head", "guided") == 0
+    init = str(tmp_path / "base" / et.EXPORT_NAME)
+    ft = ["--init", init, "--steps", "3", "--freeze-blocks", "1"]
+    assert _train(tmp_path / "ft", cache, *ft, "--stop-after", "2") == 0
+    assert _train(tmp_path / "ft", cache, *ft, "--resume") == 0
+    assert torch.load(tmp_path / "ft" / et.CHECKPOINT_NAME, weights_only=True)["step"] == 3
+    assert load_weights(tmp_path / "ft" / et.EXPORT_NAME).config.head == "guided"

@@ -613,8 +613,11 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
     micro = args.batch // shards_total
     ckpt_path = args.out / CHECKPOINT_NAME
     resuming = args.resume and ckpt_path.exists()
-    init = load_weights(args.init) if args.init is not None and not resuming else None
-    cfg = model_config(args, scheme, init)
+    # A resumed run still takes its model config from --init (the checkpoint holds the tensors):
+    # without it, a run started from a file whose config is not the default could not resume.
+    init_file = load_weights(args.init) if args.init is not None else None
+    init = None if resuming else init_file
+    cfg = model_config(args, scheme, init_file)
     hyper = Hyper(
         batch=args.batch, lr=args.lr, warmup_steps=args.warmup, lovasz_weight=args.lovasz
     )
@@ -651,7 +654,7 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
             "training %s (%s head, %d classes: %s) on %s; %d process(es) on %s (%s), "
             "global batch %d = "
             "%d x %d x %d",
-            "tiny" if args.model == "tiny" and init is None else "model",
+            "tiny" if args.model == "tiny" and init_file is None else "model",
             cfg.head,
             cfg.num_classes,
             scheme.name,
