@@ -25,19 +25,25 @@ FAST = ["--model", "tiny", "--threads", "1", "--no-progress", "--batch", "4", "-
         "--accuracy-images", "0", "--synth-frames", "32"]
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One rendered cache for the module (one plain and one randomised shard at the tiny size)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def _train(out: Path, cache: Path, *extra: str) -> int:
     return et.main(["--out", str(out), *FAST, "--cache", str(cache), *extra])
 
 
-def test_synth_source_holds_the_share_of_randomised_frames_with_canonical_depth(tmp_path):
+def test_synth_source_holds_the_share_of_randomised_frames_with_canonical_depth(cache):
     cfg = tiny_config()
-    src = SynthSource(tmp_path, cfg, get_scheme("categories"), frames=64, randomise="domain",
+    src = SynthSource(cache, cfg, get_scheme("categories"), frames=64, randomise="domain",
                       share=0.5)
     assert len(src) == 64 and src.plain == 32
     assert not src.is_randomised(31) and src.is_randomised(32) and src.is_randomised(63)
-    assert data.list_shards(synth_cache_dir(tmp_path, cfg))
-    assert data.list_shards(synth_cache_dir(tmp_path, cfg, "domain"))
-    seeds = range(data.TRAIN_SEED_START, data.TRAIN_SEED_START + 32)
+    assert data.list_shards(synth_cache_dir(cache, cfg))
+    assert data.list_shards(synth_cache_dir(cache, cfg, "domain"))
+    seeds = range(data.TRAIN_SEED_START, data.TRAIN_SEED_START + 12)
     lens_differs = 0
     for i, seed in enumerate(seeds):
         plain = src.sample(i)
@@ -54,22 +60,23 @@ def test_synth_source_holds_the_share_of_randomised_frames_with_canonical_depth(
         if not np.isclose(frame.K[1, 1], cfg.img_w / 2.0, rtol=1e-3):  # not the 90-degree lens
             lens_differs += 1
             assert not np.allclose(rand.depth[ok], frame.depth[ok], rtol=1e-2)
-    assert lens_differs >= 16  # the profile varies the lens of most frames
+    assert lens_differs >= 6  # the profile varies the lens of most frames
 
 
-def test_share_zero_and_bad_share(tmp_path):
+def test_share_zero_and_bad_share(cache):
     cfg = tiny_config()
-    src = SynthSource(tmp_path, cfg, get_scheme("categories"), frames=32, randomise="domain",
+    src = SynthSource(cache, cfg, get_scheme("categories"), frames=32, randomise="domain",
                       share=0.0)
-    assert src.plain == 32 and not src.is_randomised(31)
-    assert not synth_cache_dir(tmp_path, cfg, "domain").exists()
+    assert len(src) == 32 and src.plain == 32 and src.name == "synth"
+    assert not any(src.is_randomised(i) for i in range(32))
     with pytest.raises(ValueError):
-        SynthSource(tmp_path, cfg, get_scheme("categories"), 32, randomise="domain", share=1.5)
+        SynthSource(cache, cfg, get_scheme("categories"), 32, randomise="domain", share=1.5)
 
 
-def test_training_draws_randomised_frames_with_photometric_augmentation(tmp_path, monkeypatch):
+def test_training_draws_randomised_frames_with_photometric_augmentation(tmp_path, cache,
+                                                                        monkeypatch):
     """Share 1: every frame of every step is a randomised render, passed through the sensor
-    augmentation (image changed, labels and depth not); the plain cache is never rendered."""
+    augmentation (image changed, labels and depth not)."""
     seen: list[tuple[object, int, list]] = []
     original = et.global_batch
 
@@ -79,16 +86,13 @@ def test_training_draws_randomised_frames_with_photometric_augmentation(tmp_path
         return shards
 
     monkeypatch.setattr(et, "global_batch", spy)
-    cache = tmp_path / "cache"
     assert _train(tmp_path / "run", cache, "--steps", "2", "--randomise", "domain",
                   "--randomise-share", "1", "--photometric", "1") == 0
-    cfg = tiny_config()
-    assert not synth_cache_dir(cache, cfg).exists()
-    assert data.list_shards(synth_cache_dir(cache, cfg, "domain"))
     assert len(seen) == 2
     changed = 0
     for mixture, step, shards in seen:
         src = mixture.sources[0]
+        assert src.plain == 0 and len(src) == 32
         picks = mixture.picks(0, step, 4)
         rgb, labels, depth, _ = shards[0]
         for j, (_, i) in enumerate(picks):
@@ -101,8 +105,7 @@ def test_training_draws_randomised_frames_with_photometric_augmentation(tmp_path
     assert notes["synth_randomise"] == "domain (1 of the frames)" and notes["photometric"] == 1.0
 
 
-def test_freeze_blocks_keeps_the_prefix_and_trains_the_rest(tmp_path):
-    cache = tmp_path / "cache"
+def test_freeze_blocks_keeps_the_prefix_and_trains_the_rest(tmp_path, cache):
     assert _train(tmp_path / "base", cache, "--steps", "1") == 0
     init = tmp_path / "base" / et.EXPORT_NAME
     assert _train(tmp_path / "ft", cache, "--steps", "3", "--init", str(init),
@@ -123,10 +126,9 @@ def test_freeze_blocks_keeps_the_prefix_and_trains_the_rest(tmp_path):
                     "--freeze-blocks", "9"]) == 2
 
 
-def test_resume_of_a_run_started_from_a_file_with_another_head(tmp_path):
+def test_resume_of_a_run_started_from_a_file_with_another_head(tmp_path, cache):
     """A fine-tune of a model whose config is not ``--model``'s default (here a guided head, the
     shipped model's pyramid head in practice) resumes: the config comes from ``--init`` again."""
-    cache = tmp_path / "cache"
     assert _train(tmp_path / "base", cache, "--steps", "1", "--head", "guided") == 0
     init = str(tmp_path / "base" / et.EXPORT_NAME)
     ft = ["--init", init, "--steps", "3", "--freeze-blocks", "1"]
