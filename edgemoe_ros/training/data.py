@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Seeds below this are never trained on (held out for validation and bench/eval_model.py).
 TRAIN_SEED_START = 1_000_000
+#: Domain-randomised training frames (``edgemoe-train --randomise``) start here, so their scene
+#: layouts are others than the plain cache's (seeds from ``TRAIN_SEED_START``).
+RANDOMISED_SEED_START = 50_000_000
 #: Quick validation during training uses these held-out seeds.
 VAL_SEED_START = 900_000
 #: bench/eval_model.py's held-out evaluation set starts here (disjoint from the validation seeds).
@@ -65,9 +68,13 @@ def shard_path(cache_dir: Path, first_seed: int) -> Path:
     return cache_dir / f"shard_{first_seed:09d}.npz"
 
 
-def write_shard(cache_dir: Path, first_seed: int, width: int, height: int) -> Path:
-    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16; sky stays inf)."""
-    data = render_set(range(first_seed, first_seed + SHARD_FRAMES), width, height)
+def write_shard(cache_dir: Path, first_seed: int, width: int, height: int,
+                randomise: str | None = None) -> Path:
+    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16; sky stays inf).
+
+    ``randomise``: a domain-randomisation profile; its frames' depth is stored as the canonical
+    camera's target (``render_set``), so a randomised cache needs no per-frame K to train on."""
+    data = render_set(range(first_seed, first_seed + SHARD_FRAMES), width, height, randomise=randomise)
     # float16 tops out at 65504 m: clamp finite distances (the horizon) so only sky stays +inf
     depth = data["depth"]
     data["depth"] = np.where(np.isfinite(depth), np.minimum(depth, FLOAT16_DEPTH_CAP), depth).astype(np.float16)
@@ -82,14 +89,17 @@ def list_shards(cache_dir: Path) -> list[Path]:
     return sorted(p for p in cache_dir.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
 
 
-def ensure_shards(cache_dir: Path, count: int, width: int, height: int, first_seed: int = TRAIN_SEED_START) -> None:
-    """Make sure at least ``count`` shards exist (rendered synchronously; used before training starts)."""
+def ensure_shards(cache_dir: Path, count: int, width: int, height: int, first_seed: int = TRAIN_SEED_START,
+                  randomise: str | None = None) -> None:
+    """Make sure at least ``count`` shards exist (rendered synchronously; used before training starts).
+
+    ``randomise``: profile of the frames (``write_shard``); keep one cache folder per profile."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     have = list_shards(cache_dir)
     seed = next_seed(cache_dir, first_seed)
     for i in range(len(have), count):
         t0 = time.time()
-        write_shard(cache_dir, seed, width, height)
+        write_shard(cache_dir, seed, width, height, randomise)
         log.info("rendered cache shard %d/%d (seeds %d..%d) in %.1f s", i + 1, count, seed,
                  seed + SHARD_FRAMES - 1, time.time() - t0)
         seed += SHARD_FRAMES

@@ -47,7 +47,9 @@ from torch import nn
 from ..datasets import SCHEMES, ClassScheme, get_scheme
 from ..model.config import HEAD_TYPES, RESIZE_MODES, ModelConfig, tiny_config
 from ..model.weights import ModelWeights, load_weights, save_weights
+from ..scenes.randomise import PROFILES
 from . import distributed as dd
+from .augment import photometric as photometric_augment
 from .checkpoint import ForeignCheckpointError, load_checkpoint, save_checkpoint
 from .sources import DataSpec, Mixture, open_source, parse_data_spec, shard_seed
 from .torch_model import EdgeMoEViT, build_torch_model, images_to_tensor, to_model_weights
@@ -73,6 +75,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 CLASS_WEIGHT_FRAMES = 64
 #: ``Mixture.picks`` streams of frames drawn besides the batches.
 STREAM_CLASS_WEIGHTS, STREAM_REPORT = 1, 2
+#: Sub-stream of a shard's seed that draws its sensor (photometric) augmentation.
+PHOTOMETRIC_STREAM = 1
 
 
 class TaskLoss(nn.Module):
@@ -109,6 +113,8 @@ class RunSetup:
     seed: int
     #: Forward under bf16 autocast (losses in float32).
     bf16: bool = False
+    #: The patch embedding and this many first blocks stay as initialised (``--freeze-blocks``).
+    freeze_blocks: int = 0
 
 
 class MixTrainer:
@@ -131,6 +137,8 @@ class MixTrainer:
         fresh = set(fresh or ())
         if init is not None:
             fresh = copy_matching(self.model, _same_shapes(self.model, init))
+        frozen = freeze_prefix(self.model, setup.freeze_blocks)
+        fresh -= frozen
         self.model.to(info.device)
         self.fresh = fresh
         self.opt = make_optimizer(self.model, self.hyper, fresh, NEW_LR_MULT)
@@ -229,6 +237,26 @@ class MixTrainer:
 NEW_LR_MULT = 10.0
 
 
+def freeze_prefix(model: EdgeMoEViT, blocks: int) -> set[str]:
+    """Stop training the patch embedding, the class token, the position embedding and the first
+    ``blocks`` blocks; returns their names. Why: fine-tuning a trained model's later blocks and
+    heads costs a fraction of a full step (no backward through the prefix), which is what a CPU
+    budget allows, and the early blocks' low-level features transfer best."""
+    if not 0 <= blocks <= model.cfg.depth:
+        raise ValueError(f"--freeze-blocks must lie in 0..{model.cfg.depth}, got {blocks}")
+    if blocks == 0:
+        return set()
+    prefix = ("patch_embed.", "cls_token", "pos_embed") + tuple(
+        f"blocks.{i}." for i in range(blocks)
+    )
+    frozen = set()
+    for name, p in model.named_parameters():
+        if name.startswith(prefix):
+            p.requires_grad_(False)
+            frozen.add(name)
+    return frozen
+
+
 def _same_shapes(model: EdgeMoEViT, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``--init`` tensors the model can take; another shape (a head resized for new classes)
     stays fresh."""
@@ -284,6 +312,8 @@ def build_mixture(
                 synth_frames=args.synth_frames,
                 split=args.split,
                 render=render,
+                randomise=args.randomise,
+                randomise_share=args.randomise_share,
             )
             for s in specs
         ]
@@ -308,16 +338,22 @@ def estimate_class_weights(
 
 
 def global_batch(
-    mixture: Mixture, trainer: MixTrainer, micro: int
+    mixture: Mixture, trainer: MixTrainer, micro: int, photometric: float = 0.0
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """This process's shards of the current step's global batch."""
+    """This process's shards of the current step's global batch; ``photometric`` > 0: each image
+    through the sensor augmentation (``augment.photometric``, seeded by its shard: labels and
+    depth unchanged), on every source."""
     s = trainer.setup
     shards_total = trainer.info.world * s.accum
     picks = mixture.picks(s.seed, trainer.step_count, shards_total * micro)
     out = []
     for shard in trainer.my_shards():
         rgb, lab, dep = mixture.stack(picks[shard * micro : (shard + 1) * micro])
-        out.append((rgb, lab, dep, shard_seed(s.seed, trainer.step_count, shard)))
+        seed = shard_seed(s.seed, trainer.step_count, shard)
+        if photometric > 0:
+            rng = np.random.default_rng([seed, PHOTOMETRIC_STREAM])
+            rgb = np.stack([photometric_augment(im, rng, strength=photometric) for im in rgb])
+        out.append((rgb, lab, dep, seed))
     return out
 
 
@@ -490,6 +526,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--synth-frames", type=int, default=1024, help="rendered frames in the synth pool"
     )
     ap.add_argument(
+        "--randomise",
+        default=None,
+        choices=[k for k in PROFILES if k != "off"],
+        help="domain-randomisation profile of a share of the synth frames (scenes/randomise.py; "
+        "docs/domain_randomisation.md); their depth targets are the canonical camera's",
+    )
+    ap.add_argument(
+        "--randomise-share",
+        type=float,
+        default=0.5,
+        help="fraction of the synth pool that is randomised (default 0.5; the rest are the "
+        "default scenes)",
+    )
+    ap.add_argument(
+        "--photometric",
+        type=float,
+        default=0.0,
+        help="strength of the sensor augmentation of every training image (augment.photometric: "
+        "exposure, white balance, gamma, noise, blur, JPEG); 0 = off",
+    )
+    ap.add_argument(
+        "--freeze-blocks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the patch embedding and the first N blocks as initialised (fine-tune the "
+        "rest; a step then skips their backward)",
+    )
+    ap.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -500,6 +565,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.accum < 1:
         ap.error("--steps, --batch and --accum must be >= 1")
+    if not 0.0 <= args.randomise_share <= 1.0:
+        ap.error("--randomise-share must lie in [0, 1]")
+    if args.photometric < 0 or args.freeze_blocks < 0:
+        ap.error("--photometric and --freeze-blocks must be >= 0")
     return args
 
 
@@ -544,13 +613,18 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
     micro = args.batch // shards_total
     ckpt_path = args.out / CHECKPOINT_NAME
     resuming = args.resume and ckpt_path.exists()
-    init = load_weights(args.init) if args.init is not None and not resuming else None
-    cfg = model_config(args, scheme, init)
+    # A resumed run still takes its model config from --init (the checkpoint holds the tensors):
+    # without it, a run started from a file whose config is not the default could not resume.
+    init_file = load_weights(args.init) if args.init is not None else None
+    init = None if resuming else init_file
+    cfg = model_config(args, scheme, init_file)
     hyper = Hyper(
         batch=args.batch, lr=args.lr, warmup_steps=args.warmup, lovasz_weight=args.lovasz
     )
     bf16 = args.precision == "bf16" or (args.precision == "auto" and info.device.type == "cuda")
-    setup = RunSetup(cfg, scheme, hyper, args.steps, args.accum, args.seed, bf16)
+    setup = RunSetup(
+        cfg, scheme, hyper, args.steps, args.accum, args.seed, bf16, args.freeze_blocks
+    )
     if info.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
     mixture = build_mixture(specs, cfg, scheme, args, info)
@@ -580,7 +654,7 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
             "training %s (%s head, %d classes: %s) on %s; %d process(es) on %s (%s), "
             "global batch %d = "
             "%d x %d x %d",
-            "tiny" if args.model == "tiny" and init is None else "model",
+            "tiny" if args.model == "tiny" and init_file is None else "model",
             cfg.head,
             cfg.num_classes,
             scheme.name,
@@ -607,7 +681,7 @@ def _run(args: argparse.Namespace, command: str, info: dd.DistInfo) -> dict[str,
         while trainer.step_count < args.steps and not (
             args.stop_after and trainer.step_count - start_step >= args.stop_after
         ):
-            last = trainer.step(global_batch(mixture, trainer, micro))
+            last = trainer.step(global_batch(mixture, trainer, micro, args.photometric))
             if info.is_main:
                 if tb is not None:
                     for k, v in last.items():
@@ -662,6 +736,13 @@ def _export(
         "processes": info.world,
         "classes": trainer.setup.scheme.name,
         "data": [str(s) for s in specs],
+        "synth_randomise": (
+            f"{args.randomise} ({args.randomise_share:g} of the frames)"
+            if args.randomise
+            else "off"
+        ),
+        "photometric": args.photometric,
+        "frozen_blocks": args.freeze_blocks,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     weights = trainer.export(notes)

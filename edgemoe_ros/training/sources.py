@@ -179,38 +179,76 @@ class DatasetSource(Source):
 
 
 class SynthSource(Source):
-    """Rendered scenes from the shard cache (``training/data.py``), rendered at the model size by
-    the renderer's camera, labels mapped from the 7 categories to the training scheme."""
+    """Rendered scenes from the shard cache (``training/data.py``), rendered at the model size,
+    labels mapped from the 7 categories to the training scheme.
+
+    ``randomise``: a domain-randomisation profile (``scenes.randomise.PROFILES``) for a ``share``
+    of the ``frames``; those come from their own cache folder (``synth_cache_dir``) and their depth
+    is already the canonical camera's target (each frame's own random lens,
+    ``data.render_set``), while the plain frames are the renderer's camera, converted here.
+    Randomised frames have their own seeds (``data.RANDOMISED_SEED_START``): other scene layouts
+    than the plain ones. Frames ``0..plain-1`` are plain and the rest randomised, so the
+    mixture's uniform draw gives the share."""
 
     def __init__(
         self,
-        cache_dir: Path,
+        cache_root: Path,
         cfg: ModelConfig,
         scheme: ClassScheme,
         frames: int,
         render: bool = True,
+        randomise: str | None = None,
+        share: float = 1.0,
     ):
+        if randomise is not None and not 0.0 <= share <= 1.0:
+            raise ValueError(f"the randomised share must lie in [0, 1], got {share}")
+        randomised = 0 if randomise is None else round(frames * share)
+        self.name = "synth" if not randomised else f"synth ({share:g} {randomise})"
+        self.scheme = scheme
+        parts = []
+        k = intrinsics(cfg.img_w, cfg.img_h, DEFAULT_HFOV_DEG)
+        plain_scale = np.float32(depth_scale(k, 1.0, 1.0, cfg))
+        for count, profile, scale in ((frames - randomised, None, plain_scale),
+                                      (randomised, randomise, np.float32(1.0))):
+            if count > 0:
+                rgb, labels, depth = self._pool(synth_cache_dir(cache_root, cfg, profile), cfg,
+                                                count, render, profile)
+                parts.append((rgb, labels, depth, scale))
+        self.rgb = np.concatenate([p[0] for p in parts])
+        self.labels = np.concatenate([p[1] for p in parts])
+        self.depth = np.concatenate([p[2] for p in parts])
+        #: Divisor of each frame's stored depth to the canonical camera's.
+        self.scale = np.concatenate([np.full(len(p[0]), p[3], np.float32) for p in parts])
+        #: Frames from index ``plain`` on are randomised.
+        self.plain = int(len(parts[0][0])) if frames > randomised else 0
+
+    def _pool(self, cache_dir: Path, cfg: ModelConfig, frames: int, render: bool,
+              randomise: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shards = -(-frames // data.SHARD_FRAMES)
+        first = data.TRAIN_SEED_START if randomise is None else data.RANDOMISED_SEED_START
         if render:
-            data.ensure_shards(cache_dir, shards, cfg.img_w, cfg.img_h)
+            data.ensure_shards(cache_dir, shards, cfg.img_w, cfg.img_h, first, randomise)
         pool = data.FramePool(cache_dir)
         pool.reload()
-        self.name = "synth"
-        n = min(len(pool), shards * data.SHARD_FRAMES)
-        self.rgb, self.depth = pool.rgb[:n], pool.depth[:n]
-        self.labels = scheme.from_label_ids(categories_to_label_ids(pool.labels[:n]))
-        k = intrinsics(cfg.img_w, cfg.img_h, DEFAULT_HFOV_DEG)
-        self.scale = np.float32(depth_scale(k, 1.0, 1.0, cfg))
+        n = min(len(pool), frames)
+        labels = self.scheme.from_label_ids(categories_to_label_ids(pool.labels[:n]))
+        return pool.rgb[:n], labels, pool.depth[:n]
 
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
 
+    def is_randomised(self, index: int) -> bool:
+        """Whether frame ``index`` is a domain-randomised render."""
+        return self.plain <= index < len(self)
+
     def sample(self, index: int) -> Sample:
-        return Sample(self.rgb[index], self.labels[index], self.depth[index] / self.scale)
+        return Sample(self.rgb[index], self.labels[index], self.depth[index] / self.scale[index])
 
 
-def synth_cache_dir(cache_root: Path, cfg: ModelConfig) -> Path:
-    return cache_root / f"synth_{cfg.img_h}x{cfg.img_w}"
+def synth_cache_dir(cache_root: Path, cfg: ModelConfig, randomise: str | None = None) -> Path:
+    """Cache folder of rendered frames at the model size; one per randomisation profile."""
+    suffix = f"_{randomise}" if randomise is not None else ""
+    return cache_root / f"synth_{cfg.img_h}x{cfg.img_w}{suffix}"
 
 
 def open_source(
@@ -223,10 +261,16 @@ def open_source(
     split: str | None = None,
     render: bool = True,
     resize_mode: str | None = None,
+    randomise: str | None = None,
+    randomise_share: float = 1.0,
 ) -> Source:
-    """The ``Source`` of one spec. ``render``: may render missing synth shards (rank 0 only)."""
+    """The ``Source`` of one spec. ``render``: may render missing synth shards (rank 0 only);
+    ``randomise``, ``randomise_share``: domain randomisation of the synth frames
+    (``SynthSource``)."""
     if spec.kind == "synth":
-        return SynthSource(synth_cache_dir(cache_root, cfg), cfg, scheme, synth_frames, render)
+        return SynthSource(
+            cache_root, cfg, scheme, synth_frames, render, randomise, randomise_share
+        )
     split = None if spec.kind == "manifest" else split
     return DatasetSource(
         open_dataset(f"{spec.kind}:{spec.location}", split, scheme), cfg, str(spec), resize_mode
