@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Environment variables through which the user picks BLAS threads (read by OpenBLAS at load).
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 #: OpenBLAS's names for its generic x86 kernel sets (what it falls back to on a CPU it does not
-#know).
+#: know).
 GENERIC_CORES = ("Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "Atom")
 #: Symbol names across OpenBLAS builds: ILP64 as numpy's wheels ship it, then the plain names.
 _SUFFIXES = ("64_", "_64", "")

@@ -39,7 +39,7 @@ PALETTE: np.ndarray = np.array([
 PALETTE.setflags(write=False)
 assert len(PALETTE) == len(SEMSEG_CLASSES) + 1
 #: ``PALETTE`` as a cv2.LUT table over every uint8 id: ids past the classes (255 = ignore) are
-#black.
+#: black.
 _PALETTE_LUT = np.zeros((256, 1, 3), np.uint8)
 _PALETTE_LUT[:len(SEMSEG_CLASSES), 0] = PALETTE[:len(SEMSEG_CLASSES)]
 

@@ -179,18 +179,16 @@ BURST_ALIGN_WORDS = BURST_ALIGN_BYTES // (WEIGHT_WORD_BITS // 8)
 #: on-chip activation buffers are cyclically partitioned by this factor.
 ELEM_LANES = 16
 #: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle (Edge-MoE: 16 x
-#16).
+#: 16).
 LINEAR_TILE = 16
 #: Query rows the attention unit walks in parallel (instances of ``attention_row``). Edge-MoE
 #: uses 4; 2 keeps the DSP budget under 75 % of the xczu9eg (accel/resources.py) and costs about
 #: 1 ms per image (accel/latency_model.py).
 ATTENTION_ROWS = 2
 
-# ------------------------------------------------------------------------------ algorithm
-# constants
+# ----------------------------------------------------------------------------- algorithm constants
 #: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated
-#on
-#: the remaining fraction bits; results in the ``expo`` format.
+#: on the remaining fraction bits; results in the ``expo`` format.
 EXP2_LUT_BITS = 8
 #: Shifts larger than this produce 0 (the value is below one expo LSB).
 EXP2_MAX_SHIFT = 31
@@ -199,7 +197,7 @@ SOFTMAX_RECIP_SHIFT = 38
 #: Fraction bits of the coefficient constants (attention scale, log2 e).
 COEF_FRAC = 16
 #: GELU = ReLU(x) - corr(|x|); corr tabulated at x = i / 2^GELU_STEP_SHIFT, i =
-#0..GELU_TABLE_SIZE-1.
+#: 0..GELU_TABLE_SIZE-1.
 GELU_TABLE_SIZE = 177
 GELU_STEP_SHIFT = 5
 #: LayerNorm: deviations are shifted right by LN_SQ_SHIFT before squaring (variance then has
@@ -450,8 +448,8 @@ def unpack_weights(packed: PackedWeights) -> dict[str, np.ndarray]:
             for e in packed.layout.entries}
 
 
-def buffer_shapes(cfg: ModelConfig, num_images: int) -> dict[str,
-                                                             tuple[tuple[int, ...], np.dtype]]:
+def buffer_shapes(cfg: ModelConfig,
+                  num_images: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every per-call buffer of ``edgemoe_top`` for ``num_images`` images."""
     if not 1 <= num_images <= MAX_IMAGES:
         raise ValueError(f"num_images {num_images} outside 1..{MAX_IMAGES}")

@@ -98,7 +98,7 @@ class AcceleratorParams:
     #: pass reads gamma and beta for every lane, so it needs 2 * lanes reads per cycle.
     param_reads_per_cycle: int = 2 * itf.WORDS_PER_BEAT
     #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual,
-    #...).
+    #: ...).
     elements_per_cycle: int = itf.ELEM_LANES
     #: 16-bit weight words the load loops accept per cycle (one AXI beat: ``WORDS_PER_BEAT``).
     weight_words_per_cycle: int = itf.WORDS_PER_BEAT
@@ -249,8 +249,8 @@ def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int,
     compute = _group_compute(p, rows, k)
     bands = [0 if onchip else p.load_cycles(min(t, o - g * t) * k) for g in range(n_out)]
     if p.tile_load_overlap:  # band g+1 loads while group g computes; band 0 exposed
-        cycles = bands[0] + sum(max(compute,
-                                    bands[g + 1] if g + 1 < n_out else 0) for g in range(n_out))
+        cycles = bands[0] + sum(max(compute, bands[g + 1] if g + 1 < n_out else 0)
+                                for g in range(n_out))
     else:
         cycles = sum(bands) + n_out * compute
     return cycles, n_out * n_in * rows, sum(bands)
@@ -357,8 +357,8 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
             per_token = k * e + 2 * e + k + recip_steps(itf.SOFTMAX_RECIP_SHIFT)
             add(tag, "route", n * per_token + 2 * p.elementwise(n * d), 0)  # + clear mix, combine
             layer = cfg.moe_layers.index(blk)
-            counts = (np.bincount(np.asarray(routing)[img, layer].ravel(),
-                                  minlength=e) if routing is not None
+            counts = (np.bincount(np.asarray(routing)[img, layer].ravel(), minlength=e)
+                      if routing is not None
                       else expected_tokens_per_expert(cfg))
             add(tag, "experts", *_moe_cycles(p, cfg, counts))
         add("final", "layernorm", layer_norm_cycles(p, n, d), 0)

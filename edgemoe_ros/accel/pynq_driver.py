@@ -246,8 +246,8 @@ class EdgeMoeDriver:
         self._check_open()
         built, given = itf.model_dims(self.config), itf.model_dims(weights.config)
         if given != built:  # only what the kernel bakes in: host-side head settings may differ
-            diffs = [f"{k.lower()} {given[k]} (built for {v})" for k,
-                     v in built.items() if given[k] != v]
+            diffs = [f"{k.lower()} {given[k]} (built for {v})"
+                     for k, v in built.items() if given[k] != v]
             raise AcceleratorError(f"weights {weights.source} are for another model than the "
                                    f"accelerator in {self.bitfile} was built for (differs in: "
                                    f"{', '.join(diffs)})")

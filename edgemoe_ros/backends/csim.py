@@ -155,8 +155,8 @@ class CSimLibrary:
         for name, arr, words in (("one_time", packed.one_time, layout.one_time_words),
                                  ("experts", packed.experts, layout.experts_words)):
             if not isinstance(arr, np.ndarray) or arr.dtype != np.int16 or arr.shape != (words,):
-                got = f"{arr.dtype} {arr.shape}" if isinstance(arr,
-                                                               np.ndarray) else type(arr).__name__
+                got = (f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray)
+                       else type(arr).__name__)
                 raise BackendError(f"csim: packed {name} weights must be int16 ({words},) for "
                                    f"this model, got {got}")
         if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):

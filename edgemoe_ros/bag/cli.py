@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("process", help="run the model over an image topic, write a new mcap bag",
-                       usage="%(prog)s IN OUT [options]  |  %(prog)s IN [IN ...] --out DIR "
-                             "[options]",
+                       usage="%(prog)s IN OUT [options]  |  "
+                             "%(prog)s IN [IN ...] --out DIR [options]",
                        description="IN OUT: one bag (directory, .mcap or .db3; sqlite3 or mcap "
                                    "storage) into a new mcap bag OUT (must not exist). "
                                    "IN... --out DIR: bags and folders of bags, one output each in "
@@ -404,8 +404,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         executor.shutdown()
         rec.close()
         rclpy.try_shutdown()
-        print(f"recorded {rec.total} messages: " + ", ".join(f"{t}={n}" for t,
-                                                             n in rec.counts.items()),
+        print(f"recorded {rec.total} messages: "
+              + ", ".join(f"{t}={n}" for t, n in rec.counts.items()),
               file=sys.stderr)
     return EXIT_OK
 

@@ -136,8 +136,8 @@ class BagReader:
     def require(self, topic: str, msgtypes: Sequence[str] | None = None) -> None:
         """Raise ``BagError`` unless ``topic`` is in the bag (and of one of ``msgtypes``)."""
         if topic not in self._connections:
-            have = ", ".join(f"{t} ({c.msgtype})" for t,
-                             c in sorted(self._connections.items())) or "none"
+            have = ", ".join(f"{t} ({c.msgtype})"
+                             for t, c in sorted(self._connections.items())) or "none"
             raise BagError(self.path, f"topic not in bag; topics: {have}", topic)
         if msgtypes and self._connections[topic].msgtype not in msgtypes:
             raise BagError(self.path, f"type {self._connections[topic].msgtype} is not one of "

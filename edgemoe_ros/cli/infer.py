@@ -150,8 +150,8 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarra
 
 def _format_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
     name_w = max([len("image"), len("median")] + [len(r[0]) for r in rows])
-    head = f"{'image':<{name_w}}  {'input':>11}  " + "  ".join(f"{s + ' ms':>13}"
-                                                               for s in TIMING_STAGES)
+    head = (f"{'image':<{name_w}}  {'input':>11}  "
+            + "  ".join(f"{s + ' ms':>13}" for s in TIMING_STAGES))
     lines = [head, "-" * len(head)]
     for name, size, t in rows:
         lines.append(f"{name:<{name_w}}  "

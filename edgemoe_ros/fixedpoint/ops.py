@@ -33,8 +33,7 @@ _GELU_TABLE = np.concatenate([itf.gelu_correction_table(), [0]])
 _MAX_EXACT_TERMS = 1 << 21
 
 
-# ------------------------------------------------------------------------------ rounding
-# (datatypes.h)
+# -------------------------------------------------------------------------- rounding (datatypes.h)
 def round_shift(x: np.ndarray, shift: int) -> np.ndarray:
     """floor((x + 2^(shift-1)) / 2^shift): round to nearest, ties toward +inf (C++
     ``round_shift``)."""

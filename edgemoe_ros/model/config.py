@@ -25,10 +25,9 @@ SEMSEG_CLASSES: tuple[str, ...] = (
 IGNORE_INDEX = 255
 
 #: "light": per-token MLP to a patch of pixels; "guided": the light head plus a pixel-level
-#refinement
-#: guided by the input image (sharper edges for objects thinner than a patch); "pyramid": an
-#: image-guided decoder from the token grid through 1/4 and 1/2 resolution (model/pyramid_head.py);
-#: "up": M3ViT's up-head.
+#: refinement guided by the input image (sharper edges for objects thinner than a patch);
+#: "pyramid": an image-guided decoder from the token grid through 1/4 and 1/2 resolution
+#: (model/pyramid_head.py); "up": M3ViT's up-head.
 HEAD_TYPES = ("light", "guided", "pyramid", "up")
 #: Coordinate channels (row, column) the pyramid head appends to each of its fusions.
 PYRAMID_COORDS = 2
@@ -288,8 +287,8 @@ class ModelConfig:
                 problems.append(f"{name} must be a list (tuple), got {value!r}")
                 continue
             if kind.startswith("int"):
-                ok = all(isinstance(v, int) and not isinstance(v,
-                                                               bool) and v >= low for v in values)
+                ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                         for v in values)
                 if not ok:
                     problems.append(f"{name} must be "
                                     f"{'an integer' if kind == 'int' else 'integers'} >= {low}, "

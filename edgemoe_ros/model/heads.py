@@ -124,8 +124,7 @@ def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np
             np.ascontiguousarray(coarse, dtype=_F32), np.ascontiguousarray(images, dtype=np.uint8),
             scale, offset,
             *(_w(weights, p + n) for n in ("guide.weight", "guide.bias", "fuse.weight",
-                                           "fuse.bias",
-                                             "refine.weight", "refine.bias")))
+                                           "fuse.bias", "refine.weight", "refine.bias")))
     pixels = normalize_pixels(images, cfg, _F32)
     guide = conv3x3(pixels, _w(weights, p + "guide.weight"), _w(weights, p + "guide.bias"))
     gelu(guide, out=guide)
@@ -150,9 +149,8 @@ def up_head(weights: ModelWeights, cfg: ModelConfig, task: str,
                    _w(weights, p + "norm.bias"), cfg.ln_eps)
     x = x.reshape(-1, cfg.grid_h, cfg.grid_w, cfg.dim)
     for s in range(cfg.up_stages):
-        scale = _w(weights, f"{p}bn_{s}.weight") / np.sqrt(_w(weights,
-                                                              f"{p}bn_{s}.running_var")
-                                                              + _F32(BN_EPS))
+        scale = _w(weights, f"{p}bn_{s}.weight") / np.sqrt(
+            _w(weights, f"{p}bn_{s}.running_var") + _F32(BN_EPS))
         weight = _w(weights, f"{p}conv_{s}.weight") * scale[:, None, None, None]
         bias = (_w(weights, f"{p}conv_{s}.bias") - _w(weights, f"{p}bn_{s}.running_mean")) * scale
         bias += _w(weights, f"{p}bn_{s}.bias")

@@ -166,9 +166,8 @@ def _complete(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str,
     still = [n for n in expected if n not in tensors]
     if still and random_heads_seed is not None:
         donor = random_init(cfg, seed=random_heads_seed)
-        LOG.warning("%s: %d head tensors are not in the source; using seeded random heads (seed "
-                    "%d)",
-                    source, len(still), random_heads_seed)
+        LOG.warning("%s: %d head tensors are not in the source; using seeded random heads "
+                    "(seed %d)", source, len(still), random_heads_seed)
         for name in still:
             tensors[name] = donor.tensors[name]
         cfg.notes["random_heads_seed"] = random_heads_seed
@@ -239,8 +238,8 @@ def load_torch_state_dict(path: str | os.PathLike,
     return out
 
 
-def _m3vit_infer(sd: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, Any], list[int],
-                                                                     list[str]]:
+def _m3vit_infer(sd: Mapping[str, np.ndarray],
+                 source: str) -> tuple[dict[str, Any], list[int], list[str]]:
     """Model sizes, MoE block indices and task order read off an (unprefixed) M³ViT state_dict."""
     for key in ("backbone.pos_embed", "backbone.patch_embed.proj.weight"):
         if key not in sd:
@@ -251,8 +250,8 @@ def _m3vit_infer(sd: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, A
     if pos.ndim != 3 or pw.ndim != 4:
         raise WeightsError(source,
                            f"unexpected shapes pos_embed {pos.shape}, patch_embed {pw.shape}")
-    blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"backbone\.blocks\.(\d+)\.",
-                                                                   k))})
+    blocks = sorted({int(m.group(1)) for k in sd
+                     if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))})
     if not blocks or blocks != list(range(len(blocks))):
         raise WeightsError(source, f"transformer blocks are not numbered 0..N-1: {blocks}")
     moe = [b for b in blocks if f"backbone.blocks.{b}.mlp.experts.htoh4.weight" in sd]

@@ -166,8 +166,8 @@ def depthwise3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndar
     return out
 
 
-def _bilinear_taps(n_in: int, n_out: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+def _bilinear_taps(n_in: int, n_out: int,
+                   dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights (in ``dtype``) of PyTorch's bilinear resize with
     align_corners=False on one axis."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5

@@ -131,8 +131,8 @@ def forward(weights: ModelWeights, images: np.ndarray, task: str, *,
     Weights are used as float64; pass ``weights.astype(np.float64)`` to avoid a cast per call.
     """
     cfg = weights.config
-    if images.ndim != 4 or images.shape[1:] != (cfg.img_h, cfg.img_w,
-                                                3) or images.dtype != np.uint8:
+    if (images.ndim != 4 or images.shape[1:] != (cfg.img_h, cfg.img_w, 3)
+            or images.dtype != np.uint8):
         raise ValueError(f"reference forward: images must be uint8 (B, {cfg.img_h}, {cfg.img_w}, "
                          f"3), got {images.dtype} {images.shape}")
     task_id = cfg.task_id(task)

@@ -33,7 +33,7 @@ SAVE_DTYPES = ("float32", "float16")
 #: safetensors dtype codes accepted on load (converted to float32).
 LOAD_DTYPES = ("F16", "F32", "F64")
 #: The model shipped with the package (trained on the procedural scenes), under
-#``edgemoe_ros/data``.
+#: ``edgemoe_ros/data``.
 SHIPPED_WEIGHTS_NAME = "edgemoe_synth.safetensors"
 
 Shape = tuple[int, ...]
@@ -151,8 +151,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, Shape]:
 
 
 def backbone_param_count(cfg: ModelConfig) -> int:
-    return sum(int(np.prod(s)) for k,
-               s in expected_shapes(cfg).items() if not k.startswith("heads."))
+    return sum(int(np.prod(s))
+               for k, s in expected_shapes(cfg).items() if not k.startswith("heads."))
 
 
 @dataclass

@@ -136,9 +136,8 @@ class ReceptionMonitor:
 
 
 #: Defaults of the input-stream parameters (params.py), as diagnostic_updater's
-#FrequencyStatusParam
-#: (tolerance 0.1, a window of 5 one-second updates) and TimeStampStatusParam (5 s) choose them.
-#: 0 Hz expected = unknown: the rate is learned from the stream.
+#: FrequencyStatusParam (tolerance 0.1, a window of 5 one-second updates) and TimeStampStatusParam
+#: (5 s) choose them. 0 Hz expected = unknown: the rate is learned from the stream.
 DEFAULT_EXPECTED_RATE_HZ = 0.0
 DEFAULT_RATE_TOLERANCE = 0.1
 DEFAULT_RATE_WINDOW_S = 5.0

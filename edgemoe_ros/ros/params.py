@@ -366,8 +366,8 @@ def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
     out = []
     for p in parameters:
         is_tasks = p.name == "tasks" or p.name.endswith(".tasks")
-        if is_tasks and isinstance(p.value, list | tuple) and all(isinstance(v, str)
-                                                                  for v in p.value):
+        if (is_tasks and isinstance(p.value, list | tuple)
+                and all(isinstance(v, str) for v in p.value)):
             p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
         out.append(p)
     return out

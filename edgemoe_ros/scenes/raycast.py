@@ -17,7 +17,7 @@ from .camera import CameraPose, project
 from .world import FLAT, GROUND_TERRAIN, NATURE, SKY, Primitive, World
 
 #: Hits closer than this (metres of z-depth) are ignored: the camera cannot see inside its own
-#housing.
+#: housing.
 NEAR_CLIP = 0.05
 
 
@@ -132,8 +132,9 @@ def cast(world: World, K: np.ndarray, pose: CameraPose, rays: np.ndarray, prims:
     label[down] = np.where(ground[down] == GROUND_TERRAIN, NATURE, FLAT)
     normal[down] = (0.0, 0.0, 1.0)
 
-    for i, (prim, rect) in enumerate(zip(prims, _pixel_rects(K, pose, prims, width, height,
-                                                             shrink), strict=True)):
+    for i, (prim, rect) in enumerate(zip(prims,
+                                         _pixel_rects(K, pose, prims, width, height, shrink),
+                                         strict=True)):
         if rect is None:
             continue
         v0, v1, u0, u1 = rect

@@ -49,7 +49,7 @@ class Frame:
     K: np.ndarray
     pose: CameraPose
     #: Radial distortion of the lens (``camera.undistort_factor``); 0 = pinhole (all default
-    #scenes).
+    #: scenes).
     k1: float = 0.0
 
 

@@ -31,7 +31,7 @@ def _make_noise() -> np.ndarray:
 
 
 #: A tileable smooth value-noise table shared by all textures (fixed, so textures never change by
-#run).
+#: run).
 NOISE = _make_noise()
 
 
@@ -44,8 +44,8 @@ def noise(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
 
 def fbm(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
     """Three octaves of ``noise``: coarse blotches plus fine grain, mean about 0.5."""
-    return 0.5 * noise(a, b, scale) + 0.3 * noise(b + 17.3, a, scale
-                                                  * 4.1) + 0.2 * noise(a - 5.1, b, scale * 15.7)
+    return (0.5 * noise(a, b, scale) + 0.3 * noise(b + 17.3, a, scale * 4.1)
+            + 0.2 * noise(a - 5.1, b, scale * 15.7))
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Lighting:
     #: Colour of direct sunlight (None = white, the default scenes'; randomise.py varies it).
     sun_color: np.ndarray | None = None
     #: Cast shadows of objects on the road plane (off in the default scenes; randomise.py turns it
-    #on).
+    #: on).
     shadows: bool = False
 
     @classmethod

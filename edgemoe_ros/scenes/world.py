@@ -204,7 +204,7 @@ class World:
         self.paint_color = (np.array([0.92, 0.92, 0.88]) if rng.random() < 0.8
                             else np.array([0.95, 0.8, 0.2]))
         #: Extra road markings (randomise.py sets them): Y positions of zebra crossings and stop
-        #lines.
+        #: lines.
         self.crosswalks: tuple[float, ...] = ()
         self.stop_lines: tuple[float, ...] = ()
         self._chunks: dict[int, ChunkContent] = {}

@@ -377,8 +377,8 @@ class FastOps:
         experts are shared out over ``pool``'s threads (same bits either way)."""
         e = fc1.panels.shape[0]
         d, hidden = h.shape[1], fc1.n
-        if (fc1.panels.ndim != 4 or fc2.panels.shape[0] != e or (fc1.k, fc2.k,
-                                                                 fc2.n) != (d, hidden, d)
+        if (fc1.panels.ndim != 4 or fc2.panels.shape[0] != e
+                or (fc1.k, fc2.k, fc2.n) != (d, hidden, d)
                 or fc1_bias.shape != (e, hidden) or fc2_bias.shape != (e, d)
                 or bounds.shape != (e + 1,)):
             raise ValueError(f"native: moe_experts shapes h {h.shape}, fc1 {fc1.panels.shape}, "
@@ -442,8 +442,8 @@ class FastOps:
             raise ValueError(f"native: add_layernorm eps must be a finite number > 0, got {eps!r}")
         cols = x.shape[-1]
         inputs = (delta, delta_bias, gamma, beta)
-        x_ptr = _check(x, _F32, "x") if delta is None else _dest(x, _F32, "x (updated in place)",
-                                                                 inputs)
+        x_ptr = (_check(x, _F32, "x") if delta is None
+                 else _dest(x, _F32, "x (updated in place)", inputs))
         self._lib.fastops_add_layernorm(
             x_ptr, None if delta is None else _check(delta, _F32, "delta"),
             _opt(delta_bias, cols, "delta_bias"), _dest(out, _F32, "out", (x, *inputs)),
@@ -539,8 +539,8 @@ class FastOps:
         b, h, w, c = coarse.shape
         cin = images.shape[3]
         g, hid = guide_w.shape[0], fuse_w.shape[0]
-        if guide_w.shape != (g, cin, 3, 3) or fuse_w.shape != (hid, c
-                                                               + g) or refine_w.shape != (c, hid):
+        if (guide_w.shape != (g, cin, 3, 3) or fuse_w.shape != (hid, c + g)
+                or refine_w.shape != (c, hid)):
             raise ValueError(f"native: guided_refine weights guide {guide_w.shape}, fuse "
                              f"{fuse_w.shape}, refine {refine_w.shape} do not fit {c} channels "
                              f"and {cin} input channels")
@@ -581,8 +581,8 @@ class FastOps:
     def _out(out: np.ndarray | None, shape: tuple[int, ...], inputs: tuple[np.ndarray, ...],
              what: str) -> np.ndarray:
         out = np.empty(shape, _F32) if out is None else out
-        if out.shape != shape or not out.flags.writeable or any(np.shares_memory(out, x)
-                                                                for x in inputs):
+        if (out.shape != shape or not out.flags.writeable
+                or any(np.shares_memory(out, x) for x in inputs)):
             raise ValueError(f"native: {what} out {out.shape} must be a separate, writeable "
                              f"{shape} array")
         return out
