@@ -45,8 +45,8 @@ def _loaded_openblas() -> list[str]:
     """Paths of the OpenBLAS libraries mapped into this process (numpy's, and any other)."""
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()
-                     and ".so" in line}
+            paths = {line.split()[-1] for line in fh
+                     if "openblas" in line.lower() and ".so" in line}
     except OSError:
         return []
     return sorted(p for p in paths if p.startswith("/"))

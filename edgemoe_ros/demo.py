@@ -239,8 +239,8 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
         "model_size": [cfg.img_w, cfg.img_h],
         "fps": fps, "seed": seed, "backend": backend, "weights": str(weights_path),
         "weights_notes": cfg.notes, "bag": str(bag), "storage": storage, "topic": TOPIC,
-        "schedule": [{"from_frame": int(np.ceil(s * frames)), "tasks": list(t)} for s,
-                     t in SCHEDULE],
+        "schedule": [{"from_frame": int(np.ceil(s * frames)), "tasks": list(t)}
+                     for s, t in SCHEDULE],
         "latency": {k: _percentiles(v) for k, v in phases.items()},
         "accuracy_vs_ground_truth": meter.summary(),
         "expert_usage": usage, "render_seconds": round(t_render, 2),

@@ -284,8 +284,8 @@ class Engine:
             raise ValueError(f"infer_batch: {len(images)} images but {len(ks)} camera_ks")
         matrices = [camera_matrix(k) for k in ks]  # every K checked before any work
         fitted = [fit_to_model(_as_rgb(image), cfg, self.resize_mode) for image in images]
-        scales = [self._depth_scale(k, fit, cfg, tasks) for k,
-                  (_, fit) in zip(matrices, fitted, strict=True)]
+        scales = [self._depth_scale(k, fit, cfg, tasks)
+                  for k, (_, fit) in zip(matrices, fitted, strict=True)]
         batch = np.stack([model_image for model_image, _ in fitted])
         t1 = time.perf_counter()
         out = self.backend.run(batch, tasks)

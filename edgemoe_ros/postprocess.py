@@ -117,8 +117,8 @@ def compute_fit(input_h: int, input_w: int, cfg: ModelConfig, mode: str | None =
     return FitInfo(mode, input_h, input_w, cfg.img_h, cfg.img_w, x, y, w, h)
 
 
-def fit_to_model(image: np.ndarray, cfg: ModelConfig, mode: str
-                 | None = None) -> tuple[np.ndarray, FitInfo]:
+def fit_to_model(image: np.ndarray, cfg: ModelConfig,
+                 mode: str | None = None) -> tuple[np.ndarray, FitInfo]:
     """Resize (and in crop mode first centre-crop) an RGB uint8 image to the model input size.
 
     ``mode``: "stretch" or "crop"; ``None`` uses ``cfg.resize_mode``. Returns a new contiguous

@@ -224,8 +224,8 @@ class EdgeMoeDriver:
 
     def _allocate(self, pynq: Any) -> None:
         specs = self._buffer_specs()
-        sizes = {name: int(np.prod(shape)) * dtype.itemsize for name,
-                 (shape, dtype) in specs.items()}
+        sizes = {name: int(np.prod(shape)) * dtype.itemsize
+                 for name, (shape, dtype) in specs.items()}
         report = getattr(self.device, "cma_status", None)  # a device that models its own pool
         try:
             cma.check_cma(sizes, report() if report is not None else cma.read_cma())

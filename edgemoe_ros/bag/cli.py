@@ -258,8 +258,8 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
         Path(args.out or Path(args.paths[1]).parent).mkdir(parents=True, exist_ok=True)
         summary = fl.run_fleet(tasks, weights, options, workers=workers, ray_address=address,
                                overwrite=args.overwrite,
-                               max_retries=fl.DEFAULT_MAX_RETRIES if args.max_retries is None
-                               else args.max_retries,
+                               max_retries=(fl.DEFAULT_MAX_RETRIES if args.max_retries is None
+                                            else args.max_retries),
                                chunk_frames=args.chunk_frames or fl.DEFAULT_CHUNK_FRAMES,
                                progress=None if args.no_progress else tqdm_progress)
     except fl.MissingExtraError as exc:

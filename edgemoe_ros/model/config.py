@@ -295,13 +295,12 @@ class ModelConfig:
                                     f"got {value!r}")
             elif kind.startswith("float"):
                 ok = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                         and math.isfinite(v)
-                         and (low is None or v > low) for v in values)
+                         and math.isfinite(v) and (low is None or v > low) for v in values)
                 if not ok:
                     bound = "" if low is None else f" > {low}"
                     problems.append(f"{name} must be finite number(s){bound}, got {value!r}")
-            elif not all(isinstance(v, str) and v
-                         for v in values) or len(set(values)) != len(values):
+            elif (not all(isinstance(v, str) and v for v in values)
+                  or len(set(values)) != len(values)):
                 problems.append(f"{name} must be distinct non-empty strings, got {value!r}")
         if isinstance(self.in_chans, int) and self.in_chans != IN_CHANS:
             problems.append(f"in_chans {self.in_chans}: the model reads RGB images ({IN_CHANS} "

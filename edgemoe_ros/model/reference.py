@@ -136,8 +136,8 @@ def forward(weights: ModelWeights, images: np.ndarray, task: str, *,
         raise ValueError(f"reference forward: images must be uint8 (B, {cfg.img_h}, {cfg.img_w}, "
                          f"3), got {images.dtype} {images.shape}")
     task_id = cfg.task_id(task)
-    w = weights if all(v.dtype == np.float64
-                       for v in weights.tensors.values()) else weights.astype(np.float64)
+    w = (weights if all(v.dtype == np.float64 for v in weights.tensors.values())
+         else weights.astype(np.float64))
     tapped: dict[str, np.ndarray] | None = {} if taps else None
 
     x = embed(w, cfg, images)
@@ -170,8 +170,8 @@ def forward(weights: ModelWeights, images: np.ndarray, task: str, *,
     empty = (b, 0, n, k)
     return ReferenceOutput(
         features=features,
-        routing=np.stack(routing, axis=1).astype(np.int32) if routing
-        else np.zeros(empty, np.int32),
+        routing=(np.stack(routing, axis=1).astype(np.int32) if routing
+                 else np.zeros(empty, np.int32)),
         gates=np.stack(gates, axis=1) if gates else np.zeros(empty),
         taps=tapped or {},
     )

@@ -267,8 +267,8 @@ class InputMonitor:
 
     def _learn(self) -> None:
         span = self._span()
-        if (len(self._arrivals) >= LEARN_MIN_FRAMES and span >= LEARN_SPAN_FRACTION
-            * self._limits.window_s):
+        if (len(self._arrivals) >= LEARN_MIN_FRAMES
+                and span >= LEARN_SPAN_FRACTION * self._limits.window_s):
             self._learned_hz = (len(self._arrivals) - 1) / span
 
     def _reference_hz(self) -> float | None:
