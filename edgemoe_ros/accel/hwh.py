@@ -136,8 +136,7 @@ def hwh_registers() -> list[HwhRegister]:
                 regs.append(HwhRegister(f"{arg.name}_{word + 1}", arg.offset + 4 * word,
                                         "write-only",
                                         f"Data signal of {arg.name} ({half} 32 bits): "
-                                        f"{arg.description}",
-                                        ((arg.name, 0, 32, "write-only"),)))
+                                        f"{arg.description}", ((arg.name, 0, 32, "write-only"),)))
         else:
             regs.append(HwhRegister(arg.name, arg.offset, "write-only",
                                     f"Data signal of {arg.name}: {arg.description}",

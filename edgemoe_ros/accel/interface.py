@@ -434,8 +434,7 @@ def pack_weights(weights: ModelWeights) -> PackedWeights:
     if saturated:
         worst = sorted(saturated.items(), key=lambda kv: -kv[1])[:5]
         log.warning("pack_weights(%s): %d values saturated in %d tensors (worst: %s)",
-                    weights.source,
-                    sum(saturated.values()), len(saturated),
+                    weights.source, sum(saturated.values()), len(saturated),
                     ", ".join(f"{k}: {v}" for k, v in worst))
     return PackedWeights(bufs["one_time"], bufs["experts"], layout, saturated)
 
@@ -531,8 +530,7 @@ def model_dims(cfg: ModelConfig) -> dict[str, int]:
         "DIM": cfg.dim, "DEPTH": cfg.depth, "NUM_HEADS": cfg.num_heads, "HEAD_DIM": cfg.head_dim,
         "MLP_HIDDEN": cfg.mlp_hidden, "NUM_EXPERTS": cfg.num_experts, "TOP_K": cfg.top_k,
         "EXPERT_HIDDEN": cfg.expert_hidden, "MOE_EVERY": cfg.moe_every,
-        "NUM_TASKS": len(cfg.tasks),
-        "NUM_PATCHES": cfg.num_patches, "NUM_TOKENS": cfg.num_tokens,
+        "NUM_TASKS": len(cfg.tasks), "NUM_PATCHES": cfg.num_patches, "NUM_TOKENS": cfg.num_tokens,
         "NUM_MOE_LAYERS": len(cfg.moe_layers),
         "LN_EPS_RAW": ln_eps_raw(cfg), "ATTN_SCALE_RAW": attn_scale_raw(cfg),
     }

@@ -384,8 +384,7 @@ class EdgeMoeDriver:
             log.warning("%s is idle again after the PL reset", self.ip_name)
             return "pl_reset"
         log.warning("%s still not idle after the PL reset (ap_ctrl=%s): re-programming %s as a "
-                    "last resort",
-                    self.ip_name, describe_ctrl(ctrl), self.bitfile)
+                    "last resort", self.ip_name, describe_ctrl(ctrl), self.bitfile)
         self._device_call("re-programming the PL", self.device.download, self.overlay,
                           self.overlay.parser)
         ctrl = self._read(itf.REG_AP_CTRL)

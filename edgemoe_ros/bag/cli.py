@@ -321,8 +321,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     played = False
     try:
         player = BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate,
-                           qos=args.qos,
-                           queue_size=args.queue_size, restamp=args.restamp,
+                           qos=args.qos, queue_size=args.queue_size, restamp=args.restamp,
                            remap=dict(args.remap), clock_hz=args.clock)
         if args.wait_subscribers > 0:
             player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
@@ -405,8 +404,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         rec.close()
         rclpy.try_shutdown()
         print(f"recorded {rec.total} messages: "
-              + ", ".join(f"{t}={n}" for t, n in rec.counts.items()),
-              file=sys.stderr)
+              + ", ".join(f"{t}={n}" for t, n in rec.counts.items()), file=sys.stderr)
     return EXIT_OK
 
 

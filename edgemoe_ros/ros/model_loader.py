@@ -108,8 +108,7 @@ class LoadedModel:
         for eng, dog in ((self.engine, self.watchdog), (self.fallback, self.fallback_watchdog)):
             if eng is not None and not dog.when_idle(eng.close):
                 _log.warning("backend '%s' is still inside a hung call: closing it when the call "
-                             "returns",
-                             dog.name)
+                             "returns", dog.name)
             dog.close()
 
 

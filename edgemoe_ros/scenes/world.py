@@ -259,8 +259,7 @@ class World:
             if rng.random() < 0.25 and setback > 1.0:  # low wall / fence in front
                 wall_h = float(rng.uniform(0.6, 1.6))
                 out.static.append(_box(cx + side * (edge + 0.2), cx + side * (edge + 0.45), y,
-                                       y_end, 0.0,
-                                       wall_h, CONSTRUCTION,
+                                       y_end, 0.0, wall_h, CONSTRUCTION,
                                        _jitter_color(rng, (0.6, 0.58, 0.55))))
             y = y_end
 
@@ -284,8 +283,7 @@ class World:
             cx = float(self.road.center(0.5 * (ys + ye)))
             off = edge + float(rng.uniform(0.3, 2.0))
             out.static.append(_box(cx + side * off, cx + side * (off + rng.uniform(0.8, 2.0)), ys,
-                                   ye, 0.0,
-                                   float(rng.uniform(0.6, 1.8)), NATURE,
+                                   ye, 0.0, float(rng.uniform(0.6, 1.8)), NATURE,
                                    _jitter_color(rng, (0.18, 0.38, 0.14)), MAT_FOLIAGE))
         if rng.random() < 0.3:  # a building far behind the greenery
             y = y0 + float(rng.uniform(0, 12))
@@ -296,7 +294,7 @@ class World:
                                    float(rng.uniform(5, 20)), CONSTRUCTION,
                                    _jitter_color(rng,
                                                  FACADE_COLORS[rng.integers(len(FACADE_COLORS))]),
-                                                 MAT_FACADE))
+                                   MAT_FACADE))
 
     def _street_furniture(self, rng: np.random.Generator, out: ChunkContent, side: int,
                           y0: float) -> None:

@@ -343,8 +343,7 @@ class FastOps:
         return ThreadPool(self._lib, threads)
 
     def gemm(self, a: np.ndarray, b: PackedMatrix, out: np.ndarray | None = None,
-             bias: np.ndarray | None = None,
-             gelu: bool = False, rows: np.ndarray | None = None,
+             bias: np.ndarray | None = None, gelu: bool = False, rows: np.ndarray | None = None,
              pool: ThreadPool | None = None) -> np.ndarray:
         """``out = act(a[rows] @ B + bias)`` with act = exact-erf GELU if ``gelu``; ``a`` (R, K),
         ``rows`` (M,) int32 row indices into ``a`` (default: all rows in order), out (M, N); split
@@ -512,8 +511,7 @@ class FastOps:
                              f"{inverse.shape}, gates {gates.shape}, out {out.shape}")
         rc = self._lib.fastops_moe_combine(
             _check(expert_out, _F32, "expert_out"), expert_out.shape[0],
-            _check(inverse, _I32, "inverse"),
-            _check(gates, _F32, "gates"), rows, k, cols,
+            _check(inverse, _I32, "inverse"), _check(gates, _F32, "gates"), rows, k, cols,
             _dest(out, _F32, "out", (expert_out, inverse, gates)))
         self._ok(rc, "moe_combine")
         return out
