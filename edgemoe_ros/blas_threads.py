@@ -117,7 +117,7 @@ def check_blas_kernels() -> str | None:
     """Warn (and return the advice) when OpenBLAS runs generic kernels on a CPU with AVX2."""
     core, flags = blas_core(), _cpu_flags()
     if (core is None or core not in GENERIC_CORES or "avx2" not in flags
-        or "OPENBLAS_CORETYPE" in os.environ):
+            or "OPENBLAS_CORETYPE" in os.environ):
         return None
     suggest = "SkylakeX" if "avx512f" in flags else "Haswell"
     advice = (f"numpy's OpenBLAS does not recognise this CPU and runs its generic '{core}' "

@@ -417,9 +417,8 @@ class FastOps:
         elif out.shape != (rows, d):
             raise ValueError(f"native: attention out must be ({rows}, {d}), got {out.shape}")
         self._ok(self._lib.fastops_attention(_check(qkv, _F32, "qkv"), streams, n, heads,
-                                             d // heads,
-                                             _dest(out, _F32, "out", (qkv,)), _handle(pool)),
-                                             "attention")
+                                             d // heads, _dest(out, _F32, "out", (qkv,)),
+                                             _handle(pool)), "attention")
         return out
 
     def add_layernorm(self, x: np.ndarray, delta: np.ndarray | None, out: np.ndarray, eps: float,
@@ -506,7 +505,7 @@ class FastOps:
         rows, k = gates.shape
         cols = out.shape[-1]
         if (inverse.shape != (rows, k) or out.shape != (rows, cols)
-            or expert_out.shape[1:] != (cols,)):
+                or expert_out.shape[1:] != (cols,)):
             raise ValueError(f"native: moe_combine shapes expert_out {expert_out.shape}, inverse "
                              f"{inverse.shape}, gates {gates.shape}, out {out.shape}")
         rc = self._lib.fastops_moe_combine(
@@ -530,7 +529,7 @@ class FastOps:
         Returns ``out`` (B, H, W, C), a new array unless given (it must not be ``coarse``).
         """
         if (coarse.ndim != 4 or images.ndim != 4 or images.shape[:3] != coarse.shape[:3]
-            or min(images.shape) < 1):
+                or min(images.shape) < 1):
             raise ValueError(f"native: guided_refine coarse {coarse.shape} and images "
                              f"{images.shape} must be non-empty (B, H, W, C) and (B, H, W, CIN) "
                              "of one size")
