@@ -178,8 +178,8 @@ BURST_ALIGN_WORDS = BURST_ALIGN_BYTES // (WEIGHT_WORD_BITS // 8)
 #: Elements per cycle of the elementwise loops (LayerNorm, GELU, residual, narrowing, copies): the
 #: on-chip activation buffers are cyclically partitioned by this factor.
 ELEM_LANES = 16
-#: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle (Edge-MoE: 16 x
-#: 16).
+#: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle
+#: (Edge-MoE: 16 x 16).
 LINEAR_TILE = 16
 #: Query rows the attention unit walks in parallel (instances of ``attention_row``). Edge-MoE
 #: uses 4; 2 keeps the DSP budget under 75 % of the xczu9eg (accel/resources.py) and costs about
@@ -196,8 +196,8 @@ EXP2_MAX_SHIFT = 31
 SOFTMAX_RECIP_SHIFT = 38
 #: Fraction bits of the coefficient constants (attention scale, log2 e).
 COEF_FRAC = 16
-#: GELU = ReLU(x) - corr(|x|); corr tabulated at x = i / 2^GELU_STEP_SHIFT, i =
-#: 0..GELU_TABLE_SIZE-1.
+#: GELU = ReLU(x) - corr(|x|); corr tabulated at
+#: x = i / 2^GELU_STEP_SHIFT, i = 0..GELU_TABLE_SIZE-1.
 GELU_TABLE_SIZE = 177
 GELU_STEP_SHIFT = 5
 #: LayerNorm: deviations are shifted right by LN_SQ_SHIFT before squaring (variance then has

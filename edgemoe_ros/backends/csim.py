@@ -79,8 +79,8 @@ def build_artifact(cfg: ModelConfig, artifact: str = LIB_NAME, hls_dir: Path = H
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise BackendError(f"csim: building {target} took more than {BUILD_TIMEOUT_S} "
-                               "s") from None
+            raise BackendError(f"csim: building {target} took more than "
+                               f"{BUILD_TIMEOUT_S} s") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise BackendError(f"csim: building {target} failed (make exit "
@@ -168,8 +168,7 @@ class CSimLibrary:
         return self._weight_layout
 
     def run(self, images: np.ndarray, packed: itf.PackedWeights, task_id: int,
-            owner: object) -> tuple[
-            np.ndarray, np.ndarray]:
+            owner: object) -> tuple[np.ndarray, np.ndarray]:
         """One kernel call: raw int32 features (B, P, D) and routing (B, L, N, k)."""
         self.check_call(images, packed, task_id)
         shapes = itf.buffer_shapes(self.config, images.shape[0])

@@ -153,7 +153,7 @@ class BagReader:
             found = ", ".join(images) or "none"
             raise BagError(self.path,
                            f"cannot choose the image topic: {len(images)} image topics ({found}); "
-                                      "name one with --topic")
+                           "name one with --topic")
         return images[0]
 
     def has(self, topic: str) -> bool:
@@ -343,8 +343,7 @@ def write_image_bag(path: str | os.PathLike, frames: Iterable[tuple[int, np.ndar
                 if (camera_info.height, camera_info.width) != rgb.shape[:2]:
                     raise BagError(path,
                                    f"frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
-                                   "is "
-                                         f"{camera_info.width}x{camera_info.height}", info_topic)
+                                   f"is {camera_info.width}x{camera_info.height}", info_topic)
                 # Before its image, as drivers publish it: a consumer pairing "latest camera_info"
                 # with each image then never sees an image without its calibration.
                 writer.write(info_topic, stamp, camera_info.to_msg(stamp, frame_id))

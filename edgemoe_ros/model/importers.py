@@ -155,9 +155,9 @@ def _complete(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str,
                                    "missing tensor needed to complete the import", name)
             arr = complete_from.tensors[name]
             if tuple(arr.shape) != expected[name]:
-                raise WeightsError(complete_from.source, f"shape {tuple(arr.shape)} != expected "
-                                                         f"{expected[name]} for the imported "
-                                                         "model", name)
+                raise WeightsError(complete_from.source,
+                                   f"shape {tuple(arr.shape)} != expected {expected[name]} for "
+                                   "the imported model", name)
             tensors[name] = arr.astype(np.float32)
         return
     if "norm.weight" in missing:
@@ -337,9 +337,9 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
     if cfg.num_tokens != sd["backbone.pos_embed"].shape[1]:
         raise WeightsError(source,
                            f"pos_embed has {sd['backbone.pos_embed'].shape[1]} tokens but a "
-                                   f"{cfg.img_h}x{cfg.img_w} input with patch {cfg.patch} gives "
-                                   f"{cfg.num_tokens}; set img_h/img_w with --config-json",
-                                   "backbone.pos_embed")
+                           f"{cfg.img_h}x{cfg.img_w} input with patch {cfg.patch} gives "
+                           f"{cfg.num_tokens}; set img_h/img_w with --config-json",
+                           "backbone.pos_embed")
     cfg = cfg.replace(depth_output="linear",
                       notes={**cfg.notes, "importer": "m3vit",
                              "imported_from": os.path.basename(source)})
@@ -420,8 +420,8 @@ def _m3vit_router(sd: Mapping[str, np.ndarray], src: str, cfg: ModelConfig,
     if key in sd and sd[key].ndim == 2 and sd[key].shape[0] != d:
         raise WeightsError(source,
                            f"gate input width {sd[key].shape[0]} != dim {d}: a task-conditioned "
-                                   "gate (task one-hot / task embedding appended) is not "
-                                   "supported", key)
+                           "gate (task one-hot / task embedding appended) is not supported",
+                           key)
     used.add(key)
     shared = _take(sd, key, (d, e), source, canonical)
     LOG.warning("%s: %s is one gate shared by all tasks; replicating it per task", source, key)
@@ -477,7 +477,7 @@ def _read_bin(path: Path, shape: tuple[int, ...], canonical: str) -> np.ndarray:
     if have != want:
         raise WeightsError(path,
                            f"{have} bytes, expected {want} (float32 {shape}); truncated file or "
-                                 "a model config that does not match", canonical)
+                           "a model config that does not match", canonical)
     arr = np.fromfile(path, dtype="<f4").reshape(shape)
     if not np.all(np.isfinite(arr)):
         raise WeightsError(path, "contains NaN or Inf", canonical)
@@ -505,7 +505,7 @@ def import_edgemoe(directory: str | os.PathLike, config_overrides: Mapping[str, 
     if extra:
         raise WeightsError(present[extra[0]],
                            "unexpected weights file (not part of the configured model: "
-                                              "check depth / tasks in --config-json)", extra[0])
+                           "check depth / tasks in --config-json)", extra[0])
     t: dict[str, np.ndarray] = {}
     routers: dict[str, dict[str, np.ndarray]] = {}
     for stem, (canonical, shape) in files.items():
