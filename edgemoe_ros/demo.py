@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     acc = summary["accuracy_vs_ground_truth"]
-    print(f"wrote {args.out}/demo.mp4, {len(summary['outputs']['mosaics'])} mosaics, latency.png, "
-          "summary.json")
+    print(f"wrote {args.out}/demo.mp4, {len(summary['outputs']['mosaics'])} mosaics, "
+          "latency.png, summary.json")
     for phase, lat in summary["latency"].items():
         print(f"  {phase:<14} {lat['n']:4d} frames  median {lat['median_ms']:7.1f} ms  p95 "
               f"{lat['p95_ms']:7.1f} ms")

@@ -274,8 +274,8 @@ def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5,
     ``mask`` (H, W) bool limits the blend (e.g. to non-ignore pixels); elsewhere the image shows.
     """
     if image.shape != color.shape or image.ndim != 3 or image.shape[2] != 3:
-        raise FitError(f"overlay needs two (H, W, 3) images of one size, got {image.shape} and "
-                       f"{color.shape}")
+        raise FitError("overlay needs two (H, W, 3) images of one size, got "
+                       f"{image.shape} and {color.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise FitError(f"overlay alpha {alpha} not in [0, 1]")
     blend = cv2.addWeighted(image.astype(np.uint8), 1.0 - alpha, color.astype(np.uint8), alpha,

@@ -173,8 +173,8 @@ def register_map_mismatch(found: Mapping[str, int]) -> str | None:
     extra = sorted((offset, name) for name, offset in found.items() if name not in expected)
     if extra:
         offset, name = extra[0]
-        return (f"the .hwh has register {name!r} at 0x{offset:02X}, which interface.py does not "
-                "know")
+        return (f"the .hwh has register {name!r} at 0x{offset:02X}, which "
+                "interface.py does not know")
     return None
 
 

@@ -110,8 +110,8 @@ def _import_pynq() -> Any:
     try:
         import pynq
     except ImportError as exc:
-        raise AcceleratorError(f"pynq is not importable ({exc}); install pynq 4.x on the "
-                               "board") from None
+        raise AcceleratorError(f"pynq is not importable ({exc}); "
+                               "install pynq 4.x on the board") from None
     return pynq
 
 
@@ -185,8 +185,8 @@ class EdgeMoeDriver:
         try:
             self.ip = functools.reduce(getattr, self.ip_name.split("/"), self.overlay)
         except AttributeError as exc:
-            raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} not in the overlay: "
-                                   f"{exc}") from None
+            raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} "
+                                   f"not in the overlay: {exc}") from None
         self._check_registers()
 
     def _find_ip(self) -> str:
@@ -235,8 +235,8 @@ class EdgeMoeDriver:
             try:
                 self._buffers[name] = pynq.allocate(shape, dtype, target=self.device)
             except Exception as exc:
-                raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: "
-                                       f"{exc}") from exc
+                raise AcceleratorError(f"cannot allocate device buffer {name} "
+                                       f"{shape} {dtype}: {exc}") from exc
 
     # ------------------------------------------------------------------ weights
     @_serialised
@@ -293,8 +293,8 @@ class EdgeMoeDriver:
             raise AcceleratorError(f"batch of {b} images; this driver holds buffers for "
                                    f"1..{self.max_images}")
         if not 0 <= task_id < len(cfg.tasks):
-            raise AcceleratorError(f"task_id {task_id} outside 0..{len(cfg.tasks) - 1} (tasks "
-                                   f"{cfg.tasks})")
+            raise AcceleratorError(f"task_id {task_id} outside 0..{len(cfg.tasks) - 1} "
+                                   f"(tasks {cfg.tasks})")
 
         img = self._buffers["images"]
         img[:b] = images
@@ -346,8 +346,8 @@ class EdgeMoeDriver:
                 args = ", ".join(f"{k}={v}" for k, v in scalars.items())
                 raise AcceleratorTimeout(
                     f"{self.ip_name} did not assert ap_done within {self.timeout_s:g} s; "
-                    f"ap_ctrl={describe_ctrl(ctrl)}, {args}; the accelerator is hung: reload the "
-                    "overlay")
+                    f"ap_ctrl={describe_ctrl(ctrl)}, {args}; the accelerator is "
+                    "hung: reload the overlay")
             time.sleep(self.poll_interval_s)
 
     def _check_routing(self, routing: np.ndarray) -> None:
@@ -359,8 +359,8 @@ class EdgeMoeDriver:
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise AcceleratorError(
                 f"{self.ip_name} returned invalid routing_out: expert id {int(routing[where])} at "
-                f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} ({int(bad.sum())} "
-                "bad entries)")
+                f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} "
+                f"({int(bad.sum())} bad entries)")
 
     @_serialised
     def recover(self) -> str:
@@ -390,8 +390,8 @@ class EdgeMoeDriver:
         ctrl = self._read(itf.REG_AP_CTRL)
         if not ctrl & itf.AP_IDLE:
             raise AcceleratorBusy(f"{self.ip_name} still not idle after a PL reset and "
-                                  f"re-programming, ap_ctrl={describe_ctrl(ctrl)}: power-cycle "
-                                  "the board")
+                                  f"re-programming, ap_ctrl={describe_ctrl(ctrl)}: "
+                                  "power-cycle the board")
         return "download"
 
     def _forget_cache(self) -> None:

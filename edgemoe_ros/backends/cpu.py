@@ -241,8 +241,8 @@ class CpuBackend(Backend):
         if fast is not None and self._threads > 1 and self._pool is None:
             self._pool = fast.pool(self._threads)
         elif fast is None and self._threads > 1:
-            log.warning("cpu backend: option threads=%d applies to the native kernels, which are "
-                        "not in use", self._threads)
+            log.warning("cpu backend: option threads=%d applies to the native "
+                        "kernels, which are not in use", self._threads)
         self._m, self.config, self._fast = prepared, weights.config, fast
         log.debug("cpu backend: loaded %s (%s path, %d thread(s))", weights.source,
                   "native" if fast else "numpy", self.threads)

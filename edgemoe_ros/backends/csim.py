@@ -125,8 +125,8 @@ class CSimLibrary:
         if abi != itf.ABI_VERSION or sig != itf.model_signature(cfg):
             raise BackendError(
                 f"csim: {path} was built for ABI {abi} / model signature {sig}, expected ABI "
-                f"{itf.ABI_VERSION} / signature {itf.model_signature(cfg)}; rebuild it (make -C "
-                "hls_accel)")
+                f"{itf.ABI_VERSION} / signature {itf.model_signature(cfg)}; rebuild "
+                "it (make -C hls_accel)")
 
     @classmethod
     def open(cls, cfg: ModelConfig, sanitize: bool = False) -> CSimLibrary:
@@ -223,8 +223,8 @@ class CSimBackend(Backend):
             raise BackendError("backend 'csim': run() before load()")
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[0] < 1:
             got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
-            raise BackendError("csim: run_raw needs a non-empty (B, H, W, C) uint8 batch, got "
-                               f"{got}")
+            raise BackendError("csim: run_raw needs a non-empty (B, H, W, C) "
+                               f"uint8 batch, got {got}")
         out_f, out_r = [], []
         for start in range(0, images.shape[0], itf.MAX_IMAGES):
             f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id,

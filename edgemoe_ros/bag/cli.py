@@ -124,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default with Ray installed: one per core; 1: this process, no Ray)")
     fleet.add_argument("--ray", metavar="ADDRESS",
                        help="run on an existing Ray cluster, e.g. ray://head:10001 (default "
-                            "without --workers: $RAY_ADDRESS when set); 'local': a local Ray even "
-                            "for one worker")
+                            "without --workers: $RAY_ADDRESS when set); 'local': a local "
+                            "Ray even for one worker")
     fleet.add_argument("--max-retries", type=_non_negative_int, default=None, metavar="N",
                        help="re-runs of a piece of work whose worker process died (default 2)")
     fleet.add_argument("--chunk-frames", type=_positive_int, default=None, metavar="N",
-                       help="on Ray, split bags longer than N frames into time chunks (default "
-                            "300)")
+                       help="on Ray, split bags longer than N frames into "
+                            "time chunks (default 300)")
     fleet.add_argument("--json", metavar="FILE",
                        help="write the run's summary (per-bag results) to FILE")
 

@@ -74,8 +74,8 @@ def stamp_ns(msg: Any) -> int:
 
 def _check_rgb(rgb: np.ndarray) -> None:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-        raise ValueError(f"frame must be a non-empty uint8 HxWx3 RGB array, got {rgb.dtype} "
-                         f"{rgb.shape}")
+        raise ValueError("frame must be a non-empty uint8 HxWx3 RGB array, got "
+                         f"{rgb.dtype} {rgb.shape}")
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str = RGB8) -> Any:
@@ -124,8 +124,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     data = np.asarray(msg.data, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise ValueError(f"cannot decode compressed frame (format {msg.format!r}, {data.size} "
-                         "bytes)")
+        raise ValueError("cannot decode compressed frame (format "
+                         f"{msg.format!r}, {data.size} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

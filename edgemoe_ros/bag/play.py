@@ -68,8 +68,8 @@ def message_class(msgtype: str) -> type:
         pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ValueError, ImportError, AttributeError):
-        raise ValueError(f"message type {msgtype!r} is not available in this ROS "
-                         "install") from None
+        raise ValueError(f"message type {msgtype!r} is not "
+                         "available in this ROS install") from None
 
 
 def qos_profile(name: str, depth: int) -> Any:

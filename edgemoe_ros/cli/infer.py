@@ -62,8 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", '
                          '"timeout_s": 2}\'')
     ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
-                    help="fit images to the model by stretching or centre-cropping (default: the "
-                         "model's)")
+                    help="fit images to the model by stretching or centre-cropping "
+                         "(default: the model's)")
     ap.add_argument("--fx", type=float, default=None, metavar="PX",
                     help="camera focal length in pixels of the input images, for metric depth of "
                          "that lens (default: the model's canonical camera)")
@@ -74,8 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cy", type=float, default=None, metavar="PX",
                     help="principal point y (default: image centre)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
-                    help="run each image N times and report the median timings (after one warm-up "
-                         "run)")
+                    help="run each image N times and report the median timings "
+                         "(after one warm-up run)")
     return ap.parse_args(argv)
 
 

@@ -218,8 +218,8 @@ def attention(qkv: np.ndarray, num_heads: int, scale_raw: int) -> np.ndarray:
     """
     q, k, v = _attn_operands(qkv, num_heads, scale_raw)  # (B, H, N, hd) attn format
     if q.shape[-1] > 64:
-        raise ValueError(f"attention: head_dim {q.shape[-1]} > 64 breaks the exact float64 score "
-                         "path")
+        raise ValueError(f"attention: head_dim {q.shape[-1]} > 64 breaks the "
+                         "exact float64 score path")
     scores = (q.astype(np.float64) @ np.swapaxes(k, -1, -2).astype(np.float64)).astype(np.int64)
     u = narrow(scores, 2 * ATTN.frac - SCORE.frac, SCORE)  # log2 units, (B, H, N, N)
     one = 1 << SCORE.frac

@@ -231,15 +231,15 @@ class ModelConfig:
         if problems:  # the checks below assume the fields' types and signs are right
             raise ConfigError("invalid model config: " + "; ".join(problems))
         if self.img_h % self.patch or self.img_w % self.patch:
-            problems.append(f"input {self.img_h}x{self.img_w} is not a multiple of patch "
-                            f"{self.patch}")
+            problems.append(f"input {self.img_h}x{self.img_w} is not a "
+                            f"multiple of patch {self.patch}")
         if self.dim % self.num_heads:
             problems.append(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if not 1 <= self.top_k <= self.num_experts:
             problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
         if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
-            problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries (one per "
-                            "input channel)")
+            problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries "
+                            "(one per input channel)")
         if self.head == "up" and 1 << min(self.up_stages, 63) > self.patch:
             problems.append(f"up_stages {self.up_stages} upsamples the token grid past the input "
                             f"resolution (2**up_stages must be <= patch {self.patch})")
@@ -261,19 +261,19 @@ class ModelConfig:
             if self.patch % 4:
                 # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it
                 # too.
-                problems.append("the pyramid head needs a patch size divisible by 4, got "
-                                f"{self.patch}")
+                problems.append("the pyramid head needs a patch size divisible "
+                                f"by 4, got {self.patch}")
         if self.palette and (len(self.palette) != 3 * len(self.class_names)
                              or not all(isinstance(v, int) and 0 <= v <= 255
                                         for v in self.palette)):
             problems.append("palette needs 3 values in 0..255 per class "
                             f"({3 * len(self.class_names)}), got {len(self.palette)}")
         if not 1.0 < self.canonical_hfov_deg < 179.0:
-            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} not in (1, 179) "
-                            "degrees")
+            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} "
+                            "not in (1, 179) degrees")
         if not 0 < self.min_depth < self.max_depth:
-            problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing "
-                            "and positive")
+            problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not "
+                            "increasing and positive")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
 
@@ -291,8 +291,8 @@ class ModelConfig:
                          for v in values)
                 if not ok:
                     problems.append(f"{name} must be "
-                                    f"{'an integer' if kind == 'int' else 'integers'} >= {low}, "
-                                    f"got {value!r}")
+                                    f"{'an integer' if kind == 'int' else 'integers'} "
+                                    f">= {low}, got {value!r}")
             elif kind.startswith("float"):
                 ok = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                          and math.isfinite(v) and (low is None or v > low) for v in values)
@@ -303,8 +303,8 @@ class ModelConfig:
                   or len(set(values)) != len(values)):
                 problems.append(f"{name} must be distinct non-empty strings, got {value!r}")
         if isinstance(self.in_chans, int) and self.in_chans != IN_CHANS:
-            problems.append(f"in_chans {self.in_chans}: the model reads RGB images ({IN_CHANS} "
-                            "channels)")
+            problems.append(f"in_chans {self.in_chans}: the model reads RGB "
+                            f"images ({IN_CHANS} channels)")
         if isinstance(self.class_names, tuple) and not 1 <= len(self.class_names) < IGNORE_INDEX:
             problems.append(f"class_names needs 1..{IGNORE_INDEX - 1} classes (ids are uint8, "
                             f"{IGNORE_INDEX} means ignore), got {len(self.class_names)}")

@@ -166,8 +166,8 @@ def _complete(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str,
     still = [n for n in expected if n not in tensors]
     if still and random_heads_seed is not None:
         donor = random_init(cfg, seed=random_heads_seed)
-        LOG.warning("%s: %d head tensors are not in the source; using seeded random heads "
-                    "(seed %d)", source, len(still), random_heads_seed)
+        LOG.warning("%s: %d head tensors are not in the source; using seeded "
+                    "random heads (seed %d)", source, len(still), random_heads_seed)
         for name in still:
             tensors[name] = donor.tensors[name]
         cfg.notes["random_heads_seed"] = random_heads_seed
@@ -208,8 +208,8 @@ def load_torch_state_dict(path: str | os.PathLike,
         hint = "" if allow_pickle else (" (if you trust the file and it holds Python objects, use "
                                         "--allow-pickle)")
         raise WeightsError(p,
-                           f"cannot read PyTorch checkpoint: {type(exc).__name__}: "
-                           f"{exc}{hint}") from None
+                           "cannot read PyTorch checkpoint: "
+                           f"{type(exc).__name__}: {exc}{hint}") from None
     for _ in range(3):  # {'state_dict': {...}} / {'model': {...}}, possibly nested once more
         if isinstance(obj, Mapping):
             inner = next((obj[k] for k in CHECKPOINT_WRAPPERS if isinstance(obj.get(k), Mapping)),
@@ -285,8 +285,8 @@ def _m3vit_infer(sd: Mapping[str, np.ndarray],
                        if (m := re.match(re.escape(head) + r"conv_(\d+)\.weight$", k)))
         if not convs:
             raise WeightsError(source,
-                               f"decoder {tasks[0]!r} is not a VisionTransformerUpHead (no "
-                               "conv_*)")
+                               f"decoder {tasks[0]!r} is not a "
+                               "VisionTransformerUpHead (no conv_*)")
         inferred.update(head="up", up_stages=len(convs) - 1,
                         up_channels=int(sd[head + "conv_0.weight"].shape[0]))
     return inferred, moe, tasks
@@ -538,13 +538,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="model config overrides as a JSON object or @file.json (e.g. "
                          "'{\"img_h\": 128}')")
     ap.add_argument("--complete-from", default=None, metavar="FILE",
-                    help="edgemoe weights file supplying tensors the source lacks (final norm, "
-                         "heads)")
+                    help="edgemoe weights file supplying tensors the source "
+                         "lacks (final norm, heads)")
     ap.add_argument("--random-heads", type=int, default=None, metavar="SEED",
                     help="use seeded random heads when the source has none (backbone-only use)")
     ap.add_argument("--allow-pickle", action="store_true",
-                    help="let torch unpickle Python objects in the checkpoint (trusted files "
-                         "only)")
+                    help="let torch unpickle Python objects in the "
+                         "checkpoint (trusted files only)")
     ap.add_argument("--float16", action="store_true", help="store tensors as float16")
     return ap.parse_args(argv)
 

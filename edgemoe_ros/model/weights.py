@@ -299,8 +299,8 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
                            f"{FORMAT_VERSION!r}")
     if META_CONFIG not in meta:
         raise WeightsError(path,
-                           f"no model config in metadata (key {META_CONFIG!r}); not an edgemoe "
-                           "weights file")
+                           f"no model config in metadata (key {META_CONFIG!r}); not "
+                           "an edgemoe weights file")
     try:
         return ModelConfig.from_json(meta[META_CONFIG])
     except (ConfigError, TypeError) as exc:

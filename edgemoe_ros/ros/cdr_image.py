@@ -80,8 +80,8 @@ class _Reader:
 
     def octets(self, n: int) -> memoryview:
         if self.pos + n > len(self.buf):
-            raise ValueError(f"CDR body has {len(self.buf) - self.pos} bytes left, a field needs "
-                             f"{n}")
+            raise ValueError(f"CDR body has {len(self.buf) - self.pos} bytes "
+                             f"left, a field needs {n}")
         out = self.buf[self.pos:self.pos + n]
         self.pos += n
         return out

@@ -107,8 +107,8 @@ class LoadedModel:
         """Close both engines; one a hung call is still inside is closed when that call returns."""
         for eng, dog in ((self.engine, self.watchdog), (self.fallback, self.fallback_watchdog)):
             if eng is not None and not dog.when_idle(eng.close):
-                _log.warning("backend '%s' is still inside a hung call: closing it when the call "
-                             "returns", dog.name)
+                _log.warning("backend '%s' is still inside a hung call: closing "
+                             "it when the call returns", dog.name)
             dog.close()
 
 

@@ -445,8 +445,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         if self._reload_error:
             return DiagnosticStatus.WARN, f"{state}: {self._reload_error}"
         if new_faults:
-            return DiagnosticStatus.ERROR, (f"{state}: {new_faults} backend fault(s) since last "
-                                            "report")
+            return DiagnosticStatus.ERROR, (f"{state}: {new_faults} backend "
+                                            "fault(s) since last report")
         if new_bad:
             return DiagnosticStatus.WARN, f"{state}: {new_bad} bad input(s) since last report"
         if new["info"]:

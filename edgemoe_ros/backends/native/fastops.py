@@ -122,8 +122,8 @@ def build_library(cxx: str | None = None, build_dir: Path | None = None) -> Path
     cxx = cxx or compiler()
     exe = shutil.which(cxx)
     if exe is None:
-        raise NativeBuildError(f"native: C++ compiler {cxx!r} not found (set {COMPILER_ENV} or "
-                               "install g++)")
+        raise NativeBuildError(f"native: C++ compiler {cxx!r} not found (set "
+                               f"{COMPILER_ENV} or install g++)")
     try:
         source = SOURCE.read_bytes()
     except OSError as exc:
@@ -217,8 +217,8 @@ def _dest(arr: np.ndarray, dtype: np.dtype, name: str,
         raise ValueError(f"native: {name} is written by the kernel but is read-only")
     for other in inputs:
         if other is not None and np.may_share_memory(arr, other):
-            raise ValueError(f"native: {name} overlaps an input of the same call; pass a separate "
-                             "array")
+            raise ValueError(f"native: {name} overlaps an input of the same "
+                             "call; pass a separate array")
     return _check(arr, dtype, name)
 
 
@@ -385,8 +385,8 @@ class FastOps:
                              f"bounds {bounds.shape}")
         m = uniq_src.size
         if bounds[-1] != m:
-            raise ValueError(f"native: moe_experts bounds end at {bounds[-1]}, but {m} rows were "
-                             "grouped")
+            raise ValueError(f"native: moe_experts bounds end at {bounds[-1]}, "
+                             f"but {m} rows were grouped")
         hid = np.empty((m, hidden), np.float32)
         out = np.empty((m, d), np.float32)
         rc = self._lib.fastops_moe_experts(
@@ -432,8 +432,8 @@ class FastOps:
         if (gamma is None) != (beta is None):
             raise ValueError("native: add_layernorm needs both gamma and beta, or neither")
         if x.ndim < 1 or x.shape[-1] < 1:
-            raise ValueError("native: add_layernorm needs rows of at least one value, got shape "
-                             f"{x.shape}")
+            raise ValueError("native: add_layernorm needs rows of at least one "
+                             f"value, got shape {x.shape}")
         if delta_bias is not None and delta is None:
             raise ValueError("native: add_layernorm delta_bias is only added with a delta")
         if not (eps > 0 and np.isfinite(eps)):
@@ -531,8 +531,8 @@ class FastOps:
         if (coarse.ndim != 4 or images.ndim != 4 or images.shape[:3] != coarse.shape[:3]
                 or min(images.shape) < 1):
             raise ValueError(f"native: guided_refine coarse {coarse.shape} and images "
-                             f"{images.shape} must be non-empty (B, H, W, C) and (B, H, W, CIN) "
-                             "of one size")
+                             f"{images.shape} must be non-empty (B, H, W, C) and (B, "
+                             "H, W, CIN) of one size")
         b, h, w, c = coarse.shape
         cin = images.shape[3]
         g, hid = guide_w.shape[0], fuse_w.shape[0]
@@ -580,8 +580,8 @@ class FastOps:
         out = np.empty(shape, _F32) if out is None else out
         if (out.shape != shape or not out.flags.writeable
                 or any(np.shares_memory(out, x) for x in inputs)):
-            raise ValueError(f"native: {what} out {out.shape} must be a separate, writeable "
-                             f"{shape} array")
+            raise ValueError(f"native: {what} out {out.shape} must be a separate, "
+                             f"writeable {shape} array")
         return out
 
     def pixels_planar(self, images: np.ndarray, scale: np.ndarray, offset: np.ndarray,
@@ -589,8 +589,8 @@ class FastOps:
         """uint8 (B, H, W, C) images → planar float32 (B, C, H, W) ``u8 * scale + offset`` per
         channel (one pass on the calling thread; ``pool`` is accepted like every head kernel's)."""
         if images.ndim != 4 or min(images.shape) < 1:
-            raise ValueError("native: pixels_planar images must be non-empty (B, H, W, C), got "
-                             f"{images.shape}")
+            raise ValueError("native: pixels_planar images must be non-empty (B, H, W, "
+                             f"C), got {images.shape}")
         b, h, w, c = images.shape
         out = np.empty((b, c, h, w), _F32)
         self._lib.fastops_pixels_planar(_check(images, np.dtype(np.uint8), "images"), b, h, w, c,
@@ -606,8 +606,8 @@ class FastOps:
         b, cin, h, w = self._planar(x, "conv3x3 x")
         cout = weight.shape[0]
         if weight.shape != (cout, cin, 3, 3) or stride not in (1, 2):
-            raise ValueError(f"native: conv3x3 weight {weight.shape} / stride {stride} do not fit "
-                             f"{cin} channels")
+            raise ValueError(f"native: conv3x3 weight {weight.shape} / stride {stride} do "
+                             f"not fit {cin} channels")
         out = self._out(out, (b, cout, (h - 1) // stride + 1, (w - 1) // stride + 1), (x,),
                         "conv3x3")
         self._ok(self._lib.fastops_conv3x3(
@@ -622,8 +622,8 @@ class FastOps:
         """``act(weight @ x + bias)`` at every pixel (a 1x1 conv); ``weight`` (Cout, Cin)."""
         b, cin, h, w = self._planar(x, "pointwise x")
         if weight.ndim != 2 or weight.shape[1] != cin:
-            raise ValueError(f"native: pointwise weight {weight.shape} does not fit {cin} "
-                             "channels")
+            raise ValueError(f"native: pointwise weight {weight.shape} does "
+                             f"not fit {cin} channels")
         cout = weight.shape[0]
         out = self._out(out, (b, cout, h, w), (x,), "pointwise")
         self._ok(self._lib.fastops_pointwise(
@@ -642,8 +642,8 @@ class FastOps:
         pb, p, h, w = self._planar(pixels, "upsample_fuse pixels")
         if pb != b or w_pix.shape != (d, p) or w_coord.shape != (d, 2):
             raise ValueError(f"native: upsample_fuse coarse {coarse.shape}, pixels "
-                             f"{pixels.shape}, w_pix {w_pix.shape}, w_coord {w_coord.shape} do "
-                             "not fit")
+                             f"{pixels.shape}, w_pix {w_pix.shape}, w_coord "
+                             f"{w_coord.shape} do not fit")
         out = self._out(out, (b, d, h, w), (coarse, pixels), "upsample_fuse")
         self._ok(self._lib.fastops_upsample_fuse(
             _check(coarse, _F32, "coarse"), b, d, hc, wc, _check(pixels, _F32, "pixels"), p, h, w,
