@@ -105,8 +105,8 @@ def sky_color(rays: np.ndarray, light: Lighting) -> np.ndarray:
     g = np.clip(el / 0.6, 0, 1)[..., None] ** 0.6
     col = light.horizon * (1 - g) + light.zenith * g
     cos_sun = np.clip(d @ light.sun_dir, 0, 1)[..., None]
-    col = col + light.sun_strength * (0.25 * cos_sun ** 8 + 1.5
-                                      * cos_sun ** 400) * np.array([1.0, 0.95, 0.8])
+    col = col + light.sun_strength * (0.25 * cos_sun ** 8
+                                      + 1.5 * cos_sun ** 400) * np.array([1.0, 0.95, 0.8])
     if light.cloud_cover > 0:
         z = np.maximum(d[..., 2], 0.02)
         ca, cb = d[..., 0] / z, d[..., 1] / z
@@ -231,8 +231,8 @@ def shade(world: W.World, hits: Hits, prims: list[Primitive], rays: np.ndarray, 
         shading = light.ambient * sky_light + light.sun_strength * lambert
         col = albedo * shading[:, None]
     else:
-        col = albedo * (light.ambient * sky_light[:, None] + light.sun_strength * lambert[:, None]
-                        * light.sun_color)
+        col = albedo * (light.ambient * sky_light[:, None]
+                        + light.sun_strength * lambert[:, None] * light.sun_color)
     haze = 1.0 - np.exp(-hits.depth[surf] / light.haze_dist)
     col = col * (1 - haze[:, None]) + light.horizon * haze[:, None]
     img[surf] = col
