@@ -164,8 +164,8 @@ def register_map_mismatch(found: Mapping[str, int]) -> str | None:
     for name, offset in sorted(expected.items(), key=lambda kv: kv[1]):
         if name not in found:
             there = by_offset.get(offset)
-            held = f"the .hwh has {there!r} there" if there is not None else ("the .hwh has no "
-                                                                              "register there")
+            held = (f"the .hwh has {there!r} there" if there is not None
+                    else "the .hwh has no register there")
             return f"register {name!r} (0x{offset:02X} in interface.py) is missing: {held}"
         if found[name] != offset:
             return (f"register {name!r} is at 0x{found[name]:02X} in the .hwh but at "

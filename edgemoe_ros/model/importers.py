@@ -205,8 +205,8 @@ def load_torch_state_dict(path: str | os.PathLike,
         obj = torch.load(str(p), map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:
         # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        hint = "" if allow_pickle else (" (if you trust the file and it holds Python objects, use "
-                                        "--allow-pickle)")
+        hint = ("" if allow_pickle
+                else " (if you trust the file and it holds Python objects, use --allow-pickle)")
         raise WeightsError(p,
                            "cannot read PyTorch checkpoint: "
                            f"{type(exc).__name__}: {exc}{hint}") from None
