@@ -2,16 +2,17 @@
 """Keep numpy's OpenBLAS on one thread in our executables, unless the user chose a number.
 
 Why: what numpy still multiplies in the node is small (with the native kernels, one small
-projection of the pyramid head per task; without them, everything), and OpenBLAS shares even those over every core, then lets its idle threads spin. On a
-robot the other cores are busy (camera driver, DDS, other nodes), so a call keeps waiting for a
-descheduled BLAS thread: with two CPU-bound processes beside it on this 2-core machine, the
-shipped model's semseg head took a median 26.9 ms with OpenBLAS's default threads against 3.4 ms
-with one (60 runs each, same process). The heavy work has its own threads, which the user sets
-(the cpu backend's ``threads`` option).
+projection of the pyramid head per task; without them, everything), and OpenBLAS shares even those
+over every core, then lets its idle threads spin. On a robot the other cores are busy (camera
+driver, DDS, other nodes), so a call keeps waiting for a descheduled BLAS thread: with two
+CPU-bound processes beside it on this 2-core machine, the shipped model's semseg head took a median
+26.9 ms with OpenBLAS's default threads against 3.4 ms with one (60 runs each, same process). The
+heavy work has its own threads, which the user sets (the cpu backend's ``threads`` option).
 
 ``limit_blas_threads`` changes nothing when ``OPENBLAS_NUM_THREADS`` or ``OMP_NUM_THREADS`` is
 set (the user's choice wins) or when numpy does not use OpenBLAS. It is process-wide, so the
-executables call it once at start, as they call ``allocator.tune_allocator``; library code never does.
+executables call it once at start, as they call ``allocator.tune_allocator``; library code never
+does.
 
 ``check_blas_kernels`` (also once at start) warns when OpenBLAS did not recognise the CPU and runs
 its generic SSE3 ("Prescott") kernels on one with AVX2: numpy 1.26's OpenBLAS 0.3.23 does that on
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Environment variables through which the user picks BLAS threads (read by OpenBLAS at load).
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-#: OpenBLAS's names for its generic x86 kernel sets (what it falls back to on a CPU it does not know).
+#: OpenBLAS's names for its generic x86 kernel sets (what it falls back to on a CPU it does not
+#: know).
 GENERIC_CORES = ("Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "Atom")
 #: Symbol names across OpenBLAS builds: ILP64 as numpy's wheels ship it, then the plain names.
 _SUFFIXES = ("64_", "_64", "")
@@ -43,7 +45,8 @@ def _loaded_openblas() -> list[str]:
     """Paths of the OpenBLAS libraries mapped into this process (numpy's, and any other)."""
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line}
+            paths = {line.split()[-1] for line in fh
+                     if "openblas" in line.lower() and ".so" in line}
     except OSError:
         return []
     return sorted(p for p in paths if p.startswith("/"))
@@ -113,11 +116,13 @@ def _cpu_flags() -> set[str]:
 def check_blas_kernels() -> str | None:
     """Warn (and return the advice) when OpenBLAS runs generic kernels on a CPU with AVX2."""
     core, flags = blas_core(), _cpu_flags()
-    if core is None or core not in GENERIC_CORES or "avx2" not in flags or "OPENBLAS_CORETYPE" in os.environ:
+    if (core is None or core not in GENERIC_CORES or "avx2" not in flags
+            or "OPENBLAS_CORETYPE" in os.environ):
         return None
     suggest = "SkylakeX" if "avx512f" in flags else "Haswell"
-    advice = (f"numpy's OpenBLAS does not recognise this CPU and runs its generic '{core}' kernels (about a "
-              f"quarter of the speed here); start with OPENBLAS_CORETYPE={suggest} for the numpy paths "
-              f"(the cpu backend's native kernels do not use OpenBLAS)")
+    advice = (f"numpy's OpenBLAS does not recognise this CPU and runs its generic '{core}' "
+              "kernels (about a quarter of the speed here); start with "
+              f"OPENBLAS_CORETYPE={suggest} for the numpy paths (the cpu backend's native kernels "
+              "do not use OpenBLAS)")
     log.warning(advice)
     return advice

@@ -10,7 +10,8 @@ as the node's task services would. Writes:
   and the frame latency written on it; a disabled task shows a greyed "off" panel;
 - ``DIR/mosaic_*.png``: one such frame from each phase of the schedule;
 - ``DIR/latency.png``: per-frame latency, coloured by the active task set;
-- ``DIR/summary.json``: latency per phase, accuracy against the renderer's ground truth, expert usage;
+- ``DIR/summary.json``: latency per phase, accuracy against the renderer's ground truth, expert
+  usage;
 - ``DIR/drive_bag/``: the recorded input bag.
 """
 
@@ -45,9 +46,11 @@ TOPIC = "/camera/image_raw"
 FRAME_ID = "camera_optical_frame"
 #: Task schedule: (fraction of the sequence where the phase starts, active tasks).
 SCHEDULE: tuple[tuple[float, tuple[str, ...]], ...] = (
-    (0.0, ("semseg", "depth")), (0.25, ("semseg",)), (0.5, ("depth",)), (0.75, ("semseg", "depth")),
+    (0.0, ("semseg", "depth")), (0.25, ("semseg",)), (0.5, ("depth",)),
+    (0.75, ("semseg", "depth")),
 )
-PHASE_COLORS = {("semseg", "depth"): (40, 160, 255), ("semseg",): (60, 200, 60), ("depth",): (230, 120, 30)}
+PHASE_COLORS = {("semseg", "depth"): (40, 160, 255), ("semseg",): (60, 200, 60),
+                ("depth",): (230, 120, 30)}
 BANNER_H = 22
 #: Grey level of the panel shown for a task that is switched off.
 OFF_GREY = 70
@@ -75,23 +78,27 @@ def _off_panel(h: int, w: int, what: str) -> np.ndarray:
     text = f"{what}: off"
     scale = max(0.4, w / 500)
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.putText(panel, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (150, 150, 150), 1,
-                cv2.LINE_AA)
+    cv2.putText(panel, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (150, 150, 150), 1, cv2.LINE_AA)
     return panel
 
 
 def _label(img: np.ndarray, text: str) -> None:
     cv2.putText(img, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                cv2.LINE_AA)
 
 
-def mosaic(rgb: np.ndarray, semseg: np.ndarray | None, depth: np.ndarray | None, tasks: tuple[str, ...],
+def mosaic(rgb: np.ndarray, semseg: np.ndarray | None, depth: np.ndarray | None,
+           tasks: tuple[str, ...],
            latency_ms: float, index: int, min_depth: float, max_depth: float) -> np.ndarray:
     """RGB mosaic: banner on top, then input | segmentation | depth (greyed "off" panels)."""
     h, w = rgb.shape[:2]
     panels = [rgb.copy()]
-    panels.append(colorize_semseg(semseg) if semseg is not None else _off_panel(h, w, "segmentation"))
-    panels.append(colorize_depth(depth, min_depth, max_depth) if depth is not None else _off_panel(h, w, "depth"))
+    panels.append(colorize_semseg(semseg) if semseg is not None
+                  else _off_panel(h, w, "segmentation"))
+    panels.append(colorize_depth(depth, min_depth, max_depth) if depth is not None
+                  else _off_panel(h, w, "depth"))
     for p, name in zip(panels, ("camera", "segmentation", "depth (log, near=red)"), strict=True):
         _label(p, name)
     row = np.hstack(panels)
@@ -105,12 +112,14 @@ def mosaic(rgb: np.ndarray, semseg: np.ndarray | None, depth: np.ndarray | None,
     for c, name in enumerate(SEMSEG_CLASSES):
         x = legend_x + c * 70
         cv2.rectangle(banner, (x, 6), (x + 10, 16), tuple(int(v) for v in PALETTE[c]), -1)
-        cv2.putText(banner, name[:8], (x + 13, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (220, 220, 220), 1, cv2.LINE_AA)
+        cv2.putText(banner, name[:8], (x + 13, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    (220, 220, 220), 1, cv2.LINE_AA)
     return np.vstack([banner, row])
 
 
 def latency_plot(records: list[FrameRecord], width: int = 900, height: int = 360) -> np.ndarray:
-    """Per-frame latency (total and backbone), points coloured by the active task set; RGB image."""
+    """Per-frame latency (total and backbone), points coloured by the active task set; RGB
+    image."""
     img = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 60, 20, 40, 40
     totals = np.array([r.total_ms for r in records])
@@ -126,38 +135,42 @@ def latency_plot(records: list[FrameRecord], width: int = 900, height: int = 360
         ms = ymax * k / 5
         _, y = xy(0, ms)
         cv2.line(img, (left, y), (width - right, y), (225, 225, 225), 1)
-        cv2.putText(img, f"{ms:.0f}", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{ms:.0f}", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1,
+                    cv2.LINE_AA)
     cv2.line(img, (left, top), (left, height - bottom), (0, 0, 0), 1)
     cv2.line(img, (left, height - bottom), (width - right, height - bottom), (0, 0, 0), 1)
-    cv2.putText(img, "ms", (8, top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "frame", (width - right - 45, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+    cv2.putText(img, "ms", (8, top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                 cv2.LINE_AA)
+    cv2.putText(img, "frame", (width - right - 45, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (0, 0, 0), 1, cv2.LINE_AA)
     for i in range(0, n, max(1, n // 6)):
         x, _ = xy(i, 0)
-        cv2.putText(img, str(i), (x - 8, height - bottom + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1,
-                    cv2.LINE_AA)
+        cv2.putText(img, str(i), (x - 8, height - bottom + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (80, 80, 80), 1, cv2.LINE_AA)
     for a, b in zip(records[:-1], records[1:], strict=True):  # backbone share, thin grey
-        cv2.line(img, xy(a.index, a.backbone_ms), xy(b.index, b.backbone_ms), (170, 170, 170), 1, cv2.LINE_AA)
-    for a, b in zip(records[:-1], records[1:], strict=True):
-        cv2.line(img, xy(a.index, a.total_ms), xy(b.index, b.total_ms), PHASE_COLORS.get(b.tasks, (0, 0, 0)), 2,
+        cv2.line(img, xy(a.index, a.backbone_ms), xy(b.index, b.backbone_ms), (170, 170, 170), 1,
                  cv2.LINE_AA)
+    for a, b in zip(records[:-1], records[1:], strict=True):
+        cv2.line(img, xy(a.index, a.total_ms), xy(b.index, b.total_ms),
+                 PHASE_COLORS.get(b.tasks, (0, 0, 0)), 2, cv2.LINE_AA)
     x = left + 10
     for tasks, color in [*PHASE_COLORS.items(), (("backbone",), (170, 170, 170))]:
         label = " + ".join(tasks) + (" (total)" if tasks != ("backbone",) else " part")
         cv2.line(img, (x, 18), (x + 20, 18), color, 3)
-        cv2.putText(img, label, (x + 25, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, label, (x + 25, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
+                    cv2.LINE_AA)
         x += 30 + cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0] + 15
     return img
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
-    return {"n": int(v.size), "median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
-            "max_ms": float(v.max())}
+    return {"n": int(v.size), "median_ms": float(np.median(v)),
+            "p95_ms": float(np.percentile(v, 95)), "max_ms": float(v.max())}
 
 
-def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int, backend: str, seed: int,
-             fps: float, storage: str) -> dict:
+def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int, backend: str,
+             seed: int, fps: float, storage: str) -> dict:
     """Everything ``main`` does; returns the summary written to ``summary.json``."""
     weights = load_weights(weights_path)
     cfg = weights.config
@@ -171,7 +184,8 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
     if bag.exists():
         shutil.rmtree(bag)
     K = rendered[0].K
-    info = CameraInfoParams.pinhole(width, height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    info = CameraInfoParams.pinhole(width, height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]),
+                                    float(K[1, 2]))
     period_ns = int(round(1e9 / fps))
     write_image_bag(bag, ((i * period_ns, f.rgb) for i, f in enumerate(rendered)), TOPIC, FRAME_ID,
                     storage=storage, camera_info=info)
@@ -185,15 +199,18 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
     with Engine(weights, backend=backend) as engine:
         for i, msg in enumerate(read_image_frames(bag, TOPIC)):
             tasks = tasks_for(i, frames)
-            res = engine.infer(msg.rgb, tasks=tasks, camera_k=K)  # the drive's camera: metric depth of its lens
+            # the drive's camera: metric depth of its lens
+            res = engine.infer(msg.rgb, tasks=tasks, camera_k=K)
             semseg, depth = res.semseg_at_input(), res.depth_at_input()
             gt = rendered[i]
             if semseg is not None:
                 meter.add_semseg(semseg, gt.labels)
             if depth is not None:
                 meter.add_depth(depth, gt.depth, gt.labels)
-            records.append(FrameRecord(i, tasks, res.timings_ms["total"], res.timings_ms["backbone"]))
-            tile = mosaic(msg.rgb, semseg, depth, tasks, res.timings_ms["total"], i, cfg.min_depth, cfg.max_depth)
+            records.append(FrameRecord(i, tasks, res.timings_ms["total"],
+                                       res.timings_ms["backbone"]))
+            tile = mosaic(msg.rgb, semseg, depth, tasks, res.timings_ms["total"], i, cfg.min_depth,
+                          cfg.max_depth)
             bgr = np.ascontiguousarray(tile[..., ::-1])
             if writer is None:
                 writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -218,10 +235,12 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
     for r in records:
         phases.setdefault("+".join(r.tasks), []).append(r.total_ms)
     summary = {
-        "frames": len(records), "input_size": [width, height], "model_size": [cfg.img_w, cfg.img_h],
+        "frames": len(records), "input_size": [width, height],
+        "model_size": [cfg.img_w, cfg.img_h],
         "fps": fps, "seed": seed, "backend": backend, "weights": str(weights_path),
         "weights_notes": cfg.notes, "bag": str(bag), "storage": storage, "topic": TOPIC,
-        "schedule": [{"from_frame": int(np.ceil(s * frames)), "tasks": list(t)} for s, t in SCHEDULE],
+        "schedule": [{"from_frame": int(np.ceil(s * frames)), "tasks": list(t)}
+                     for s, t in SCHEDULE],
         "latency": {k: _percentiles(v) for k, v in phases.items()},
         "accuracy_vs_ground_truth": meter.summary(),
         "expert_usage": usage, "render_seconds": round(t_render, 2),
@@ -234,7 +253,8 @@ def run_demo(out: Path, weights_path: Path, frames: int, width: int, height: int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edgemoe-demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory")
-    ap.add_argument("--weights", type=Path, default=SHIPPED_WEIGHTS, help="model file (default: the shipped one)")
+    ap.add_argument("--weights", type=Path, default=SHIPPED_WEIGHTS,
+                    help="model file (default: the shipped one)")
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=256)
@@ -257,15 +277,17 @@ def main(argv: list[str] | None = None) -> int:
               "or pass --weights FILE.", file=sys.stderr)
         return 2
     try:
-        summary = run_demo(args.out, args.weights, args.frames, args.width, args.height, args.backend, args.seed,
-                           args.fps, args.storage)
+        summary = run_demo(args.out, args.weights, args.frames, args.width, args.height,
+                           args.backend, args.seed, args.fps, args.storage)
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     acc = summary["accuracy_vs_ground_truth"]
-    print(f"wrote {args.out}/demo.mp4, {len(summary['outputs']['mosaics'])} mosaics, latency.png, summary.json")
+    print(f"wrote {args.out}/demo.mp4, {len(summary['outputs']['mosaics'])} mosaics, "
+          "latency.png, summary.json")
     for phase, lat in summary["latency"].items():
-        print(f"  {phase:<14} {lat['n']:4d} frames  median {lat['median_ms']:7.1f} ms  p95 {lat['p95_ms']:7.1f} ms")
+        print(f"  {phase:<14} {lat['n']:4d} frames  median {lat['median_ms']:7.1f} ms  p95 "
+              f"{lat['p95_ms']:7.1f} ms")
     if acc:
         print("  vs ground truth: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     return 0

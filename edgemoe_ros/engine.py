@@ -46,7 +46,8 @@ NATIVE_HEADS = ("light", *PIXEL_HEADS)
 
 @dataclass
 class FrameResult:
-    """Outputs of one ``Engine.infer`` call. Maps are at model resolution; ``*_at_input`` restores."""
+    """Outputs of one ``Engine.infer`` call. Maps are at model resolution; ``*_at_input``
+    restores."""
 
     semseg: np.ndarray | None
     depth: np.ndarray | None
@@ -58,7 +59,8 @@ class FrameResult:
     depth_scale: float = 1.0
 
     def semseg_at_input(self) -> np.ndarray | None:
-        """(input_h, input_w) uint8 class ids; ``IGNORE_INDEX`` outside the crop. None if not run."""
+        """(input_h, input_w) uint8 class ids; ``IGNORE_INDEX`` outside the crop. None if not
+        run."""
         if self.semseg is None:
             return None
         return restore_to_input(self.semseg, self.fit, IGNORE_INDEX, "nearest")
@@ -97,8 +99,8 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3) RGB or (H, W) grayscale, got shape {image.shape} "
-                         "(convert RGBA/BGR before calling the engine)")
+        raise ValueError("image must be (H, W, 3) RGB or (H, W) grayscale, got shape "
+                         f"{image.shape} (convert RGBA/BGR before calling the engine)")
     return image
 
 
@@ -107,11 +109,11 @@ class Engine:
 
     ``backend``: a ``Backend`` instance (the engine takes ownership and closes it) or a registry
     name. ``resize_mode``: "stretch" or "crop"; ``None`` uses the model config's choice.
-    ``native_heads``: "auto" | "on" | "off", whether the guided and pyramid heads' per-pixel work runs
-    in the native kernels (built with g++ on first use, like the cpu backend's; "auto" falls back
-    to numpy with one warning); it runs on as many threads as the backend reports (``threads``).
-    Thread safety: ``infer`` must not run concurrently with itself or ``reload``; the usage
-    counters may be read from any thread (diagnostics timers do).
+    ``native_heads``: "auto" | "on" | "off", whether the guided and pyramid heads' per-pixel work
+    runs in the native kernels (built with g++ on first use, like the cpu backend's; "auto" falls
+    back to numpy with one warning); it runs on as many threads as the backend reports
+    (``threads``). Thread safety: ``infer`` must not run concurrently with itself or ``reload``;
+    the usage counters may be read from any thread (diagnostics timers do).
     """
 
     def __init__(self, weights: ModelWeights, backend: Backend | str = "cpu",
@@ -163,7 +165,8 @@ class Engine:
         prepare before committing, like cpu) the previous model stays loaded and usable.
         """
         weights.validate()
-        ops = fastops.native_ops(self._native_heads) if weights.config.head in NATIVE_HEADS else None
+        ops = (fastops.native_ops(self._native_heads) if weights.config.head in NATIVE_HEADS
+               else None)
         self.backend.load(weights)
         head_ops = None
         if ops is not None:
@@ -179,7 +182,8 @@ class Engine:
             self._head_ops = head_ops
             self._weights = weights
             self._usage = self._zero_usage(weights.config)
-        log.info("engine: loaded %s on backend %r", weights.source or "<weights>", self.backend.name)
+        log.info("engine: loaded %s on backend %r", weights.source or "<weights>",
+                 self.backend.name)
 
     def close(self) -> None:
         """Release the backend and the heads' threads. Safe to call twice."""
@@ -200,7 +204,8 @@ class Engine:
 
     @property
     def expert_usage(self) -> dict[str, np.ndarray]:
-        """{task: (num_moe_layers, num_experts) int64} tokens routed per expert since load/reset (copies)."""
+        """{task: (num_moe_layers, num_experts) int64} tokens routed per expert since load/reset
+        (copies)."""
         with self._lock:
             return {t: u.copy() for t, u in self._usage.items()}
 
@@ -223,10 +228,10 @@ class Engine:
         if self._warned_no_k:
             return
         self._warned_no_k = True
-        log.warning("engine: depth without camera intrinsics (no K, or an uncalibrated all-zero K): "
-                    "metres are right only for a camera of %.0f deg horizontal field of view across "
-                    "the fitted image (the model's canonical camera, f = %.1f model px); give the "
-                    "camera's K for metric depth of other lenses", cfg.canonical_hfov_deg,
+        log.warning("engine: depth without camera intrinsics (no K, or an uncalibrated all-zero "
+                    "K): metres are right only for a camera of %.0f deg horizontal field of view "
+                    "across the fitted image (the model's canonical camera, f = %.1f model px); "
+                    "give the camera's K for metric depth of other lenses", cfg.canonical_hfov_deg,
                     canonical_focal(cfg))
 
     def infer(self, image: np.ndarray, tasks: Sequence[str] | str = ("semseg", "depth"),
@@ -239,7 +244,8 @@ class Engine:
         """
         return self.infer_batch([image], tasks, [camera_k])[0]
 
-    def infer_batch(self, images: Sequence[np.ndarray], tasks: Sequence[str] | str = ("semseg", "depth"),
+    def infer_batch(self, images: Sequence[np.ndarray],
+                    tasks: Sequence[str] | str = ("semseg", "depth"),
                     camera_ks: Sequence[np.ndarray | Sequence[float] | None] | None = None
                     ) -> list[FrameResult]:
         """Run the same tasks on B images (of any sizes) in ONE backbone call; one result each.
@@ -255,7 +261,8 @@ class Engine:
         """
         return self.finish_batch(self.run_backbone(images, tasks, camera_ks))
 
-    def run_backbone(self, images: Sequence[np.ndarray], tasks: Sequence[str] | str = ("semseg", "depth"),
+    def run_backbone(self, images: Sequence[np.ndarray],
+                     tasks: Sequence[str] | str = ("semseg", "depth"),
                      camera_ks: Sequence[np.ndarray | Sequence[float] | None] | None = None
                      ) -> BackboneBatch:
         """First half of ``infer_batch``: check, fit and stack the images, run the backbone.
@@ -277,7 +284,8 @@ class Engine:
             raise ValueError(f"infer_batch: {len(images)} images but {len(ks)} camera_ks")
         matrices = [camera_matrix(k) for k in ks]  # every K checked before any work
         fitted = [fit_to_model(_as_rgb(image), cfg, self.resize_mode) for image in images]
-        scales = [self._depth_scale(k, fit, cfg, tasks) for k, (_, fit) in zip(matrices, fitted, strict=True)]
+        scales = [self._depth_scale(k, fit, cfg, tasks)
+                  for k, (_, fit) in zip(matrices, fitted, strict=True)]
         batch = np.stack([model_image for model_image, _ in fitted])
         t1 = time.perf_counter()
         out = self.backend.run(batch, tasks)
@@ -307,7 +315,8 @@ class Engine:
         self._count_usage(tasks, out.expert_counts)
         heads_ms = (t3 - t2) * 1e3
         timings = dict(zip(TIMING_KEYS, (state.preprocess_ms, state.backbone_ms, heads_ms,
-                                         state.preprocess_ms + state.backbone_ms + heads_ms), strict=True))
+                                         state.preprocess_ms + state.backbone_ms + heads_ms),
+                                         strict=True))
         results = []
         for i, (fit, scale) in enumerate(zip(state.fits, state.scales, strict=True)):
             d = None
@@ -316,11 +325,13 @@ class Engine:
                 if scale != 1.0:
                     d *= np.float32(scale)
             results.append(FrameResult(semseg=None if semseg is None else semseg[i], depth=d,
-                                       routing={t: out.routing[t][i] for t in tasks}, timings_ms=dict(timings),
+                                       routing={t: out.routing[t][i] for t in tasks},
+                                       timings_ms=dict(timings),
                                        fit=fit, tasks=tasks, depth_scale=scale))
         return results
 
-    def _depth_scale(self, k: np.ndarray | None, fit: FitInfo, cfg: ModelConfig, tasks: tuple[str, ...]) -> float:
+    def _depth_scale(self, k: np.ndarray | None, fit: FitInfo, cfg: ModelConfig,
+                     tasks: tuple[str, ...]) -> float:
         """Metric / canonical depth factor of one image (1.0 without depth or without K)."""
         if "depth" not in tasks:
             return 1.0
@@ -336,8 +347,9 @@ class Engine:
                 if self._usage[task].shape == counts.shape:
                     self._usage[task] += counts
                 else:
-                    log.warning("engine: backend %r returned expert counts of shape %s, expected %s; "
-                                "usage not updated", self.backend.name, counts.shape, self._usage[task].shape)
+                    log.warning("engine: backend %r returned expert counts of shape %s, expected "
+                                "%s; usage not updated", self.backend.name, counts.shape,
+                                self._usage[task].shape)
 
     def __enter__(self) -> Engine:
         return self

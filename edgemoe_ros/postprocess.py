@@ -38,7 +38,8 @@ PALETTE: np.ndarray = np.array([
 ], dtype=np.uint8)
 PALETTE.setflags(write=False)
 assert len(PALETTE) == len(SEMSEG_CLASSES) + 1
-#: ``PALETTE`` as a cv2.LUT table over every uint8 id: ids past the classes (255 = ignore) are black.
+#: ``PALETTE`` as a cv2.LUT table over every uint8 id: ids past the classes (255 = ignore) are
+#: black.
 _PALETTE_LUT = np.zeros((256, 1, 3), np.uint8)
 _PALETTE_LUT[:len(SEMSEG_CLASSES), 0] = PALETTE[:len(SEMSEG_CLASSES)]
 
@@ -116,7 +117,8 @@ def compute_fit(input_h: int, input_w: int, cfg: ModelConfig, mode: str | None =
     return FitInfo(mode, input_h, input_w, cfg.img_h, cfg.img_w, x, y, w, h)
 
 
-def fit_to_model(image: np.ndarray, cfg: ModelConfig, mode: str | None = None) -> tuple[np.ndarray, FitInfo]:
+def fit_to_model(image: np.ndarray, cfg: ModelConfig,
+                 mode: str | None = None) -> tuple[np.ndarray, FitInfo]:
     """Resize (and in crop mode first centre-crop) an RGB uint8 image to the model input size.
 
     ``mode``: "stretch" or "crop"; ``None`` uses ``cfg.resize_mode``. Returns a new contiguous
@@ -157,8 +159,8 @@ def _shrink(image: np.ndarray, dst_w: int, dst_h: int) -> np.ndarray:
 
 def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int | np.ndarray,
                      interpolation: str = "nearest") -> np.ndarray:
-    """Map a model-resolution ``(img_h, img_w)`` or ``(img_h, img_w, C)`` output back onto the input
-    image's pixel grid.
+    """Map a model-resolution ``(img_h, img_w)`` or ``(img_h, img_w, C)`` output back onto the
+    input image's pixel grid.
 
     Pixels outside the crop (crop mode) get ``fill``: ``IGNORE_INDEX`` (255) for class ids, NaN
     for depth, the ignore colour for a palette image, so consumers can tell "not observed" from a
@@ -167,7 +169,8 @@ def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int | np.nda
     if interpolation not in INTERPOLATIONS:
         raise FitError(f"interpolation {interpolation!r} is not one of {tuple(INTERPOLATIONS)}")
     if array.ndim not in (2, 3) or array.shape[:2] != (fit.model_h, fit.model_w):
-        raise FitError(f"array shape {array.shape} != model resolution {(fit.model_h, fit.model_w)}")
+        raise FitError(f"array shape {array.shape} != model resolution "
+                       f"{(fit.model_h, fit.model_w)}")
     if array.ndim == 3 and interpolation != "nearest":
         raise FitError(f"{interpolation!r} restores 2-D arrays only, got shape {array.shape}")
     if array.dtype.kind == "f" and array.dtype != np.float64:
@@ -188,7 +191,8 @@ def restore_to_input(array: np.ndarray, fit: FitInfo, fill: float | int | np.nda
 
 @lru_cache(maxsize=64)
 def _nearest_index(src: int, dst: int) -> np.ndarray:
-    """Source index of each of ``dst`` output pixels, exactly as ``cv2.INTER_NEAREST_EXACT`` picks it.
+    """Source index of each of ``dst`` output pixels, exactly as ``cv2.INTER_NEAREST_EXACT`` picks
+    it.
 
     Taken from cv2 itself (resizing the row 0..src-1, exact in float32), so the fast path below can
     never drift from the cv2 convention the intrinsics are computed for.
@@ -270,10 +274,12 @@ def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5,
     ``mask`` (H, W) bool limits the blend (e.g. to non-ignore pixels); elsewhere the image shows.
     """
     if image.shape != color.shape or image.ndim != 3 or image.shape[2] != 3:
-        raise FitError(f"overlay needs two (H, W, 3) images of one size, got {image.shape} and {color.shape}")
+        raise FitError("overlay needs two (H, W, 3) images of one size, got "
+                       f"{image.shape} and {color.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise FitError(f"overlay alpha {alpha} not in [0, 1]")
-    blend = cv2.addWeighted(image.astype(np.uint8), 1.0 - alpha, color.astype(np.uint8), alpha, 0.0)
+    blend = cv2.addWeighted(image.astype(np.uint8), 1.0 - alpha, color.astype(np.uint8), alpha,
+                            0.0)
     if mask is None:
         return blend
     if mask.shape != image.shape[:2]:
@@ -331,13 +337,14 @@ def camera_k_from_info(info: object | None, image_h: int, image_w: int) -> np.nd
     if info is None or camera_matrix(info.k) is None:
         return None
     identity = FitInfo("stretch", image_h, image_w, image_h, image_w, 0, 0, image_w, image_h)
-    k, _, _, _ = scale_camera_info_params(np.asarray(info.k), np.zeros(12), int(info.width), int(info.height),
-                                          identity)
+    k, _, _, _ = scale_camera_info_params(np.asarray(info.k), np.zeros(12), int(info.width),
+                                          int(info.height), identity)
     return camera_matrix(k)
 
 
 __all__ = [
-    "FitError", "FitInfo", "INTERPOLATIONS", "IGNORE_INDEX", "PALETTE", "camera_k_from_info", "colorize_depth", "model_palette",
-    "colorize_semseg", "compute_fit", "fit_to_model", "overlay", "resize_nearest", "restore_to_input",
-    "scale_camera_info_params",
+    "FitError", "FitInfo", "INTERPOLATIONS", "IGNORE_INDEX", "PALETTE", "camera_k_from_info",
+    "colorize_depth", "model_palette",
+    "colorize_semseg", "compute_fit", "fit_to_model", "overlay", "resize_nearest",
+    "restore_to_input", "scale_camera_info_params",
 ]

@@ -23,9 +23,9 @@ _BLOCK_OFFSETS = {  # header array name -> entry suffix inside blocks.{b}.
     "OFF_ROUTER_W": "moe.router.weight",
 }
 _GLOBAL_OFFSETS = {
-    "OFF_PIXEL_MEAN": "pixel_mean", "OFF_PIXEL_INV_STD": "pixel_inv_std", "OFF_PATCH_B": "patch_embed.bias",
-    "OFF_CLS": "cls_token", "OFF_POS": "pos_embed", "OFF_NORM_W": "norm.weight", "OFF_NORM_B": "norm.bias",
-    "OFF_PATCH_W": "patch_embed.weight",
+    "OFF_PIXEL_MEAN": "pixel_mean", "OFF_PIXEL_INV_STD": "pixel_inv_std",
+    "OFF_PATCH_B": "patch_embed.bias", "OFF_CLS": "cls_token", "OFF_POS": "pos_embed",
+    "OFF_NORM_W": "norm.weight", "OFF_NORM_B": "norm.bias", "OFF_PATCH_W": "patch_embed.weight",
 }
 
 
@@ -58,9 +58,12 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
         f"#define EDGEMOE_TOP_NAME \"{itf.TOP_FUNCTION}\"",
         f"static const int MAX_IMAGES = {itf.MAX_IMAGES};",
         f"static const int AXI_DATA_WIDTH_BITS = {itf.AXI_DATA_WIDTH_BITS};",
-        f"static const int WORDS_PER_BEAT = {itf.WORDS_PER_BEAT};  // 16-bit weight words per AXI beat",
-        f"static const int BURST_ALIGN_WORDS = {itf.BURST_ALIGN_WORDS};  // {itf.BURST_ALIGN_BYTES}-byte bursts",
-        f"static const int ELEM_LANES = {itf.ELEM_LANES};  // elements per cycle of elementwise loops",
+        f"static const int WORDS_PER_BEAT = {itf.WORDS_PER_BEAT};"
+        "  // 16-bit weight words per AXI beat",
+        f"static const int BURST_ALIGN_WORDS = {itf.BURST_ALIGN_WORDS};"
+        f"  // {itf.BURST_ALIGN_BYTES}-byte bursts",
+        f"static const int ELEM_LANES = {itf.ELEM_LANES};"
+        "  // elements per cycle of elementwise loops",
         "",
         "// ---- AXI-lite register map (bundle \"" + itf.CONTROL_BUNDLE + "\")",
         f"static const int REG_AP_CTRL = 0x{itf.REG_AP_CTRL:02X};",
@@ -71,15 +74,17 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
     for a in itf.KERNEL_ARGS:
         out.append(f"static const int REG_{a.name.upper()} = 0x{a.offset:02X};  // {a.kind}"
                    + (f", {a.bundle}" if a.bundle else ""))
-    out += [f"static const int AP_START = 0x{itf.AP_START:02X};", f"static const int AP_DONE = 0x{itf.AP_DONE:02X};",
-            f"static const int AP_IDLE = 0x{itf.AP_IDLE:02X};", f"static const int AP_READY = 0x{itf.AP_READY:02X};",
+    out += [f"static const int AP_START = 0x{itf.AP_START:02X};",
+            f"static const int AP_DONE = 0x{itf.AP_DONE:02X};",
+            f"static const int AP_IDLE = 0x{itf.AP_IDLE:02X};",
+            f"static const int AP_READY = 0x{itf.AP_READY:02X};",
             f"static const int AP_AUTO_RESTART = 0x{itf.AP_AUTO_RESTART:02X};", "",
             "// ---- C-simulation return codes",
             f"static const int CSIM_OK = {itf.CSIM_OK};",
             f"static const int CSIM_ERR_NUM_IMAGES = {itf.CSIM_ERR_NUM_IMAGES};",
             f"static const int CSIM_ERR_TASK_ID = {itf.CSIM_ERR_TASK_ID};",
-            f"static const int CSIM_ERR_NO_ONE_TIME_WEIGHTS = {itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS};", "",
-            "// ---- fixed-point formats: width, integer bits, fraction bits"]
+            f"static const int CSIM_ERR_NO_ONE_TIME_WEIGHTS = {itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS};",
+            "", "// ---- fixed-point formats: width, integer bits, fraction bits"]
     for f in itf.FORMATS.values():
         n = f.name.upper()
         out.append(f"static const int FMT_{n}_W = {f.width};")
@@ -101,7 +106,8 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
             f"// ---- model sizes ({'SPEC model' if itf.is_spec_kernel(cfg) else 'custom model'})"]
     for k, v in itf.model_dims(cfg).items():
         out.append(f"static const int {k} = {v};")
-    out += ["", "// ---- accelerator structure: buffer sizes and exact datapath widths (accel_dims)"]
+    out += ["",
+            "// ---- accelerator structure: buffer sizes and exact datapath widths (accel_dims)"]
     for k, v in itf.accel_dims(cfg).items():
         out.append(f"static const int {k} = {v};")
     out += ["// m_axi depth= of each pointer (elements for MAX_IMAGES images; co-simulation)"]
@@ -122,7 +128,8 @@ def generate_header(cfg: ModelConfig | None = None) -> str:
     first = f"blocks.{cfg.moe_layers[0]}.moe.experts.0." if cfg.moe_layers else None
     for cname, suffix in (("EXP_OFF_FC1_W", "fc1.weight"), ("EXP_OFF_FC1_B", "fc1.bias"),
                           ("EXP_OFF_FC2_W", "fc2.weight"), ("EXP_OFF_FC2_B", "fc2.bias")):
-        out.append(f"static const int64_t {cname} = {names[first + suffix].offset if first else 0};")
+        out.append(f"static const int64_t {cname} = "
+                   f"{names[first + suffix].offset if first else 0};")
     out += ["", "// ---- tables",
             "// exp2 fraction table: 2^(i/2^EXP2_LUT_BITS) in expo raw units",
             _c_array("int32_t", "EXP2_TABLE", itf.exp2_table()),

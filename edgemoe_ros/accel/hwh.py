@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Overlay metadata for our accelerator, generated from the register map in ``accel/interface.py``.
 
-``pynq.Overlay(path)`` wants three files side by side: the bitstream (``.bit``), the Vivado hardware
-handoff (``.hwh``, from which pynq learns the IP's name, base address and registers) and, on the
-embedded XRT flow of pynq 4, an ``.xclbin`` describing the memory topology (pynq would otherwise
-call the proprietary ``xclbinutil`` to make one). No Vivado runs here, so for the simulated device
-(and for tests that check the driver sees the same register map as the C++) we write all three
-ourselves:
+``pynq.Overlay(path)`` wants three files side by side: the bitstream (``.bit``), the Vivado
+hardware handoff (``.hwh``, from which pynq learns the IP's name, base address and registers) and,
+on the embedded XRT flow of pynq 4, an ``.xclbin`` describing the memory topology (pynq would
+otherwise call the proprietary ``xclbinutil`` to make one). No Vivado runs here, so for the
+simulated device (and for tests that check the driver sees the same register map as the C++) we
+write all three ourselves:
 
 * the ``.hwh`` describes what ``hls_accel/vitis/block_design.tcl`` builds: a Zynq UltraScale+ PS
   with PL clock 0 at the accelerator clock, ``edgemoe_top_0`` with its AXI-lite ``control`` bundle
@@ -133,9 +133,10 @@ def hwh_registers() -> list[HwhRegister]:
     for arg in itf.KERNEL_ARGS:
         if arg.kind == "pointer":
             for word, half in ((0, "low"), (1, "high")):
-                regs.append(HwhRegister(f"{arg.name}_{word + 1}", arg.offset + 4 * word, "write-only",
-                                        f"Data signal of {arg.name} ({half} 32 bits): {arg.description}",
-                                        ((arg.name, 0, 32, "write-only"),)))
+                regs.append(HwhRegister(f"{arg.name}_{word + 1}", arg.offset + 4 * word,
+                                        "write-only",
+                                        f"Data signal of {arg.name} ({half} 32 bits): "
+                                        f"{arg.description}", ((arg.name, 0, 32, "write-only"),)))
         else:
             regs.append(HwhRegister(arg.name, arg.offset, "write-only",
                                     f"Data signal of {arg.name}: {arg.description}",
@@ -144,7 +145,8 @@ def hwh_registers() -> list[HwhRegister]:
 
 
 def expected_registers() -> dict[str, int]:
-    """Register name -> AXI-lite offset that the ``.hwh`` of a matching bitstream lists for our IP."""
+    """Register name -> AXI-lite offset that the ``.hwh`` of a matching bitstream lists for our
+    IP."""
     return {r.name: r.offset for r in hwh_registers()}
 
 
@@ -162,15 +164,17 @@ def register_map_mismatch(found: Mapping[str, int]) -> str | None:
     for name, offset in sorted(expected.items(), key=lambda kv: kv[1]):
         if name not in found:
             there = by_offset.get(offset)
-            held = f"the .hwh has {there!r} there" if there is not None else "the .hwh has no register there"
+            held = (f"the .hwh has {there!r} there" if there is not None
+                    else "the .hwh has no register there")
             return f"register {name!r} (0x{offset:02X} in interface.py) is missing: {held}"
         if found[name] != offset:
-            return (f"register {name!r} is at 0x{found[name]:02X} in the .hwh but at 0x{offset:02X} in "
-                    f"interface.py")
+            return (f"register {name!r} is at 0x{found[name]:02X} in the .hwh but at "
+                    f"0x{offset:02X} in interface.py")
     extra = sorted((offset, name) for name, offset in found.items() if name not in expected)
     if extra:
         offset, name = extra[0]
-        return f"the .hwh has register {name!r} at 0x{offset:02X}, which interface.py does not know"
+        return (f"the .hwh has register {name!r} at 0x{offset:02X}, which "
+                "interface.py does not know")
     return None
 
 
@@ -185,8 +189,9 @@ def _register_xml(reg: HwhRegister) -> str:
         f'{_prop("ACCESS", acc)}{_prop("BIT_OFFSET", lsb)}{_prop("BIT_WIDTH", width)}</FIELD>'
         for f, lsb, width, acc in reg.fields)
     return (f'<REGISTER NAME="{reg.name}">{_prop("DESCRIPTION", reg.description)}'
-            f'{_prop("ADDRESS_OFFSET", reg.offset)}{_prop("SIZE", 32)}{_prop("ACCESS", reg.access)}'
-            f'{_prop("IS_ENABLED", "true")}{_prop("RESET_VALUE", 0)}<FIELDS>{fields}</FIELDS></REGISTER>')
+            f'{_prop("ADDRESS_OFFSET", reg.offset)}{_prop("SIZE", 32)}'
+            f'{_prop("ACCESS", reg.access)}{_prop("IS_ENABLED", "true")}'
+            f'{_prop("RESET_VALUE", 0)}<FIELDS>{fields}</FIELDS></REGISTER>')
 
 
 def _param(name: str, value: object) -> str:
@@ -198,12 +203,13 @@ def _bus(name: str, kind: str, busname: str, width: int) -> str:
             f'VLNV="xilinx.com:interface:aximm:1.0"/>')
 
 
-def _memrange(block: str, base: int, size: int, instance: str, master: str, slave: str, memtype: str,
-              basename: str) -> str:
+def _memrange(block: str, base: int, size: int, instance: str, master: str, slave: str,
+              memtype: str, basename: str) -> str:
     return (f'<MEMRANGE ADDRESSBLOCK="{block}" BASENAME="{basename}" BASEVALUE="0x{base:08X}" '
-            f'HIGHNAME="{basename.replace("BASEADDR", "HIGHADDR")}" HIGHVALUE="0x{base + size - 1:08X}" '
-            f'INSTANCE="{instance}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="{master}" '
-            f'MEMTYPE="{memtype}" SLAVEBUSINTERFACE="{slave}"/>')
+            f'HIGHNAME="{basename.replace("BASEADDR", "HIGHADDR")}" '
+            f'HIGHVALUE="0x{base + size - 1:08X}" INSTANCE="{instance}" IS_DATA="TRUE" '
+            f'IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="{master}" MEMTYPE="{memtype}" '
+            f'SLAVEBUSINTERFACE="{slave}"/>')
 
 
 def generate_hwh(bd: BlockDesign = BLOCK_DESIGN) -> str:
@@ -217,8 +223,8 @@ def generate_hwh(bd: BlockDesign = BLOCK_DESIGN) -> str:
         port = f"m_axi_{bundle}"
         ip_buses.append(_bus(port, "MASTER", f"{ip}_{port}", itf.AXI_DATA_WIDTH_BITS))
         for seg, base, size in bd.ddr_segments:
-            ip_ranges.append(_memrange(seg, base, size, ps, port, bd.hp_port_of_bundle[bundle], "MEMORY",
-                                       "C_BASEADDR"))
+            ip_ranges.append(_memrange(seg, base, size, ps, port, bd.hp_port_of_bundle[bundle],
+                                       "MEMORY", "C_BASEADDR"))
     ps_buses = [_bus(bd.control_master, "MASTER", ctrl_bus, 128)]
     for hp in sorted(set(bd.hp_port_of_bundle.values())):
         ps_buses.append(_bus(hp, "SLAVE", f"{ps}_{hp}", 128))
@@ -229,7 +235,8 @@ def generate_hwh(bd: BlockDesign = BLOCK_DESIGN) -> str:
         pl_params += [
             _param(f"PSU__FPGA_PL{clk}_ENABLE", int(enabled)),
             _param(f"PSU__CRL_APB__PL{clk}_REF_CTRL__SRCSEL", "IOPLL"),
-            _param(f"PSU__CRL_APB__PL{clk}_REF_CTRL__DIVISOR0", bd.pl0_divisor0 if enabled else 15),
+            _param(f"PSU__CRL_APB__PL{clk}_REF_CTRL__DIVISOR0",
+                   bd.pl0_divisor0 if enabled else 15),
             _param(f"PSU__CRL_APB__PL{clk}_REF_CTRL__DIVISOR1", bd.pl0_divisor1 if enabled else 1),
         ]
         if enabled:
@@ -240,18 +247,26 @@ def generate_hwh(bd: BlockDesign = BLOCK_DESIGN) -> str:
     device, package, speed = part.split("-")[:3]
     stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(0))
     clock_hz = int(round(itf.CLOCK_MHZ * 1e6))
+    ctrl_range = _memrange("Reg", bd.control_base, bd.control_range, ip, bd.control_master,
+                           itf.CONTROL_BUNDLE_PORT, "REGISTER", ctrl_basename)
+    # A backslash at a line end continues the template without a newline (the text is unchanged).
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
 <!-- Generated by edgemoe_ros.accel.hwh from accel/interface.py; stand-in for Vivado's export. -->
 <EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="{stamp}" VIVADOVERSION="2023.2">
-  <SYSTEMINFO ARCH="zynquplus" BOARD="{bd.board}" DEVICE="{device}" NAME="{bd.name}" PACKAGE="{package}" SPEEDGRADE="-{speed}"/>
+  <SYSTEMINFO ARCH="zynquplus" BOARD="{bd.board}" DEVICE="{device}" NAME="{bd.name}" \
+PACKAGE="{package}" SPEEDGRADE="-{speed}"/>
   <EXTERNALPORTS/>
   <EXTERNALINTERFACES/>
   <MODULES>
-    <MODULE FULLNAME="/{ip}" HWVERSION="{bd.ip_version}" INSTANCE="{ip}" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="{itf.TOP_FUNCTION}" VLNV="{bd.ip_vlnv}">
+    <MODULE FULLNAME="/{ip}" HWVERSION="{bd.ip_version}" INSTANCE="{ip}" IPTYPE="PERIPHERAL" \
+IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="{itf.TOP_FUNCTION}" VLNV="{bd.ip_vlnv}">
       <DOCUMENTS/>
-      <PARAMETERS>{_param(ctrl_basename, f"0x{bd.control_base:08X}")}{_param("clk_period", 1000.0 / itf.CLOCK_MHZ)}{_param("FREQ_HZ", clock_hz)}</PARAMETERS>
+      <PARAMETERS>{_param(ctrl_basename, f"0x{bd.control_base:08X}")}\
+{_param("clk_period", 1000.0 / itf.CLOCK_MHZ)}\
+{_param("FREQ_HZ", clock_hz)}</PARAMETERS>
       <ADDRESSBLOCKS>
-        <ADDRESSBLOCK ACCESS="read-write" INTERFACE="{itf.CONTROL_BUNDLE_PORT}" NAME="Reg" RANGE="{bd.control_range}" USAGE="register">
+        <ADDRESSBLOCK ACCESS="read-write" INTERFACE="{itf.CONTROL_BUNDLE_PORT}" NAME="Reg" \
+RANGE="{bd.control_range}" USAGE="register">
           <REGISTERS>{regs}</REGISTERS>
         </ADDRESSBLOCK>
       </ADDRESSBLOCKS>
@@ -259,12 +274,13 @@ def generate_hwh(bd: BlockDesign = BLOCK_DESIGN) -> str:
       <PORTS/>
       <BUSINTERFACES>{"".join(ip_buses)}</BUSINTERFACES>
     </MODULE>
-    <MODULE FULLNAME="/{ps}" HWVERSION="3.5" INSTANCE="{ps}" IPTYPE="PERIPHERAL" IS_ENABLE="1" IS_PL="FALSE" MODTYPE="zynq_ultra_ps_e" VLNV="{bd.ps_vlnv}">
+    <MODULE FULLNAME="/{ps}" HWVERSION="3.5" INSTANCE="{ps}" IPTYPE="PERIPHERAL" \
+IS_ENABLE="1" IS_PL="FALSE" MODTYPE="zynq_ultra_ps_e" VLNV="{bd.ps_vlnv}">
       <DOCUMENTS/>
       <PARAMETERS>{"".join(pl_params)}</PARAMETERS>
       <PORTS/>
       <BUSINTERFACES>{"".join(ps_buses)}</BUSINTERFACES>
-      <MEMORYMAP>{_memrange("Reg", bd.control_base, bd.control_range, ip, bd.control_master, itf.CONTROL_BUNDLE_PORT, "REGISTER", ctrl_basename)}</MEMORYMAP>
+      <MEMORYMAP>{ctrl_range}</MEMORYMAP>
     </MODULE>
   </MODULES>
 </EDKSYSTEM>
@@ -288,15 +304,17 @@ _MEM_DDR4 = 1
 def _platform_xml(bd: BlockDesign) -> str:
     part = itf.FPGA_PART
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<project name={quoteattr(bd.name)}>\n'
-            f'  <platform vendor="xilinx" boardid="zcu102" name={quoteattr(bd.name)} featureRomTime="0">\n'
-            f'    <version major="0" minor="1"/>\n    <description>{escape("edgemoe_ros simulated overlay")}'
-            f'</description>\n    <board name={quoteattr(bd.board)} vendor="xilinx.com" fpga={quoteattr(part)}>\n'
-            f'      <memories><memory name="PSDDR" type="ddr4" size="4GB"/></memories>\n    </board>\n'
-            f'    <device name="fpga0" fpgaDevice={quoteattr(part)} addrWidth="0">\n'
-            f'      <core name="OCL_REGION_0" target="bitstream" type="clc_region" clockFreq="0MHz" '
-            f'numComputeUnits="0">\n        <kernelClocks><clock port="KERNEL_CLK" '
-            f'frequency="{itf.CLOCK_MHZ:.6f}MHz"/></kernelClocks>\n      </core>\n    </device>\n'
-            f'  </platform>\n</project>\n')
+            f'  <platform vendor="xilinx" boardid="zcu102" name={quoteattr(bd.name)} '
+            'featureRomTime="0">\n    <version major="0" minor="1"/>\n    '
+            f'<description>{escape("edgemoe_ros simulated overlay")}</description>\n    <board '
+            f'name={quoteattr(bd.board)} vendor="xilinx.com" fpga={quoteattr(part)}>\n      '
+            '<memories><memory name="PSDDR" type="ddr4" size="4GB"/></memories>\n    '
+            f'</board>\n    <device name="fpga0" fpgaDevice={quoteattr(part)} '
+            'addrWidth="0">\n      <core name="OCL_REGION_0" target="bitstream" '
+            'type="clc_region" clockFreq="0MHz" numComputeUnits="0">\n        '
+            '<kernelClocks><clock port="KERNEL_CLK" '
+            f'frequency="{itf.CLOCK_MHZ:.6f}MHz"/></kernelClocks>\n      </core>\n    '
+            '</device>\n  </platform>\n</project>\n')
 
 
 def generate_xclbin(bd: BlockDesign = BLOCK_DESIGN) -> bytes:
@@ -315,7 +333,8 @@ def generate_xclbin(bd: BlockDesign = BLOCK_DESIGN) -> bytes:
         payload += data + b"\0" * (-len(data) % 8)
     total = start + len(payload)
     design_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"edgemoe_ros/{bd.name}/{bd.ip_vlnv}").bytes
-    header = _AXLF_HEADER.pack(total, 0, 0, 0, 2, 0, 0, b"\0" * 16, b"xilinx_zcu102_base".ljust(64, b"\0"),
+    header = _AXLF_HEADER.pack(total, 0, 0, 0, 2, 0, 0, b"\0" * 16,
+                               b"xilinx_zcu102_base".ljust(64, b"\0"),
                                design_uuid, b"\0" * 16, len(sections))
     # struct's per-field layout lets the array of section headers start right after numSections.
     return _AXLF_PREFIX.pack(_AXLF_MAGIC, b"\0" * 32, b"\0" * 256, 0) + header + headers + payload
@@ -338,14 +357,16 @@ def _bit_field(tag: str, text: str) -> bytes:
 def placeholder_bitstream(bd: BlockDesign = BLOCK_DESIGN) -> bytes:
     """A syntactically valid ``.bit`` naming our design and part; it configures nothing."""
     return (struct.pack(">H", len(_BIT_MAGIC)) + _BIT_MAGIC + struct.pack(">H", 1)
-            + _bit_field("a", f"{bd.name};UserID=0XFFFFFFFF;Version=2023.2;edgemoe_ros placeholder")
+            + _bit_field("a",
+                         f"{bd.name};UserID=0XFFFFFFFF;Version=2023.2;edgemoe_ros placeholder")
             + _bit_field("b", itf.FPGA_PART.rsplit("-", 1)[0])
             + _bit_field("c", "1970/01/01") + _bit_field("d", "00:00:00")
             + b"e" + struct.pack(">I", len(_BIT_PAYLOAD)) + _BIT_PAYLOAD)
 
 
 def write_overlay(directory: str | Path, bd: BlockDesign = BLOCK_DESIGN) -> Path:
-    """Write ``<name>.bit``, ``<name>.hwh`` and ``<name>.xclbin`` into ``directory``; return the ``.bit`` path."""
+    """Write ``<name>.bit``, ``<name>.hwh`` and ``<name>.xclbin`` into ``directory``; return the
+    ``.bit`` path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     bit = out / f"{bd.name}.bit"

@@ -80,26 +80,31 @@ class KernelArg:
 
 #: The arguments of ``edgemoe_top`` in declaration order.
 KERNEL_ARGS: tuple[KernelArg, ...] = (
-    KernelArg("images", "pointer", 0x10, "uint8_t", "gmem0", "in", "(B, img_h, img_w, 3) RGB pixels"),
+    KernelArg("images", "pointer", 0x10, "uint8_t", "gmem0", "in",
+              "(B, img_h, img_w, 3) RGB pixels"),
     KernelArg("weights_one_time", "pointer", 0x1C, "int16_t", "gmem1", "in",
-              "params + streamed dense weights, packed by pack_weights; read as WORDS_PER_BEAT-word beats"),
+              "params + streamed dense weights, packed by pack_weights; read as "
+              "WORDS_PER_BEAT-word beats"),
     KernelArg("weights_experts", "pointer", 0x28, "int16_t", "gmem2", "in",
-              "per-layer, per-expert weight blocks, packed by pack_weights; read as WORDS_PER_BEAT-word beats"),
+              "per-layer, per-expert weight blocks, packed by pack_weights; read as "
+              "WORDS_PER_BEAT-word beats"),
     KernelArg("features_out", "pointer", 0x34, "int32_t", "gmem3", "out",
               "(B, num_patches, dim) raw act format"),
     KernelArg("routing_out", "pointer", 0x40, "int32_t", "gmem4", "out",
               "(B, num_moe_layers, num_tokens, top_k) expert ids"),
     KernelArg("num_images", "scalar", 0x4C, "int32_t", description="batch size B, 1..MAX_IMAGES"),
-    KernelArg("task_id", "scalar", 0x54, "int32_t", description="selects the router (TASKS order)"),
+    KernelArg("task_id", "scalar", 0x54, "int32_t",
+              description="selects the router (TASKS order)"),
     KernelArg("reload_one_time_weights", "scalar", 0x5C, "int32_t",
               description="1: refresh the on-chip parameter cache from weights_one_time"),
 )
-AXI_MASTER_BUNDLES: tuple[str, ...] = tuple(a.bundle for a in KERNEL_ARGS if a.kind == "pointer")  # type: ignore[misc]
+AXI_MASTER_BUNDLES: tuple[str, ...] = tuple(a.bundle for a in KERNEL_ARGS
+                                            if a.kind == "pointer")  # type: ignore[misc]
 POINTER_ARGS: dict[str, int] = {a.name: a.offset for a in KERNEL_ARGS if a.kind == "pointer"}
 SCALAR_ARGS: dict[str, int] = {a.name: a.offset for a in KERNEL_ARGS if a.kind == "scalar"}
 #: Every named register, control registers included (pointers by their low word).
-REGISTER_MAP: dict[str, int] = {"ap_ctrl": REG_AP_CTRL, "gie": REG_GIE, "ier": REG_IER, "isr": REG_ISR,
-                                **POINTER_ARGS, **SCALAR_ARGS}
+REGISTER_MAP: dict[str, int] = {"ap_ctrl": REG_AP_CTRL, "gie": REG_GIE, "ier": REG_IER,
+                                "isr": REG_ISR, **POINTER_ARGS, **SCALAR_ARGS}
 
 #: Return codes of ``edgemoe_csim_run`` (the hardware has no return value; the C-sim reports
 #: what the hardware would silently get wrong).
@@ -117,7 +122,8 @@ CSIM_ERRORS: dict[int, str] = {
 # ------------------------------------------------------------------------------ number formats
 @dataclass(frozen=True)
 class FixedFormat:
-    """An ap_fixed / ap_ufixed format: ``width`` bits, ``int_bits`` integer bits (sign included)."""
+    """An ap_fixed / ap_ufixed format: ``width`` bits, ``int_bits`` integer bits (sign
+    included)."""
 
     name: str
     width: int
@@ -151,7 +157,8 @@ FORMATS: dict[str, FixedFormat] = {f.name: f for f in (
     FixedFormat("act", 32, 10, True, "activations"),
     FixedFormat("weight", 16, 2, True, "linear weights (dense, router, experts)"),
     FixedFormat("attn_bias", 16, 7, True, "attention-path biases (qkv, proj)"),
-    FixedFormat("bias", 16, 5, True, "other biases, LayerNorm scale/shift, cls/pos embedding, pixel norm"),
+    FixedFormat("bias", 16, 5, True,
+                "other biases, LayerNorm scale/shift, cls/pos embedding, pixel norm"),
     FixedFormat("patch_weight", 16, 0, True, "patch-embedding weights"),
     FixedFormat("pixel", 8, 0, False, "input pixels"),
     # Internal formats of our datapath (not stored in DRAM).
@@ -171,16 +178,17 @@ BURST_ALIGN_WORDS = BURST_ALIGN_BYTES // (WEIGHT_WORD_BITS // 8)
 #: Elements per cycle of the elementwise loops (LayerNorm, GELU, residual, narrowing, copies): the
 #: on-chip activation buffers are cyclically partitioned by this factor.
 ELEM_LANES = 16
-#: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle (Edge-MoE: 16 x 16).
+#: The shared linear unit multiplies LINEAR_TILE x LINEAR_TILE weights per cycle
+#: (Edge-MoE: 16 x 16).
 LINEAR_TILE = 16
 #: Query rows the attention unit walks in parallel (instances of ``attention_row``). Edge-MoE
 #: uses 4; 2 keeps the DSP budget under 75 % of the xczu9eg (accel/resources.py) and costs about
 #: 1 ms per image (accel/latency_model.py).
 ATTENTION_ROWS = 2
 
-# ------------------------------------------------------------------------------ algorithm constants
-#: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated on
-#: the remaining fraction bits; results in the ``expo`` format.
+# ----------------------------------------------------------------------------- algorithm constants
+#: exp2 unit: 2^f for f in [0, 1) from a (2^EXP2_LUT_BITS + 1)-entry table, linearly interpolated
+#: on the remaining fraction bits; results in the ``expo`` format.
 EXP2_LUT_BITS = 8
 #: Shifts larger than this produce 0 (the value is below one expo LSB).
 EXP2_MAX_SHIFT = 31
@@ -188,7 +196,8 @@ EXP2_MAX_SHIFT = 31
 SOFTMAX_RECIP_SHIFT = 38
 #: Fraction bits of the coefficient constants (attention scale, log2 e).
 COEF_FRAC = 16
-#: GELU = ReLU(x) - corr(|x|); corr tabulated at x = i / 2^GELU_STEP_SHIFT, i = 0..GELU_TABLE_SIZE-1.
+#: GELU = ReLU(x) - corr(|x|); corr tabulated at
+#: x = i / 2^GELU_STEP_SHIFT, i = 0..GELU_TABLE_SIZE-1.
 GELU_TABLE_SIZE = 177
 GELU_STEP_SHIFT = 5
 #: LayerNorm: deviations are shifted right by LN_SQ_SHIFT before squaring (variance then has
@@ -208,12 +217,14 @@ def ln_std_frac() -> int:
 
 
 def ln_eps_raw(cfg: ModelConfig) -> int:
-    """LayerNorm epsilon in the variance format (at least one LSB so the rsqrt never divides by 0)."""
+    """LayerNorm epsilon in the variance format (at least one LSB so the rsqrt never divides by
+    0)."""
     return max(1, int(round(cfg.ln_eps * 2 ** ln_var_frac())))
 
 
 def attn_scale_raw(cfg: ModelConfig) -> int:
-    """q multiplier: log2(e) / sqrt(head_dim), so scores come out in log2 units for the exp2 unit."""
+    """q multiplier: log2(e) / sqrt(head_dim), so scores come out in log2 units for the exp2
+    unit."""
     return int(round(math.log2(math.e) / math.sqrt(cfg.head_dim) * 2 ** COEF_FRAC))
 
 
@@ -238,7 +249,8 @@ def gelu_correction_table() -> np.ndarray:
 
 # ------------------------------------------------------------------------------ quantisation
 def quantize(x: np.ndarray, fmt: FixedFormat | str) -> tuple[np.ndarray, int]:
-    """Round to nearest (ties toward +inf, like AP_RND) and saturate; returns (raw int64, #saturated)."""
+    """Round to nearest (ties toward +inf, like AP_RND) and saturate; returns (raw int64,
+    #saturated)."""
     f = FORMATS[fmt] if isinstance(fmt, str) else fmt
     scaled = np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** f.frac + 0.5)
     saturated = int(np.count_nonzero((scaled < f.min_raw) | (scaled > f.max_raw)))
@@ -305,7 +317,8 @@ def _block_param_entries(cfg: ModelConfig, b: int) -> list[tuple[str, tuple[int,
            (p + "attn.qkv.bias", (3 * d,), "attn_bias"), (p + "attn.proj.bias", (d,), "attn_bias"),
            (p + "norm2.weight", (d,), "bias"), (p + "norm2.bias", (d,), "bias")]
     if not cfg.is_moe(b):
-        out += [(p + "mlp.fc1.bias", (cfg.mlp_hidden,), "bias"), (p + "mlp.fc2.bias", (d,), "bias")]
+        out += [(p + "mlp.fc1.bias", (cfg.mlp_hidden,), "bias"),
+                (p + "mlp.fc2.bias", (d,), "bias")]
     return out
 
 
@@ -320,12 +333,14 @@ def weight_layout(cfg: ModelConfig) -> WeightLayout:
     entries: list[LayoutEntry] = []
     off = 0
 
-    def add(name: str, shape: tuple[int, ...], fmt: str, buffer: str = "one_time", tensor: str | None = None,
+    def add(name: str, shape: tuple[int, ...], fmt: str, buffer: str = "one_time",
+            tensor: str | None = None,
             index: int | None = None, transform: str | None = None, aligned: bool = False) -> None:
         nonlocal off
         if aligned:
             off = align_words(off)
-        entries.append(LayoutEntry(name, buffer, off, shape, fmt, tensor or name, index, transform))
+        entries.append(LayoutEntry(name, buffer, off, shape, fmt, tensor or name, index,
+                                   transform))
         off += int(np.prod(shape))
 
     # params section (cached on chip)
@@ -341,15 +356,15 @@ def weight_layout(cfg: ModelConfig) -> WeightLayout:
     add("norm.bias", (d,), "bias")
     params_words = off = align_words(off)
     # streamed section: each tensor an aligned burst source
-    add("patch_embed.weight", (d, cfg.in_chans * cfg.patch * cfg.patch), "patch_weight", transform="flatten",
-        aligned=True)
+    add("patch_embed.weight", (d, cfg.in_chans * cfg.patch * cfg.patch), "patch_weight",
+        transform="flatten", aligned=True)
     for b in range(cfg.depth):
         p = f"blocks.{b}."
         add(p + "attn.qkv.weight", (3 * d, d), "weight", aligned=True)
         add(p + "attn.proj.weight", (d, d), "weight", aligned=True)
         if cfg.is_moe(b):
-            add(p + "moe.router.weight", (len(cfg.tasks), cfg.num_experts, d), "weight", transform="router_t",
-                aligned=True)
+            add(p + "moe.router.weight", (len(cfg.tasks), cfg.num_experts, d), "weight",
+                transform="router_t", aligned=True)
         else:
             add(p + "mlp.fc1.weight", (cfg.mlp_hidden, d), "weight", aligned=True)
             add(p + "mlp.fc2.weight", (d, cfg.mlp_hidden), "weight", aligned=True)
@@ -393,9 +408,11 @@ def _entry_values(weights: ModelWeights, e: LayoutEntry) -> np.ndarray:
     if e.transform == "router_t":
         arr = np.transpose(arr, (0, 2, 1))
     elif e.transform == "flatten" and arr.size == e.size:
-        arr = arr.reshape(e.shape)  # conv kernel (dim, c, ky, kx) -> per-patch linear (dim, c*ky*kx)
+        # conv kernel (dim, c, ky, kx) -> per-patch linear (dim, c*ky*kx)
+        arr = arr.reshape(e.shape)
     if arr.shape != e.shape:
-        raise ValueError(f"tensor {e.tensor!r}: shape {arr.shape} does not fit layout entry {e.name} {e.shape}")
+        raise ValueError(f"tensor {e.tensor!r}: shape {arr.shape} does not fit layout entry "
+                         f"{e.name} {e.shape}")
     return arr
 
 
@@ -416,19 +433,22 @@ def pack_weights(weights: ModelWeights) -> PackedWeights:
             saturated[e.name] = n_sat
     if saturated:
         worst = sorted(saturated.items(), key=lambda kv: -kv[1])[:5]
-        log.warning("pack_weights(%s): %d values saturated in %d tensors (worst: %s)", weights.source,
-                    sum(saturated.values()), len(saturated), ", ".join(f"{k}: {v}" for k, v in worst))
+        log.warning("pack_weights(%s): %d values saturated in %d tensors (worst: %s)",
+                    weights.source, sum(saturated.values()), len(saturated),
+                    ", ".join(f"{k}: {v}" for k, v in worst))
     return PackedWeights(bufs["one_time"], bufs["experts"], layout, saturated)
 
 
 def unpack_weights(packed: PackedWeights) -> dict[str, np.ndarray]:
-    """Dequantised float64 value of every layout entry (as stored: transposed router, per expert)."""
+    """Dequantised float64 value of every layout entry (as stored: transposed router, per
+    expert)."""
     bufs = {"one_time": packed.one_time, "experts": packed.experts}
     return {e.name: dequantize(bufs[e.buffer][e.offset:e.offset + e.size].reshape(e.shape), e.fmt)
             for e in packed.layout.entries}
 
 
-def buffer_shapes(cfg: ModelConfig, num_images: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def buffer_shapes(cfg: ModelConfig,
+                  num_images: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every per-call buffer of ``edgemoe_top`` for ``num_images`` images."""
     if not 1 <= num_images <= MAX_IMAGES:
         raise ValueError(f"num_images {num_images} outside 1..{MAX_IMAGES}")
@@ -491,7 +511,8 @@ def model_signature(cfg: ModelConfig) -> int:
 
 
 def same_kernel(a: ModelConfig, b: ModelConfig) -> bool:
-    """True when ``a`` and ``b`` compile to the same kernel (host-side head settings do not count)."""
+    """True when ``a`` and ``b`` compile to the same kernel (host-side head settings do not
+    count)."""
     return model_dims(a) == model_dims(b)
 
 
@@ -504,11 +525,13 @@ def model_dims(cfg: ModelConfig) -> dict[str, int]:
     """The compile-time sizes of the kernel, by header name."""
     return {
         "IMG_H": cfg.img_h, "IMG_W": cfg.img_w, "PATCH": cfg.patch, "IN_CHANS": cfg.in_chans,
-        "GRID_H": cfg.grid_h, "GRID_W": cfg.grid_w, "PATCH_IN": cfg.in_chans * cfg.patch * cfg.patch,
+        "GRID_H": cfg.grid_h, "GRID_W": cfg.grid_w,
+        "PATCH_IN": cfg.in_chans * cfg.patch * cfg.patch,
         "DIM": cfg.dim, "DEPTH": cfg.depth, "NUM_HEADS": cfg.num_heads, "HEAD_DIM": cfg.head_dim,
         "MLP_HIDDEN": cfg.mlp_hidden, "NUM_EXPERTS": cfg.num_experts, "TOP_K": cfg.top_k,
-        "EXPERT_HIDDEN": cfg.expert_hidden, "MOE_EVERY": cfg.moe_every, "NUM_TASKS": len(cfg.tasks),
-        "NUM_PATCHES": cfg.num_patches, "NUM_TOKENS": cfg.num_tokens, "NUM_MOE_LAYERS": len(cfg.moe_layers),
+        "EXPERT_HIDDEN": cfg.expert_hidden, "MOE_EVERY": cfg.moe_every,
+        "NUM_TASKS": len(cfg.tasks), "NUM_PATCHES": cfg.num_patches, "NUM_TOKENS": cfg.num_tokens,
+        "NUM_MOE_LAYERS": len(cfg.moe_layers),
         "LN_EPS_RAW": ln_eps_raw(cfg), "ATTN_SCALE_RAW": attn_scale_raw(cfg),
     }
 
@@ -529,9 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: write the C++ interface header (rendered by ``accel/cpp_header.py``)."""
     from .cpp_header import generate_header
 
-    ap = argparse.ArgumentParser(description="Write hls_accel's edgemoe_interface.h from accel/interface.py.")
+    ap = argparse.ArgumentParser(description="Write hls_accel's edgemoe_interface.h from "
+                                             "accel/interface.py.")
     ap.add_argument("--header", required=True, help="output path of the generated C++ header")
-    ap.add_argument("--config", default="spec", help="'spec' (default), 'tiny', or a model-config JSON file")
+    ap.add_argument("--config", default="spec",
+                    help="'spec' (default), 'tiny', or a model-config JSON file")
     args = ap.parse_args(argv)
     text = generate_header(_config_from_arg(args.config))
     path = Path(args.header)

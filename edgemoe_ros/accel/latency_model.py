@@ -23,8 +23,8 @@ Per image and task (the kernel processes the images of a batch one after the oth
   DATAFLOW region), so a group costs ``max(band load, group compute)`` and only the first band is
   exposed; expert layers read bands already on chip;
 * attention (``attention.h``): q, k and v converted to the attention format one after the other,
-  ``elements_per_cycle`` per cycle; then ``attn_parallel`` query rows at once, each walking all keys
-  once at ``attn_key_ii`` cycles per key (the loop carries the running max and the rescale, a
+  ``elements_per_cycle`` per cycle; then ``attn_parallel`` query rows at once, each walking all
+  keys once at ``attn_key_ii`` cycles per key (the loop carries the running max and the rescale, a
   variable right shift and an add of the ``ATTN_ACC_W``-bit sums, from key to key: assumed 2 cycles
   at 3.33 ns, not 1), then the reciprocal (bit-serial) and the output;
 * MoE (``moe.h``): router (streamed linear), per token top-k, exp2 softmax and its reciprocal;
@@ -34,9 +34,9 @@ Per image and task (the kernel processes the images of a batch one after the oth
   each used expert's weights are read once per layer, unused experts never;
 * LayerNorm: per row three passes of ``elements_per_cycle`` lanes, the output pass slowed to the
   II its gamma/beta reads from the ``WORDS_PER_BEAT``-bank parameter cache allow (2), plus the
-  bit-serial isqrt and reciprocal; GELU, residual adds, mix clear/combine, class/position embedding: ``elements_per_cycle``
-  per cycle; patch gathering: one burst per patch row (``patch * chans`` bytes, one per cycle, plus the read
-  latency); feature write-back: one element per cycle;
+  bit-serial isqrt and reciprocal; GELU, residual adds, mix clear/combine, class/position
+  embedding: ``elements_per_cycle`` per cycle; patch gathering: one burst per patch row (``patch *
+  chans`` bytes, one per cycle, plus the read latency); feature write-back: one element per cycle;
 * every pipelined loop invocation pays ``loop_overhead`` cycles of fill and drain.
 
 Overlap exists only where the code has a DATAFLOW region (``band_step``: a weight band's burst
@@ -83,7 +83,8 @@ def recip_steps(shift: int) -> int:
 
 @dataclass(frozen=True)
 class AcceleratorParams:
-    """The architectural numbers of the estimate (one table). Defaults: ``hls_accel/`` as written."""
+    """The architectural numbers of the estimate (one table). Defaults: ``hls_accel/`` as
+    written."""
 
     clock_mhz: float = itf.CLOCK_MHZ
     #: Shared linear unit tile: ``linear_config::tile`` in linear.h (Edge-MoE: 16 x 16).
@@ -96,7 +97,8 @@ class AcceleratorParams:
     #: cyclic partition, the width of the burst that fills it), two ports each. LayerNorm's output
     #: pass reads gamma and beta for every lane, so it needs 2 * lanes reads per cycle.
     param_reads_per_cycle: int = 2 * itf.WORDS_PER_BEAT
-    #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual, ...).
+    #: Elements per cycle of the elementwise loops (``ELEM_LANES``: LayerNorm, GELU, residual,
+    #: ...).
     elements_per_cycle: int = itf.ELEM_LANES
     #: 16-bit weight words the load loops accept per cycle (one AXI beat: ``WORDS_PER_BEAT``).
     weight_words_per_cycle: int = itf.WORDS_PER_BEAT
@@ -207,13 +209,14 @@ class LatencyEstimate:
     def assumptions(self) -> str:
         """The numbers the estimate rests on, in one line (printed beside it)."""
         p = self.params
-        return (f"{p.clock_mhz:g} MHz; linear unit {p.tile}x{p.tile}, II=1; attention {p.attn_parallel} rows, "
-                f"key loop II={p.attn_key_ii}; {p.elements_per_cycle} elements/cycle elementwise (LayerNorm out "
+        return (f"{p.clock_mhz:g} MHz; linear unit {p.tile}x{p.tile}, II=1; attention "
+                f"{p.attn_parallel} rows, key loop II={p.attn_key_ii}; {p.elements_per_cycle} "
+                "elements/cycle elementwise (LayerNorm out "
                 f"II={math.ceil(2 * p.elements_per_cycle / p.param_reads_per_cycle)}); weight "
-                f"masters {p.axi_bytes_per_cycle * 8}-bit at {p.axi_efficiency:.0%} of the HP port, shared by "
-                f"{p.hp_port_sharers}, {p.axi_read_latency}-cycle burst latency; overlap only in band_step "
-                f"(DATAFLOW); {p.loop_overhead} cycles fill/drain per loop; expert loads once per used expert; "
-                "not confirmed by csynth or a board")
+                f"masters {p.axi_bytes_per_cycle * 8}-bit at {p.axi_efficiency:.0%} of the HP "
+                f"port, shared by {p.hp_port_sharers}, {p.axi_read_latency}-cycle burst latency; "
+                f"overlap only in band_step (DATAFLOW); {p.loop_overhead} cycles fill/drain per "
+                "loop; expert loads once per used expert; not confirmed by csynth or a board")
 
     def block_table(self) -> str:
         """Per-layer breakdown: cycles and ms of each block, dense or MoE."""
@@ -235,7 +238,8 @@ def _group_compute(p: AcceleratorParams, rows: int, k: int) -> int:
     return p.serial(rows) + p.serial(t) + n_in * per_tile + p.serial(rows)
 
 
-def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int, onchip: bool = False) -> tuple[int, int, int]:
+def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int,
+                  onchip: bool = False) -> tuple[int, int, int]:
     """(cycles, MAC cycles, load cycles) of one linear layer: rows x k -> rows x o.
 
     ``onchip``: weights already on chip (expert blocks, ``linear_onchip``): no band loads.
@@ -245,7 +249,8 @@ def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int, onchip: bool 
     compute = _group_compute(p, rows, k)
     bands = [0 if onchip else p.load_cycles(min(t, o - g * t) * k) for g in range(n_out)]
     if p.tile_load_overlap:  # band g+1 loads while group g computes; band 0 exposed
-        cycles = bands[0] + sum(max(compute, bands[g + 1] if g + 1 < n_out else 0) for g in range(n_out))
+        cycles = bands[0] + sum(max(compute, bands[g + 1] if g + 1 < n_out else 0)
+                                for g in range(n_out))
     else:
         cycles = sum(bands) + n_out * compute
     return cycles, n_out * n_in * rows, sum(bands)
@@ -254,8 +259,10 @@ def linear_cycles(p: AcceleratorParams, rows: int, k: int, o: int, onchip: bool 
 def attention_cycles(p: AcceleratorParams, cfg: ModelConfig) -> int:
     n, hd = cfg.num_tokens, cfg.head_dim
     groups = math.ceil(n / p.attn_parallel)
-    row = n * p.attn_key_ii + p.loop_overhead + recip_steps(itf.SOFTMAX_RECIP_SHIFT) + p.elementwise(hd)
-    return cfg.num_heads * (3 * p.elementwise(n * hd) + groups * row)  # q, k, v conversion; query rows
+    row = (n * p.attn_key_ii + p.loop_overhead + recip_steps(itf.SOFTMAX_RECIP_SHIFT)
+           + p.elementwise(hd))
+    # q, k, v conversion; query rows
+    return cfg.num_heads * (3 * p.elementwise(n * hd) + groups * row)
 
 
 def layer_norm_cycles(p: AcceleratorParams, rows: int, dim: int) -> int:
@@ -268,14 +275,16 @@ def layer_norm_cycles(p: AcceleratorParams, rows: int, dim: int) -> int:
 
 
 def expected_tokens_per_expert(cfg: ModelConfig) -> np.ndarray:
-    """Token count per expert in one layer when routing is spread evenly (the default assumption)."""
+    """Token count per expert in one layer when routing is spread evenly (the default
+    assumption)."""
     total = cfg.num_tokens * cfg.top_k
     counts = np.full(cfg.num_experts, total // cfg.num_experts, dtype=np.int64)
     counts[: total % cfg.num_experts] += 1
     return counts
 
 
-def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig, rows: int) -> tuple[int, int, int]:
+def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig,
+                          rows: int) -> tuple[int, int, int]:
     """(cycles, MAC cycles, load cycles) of one used expert on ``rows`` queued tokens: biases, fc1
     and fc2 streamed band by band, GELU, scatter into the mix."""
     d, h = cfg.dim, cfg.expert_hidden
@@ -286,7 +295,8 @@ def expert_compute_cycles(p: AcceleratorParams, cfg: ModelConfig, rows: int) -> 
     return biases + c1 + p.elementwise(rows * h) + c2 + scatter, m1 + m2, l1 + l2 + biases
 
 
-def _moe_cycles(p: AcceleratorParams, cfg: ModelConfig, counts: np.ndarray) -> tuple[int, int, int]:
+def _moe_cycles(p: AcceleratorParams, cfg: ModelConfig,
+                counts: np.ndarray) -> tuple[int, int, int]:
     """(cycles, MAC cycles, load cycles) of the experts of one MoE layer for one image."""
     cycles = compute = load = 0
     for rows in (int(c) for c in counts):
@@ -317,14 +327,17 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
     est = LatencyEstimate(cfg, p, num_images)
 
     def add(block: str, name: str, cycles: int, compute: int | None = None, load: int = 0) -> None:
-        est.stages.append(Stage(block, name, int(cycles), int(cycles if compute is None else compute), int(load)))
+        est.stages.append(Stage(block, name, int(cycles),
+                                int(cycles if compute is None else compute), int(load)))
 
     for img in range(num_images):
         # gather: one burst of patch * chans bytes per patch row, each paying the read latency
         row_burst = cfg.patch * cfg.in_chans + p.axi_read_latency + p.loop_overhead
         add("embed", "patch_embed", cfg.num_patches * cfg.patch * row_burst, 0)
-        add("embed", "patch_embed", *linear_cycles(p, cfg.num_patches, cfg.in_chans * cfg.patch ** 2, d))
-        add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)  # class token, position
+        add("embed", "patch_embed",
+            *linear_cycles(p, cfg.num_patches, cfg.in_chans * cfg.patch ** 2, d))
+        # class token, position
+        add("embed", "patch_embed", p.elementwise(d) + p.elementwise(n * d), 0)
         for blk in range(cfg.depth):
             tag = f"block{blk}"
             add(tag, "layernorm", 2 * layer_norm_cycles(p, n, d), 0)
@@ -335,14 +348,17 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
             if not cfg.is_moe(blk):
                 c1, m1, l1 = linear_cycles(p, n, d, cfg.mlp_hidden)
                 c2, m2, l2 = linear_cycles(p, n, cfg.mlp_hidden, d)
-                add(tag, "dense_mlp", c1 + p.elementwise(n * cfg.mlp_hidden) + c2, m1 + m2, l1 + l2)
+                add(tag, "dense_mlp", c1 + p.elementwise(n * cfg.mlp_hidden) + c2, m1 + m2,
+                    l1 + l2)
                 continue
             add(tag, "router", *linear_cycles(p, n, d, cfg.num_experts))
             e, k = cfg.num_experts, cfg.top_k
-            per_token = k * e + 2 * e + k + recip_steps(itf.SOFTMAX_RECIP_SHIFT)  # top-k, softmax, gates
+            # top-k, softmax, gates
+            per_token = k * e + 2 * e + k + recip_steps(itf.SOFTMAX_RECIP_SHIFT)
             add(tag, "route", n * per_token + 2 * p.elementwise(n * d), 0)  # + clear mix, combine
             layer = cfg.moe_layers.index(blk)
-            counts = (np.bincount(np.asarray(routing)[img, layer].ravel(), minlength=e) if routing is not None
+            counts = (np.bincount(np.asarray(routing)[img, layer].ravel(), minlength=e)
+                      if routing is not None
                       else expected_tokens_per_expert(cfg))
             add(tag, "experts", *_moe_cycles(p, cfg, counts))
         add("final", "layernorm", layer_norm_cycles(p, n, d), 0)
@@ -351,6 +367,7 @@ def estimate(cfg: ModelConfig, num_images: int = 1, params: AcceleratorParams | 
 
 
 def reload_ms(cfg: ModelConfig, params: AcceleratorParams | None = None) -> float:
-    """Time to refresh the on-chip parameter cache (``reload_one_time_weights=1``), once per model."""
+    """Time to refresh the on-chip parameter cache (``reload_one_time_weights=1``), once per
+    model."""
     p = params or AcceleratorParams()
     return p.load_cycles(itf.weight_layout(cfg).params_words) / (p.clock_mhz * 1e3)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""PYNQ driver of the ``edgemoe_top`` accelerator: overlay, buffers, registers, start, poll, read back.
+"""PYNQ driver of the ``edgemoe_top`` accelerator: overlay, buffers, registers, start, poll, read
+back.
 
 One driver per loaded overlay. Device buffers are allocated once, at construction, for the model
 the bitstream was synthesised for (``buffer_shapes``/``weight_layout`` of ``accel/interface.py``),
@@ -73,7 +74,8 @@ class AcceleratorBusy(AcceleratorError):
 
 
 def describe_ctrl(value: int) -> str:
-    """``ap_ctrl`` decoded, e.g. ``0x01 (ap_start=1 ap_done=0 ap_idle=0 ap_ready=0 auto_restart=0)``."""
+    """``ap_ctrl`` decoded, e.g. ``0x01 (ap_start=1 ap_done=0 ap_idle=0 ap_ready=0
+    auto_restart=0)``."""
     bits = " ".join(f"{name}={int(bool(value & mask))}" for name, mask in _CTRL_BITS)
     return f"0x{value:02X} ({bits})"
 
@@ -108,7 +110,8 @@ def _import_pynq() -> Any:
     try:
         import pynq
     except ImportError as exc:
-        raise AcceleratorError(f"pynq is not importable ({exc}); install pynq 4.x on the board") from None
+        raise AcceleratorError(f"pynq is not importable ({exc}); "
+                               "install pynq 4.x on the board") from None
     return pynq
 
 
@@ -117,14 +120,14 @@ class EdgeMoeDriver:
 
     ``bitfile``: the ``.bit`` with its ``.hwh`` (and ``.xclbin``) beside it; ``download`` is passed
     to ``pynq.Overlay`` (False when the PL is already programmed, or on the simulated device);
-    ``device``: a pynq ``Device`` (default: pynq's active device); ``max_images``: the largest batch
-    one call takes (buffers are sized for it); ``ip_name``: the IP instance, when the design holds
-    more than one ``edgemoe_top``. Public methods are serialised, so a weight upload from another
-    thread waits for the frame in flight.
+    ``device``: a pynq ``Device`` (default: pynq's active device); ``max_images``: the largest
+    batch one call takes (buffers are sized for it); ``ip_name``: the IP instance, when the design
+    holds more than one ``edgemoe_top``. Public methods are serialised, so a weight upload from
+    another thread waits for the frame in flight.
     """
 
-    def __init__(self, bitfile: str | Path, config: ModelConfig, *, max_images: int = 1, download: bool = True,
-                 device: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+    def __init__(self, bitfile: str | Path, config: ModelConfig, *, max_images: int = 1,
+                 download: bool = True, device: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, ip_name: str | None = None,
                  lock_path: str | Path | None = None, pl_reset: Callable[[], None] | None = None):
         if not 1 <= max_images <= itf.MAX_IMAGES:
@@ -155,15 +158,18 @@ class EdgeMoeDriver:
             self.close()
             raise
         log.info("opened %s%s: %s at 0x%X, buffers for %d image(s), %.1f MB", self.bitfile,
-                 " (attached: another driver of this process programmed it)" if self.attached else "",
-                 self.ip_name, self.overlay.ip_dict.get(self.ip_name, {}).get("phys_addr", 0), max_images,
-                 sum(b.nbytes for b in self._buffers.values()) / 1e6)
+                 " (attached: another driver of this process programmed it)" if self.attached
+                 else "",
+                 self.ip_name, self.overlay.ip_dict.get(self.ip_name, {}).get("phys_addr", 0),
+                 max_images, sum(b.nbytes for b in self._buffers.values()) / 1e6)
 
     # ------------------------------------------------------------------ setup
     def _claim_device(self, lock_path: str | Path | None) -> bool:
-        """Own the device (or join this process's owner); True when joining, i.e. no re-programming."""
+        """Own the device (or join this process's owner); True when joining, i.e. no
+        re-programming."""
         try:
-            path = Path(lock_path) if lock_path is not None else device_lock.default_lock_path(self.device.tag)
+            path = (Path(lock_path) if lock_path is not None
+                    else device_lock.default_lock_path(self.device.tag))
             self._claim, attached = device_lock.claim(path, self.bitfile)
         except (device_lock.DeviceLockError, OSError) as exc:
             raise AcceleratorError(f"{self.bitfile}: {exc}") from None
@@ -179,7 +185,8 @@ class EdgeMoeDriver:
         try:
             self.ip = functools.reduce(getattr, self.ip_name.split("/"), self.overlay)
         except AttributeError as exc:
-            raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} not in the overlay: {exc}") from None
+            raise AcceleratorError(f"{self.bitfile}: IP {self.ip_name!r} "
+                                   f"not in the overlay: {exc}") from None
         self._check_registers()
 
     def _find_ip(self) -> str:
@@ -188,8 +195,8 @@ class EdgeMoeDriver:
         if len(found) != 1:
             listing = ", ".join(f"{k} ({v.get('type')})" for k, v in self.overlay.ip_dict.items())
             what = "no" if not found else f"{len(found)} ({', '.join(found)}):"
-            raise AcceleratorError(f"{self.bitfile}: {what} {itf.TOP_FUNCTION} IP found; pass ip_name. "
-                                   f"IPs in the overlay: {listing}")
+            raise AcceleratorError(f"{self.bitfile}: {what} {itf.TOP_FUNCTION} IP found; pass "
+                                   f"ip_name. IPs in the overlay: {listing}")
         return found[0]
 
     def _check_registers(self) -> None:
@@ -197,15 +204,16 @@ class EdgeMoeDriver:
         land in the wrong register (a bitstream built from other sources or another ABI)."""
         registers = self.overlay.ip_dict.get(self.ip_name, {}).get("registers")
         if not registers:
-            raise AcceleratorError(f"{self.bitfile}: the .hwh lists no registers for {self.ip_name}; "
-                                   "cannot check it is the accelerator this driver was written for")
+            raise AcceleratorError(f"{self.bitfile}: the .hwh lists no registers for "
+                                   f"{self.ip_name}; cannot check it is the accelerator this "
+                                   "driver was written for")
         found = {name: int(reg["address_offset"]) for name, reg in registers.items()}
         problem = hwh.register_map_mismatch(found)
         if problem is not None:
             raise AcceleratorError(
-                f"{self.bitfile}: {self.ip_name} does not have the register map of interface.py (ABI "
-                f"{itf.ABI_VERSION}): {problem}. Rebuild the overlay from this checkout's hls_accel/ "
-                "(docs/fpga.md) or use the edgemoe_ros it was built with")
+                f"{self.bitfile}: {self.ip_name} does not have the register map of interface.py "
+                f"(ABI {itf.ABI_VERSION}): {problem}. Rebuild the overlay from this checkout's "
+                "hls_accel/ (docs/fpga.md) or use the edgemoe_ros it was built with")
 
     def _buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         layout = itf.weight_layout(self.config)
@@ -216,7 +224,8 @@ class EdgeMoeDriver:
 
     def _allocate(self, pynq: Any) -> None:
         specs = self._buffer_specs()
-        sizes = {name: int(np.prod(shape)) * dtype.itemsize for name, (shape, dtype) in specs.items()}
+        sizes = {name: int(np.prod(shape)) * dtype.itemsize
+                 for name, (shape, dtype) in specs.items()}
         report = getattr(self.device, "cma_status", None)  # a device that models its own pool
         try:
             cma.check_cma(sizes, report() if report is not None else cma.read_cma())
@@ -226,31 +235,37 @@ class EdgeMoeDriver:
             try:
                 self._buffers[name] = pynq.allocate(shape, dtype, target=self.device)
             except Exception as exc:
-                raise AcceleratorError(f"cannot allocate device buffer {name} {shape} {dtype}: {exc}") from exc
+                raise AcceleratorError(f"cannot allocate device buffer {name} "
+                                       f"{shape} {dtype}: {exc}") from exc
 
     # ------------------------------------------------------------------ weights
     @_serialised
     def load_weights(self, weights: ModelWeights) -> bool:
-        """Pack and upload ``weights``; returns False (and uploads nothing) if they are already loaded."""
+        """Pack and upload ``weights``; returns False (and uploads nothing) if they are already
+        loaded."""
         self._check_open()
         built, given = itf.model_dims(self.config), itf.model_dims(weights.config)
         if given != built:  # only what the kernel bakes in: host-side head settings may differ
-            diffs = [f"{k.lower()} {given[k]} (built for {v})" for k, v in built.items() if given[k] != v]
-            raise AcceleratorError(f"weights {weights.source} are for another model than the accelerator in "
-                                   f"{self.bitfile} was built for (differs in: {', '.join(diffs)})")
+            diffs = [f"{k.lower()} {given[k]} (built for {v})"
+                     for k, v in built.items() if given[k] != v]
+            raise AcceleratorError(f"weights {weights.source} are for another model than the "
+                                   f"accelerator in {self.bitfile} was built for (differs in: "
+                                   f"{', '.join(diffs)})")
         packed = itf.pack_weights(weights)
-        digest = hashlib.blake2b(packed.one_time.tobytes() + packed.experts.tobytes(), digest_size=16).digest()
+        digest = hashlib.blake2b(packed.one_time.tobytes() + packed.experts.tobytes(),
+                                 digest_size=16).digest()
         if digest == self._weights_digest:
             log.info("weights %s already on the accelerator; nothing uploaded", weights.source)
             return False
-        for name, data in (("weights_one_time", packed.one_time), ("weights_experts", packed.experts)):
+        for name, data in (("weights_one_time", packed.one_time),
+                           ("weights_experts", packed.experts)):
             buf = self._buffers[name]
             buf[:] = data
             self._device_call(f"sync {name} to device", buf.sync_to_device)
         self._weights_digest = digest
         self._reload_pending = True
-        log.info("uploaded weights %s (%.1f MB); parameters reload on the next run", weights.source,
-                 (packed.one_time.nbytes + packed.experts.nbytes) / 1e6)
+        log.info("uploaded weights %s (%.1f MB); parameters reload on the next run",
+                 weights.source, (packed.one_time.nbytes + packed.experts.nbytes) / 1e6)
         return True
 
     @property
@@ -275,9 +290,11 @@ class EdgeMoeDriver:
                                    f"got {images.dtype} {images.shape}")
         b = images.shape[0]
         if not 1 <= b <= self.max_images:
-            raise AcceleratorError(f"batch of {b} images; this driver holds buffers for 1..{self.max_images}")
+            raise AcceleratorError(f"batch of {b} images; this driver holds buffers for "
+                                   f"1..{self.max_images}")
         if not 0 <= task_id < len(cfg.tasks):
-            raise AcceleratorError(f"task_id {task_id} outside 0..{len(cfg.tasks) - 1} (tasks {cfg.tasks})")
+            raise AcceleratorError(f"task_id {task_id} outside 0..{len(cfg.tasks) - 1} "
+                                   f"(tasks {cfg.tasks})")
 
         img = self._buffers["images"]
         img[:b] = images
@@ -285,8 +302,9 @@ class EdgeMoeDriver:
         ctrl = self._read(itf.REG_AP_CTRL)
         if not ctrl & itf.AP_IDLE:
             self._reload_pending = True
-            raise AcceleratorBusy(f"{self.ip_name} is not idle before start, ap_ctrl={describe_ctrl(ctrl)}; "
-                                  "a previous run did not finish: reload the overlay")
+            raise AcceleratorBusy(f"{self.ip_name} is not idle before start, "
+                                  f"ap_ctrl={describe_ctrl(ctrl)}; a previous run did not finish: "
+                                  "reload the overlay")
         claim = self._claim
         reload = int(self._reload_pending or claim is None or claim.cache_owner is not self)
         for name, offset in itf.POINTER_ARGS.items():
@@ -306,8 +324,8 @@ class EdgeMoeDriver:
         self._reload_pending = False
         if claim is not None:
             claim.cache_owner = self
-        log.debug("%s: %d image(s), task %d, reload %d in %.2f ms", self.ip_name, b, task_id, reload,
-                  (time.monotonic() - started) * 1e3)
+        log.debug("%s: %d image(s), task %d, reload %d in %.2f ms", self.ip_name, b, task_id,
+                  reload, (time.monotonic() - started) * 1e3)
 
         feats, routing = self._buffers["features_out"][:b], self._buffers["routing_out"][:b]
         self._device_call("sync features_out from device", feats.sync_from_device)
@@ -328,7 +346,8 @@ class EdgeMoeDriver:
                 args = ", ".join(f"{k}={v}" for k, v in scalars.items())
                 raise AcceleratorTimeout(
                     f"{self.ip_name} did not assert ap_done within {self.timeout_s:g} s; "
-                    f"ap_ctrl={describe_ctrl(ctrl)}, {args}; the accelerator is hung: reload the overlay")
+                    f"ap_ctrl={describe_ctrl(ctrl)}, {args}; the accelerator is "
+                    "hung: reload the overlay")
             time.sleep(self.poll_interval_s)
 
     def _check_routing(self, routing: np.ndarray) -> None:
@@ -340,7 +359,8 @@ class EdgeMoeDriver:
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise AcceleratorError(
                 f"{self.ip_name} returned invalid routing_out: expert id {int(routing[where])} at "
-                f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} ({int(bad.sum())} bad entries)")
+                f"(image, moe_layer, token, k)={where} is outside 0..{e - 1} "
+                f"({int(bad.sum())} bad entries)")
 
     @_serialised
     def recover(self) -> str:
@@ -363,13 +383,15 @@ class EdgeMoeDriver:
         if ctrl & itf.AP_IDLE:
             log.warning("%s is idle again after the PL reset", self.ip_name)
             return "pl_reset"
-        log.warning("%s still not idle after the PL reset (ap_ctrl=%s): re-programming %s as a last resort",
-                    self.ip_name, describe_ctrl(ctrl), self.bitfile)
-        self._device_call("re-programming the PL", self.device.download, self.overlay, self.overlay.parser)
+        log.warning("%s still not idle after the PL reset (ap_ctrl=%s): re-programming %s as a "
+                    "last resort", self.ip_name, describe_ctrl(ctrl), self.bitfile)
+        self._device_call("re-programming the PL", self.device.download, self.overlay,
+                          self.overlay.parser)
         ctrl = self._read(itf.REG_AP_CTRL)
         if not ctrl & itf.AP_IDLE:
-            raise AcceleratorBusy(f"{self.ip_name} still not idle after a PL reset and re-programming, "
-                                  f"ap_ctrl={describe_ctrl(ctrl)}: power-cycle the board")
+            raise AcceleratorBusy(f"{self.ip_name} still not idle after a PL reset and "
+                                  f"re-programming, ap_ctrl={describe_ctrl(ctrl)}: "
+                                  "power-cycle the board")
         return "download"
 
     def _forget_cache(self) -> None:
@@ -391,8 +413,8 @@ class EdgeMoeDriver:
             raise
         except Exception as exc:
             self._forget_cache()
-            raise AcceleratorError(f"{getattr(self, 'ip_name', self.bitfile)}: device error during {what}: "
-                                   f"{exc}") from exc
+            raise AcceleratorError(f"{getattr(self, 'ip_name', self.bitfile)}: device error "
+                                   f"during {what}: {exc}") from exc
 
     # ------------------------------------------------------------------ teardown
     def _check_open(self) -> None:

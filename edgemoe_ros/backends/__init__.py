@@ -37,16 +37,19 @@ def parse_backend_options(text: str) -> dict[str, Any]:
 
 
 def create_backend(name: str, **options: Any) -> Backend:
-    """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the valid ones,
-    options outside ``options.BACKEND_OPTIONS`` raise it naming the option and its bounds."""
+    """Instantiate a backend by registry name; unknown names raise ``BackendError`` listing the
+    valid ones, options outside ``options.BACKEND_OPTIONS`` raise it naming the option and its
+    bounds."""
     try:
         target = BACKENDS[name]
     except KeyError:
-        raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+        raise BackendError(f"unknown backend {name!r}; choose one of: "
+                           f"{', '.join(BACKENDS)}") from None
     check_options(name, options)
     module_name, cls_name = target.split(":")
     module = importlib.import_module(module_name, __name__)
     return getattr(module, cls_name)(**options)
 
 
-__all__ = ["Backend", "BackboneResult", "BackendError", "BACKENDS", "create_backend", "parse_backend_options"]
+__all__ = ["Backend", "BackboneResult", "BackendError", "BACKENDS", "create_backend",
+           "parse_backend_options"]

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The one small interface every backbone backend implements (cpu, reference, fixed, csim, fpga, null).
+"""The one small interface every backbone backend implements (cpu, reference, fixed, csim, fpga,
+null).
 
 A backend runs the *backbone* only (Edge-MoE accelerates the backbone; heads run on the host):
 uint8 RGB images at model resolution in, final-LayerNorm patch features out, per task.
@@ -18,7 +19,8 @@ from ..model.weights import ModelWeights
 
 
 class BackendError(RuntimeError):
-    """A backend could not run (device timeout, library missing, bad state). The frame is dropped."""
+    """A backend could not run (device timeout, library missing, bad state). The frame is
+    dropped."""
 
 
 @dataclass
@@ -26,8 +28,9 @@ class BackboneResult:
     """What a backend returns for a batch of B images and a set of tasks.
 
     features[task]: (B, num_patches, dim) float32, after the final LayerNorm, class token dropped.
-    routing[task]:  (B, num_moe_layers, num_tokens, top_k) int32 expert ids (all tokens, cls first).
-    expert_counts[task]: (num_moe_layers, num_experts) int64 tokens routed to each expert in this call.
+    routing[task]:  (B, num_moe_layers, num_tokens, top_k) int32 expert ids (all tokens, cls
+    first). expert_counts[task]: (num_moe_layers, num_experts) int64 tokens routed to each expert
+    in this call.
     """
 
     features: dict[str, np.ndarray]
@@ -40,7 +43,8 @@ class BackboneResult:
 
 
 def count_experts(routing: np.ndarray, num_experts: int | None = None) -> np.ndarray:
-    """Tokens routed to each expert per MoE layer: (B, layers, tokens, k) ids -> (layers, E) counts."""
+    """Tokens routed to each expert per MoE layer: (B, layers, tokens, k) ids -> (layers, E)
+    counts."""
     layers = routing.shape[1]
     e = int(num_experts or (routing.max() + 1 if routing.size else 0))
     counts = np.zeros((layers, e), dtype=np.int64)
@@ -50,7 +54,8 @@ def count_experts(routing: np.ndarray, num_experts: int | None = None) -> np.nda
 
 
 class Backend(ABC):
-    """Backbone runner. Lifecycle: ``load`` (may be called again to swap models) → ``run``* → ``close``."""
+    """Backbone runner. Lifecycle: ``load`` (may be called again to swap models) → ``run``* →
+    ``close``."""
 
     #: Registry name, e.g. "cpu".
     name: str = "abstract"
@@ -64,7 +69,8 @@ class Backend(ABC):
 
     @abstractmethod
     def run(self, images: np.ndarray, tasks: Sequence[str]) -> BackboneResult:
-        """Run the backbone. ``images``: (B, img_h, img_w, 3) uint8 RGB; ``tasks``: names from the config."""
+        """Run the backbone. ``images``: (B, img_h, img_w, 3) uint8 RGB; ``tasks``: names from the
+        config."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release resources (buffers, devices). Safe to call twice."""

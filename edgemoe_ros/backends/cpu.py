@@ -27,11 +27,12 @@ Where the time goes and what this module does about it:
   bias and GELU applied to the output tile in registers (OpenBLAS repacks the weights on every
   call: 1.5-1.8x slower at the experts' ~16-token blocks, 1.1-1.3x at 129 tokens; and an OpenBLAS
   that does not know the CPU runs a generic SSE3 kernel: moving the embedding and routers off it
-  took a task from 27 to 19 ms on an AVX-512 Xeon, 20 runs each); attention (both per-head products and
-  the softmax) is one call on the same micro-kernel; each residual add is fused with the LayerNorm
-  after it; a MoE layer is four calls (route, group, all experts, gated mix) instead of ~70 numpy
-  calls; option ``threads`` shares the GEMMs, experts and attention heads out over a worker pool.
-  The numpy path is the fallback and computes the same math (both within float32 rounding of the float64 reference).
+  took a task from 27 to 19 ms on an AVX-512 Xeon, 20 runs each); attention (both per-head products
+  and the softmax) is one call on the same micro-kernel; each residual add is fused with the
+  LayerNorm after it; a MoE layer is four calls (route, group, all experts, gated mix) instead of
+  ~70 numpy calls; option ``threads`` shares the GEMMs, experts and attention heads out over a
+  worker pool. The numpy path is the fallback and computes the same math (both within float32
+  rounding of the float64 reference).
 
 Measured (``bench/bench_engine.py --runs 50``, SPEC model, quiet 2-core AVX2 machine), median ms
 semseg / depth / both on one thread: native 23.3 / 23.0 / 41.8, numpy path 39.3 / 38.9 / 68.3, the
@@ -66,7 +67,8 @@ _F32 = np.float32
 
 
 def _t(a: np.ndarray) -> np.ndarray:
-    """Contiguous float32 transpose of the last two axes: PyTorch (out, in) → matmul-ready (in, out)."""
+    """Contiguous float32 transpose of the last two axes: PyTorch (out, in) → matmul-ready (in,
+    out)."""
     return np.ascontiguousarray(np.swapaxes(a, -1, -2), dtype=_F32)
 
 
@@ -93,7 +95,8 @@ class _Block:
 
     qkv_w: _Weight  # (D, 3D), LN1 folded in, q columns pre-scaled by 1/sqrt(head_dim)
     q_b: np.ndarray  # (D,): the q bias; k's cancels in softmax, v's is folded into proj_b
-    qkv_b: np.ndarray  # (3D,): q_b then zeros, for the native GEMM (a full bias row costs it nothing)
+    # (3D,): q_b then zeros, for the native GEMM (a full bias row costs it nothing)
+    qkv_b: np.ndarray
     proj_w: _Weight
     proj_b: np.ndarray  # (D,): b_o + W_o b_v
     # dense blocks
@@ -156,19 +159,24 @@ def _prepare(weights: ModelWeights, native: bool) -> _Prepared:
         qkv_w[:d] *= q_scale
         qkv_b[:d] *= q_scale
         proj = w[p + "attn.proj.weight"].astype(np.float64)
-        proj_b = w[p + "attn.proj.bias"] + proj @ qkv_b[2 * d:]  # value bias through the projection
-        common = dict(qkv_w=lin(qkv_w), q_b=_c(qkv_b[:d]), qkv_b=_c(np.concatenate([qkv_b[:d], np.zeros(2 * d)])),
+        # value bias through the projection
+        proj_b = w[p + "attn.proj.bias"] + proj @ qkv_b[2 * d:]
+        common = dict(qkv_w=lin(qkv_w), q_b=_c(qkv_b[:d]),
+                      qkv_b=_c(np.concatenate([qkv_b[:d], np.zeros(2 * d)])),
                       proj_w=lin(proj), proj_b=_c(proj_b))
         if cfg.is_moe(i):
-            router = np.concatenate(list(w[p + "moe.router.weight"]), axis=1)  # (T, D, E) → (D, T*E)
+            # (T, D, E) → (D, T*E)
+            router = np.concatenate(list(w[p + "moe.router.weight"]), axis=1)
             router_wt, router_b = _fold_ln(router.T, np.zeros(router.shape[1]), *ln2)
             fc1_w, fc1_b = _fold_ln(w[p + "moe.fc1.weight"], w[p + "moe.fc1.bias"], *ln2)
             e = cfg.num_experts
             blocks.append(_Block(
                 **common,
                 router_w=lin(router_wt), router_b=_c(router_b),
-                task_router_w=tuple(lin(router_wt[t * e:(t + 1) * e]) for t in range(len(cfg.tasks))),
-                task_router_b=tuple(_c(router_b[t * e:(t + 1) * e]) for t in range(len(cfg.tasks))),
+                task_router_w=tuple(lin(router_wt[t * e:(t + 1) * e])
+                                    for t in range(len(cfg.tasks))),
+                task_router_b=tuple(_c(router_b[t * e:(t + 1) * e])
+                                    for t in range(len(cfg.tasks))),
                 e_fc1_w=lin(fc1_w) if native else _c(fc1_w), e_fc1_b=_c(fc1_b),
                 e_fc2_w=lin(w[p + "moe.fc2.weight"]), e_fc2_b=_c(w[p + "moe.fc2.bias"]),
             ))
@@ -207,7 +215,8 @@ class CpuBackend(Backend):
     def __init__(self, native: str = "auto", threads: int = 1) -> None:
         super().__init__()
         if native not in fastops.MODES:
-            raise BackendError(f"cpu: option native must be one of {', '.join(fastops.MODES)}; got {native!r}")
+            raise BackendError(f"cpu: option native must be one of {', '.join(fastops.MODES)}; "
+                               f"got {native!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BackendError(f"cpu: option threads must be an integer >= 1; got {threads!r}")
         self._native_mode = native
@@ -232,8 +241,8 @@ class CpuBackend(Backend):
         if fast is not None and self._threads > 1 and self._pool is None:
             self._pool = fast.pool(self._threads)
         elif fast is None and self._threads > 1:
-            log.warning("cpu backend: option threads=%d applies to the native kernels, which are not in use",
-                        self._threads)
+            log.warning("cpu backend: option threads=%d applies to the native "
+                        "kernels, which are not in use", self._threads)
         self._m, self.config, self._fast = prepared, weights.config, fast
         log.debug("cpu backend: loaded %s (%s path, %d thread(s))", weights.source,
                   "native" if fast else "numpy", self.threads)
@@ -294,7 +303,8 @@ class CpuBackend(Backend):
             routing[task] = np.ascontiguousarray(chosen_all[:, ti].transpose(1, 0, 2, 3))
             counts[task] = np.zeros((layers, cfg.num_experts), np.int64)
             for layer in range(layers):
-                counts[task][layer] = np.bincount(chosen_all[layer, ti].ravel(), minlength=cfg.num_experts)
+                counts[task][layer] = np.bincount(chosen_all[layer, ti].ravel(),
+                                                  minlength=cfg.num_experts)
         return BackboneResult(features, routing, counts)
 
     # ----- steps: each has a numpy and a native form computing the same thing -----
@@ -303,19 +313,22 @@ class CpuBackend(Backend):
         b = images.shape[0]
         patches = patchify(images, cfg.patch).astype(_F32)  # uint8 in; normalisation is in embed_w
         x = np.empty((b, cfg.num_tokens, cfg.dim), _F32)
-        x[:, 1:] = self._linear(patches.reshape(b * cfg.num_patches, -1), m.embed_w).reshape(b, cfg.num_patches, -1)
+        x[:, 1:] = self._linear(patches.reshape(b * cfg.num_patches, -1),
+                                m.embed_w).reshape(b, cfg.num_patches, -1)
         x[:, 1:] += m.patch_pos
         x[:, 0] = m.cls_pos
         return x.reshape(b * cfg.num_tokens, cfg.dim)
 
     def _add_ln(self, x: np.ndarray, delta: np.ndarray | None, delta_b: np.ndarray | None,
                 weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
-        """The residual add ``x += delta + delta_b`` (in place, if delta), then LayerNorm(x) as a new
-        array: standardisation only unless weight/bias are given (folded into the consumers)."""
+        """The residual add ``x += delta + delta_b`` (in place, if delta), then LayerNorm(x) as a
+        new array: standardisation only unless weight/bias are given (folded into the
+        consumers)."""
         cfg = self.config
         assert cfg is not None
         if self._fast is not None:
-            return self._fast.add_layernorm(x, delta, np.empty_like(x), cfg.ln_eps, delta_b, weight, bias)
+            return self._fast.add_layernorm(x, delta, np.empty_like(x), cfg.ln_eps, delta_b,
+                                            weight, bias)
         if delta is not None:
             x += delta
             if delta_b is not None:
@@ -339,19 +352,22 @@ class CpuBackend(Backend):
         cfg = self.config
         assert cfg is not None
         n, heads, hd, d = cfg.num_tokens, cfg.num_heads, cfg.head_dim, cfg.dim
-        if self._fast is not None:  # both products and the softmax in one kernel, heads over the pool
-            ctx = self._fast.attention(self._linear(h, blk.qkv_w, blk.qkv_b), images, heads, pool=self._pool)
+        if self._fast is not None:
+            # both products and the softmax in one kernel, heads over the pool
+            ctx = self._fast.attention(self._linear(h, blk.qkv_w, blk.qkv_b), images, heads,
+                                       pool=self._pool)
             return self._linear(ctx, blk.proj_w)
         qkv = np.matmul(h, blk.qkv_w)
         qkv[:, :d] += blk.q_b  # k has no bias (cancels in softmax), v's is in proj_b
         qkv5 = qkv.reshape(images, n, 3, heads, hd)
-        q = qkv5[:, :, 0].transpose(0, 2, 1, 3)  # (S, heads, N, hd) strided views: BLAS takes them as is
+        # (S, heads, N, hd) strided views: BLAS takes them as is
+        q = qkv5[:, :, 0].transpose(0, 2, 1, 3)
         k = qkv5[:, :, 1].transpose(0, 2, 3, 1)  # (S, heads, hd, N)
         v = qkv5[:, :, 2].transpose(0, 2, 1, 3)
         scores = np.matmul(q, k)
         softmax(scores, axis=-1, out=scores)
-        # Written through a (S, heads, N, hd) view of a (S, N, heads, hd) buffer: the heads come out
-        # already concatenated per token, so no transpose copy before the projection.
+        # Written through a (S, heads, N, hd) view of a (S, N, heads, hd) buffer: the heads come
+        # out already concatenated per token, so no transpose copy before the projection.
         ctx = np.empty((images, n, heads, hd), _F32)
         np.matmul(scores, v, out=ctx.transpose(0, 2, 1, 3))
         return self._linear(ctx.reshape(images * n, d), blk.proj_w)
@@ -370,13 +386,15 @@ class CpuBackend(Backend):
             logits_all = self._linear(h, blk.router_w, blk.router_b)
             parts = [(logits_all, t * e) for t in task_ids]  # (logits, first column) per task
         else:  # stacked streams, task-major: each task's rows are one contiguous slice
-            parts = [(self._linear(h[i * rows:(i + 1) * rows], blk.task_router_w[t], blk.task_router_b[t]), 0)
+            parts = [(self._linear(h[i * rows:(i + 1) * rows], blk.task_router_w[t],
+                                   blk.task_router_b[t]), 0)
                      for i, t in enumerate(task_ids)]
         if self._fast is not None:
             chosen = np.empty((len(parts) * rows, k), np.int32)
             gates = np.empty((len(parts) * rows, k), _F32)
             for i, (logits, col0) in enumerate(parts):
-                self._fast.moe_route(logits, col0, e, chosen[i * rows:(i + 1) * rows], gates[i * rows:(i + 1) * rows])
+                self._fast.moe_route(logits, col0, e, chosen[i * rows:(i + 1) * rows],
+                                     gates[i * rows:(i + 1) * rows])
             return chosen, gates
         logits = np.concatenate([lg[:, c:c + e] for lg, c in parts])  # (T*rows, E), task-major
         # Top-k on the logits: softmax is strictly increasing, so the same experts as top-k on the
@@ -389,21 +407,26 @@ class CpuBackend(Backend):
         gates /= denom
         return chosen, gates
 
-    def _experts(self, blk: _Block, h: np.ndarray, chosen: np.ndarray, gates: np.ndarray) -> np.ndarray:
-        """Row r of the result is Σ_i gates[r, i] * expert[chosen[r, i]](h[r % len(h)]), biases included.
+    def _experts(self, blk: _Block, h: np.ndarray, chosen: np.ndarray,
+                 gates: np.ndarray) -> np.ndarray:
+        """Row r of the result is Σ_i gates[r, i] * expert[chosen[r, i]](h[r % len(h)]), biases
+        included.
 
-        Pairs are deduplicated on (expert, source row) and sorted by expert, so each expert runs one
-        matmul pair over its gathered tokens, and a token two tasks sent to the same expert in the
-        shared layer is computed once (with stacked task streams, ``r % len(h)`` is the row itself).
+        Pairs are deduplicated on (expert, source row) and sorted by expert, so each expert runs
+        one matmul pair over its gathered tokens, and a token two tasks sent to the same expert in
+        the shared layer is computed once (with stacked task streams, ``r % len(h)`` is the row
+        itself).
         """
         cfg = self.config
         assert cfg is not None
-        if self._fast is not None:  # the same steps, one kernel call each, experts on packed weights
+        if self._fast is not None:
+            # the same steps, one kernel call each, experts on packed weights
             uniq_src, bounds, inverse = self._fast.moe_group(chosen, h.shape[0], cfg.num_experts)
             assert isinstance(blk.e_fc1_w, PackedMatrix) and isinstance(blk.e_fc2_w, PackedMatrix)
-            out = self._fast.moe_experts(h, uniq_src, bounds, blk.e_fc1_w, blk.e_fc1_b, blk.e_fc2_w, blk.e_fc2_b,
-                                         pool=self._pool)
-            return self._fast.moe_combine(out, inverse, gates, np.empty((chosen.shape[0], cfg.dim), _F32))
+            out = self._fast.moe_experts(h, uniq_src, bounds, blk.e_fc1_w, blk.e_fc1_b,
+                                         blk.e_fc2_w, blk.e_fc2_b, pool=self._pool)
+            return self._fast.moe_combine(out, inverse, gates,
+                                          np.empty((chosen.shape[0], cfg.dim), _F32))
         nsrc, k = h.shape[0], cfg.top_k
         src = np.arange(chosen.size) // k % nsrc
         key = chosen.ravel().astype(np.int64) * nsrc + src
@@ -411,10 +434,11 @@ class CpuBackend(Backend):
         uniq_expert = uniq // nsrc
         tokens = h[uniq - uniq_expert * nsrc]  # (M, D) gathered, grouped by expert
         bounds = np.searchsorted(uniq_expert, np.arange(cfg.num_experts + 1)).tolist()
-        active = [(e, bounds[e], bounds[e + 1]) for e in range(cfg.num_experts) if bounds[e] < bounds[e + 1]]
+        active = [(e, bounds[e], bounds[e + 1]) for e in range(cfg.num_experts)
+                  if bounds[e] < bounds[e + 1]]
         # fc1 feature-major (H, M): weights on the left is OpenBLAS's faster case for ~16-token
-        # blocks, and expert e owns columns lo:hi so one GELU covers all experts. Each expert's bias
-        # is added to its own block right after its matmul, while the block is still in cache.
+        # blocks, and expert e owns columns lo:hi so one GELU covers all experts. Each expert's
+        # bias is added to its own block right after its matmul, while the block is still in cache.
         hidden = np.empty((cfg.expert_hidden, uniq.size), _F32)
         for e, lo, hi in active:
             block = np.matmul(blk.e_fc1_w[e], tokens[lo:hi].T, out=hidden[:, lo:hi])

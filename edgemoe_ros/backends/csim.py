@@ -79,10 +79,12 @@ def build_artifact(cfg: ModelConfig, artifact: str = LIB_NAME, hls_dir: Path = H
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise BackendError(f"csim: building {target} took more than {BUILD_TIMEOUT_S} s") from None
+            raise BackendError(f"csim: building {target} took more than "
+                               f"{BUILD_TIMEOUT_S} s") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise BackendError(f"csim: building {target} failed (make exit {proc.returncode}):\n{tail}")
+        raise BackendError(f"csim: building {target} failed (make exit "
+                           f"{proc.returncode}):\n{tail}")
     return target
 
 
@@ -116,13 +118,15 @@ class CSimLibrary:
         lib.edgemoe_csim_abi_version.restype = ctypes.c_int
         lib.edgemoe_csim_model_signature.restype = ctypes.c_int32
         ptr = ctypes.c_void_p
-        lib.edgemoe_csim_run.argtypes = [ptr, ptr, ptr, ptr, ptr, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+        lib.edgemoe_csim_run.argtypes = [ptr, ptr, ptr, ptr, ptr, ctypes.c_int32, ctypes.c_int32,
+                                         ctypes.c_int32]
         lib.edgemoe_csim_run.restype = ctypes.c_int
         abi, sig = lib.edgemoe_csim_abi_version(), lib.edgemoe_csim_model_signature()
         if abi != itf.ABI_VERSION or sig != itf.model_signature(cfg):
             raise BackendError(
                 f"csim: {path} was built for ABI {abi} / model signature {sig}, expected ABI "
-                f"{itf.ABI_VERSION} / signature {itf.model_signature(cfg)}; rebuild it (make -C hls_accel)")
+                f"{itf.ABI_VERSION} / signature {itf.model_signature(cfg)}; rebuild "
+                "it (make -C hls_accel)")
 
     @classmethod
     def open(cls, cfg: ModelConfig, sanitize: bool = False) -> CSimLibrary:
@@ -145,14 +149,16 @@ class CSimLibrary:
                 or images.shape[1:] != want or not 1 <= images.shape[0] <= itf.MAX_IMAGES):
             got = (f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray)
                    else type(images).__name__)
-            raise BackendError(f"csim: images must be uint8 (B, {want[0]}, {want[1]}, {want[2]}) with "
-                               f"1 <= B <= {itf.MAX_IMAGES}, got {got}")
+            raise BackendError(f"csim: images must be uint8 (B, {want[0]}, {want[1]}, {want[2]}) "
+                               f"with 1 <= B <= {itf.MAX_IMAGES}, got {got}")
         layout = self._layout()
         for name, arr, words in (("one_time", packed.one_time, layout.one_time_words),
                                  ("experts", packed.experts, layout.experts_words)):
             if not isinstance(arr, np.ndarray) or arr.dtype != np.int16 or arr.shape != (words,):
-                got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-                raise BackendError(f"csim: packed {name} weights must be int16 ({words},) for this model, got {got}")
+                got = (f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray)
+                       else type(arr).__name__)
+                raise BackendError(f"csim: packed {name} weights must be int16 ({words},) for "
+                                   f"this model, got {got}")
         if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
             raise BackendError(f"csim: task_id must be an integer, got {task_id!r}")
 
@@ -161,8 +167,8 @@ class CSimLibrary:
             self._weight_layout = itf.weight_layout(self.config)
         return self._weight_layout
 
-    def run(self, images: np.ndarray, packed: itf.PackedWeights, task_id: int, owner: object) -> tuple[
-            np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray, packed: itf.PackedWeights, task_id: int,
+            owner: object) -> tuple[np.ndarray, np.ndarray]:
         """One kernel call: raw int32 features (B, P, D) and routing (B, L, N, k)."""
         self.check_call(images, packed, task_id)
         shapes = itf.buffer_shapes(self.config, images.shape[0])
@@ -173,9 +179,10 @@ class CSimLibrary:
         experts = np.ascontiguousarray(packed.experts)
         with self.lock:
             reload = int(self.cached_owner is not owner)
-            rc = self._lib.edgemoe_csim_run(imgs.ctypes.data, one_time.ctypes.data, experts.ctypes.data,
-                                            feats.ctypes.data, routing.ctypes.data, images.shape[0], task_id,
-                                            reload)
+            rc = self._lib.edgemoe_csim_run(imgs.ctypes.data, one_time.ctypes.data,
+                                            experts.ctypes.data,
+                                            feats.ctypes.data, routing.ctypes.data,
+                                            images.shape[0], task_id, reload)
             if rc == itf.CSIM_OK:
                 self.cached_owner = owner
         if rc != itf.CSIM_OK:
@@ -216,10 +223,12 @@ class CSimBackend(Backend):
             raise BackendError("backend 'csim': run() before load()")
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[0] < 1:
             got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
-            raise BackendError(f"csim: run_raw needs a non-empty (B, H, W, C) uint8 batch, got {got}")
+            raise BackendError("csim: run_raw needs a non-empty (B, H, W, C) "
+                               f"uint8 batch, got {got}")
         out_f, out_r = [], []
         for start in range(0, images.shape[0], itf.MAX_IMAGES):
-            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id, self._cache_token)
+            f, r = self._lib.run(images[start:start + itf.MAX_IMAGES], self.packed, task_id,
+                                 self._cache_token)
             out_f.append(f)
             out_r.append(r)
         return np.concatenate(out_f), np.concatenate(out_r)

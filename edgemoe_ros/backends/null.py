@@ -24,8 +24,8 @@ from .base import BackboneResult, Backend
 def uniform_routing(cfg: ModelConfig, batch: int) -> np.ndarray:
     """(batch, num_moe_layers, num_tokens, top_k) expert ids spread round-robin over all experts.
 
-    Token t picks experts (t*k + j) mod E for j < k: every expert gets the same share of tokens (±1)
-    and the k picks of one token are distinct, like a real top-k, so per-expert usage counters
+    Token t picks experts (t*k + j) mod E for j < k: every expert gets the same share of tokens
+    (±1) and the k picks of one token are distinct, like a real top-k, so per-expert usage counters
     downstream see a flat, valid histogram.
     """
     layers, n, k, e = len(cfg.moe_layers), cfg.num_tokens, cfg.top_k, cfg.num_experts

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The float64 reference forward as a backend: slow, but the yardstick the others are tested against.
+"""The float64 reference forward as a backend: slow, but the yardstick the others are tested
+against.
 
 Selecting it in the node or a CLI runs the exact model math on real images, which is how a
 suspicious output of a fast or fixed-point backend is checked in the field.

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Rosbag2 tools: read/write camera bags, run the engine over a bag, play a bag into ROS 2.
 
-``io`` and ``messages`` need only ``rosbags`` (no ROS install); ``play`` and ``record`` import rclpy.
+``io`` and ``messages`` need only ``rosbags`` (no ROS install); ``play`` and ``record`` import
+rclpy.
 """
 
 from .io import (

@@ -90,58 +90,76 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("process", help="run the model over an image topic, write a new mcap bag",
-                       usage="%(prog)s IN OUT [options]  |  %(prog)s IN [IN ...] --out DIR [options]",
-                       description="IN OUT: one bag (directory, .mcap or .db3; sqlite3 or mcap storage) "
-                                   "into a new mcap bag OUT (must not exist). "
-                                   "IN... --out DIR: bags and folders of bags, one output each in DIR "
-                                   "(resumable; see docs/fleet.md).")
-    p.add_argument("paths", nargs="+", metavar="IN", help="input bag(s) or folder(s) of bags; without --out: IN OUT")
-    p.add_argument("--topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
-    p.add_argument("--tasks", type=_tasks, help="comma-separated tasks (default: all tasks of the model)")
-    p.add_argument("--weights", default=None, help="model weights (.safetensors); default: the shipped model")
-    p.add_argument("--backend", default="cpu", help="backbone backend (cpu, reference, fixed, csim, fpga, null)")
+                       usage="%(prog)s IN OUT [options]  |  "
+                             "%(prog)s IN [IN ...] --out DIR [options]",
+                       description="IN OUT: one bag (directory, .mcap or .db3; sqlite3 or mcap "
+                                   "storage) into a new mcap bag OUT (must not exist). "
+                                   "IN... --out DIR: bags and folders of bags, one output each in "
+                                   "DIR (resumable; see docs/fleet.md).")
+    p.add_argument("paths", nargs="+", metavar="IN",
+                   help="input bag(s) or folder(s) of bags; without --out: IN OUT")
+    p.add_argument("--topic",
+                   help="image topic (default: the bag's only Image/CompressedImage topic)")
+    p.add_argument("--tasks", type=_tasks,
+                   help="comma-separated tasks (default: all tasks of the model)")
+    p.add_argument("--weights", default=None,
+                   help="model weights (.safetensors); default: the shipped model")
+    p.add_argument("--backend", default="cpu",
+                   help="backbone backend (cpu, reference, fixed, csim, fpga, null)")
     p.add_argument("--backend-options", default="", metavar="JSON",
-                   help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", "timeout_s": 2}\'')
+                   help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", '
+                        '"timeout_s": 2}\'')
     p.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default="input",
                    help="outputs at the camera's size (default) or the model's")
-    p.add_argument("--resize-mode", choices=("stretch", "crop"), help="override the model's fit mode")
+    p.add_argument("--resize-mode", choices=("stretch", "crop"),
+                   help="override the model's fit mode")
     p.add_argument("--namespace", help="output namespace (default: the image topic's namespace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     fleet = p.add_argument_group("many bags (docs/fleet.md)")
     fleet.add_argument("--out", metavar="DIR", help="one output bag per input in DIR, same name")
-    fleet.add_argument("--overwrite", action="store_true", help="redo outputs that are already finished")
+    fleet.add_argument("--overwrite", action="store_true",
+                       help="redo outputs that are already finished")
     fleet.add_argument("--workers", type=_positive_int, metavar="N",
                        help="parallel workers; N > 1 runs on a local Ray started for the run "
                             "(default with Ray installed: one per core; 1: this process, no Ray)")
     fleet.add_argument("--ray", metavar="ADDRESS",
-                       help="run on an existing Ray cluster, e.g. ray://head:10001 (default without --workers: "
-                            "$RAY_ADDRESS when set); 'local': a local Ray even for one worker")
+                       help="run on an existing Ray cluster, e.g. ray://head:10001 (default "
+                            "without --workers: $RAY_ADDRESS when set); 'local': a local "
+                            "Ray even for one worker")
     fleet.add_argument("--max-retries", type=_non_negative_int, default=None, metavar="N",
                        help="re-runs of a piece of work whose worker process died (default 2)")
     fleet.add_argument("--chunk-frames", type=_positive_int, default=None, metavar="N",
-                       help="on Ray, split bags longer than N frames into time chunks (default 300)")
-    fleet.add_argument("--json", metavar="FILE", help="write the run's summary (per-bag results) to FILE")
+                       help="on Ray, split bags longer than N frames into "
+                            "time chunks (default 300)")
+    fleet.add_argument("--json", metavar="FILE",
+                       help="write the run's summary (per-bag results) to FILE")
 
     p = sub.add_parser("play", help="publish a bag's image (+camera_info) topics with rclpy")
     p.add_argument("bag")
-    p.add_argument("--topic", action="append", help="image topic to play (repeatable; default: all)")
+    p.add_argument("--topic", action="append",
+                   help="image topic to play (repeatable; default: all)")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=_positive_float, default=1.0, help="recorded pace x RATE (default 1)")
+    pace.add_argument("--rate", type=_positive_float, default=1.0,
+                      help="recorded pace x RATE (default 1)")
     pace.add_argument("--max-rate", action="store_true", help="publish as fast as possible")
     p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
-    p.add_argument("--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE, help="publisher history depth")
+    p.add_argument("--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE,
+                   help="publisher history depth")
     p.add_argument("--loop", action="store_true", help="repeat until interrupted")
-    p.add_argument("--restamp", action="store_true", help="replace header stamps with the publish time")
-    p.add_argument("--clock", type=_positive_float, nargs="?", const=DEFAULT_CLOCK_HZ, default=None,
-                   metavar="HZ",
+    p.add_argument("--restamp", action="store_true",
+                   help="replace header stamps with the publish time")
+    p.add_argument("--clock", type=_positive_float, nargs="?", const=DEFAULT_CLOCK_HZ,
+                   default=None, metavar="HZ",
                    help="publish the bag's time on /clock for nodes with use_sim_time, at HZ "
-                        f"(default {DEFAULT_CLOCK_HZ:g}, as ros2 bag play --clock); follows --rate "
-                        "and --loop; not with --restamp")
+                        f"(default {DEFAULT_CLOCK_HZ:g}, as ros2 bag play --clock); follows "
+                        "--rate and --loop; not with --restamp")
     p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",
                    help="publish a bag topic under another name (repeatable)")
     p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                   help="before playing, wait until each played topic (images and camera_info) has N subscribers")
-    p.add_argument("--wait-timeout", type=_positive_float, default=10.0, help="seconds (default 10)")
+                   help="before playing, wait until each played topic (images and camera_info) "
+                        "has N subscribers")
+    p.add_argument("--wait-timeout", type=_positive_float, default=10.0,
+                   help="seconds (default 10)")
     p.add_argument("--json", help="write the play statistics to this file")
 
     p = sub.add_parser("record", help="record topics into a new bag until interrupted")
@@ -150,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="absolute topic, optionally with its type (pkg/msg/Name); else discovered")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--qos", choices=QOS_CHOICES, default="reliable")
-    p.add_argument("--queue-size", type=_positive_int, default=100, help="subscription history depth")
+    p.add_argument("--queue-size", type=_positive_int, default=100,
+                   help="subscription history depth")
     p.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     p.add_argument("--count", type=_positive_int, help="stop after this many messages in total")
 
@@ -163,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_info(args: argparse.Namespace) -> int:
     info = bag_info(args.bag)
     if args.json:
-        print(json.dumps({"path": info.path, "storage": info.storage, "duration_ns": info.duration_ns,
+        print(json.dumps({"path": info.path, "storage": info.storage,
+                          "duration_ns": info.duration_ns,
                           "start_ns": info.start_ns, "message_count": info.message_count,
                           "topics": [t.__dict__ for t in info.topics]}, indent=2))
         return EXIT_OK
@@ -208,8 +228,10 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
     from . import fleet as fl
     from .process import tqdm_progress
 
-    options = fl.ProcessOptions(args.topic, tuple(args.tasks) if args.tasks else None, args.backend,
-                                backend_options, args.output_resolution, args.resize_mode, args.namespace)
+    options = fl.ProcessOptions(args.topic, tuple(args.tasks) if args.tasks else None,
+                                args.backend,
+                                backend_options, args.output_resolution, args.resize_mode,
+                                args.namespace)
     # Ray's own convention: RAY_ADDRESS names the cluster unless the command line chooses.
     address = args.ray or (os.environ.get("RAY_ADDRESS") or None if args.workers is None else None)
     if args.workers is not None:
@@ -217,10 +239,12 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
     elif address is not None and address != "local":
         workers = 0  # the cluster's CPUs
     elif address == "local" or fl.ray_available():
-        workers = max(1, len(os.sched_getaffinity(0)) // options.threads)  # the cores this process may use
+        # the cores this process may use
+        workers = max(1, len(os.sched_getaffinity(0)) // options.threads)
     else:
         workers = 1
-        log.info("Ray is not installed: one worker in this process (for parallel workers: %s)", fl.INSTALL_HINT)
+        log.info("Ray is not installed: one worker in this process (for parallel workers: %s)",
+                 fl.INSTALL_HINT)
     try:
         if workers != 1 or address is not None:
             fl.require_ray()  # before any output directory is made
@@ -234,7 +258,8 @@ def _process_fleet(args: argparse.Namespace, weights: Any, backend_options: dict
         Path(args.out or Path(args.paths[1]).parent).mkdir(parents=True, exist_ok=True)
         summary = fl.run_fleet(tasks, weights, options, workers=workers, ray_address=address,
                                overwrite=args.overwrite,
-                               max_retries=fl.DEFAULT_MAX_RETRIES if args.max_retries is None else args.max_retries,
+                               max_retries=(fl.DEFAULT_MAX_RETRIES if args.max_retries is None
+                                            else args.max_retries),
                                chunk_frames=args.chunk_frames or fl.DEFAULT_CHUNK_FRAMES,
                                progress=None if args.no_progress else tqdm_progress)
     except fl.MissingExtraError as exc:
@@ -295,9 +320,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     player = None
     played = False
     try:
-        player = BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate, qos=args.qos,
-                           queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap),
-                           clock_hz=args.clock)
+        player = BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate,
+                           qos=args.qos, queue_size=args.queue_size, restamp=args.restamp,
+                           remap=dict(args.remap), clock_hz=args.clock)
         if args.wait_subscribers > 0:
             player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         player.play(loops=0 if args.loop else 1, stats=stats)
@@ -323,12 +348,14 @@ def _report_play(stats: Any, json_path: str | None) -> None:
           f"{stats.loops} loop(s)", file=sys.stderr, flush=True)
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump({"published": stats.published, "seconds": stats.seconds, "loops": stats.loops}, fh)
+            json.dump({"published": stats.published, "seconds": stats.seconds,
+                       "loops": stats.loops}, fh)
 
 
 def _abandon_teardown(timeout_s: float, code: int) -> None:
     """Watchdog: the middleware's teardown hangs; everything is reported, so leave now."""
-    log.warning("ROS teardown still running after %.1f s; exiting without waiting for it", timeout_s)
+    log.warning("ROS teardown still running after %.1f s; exiting without waiting for it",
+                timeout_s)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -343,7 +370,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # finish the bag on `kill`
     try:
-        rec = Recorder(args.output, args.topics, storage=args.storage, qos=args.qos, queue_size=args.queue_size)
+        rec = Recorder(args.output, args.topics, storage=args.storage, qos=args.qos,
+                       queue_size=args.queue_size)
     except ValueError as exc:
         rclpy.try_shutdown()
         log.error("%s", exc)
@@ -375,8 +403,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         executor.shutdown()
         rec.close()
         rclpy.try_shutdown()
-        print(f"recorded {rec.total} messages: " + ", ".join(f"{t}={n}" for t, n in rec.counts.items()),
-              file=sys.stderr)
+        print(f"recorded {rec.total} messages: "
+              + ", ".join(f"{t}={n}" for t, n in rec.counts.items()), file=sys.stderr)
     return EXIT_OK
 
 

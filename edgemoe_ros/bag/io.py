@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Read and write rosbag2 bags (sqlite3 and mcap) with the ``rosbags`` library — no ROS install needed.
+"""Read and write rosbag2 bags (sqlite3 and mcap) with the ``rosbags`` library — no ROS install
+needed.
 
 Every failure a user can cause (a path that is not a bag, a truncated or corrupt file, a topic that
 is not there, an encoding we cannot decode) becomes a ``BagError`` whose message names the file and
@@ -34,7 +35,8 @@ LOOKBACK_START_NS = 1_000_000_000
 
 
 class BagError(RuntimeError):
-    """A bag that cannot be used for the request; the message names the file and, if any, the topic."""
+    """A bag that cannot be used for the request; the message names the file and, if any, the
+    topic."""
 
     def __init__(self, path: str | os.PathLike, message: str, topic: str | None = None):
         self.path = str(path)
@@ -76,9 +78,9 @@ class BagInfo:
         return [t.topic for t in self.topics if t.msgtype in m.IMAGE_TYPES]
 
 
-# Exceptions a storage plugin or the CDR deserialiser raises on a damaged file. rosbags has no single
-# base class for "corrupt data" (mcap raises its own, sqlite3 raises DatabaseError, CDR raises
-# struct/index errors), so the reader catches these broadly and re-raises them as BagError.
+# Exceptions a storage plugin or the CDR deserialiser raises on a damaged file. rosbags has no
+# single base class for "corrupt data" (mcap raises its own, sqlite3 raises DatabaseError, CDR
+# raises struct/index errors), so the reader catches these broadly and re-raises them as BagError.
 _CORRUPT = (Exception,)
 
 
@@ -93,7 +95,8 @@ class BagReader:
             self._reader = Reader(self.path)
             self._reader.open()
         except _CORRUPT as exc:
-            raise BagError(self.path, f"not a readable rosbag2 bag ({type(exc).__name__}: {exc})") from None
+            raise BagError(self.path,
+                           f"not a readable rosbag2 bag ({type(exc).__name__}: {exc})") from None
         self._connections = {c.topic: c for c in self._reader.connections}
 
     def __enter__(self) -> BagReader:
@@ -133,7 +136,8 @@ class BagReader:
     def require(self, topic: str, msgtypes: Sequence[str] | None = None) -> None:
         """Raise ``BagError`` unless ``topic`` is in the bag (and of one of ``msgtypes``)."""
         if topic not in self._connections:
-            have = ", ".join(f"{t} ({c.msgtype})" for t, c in sorted(self._connections.items())) or "none"
+            have = ", ".join(f"{t} ({c.msgtype})"
+                             for t, c in sorted(self._connections.items())) or "none"
             raise BagError(self.path, f"topic not in bag; topics: {have}", topic)
         if msgtypes and self._connections[topic].msgtype not in msgtypes:
             raise BagError(self.path, f"type {self._connections[topic].msgtype} is not one of "
@@ -147,8 +151,9 @@ class BagReader:
         images = sorted(t for t, c in self._connections.items() if c.msgtype in m.IMAGE_TYPES)
         if len(images) != 1:
             found = ", ".join(images) or "none"
-            raise BagError(self.path, f"cannot choose the image topic: {len(images)} image topics ({found}); "
-                                      "name one with --topic")
+            raise BagError(self.path,
+                           f"cannot choose the image topic: {len(images)} image topics ({found}); "
+                           "name one with --topic")
         return images[0]
 
     def has(self, topic: str) -> bool:
@@ -173,7 +178,8 @@ class BagReader:
             except StopIteration:
                 return
             except _CORRUPT as exc:
-                raise BagError(self.path, f"corrupt bag data ({type(exc).__name__}: {exc})", topic) from None
+                raise BagError(self.path, f"corrupt bag data ({type(exc).__name__}: {exc})",
+                               topic) from None
             yield conn.topic, int(log_time), bytes(raw)
 
     def last_before(self, topic: str, time_ns: int) -> bytes | None:
@@ -197,7 +203,8 @@ class BagReader:
         try:
             return m.deserialize(raw, self._connections[topic].msgtype)
         except _CORRUPT as exc:
-            raise BagError(self.path, f"corrupt message ({type(exc).__name__}: {exc})", topic) from None
+            raise BagError(self.path, f"corrupt message ({type(exc).__name__}: {exc})",
+                           topic) from None
 
     def decode_image(self, topic: str, log_time: int, raw: bytes) -> BagImage:
         return self.image_from_message(topic, log_time, self.deserialize(topic, raw))
@@ -205,7 +212,8 @@ class BagReader:
     def image_from_message(self, topic: str, log_time: int, msg: Any,
                            max_pixels: int = m.DEFAULT_MAX_IMAGE_PIXELS) -> BagImage:
         """A deserialised image message of ``topic`` as RGB (``BagError`` if it cannot be decoded:
-        a raw frame the node would refuse, e.g. over ``max_pixels``, or corrupt compressed data)."""
+        a raw frame the node would refuse, e.g. over ``max_pixels``, or corrupt compressed
+        data)."""
         msgtype = self._connections[topic].msgtype
         try:
             rgb, encoding = m.message_to_rgb(msg, msgtype, max_pixels)
@@ -224,7 +232,8 @@ class BagWriter:
     def __init__(self, path: str | os.PathLike, storage: str = "mcap"):
         self.path = Path(path)
         if storage not in STORAGES:
-            raise BagError(self.path, f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
+            raise BagError(self.path,
+                           f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
         if self.path.exists():
             raise BagError(self.path, "output already exists; choose a new path or remove it")
         self.storage = storage
@@ -263,12 +272,14 @@ class BagWriter:
         conn = self._connections.get(topic)
         if conn is None:
             if msgdef is not None:
-                conn = self._writer.add_connection(topic, msgtype, msgdef=msgdef[0], rihs01=msgdef[1])
+                conn = self._writer.add_connection(topic, msgtype, msgdef=msgdef[0],
+                                                   rihs01=msgdef[1])
             else:
                 conn = self._writer.add_connection(topic, msgtype, typestore=m.TYPESTORE)
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
-            raise BagError(self.path, f"topic already written as {conn.msgtype}, not {msgtype}", topic)
+            raise BagError(self.path, f"topic already written as {conn.msgtype}, not {msgtype}",
+                           topic)
         return conn
 
     def write(self, topic: str, log_time_ns: int, msg: Any) -> None:
@@ -277,7 +288,8 @@ class BagWriter:
 
     def write_raw(self, topic: str, msgtype: str, log_time_ns: int, raw: bytes,
                   msgdef: tuple[str, str] | None = None) -> None:
-        """Append CDR bytes as they are (copying a topic from another bag keeps its bytes exact)."""
+        """Append CDR bytes as they are (copying a topic from another bag keeps its bytes
+        exact)."""
         self._writer.write(self._connection(topic, msgtype, msgdef), int(log_time_ns), raw)
         self.count += 1
 
@@ -303,8 +315,8 @@ def read_image_frames(path: str | os.PathLike, topic: str | None = None) -> Iter
 
 
 def write_image_bag(path: str | os.PathLike, frames: Iterable[tuple[int, np.ndarray]], topic: str,
-                    frame_id: str, storage: str = "mcap", camera_info: CameraInfoParams | None = None,
-                    encoding: str = "rgb8") -> int:
+                    frame_id: str, storage: str = "mcap",
+                    camera_info: CameraInfoParams | None = None, encoding: str = "rgb8") -> int:
     """Write (stamp_ns, RGB uint8 HxWx3) frames as a camera topic; returns the number of frames.
 
     ``encoding``: one of ``m.RAW_ENCODINGS`` (any the node reads, e.g. rgb8, yuv422, bayer_rggb16)
@@ -329,8 +341,9 @@ def write_image_bag(path: str | os.PathLike, frames: Iterable[tuple[int, np.ndar
                 raise BagError(path, f"frame {n} (stamp {stamp}): {exc}", topic) from None
             if camera_info is not None:
                 if (camera_info.height, camera_info.width) != rgb.shape[:2]:
-                    raise BagError(path, f"frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but camera_info is "
-                                         f"{camera_info.width}x{camera_info.height}", info_topic)
+                    raise BagError(path,
+                                   f"frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but camera_info "
+                                   f"is {camera_info.width}x{camera_info.height}", info_topic)
                 # Before its image, as drivers publish it: a consumer pairing "latest camera_info"
                 # with each image then never sees an image without its calibration.
                 writer.write(info_topic, stamp, camera_info.to_msg(stamp, frame_id))

@@ -63,7 +63,8 @@ def header(stamp_ns: int, frame_id: str) -> Any:
     """A std_msgs/Header for a stamp in integer nanoseconds."""
     if stamp_ns < 0:
         raise ValueError(f"stamp {stamp_ns} ns is negative")
-    return _Header(stamp=_Time(sec=int(stamp_ns // _NS), nanosec=int(stamp_ns % _NS)), frame_id=frame_id)
+    return _Header(stamp=_Time(sec=int(stamp_ns // _NS), nanosec=int(stamp_ns % _NS)),
+                   frame_id=frame_id)
 
 
 def stamp_ns(msg: Any) -> int:
@@ -73,7 +74,8 @@ def stamp_ns(msg: Any) -> int:
 
 def _check_rgb(rgb: np.ndarray) -> None:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-        raise ValueError(f"frame must be a non-empty uint8 HxWx3 RGB array, got {rgb.dtype} {rgb.shape}")
+        raise ValueError("frame must be a non-empty uint8 HxWx3 RGB array, got "
+                         f"{rgb.dtype} {rgb.shape}")
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str = RGB8) -> Any:
@@ -85,7 +87,8 @@ def rgb_to_image(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str = RGB
 
 
 def array_to_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
-    """Wrap an HxW or HxWxC array whose dtype already matches ``encoding`` (mono8, rgb8, 32FC1, ...)."""
+    """Wrap an HxW or HxWxC array whose dtype already matches ``encoding`` (mono8, rgb8, 32FC1,
+    ...)."""
     arr = np.ascontiguousarray(arr)
     h, w = arr.shape[:2]
     step = arr.strides[0]
@@ -103,10 +106,12 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.nda
 
 def rgb_to_compressed(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg",
                       jpeg_quality: int = 95) -> Any:
-    """An RGB frame as sensor_msgs/CompressedImage (``format`` "jpeg" or "png", as image_transport writes)."""
+    """An RGB frame as sensor_msgs/CompressedImage (``format`` "jpeg" or "png", as image_transport
+    writes)."""
     _check_rgb(rgb)
     if fmt not in COMPRESSED_FORMATS:
-        raise ValueError(f"unsupported compressed format {fmt!r}; choose one of {COMPRESSED_FORMATS}")
+        raise ValueError(f"unsupported compressed format {fmt!r}; choose one of "
+                         f"{COMPRESSED_FORMATS}")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
     ok, buf = cv2.imencode("." + ("jpg" if fmt == "jpeg" else "png"), rgb[..., ::-1], params)
     if not ok:
@@ -119,7 +124,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     data = np.asarray(msg.data, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise ValueError(f"cannot decode compressed frame (format {msg.format!r}, {data.size} bytes)")
+        raise ValueError("cannot decode compressed frame (format "
+                         f"{msg.format!r}, {data.size} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -135,7 +141,8 @@ def message_to_rgb(msg: Any, msgtype: str,
 
 @dataclass(frozen=True)
 class CameraInfoParams:
-    """Pinhole intrinsics for a sensor_msgs/CameraInfo (row-major K 3x3, R 3x3, P 3x4, D plumb_bob)."""
+    """Pinhole intrinsics for a sensor_msgs/CameraInfo (row-major K 3x3, R 3x3, P 3x4, D
+    plumb_bob)."""
 
     width: int
     height: int
@@ -152,7 +159,8 @@ class CameraInfoParams:
             raise ValueError(f"K and R need 9 values, got {len(self.k)} and {len(self.r)}")
         if not self.p:  # monocular: P = [K | 0]
             k = self.k
-            object.__setattr__(self, "p", (k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0))
+            object.__setattr__(self, "p", (k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6],
+                                           k[7], k[8], 0.0))
         if len(self.p) != 12:
             raise ValueError(f"P needs 12 values, got {len(self.p)}")
 
@@ -169,7 +177,8 @@ class CameraInfoParams:
         f64 = np.float64
         return _CameraInfo(
             header=header(stamp, frame_id), height=self.height, width=self.width,
-            distortion_model=self.distortion_model, d=np.asarray(self.d, f64), k=np.asarray(self.k, f64),
+            distortion_model=self.distortion_model, d=np.asarray(self.d, f64),
+            k=np.asarray(self.k, f64),
             r=np.asarray(self.r, f64), p=np.asarray(self.p, f64), binning_x=0, binning_y=0,
             roi=_Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
@@ -181,7 +190,8 @@ class CameraInfoParams:
 
 
 def topic_namespace(image_topic: str) -> str:
-    """The namespace a camera's topics share: ``/cam/image_raw`` and ``/cam/image/compressed`` -> ``/cam``.
+    """The namespace a camera's topics share: ``/cam/image_raw`` and ``/cam/image/compressed`` ->
+    ``/cam``.
 
     Returns "" for a topic at the root (``/image``).
     """

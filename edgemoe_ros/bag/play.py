@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``edgemoe-bag play BAG``: publish a bag's camera topics with rclpy, at the recorded pace or flat out.
+"""``edgemoe-bag play BAG``: publish a bag's camera topics with rclpy, at the recorded pace or flat
+out.
 
 A stand-in for ``ros2 bag play`` (the ros2 CLI is not installable in this environment) limited to
 what a camera replay needs: image / compressed image topics and their camera_info, timed by the
@@ -67,7 +68,8 @@ def message_class(msgtype: str) -> type:
         pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ValueError, ImportError, AttributeError):
-        raise ValueError(f"message type {msgtype!r} is not available in this ROS install") from None
+        raise ValueError(f"message type {msgtype!r} is not "
+                         "available in this ROS install") from None
 
 
 def qos_profile(name: str, depth: int) -> Any:
@@ -94,8 +96,10 @@ def select_topics(reader: BagReader, image_topics: Sequence[str] | None) -> list
 class BagPlayer:
     """Publishes a bag on an rclpy node it creates in ``context`` (default: the global one)."""
 
-    def __init__(self, path: str | Path, *, topics: Sequence[str] | None = None, rate: float | None = 1.0,
-                 qos: str = "reliable", queue_size: int = DEFAULT_QUEUE_SIZE, restamp: bool = False,
+    def __init__(self, path: str | Path, *, topics: Sequence[str] | None = None,
+                 rate: float | None = 1.0,
+                 qos: str = "reliable", queue_size: int = DEFAULT_QUEUE_SIZE,
+                 restamp: bool = False,
                  remap: dict[str, str] | None = None, node_name: str = "edgemoe_bag_play",
                  context: Any = None, clock_hz: float | None = None):
         """``clock_hz``: publish the bag's time on /clock at this frequency (None: no /clock)."""
@@ -154,7 +158,8 @@ class BagPlayer:
             if all(self._pubs[t].get_subscription_count() >= count for t in self.topics):
                 return True
             time.sleep(0.02)
-        log.warning("%s: fewer than %d subscribers after %.1f s; playing anyway", self.path, count, timeout_s)
+        log.warning("%s: fewer than %d subscribers after %.1f s; playing anyway", self.path, count,
+                    timeout_s)
         return False
 
     def play(self, loops: int = 1, stats: PlayStats | None = None) -> PlayStats:
@@ -183,7 +188,8 @@ class BagPlayer:
             left = max(0.0, deadline - time.monotonic())
             ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
         if not ok:
-            log.warning("%s: subscribers did not acknowledge every message within %.1f s", self.path, timeout_s)
+            log.warning("%s: subscribers did not acknowledge every message within %.1f s",
+                        self.path, timeout_s)
         return ok
 
     def _play_once(self, stats: PlayStats) -> bool:

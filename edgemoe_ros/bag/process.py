@@ -77,7 +77,8 @@ def output_topics(namespace: str) -> dict[str, str]:
     return {k: f"{namespace.rstrip('/')}/{v}" for k, v in relative.items()}
 
 
-def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, frame_id: str) -> Any:
+def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int,
+                 frame_id: str) -> Any:
     """The camera_info that describes the output images, as the node relays it.
 
     At model resolution the intrinsics follow the fit (scale, and crop in crop mode). At input
@@ -88,10 +89,12 @@ def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, fr
     if resolution == "input":
         h, w = fit.input_h, fit.input_w
         fit = pp.FitInfo("stretch", h, w, h, w, 0, 0, w, h)
-    k, p, w, h = pp.scale_camera_info_params(np.asarray(info_msg.k, np.float64), np.asarray(info_msg.p, np.float64),
+    k, p, w, h = pp.scale_camera_info_params(np.asarray(info_msg.k, np.float64),
+                                             np.asarray(info_msg.p, np.float64),
                                              int(info_msg.width), int(info_msg.height), fit)
     params = m.CameraInfoParams(int(w), int(h), tuple(float(v) for v in k.ravel()),
-                                tuple(float(v) for v in info_msg.d), tuple(float(v) for v in info_msg.r),
+                                tuple(float(v) for v in info_msg.d),
+                                tuple(float(v) for v in info_msg.r),
                                 tuple(float(v) for v in p.ravel()), info_msg.distortion_model)
     return params.to_msg(stamp, frame_id)
 
@@ -117,7 +120,8 @@ class _Job:
         except IntrinsicsError as exc:
             if not self.warned_k:
                 self.warned_k = True
-                log.warning("camera_info K unusable (%s): depth of the model's canonical camera", exc)
+                log.warning("camera_info K unusable (%s): depth of the model's canonical camera",
+                            exc)
             return None
 
     def frame(self, frame: BagImage, info_msg: Any, log_time: int) -> None:
@@ -138,7 +142,8 @@ class _Job:
             outputs.append(("color", m.array_to_image(color, m.RGB8, stamp, fid)))
             infos.append("segmentation_info")
         if res.depth is not None:
-            depth = (res.depth_at_input() if at_input else res.depth).astype(np.float32, copy=False)
+            depth = (res.depth_at_input() if at_input
+                     else res.depth).astype(np.float32, copy=False)
             outputs.append((DEPTH, m.array_to_image(depth, m.DEPTH_32FC1, stamp, fid)))
             infos.append("depth_info")
         if info_msg is not None and infos:
@@ -158,18 +163,18 @@ class _Job:
 
 def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights, *,
                 topic: str | None = None, tasks: Sequence[str] | None = None, backend: str = "cpu",
-                backend_options: dict[str, Any] | None = None, output_resolution: str = "input", resize_mode: str | None = None,
-                namespace: str | None = None,
+                backend_options: dict[str, Any] | None = None, output_resolution: str = "input",
+                resize_mode: str | None = None, namespace: str | None = None,
                 progress: Callable[[int], Any] | None = None,
                 max_image_pixels: int | None = None, engine: Any | None = None,
                 start_ns: int | None = None, stop_ns: int | None = None) -> ProcessSummary:
     """Run the engine over every frame of ``topic`` in ``in_path`` and write ``out_path`` (mcap).
 
-    Frames that cannot be decoded (unsupported encoding, corrupt compressed data) are skipped, logged
-    and counted; a damaged bag or a missing topic raises ``BagError`` and removes the partial output;
-    so does a backend failure (``BackendError``), since every later frame would fail the same way.
-    ``progress(total)`` is called once with the frame count and must return an object with
-    ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
+    Frames that cannot be decoded (unsupported encoding, corrupt compressed data) are skipped,
+    logged and counted; a damaged bag or a missing topic raises ``BagError`` and removes the
+    partial output; so does a backend failure (``BackendError``), since every later frame would
+    fail the same way. ``progress(total)`` is called once with the frame count and must return an
+    object with ``update(n)`` and ``close()`` (a tqdm bar), or is None for no progress display.
     Inputs get the node's checks (SPEC §7): a compressed frame's header is read before it is
     decoded, so one that would decode to more than ``max_image_pixels`` (default: the node's
     parameter default) is skipped without being decoded; a camera_info the node refuses (NaN/Inf,
@@ -188,7 +193,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
     max_pixels = DEFAULT_MAX_IMAGE_PIXELS if max_image_pixels is None else int(max_image_pixels)
 
     if output_resolution not in OUTPUT_RESOLUTIONS:
-        raise ValueError(f"output_resolution {output_resolution!r} not one of {OUTPUT_RESOLUTIONS}")
+        raise ValueError(f"output_resolution {output_resolution!r} not one of "
+                         f"{OUTPUT_RESOLUTIONS}")
     cfg = weights.config
     tasks = tuple(tasks) if tasks else tuple(cfg.tasks)
     for t in tasks:
@@ -207,7 +213,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
         start = time.perf_counter()
         try:
             with BagWriter(out_path, "mcap") as writer:
-                job = _Job(writer, engine, cfg, tasks, outs, output_resolution, resize_mode, summary)
+                job = _Job(writer, engine, cfg, tasks, outs, output_resolution, resize_mode,
+                           summary)
                 latest_info = _info_before(reader, copy[1:], start_ns)
                 for t, log_time, raw in reader.raw_messages(copy, start_ns, stop_ns):
                     writer.write_raw(t, reader.msgtype(t), log_time, raw, reader.msgdef(t))
@@ -226,10 +233,12 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                     try:
                         msg = reader.deserialize(t, raw)
                         if reader.msgtype(t) == m.COMPRESSED_MSG:
-                            conv.check_compressed(msg, max_pixels)  # header only: no decompression bomb
-                        job.frame(reader.image_from_message(t, log_time, msg, max_pixels), latest_info,
-                                  log_time)
-                    except (BagError, ValueError) as exc:  # undecodable, or a size the model cannot fit
+                            # header only: no decompression bomb
+                            conv.check_compressed(msg, max_pixels)
+                        job.frame(reader.image_from_message(t, log_time, msg, max_pixels),
+                                  latest_info, log_time)
+                    except (BagError, ValueError) as exc:
+                        # undecodable, or a size the model cannot fit
                         summary.skipped += 1
                         if summary.skipped <= MAX_SKIP_WARNINGS:
                             log.warning("skipping frame: %s", exc)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_topic_spec(spec: str) -> tuple[str, str | None]:
-    """``/cam/depth:sensor_msgs/msg/Image`` -> (topic, type); without ``:TYPE`` the type is discovered."""
+    """``/cam/depth:sensor_msgs/msg/Image`` -> (topic, type); without ``:TYPE`` the type is
+    discovered."""
     topic, _, msgtype = spec.partition(":")
     if not topic.startswith("/"):
         raise ValueError(f"topic {topic!r} must be absolute (start with '/')")
@@ -31,8 +32,10 @@ def parse_topic_spec(spec: str) -> tuple[str, str | None]:
 class Recorder:
     """Subscribes to topics and appends every message to a new bag until ``close``."""
 
-    def __init__(self, out: str | Path, topics: Sequence[str], *, storage: str = "mcap", qos: str = "reliable",
-                 queue_size: int = 100, node_name: str = "edgemoe_bag_record", context: Any = None):
+    def __init__(self, out: str | Path, topics: Sequence[str], *, storage: str = "mcap",
+                 qos: str = "reliable",
+                 queue_size: int = 100, node_name: str = "edgemoe_bag_record",
+                 context: Any = None):
         from rclpy.node import Node
 
         self.specs = [parse_topic_spec(s) for s in topics]
@@ -50,7 +53,8 @@ class Recorder:
         self.subscribe_known()
 
     def subscribe_known(self) -> list[str]:
-        """Subscribe to every pending topic whose type is given or now discoverable; returns those left."""
+        """Subscribe to every pending topic whose type is given or now discoverable; returns those
+        left."""
         discovered = dict(self.node.get_topic_names_and_types())
         for topic, msgtype in list(self._pending.items()):
             msgtype = msgtype or (discovered.get(topic) or [None])[0]
@@ -58,8 +62,8 @@ class Recorder:
                 continue
             cls = message_class(msgtype)
             self._subs[topic] = self.node.create_subscription(
-                cls, topic, lambda raw, t=topic, ty=msgtype: self._on_message(t, ty, raw), self._profile,
-                raw=True)
+                cls, topic, lambda raw, t=topic, ty=msgtype: self._on_message(t, ty, raw),
+                self._profile, raw=True)
             del self._pending[topic]
         return list(self._pending)
 
@@ -73,9 +77,10 @@ class Recorder:
         return list(self._pending)
 
     def all_matched(self) -> bool:
-        """Every topic is subscribed and has at least one publisher (so nothing sent from now is lost
-        to discovery)."""
-        return not self._pending and all(sub.get_publisher_count() > 0 for sub in self._subs.values())
+        """Every topic is subscribed and has at least one publisher (so nothing sent from now is
+        lost to discovery)."""
+        return not self._pending and all(sub.get_publisher_count() > 0
+                                         for sub in self._subs.values())
 
     @property
     def total(self) -> int:

@@ -47,25 +47,35 @@ MOSAIC_MAX_TILE_HEIGHT = 720
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="edgemoe-infer", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("images", nargs="+", metavar="IMAGE", help="input image files (any format OpenCV reads)")
+    ap.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="input image files (any format OpenCV reads)")
     ap.add_argument("--tasks", default="semseg,depth",
                     help="comma-separated tasks to run (default: semseg,depth)")
-    ap.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
+    ap.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="output directory (created)")
     ap.add_argument("--weights", type=Path, default=None, metavar="FILE",
-                    help=f"model weights (.safetensors); default: the shipped {SHIPPED_WEIGHTS_NAME}")
-    ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS), help="backbone backend (default: cpu)")
+                    help="model weights (.safetensors); default: the shipped "
+                         f"{SHIPPED_WEIGHTS_NAME}")
+    ap.add_argument("--backend", default="cpu", choices=sorted(BACKENDS),
+                    help="backbone backend (default: cpu)")
     ap.add_argument("--backend-options", default="", metavar="JSON",
-                    help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", "timeout_s": 2}\'')
+                    help='backend keyword arguments, e.g. \'{"bitstream": "edgemoe.bit", '
+                         '"timeout_s": 2}\'')
     ap.add_argument("--resize", default=None, choices=RESIZE_MODES,
-                    help="fit images to the model by stretching or centre-cropping (default: the model's)")
+                    help="fit images to the model by stretching or centre-cropping "
+                         "(default: the model's)")
     ap.add_argument("--fx", type=float, default=None, metavar="PX",
-                    help="camera focal length in pixels of the input images, for metric depth of that lens "
-                         "(default: the model's canonical camera)")
-    ap.add_argument("--fy", type=float, default=None, metavar="PX", help="vertical focal length (default: --fx)")
-    ap.add_argument("--cx", type=float, default=None, metavar="PX", help="principal point x (default: image centre)")
-    ap.add_argument("--cy", type=float, default=None, metavar="PX", help="principal point y (default: image centre)")
+                    help="camera focal length in pixels of the input images, for metric depth of "
+                         "that lens (default: the model's canonical camera)")
+    ap.add_argument("--fy", type=float, default=None, metavar="PX",
+                    help="vertical focal length (default: --fx)")
+    ap.add_argument("--cx", type=float, default=None, metavar="PX",
+                    help="principal point x (default: image centre)")
+    ap.add_argument("--cy", type=float, default=None, metavar="PX",
+                    help="principal point y (default: image centre)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
-                    help="run each image N times and report the median timings (after one warm-up run)")
+                    help="run each image N times and report the median timings "
+                         "(after one warm-up run)")
     return ap.parse_args(argv)
 
 
@@ -73,7 +83,8 @@ def _tasks(text: str, available: Sequence[str]) -> tuple[str, ...]:
     tasks = tuple(t.strip() for t in text.split(",") if t.strip())
     unknown = [t for t in tasks if t not in available]
     if not tasks or unknown:
-        raise ValueError(f"--tasks {text!r}: unknown or empty; this model has: {','.join(available)}")
+        raise ValueError(f"--tasks {text!r}: unknown or empty; this model has: "
+                         f"{','.join(available)}")
     return tasks
 
 
@@ -86,7 +97,8 @@ def camera_k(args: argparse.Namespace, image_h: int, image_w: int) -> np.ndarray
     fy = args.fx if args.fy is None else args.fy
     cx = (image_w - 1) / 2 if args.cx is None else args.cx
     cy = (image_h - 1) / 2 if args.cy is None else args.cy
-    return camera_matrix([[args.fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])  # IntrinsicsError if fx, fy <= 0
+    # IntrinsicsError if fx, fy <= 0
+    return camera_matrix([[args.fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -113,7 +125,8 @@ def _mosaic(tiles: Sequence[np.ndarray]) -> np.ndarray:
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarray | None,
                   depth: np.ndarray | None, min_depth: float, max_depth: float,
                   palette: np.ndarray | None = None) -> list[Path]:
-    """Write the files of one image; returns their paths. ``palette``: the model's class colours."""
+    """Write the files of one image; returns their paths. ``palette``: the model's class
+    colours."""
     written: list[Path] = []
     tiles = [image]
     if semseg is not None:
@@ -137,14 +150,17 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, semseg: np.ndarra
 
 def _format_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
     name_w = max([len("image"), len("median")] + [len(r[0]) for r in rows])
-    head = f"{'image':<{name_w}}  {'input':>11}  " + "  ".join(f"{s + ' ms':>13}" for s in TIMING_STAGES)
+    head = (f"{'image':<{name_w}}  {'input':>11}  "
+            + "  ".join(f"{s + ' ms':>13}" for s in TIMING_STAGES))
     lines = [head, "-" * len(head)]
     for name, size, t in rows:
-        lines.append(f"{name:<{name_w}}  {size:>11}  " + "  ".join(f"{t.get(s, float('nan')):>13.2f}"
+        lines.append(f"{name:<{name_w}}  "
+                     f"{size:>11}  " + "  ".join(f"{t.get(s, float('nan')):>13.2f}"
                                                                    for s in TIMING_STAGES))
     if len(rows) > 1:
         med = {s: statistics.median(r[2][s] for r in rows if s in r[2]) for s in TIMING_STAGES}
-        lines.append(f"{'median':<{name_w}}  {'':>11}  " + "  ".join(f"{med[s]:>13.2f}" for s in TIMING_STAGES))
+        lines.append(f"{'median':<{name_w}}  {'':>11}  "
+                     + "  ".join(f"{med[s]:>13.2f}" for s in TIMING_STAGES))
     return "\n".join(lines)
 
 
@@ -181,17 +197,20 @@ def run(args: argparse.Namespace) -> int:
             semseg = res.semseg_at_input() if "semseg" in tasks else None
             depth = res.depth_at_input() if "depth" in tasks else None
             if semseg is not None and semseg.shape != image.shape[:2]:
-                raise FitError(f"{path}: semseg output {semseg.shape} does not match the input {image.shape[:2]}")
-            stem = path.stem if len(args.images) == len({Path(n).stem for n in args.images}) else f"{i:03d}_{path.stem}"
+                raise FitError(f"{path}: semseg output {semseg.shape} does not match the input "
+                               f"{image.shape[:2]}")
+            stem = (path.stem if len(args.images) == len({Path(n).stem for n in args.images})
+                    else f"{i:03d}_{path.stem}")
             scale = res.depth_scale  # the colour map spans the depth range of this lens
-            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth * scale, cfg.max_depth * scale,
-                          model_palette(cfg))
+            write_outputs(args.out, stem, image, semseg, depth, cfg.min_depth * scale,
+                          cfg.max_depth * scale, model_palette(cfg))
             rows.append((path.name, f"{image.shape[1]}x{image.shape[0]}", timings))
     finally:
         engine.close()
     lens = f"fx={args.fx:g}" if args.fx is not None else "canonical camera (no --fx)"
-    print(f"backend={args.backend} tasks={','.join(tasks)} resize={args.resize or cfg.resize_mode} "
-          f"model={cfg.img_h}x{cfg.img_w} repeat={args.repeat} depth={lens}")
+    print(f"backend={args.backend} tasks={','.join(tasks)} "
+          f"resize={args.resize or cfg.resize_mode} model={cfg.img_h}x{cfg.img_w} "
+          f"repeat={args.repeat} depth={lens}")
     if rows:
         print(_format_table(rows))
     print(f"wrote {len(rows)} image(s) to {args.out}" + (f"; {failed} failed" if failed else ""))

@@ -61,7 +61,8 @@ class TaskAccuracy:
         return d
 
 
-def compare(weights: ModelWeights, images: np.ndarray, tasks: Sequence[str] | None = None) -> list[TaskAccuracy]:
+def compare(weights: ModelWeights, images: np.ndarray,
+            tasks: Sequence[str] | None = None) -> list[TaskAccuracy]:
     """Run the float reference and the fixed-point emulator on ``images`` and compare them."""
     cfg = weights.config
     tasks = tuple(tasks or cfg.tasks)
@@ -78,14 +79,16 @@ def compare(weights: ModelWeights, images: np.ndarray, tasks: Sequence[str] | No
                 rep.layers.append((name, relative_l2(to_float(raw), ref.taps[name])))
         same_set = np.sort(fx.routing, axis=-1) == np.sort(ref.routing, axis=-1)
         rep.routing_set_agreement = [float(v) for v in same_set.all(axis=-1).mean(axis=(0, 2))]
-        rep.routing_top1_agreement = [float(v) for v in (fx.routing[..., 0] == ref.routing[..., 0]).mean(axis=(0, 2))]
+        rep.routing_top1_agreement = [
+            float(v) for v in (fx.routing[..., 0] == ref.routing[..., 0]).mean(axis=(0, 2))]
         f_fixed = to_float(fx.features)
         rep.feature_rel_l2 = relative_l2(f_fixed, ref.features)
         rep.feature_cosine = cosine(f_fixed, ref.features)
         out_float = heads.run_head(weights, cfg, task, ref.features.astype(np.float32), images)
         out_fixed = heads.run_head(weights, cfg, task, f_fixed.astype(np.float32), images)
         if task == "semseg":
-            rep.seg_pixel_agreement = float(np.mean(heads.decode_semseg(out_fixed) == heads.decode_semseg(out_float)))
+            rep.seg_pixel_agreement = float(np.mean(heads.decode_semseg(out_fixed)
+                                                    == heads.decode_semseg(out_float)))
         else:
             d_fl, d_fx = heads.decode_depth(out_float, cfg), heads.decode_depth(out_fixed, cfg)
             err = np.abs(d_fx.astype(np.float64) - d_fl)
@@ -96,14 +99,18 @@ def compare(weights: ModelWeights, images: np.ndarray, tasks: Sequence[str] | No
 
 
 def to_markdown(reports: Sequence[TaskAccuracy]) -> str:
-    """Human-readable tables: a summary per task, then relative L2 per layer and routing per MoE layer."""
-    lines = ["| task | images | features rel. L2 | cosine | routing (top-k set) | routing (top-1) | head metric |",
+    """Human-readable tables: a summary per task, then relative L2 per layer and routing per MoE
+    layer."""
+    lines = ["| task | images | features rel. L2 | cosine | routing (top-k set) | routing (top-1) "
+             "| head metric |",
              "|---|---|---|---|---|---|---|"]
     for r in reports:
-        head = (f"seg pixel agreement {r.seg_pixel_agreement:.4f}" if r.seg_pixel_agreement is not None
+        head = (f"seg pixel agreement {r.seg_pixel_agreement:.4f}"
+                if r.seg_pixel_agreement is not None
                 else f"depth abs rel {r.depth_abs_rel:.2e}, max {r.depth_max_abs_m:.3f} m")
-        lines.append(f"| {r.task} | {r.num_images} | {r.feature_rel_l2:.4%} | {r.feature_cosine:.6f} | "
-                     f"{np.mean(r.routing_set_agreement):.4f} | {np.mean(r.routing_top1_agreement):.4f} | {head} |")
+        lines.append(f"| {r.task} | {r.num_images} | {r.feature_rel_l2:.4%} | "
+                     f"{r.feature_cosine:.6f} | {np.mean(r.routing_set_agreement):.4f} | "
+                     f"{np.mean(r.routing_top1_agreement):.4f} | {head} |")
     names = [n for n, _ in reports[0].layers] if reports else []
     lines += ["", "| layer | " + " | ".join(f"{r.task} rel. L2" for r in reports) + " |",
               "|---|" + "---|" * len(reports)]
@@ -114,5 +121,6 @@ def to_markdown(reports: Sequence[TaskAccuracy]) -> str:
               "|---|" + "---|" * len(reports)]
     for m in range(n_moe):
         lines.append(f"| {m} | " + " | ".join(
-            f"{r.routing_set_agreement[m]:.4f} / {r.routing_top1_agreement[m]:.4f}" for r in reports) + " |")
+            f"{r.routing_set_agreement[m]:.4f} / {r.routing_top1_agreement[m]:.4f}"
+            for r in reports) + " |")
     return "\n".join(lines) + "\n"

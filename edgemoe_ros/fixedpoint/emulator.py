@@ -24,7 +24,8 @@ ATTN_BIAS = itf.FORMATS["attn_bias"]
 
 @dataclass
 class EmulatorResult:
-    """features: (B, num_patches, dim) int32 raw act; routing: (B, moe_layers, tokens, top_k) int32.
+    """features: (B, num_patches, dim) int32 raw act; routing: (B, moe_layers, tokens, top_k)
+    int32.
 
     taps (only when requested): raw act int64 under the names of ``model/reference.py``'s taps:
     ``embed``, ``blocks.{i}.resid1`` (after the attention residual), ``blocks.{i}.out`` and
@@ -70,26 +71,32 @@ class FixedPointEmulator:
         for b in cfg.moe_layers:
             for e in range(cfg.num_experts):
                 q = f"blocks.{b}.moe.experts.{e}."
-                self._experts[(b, e)] = _Expert(raw[q + "fc1.weight"].T.astype(np.float64), raw[q + "fc1.bias"],
-                                                raw[q + "fc2.weight"].T.astype(np.float64), raw[q + "fc2.bias"])
+                self._experts[(b, e)] = _Expert(raw[q + "fc1.weight"].T.astype(np.float64),
+                                                raw[q + "fc1.bias"],
+                                                raw[q + "fc2.weight"].T.astype(np.float64),
+                                                raw[q + "fc2.bias"])
         self._eps = itf.ln_eps_raw(cfg)
         self._scale = itf.attn_scale_raw(cfg)
 
     # ----- building blocks
     def _ln(self, x: np.ndarray, prefix: str) -> np.ndarray:
-        return ops.layernorm(x, self._raw[prefix + ".weight"], self._raw[prefix + ".bias"], self._eps)
+        return ops.layernorm(x, self._raw[prefix + ".weight"], self._raw[prefix + ".bias"],
+                             self._eps)
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
         r = self._raw
-        return ops.patch_embed(images, self._patch_t, r["patch_embed.bias"], r["cls_token"], r["pos_embed"],
+        return ops.patch_embed(images, self._patch_t, r["patch_embed.bias"], r["cls_token"],
+                               r["pos_embed"],
                                r["pixel_mean"], r["pixel_inv_std"], self.config.patch)
 
     def _attn_half(self, x: np.ndarray, b: int) -> np.ndarray:
         p = f"blocks.{b}."
         h = self._ln(x, p + "norm1")
-        qkv = ops.linear(h, self._lin[p + "attn.qkv.weight"], self._raw[p + "attn.qkv.bias"], ATTN_BIAS)
+        qkv = ops.linear(h, self._lin[p + "attn.qkv.weight"], self._raw[p + "attn.qkv.bias"],
+                         ATTN_BIAS)
         a = ops.attention(qkv, self.config.num_heads, self._scale)
-        y = ops.linear(a, self._lin[p + "attn.proj.weight"], self._raw[p + "attn.proj.bias"], ATTN_BIAS)
+        y = ops.linear(a, self._lin[p + "attn.proj.weight"], self._raw[p + "attn.proj.bias"],
+                       ATTN_BIAS)
         return ops.add_sat(x, y)
 
     def _dense_mlp(self, h: np.ndarray, b: int) -> np.ndarray:
@@ -116,7 +123,8 @@ class FixedPointEmulator:
         return y.reshape(bsz, n, d), chosen.reshape(bsz, n, cfg.top_k)
 
     # ----- forward
-    def run(self, images: np.ndarray, task_ids: Sequence[int], taps: bool = False) -> dict[int, EmulatorResult]:
+    def run(self, images: np.ndarray, task_ids: Sequence[int],
+            taps: bool = False) -> dict[int, EmulatorResult]:
         """Backbone for every task id in ``task_ids`` on (B, img_h, img_w, 3) uint8 images."""
         cfg = self.config
         want = (cfg.img_h, cfg.img_w, cfg.in_chans)
@@ -151,7 +159,8 @@ class FixedPointEmulator:
     def _finish(self, x: np.ndarray, first_moe: int, task_id: int,
                 taps: dict[str, np.ndarray] | None) -> EmulatorResult:
         cfg = self.config
-        routing = np.zeros((x.shape[0], len(cfg.moe_layers), cfg.num_tokens, cfg.top_k), dtype=np.int32)
+        routing = np.zeros((x.shape[0], len(cfg.moe_layers), cfg.num_tokens, cfg.top_k),
+                           dtype=np.int32)
         for b in range(first_moe, cfg.depth):
             if b != first_moe:
                 x = self._attn_half(x, b)

@@ -33,9 +33,10 @@ _GELU_TABLE = np.concatenate([itf.gelu_correction_table(), [0]])
 _MAX_EXACT_TERMS = 1 << 21
 
 
-# ------------------------------------------------------------------------------ rounding (datatypes.h)
+# -------------------------------------------------------------------------- rounding (datatypes.h)
 def round_shift(x: np.ndarray, shift: int) -> np.ndarray:
-    """floor((x + 2^(shift-1)) / 2^shift): round to nearest, ties toward +inf (C++ ``round_shift``)."""
+    """floor((x + 2^(shift-1)) / 2^shift): round to nearest, ties toward +inf (C++
+    ``round_shift``)."""
     x = np.asarray(x, dtype=np.int64)
     if shift <= 0:
         return x << -shift
@@ -65,7 +66,8 @@ def split_hi_lo(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def matmul_exact(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
-    """Exact int64 ``x @ w_t`` for 32-bit ``x`` (..., K) and 16-bit weights ``w_t`` (K, N) as float64.
+    """Exact int64 ``x @ w_t`` for 32-bit ``x`` (..., K) and 16-bit weights ``w_t`` (K, N) as
+    float64.
 
     The C++ linear unit accumulates the same products in an int64 accumulator; integer addition is
     associative, so any summation order gives the same exact result.
@@ -101,7 +103,8 @@ def floor_div(a: np.ndarray, b: int) -> np.ndarray:
 
 
 def exp2_neg(t: np.ndarray) -> np.ndarray:
-    """2^t for t <= 0 in score format (16 fraction bits), result in expo format (C++ ``edgemoe::exp2_neg``).
+    """2^t for t <= 0 in score format (16 fraction bits), result in expo format (C++
+    ``edgemoe::exp2_neg``).
 
     t = -n + f / 2^16 with n >= 0 integer: 2^f from the table (top EXP2_LUT_BITS bits of f) with
     linear interpolation on the rest, then shifted right by n (values below an LSB become 0).
@@ -134,8 +137,8 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ linear.h
-def linear(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray | None, bias_fmt: itf.FixedFormat = BIAS,
-           w_fmt: itf.FixedFormat = WEIGHT) -> np.ndarray:
+def linear(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray | None,
+           bias_fmt: itf.FixedFormat = BIAS, w_fmt: itf.FixedFormat = WEIGHT) -> np.ndarray:
     """Shared linear unit: act (..., K) x weights (K, N) [+ bias] -> act (C++ ``linear_unit``).
 
     Products carry act.frac + w.frac fraction bits in an exact accumulator; the bias is aligned to
@@ -149,7 +152,8 @@ def linear(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray | None, bias_fmt: it
 
 # ------------------------------------------------------------------------------ layernorm.h
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps_raw: int) -> np.ndarray:
-    """LayerNorm over the last axis with integer mean/variance, isqrt and reciprocal (C++ ``layernorm``)."""
+    """LayerNorm over the last axis with integer mean/variance, isqrt and reciprocal (C++
+    ``layernorm``)."""
     x = np.asarray(x, dtype=np.int64)
     d_len = x.shape[-1]
     mean = floor_div(x.sum(axis=-1, keepdims=True), d_len)
@@ -165,7 +169,8 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps_raw: int) 
 
 # ------------------------------------------------------------------------------ patch_embed.h
 def normalize_pixels(images: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
-    """uint8 pixels (ap_ufixed<8,0>) -> normalised act: (p - mean) * inv_std (C++ ``normalize_pixel``)."""
+    """uint8 pixels (ap_ufixed<8,0>) -> normalised act: (p - mean) * inv_std (C++
+    ``normalize_pixel``)."""
     p = np.asarray(images, dtype=np.int64) << (ACT.frac - PIXEL.frac)
     centred = p - (np.asarray(mean, np.int64) << (ACT.frac - BIAS.frac))
     return narrow(centred * np.asarray(inv_std, np.int64), BIAS.frac)
@@ -178,8 +183,8 @@ def patchify(x: np.ndarray, patch: int) -> np.ndarray:
     return g.transpose(0, 1, 3, 5, 2, 4).reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
-def patch_embed(images: np.ndarray, w_t: np.ndarray, bias: np.ndarray, cls: np.ndarray, pos: np.ndarray,
-                mean: np.ndarray, inv_std: np.ndarray, patch: int) -> np.ndarray:
+def patch_embed(images: np.ndarray, w_t: np.ndarray, bias: np.ndarray, cls: np.ndarray,
+                pos: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, patch: int) -> np.ndarray:
     """Images (B, H, W, 3) uint8 -> tokens (B, 1 + num_patches, dim) act (C++ ``patch_embed``)."""
     pix = normalize_pixels(images, mean, inv_std)
     acc = matmul_exact(patchify(pix, patch), w_t)
@@ -207,13 +212,14 @@ def attention(qkv: np.ndarray, num_heads: int, scale_raw: int) -> np.ndarray:
 
     qkv: (B, N, 3*dim) act in PyTorch layout. Per query row the kernel walks the keys once keeping
     an integer running max M (log2 units, ceil of the score) and rescales the running sums by a
-    right shift whenever M grows. Here the same recurrence is evaluated segment by segment: inside a
-    segment of constant M the sums are plain (exact) sums, so only the few max changes are
+    right shift whenever M grows. Here the same recurrence is evaluated segment by segment: inside
+    a segment of constant M the sums are plain (exact) sums, so only the few max changes are
     sequential. Returns (B, N, dim) act.
     """
     q, k, v = _attn_operands(qkv, num_heads, scale_raw)  # (B, H, N, hd) attn format
     if q.shape[-1] > 64:
-        raise ValueError(f"attention: head_dim {q.shape[-1]} > 64 breaks the exact float64 score path")
+        raise ValueError(f"attention: head_dim {q.shape[-1]} > 64 breaks the "
+                         "exact float64 score path")
     scores = (q.astype(np.float64) @ np.swapaxes(k, -1, -2).astype(np.float64)).astype(np.int64)
     u = narrow(scores, 2 * ATTN.frac - SCORE.frac, SCORE)  # log2 units, (B, H, N, N)
     one = 1 << SCORE.frac
@@ -242,7 +248,8 @@ def attention(qkv: np.ndarray, num_heads: int, scale_raw: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ moe.h
 def router_softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over experts of act logits -> gate probabilities in act format (C++ ``router_softmax``)."""
+    """Softmax over experts of act logits -> gate probabilities in act format (C++
+    ``router_softmax``)."""
     logits = np.asarray(logits, np.int64)
     diff = logits - logits.max(axis=-1, keepdims=True)
     t = round_shift(diff * itf.log2e_raw(), ACT.frac + itf.COEF_FRAC - SCORE.frac)
@@ -253,7 +260,8 @@ def router_softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest logits, ties to the lower expert id (C++ ``select_top_k``)."""
-    return np.argsort(-np.asarray(logits, np.int64), axis=-1, kind="stable")[..., :k].astype(np.int32)
+    return np.argsort(-np.asarray(logits, np.int64), axis=-1,
+                      kind="stable")[..., :k].astype(np.int32)
 
 
 def combine_experts(outputs: np.ndarray, gates: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ CASE_FILES = ("case.txt", "images.bin", "weights_one_time.bin", "weights_experts
               "expected_features.bin", "expected_routing.bin")
 
 
-def write_case(directory: str | Path, cfg: ModelConfig, packed: itf.PackedWeights, images: np.ndarray,
+def write_case(directory: str | Path, cfg: ModelConfig, packed: itf.PackedWeights,
+               images: np.ndarray,
                task_id: int, features: np.ndarray, routing: np.ndarray) -> Path:
     """Write one testbench case; shapes are checked against ``buffer_shapes`` first."""
     d = Path(directory)

@@ -24,10 +24,10 @@ SEMSEG_CLASSES: tuple[str, ...] = (
 #: Label value for "no class" (training ignore, and pixels outside the crop in crop-fit mode).
 IGNORE_INDEX = 255
 
-#: "light": per-token MLP to a patch of pixels; "guided": the light head plus a pixel-level refinement
-#: guided by the input image (sharper edges for objects thinner than a patch); "pyramid": an
-#: image-guided decoder from the token grid through 1/4 and 1/2 resolution (model/pyramid_head.py);
-#: "up": M3ViT's up-head.
+#: "light": per-token MLP to a patch of pixels; "guided": the light head plus a pixel-level
+#: refinement guided by the input image (sharper edges for objects thinner than a patch);
+#: "pyramid": an image-guided decoder from the token grid through 1/4 and 1/2 resolution
+#: (model/pyramid_head.py); "up": M3ViT's up-head.
 HEAD_TYPES = ("light", "guided", "pyramid", "up")
 #: Coordinate channels (row, column) the pyramid head appends to each of its fusions.
 PYRAMID_COORDS = 2
@@ -46,7 +46,8 @@ IN_CHANS = 3
 #: "floats" (finite, each > bound unless bound is None), "str" / "strs" (distinct, non-empty).
 _FIELD_RULES: dict[str, tuple[str, Any]] = {
     **{name: ("int", 1) for name in (
-        "img_h", "img_w", "patch", "in_chans", "dim", "depth", "num_heads", "mlp_hidden", "moe_every",
+        "img_h", "img_w", "patch", "in_chans", "dim", "depth", "num_heads", "mlp_hidden",
+        "moe_every",
         "num_experts", "top_k", "expert_hidden", "light_hidden", "guide_channels", "refine_hidden",
         "pyramid_token", "pyramid_guide", "up_channels")},
     "up_stages": ("int", 0),
@@ -165,7 +166,8 @@ class ModelConfig:
         try:
             return self.tasks.index(task)
         except ValueError:
-            raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(self.tasks)}") from None
+            raise ConfigError(f"unknown task {task!r}; known tasks: "
+                              f"{', '.join(self.tasks)}") from None
 
     def head_out_channels(self, task: str) -> int:
         return self.num_classes if task == "semseg" else 1
@@ -211,7 +213,8 @@ class ModelConfig:
         n2, n4 = n1 // 4, n1 // 16
         e1, e2 = self.pyramid_enc
         d4, d2, d1 = self.pyramid_dec
-        t, g, k = self.pyramid_token, self.pyramid_guide, 9 * self.in_chans  # k: one 3x3 over the pixels
+        # k: one 3x3 over the pixels
+        t, g, k = self.pyramid_token, self.pyramid_guide, 9 * self.in_chans
         macs = self.num_patches * self.dim * t + self.num_patches * t * d4  # tokens, fuse4's share
         macs += n2 * k * e1 + n4 * 9 * e1 * e2 + n1 * k * g  # pixel encoder, full-resolution guide
         macs += n4 * e2 * d4 + self.pyramid_mix[0] * n4 * (9 * d4 + d4 * d4)
@@ -221,19 +224,22 @@ class ModelConfig:
 
     # ----- validation and (de)serialisation -----
     def validate(self) -> None:
-        """Check every field, so a weights file whose config passes loads into a model that computes
-        numbers (a negative ``num_heads`` or ``ln_eps`` <= 0 once loaded and gave NaN depth)."""
+        """Check every field, so a weights file whose config passes loads into a model that
+        computes numbers (a negative ``num_heads`` or ``ln_eps`` <= 0 once loaded and gave NaN
+        depth)."""
         problems = self._field_problems()
         if problems:  # the checks below assume the fields' types and signs are right
             raise ConfigError("invalid model config: " + "; ".join(problems))
         if self.img_h % self.patch or self.img_w % self.patch:
-            problems.append(f"input {self.img_h}x{self.img_w} is not a multiple of patch {self.patch}")
+            problems.append(f"input {self.img_h}x{self.img_w} is not a "
+                            f"multiple of patch {self.patch}")
         if self.dim % self.num_heads:
             problems.append(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if not 1 <= self.top_k <= self.num_experts:
             problems.append(f"top_k {self.top_k} not in 1..num_experts ({self.num_experts})")
         if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
-            problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries (one per input channel)")
+            problems.append(f"pixel_mean and pixel_std need {self.in_chans} entries "
+                            "(one per input channel)")
         if self.head == "up" and 1 << min(self.up_stages, 63) > self.patch:
             problems.append(f"up_stages {self.up_stages} upsamples the token grid past the input "
                             f"resolution (2**up_stages must be <= patch {self.patch})")
@@ -250,18 +256,24 @@ class ModelConfig:
             if (len(self.pyramid_enc), len(self.pyramid_dec), len(self.pyramid_mix)) != (2, 3, 2):
                 problems.append("pyramid_enc, pyramid_dec and pyramid_mix need 2, 3 and 2 entries")
             if self.img_h % 4 or self.img_w % 4:
-                problems.append(f"the pyramid head needs an input size divisible by 4, got {self.img_h}x{self.img_w}")
+                problems.append("the pyramid head needs an input size divisible by 4, got "
+                                f"{self.img_h}x{self.img_w}")
             if self.patch % 4:
-                # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it too.
-                problems.append(f"the pyramid head needs a patch size divisible by 4, got {self.patch}")
+                # Its 1/4 map must tile the token grid, so a crop of whole tokens is a crop of it
+                # too.
+                problems.append("the pyramid head needs a patch size divisible "
+                                f"by 4, got {self.patch}")
         if self.palette and (len(self.palette) != 3 * len(self.class_names)
-                             or not all(isinstance(v, int) and 0 <= v <= 255 for v in self.palette)):
-            problems.append(f"palette needs 3 values in 0..255 per class ({3 * len(self.class_names)}), "
-                            f"got {len(self.palette)}")
+                             or not all(isinstance(v, int) and 0 <= v <= 255
+                                        for v in self.palette)):
+            problems.append("palette needs 3 values in 0..255 per class "
+                            f"({3 * len(self.class_names)}), got {len(self.palette)}")
         if not 1.0 < self.canonical_hfov_deg < 179.0:
-            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} not in (1, 179) degrees")
+            problems.append(f"canonical_hfov_deg {self.canonical_hfov_deg} "
+                            "not in (1, 179) degrees")
         if not 0 < self.min_depth < self.max_depth:
-            problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not increasing and positive")
+            problems.append(f"depth range ({self.min_depth}, {self.max_depth}) is not "
+                            "increasing and positive")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
 
@@ -275,20 +287,24 @@ class ModelConfig:
                 problems.append(f"{name} must be a list (tuple), got {value!r}")
                 continue
             if kind.startswith("int"):
-                ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values)
+                ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                         for v in values)
                 if not ok:
-                    problems.append(f"{name} must be {'an integer' if kind == 'int' else 'integers'} >= {low}, "
-                                    f"got {value!r}")
+                    problems.append(f"{name} must be "
+                                    f"{'an integer' if kind == 'int' else 'integers'} "
+                                    f">= {low}, got {value!r}")
             elif kind.startswith("float"):
-                ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                         and (low is None or v > low) for v in values)
+                ok = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v) and (low is None or v > low) for v in values)
                 if not ok:
                     bound = "" if low is None else f" > {low}"
                     problems.append(f"{name} must be finite number(s){bound}, got {value!r}")
-            elif not all(isinstance(v, str) and v for v in values) or len(set(values)) != len(values):
+            elif (not all(isinstance(v, str) and v for v in values)
+                  or len(set(values)) != len(values)):
                 problems.append(f"{name} must be distinct non-empty strings, got {value!r}")
         if isinstance(self.in_chans, int) and self.in_chans != IN_CHANS:
-            problems.append(f"in_chans {self.in_chans}: the model reads RGB images ({IN_CHANS} channels)")
+            problems.append(f"in_chans {self.in_chans}: the model reads RGB "
+                            f"images ({IN_CHANS} channels)")
         if isinstance(self.class_names, tuple) and not 1 <= len(self.class_names) < IGNORE_INDEX:
             problems.append(f"class_names needs 1..{IGNORE_INDEX - 1} classes (ids are uint8, "
                             f"{IGNORE_INDEX} means ignore), got {len(self.class_names)}")

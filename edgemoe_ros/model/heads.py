@@ -19,8 +19,8 @@ Four heads, chosen by ``ModelConfig.head``:
   eval mode, ReLU, 2x bilinear upsample with align_corners=False), then a 1x1 conv. ~6.4 GMAC,
   heavier than the backbone; kept so M3ViT-trained heads run unchanged.
 
-The numpy heads are channels-last inside (``(B, H, W, C)``) so every conv is one matmul over pixels;
-``run_head`` returns the PyTorch layout ``(B, C, img_h, img_w)``.
+The numpy heads are channels-last inside (``(B, H, W, C)``) so every conv is one matmul over
+pixels; ``run_head`` returns the PyTorch layout ``(B, C, img_h, img_w)``.
 """
 
 from __future__ import annotations
@@ -44,25 +44,31 @@ class NativeHeads(Protocol):
     """What the heads need from native kernels (``backends/native/fastops.FastOps``); a protocol
     so the model code does not import the backends."""
 
-    def guided_refine(self, coarse: np.ndarray, images: np.ndarray, pix_scale: np.ndarray, pix_offset: np.ndarray,
-                      guide_w: np.ndarray, guide_b: np.ndarray, fuse_w: np.ndarray, fuse_b: np.ndarray,
+    def guided_refine(self, coarse: np.ndarray, images: np.ndarray, pix_scale: np.ndarray,
+                      pix_offset: np.ndarray,
+                      guide_w: np.ndarray, guide_b: np.ndarray, fuse_w: np.ndarray,
+                      fuse_b: np.ndarray,
                       refine_w: np.ndarray, refine_b: np.ndarray) -> np.ndarray: ...
 
-    def pixels_planar(self, images: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray: ...
+    def pixels_planar(self, images: np.ndarray, scale: np.ndarray,
+                      offset: np.ndarray) -> np.ndarray: ...
 
     def conv3x3(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
                 gelu: bool = False) -> np.ndarray: ...
 
-    def pointwise(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, gelu: bool = False
+    def pointwise(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                  gelu: bool = False
                   ) -> np.ndarray: ...
 
-    def upsample_fuse(self, coarse: np.ndarray, pixels: np.ndarray, w_pix: np.ndarray, bias: np.ndarray | None,
+    def upsample_fuse(self, coarse: np.ndarray, pixels: np.ndarray, w_pix: np.ndarray,
+                      bias: np.ndarray | None,
                       w_coord: np.ndarray, gelu: bool = True) -> np.ndarray: ...
 
     def mix_block(self, x: np.ndarray, dw_w: np.ndarray, dw_b: np.ndarray | None, pw_w: np.ndarray,
                   pw_b: np.ndarray | None) -> np.ndarray: ...
 
-    def linear(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, gelu: bool = False
+    def linear(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+               gelu: bool = False
                ) -> np.ndarray: ...
 
 
@@ -72,22 +78,26 @@ def _w(weights: ModelWeights, name: str) -> np.ndarray:
 
 def light_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray,
                native: NativeHeads | None = None) -> np.ndarray:
-    """(B, P, D) features → channels-last (B, img_h, img_w, C). Each token's vector is ordered (ky, kx, c)."""
+    """(B, P, D) features → channels-last (B, img_h, img_w, C). Each token's vector is ordered (ky,
+    kx, c)."""
     grid = _light_grid(weights, cfg, task, features, native)
-    return np.ascontiguousarray(grid.transpose(0, 1, 3, 2, 4, 5)).reshape(-1, cfg.img_h, cfg.img_w, grid.shape[-1])
+    return np.ascontiguousarray(grid.transpose(0, 1, 3, 2, 4, 5)).reshape(
+        -1, cfg.img_h, cfg.img_w, grid.shape[-1])
 
 
 def _light_grid(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray,
                 native: NativeHeads | None = None) -> np.ndarray:
-    """The light head's per-token output as (B, grid_h, grid_w, patch, patch, C): a view to lay out once.
+    """The light head's per-token output as (B, grid_h, grid_w, patch, patch, C): a view to lay out
+    once.
 
     ``native``: both layers on the packed GEMM (GELU in its epilogue), not numpy's BLAS, which on a
-    CPU it does not recognise runs generic kernels (the light semseg head 5.3 ms against 1.9 for its
-    PyTorch twin on such a Xeon)."""
+    CPU it does not recognise runs generic kernels (the light semseg head 5.3 ms against 1.9 for
+    its PyTorch twin on such a Xeon)."""
     p = f"heads.{task}."
     c, k = cfg.head_out_channels(task), cfg.patch
     if native is not None:
-        hidden = native.linear(features, _w(weights, p + "fc1.weight"), _w(weights, p + "fc1.bias"), gelu=True)
+        hidden = native.linear(features, _w(weights, p + "fc1.weight"),
+                               _w(weights, p + "fc1.bias"), gelu=True)
         out = native.linear(hidden, _w(weights, p + "fc2.weight"), _w(weights, p + "fc2.bias"))
         return out.reshape(-1, cfg.grid_h, cfg.grid_w, k, k, c)
     hidden = features @ _w(weights, p + "fc1.weight").T
@@ -100,7 +110,8 @@ def _light_grid(weights: ModelWeights, cfg: ModelConfig, task: str, features: np
 
 def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np.ndarray,
                   images: np.ndarray, native: NativeHeads | None = None) -> np.ndarray:
-    """Light-head output (B, H, W, C) + uint8 model-input images (B, H, W, 3) → refined (B, H, W, C).
+    """Light-head output (B, H, W, C) + uint8 model-input images (B, H, W, 3) → refined (B, H, W,
+    C).
 
     ``coarse + refine(GELU(fuse([coarse, GELU(guide3x3(pixels))])))``; the pixels are normalised
     exactly as the backbone sees them. numpy makes ~20 passes over 32k pixels x 24 channels for
@@ -110,9 +121,10 @@ def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np
     if native is not None:
         scale, offset = (v.astype(_F32) for v in pixel_affine(cfg))
         return native.guided_refine(
-            np.ascontiguousarray(coarse, dtype=_F32), np.ascontiguousarray(images, dtype=np.uint8), scale, offset,
-            *(_w(weights, p + n) for n in ("guide.weight", "guide.bias", "fuse.weight", "fuse.bias",
-                                             "refine.weight", "refine.bias")))
+            np.ascontiguousarray(coarse, dtype=_F32), np.ascontiguousarray(images, dtype=np.uint8),
+            scale, offset,
+            *(_w(weights, p + n) for n in ("guide.weight", "guide.bias", "fuse.weight",
+                                           "fuse.bias", "refine.weight", "refine.bias")))
     pixels = normalize_pixels(images, cfg, _F32)
     guide = conv3x3(pixels, _w(weights, p + "guide.weight"), _w(weights, p + "guide.bias"))
     gelu(guide, out=guide)
@@ -125,7 +137,8 @@ def guided_refine(weights: ModelWeights, cfg: ModelConfig, task: str, coarse: np
     return out
 
 
-def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray) -> np.ndarray:
+def up_head(weights: ModelWeights, cfg: ModelConfig, task: str,
+            features: np.ndarray) -> np.ndarray:
     """M3ViT VisionTransformerUpHead: (B, P, D) features → (B, C, img_h, img_w).
 
     BN (eval) is folded into its conv: ``gamma * (conv(x) - mean) / sqrt(var + eps) + beta``.
@@ -136,7 +149,8 @@ def up_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nda
                    _w(weights, p + "norm.bias"), cfg.ln_eps)
     x = x.reshape(-1, cfg.grid_h, cfg.grid_w, cfg.dim)
     for s in range(cfg.up_stages):
-        scale = _w(weights, f"{p}bn_{s}.weight") / np.sqrt(_w(weights, f"{p}bn_{s}.running_var") + _F32(BN_EPS))
+        scale = _w(weights, f"{p}bn_{s}.weight") / np.sqrt(
+            _w(weights, f"{p}bn_{s}.running_var") + _F32(BN_EPS))
         weight = _w(weights, f"{p}conv_{s}.weight") * scale[:, None, None, None]
         bias = (_w(weights, f"{p}conv_{s}.bias") - _w(weights, f"{p}bn_{s}.running_mean")) * scale
         bias += _w(weights, f"{p}bn_{s}.bias")
@@ -163,20 +177,25 @@ def run_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.nd
     cfg.task_id(task)  # ConfigError naming the task if unknown
     want = (cfg.num_patches, cfg.dim)
     if features.ndim != 3 or features.shape[1:] != want:
-        raise ValueError(f"head {task!r}: features must be (B, {want[0]}, {want[1]}), got {features.shape}")
+        raise ValueError(f"head {task!r}: features must be (B, {want[0]}, {want[1]}), got "
+                         f"{features.shape}")
     features = np.asarray(features, dtype=_F32)
     if cfg.head == "up":
         return up_head(weights, cfg, task, features)
     if cfg.head == "light":  # straight to (B, C, H, W): one copy, not two
         grid = _light_grid(weights, cfg, task, features, native)
-        return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(-1, grid.shape[-1], cfg.img_h, cfg.img_w)
-    want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)  # the heads that see the pixels
+        return np.ascontiguousarray(grid.transpose(0, 5, 1, 3, 2, 4)).reshape(
+            -1, grid.shape[-1], cfg.img_h, cfg.img_w)
+    # the heads that see the pixels
+    want_img = (features.shape[0], cfg.img_h, cfg.img_w, cfg.in_chans)
     if images is None or images.shape != want_img:
         got = None if images is None else images.shape
-        raise ValueError(f"head {task!r}: the {cfg.head} head needs the model-input images {want_img}, got {got}")
+        raise ValueError(f"head {task!r}: the {cfg.head} head needs the model-input images "
+                         f"{want_img}, got {got}")
     if cfg.head == "pyramid":
         return pyramid_head(weights, cfg, task, features, images, native)
-    out = guided_refine(weights, cfg, task, light_head(weights, cfg, task, features, native), images, native)
+    out = guided_refine(weights, cfg, task, light_head(weights, cfg, task, features, native),
+                        images, native)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 

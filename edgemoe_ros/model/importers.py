@@ -37,8 +37,9 @@ M³ViT (VITA-Group/M3ViT, ``models/vision_transformer_moe.py``, ``custom_moe_lay
   equivalent). M³ViT's depth head regresses metres with an L1 loss (no log); the imported config
   says so with ``depth_output="linear"``, which ``heads.decode_depth`` honours.
 
-Edge-MoE (sharc-lab/Edge-MoE, ``testbench/e2e.cpp`` and ``weights/scripts/prepare_for_onboard.py``):
-a directory of raw little-endian float32 files, C order, no header, named
+Edge-MoE (sharc-lab/Edge-MoE, ``testbench/e2e.cpp`` and
+``weights/scripts/prepare_for_onboard.py``): a directory of raw little-endian float32 files, C
+order, no header, named
 
 * ``patch_embed_weight (D,3,p,p)``, ``patch_embed_bias (D)``, ``pos_embed (N,D)`` — no class-token
   file: the kernel writes ``pos_embed[0]`` as token 0, so row 0 is the class token *plus* its
@@ -86,7 +87,8 @@ M3VIT_PIXEL_STD = (0.229, 0.224, 0.225)
 
 #: State-dict keys of M³ViT that only matter during training.
 M3VIT_TRAINING_ONLY = re.compile(
-    r"(\.w_noise$|_aux$|\.num_batches_tracked$|^tam_model\d+\.|^decoders\.[^.]+\.output_level_\d+\.)")
+    r"(\.w_noise$|_aux$|\.num_batches_tracked$|^tam_model\d+\.|"
+    r"^decoders\.[^.]+\.output_level_\d+\.)")
 #: State-dict wrappers used by M³ViT's and common training scripts.
 CHECKPOINT_WRAPPERS = ("state_dict", "model", "model_state_dict")
 
@@ -126,7 +128,8 @@ def _base_config(overrides: Mapping[str, Any] | None, source: str, **defaults: A
 
 def _take(src: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], source: str,
           canonical: str) -> np.ndarray:
-    """One source tensor, shape-checked, as float32. Errors name the upstream and canonical name."""
+    """One source tensor, shape-checked, as float32. Errors name the upstream and canonical
+    name."""
     if key not in src:
         raise WeightsError(source, f"missing tensor (needed for {canonical!r})", key)
     arr = np.asarray(src[key])
@@ -148,11 +151,13 @@ def _complete(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str,
     if complete_from is not None:
         for name in missing:
             if name not in complete_from.tensors:
-                raise WeightsError(complete_from.source, "missing tensor needed to complete the import", name)
+                raise WeightsError(complete_from.source,
+                                   "missing tensor needed to complete the import", name)
             arr = complete_from.tensors[name]
             if tuple(arr.shape) != expected[name]:
-                raise WeightsError(complete_from.source, f"shape {tuple(arr.shape)} != expected "
-                                                         f"{expected[name]} for the imported model", name)
+                raise WeightsError(complete_from.source,
+                                   f"shape {tuple(arr.shape)} != expected {expected[name]} for "
+                                   "the imported model", name)
             tensors[name] = arr.astype(np.float32)
         return
     if "norm.weight" in missing:
@@ -161,8 +166,8 @@ def _complete(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str,
     still = [n for n in expected if n not in tensors]
     if still and random_heads_seed is not None:
         donor = random_init(cfg, seed=random_heads_seed)
-        LOG.warning("%s: %d head tensors are not in the source; using seeded random heads (seed %d)",
-                    source, len(still), random_heads_seed)
+        LOG.warning("%s: %d head tensors are not in the source; using seeded "
+                    "random heads (seed %d)", source, len(still), random_heads_seed)
         for name in still:
             tensors[name] = donor.tensors[name]
         cfg.notes["random_heads_seed"] = random_heads_seed
@@ -181,7 +186,8 @@ def _finish(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str) -> Mo
 # ----------------------------------------------------------------------------------------------
 # M³ViT PyTorch checkpoint
 # ----------------------------------------------------------------------------------------------
-def load_torch_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+def load_torch_state_dict(path: str | os.PathLike,
+                          allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """Read a PyTorch checkpoint into numpy arrays: unwrap, strip ``module.``, keep tensors only.
 
     ``allow_pickle`` lets torch unpickle arbitrary objects (only for files you trust); by default
@@ -197,12 +203,17 @@ def load_torch_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -
         raise WeightsError(p, "file not found")
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=not allow_pickle)
-    except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        hint = "" if allow_pickle else " (if you trust the file and it holds Python objects, use --allow-pickle)"
-        raise WeightsError(p, f"cannot read PyTorch checkpoint: {type(exc).__name__}: {exc}{hint}") from None
+    except Exception as exc:
+        # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        hint = ("" if allow_pickle
+                else " (if you trust the file and it holds Python objects, use --allow-pickle)")
+        raise WeightsError(p,
+                           "cannot read PyTorch checkpoint: "
+                           f"{type(exc).__name__}: {exc}{hint}") from None
     for _ in range(3):  # {'state_dict': {...}} / {'model': {...}}, possibly nested once more
         if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in CHECKPOINT_WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+            inner = next((obj[k] for k in CHECKPOINT_WRAPPERS if isinstance(obj.get(k), Mapping)),
+                         None)
             if inner is not None and not any(torch.is_tensor(v) for v in obj.values()):
                 obj = inner
                 continue
@@ -215,7 +226,8 @@ def load_torch_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -
         while name.startswith("module."):
             name = name[len("module."):]
         if not torch.is_tensor(value):
-            raise WeightsError(p, f"state_dict entry is a {type(value).__name__}, not a tensor", name)
+            raise WeightsError(p, f"state_dict entry is a {type(value).__name__}, not a tensor",
+                               name)
         if name in out:
             raise WeightsError(p, "duplicate tensor after stripping 'module.' prefixes", name)
         if value.dtype == torch.bfloat16:
@@ -226,15 +238,20 @@ def load_torch_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -
     return out
 
 
-def _m3vit_infer(sd: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, Any], list[int], list[str]]:
+def _m3vit_infer(sd: Mapping[str, np.ndarray],
+                 source: str) -> tuple[dict[str, Any], list[int], list[str]]:
     """Model sizes, MoE block indices and task order read off an (unprefixed) M³ViT state_dict."""
     for key in ("backbone.pos_embed", "backbone.patch_embed.proj.weight"):
         if key not in sd:
-            raise WeightsError(source, "missing tensor (not an M3ViT VisionTransformerMoE checkpoint?)", key)
+            raise WeightsError(source,
+                               "missing tensor (not an M3ViT VisionTransformerMoE checkpoint?)",
+                               key)
     pos, pw = sd["backbone.pos_embed"], sd["backbone.patch_embed.proj.weight"]
     if pos.ndim != 3 or pw.ndim != 4:
-        raise WeightsError(source, f"unexpected shapes pos_embed {pos.shape}, patch_embed {pw.shape}")
-    blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))})
+        raise WeightsError(source,
+                           f"unexpected shapes pos_embed {pos.shape}, patch_embed {pw.shape}")
+    blocks = sorted({int(m.group(1)) for k in sd
+                     if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))})
     if not blocks or blocks != list(range(len(blocks))):
         raise WeightsError(source, f"transformer blocks are not numbered 0..N-1: {blocks}")
     moe = [b for b in blocks if f"backbone.blocks.{b}.mlp.experts.htoh4.weight" in sd]
@@ -243,7 +260,8 @@ def _m3vit_infer(sd: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, A
         raise WeightsError(source, "no MoE block found (no blocks.*.mlp.experts.htoh4.weight)")
     every = moe[0] + 1
     if [b for b in blocks if b % every == every - 1] != moe or sorted(moe + dense) != blocks:
-        raise WeightsError(source, f"MoE blocks {moe} do not follow the every-{every}th-block pattern")
+        raise WeightsError(source,
+                           f"MoE blocks {moe} do not follow the every-{every}th-block pattern")
     inferred: dict[str, Any] = {
         "dim": int(pos.shape[2]), "patch": int(pw.shape[3]), "in_chans": int(pw.shape[1]),
         "depth": len(blocks), "moe_every": every,
@@ -263,10 +281,14 @@ def _m3vit_infer(sd: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, A
     if tasks:
         inferred["tasks"] = tuple(t for t in TASKS if t in tasks)  # canonical task-id order
         head = f"decoders.{tasks[0]}."
-        convs = sorted(int(m.group(1)) for k in sd if (m := re.match(re.escape(head) + r"conv_(\d+)\.weight$", k)))
+        convs = sorted(int(m.group(1)) for k in sd
+                       if (m := re.match(re.escape(head) + r"conv_(\d+)\.weight$", k)))
         if not convs:
-            raise WeightsError(source, f"decoder {tasks[0]!r} is not a VisionTransformerUpHead (no conv_*)")
-        inferred.update(head="up", up_stages=len(convs) - 1, up_channels=int(sd[head + "conv_0.weight"].shape[0]))
+            raise WeightsError(source,
+                               f"decoder {tasks[0]!r} is not a "
+                               "VisionTransformerUpHead (no conv_*)")
+        inferred.update(head="up", up_stages=len(convs) - 1,
+                        up_channels=int(sd[head + "conv_0.weight"].shape[0]))
     return inferred, moe, tasks
 
 
@@ -309,14 +331,18 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
     base = _base_config(config_overrides, source, **defaults)
     explicit = config_overrides or {}
     if not {"img_h", "img_w"} & set(explicit):
-        inferred.update(_input_size_for(sd["backbone.pos_embed"].shape[1] - 1, inferred["patch"], base))
+        inferred.update(_input_size_for(sd["backbone.pos_embed"].shape[1] - 1, inferred["patch"],
+                                        base))
     cfg = _config_with(base, inferred, explicit, source)
     if cfg.num_tokens != sd["backbone.pos_embed"].shape[1]:
-        raise WeightsError(source, f"pos_embed has {sd['backbone.pos_embed'].shape[1]} tokens but a "
-                                   f"{cfg.img_h}x{cfg.img_w} input with patch {cfg.patch} gives {cfg.num_tokens}; "
-                                   "set img_h/img_w with --config-json", "backbone.pos_embed")
+        raise WeightsError(source,
+                           f"pos_embed has {sd['backbone.pos_embed'].shape[1]} tokens but a "
+                           f"{cfg.img_h}x{cfg.img_w} input with patch {cfg.patch} gives "
+                           f"{cfg.num_tokens}; set img_h/img_w with --config-json",
+                           "backbone.pos_embed")
     cfg = cfg.replace(depth_output="linear",
-                      notes={**cfg.notes, "importer": "m3vit", "imported_from": os.path.basename(source)})
+                      notes={**cfg.notes, "importer": "m3vit",
+                             "imported_from": os.path.basename(source)})
     exp = expected_shapes(cfg)
     used: set[str] = set()
 
@@ -328,7 +354,8 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
     t["patch_embed.weight"] = take("backbone.patch_embed.proj.weight", "patch_embed.weight")
     t["patch_embed.bias"] = take("backbone.patch_embed.proj.bias", "patch_embed.bias")
     t["cls_token"] = take("backbone.cls_token", "cls_token", (1, 1, d)).reshape(1, d)
-    t["pos_embed"] = take("backbone.pos_embed", "pos_embed", (1, cfg.num_tokens, d)).reshape(cfg.num_tokens, d)
+    t["pos_embed"] = take("backbone.pos_embed", "pos_embed",
+                          (1, cfg.num_tokens, d)).reshape(cfg.num_tokens, d)
     for b in range(cfg.depth):
         src, dst = f"backbone.blocks.{b}.", f"blocks.{b}."
         for leaf in ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
@@ -340,7 +367,8 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
             continue
         for ours, theirs in (("fc1", "htoh4"), ("fc2", "h4toh")):
             for leaf in ("weight", "bias"):
-                t[f"{dst}moe.{ours}.{leaf}"] = take(f"{src}mlp.experts.{theirs}.{leaf}", f"{dst}moe.{ours}.{leaf}")
+                t[f"{dst}moe.{ours}.{leaf}"] = take(f"{src}mlp.experts.{theirs}.{leaf}",
+                                                    f"{dst}moe.{ours}.{leaf}")
         t[f"{dst}moe.router.weight"] = _m3vit_router(sd, src, cfg, ckpt_tasks, source, used)
     if "backbone.norm.weight" in sd:
         t["norm.weight"] = take("backbone.norm.weight", "norm.weight")
@@ -354,7 +382,8 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
                 t[f"{dst}conv_{s}.{leaf}"] = take(f"{src}conv_{s}.{leaf}", f"{dst}conv_{s}.{leaf}")
         for s in range(cfg.up_stages):
             for leaf in ("weight", "bias", "running_mean", "running_var"):
-                t[f"{dst}bn_{s}.{leaf}"] = take(f"{src}syncbn_fc_{s}.{leaf}", f"{dst}bn_{s}.{leaf}")
+                t[f"{dst}bn_{s}.{leaf}"] = take(f"{src}syncbn_fc_{s}.{leaf}",
+                                                f"{dst}bn_{s}.{leaf}")
     if ckpt_tasks and "norm.weight" not in t:
         # M3ViT's own heads normalise (decoders.<task>.norm): our shared final norm is identity,
         # also when a donor supplies other tensors (its norm belongs to its heads, not these).
@@ -368,16 +397,18 @@ def m3vit_state_dict_to_weights(state_dict: Mapping[str, np.ndarray], source: st
     return _finish(t, cfg, source)
 
 
-def _m3vit_router(sd: Mapping[str, np.ndarray], src: str, cfg: ModelConfig, ckpt_tasks: Sequence[str],
-                  source: str, used: set[str]) -> np.ndarray:
+def _m3vit_router(sd: Mapping[str, np.ndarray], src: str, cfg: ModelConfig,
+                  ckpt_tasks: Sequence[str], source: str, used: set[str]) -> np.ndarray:
     """Stack per-task ``w_gate (D, E)`` into our ``(num_tasks, D, E)`` router."""
     d, e = cfg.dim, cfg.num_experts
     canonical = src[len("backbone."):] + "moe.router.weight"
-    per_task = sorted(int(m.group(1)) for k in sd if (m := re.match(re.escape(src) + r"mlp\.gate\.(\d+)\.w_gate$", k)))
+    per_task = sorted(int(m.group(1)) for k in sd
+                      if (m := re.match(re.escape(src) + r"mlp\.gate\.(\d+)\.w_gate$", k)))
     if per_task:
         order = list(ckpt_tasks) or list(cfg.tasks)
         if len(per_task) != len(order) or per_task != list(range(len(order))):
-            raise WeightsError(source, f"{len(per_task)} per-task gates but {len(order)} task(s) {order}",
+            raise WeightsError(source,
+                               f"{len(per_task)} per-task gates but {len(order)} task(s) {order}",
                                f"{src}mlp.gate.0.w_gate")
         gates = {}
         for i, task in enumerate(order):
@@ -387,8 +418,10 @@ def _m3vit_router(sd: Mapping[str, np.ndarray], src: str, cfg: ModelConfig, ckpt
         return np.stack([gates[task] for task in cfg.tasks])
     key = f"{src}mlp.gate.w_gate"
     if key in sd and sd[key].ndim == 2 and sd[key].shape[0] != d:
-        raise WeightsError(source, f"gate input width {sd[key].shape[0]} != dim {d}: a task-conditioned "
-                                   "gate (task one-hot / task embedding appended) is not supported", key)
+        raise WeightsError(source,
+                           f"gate input width {sd[key].shape[0]} != dim {d}: a task-conditioned "
+                           "gate (task one-hot / task embedding appended) is not supported",
+                           key)
     used.add(key)
     shared = _take(sd, key, (d, e), source, canonical)
     LOG.warning("%s: %s is one gate shared by all tasks; replicating it per task", source, key)
@@ -400,14 +433,16 @@ def import_m3vit(path: str | os.PathLike, config_overrides: Mapping[str, Any] | 
                  allow_pickle: bool = False) -> ModelWeights:
     """Import an M³ViT PyTorch checkpoint file (``torch.save`` of its state_dict or a wrapper)."""
     state_dict = load_torch_state_dict(path, allow_pickle=allow_pickle)
-    return m3vit_state_dict_to_weights(state_dict, str(path), config_overrides, complete_from, random_heads_seed)
+    return m3vit_state_dict_to_weights(state_dict, str(path), config_overrides, complete_from,
+                                       random_heads_seed)
 
 
 # ----------------------------------------------------------------------------------------------
 # Edge-MoE weights directory
 # ----------------------------------------------------------------------------------------------
 def edgemoe_file_map(cfg: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Edge-MoE file stem → (canonical tensor, stored shape). Routers map to ``router.weight[t]``."""
+    """Edge-MoE file stem → (canonical tensor, stored shape). Routers map to
+    ``router.weight[t]``."""
     d, e = cfg.dim, cfg.num_experts
     exp = expected_shapes(cfg)
     files: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -417,14 +452,17 @@ def edgemoe_file_map(cfg: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]
     }
     for b in range(cfg.depth):
         dst = f"blocks.{b}."
-        pairs = {"norm1_weight": "norm1.weight", "norm1_bias": "norm1.bias", "norm2_weight": "norm2.weight",
-                 "norm2_bias": "norm2.bias", "qkv_weight": "attn.qkv.weight", "qkv_bias": "attn.qkv.bias",
+        pairs = {"norm1_weight": "norm1.weight", "norm1_bias": "norm1.bias",
+                 "norm2_weight": "norm2.weight",
+                 "norm2_bias": "norm2.bias", "qkv_weight": "attn.qkv.weight",
+                 "qkv_bias": "attn.qkv.bias",
                  "attn_proj_weight": "attn.proj.weight", "attn_proj_bias": "attn.proj.bias"}
         if cfg.is_moe(b):
             pairs.update({"htoh4_weight": "moe.fc1.weight", "htoh4_bias": "moe.fc1.bias",
                           "h4toh_weight": "moe.fc2.weight", "h4toh_bias": "moe.fc2.bias"})
             for task in cfg.tasks:
-                files[f"l{b}_w_gate_T_task{TASKS.index(task)}"] = (f"{dst}moe.router.weight[{task}]", (e, d))
+                files[f"l{b}_w_gate_T_task{TASKS.index(task)}"] = (
+                    f"{dst}moe.router.weight[{task}]", (e, d))
         else:
             pairs.update({"fc1_weight": "mlp.fc1.weight", "fc1_bias": "mlp.fc1.bias",
                           "fc2_weight": "mlp.fc2.weight", "fc2_bias": "mlp.fc2.bias"})
@@ -437,8 +475,9 @@ def _read_bin(path: Path, shape: tuple[int, ...], canonical: str) -> np.ndarray:
     want = int(np.prod(shape)) * 4
     have = path.stat().st_size
     if have != want:
-        raise WeightsError(path, f"{have} bytes, expected {want} (float32 {shape}); truncated file or "
-                                 "a model config that does not match", canonical)
+        raise WeightsError(path,
+                           f"{have} bytes, expected {want} (float32 {shape}); truncated file or "
+                           "a model config that does not match", canonical)
     arr = np.fromfile(path, dtype="<f4").reshape(shape)
     if not np.all(np.isfinite(arr)):
         raise WeightsError(path, "contains NaN or Inf", canonical)
@@ -448,7 +487,8 @@ def _read_bin(path: Path, shape: tuple[int, ...], canonical: str) -> np.ndarray:
 def import_edgemoe(directory: str | os.PathLike, config_overrides: Mapping[str, Any] | None = None,
                    complete_from: ModelWeights | None = None,
                    random_heads_seed: int | None = None) -> ModelWeights:
-    """Import an Edge-MoE weights directory (float32 ``.bin`` files, layout in the module docstring)."""
+    """Import an Edge-MoE weights directory (float32 ``.bin`` files, layout in the module
+    docstring)."""
     root = Path(directory)
     if not root.is_dir():
         raise WeightsError(root, "not a directory (expected an Edge-MoE weights/ directory)")
@@ -459,11 +499,13 @@ def import_edgemoe(directory: str | os.PathLike, config_overrides: Mapping[str, 
     cfg = cfg.replace(notes={**cfg.notes, "importer": "edgemoe", "imported_from": root.name})
     files = edgemoe_file_map(cfg)
     present = {p.name[:-len(EDGEMOE_SUFFIX)]: p for p in root.iterdir()
-               if p.is_file() and p.name.endswith(EDGEMOE_SUFFIX) and not EDGEMOE_NOT_WEIGHTS.match(p.name)}
+               if p.is_file() and p.name.endswith(EDGEMOE_SUFFIX)
+               and not EDGEMOE_NOT_WEIGHTS.match(p.name)}
     extra = sorted(set(present) - set(files))
     if extra:
-        raise WeightsError(present[extra[0]], "unexpected weights file (not part of the configured model: "
-                                              "check depth / tasks in --config-json)", extra[0])
+        raise WeightsError(present[extra[0]],
+                           "unexpected weights file (not part of the configured model: "
+                           "check depth / tasks in --config-json)", extra[0])
     t: dict[str, np.ndarray] = {}
     routers: dict[str, dict[str, np.ndarray]] = {}
     for stem, (canonical, shape) in files.items():
@@ -487,18 +529,22 @@ def import_edgemoe(directory: str | os.PathLike, config_overrides: Mapping[str, 
 # ----------------------------------------------------------------------------------------------
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m edgemoe_ros.model.importers",
-                                 description="Convert M3ViT / Edge-MoE weights to an edgemoe safetensors file.")
+                                 description="Convert M3ViT / Edge-MoE weights to an edgemoe "
+                                             "safetensors file.")
     ap.add_argument("format", choices=("m3vit", "edgemoe"), help="source format")
     ap.add_argument("src", help="M3ViT checkpoint file, or Edge-MoE weights directory")
     ap.add_argument("out", help="output .safetensors file")
     ap.add_argument("--config-json", default=None,
-                    help="model config overrides as a JSON object or @file.json (e.g. '{\"img_h\": 128}')")
+                    help="model config overrides as a JSON object or @file.json (e.g. "
+                         "'{\"img_h\": 128}')")
     ap.add_argument("--complete-from", default=None, metavar="FILE",
-                    help="edgemoe weights file supplying tensors the source lacks (final norm, heads)")
+                    help="edgemoe weights file supplying tensors the source "
+                         "lacks (final norm, heads)")
     ap.add_argument("--random-heads", type=int, default=None, metavar="SEED",
                     help="use seeded random heads when the source has none (backbone-only use)")
     ap.add_argument("--allow-pickle", action="store_true",
-                    help="let torch unpickle Python objects in the checkpoint (trusted files only)")
+                    help="let torch unpickle Python objects in the "
+                         "checkpoint (trusted files only)")
     ap.add_argument("--float16", action="store_true", help="store tensors as float16")
     return ap.parse_args(argv)
 
@@ -515,12 +561,14 @@ def _load_overrides(text: str | None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Convert and save; errors print one line naming the file and tensor and exit with status 2."""
+    """Convert and save; errors print one line naming the file and tensor and exit with status
+    2."""
     from .weights import load_weights
 
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    importer: Callable[..., ModelWeights] = import_m3vit if args.format == "m3vit" else import_edgemoe
+    importer: Callable[..., ModelWeights] = (import_m3vit if args.format == "m3vit"
+                                             else import_edgemoe)
     try:
         overrides = _load_overrides(args.config_json)
         donor = load_weights(args.complete_from) if args.complete_from else None

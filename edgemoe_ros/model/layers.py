@@ -18,15 +18,16 @@ from .config import ModelConfig
 #: Pixels enter as ``u8 / 256`` (Edge-MoE's ap_ufixed<8,0>: 8 fraction bits, range [0, 1)).
 PIXEL_DIVISOR = 256.0
 
-# Abramowitz & Stegun 7.1.26: erfc(z) ~= (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z), z >= 0,
-# absolute error <= 1.5e-7, i.e. at float32 resolution. Used only on the float32 path.
+# Abramowitz & Stegun 7.1.26: erfc(z) ~= (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z), z >=
+# 0, absolute error <= 1.5e-7, i.e. at float32 resolution. Used only on the float32 path.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _erf_exact = np.frompyfunc(math.erf, 1, 1)
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+               eps: float) -> np.ndarray:
     """LayerNorm over the last axis with biased variance (PyTorch semantics); returns a new array.
 
     ``weight``/``bias`` of ``None`` skip the affine step: the CPU backend folds it into the next
@@ -87,7 +88,8 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
 
 
 def patchify(images: np.ndarray, patch: int) -> np.ndarray:
-    """(B, H, W, C) → (B, num_patches, C*patch*patch): patches row-major, each flattened (c, ky, kx).
+    """(B, H, W, C) → (B, num_patches, C*patch*patch): patches row-major, each flattened (c, ky,
+    kx).
 
     (c, ky, kx) is the order of a PyTorch conv weight ``(out, C, p, p)`` flattened, so the 16x16
     stride-16 patch-embedding conv becomes one matmul with ``weight.reshape(dim, -1)``.
@@ -101,7 +103,8 @@ def patchify(images: np.ndarray, patch: int) -> np.ndarray:
 
 
 def pixel_affine(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(scale, offset)`` with ``normalised = u8 * scale + offset`` (float64, shape (3,)).
+    """Per-channel ``(scale, offset)`` with ``normalised = u8 * scale + offset`` (float64, shape
+    (3,)).
 
     One affine map, so the CPU backend can fold input normalisation into the patch embedding.
     """
@@ -114,13 +117,15 @@ def pixel_affine(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize_pixels(images: np.ndarray, cfg: ModelConfig, dtype: type = np.float64) -> np.ndarray:
-    """uint8 (B, H, W, 3) RGB → ``(u8 / 256 - mean) / std`` in ``dtype`` (SPEC model math step 1)."""
+    """uint8 (B, H, W, 3) RGB → ``(u8 / 256 - mean) / std`` in ``dtype`` (SPEC model math step
+    1)."""
     scale, offset = pixel_affine(cfg)
     return images.astype(dtype) * scale.astype(dtype) + offset.astype(dtype)
 
 
 def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores on the last axis, best first, ties → lower index (int32).
+    """Indices of the ``k`` largest scores on the last axis, best first, ties → lower index
+    (int32).
 
     A stable sort of the negated scores is what makes ties deterministic (the Edge-MoE HLS top-k
     had undefined behaviour here). Any strictly increasing function of the router logits (the
@@ -131,14 +136,16 @@ def top_k_experts(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> np.ndarray:
-    """3x3 conv, zero padding 1, channels-last (B, H, W, Cin) → (B, ceil(H/stride), ceil(W/stride), Cout).
+    """3x3 conv, zero padding 1, channels-last (B, H, W, Cin) → (B, ceil(H/stride), ceil(W/stride),
+    Cout).
 
-    ``weight`` is PyTorch's (Cout, Cin, 3, 3); each output pixel's window is flattened (cin, ky, kx)
-    like the weight, so the conv is one matmul (im2col).
+    ``weight`` is PyTorch's (Cout, Cin, 3, 3); each output pixel's window is flattened (cin, ky,
+    kx) like the weight, so the conv is one matmul (im2col).
     """
     b, _, _, cin = x.shape
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))[:, ::stride, ::stride]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3),
+                                                       axis=(1, 2))[:, ::stride, ::stride]
     oh, ow = windows.shape[1:3]
     out = windows.reshape(b * oh * ow, cin * 9) @ weight.reshape(weight.shape[0], -1).T
     out += bias
@@ -159,9 +166,10 @@ def depthwise3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndar
     return out
 
 
-def _bilinear_taps(n_in: int, n_out: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights (in ``dtype``) of PyTorch's bilinear resize with align_corners=False
-    on one axis."""
+def _bilinear_taps(n_in: int, n_out: int,
+                   dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights (in ``dtype``) of PyTorch's bilinear resize with
+    align_corners=False on one axis."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
     src = np.maximum(src, 0.0)  # PyTorch clamps negative source coordinates to the first pixel
     i0 = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
@@ -171,7 +179,8 @@ def _bilinear_taps(n_in: int, n_out: int, dtype: np.dtype) -> tuple[np.ndarray, 
 
 
 def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Bilinear resize of channels-last (B, H, W, C), ``F.interpolate(..., align_corners=False)``."""
+    """Bilinear resize of channels-last (B, H, W, C), ``F.interpolate(...,
+    align_corners=False)``."""
     i0, i1, f = _bilinear_taps(x.shape[1], out_h, x.dtype)
     f = f[None, :, None, None]
     x = x[:, i0] * (1 - f) + x[:, i1] * f

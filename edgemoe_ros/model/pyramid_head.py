@@ -95,7 +95,8 @@ def pyramid_head(weights: ModelWeights, cfg: ModelConfig, task: str, features: n
     """
     if native is not None:
         return _pyramid_native(weights, cfg, task, features, images, native)
-    return np.ascontiguousarray(_pyramid_numpy(weights, cfg, task, features, images).transpose(0, 3, 1, 2))
+    return np.ascontiguousarray(_pyramid_numpy(weights, cfg, task, features,
+                                               images).transpose(0, 3, 1, 2))
 
 
 def _tokens(weights: ModelWeights, cfg: ModelConfig, task: str, features: np.ndarray,
@@ -124,7 +125,8 @@ def _pyramid_numpy(weights: ModelWeights, cfg: ModelConfig, task: str, features:
     p2 = gelu(conv3x3(pixels, w("enc2.weight"), w("enc2.bias"), stride=2))
     p4 = gelu(conv3x3(p2, w("enc4.weight"), w("enc4.bias"), stride=2))
 
-    # 1/4 resolution: tokens (projected at the token grid, then upsampled), pixel features, coordinates.
+    # 1/4 resolution: tokens (projected at the token grid, then upsampled), pixel features,
+    # coordinates.
     h = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)(tok, p4)
     for i in range(cfg.pyramid_mix[0]):
         h = _mix(weights, f"{p}mix4.{i}", h)
@@ -150,21 +152,22 @@ def _pyramid_native(weights: ModelWeights, cfg: ModelConfig, task: str, features
     scale, offset = (v.astype(_F32) for v in pixel_affine(cfg))
     pixels = ops.pixels_planar(np.ascontiguousarray(images, dtype=np.uint8), scale, offset)
     fuse = _Fuse(weights, p + "fuse4", cfg.pyramid_token, e2)
-    coarse = np.ascontiguousarray((_tokens(weights, cfg, task, features, ops) @ fuse.coarse).transpose(0, 3, 1, 2))
+    coarse = np.ascontiguousarray((_tokens(weights, cfg, task, features, ops)
+                                   @ fuse.coarse).transpose(0, 3, 1, 2))
     p2 = ops.conv3x3(pixels, w("enc2.weight"), w("enc2.bias"), stride=2, gelu=True)
     p4 = ops.conv3x3(p2, w("enc4.weight"), w("enc4.bias"), stride=2, gelu=True)
     h = ops.upsample_fuse(coarse, p4, fuse.pixels_planar, fuse.bias, fuse.coords_planar)
     for i in range(cfg.pyramid_mix[0]):
         h = _mix_native(weights, f"{p}mix4.{i}", h, ops)
     fuse = _Fuse(weights, p + "fuse2", d4, e1)
-    h = ops.upsample_fuse(ops.pointwise(h, fuse.coarse_planar, None), p2, fuse.pixels_planar, fuse.bias,
-                          fuse.coords_planar)
+    h = ops.upsample_fuse(ops.pointwise(h, fuse.coarse_planar, None), p2, fuse.pixels_planar,
+                          fuse.bias, fuse.coords_planar)
     for i in range(cfg.pyramid_mix[1]):
         h = _mix_native(weights, f"{p}mix2.{i}", h, ops)
     fuse = _Fuse(weights, p + "fuse1", d2, cfg.pyramid_guide)
     guide = ops.conv3x3(pixels, w("enc1.weight"), w("enc1.bias"), gelu=True)
-    h = ops.upsample_fuse(ops.pointwise(h, fuse.coarse_planar, None), guide, fuse.pixels_planar, fuse.bias,
-                          fuse.coords_planar)
+    h = ops.upsample_fuse(ops.pointwise(h, fuse.coarse_planar, None), guide, fuse.pixels_planar,
+                          fuse.bias, fuse.coords_planar)
     return ops.pointwise(h, w("out.weight"), w("out.bias"))
 
 

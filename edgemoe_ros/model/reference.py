@@ -63,7 +63,8 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 
 def embed(w: ModelWeights, cfg: ModelConfig, images: np.ndarray) -> np.ndarray:
-    """uint8 images (B, H, W, 3) → tokens (B, N, D): normalise, patch-embed, class token, pos embed."""
+    """uint8 images (B, H, W, 3) → tokens (B, N, D): normalise, patch-embed, class token, pos
+    embed."""
     pixels = normalize_pixels(images, cfg, np.float64)
     patches = patchify(pixels, cfg.patch)  # (B, P, C*p*p), (c, ky, kx) order = conv weight order
     conv = w["patch_embed.weight"].reshape(cfg.dim, -1)
@@ -123,17 +124,20 @@ def moe_mlp(w: ModelWeights, cfg: ModelConfig, prefix: str, task_id: int, x: np.
     return out, chosen, gates
 
 
-def forward(weights: ModelWeights, images: np.ndarray, task: str, *, taps: bool = False) -> ReferenceOutput:
+def forward(weights: ModelWeights, images: np.ndarray, task: str, *,
+            taps: bool = False) -> ReferenceOutput:
     """Backbone forward for one task. ``images``: (B, img_h, img_w, 3) uint8 RGB at model size.
 
     Weights are used as float64; pass ``weights.astype(np.float64)`` to avoid a cast per call.
     """
     cfg = weights.config
-    if images.ndim != 4 or images.shape[1:] != (cfg.img_h, cfg.img_w, 3) or images.dtype != np.uint8:
-        raise ValueError(f"reference forward: images must be uint8 (B, {cfg.img_h}, {cfg.img_w}, 3), "
-                         f"got {images.dtype} {images.shape}")
+    if (images.ndim != 4 or images.shape[1:] != (cfg.img_h, cfg.img_w, 3)
+            or images.dtype != np.uint8):
+        raise ValueError(f"reference forward: images must be uint8 (B, {cfg.img_h}, {cfg.img_w}, "
+                         f"3), got {images.dtype} {images.shape}")
     task_id = cfg.task_id(task)
-    w = weights if all(v.dtype == np.float64 for v in weights.tensors.values()) else weights.astype(np.float64)
+    w = (weights if all(v.dtype == np.float64 for v in weights.tensors.values())
+         else weights.astype(np.float64))
     tapped: dict[str, np.ndarray] | None = {} if taps else None
 
     x = embed(w, cfg, images)
@@ -166,7 +170,8 @@ def forward(weights: ModelWeights, images: np.ndarray, task: str, *, taps: bool 
     empty = (b, 0, n, k)
     return ReferenceOutput(
         features=features,
-        routing=np.stack(routing, axis=1).astype(np.int32) if routing else np.zeros(empty, np.int32),
+        routing=(np.stack(routing, axis=1).astype(np.int32) if routing
+                 else np.zeros(empty, np.int32)),
         gates=np.stack(gates, axis=1) if gates else np.zeros(empty),
         taps=tapped or {},
     )

@@ -32,7 +32,8 @@ FORMAT_VERSION = "1"
 SAVE_DTYPES = ("float32", "float16")
 #: safetensors dtype codes accepted on load (converted to float32).
 LOAD_DTYPES = ("F16", "F32", "F64")
-#: The model shipped with the package (trained on the procedural scenes), under ``edgemoe_ros/data``.
+#: The model shipped with the package (trained on the procedural scenes), under
+#: ``edgemoe_ros/data``.
 SHIPPED_WEIGHTS_NAME = "edgemoe_synth.safetensors"
 
 Shape = tuple[int, ...]
@@ -64,7 +65,8 @@ def head_shapes(cfg: ModelConfig, task: str) -> dict[str, Shape]:
             p + "fc2.bias": (cfg.patch * cfg.patch * c,),
         }
         if cfg.head == "guided":
-            # 3x3 conv on the image, then per pixel: [light output, guide] -> fuse -> GELU -> refine.
+            # 3x3 conv on the image, then per pixel: [light output, guide] -> fuse -> GELU ->
+            # refine.
             g, h = cfg.guide_channels, cfg.refine_hidden
             shapes.update({
                 p + "guide.weight": (g, cfg.in_chans, 3, 3), p + "guide.bias": (g,),
@@ -90,14 +92,16 @@ def head_shapes(cfg: ModelConfig, task: str) -> dict[str, Shape]:
 
 
 def _pyramid_shapes(cfg: ModelConfig, p: str, c: int) -> dict[str, Shape]:
-    """The pyramid head (``model/pyramid_head.py``): 3x3 convs as PyTorch (out, in, 3, 3), depthwise
-    (ch, 1, 3, 3), 1x1 convs as linears (out, in) over ``[coarser map, pixel features, coords]``."""
+    """The pyramid head (``model/pyramid_head.py``): 3x3 convs as PyTorch (out, in, 3, 3),
+    depthwise (ch, 1, 3, 3), 1x1 convs as linears (out, in) over ``[coarser map, pixel features,
+    coords]``."""
     e1, e2 = cfg.pyramid_enc
     d4, d2, d1 = cfg.pyramid_dec
     t, g, i, k = cfg.pyramid_token, cfg.pyramid_guide, cfg.in_chans, PYRAMID_COORDS
     layers: dict[str, tuple[int, ...]] = {
         "tok": (t, cfg.dim), "enc2": (e1, i, 3, 3), "enc4": (e2, e1, 3, 3), "enc1": (g, i, 3, 3),
-        "fuse4": (d4, t + e2 + k), "fuse2": (d2, d4 + e1 + k), "fuse1": (d1, d2 + g + k), "out": (c, d1),
+        "fuse4": (d4, t + e2 + k), "fuse2": (d2, d4 + e1 + k), "fuse1": (d1, d2 + g + k),
+        "out": (c, d1),
     }
     for scale, width, blocks in (("4", d4, cfg.pyramid_mix[0]), ("2", d2, cfg.pyramid_mix[1])):
         for b in range(blocks):
@@ -147,7 +151,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, Shape]:
 
 
 def backbone_param_count(cfg: ModelConfig) -> int:
-    return sum(int(np.prod(s)) for k, s in expected_shapes(cfg).items() if not k.startswith("heads."))
+    return sum(int(np.prod(s))
+               for k, s in expected_shapes(cfg).items() if not k.startswith("heads."))
 
 
 @dataclass
@@ -165,23 +170,27 @@ class ModelWeights:
         return iter(self.tensors)
 
     def validate(self) -> None:
-        """Check names, shapes and values against the config; raise ``WeightsError`` naming the tensor."""
+        """Check names, shapes and values against the config; raise ``WeightsError`` naming the
+        tensor."""
         expected = expected_shapes(self.config)
         for name in expected:
             if name not in self.tensors:
                 raise WeightsError(self.source, "missing tensor", name)
         for name, arr in self.tensors.items():
             if name not in expected:
-                raise WeightsError(self.source, "unexpected tensor (not in the model config)", name)
+                raise WeightsError(self.source, "unexpected tensor (not in the model config)",
+                                   name)
             if tuple(arr.shape) != expected[name]:
-                raise WeightsError(self.source, f"shape {tuple(arr.shape)} != expected {expected[name]}", name)
+                raise WeightsError(self.source,
+                                   f"shape {tuple(arr.shape)} != expected {expected[name]}", name)
             if arr.dtype.kind != "f":
                 raise WeightsError(self.source, f"dtype {arr.dtype} is not floating point", name)
             if not np.all(np.isfinite(arr)):
                 raise WeightsError(self.source, "contains NaN or Inf", name)
 
     def astype(self, dtype: np.dtype | type) -> ModelWeights:
-        return ModelWeights(self.config, {k: v.astype(dtype) for k, v in self.tensors.items()}, self.source)
+        return ModelWeights(self.config, {k: v.astype(dtype) for k, v in self.tensors.items()},
+                            self.source)
 
 
 def random_init(cfg: ModelConfig, seed: int = 0) -> ModelWeights:
@@ -228,7 +237,8 @@ def save_weights(weights: ModelWeights, path: str | os.PathLike, dtype: str = "f
     if dtype == "float16":
         for name, arr in arrays.items():
             if not np.all(np.isfinite(arr)):
-                raise WeightsError(path, "value out of float16 range (would be stored as Inf)", name)
+                raise WeightsError(path, "value out of float16 range (would be stored as Inf)",
+                                   name)
     meta = {META_CONFIG: weights.config.to_json(), META_FORMAT: FORMAT_VERSION}
     tmp = Path(str(path) + ".tmp")
     try:
@@ -245,7 +255,8 @@ def resolve_weights_path(path: str | os.PathLike | None) -> Path:
         return Path(path)
     shipped = shipped_weights_path()
     if shipped is None:
-        raise WeightsError(SHIPPED_WEIGHTS_NAME, "no weights file given and the shipped model is not "
+        raise WeightsError(SHIPPED_WEIGHTS_NAME,
+                           "no weights file given and the shipped model is not "
                            "installed; pass a .safetensors file (--weights FILE / weights_path)")
     return shipped
 
@@ -283,9 +294,13 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
     meta = read_metadata(path)
     fmt = meta.get(META_FORMAT)
     if fmt is not None and fmt != FORMAT_VERSION:
-        raise WeightsError(path, f"weights format version {fmt!r}; this build reads version {FORMAT_VERSION!r}")
+        raise WeightsError(path,
+                           f"weights format version {fmt!r}; this build reads version "
+                           f"{FORMAT_VERSION!r}")
     if META_CONFIG not in meta:
-        raise WeightsError(path, f"no model config in metadata (key {META_CONFIG!r}); not an edgemoe weights file")
+        raise WeightsError(path,
+                           f"no model config in metadata (key {META_CONFIG!r}); not "
+                           "an edgemoe weights file")
     try:
         return ModelConfig.from_json(meta[META_CONFIG])
     except (ConfigError, TypeError) as exc:

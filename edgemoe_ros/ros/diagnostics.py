@@ -46,7 +46,8 @@ PERIOD_PERCENTILE = 50
 class RollingRate:
     """Events per second over the last ``window_s`` seconds."""
 
-    def __init__(self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, window_s: float = RATE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_s
         self._clock = clock
         self._times: collections.deque[float] = collections.deque()
@@ -87,17 +88,19 @@ class ReceptionMonitor:
     A camera stamps every frame one period apart; frames lost on the way (best-effort fragments,
     a reader history overwritten while the host was busy) leave intervals of several periods.
     Over the last ``window_s`` seconds of arrivals: period = a low percentile of the intervals,
-    offered = 1 + the intervals counted in periods (rounded), received = frames that arrived. Needs no help from the
-    publisher and no sequence numbers (sensor_msgs/Image has none). Stamps that do not increase
-    (a bag restarting, a clock jump) restart the estimate. A loss that keeps exactly every n-th
-    frame looks like a slower camera and is not seen; DDS's own lost-sample count (best effort)
-    is reported beside it.
+    offered = 1 + the intervals counted in periods (rounded), received = frames that arrived. Needs
+    no help from the publisher and no sequence numbers (sensor_msgs/Image has none). Stamps that do
+    not increase (a bag restarting, a clock jump) restart the estimate. A loss that keeps exactly
+    every n-th frame looks like a slower camera and is not seen; DDS's own lost-sample count (best
+    effort) is reported beside it.
     """
 
-    def __init__(self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, window_s: float = RATE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_s
         self._clock = clock
-        self._frames: collections.deque[tuple[float, int]] = collections.deque()  # (arrival, stamp ns)
+        # (arrival, stamp ns)
+        self._frames: collections.deque[tuple[float, int]] = collections.deque()
         self._lock = threading.Lock()
 
     def add(self, stamp_ns: int) -> None:
@@ -128,13 +131,13 @@ class ReceptionMonitor:
         est = self.estimate()
         if est is None or est.received >= MIN_RECEIVED_FRACTION * est.offered:
             return None
-        return (f"receiving {est.received} of ~{est.offered:.0f} frames the camera stamped in the last "
-                f"{self._window:g} s ({100 * est.received / est.offered:.0f} %)")
+        return (f"receiving {est.received} of ~{est.offered:.0f} frames the camera stamped in the "
+                f"last {self._window:g} s ({100 * est.received / est.offered:.0f} %)")
 
 
-#: Defaults of the input-stream parameters (params.py), as diagnostic_updater's FrequencyStatusParam
-#: (tolerance 0.1, a window of 5 one-second updates) and TimeStampStatusParam (5 s) choose them.
-#: 0 Hz expected = unknown: the rate is learned from the stream.
+#: Defaults of the input-stream parameters (params.py), as diagnostic_updater's
+#: FrequencyStatusParam (tolerance 0.1, a window of 5 one-second updates) and TimeStampStatusParam
+#: (5 s) choose them. 0 Hz expected = unknown: the rate is learned from the stream.
 DEFAULT_EXPECTED_RATE_HZ = 0.0
 DEFAULT_RATE_TOLERANCE = 0.1
 DEFAULT_RATE_WINDOW_S = 5.0
@@ -198,7 +201,8 @@ class InputMonitor:
     monotonic host time: a bag's or a simulator's stamps do not matter.
     """
 
-    def __init__(self, limits: StreamLimits = StreamLimits(), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: StreamLimits = StreamLimits(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._limits = limits
         self._clock = clock
         self._arrivals: collections.deque[float] = collections.deque()
@@ -232,7 +236,8 @@ class InputMonitor:
             self._prune(now)
             return self._rate(now, self._min_hz())
 
-    def check(self, watching: bool, has_camera_info: bool = True, depth_active: bool = False) -> StreamCheck:
+    def check(self, watching: bool, has_camera_info: bool = True,
+              depth_active: bool = False) -> StreamCheck:
         """The stream's level now; ``watching``: the node is active with a task enabled."""
         now = self._clock()
         with self._lock:
@@ -262,7 +267,8 @@ class InputMonitor:
 
     def _learn(self) -> None:
         span = self._span()
-        if len(self._arrivals) >= LEARN_MIN_FRAMES and span >= LEARN_SPAN_FRACTION * self._limits.window_s:
+        if (len(self._arrivals) >= LEARN_MIN_FRAMES
+                and span >= LEARN_SPAN_FRACTION * self._limits.window_s):
             self._learned_hz = (len(self._arrivals) - 1) / span
 
     def _reference_hz(self) -> float | None:
@@ -292,7 +298,8 @@ class InputMonitor:
         lim = self._limits
         silence = self._silence(now)
         if silence > lim.timeout_s:
-            return ERROR, f"input stale: no frame for {silence:.1f} s (input_timeout {lim.timeout_s:g} s)"
+            return ERROR, (f"input stale: no frame for {silence:.1f} s (input_timeout "
+                           f"{lim.timeout_s:g} s)")
         assert self._armed_at is not None
         if now - self._armed_at < lim.window_s:
             return None  # a whole window since checking started before the rate is judged
@@ -301,13 +308,15 @@ class InputMonitor:
         if min_hz > 0 and rate < min_hz and not restarting:
             ref = self._reference_hz()
             how = "expected" if lim.expected_hz > 0 else "learned"
-            return WARN, (f"input rate {rate:.2f} Hz below the minimum {min_hz:.2f} Hz ({how} {ref:.2f} Hz "
-                          f"- {100 * lim.tolerance:g} %) over the last {lim.window_s:g} s")
+            return WARN, (f"input rate {rate:.2f} Hz below the minimum {min_hz:.2f} Hz ({how} "
+                          f"{ref:.2f} Hz - {100 * lim.tolerance:g} %) over the last "
+                          f"{lim.window_s:g} s")
         if min_hz == 0 and silence >= lim.window_s:
             return WARN, f"input stale: no frame for {silence:.1f} s"
         return None
 
-    def _info_problem(self, now: float, has_camera_info: bool, depth_active: bool) -> tuple[int, str] | None:
+    def _info_problem(self, now: float, has_camera_info: bool,
+                      depth_active: bool) -> tuple[int, str] | None:
         frames_arriving = self._last is not None and now - self._last <= self._limits.window_s
         if has_camera_info or not frames_arriving:
             self._info_missing_since = None
@@ -317,11 +326,13 @@ class InputMonitor:
         missing = now - self._info_missing_since
         if missing < self._limits.window_s:
             return None
-        effect = ("depth is in metres of the model's default camera, not of this lens" if depth_active
+        effect = ("depth is in metres of the model's default camera, not of this lens"
+                  if depth_active
                   else "outputs are published without camera_info")
         return WARN, f"no camera_info received while frames arrive ({missing:.1f} s): {effect}"
 
-    def _values(self, now: float, rate: float, min_hz: float, has_camera_info: bool) -> tuple[tuple[str, str], ...]:
+    def _values(self, now: float, rate: float, min_hz: float,
+                has_camera_info: bool) -> tuple[tuple[str, str], ...]:
         lim = self._limits
         if lim.expected_hz > 0:
             expected = f"{lim.expected_hz:.2f}"
@@ -362,7 +373,8 @@ class KeyedThrottle:
     bad input hide every other kind behind it.
     """
 
-    def __init__(self, period_s: float = LOG_THROTTLE_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, period_s: float = LOG_THROTTLE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._period = period_s
         self._clock = clock
         self._last: dict[str, float] = {}
@@ -370,7 +382,8 @@ class KeyedThrottle:
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> int | None:
-        """None if this line must be suppressed, else how many lines of ``key`` were suppressed since."""
+        """None if this line must be suppressed, else how many lines of ``key`` were suppressed
+        since."""
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -427,7 +440,8 @@ def _offered_rate(monitor: ReceptionMonitor) -> str:
     return "n/a" if est is None else f"{est.offered_rate_hz:.2f}"
 
 
-def expert_usage_values(usage: Mapping[str, np.ndarray], moe_layers: tuple[int, ...]) -> list[KeyValue]:
+def expert_usage_values(usage: Mapping[str, np.ndarray],
+                        moe_layers: tuple[int, ...]) -> list[KeyValue]:
     """Per task: share of tokens each expert received (all MoE layers), and per-layer counts.
 
     The share line shows load balance at a glance (a dead or hogging expert); per-layer counts
@@ -465,7 +479,8 @@ def with_stream(level: bytes, message: str, stream: StreamCheck) -> tuple[bytes,
     return merged, f"{message}: {text}" if level == DiagnosticStatus.OK else f"{message}; {text}"
 
 
-def build_status(node_name: str, level: bytes, message: str, backend: str, active_tasks: tuple[str, ...],
+def build_status(node_name: str, level: bytes, message: str, backend: str,
+                 active_tasks: tuple[str, ...],
                  mode: str, stats: NodeStats, worker_counts: Mapping[str, int],
                  usage: Mapping[str, np.ndarray] | None = None, moe_layers: tuple[int, ...] = (),
                  counts: tuple[dict[str, int], dict[str, int]] | None = None,
@@ -489,7 +504,8 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
         KeyValue(key="offered rate hz", value=_offered_rate(stats.reception)),
         KeyValue(key="frames lost in transport", value=str(counters.get("lost_in_transport", 0))),
         KeyValue(key="output rate hz", value=f"{stats.output_rate.rate():.2f}"),
-        KeyValue(key="latency stamp to publish ms", value=_fmt_ms(stats.stamp_to_publish_ms.percentiles())),
+        KeyValue(key="latency stamp to publish ms",
+                 value=_fmt_ms(stats.stamp_to_publish_ms.percentiles())),
         KeyValue(key="latency inference ms", value=_fmt_ms(stats.inference_ms.percentiles())),
         KeyValue(key="frames received", value=str(worker_counts.get("submitted", 0))),
         KeyValue(key="frames processed", value=str(counters.get("published", 0))),
@@ -498,14 +514,15 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
         KeyValue(key="backend faults", value=str(counters.get("backend_faults", 0))),
         KeyValue(key="fallbacks", value=str(counters.get("fallbacks", 0))),
         KeyValue(key="bad task requests", value=str(counters.get("bad_task_requests", 0))),
-        KeyValue(key="frames without camera_info (size mismatch)", value=str(counters.get("camera_info_mismatch", 0))),
+        KeyValue(key="frames without camera_info (size mismatch)",
+                 value=str(counters.get("camera_info_mismatch", 0))),
         KeyValue(key="bad inputs", value=str(sum(bad.values()))),
     ]
     values += [KeyValue(key=f"bad input {kind}", value=str(n)) for kind, n in sorted(bad.items())]
     if usage:
         values += expert_usage_values(usage, moe_layers)
-    return DiagnosticStatus(level=level, name=f"{node_name}: {STATUS_NAME_SUFFIX}", message=message,
-                            hardware_id=hardware_id or backend, values=values)
+    return DiagnosticStatus(level=level, name=f"{node_name}: {STATUS_NAME_SUFFIX}",
+                            message=message, hardware_id=hardware_id or backend, values=values)
 
 
 def values_dict(status: DiagnosticStatus) -> dict[str, str]:

@@ -29,7 +29,8 @@ def resolve_weights_path(param: str) -> Path:
     return SHIPPED_WEIGHTS if not param else Path(param).expanduser()
 
 
-def make_engine(weights: ModelWeights, backend: str, options: dict[str, Any], resize_mode: str) -> Any:
+def make_engine(weights: ModelWeights, backend: str, options: dict[str, Any],
+                resize_mode: str) -> Any:
     """An ``Engine`` on a new backend instance; the backend is closed again if the engine fails."""
     # Imported here so the node starts (parameters, services, diagnostics) before the model
     # stack is imported; a broken optional backend then shows up as a configure failure.
@@ -71,11 +72,13 @@ class LoadedModel:
     fallback_hardware: str = ""
 
     def __post_init__(self) -> None:
-        self.watchdog.name, self.fallback_watchdog.name = self.backend, self.fallback_backend or "none"
+        self.watchdog.name, self.fallback_watchdog.name = (self.backend,
+                                                           self.fallback_backend or "none")
         if not self.hardware and self.engine is not None:
             self.hardware = hardware_id(self.backend, getattr(self.engine, "backend", None))
         if not self.fallback_hardware and self.fallback is not None:
-            self.fallback_hardware = hardware_id(self.fallback_backend, getattr(self.fallback, "backend", None))
+            self.fallback_hardware = hardware_id(self.fallback_backend,
+                                                 getattr(self.fallback, "backend", None))
 
     def hardware_of(self, on_fallback: bool) -> str:
         """The device the frames run on now."""
@@ -86,7 +89,8 @@ class LoadedModel:
 
         Never while a primary call is hung: that backend is replaced, not reloaded under it."""
         fb = "" if params.fallback_backend == params.backend else params.fallback_backend
-        return (self.engine is not None and self.watchdog.hung_for() is None and self.backend == params.backend and self.options == params.backend_kwargs
+        return (self.engine is not None and self.watchdog.hung_for() is None
+                and self.backend == params.backend and self.options == params.backend_kwargs
                 and self.resize_mode == params.resize_mode and self.fallback_backend == fb
                 and self.config == config)
 
@@ -103,13 +107,14 @@ class LoadedModel:
         """Close both engines; one a hung call is still inside is closed when that call returns."""
         for eng, dog in ((self.engine, self.watchdog), (self.fallback, self.fallback_watchdog)):
             if eng is not None and not dog.when_idle(eng.close):
-                _log.warning("backend '%s' is still inside a hung call: closing it when the call returns",
-                             dog.name)
+                _log.warning("backend '%s' is still inside a hung call: closing "
+                             "it when the call returns", dog.name)
             dog.close()
 
 
 def load_weights_for(params: NodeParams) -> tuple[Path, ModelWeights]:
-    """The weights file the parameters name, loaded and validated (``WeightsError`` names file/tensor)."""
+    """The weights file the parameters name, loaded and validated (``WeightsError`` names
+    file/tensor)."""
     path = resolve_weights_path(params.weights_path)
     return path, load_weights(path)
 
@@ -132,7 +137,8 @@ def load_model(params: NodeParams, weights: ModelWeights) -> LoadedModel:
         if not fb:
             raise
         engine, primary_error = None, f"{type(exc).__name__}: {exc}"
-        _log.error("backend '%s' failed to start (%s); running on fallback '%s'", params.backend, primary_error, fb)
+        _log.error("backend '%s' failed to start (%s); running on fallback '%s'", params.backend,
+                   primary_error, fb)
     fallback = None
     if fb:
         try:
@@ -142,5 +148,5 @@ def load_model(params: NodeParams, weights: ModelWeights) -> LoadedModel:
             if engine is not None:
                 engine.close()
             raise
-    return LoadedModel(engine, fallback, weights.config, params.backend, fb, options, params.resize_mode, params,
-                       primary_error)
+    return LoadedModel(engine, fallback, weights.config, params.backend, fb, options,
+                       params.resize_mode, params, primary_error)

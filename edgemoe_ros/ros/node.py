@@ -69,7 +69,8 @@ NODE_NAME = "edgemoe_node"
 # ----- topics (relative, so launch files can namespace and remap them) -----
 TOPIC_IMAGE = topic_names.IMAGE  # its compressed transport: <resolved image>/compressed
 TOPIC_CAMERA_INFO = topic_names.CAMERA_INFO
-# Output topics (segmentation, depth and their camera_info): outputs.py, shared with the multi-camera node.
+# Output topics (segmentation, depth and their camera_info): outputs.py, shared with the
+# multi-camera node.
 TOPIC_DIAGNOSTICS = "/diagnostics"
 # ~/enable_segmentation, ~/enable_depth, ~/task_request: task_controls.py; ~/reload_model:
 # lifecycle_common.py (both shared with the multi-camera node).
@@ -102,7 +103,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         self._params = self._declare_parameters(lambda: declare_all(self))
         self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(
-            lambda request: check_set_request(request, lambda name: self.get_parameter(name).value))
+            lambda request: check_set_request(request,
+                                              lambda name: self.get_parameter(name).value))
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
         self._tasks = TaskSwitch(self._params.tasks)
@@ -125,12 +127,14 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
 
         # Always available, whatever the lifecycle state: diagnostics explain a failed configure,
         # and task switches made before activation apply to the first frame.
-        self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
+        self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS,
+                                               DIAGNOSTICS_QOS_DEPTH)
         self._label_info = LabelInfoPublisher(self)  # latched class names, once per loaded model
-        self._diag_timer = self._steady_timer(self._params.diagnostics_period, self._publish_diagnostics)
+        self._diag_timer = self._steady_timer(self._params.diagnostics_period,
+                                              self._publish_diagnostics)
         self._task_controls = TaskControls(
-            self, "~/", [TaskTarget(self._tasks, "tasks", self._subscribed)], self._bad_task_request,
-            self._group)
+            self, "~/", [TaskTarget(self._tasks, "tasks", self._subscribed)],
+            self._bad_task_request, self._group)
         self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
         self._autostart_timer = None
         if self._params.autostart:
@@ -144,18 +148,21 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         model = self._configure_model(params, load_weights_for)
         if model is None:
             return TransitionCallbackReturn.FAILURE
-        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth),
+        self._outputs = CameraOutputs(self, "",
+                                      qos_profile(params.output_qos, params.output_depth),
                                       params.color_compression)
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: backend {model.backend}"
             + (f" (fallback {model.fallback_backend})" if model.fallback else "")
-            + f", model {model.config.img_h}x{model.config.img_w}, tasks {self._tasks.as_parameter()}")
+            + f", model {model.config.img_h}x{model.config.img_w}, tasks "
+              f"{self._tasks.as_parameter()}")
         return super().on_configure(state)
 
     @serialised("_transition_lock")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start the worker, then the subscriptions (so no frame arrives before it can be queued)."""
+        """Start the worker, then the subscriptions (so no frame arrives before it can be
+        queued)."""
         self._worker.start()
         self._processing = True
         self._input_best_effort = False
@@ -197,15 +204,17 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         starts later with best effort would otherwise never be heard.
         """
         if self._params.input_qos != AUTO or not is_reliability_mismatch(info.last_policy_kind):
-            self._log_throttled("warning", "input_qos", f"an input publisher's QoS is incompatible with "
-                                f"input_qos '{self._params.input_qos}' (policy {info.last_policy_kind})")
+            self._log_throttled("warning", "input_qos",
+                                f"an input publisher's QoS is incompatible with "
+                                f"input_qos '{self._params.input_qos}' (policy "
+                                f"{info.last_policy_kind})")
             return
         if self._input_best_effort:
             return
         self._input_best_effort = True
         self.get_logger().warning(
-            "a best-effort publisher appeared on an input topic: input subscriptions now best effort "
-            "(large frames over best effort can be lost in transport; see docs/qos.md)")
+            "a best-effort publisher appeared on an input topic: input subscriptions now best "
+            "effort (large frames over best effort can be lost in transport; see docs/qos.md)")
         timer = None
 
         def resubscribe() -> None:
@@ -259,7 +268,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
             msg = read_image(raw)
         except Exception as exc:  # noqa: BLE001 - the deserialiser's error types are not public
             self._stats.input_rate.tick()
-            self._bad_input(conv.BadInputError(conv.KIND_TRUNCATED, f"undecodable Image bytes: {exc}"), None)
+            self._bad_input(conv.BadInputError(conv.KIND_TRUNCATED,
+                                               f"undecodable Image bytes: {exc}"), None)
             return
         self._enqueue(msg, compressed=False)
 
@@ -268,7 +278,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
 
     def _enqueue(self, msg: Image | ImageView | CompressedImage, compressed: bool) -> None:
         self._stats.input_rate.tick()
-        try:  # metadata checks here, so every bad frame is counted even if the queue drops it later
+        try:
+            # metadata checks here, so every bad frame is counted even if the queue drops it later
             if compressed:
                 conv.check_compressed(msg, self._params.max_image_pixels)
             else:
@@ -279,13 +290,15 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         stamp = msg.header.stamp
         self._stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
         if self._processing and not self._worker.submit(Frame(msg, compressed)):
-            self._log_throttled("debug", "queue_drop", "worker busy: dropped the oldest queued frame")
+            self._log_throttled("debug", "queue_drop",
+                                "worker busy: dropped the oldest queued frame")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             conv.check_camera_info(msg, self._params.max_image_pixels)
         except conv.BadInputError as exc:
-            self._latest_info = None  # relay nothing rather than the previous calibration, restamped
+            # relay nothing rather than the previous calibration, restamped
+            self._latest_info = None
             self._bad_input(exc, msg)
             return
         self._latest_info = msg
@@ -298,7 +311,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
                             f"dropped bad {what} (frame_id '{frame_id}', {exc.kind}): {exc}")
 
     def _frame_state(self) -> FrameState:
-        tasks = self._tasks.snapshot(self._subscribed)  # asked only in auto mode, under the switch's lock
+        # asked only in auto mode, under the switch's lock
+        tasks = self._tasks.snapshot(self._subscribed)
         return FrameState(tasks, self._params)
 
     def _process_frame(self, frame: Frame, state: FrameState) -> None:
@@ -329,16 +343,19 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
                 # the node moves on (fallback), and the lock reload/cleanup wait for is released.
                 result = watchdog.call(params.inference_timeout, engine.infer, rgb, tasks=active,
                                        camera_k=camera_k)
-            except Exception as exc:  # noqa: BLE001 - BackendError, device timeout, or a bug: drop frame
+            except Exception as exc:  # noqa: BLE001
+                # BackendError, device timeout, or a bug: drop frame
                 self._backend_fault(model, exc)
                 return
             self._stats.inference_ms.add((time.perf_counter() - t0) * 1e3)
-            palette = model_palette(model.config)  # the class colours of the model that ran this frame
+            # the class colours of the model that ran this frame
+            palette = model_palette(model.config)
         try:
             self._publish(frame.msg.header, rgb.shape[0], rgb.shape[1], result, params, palette)
         except Exception:
             if not self.context.ok():
-                return  # Ctrl-C: rclpy shut the context down under the frame in flight; drop it quietly
+                # Ctrl-C: rclpy shut the context down under the frame in flight; drop it quietly
+                return
             raise
 
     def _camera_k(self, image_h: int, image_w: int, tasks: tuple[str, ...]) -> Any:
@@ -349,8 +366,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         if camera_k is None and "depth" in tasks and not self._warned_no_k:
             self._warned_no_k = True
             self.get_logger().warning(
-                f"no calibrated '{TOPIC_CAMERA_INFO}' (none received, or K all zero): depth is in metres "
-                "of the model's canonical camera, not of this lens, until one arrives")
+                f"no calibrated '{TOPIC_CAMERA_INFO}' (none received, or K all zero): depth is in "
+                "metres of the model's canonical camera, not of this lens, until one arrives")
         return camera_k
 
     def _backend_fault(self, model: LoadedModel, exc: Exception) -> None:
@@ -368,12 +385,13 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
                                       f"until the next ~/reload_model or configure")
         self._stats.count("backend_faults")
 
-    def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult, params: NodeParams,
-                 palette: np.ndarray | None) -> None:
+    def _publish(self, header: Header, in_h: int, in_w: int, result: FrameResult,
+                 params: NodeParams, palette: np.ndarray | None) -> None:
         try:
             self._publish_outputs(header, in_h, in_w, result, params, palette)
         except InvalidHandle:
-            self._stats.count("dropped_in_cleanup")  # publishers destroyed while this frame was out
+            # publishers destroyed while this frame was out
+            self._stats.count("dropped_in_cleanup")
 
     def _publish_outputs(self, header: Header, in_h: int, in_w: int, result: FrameResult,
                          params: NodeParams, palette: np.ndarray | None) -> None:
@@ -381,8 +399,9 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         if info is not None and not conv.calibration_fits(info, in_h, in_w):
             self._stats.count("camera_info_mismatch")
             self._log_throttled("warning", "camera_info_size",
-                                f"camera_info is {info.width}x{info.height} but the image {in_w}x{in_h} (another "
-                                "aspect ratio): camera_info not relayed until a matching one arrives")
+                                f"camera_info is {info.width}x{info.height} but the image "
+                                f"{in_w}x{in_h} (another aspect ratio): camera_info not relayed "
+                                "until a matching one arrives")
             info = None
         outputs = self._outputs
         if outputs is None or not outputs.publish(
@@ -399,11 +418,13 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
     def _log_throttled(self, level: str, key: str, message: str) -> None:
         self._throttle.log(self.get_logger(), level, key, message)
 
-    def _health(self, model: LoadedModel | None, bad: dict[str, int], counters: dict[str, int]) -> tuple[bytes, str]:
+    def _health(self, model: LoadedModel | None, bad: dict[str, int],
+                counters: dict[str, int]) -> tuple[bytes, str]:
         """Level and message: the worst of configure error, fallback, and faults / bad inputs since
         the last report (so one old bad frame does not keep the node WARN forever)."""
         seen = {"faults": counters.get("backend_faults", 0), "bad": sum(bad.values()),
-                "lost": counters.get("lost_in_transport", 0), "info": counters.get("camera_info_mismatch", 0)}
+                "lost": counters.get("lost_in_transport", 0),
+                "info": counters.get("camera_info_mismatch", 0)}
         new = {k: v - self._diag_seen.get(k, 0) for k, v in seen.items()}
         new_faults, new_bad = new["faults"], new["bad"]
         self._diag_seen = seen
@@ -416,20 +437,24 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         if hung is not None:
             return DiagnosticStatus.ERROR, f"{state}: backend hung: no result for {hung:.0f} s"
         if self._on_fallback:
-            why = (f"backend '{model.backend}' failed at configure: {model.primary_error}" if model.primary_error
+            why = (f"backend '{model.backend}' failed at configure: {model.primary_error}"
+                   if model.primary_error
                    else f"backend '{model.backend}' faulted")
-            return DiagnosticStatus.WARN, f"{state}: running on fallback backend '{model.fallback_backend}' ({why})"
+            return DiagnosticStatus.WARN, (f"{state}: running on fallback backend "
+                                           f"'{model.fallback_backend}' ({why})")
         if self._reload_error:
             return DiagnosticStatus.WARN, f"{state}: {self._reload_error}"
         if new_faults:
-            return DiagnosticStatus.ERROR, f"{state}: {new_faults} backend fault(s) since last report"
+            return DiagnosticStatus.ERROR, (f"{state}: {new_faults} backend "
+                                            "fault(s) since last report")
         if new_bad:
             return DiagnosticStatus.WARN, f"{state}: {new_bad} bad input(s) since last report"
         if new["info"]:
-            return DiagnosticStatus.WARN, (f"{state}: {new['info']} frame(s) published without camera_info: "
-                                           "its size does not match the image's")
+            return DiagnosticStatus.WARN, (f"{state}: {new['info']} frame(s) published without "
+                                           "camera_info: its size does not match the image's")
         if new["lost"]:
-            return DiagnosticStatus.WARN, f"{state}: {new['lost']} frame(s) lost in transport since last report"
+            return DiagnosticStatus.WARN, (f"{state}: {new['lost']} frame(s) lost in transport "
+                                           "since last report")
         shortfall = self._stats.reception.shortfall()
         if shortfall:
             return DiagnosticStatus.WARN, f"{state}: {shortfall}"
@@ -456,8 +481,10 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
             usage = {t: np.array(u) for t, u in getattr(engine, "expert_usage", {}).items()}
             moe_layers = model.config.moe_layers
         worker_counts = self._worker.counters()
-        prefix = status_prefix(self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn)
-        status = build_status(prefix, level, message, backend, tasks.active, tasks.mode, self._stats,
+        prefix = status_prefix(self.get_name(), self.get_fully_qualified_name(),
+                               self._params.diagnostics_use_fqn)
+        status = build_status(prefix, level, message, backend, tasks.active, tasks.mode,
+                              self._stats,
                               worker_counts, usage, moe_layers, counts, stream, hardware)
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
@@ -466,7 +493,8 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown transition."""
+    """Console script ``edgemoe_node``: spin until Ctrl-C, external shutdown or the shutdown
+    transition."""
     return spin_lifecycle_node(EdgeMoeNode, NODE_NAME, args)
 
 

@@ -171,7 +171,8 @@ class ParamSpec:
         d = ParameterDescriptor(description=self.description, read_only=self.read_only,
                                 additional_constraints=self.constraints)
         if self.int_range:
-            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
+            d.integer_range = [IntegerRange(from_value=self.int_range[0],
+                                            to_value=self.int_range[1], step=1)]
         if self.float_range:
             d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
                                                          to_value=self.float_range[1], step=0.0)]
@@ -186,39 +187,46 @@ PARAMS: tuple[ParamSpec, ...] = (
               _weights_path, constraints="'' or a path ending in .safetensors"),
     ParamSpec("backend", "cpu", "Backbone backend. Applied on configure / ~/reload_model.",
               _one_of(tuple(BACKENDS)), constraints=_backend_names),
-    ParamSpec("fallback_backend", "", "Backend used after the primary faults at run time; '' = none.",
+    ParamSpec("fallback_backend", "",
+              "Backend used after the primary faults at run time; '' = none.",
               _fallback_backend, constraints="'' or " + _backend_names),
     ParamSpec("backend_options", "{}", "JSON object of keyword arguments for the backend, e.g. "
               "'{\"bitstream\": \"/path/edgemoe.bit\", \"timeout_s\": 2.0}'.",
               _backend_options, constraints="JSON object"),
-    ParamSpec("tasks", list(TASKS), "Tasks to run: any of semseg, depth; or ['auto'] = a task runs only "
+    ParamSpec("tasks", list(TASKS),
+              "Tasks to run: any of semseg, depth; or ['auto'] = a task runs only "
               "while its outputs have subscribers. Takes effect on the next frame.",
               _tasks, constraints="subset of [semseg, depth], or [auto]"),
-    ParamSpec("output_resolution", "input", "'input': outputs at the camera resolution; 'model': at "
+    ParamSpec("output_resolution", "input",
+              "'input': outputs at the camera resolution; 'model': at "
               "the model resolution (camera_info relays scaled to match).",
               _one_of(OUTPUT_RESOLUTIONS), constraints=", ".join(OUTPUT_RESOLUTIONS)),
     ParamSpec("resize_mode", "", "How frames are fitted to the model input: stretch, crop (centre "
-              "crop to the model aspect), or '' = the model file's default. Applied on configure / "
-              "~/reload_model.",
+              "crop to the model aspect), or '' = the model file's default. Applied on configure "
+              "/ ~/reload_model.",
               _one_of(("",) + RESIZE_MODES), constraints="'', " + ", ".join(RESIZE_MODES)),
     ParamSpec("input_qos", "auto", "QoS of the image/camera_info subscriptions: auto = reliable "
               "from reliable publishers, best effort from best-effort ones (docs/qos.md).",
-              _one_of(INPUT_QOS_CHOICES), read_only=True, constraints=", ".join(INPUT_QOS_CHOICES)),
+              _one_of(INPUT_QOS_CHOICES), read_only=True,
+              constraints=", ".join(INPUT_QOS_CHOICES)),
     ParamSpec("output_qos", "reliable", "QoS of the output publishers.",
-              _one_of(OUTPUT_QOS_CHOICES), read_only=True, constraints=", ".join(OUTPUT_QOS_CHOICES)),
-    ParamSpec("output_depth", DEFAULT_OUTPUT_DEPTH, "History depth of the output publishers: messages "
+              _one_of(OUTPUT_QOS_CHOICES), read_only=True,
+              constraints=", ".join(OUTPUT_QOS_CHOICES)),
+    ParamSpec("output_depth", DEFAULT_OUTPUT_DEPTH,
+              "History depth of the output publishers: messages "
               "a slow reliable subscriber may lag behind before the oldest is dropped for it.",
               _int_in(*OUTPUT_DEPTH_RANGE), read_only=True, int_range=OUTPUT_DEPTH_RANGE),
     ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
               "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
               int_range=QUEUE_SIZE_RANGE),
     ParamSpec("image_transport", "raw", "Input transport, exactly one subscription: raw = "
-              "sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage (jpeg/png) on "
-              "'<resolved image topic>/compressed', so remapping 'image' moves both.",
+              "sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage (jpeg/png) "
+              "on '<resolved image topic>/compressed', so remapping 'image' moves both.",
               _one_of(TRANSPORTS), read_only=True, constraints=", ".join(TRANSPORTS)),
     ParamSpec("use_compressed", False, "Removed: use image_transport. Only false is accepted.",
               _use_compressed, read_only=True, constraints="false (use image_transport)"),
-    ParamSpec("publish_color", True, "Publish segmentation/color (rgb8 palette) for RViz.", _is_bool),
+    ParamSpec("publish_color", True, "Publish segmentation/color (rgb8 palette) for RViz.",
+              _is_bool),
     ParamSpec("color_compression", "", "Also publish the colour segmentation as "
               "segmentation/color/compressed (sensor_msgs/CompressedImage, as image_transport's "
               "compressed plugin): '' = off, png (lossless) or jpeg.",
@@ -227,30 +235,36 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
               "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
               int_range=MAX_IMAGE_PIXELS_RANGE),
-    ParamSpec("inference_timeout", DEFAULT_INFERENCE_TIMEOUT_S, "Seconds one frame's inference may take; "
-              "a backend that overruns counts as hung: /diagnostics ERROR, the frame is dropped and the "
-              "node moves to fallback_backend.", _float_in(*INFERENCE_TIMEOUT_RANGE),
+    ParamSpec("inference_timeout", DEFAULT_INFERENCE_TIMEOUT_S,
+              "Seconds one frame's inference may take; "
+              "a backend that overruns counts as hung: /diagnostics ERROR, the frame is dropped "
+              "and the node moves to fallback_backend.", _float_in(*INFERENCE_TIMEOUT_RANGE),
               float_range=INFERENCE_TIMEOUT_RANGE),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
-              _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
-    ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
+              _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True,
+              float_range=DIAGNOSTICS_PERIOD_RANGE),
+    ParamSpec("autostart", True,
+              "Configure and activate on start, so a plain launch (no lifecycle "
               "manager) produces output.", _is_bool, read_only=True),
-    ParamSpec("expected_input_rate", DEFAULT_EXPECTED_RATE_HZ, "Frames per second the camera sends; "
+    ParamSpec("expected_input_rate", DEFAULT_EXPECTED_RATE_HZ,
+              "Frames per second the camera sends; "
               "/diagnostics WARN below expected_input_rate * (1 - input_rate_tolerance) over "
               "input_rate_window. 0 = unknown: learned from the stream.",
               _float_in(*EXPECTED_RATE_RANGE, unit="Hz"), float_range=EXPECTED_RATE_RANGE),
-    ParamSpec("input_rate_tolerance", DEFAULT_RATE_TOLERANCE, "Fraction the input rate may fall below "
+    ParamSpec("input_rate_tolerance", DEFAULT_RATE_TOLERANCE,
+              "Fraction the input rate may fall below "
               "the expected (or learned) rate before /diagnostics turns WARN.",
               _float_in(*RATE_TOLERANCE_RANGE, unit=""), float_range=RATE_TOLERANCE_RANGE),
     ParamSpec("input_rate_window", DEFAULT_RATE_WINDOW_S, "Seconds over which the input rate is "
-              "measured for /diagnostics.", _float_in(*RATE_WINDOW_RANGE), float_range=RATE_WINDOW_RANGE),
+              "measured for /diagnostics.", _float_in(*RATE_WINDOW_RANGE),
+              float_range=RATE_WINDOW_RANGE),
     ParamSpec("input_timeout", DEFAULT_INPUT_TIMEOUT_S, "Seconds without an input frame before "
-              "/diagnostics turns ERROR (longer than input_rate_window, so a stopped camera is WARN "
-              "first).", _float_in(*INPUT_TIMEOUT_RANGE), float_range=INPUT_TIMEOUT_RANGE),
+              "/diagnostics turns ERROR (longer than input_rate_window, so a stopped camera is "
+              "WARN first).", _float_in(*INPUT_TIMEOUT_RANGE), float_range=INPUT_TIMEOUT_RANGE),
     ParamSpec("diagnostics_use_fqn", False, "Name /diagnostics statuses after the node's fully "
               "qualified name without the leading slash ('front/edgemoe_node: inference') instead "
-              "of its name ('edgemoe_node: inference'): for several nodes of one name in different "
-              "namespaces.", _is_bool),
+              "of its name ('edgemoe_node: inference'): for several nodes of one name in "
+              "different namespaces.", _is_bool),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -271,7 +285,8 @@ def validate(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class NodeParams:
-    """A typed snapshot of every parameter (read once per configure / per frame, never mid-frame)."""
+    """A typed snapshot of every parameter (read once per configure / per frame, never
+    mid-frame)."""
 
     weights_path: str
     backend: str
@@ -351,7 +366,8 @@ def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
     out = []
     for p in parameters:
         is_tasks = p.name == "tasks" or p.name.endswith(".tasks")
-        if is_tasks and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+        if (is_tasks and isinstance(p.value, list | tuple)
+                and all(isinstance(v, str) for v in p.value)):
             p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
         out.append(p)
     return out
@@ -386,6 +402,7 @@ def check_set_request(parameters: Sequence[Parameter],
         if reason:
             name = "backend_options" if "backend_options" in requested else "backend"
             return SetParametersResult(successful=False, reason=str(ParameterValueError(
-                name, requested[name], f"{reason} (backend_options {options!r} with backend {backend!r}; "
+                name, requested[name],
+                f"{reason} (backend_options {options!r} with backend {backend!r}; "
                 "set both atomically, or clear backend_options first)")))
     return SetParametersResult(successful=True)

@@ -104,7 +104,8 @@ class TaskSwitch:
         return self._update(MODE_EXPLICIT, parsed)
 
     def request(self, text: str) -> bool:
-        """Apply a ``~/task_request`` string. Raises :class:`TaskRequestError`; state then unchanged."""
+        """Apply a ``~/task_request`` string. Raises :class:`TaskRequestError`; state then
+        unchanged."""
         parsed = parse_task_request(text, self._known)
         if parsed is None:
             return self._update(MODE_AUTO, self._known)
@@ -120,7 +121,8 @@ class TaskSwitch:
             raise TaskRequestError(f"unknown task {task!r}; valid: {', '.join(self._known)}")
         with self._lock:
             if self._mode == MODE_AUTO:
-                base = (tuple(t for t in self._enabled if subscribed.get(t)) if subscribed is not None
+                base = (tuple(t for t in self._enabled if subscribed.get(t))
+                        if subscribed is not None
                         else self._last_active)
             else:
                 base = self._enabled
@@ -133,10 +135,12 @@ class TaskSwitch:
         with self._lock:
             return [AUTO] if self._mode == MODE_AUTO else list(self._enabled)
 
-    def snapshot(self, subscribed: Mapping[str, bool] | Iterable[str] | Callable[[], Mapping[str, bool]] = ()
+    def snapshot(self,
+                 subscribed: Mapping[str, bool] | Iterable[str]
+                 | Callable[[], Mapping[str, bool]] = ()
                  ) -> TaskState:
-        """The state for one frame. ``subscribed``: tasks whose outputs have subscribers (auto mode),
-        or a function returning them, called under the lock only when the mode is auto.
+        """The state for one frame. ``subscribed``: tasks whose outputs have subscribers (auto
+        mode), or a function returning them, called under the lock only when the mode is auto.
 
         Pass the function: reading the mode first and asking for subscribers only if it was auto
         lost a frame (``skipped_no_task``) whenever a switch to auto landed between the two.
@@ -168,7 +172,8 @@ class TaskSwitch:
 
 
 def _listened(subscribed: Mapping[str, bool] | Iterable[str]) -> set[str]:
-    """The tasks with a subscriber, from a {task: has_subscriber} mapping or an iterable of names."""
+    """The tasks with a subscriber, from a {task: has_subscriber} mapping or an iterable of
+    names."""
     if isinstance(subscribed, Mapping):
         return {t for t, has in subscribed.items() if has}
     return set(subscribed)

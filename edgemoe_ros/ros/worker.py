@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Inference off the subscription callback: a bounded latest-frame-wins queue and one worker thread.
+"""Inference off the subscription callback: a bounded latest-frame-wins queue and one worker
+thread.
 
 Why: a DDS callback that runs a 60 ms backbone backs up the middleware, and queued camera frames
 only add latency. The callback only enqueues; when the queue is full the *oldest* frame is
@@ -123,7 +124,8 @@ class FrameWorker(Generic[T, S]):
 
     def counters(self) -> dict[str, int]:
         with self._cond:
-            return {"submitted": self.submitted, "dropped": self.dropped, "processed": self.processed,
+            return {"submitted": self.submitted, "dropped": self.dropped,
+                    "processed": self.processed,
                     "failed": self.failed, "pending": len(self._queue)}
 
     def _run(self) -> None:

@@ -85,7 +85,8 @@ def undistort_factor(K: np.ndarray, width: int, height: int, k1: float) -> np.nd
     return 1.0 + k1 * (x * x + y * y)
 
 
-def camera_rays(K: np.ndarray, width: int, height: int, pose: CameraPose, k1: float = 0.0) -> np.ndarray:
+def camera_rays(K: np.ndarray, width: int, height: int, pose: CameraPose,
+                k1: float = 0.0) -> np.ndarray:
     """World-frame ray directions (H, W, 3) whose optical-frame z component is 1 (``k1``: radial
     distortion, see ``undistort_factor``; 0 = pinhole)."""
     u = np.arange(width, dtype=np.float64)
@@ -104,5 +105,6 @@ def project(K: np.ndarray, pose: CameraPose, points: np.ndarray) -> tuple[np.nda
     cam = (points - pose.origin) @ pose.world_from_camera()
     z = cam[:, 2]
     safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    uv = np.stack([K[0, 0] * cam[:, 0] / safe + K[0, 2], K[1, 1] * cam[:, 1] / safe + K[1, 2]], axis=1)
+    uv = np.stack([K[0, 0] * cam[:, 0] / safe + K[0, 2], K[1, 1] * cam[:, 1] / safe + K[1, 2]],
+                  axis=1)
     return uv, z

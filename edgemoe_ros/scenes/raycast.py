@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Analytic ray casting with a z-buffer: the road plane plus boxes and ellipsoids, vectorised in numpy.
+"""Analytic ray casting with a z-buffer: the road plane plus boxes and ellipsoids, vectorised in
+numpy.
 
 Every primitive is intersected only with the pixels inside its projected bounding rectangle, so a
 frame costs roughly (pixels + covered pixels) rather than pixels x primitives. Labels and depth
@@ -15,7 +16,8 @@ import numpy as np
 from .camera import CameraPose, project
 from .world import FLAT, GROUND_TERRAIN, NATURE, SKY, Primitive, World
 
-#: Hits closer than this (metres of z-depth) are ignored: the camera cannot see inside its own housing.
+#: Hits closer than this (metres of z-depth) are ignored: the camera cannot see inside its own
+#: housing.
 NEAR_CLIP = 0.05
 
 
@@ -35,8 +37,9 @@ class Hits:
 
 def _pixel_rects(K: np.ndarray, pose: CameraPose, prims: list[Primitive], width: int, height: int,
                  shrink: float = 1.0) -> list[tuple[int, int, int, int] | None]:
-    """Per primitive, the pixel rectangle (v0, v1, u0, u1) that can contain it, or None if out of view.
-    All bounding-box corners are projected in one batch (the per-primitive Python cost dominates).
+    """Per primitive, the pixel rectangle (v0, v1, u0, u1) that can contain it, or None if out of
+    view. All bounding-box corners are projected in one batch (the per-primitive Python cost
+    dominates).
 
     ``shrink`` (<= 1) is the smallest factor by which a barrel-distorted lens pulls a pinhole pixel
     towards the principal point (1 / the largest ``camera.undistort_factor``): the distorted image
@@ -46,7 +49,8 @@ def _pixel_rects(K: np.ndarray, pose: CameraPose, prims: list[Primitive], width:
         return []
     lo = np.array([p.bounds()[0] for p in prims])
     hi = np.array([p.bounds()[1] for p in prims])
-    sel = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=bool)  # (8, 3)
+    # (8, 3)
+    sel = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=bool)
     corners = np.where(sel[None], hi[:, None, :], lo[:, None, :])  # (N, 8, 3)
     uv, z = project(K, pose, corners.reshape(-1, 3))
     uv, z = uv.reshape(-1, 8, 2), z.reshape(-1, 8)
@@ -128,7 +132,9 @@ def cast(world: World, K: np.ndarray, pose: CameraPose, rays: np.ndarray, prims:
     label[down] = np.where(ground[down] == GROUND_TERRAIN, NATURE, FLAT)
     normal[down] = (0.0, 0.0, 1.0)
 
-    for i, (prim, rect) in enumerate(zip(prims, _pixel_rects(K, pose, prims, width, height, shrink), strict=True)):
+    for i, (prim, rect) in enumerate(zip(prims,
+                                         _pixel_rects(K, pose, prims, width, height, shrink),
+                                         strict=True)):
         if rect is None:
             continue
         v0, v1, u0, u1 = rect
@@ -164,11 +170,13 @@ def shadowed(points: np.ndarray, prims: list[Primitive], sun_dir: np.ndarray) ->
     sun = np.asarray(sun_dir, dtype=np.float64)
     for prim in prims:
         lo, hi = prim.bounds()
-        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                            for z in (lo[2], hi[2])])
         foot = corners[:, :2] - (corners[:, 2:3] / sun[2]) * sun[None, :2]
         fx0, fy0 = np.minimum(foot.min(0), corners[:, :2].min(0))
         fx1, fy1 = np.maximum(foot.max(0), corners[:, :2].max(0))
-        m = (points[:, 0] >= fx0) & (points[:, 0] <= fx1) & (points[:, 1] >= fy0) & (points[:, 1] <= fy1) & ~out
+        m = ((points[:, 0] >= fx0) & (points[:, 0] <= fx1) & (points[:, 1] >= fy0)
+             & (points[:, 1] <= fy1) & ~out)
         if not m.any():
             continue
         o = points[m]

@@ -48,17 +48,20 @@ class Frame:
     depth: np.ndarray
     K: np.ndarray
     pose: CameraPose
-    #: Radial distortion of the lens (``camera.undistort_factor``); 0 = pinhole (all default scenes).
+    #: Radial distortion of the lens (``camera.undistort_factor``); 0 = pinhole (all default
+    #: scenes).
     k1: float = 0.0
 
 
-def _lead_vehicle(rng: np.random.Generator, world: World, y: float, lateral: float) -> list[Primitive]:
+def _lead_vehicle(rng: np.random.Generator, world: World, y: float,
+                  lateral: float) -> list[Primitive]:
     cx = float(world.road.center(y))
     return [p.shifted(cx + lateral, y) for p in car_parts(rng)]
 
 
 def _contains_camera(prim: Primitive, origin: np.ndarray, margin: float = 0.3) -> bool:
-    """True for a primitive the camera would sit inside (it would fill the view with one colour)."""
+    """True for a primitive the camera would sit inside (it would fill the view with one
+    colour)."""
     lo, hi = prim.bounds()
     return bool(np.all(origin >= lo - margin) and np.all(origin <= hi + margin))
 
@@ -66,7 +69,8 @@ def _contains_camera(prim: Primitive, origin: np.ndarray, margin: float = 0.3) -
 def render_view(world: World, pose: CameraPose, width: int, height: int, light: Lighting, t: float,
                 rng: np.random.Generator, extra: list[Primitive] | None = None,
                 hfov_deg: float = DEFAULT_HFOV_DEG, k1: float = 0.0,
-                restyle: Callable[[list[Primitive]], list[Primitive]] | None = None, pixel_aspect: float = 1.0
+                restyle: Callable[[list[Primitive]], list[Primitive]] | None = None,
+                pixel_aspect: float = 1.0
                 ) -> Frame:
     """Render ``world`` at time ``t`` seen from ``pose`` (the shared core of frames and sequences).
 
@@ -89,17 +93,19 @@ def render_view(world: World, pose: CameraPose, width: int, height: int, light: 
         prims = restyle(prims)
     hits = cast(world, K, pose, rays, prims, pose.y + VIEW_RANGE, shrink)
     rgb = shade(world, hits, prims, rays, light, rng)
-    return Frame(rgb=rgb, labels=hits.label, depth=hits.depth.astype(np.float32), K=K, pose=pose, k1=k1)
+    return Frame(rgb=rgb, labels=hits.label, depth=hits.depth.astype(np.float32), K=K, pose=pose,
+                 k1=k1)
 
 
 def render_frame(seed: int, width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG,
                  randomise: str | float | Randomisation | None = None) -> Frame:
-    """A random street view: random world, position, camera jitter, light and traffic, all from ``seed``.
+    """A random street view: random world, position, camera jitter, light and traffic, all from
+    ``seed``.
 
     ``randomise``: a domain-randomisation profile (``randomise.PROFILES`` name, a strength, or a
     ``Randomisation``); None/"off"/0 renders the default distribution, bit for bit as ever. With
-    one, ``hfov_deg`` is replaced by the profile's random lens, and ignored overlays (hood, borders)
-    carry label ``IGNORE_INDEX`` and NaN depth."""
+    one, ``hfov_deg`` is replaced by the profile's random lens, and ignored overlays (hood,
+    borders) carry label ``IGNORE_INDEX`` and NaN depth."""
     if width < 2 or height < 2:
         raise ValueError(f"frame size must be at least 2x2, got {width}x{height}")
     prof = R.resolve(randomise)
@@ -115,7 +121,8 @@ def render_frame(seed: int, width: int, height: int, hfov_deg: float = DEFAULT_H
         pitch=float(rng.normal(0.0, 0.02)), roll=float(rng.normal(0.0, 0.01)))
     extra = []
     if rng.random() < 0.5:
-        extra = _lead_vehicle(rng, world, y + float(rng.uniform(6.0, 60.0)), road.lane_lateral(EGO_LANE))
+        extra = _lead_vehicle(rng, world, y + float(rng.uniform(6.0, 60.0)),
+                              road.lane_lateral(EGO_LANE))
     light = Lighting.random(rng)
     t = float(rng.uniform(0, 20))
     if prof is None:
@@ -125,7 +132,8 @@ def render_frame(seed: int, width: int, height: int, hfov_deg: float = DEFAULT_H
 
 def _randomised(seed: int, world: World, pose: CameraPose, width: int, height: int, t: float,
                 rng: np.random.Generator, extra: list[Primitive], prof: Randomisation) -> Frame:
-    """``render_frame``'s scene under domain randomisation (all draws from the seed's own stream)."""
+    """``render_frame``'s scene under domain randomisation (all draws from the seed's own
+    stream)."""
     rr = np.random.default_rng([int(seed), R.RANDOMISE_STREAM])
     pose, lens = R.camera(rr, prof, pose)
     R.restyle_world(world, rr, prof, pose.y)
@@ -133,7 +141,8 @@ def _randomised(seed: int, world: World, pose: CameraPose, width: int, height: i
     light = R.lighting(rr, prof)
     style_rng = np.random.default_rng([int(seed), R.RANDOMISE_STREAM, 1])
     frame = render_view(world, pose, width, height, light, t, rng, extra, lens.hfov_deg, lens.k1,
-                        restyle=lambda prims: R.restyle(prims, style_rng, prof), pixel_aspect=lens.pixel_aspect)
+                        restyle=lambda prims: R.restyle(prims, style_rng, prof),
+                        pixel_aspect=lens.pixel_aspect)
     labels, depth = frame.labels.copy(), frame.depth.copy()
     rgb = frame.rgb.copy()
     R.overlays(rgb, labels, depth, rr, prof)
@@ -142,15 +151,16 @@ def _randomised(seed: int, world: World, pose: CameraPose, width: int, height: i
 
 
 class DriveSequence:
-    """A continuous drive down one world's road: the camera car advances at ``speed`` m/s in its lane,
-    parked objects stay put, traffic and pedestrians move, light is fixed. Frame ``i`` is at time
-    ``i / fps``; rendering is deterministic by ``seed`` and independent of earlier frames."""
+    """A continuous drive down one world's road: the camera car advances at ``speed`` m/s in its
+    lane, parked objects stay put, traffic and pedestrians move, light is fixed. Frame ``i`` is at
+    time ``i / fps``; rendering is deterministic by ``seed`` and independent of earlier frames."""
 
     def __init__(self, seed: int, width: int, height: int, fps: float = 10.0, speed: float = 10.0,
                  hfov_deg: float = DEFAULT_HFOV_DEG):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        self.seed, self.width, self.height, self.fps = int(seed), int(width), int(height), float(fps)
+        self.seed, self.width, self.height, self.fps = (int(seed), int(width), int(height),
+                                                        float(fps))
         self.speed, self.hfov_deg = float(speed), float(hfov_deg)
         self.world = World(seed)
         rng = np.random.default_rng([self.seed, 3])
@@ -162,7 +172,8 @@ class DriveSequence:
     def pose(self, i: int) -> CameraPose:
         road = self.world.road
         y = self.start_y + self.speed * i / self.fps
-        lateral = road.lane_lateral(EGO_LANE) + 0.15 * math.sin(0.3 * i / self.fps)  # gentle in-lane drift
+        # gentle in-lane drift
+        lateral = road.lane_lateral(EGO_LANE) + 0.15 * math.sin(0.3 * i / self.fps)
         return CameraPose(x=float(road.center(y)) + lateral, y=y, yaw=road.heading(y),
                           pitch=0.01 * math.sin(2.0 * i / self.fps))  # a little suspension pitch
 
@@ -174,9 +185,10 @@ class DriveSequence:
             cx = float(self.world.road.center(y))
             lat = self.world.road.lane_lateral(EGO_LANE)
             extra = [p.shifted(cx + lat, y) for p in self._lead_parts]
-        rng = np.random.default_rng([self.seed, 4, i])  # sensor noise differs per frame, reproducibly
-        return render_view(self.world, pose, self.width, self.height, self.light, i / self.fps, rng, extra,
-                           self.hfov_deg)
+        # sensor noise differs per frame, reproducibly
+        rng = np.random.default_rng([self.seed, 4, i])
+        return render_view(self.world, pose, self.width, self.height, self.light, i / self.fps,
+                           rng, extra, self.hfov_deg)
 
     def frames(self, n: int) -> Iterator[Frame]:
         for i in range(n):

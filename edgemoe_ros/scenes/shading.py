@@ -30,7 +30,8 @@ def _make_noise() -> np.ndarray:
     return smooth / smooth.max()
 
 
-#: A tileable smooth value-noise table shared by all textures (fixed, so textures never change by run).
+#: A tileable smooth value-noise table shared by all textures (fixed, so textures never change by
+#: run).
 NOISE = _make_noise()
 
 
@@ -43,7 +44,8 @@ def noise(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
 
 def fbm(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
     """Three octaves of ``noise``: coarse blotches plus fine grain, mean about 0.5."""
-    return 0.5 * noise(a, b, scale) + 0.3 * noise(b + 17.3, a, scale * 4.1) + 0.2 * noise(a - 5.1, b, scale * 15.7)
+    return (0.5 * noise(a, b, scale) + 0.3 * noise(b + 17.3, a, scale * 4.1)
+            + 0.2 * noise(a - 5.1, b, scale * 15.7))
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Lighting:
     noise_sigma: float
     #: Colour of direct sunlight (None = white, the default scenes'; randomise.py varies it).
     sun_color: np.ndarray | None = None
-    #: Cast shadows of objects on the road plane (off in the default scenes; randomise.py turns it on).
+    #: Cast shadows of objects on the road plane (off in the default scenes; randomise.py turns it
+    #: on).
     shadows: bool = False
 
     @classmethod
@@ -95,13 +98,15 @@ class Lighting:
 
 
 def sky_color(rays: np.ndarray, light: Lighting) -> np.ndarray:
-    """Sky colour per ray: horizon-to-zenith gradient, sun glow, and clouds fixed to the sky dome."""
+    """Sky colour per ray: horizon-to-zenith gradient, sun glow, and clouds fixed to the sky
+    dome."""
     d = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
     el = np.clip(d[..., 2], 0.0, 1.0)
     g = np.clip(el / 0.6, 0, 1)[..., None] ** 0.6
     col = light.horizon * (1 - g) + light.zenith * g
     cos_sun = np.clip(d @ light.sun_dir, 0, 1)[..., None]
-    col = col + light.sun_strength * (0.25 * cos_sun ** 8 + 1.5 * cos_sun ** 400) * np.array([1.0, 0.95, 0.8])
+    col = col + light.sun_strength * (0.25 * cos_sun ** 8
+                                      + 1.5 * cos_sun ** 400) * np.array([1.0, 0.95, 0.8])
     if light.cloud_cover > 0:
         z = np.maximum(d[..., 2], 0.02)
         ca, cb = d[..., 0] / z, d[..., 1] / z
@@ -153,14 +158,16 @@ def _prim_albedo(prims: list[Primitive], idx: np.ndarray, p: np.ndarray, n: np.n
     out *= (0.88 + 0.24 * grain)[:, None]
     m = mat == W.MAT_PLASTER
     if m.any():  # rough render: fine grain and broad stains, then windows like any façade
-        out[m] *= (0.72 + 0.5 * noise(u[m] + 7.7, z[m], 28.0) * (0.6 + 0.4 * fbm(u[m], z[m], 0.4)))[:, None]
+        out[m] *= (0.72 + 0.5 * noise(u[m] + 7.7, z[m], 28.0)
+                   * (0.6 + 0.4 * fbm(u[m], z[m], 0.4)))[:, None]
     m = (mat == W.MAT_FACADE) | (mat == W.MAT_PLASTER)
     if m.any():
         spacing = 2.0 + (idx[m] * 0.377) % 1.6
         floor_h = 2.8 + (idx[m] * 0.613) % 0.8
         fu = np.mod(u[m], spacing) / spacing
         fz = np.mod(z[m], floor_h) / floor_h
-        window = (fu > 0.22) & (fu < 0.78) & (fz > 0.3) & (fz < 0.8) & (z[m] > 1.0) & (np.abs(n[m, 2]) < 0.5)
+        window = ((fu > 0.22) & (fu < 0.78) & (fz > 0.3) & (fz < 0.8) & (z[m] > 1.0)
+                  & (np.abs(n[m, 2]) < 0.5))
         glass = 0.12 + 0.25 * light.horizon * fbm(u[m], z[m], 0.7)[:, None]
         out[m] = np.where(window[:, None], glass, out[m])
     m = mat == W.MAT_FOLIAGE
@@ -182,7 +189,8 @@ def _prim_albedo(prims: list[Primitive], idx: np.ndarray, p: np.ndarray, n: np.n
     if m.any():
         pa, pb = p[m, 0] + p[m, 2], p[m, 1] - p[m, 2]
         leaf = 0.6 * noise(pa, pb, 17.0) + 0.4 * fbm(pa + 3.1, pb, 2.5)
-        hue = np.stack([noise(pa + 11.0, pb, 6.0), noise(pa, pb + 23.0, 6.0), noise(pa + 5.0, pb + 5.0, 6.0)], -1)
+        hue = np.stack([noise(pa + 11.0, pb, 6.0), noise(pa, pb + 23.0, 6.0),
+                        noise(pa + 5.0, pb + 5.0, 6.0)], -1)
         gap = noise(pa - 9.0, pb + 2.0, 11.0) < 0.22  # holes in the crown: deep shadow
         out[m] *= (0.2 + 1.4 * leaf)[:, None] * (0.7 + 0.6 * hue)
         out[m] *= np.where(gap, 0.3, 1.0)[:, None]
@@ -190,7 +198,8 @@ def _prim_albedo(prims: list[Primitive], idx: np.ndarray, p: np.ndarray, n: np.n
     if m.any():  # glass panes between mullions (the primitive's colour), mirroring the sky
         mu = np.mod(u[m], 1.5) < 0.12
         mz = np.mod(z[m], 3.5) < 0.25
-        sky = light.horizon * (1 - np.clip(z[m] / 40.0, 0, 1))[:, None] + light.zenith * np.clip(z[m] / 40.0, 0, 1)[:, None]
+        sky = (light.horizon * (1 - np.clip(z[m] / 40.0, 0, 1))[:, None]
+               + light.zenith * np.clip(z[m] / 40.0, 0, 1)[:, None])
         pane = 0.55 * sky * (0.7 + 0.6 * fbm(u[m] * 0.3, z[m] * 0.3, 1.0))[:, None]
         out[m] = np.where((mu | mz)[:, None], out[m], pane)
     return out
@@ -222,7 +231,8 @@ def shade(world: W.World, hits: Hits, prims: list[Primitive], rays: np.ndarray, 
         shading = light.ambient * sky_light + light.sun_strength * lambert
         col = albedo * shading[:, None]
     else:
-        col = albedo * (light.ambient * sky_light[:, None] + light.sun_strength * lambert[:, None] * light.sun_color)
+        col = albedo * (light.ambient * sky_light[:, None]
+                        + light.sun_strength * lambert[:, None] * light.sun_color)
     haze = 1.0 - np.exp(-hits.depth[surf] / light.haze_dist)
     col = col * (1 - haze[:, None]) + light.horizon * haze[:, None]
     img[surf] = col

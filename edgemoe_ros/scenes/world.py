@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Procedural street layout: a road along world +Y, sidewalks, and objects made of boxes and ellipsoids.
+"""Procedural street layout: a road along world +Y, sidewalks, and objects made of boxes and
+ellipsoids.
 
 The road is cut into chunks of ``CHUNK_LEN`` metres; each chunk's contents come from its own
 ``(seed, chunk)`` random stream, so a world is infinite, lazily built, and any stretch of it is
@@ -18,7 +19,8 @@ from ..model.config import SEMSEG_CLASSES
 
 #: Class ids (SPEC §2 order), looked up by name so the two never disagree.
 FLAT, HUMAN, VEHICLE, CONSTRUCTION, OBJECT, NATURE, SKY = (
-    SEMSEG_CLASSES.index(n) for n in ("flat", "human", "vehicle", "construction", "object", "nature", "sky"))
+    SEMSEG_CLASSES.index(n) for n in ("flat", "human", "vehicle", "construction", "object",
+                                      "nature", "sky"))
 
 #: Lane (counted from the centre line, +Y direction) the camera car drives in.
 EGO_LANE = 0
@@ -38,8 +40,9 @@ GROUND_ROAD, GROUND_SIDEWALK, GROUND_CURB, GROUND_PAINT, GROUND_TERRAIN, GROUND_
 
 @dataclass
 class Primitive:
-    """An axis-aligned box (``kind="box"``: ``lo``/``hi`` corners) or an ellipsoid (``kind="ellipsoid"``:
-    ``lo`` = centre, ``hi`` = radii) with its class label, base colour (RGB 0..1) and material."""
+    """An axis-aligned box (``kind="box"``: ``lo``/``hi`` corners) or an ellipsoid
+    (``kind="ellipsoid"``: ``lo`` = centre, ``hi`` = radii) with its class label, base colour (RGB
+    0..1) and material."""
 
     kind: str
     lo: np.ndarray
@@ -63,7 +66,8 @@ class Primitive:
 def _box(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, label: int,
          color: np.ndarray, material: int = MAT_PLAIN) -> Primitive:
     return Primitive("box", np.array([min(x0, x1), min(y0, y1), z0]),
-                     np.array([max(x0, x1), max(y0, y1), z1]), label, np.asarray(color, float), material)
+                     np.array([max(x0, x1), max(y0, y1), z1]), label, np.asarray(color, float),
+                     material)
 
 
 def _ellipsoid(cx: float, cy: float, cz: float, rx: float, ry: float, rz: float, label: int,
@@ -75,7 +79,8 @@ def _ellipsoid(cx: float, cy: float, cz: float, rx: float, ry: float, rz: float,
 @dataclass
 class Agent:
     """Something that moves at constant speed along the road: a driving car or a walking person.
-    Its parts are built at lateral offset 0 / position 0 and placed at ``lateral``, ``y0 + v t``."""
+    Its parts are built at lateral offset 0 / position 0 and placed at ``lateral``, ``y0 + v
+    t``."""
 
     parts: list[Primitive]
     lateral: float
@@ -91,16 +96,17 @@ class ChunkContent:
     built_up: tuple[bool, bool] = (False, False)
 
 
-def _jitter_color(rng: np.random.Generator, base: tuple[float, float, float], amount: float = 0.08) -> np.ndarray:
+def _jitter_color(rng: np.random.Generator, base: tuple[float, float, float],
+                  amount: float = 0.08) -> np.ndarray:
     return np.clip(np.asarray(base) + rng.uniform(-amount, amount, 3), 0.02, 0.98)
 
 
-CAR_COLORS = ((0.75, 0.1, 0.1), (0.1, 0.2, 0.6), (0.85, 0.85, 0.85), (0.1, 0.1, 0.1), (0.5, 0.5, 0.55),
-              (0.9, 0.75, 0.2), (0.2, 0.45, 0.25), (0.95, 0.95, 0.97))
-FACADE_COLORS = ((0.7, 0.6, 0.5), (0.55, 0.5, 0.45), (0.8, 0.78, 0.7), (0.6, 0.35, 0.3), (0.45, 0.45, 0.5),
-                 (0.85, 0.8, 0.6), (0.5, 0.55, 0.6))
-CLOTH_COLORS = ((0.2, 0.2, 0.3), (0.6, 0.1, 0.1), (0.1, 0.3, 0.6), (0.8, 0.8, 0.7), (0.15, 0.15, 0.15),
-                (0.4, 0.5, 0.2), (0.7, 0.5, 0.3))
+CAR_COLORS = ((0.75, 0.1, 0.1), (0.1, 0.2, 0.6), (0.85, 0.85, 0.85), (0.1, 0.1, 0.1),
+              (0.5, 0.5, 0.55), (0.9, 0.75, 0.2), (0.2, 0.45, 0.25), (0.95, 0.95, 0.97))
+FACADE_COLORS = ((0.7, 0.6, 0.5), (0.55, 0.5, 0.45), (0.8, 0.78, 0.7), (0.6, 0.35, 0.3),
+                 (0.45, 0.45, 0.5), (0.85, 0.8, 0.6), (0.5, 0.55, 0.6))
+CLOTH_COLORS = ((0.2, 0.2, 0.3), (0.6, 0.1, 0.1), (0.1, 0.3, 0.6), (0.8, 0.8, 0.7),
+                (0.15, 0.15, 0.15), (0.4, 0.5, 0.2), (0.7, 0.5, 0.3))
 
 
 def car_parts(rng: np.random.Generator, heading: float = 1.0) -> list[Primitive]:
@@ -115,13 +121,15 @@ def car_parts(rng: np.random.Generator, heading: float = 1.0) -> list[Primitive]
     if kind < 0.8:
         cab_l = length * rng.uniform(0.45, 0.6)
         shift = heading * rng.uniform(-0.4, 0.1)
-        parts.append(_box(-hw + 0.08, hw - 0.08, -cab_l / 2 + shift, cab_l / 2 + shift, 0.3 + body_h,
-                          0.3 + body_h + rng.uniform(0.45, 0.6), VEHICLE, (0.12, 0.14, 0.17), MAT_GLASS))
+        parts.append(_box(-hw + 0.08, hw - 0.08, -cab_l / 2 + shift, cab_l / 2 + shift,
+                          0.3 + body_h,
+                          0.3 + body_h + rng.uniform(0.45, 0.6), VEHICLE, (0.12, 0.14, 0.17),
+                          MAT_GLASS))
     for sy in (-1, 1):
         for sx in (-1, 1):
             yc = sy * (hl - 0.75)
-            parts.append(_box(sx * hw - 0.12, sx * hw + 0.12, yc - 0.33, yc + 0.33, 0.0, 0.6, VEHICLE,
-                              (0.05, 0.05, 0.05)))
+            parts.append(_box(sx * hw - 0.12, sx * hw + 0.12, yc - 0.33, yc + 0.33, 0.0, 0.6,
+                              VEHICLE, (0.05, 0.05, 0.05)))
     return parts
 
 
@@ -131,7 +139,8 @@ def person_parts(rng: np.random.Generator) -> list[Primitive]:
     leg_h, torso_h = 0.47 * h, 0.33 * h
     pants = _jitter_color(rng, CLOTH_COLORS[rng.integers(len(CLOTH_COLORS))])
     shirt = _jitter_color(rng, CLOTH_COLORS[rng.integers(len(CLOTH_COLORS))])
-    skin = _jitter_color(rng, ((0.85, 0.65, 0.5), (0.55, 0.38, 0.25), (0.35, 0.22, 0.15))[rng.integers(3)], 0.05)
+    skin = _jitter_color(rng, ((0.85, 0.65, 0.5), (0.55, 0.38, 0.25),
+                               (0.35, 0.22, 0.15))[rng.integers(3)], 0.05)
     sw = rng.uniform(0.18, 0.23)
     parts = [
         _box(-sw, -0.02, -0.1, 0.1, 0.0, leg_h, HUMAN, pants),
@@ -141,8 +150,8 @@ def person_parts(rng: np.random.Generator) -> list[Primitive]:
         _box(sw + 0.02, sw + 0.12, -0.06, 0.06, leg_h + 0.05, leg_h + torso_h, HUMAN, shirt),
     ]
     head_r = 0.1 * h / 1.75
-    parts.append(_ellipsoid(0.0, 0.0, leg_h + torso_h + head_r * 1.15, head_r, head_r, head_r * 1.15, HUMAN, skin,
-                            MAT_SKIN))
+    parts.append(_ellipsoid(0.0, 0.0, leg_h + torso_h + head_r * 1.15, head_r, head_r,
+                            head_r * 1.15, HUMAN, skin, MAT_SKIN))
     return parts
 
 
@@ -192,8 +201,10 @@ class World:
         self.road_color = _jitter_color(rng, (0.32, 0.32, 0.34), 0.07)
         self.sidewalk_color = _jitter_color(rng, (0.62, 0.6, 0.57), 0.08)
         self.terrain_color = _jitter_color(rng, (0.35, 0.5, 0.2), 0.08)
-        self.paint_color = np.array([0.92, 0.92, 0.88]) if rng.random() < 0.8 else np.array([0.95, 0.8, 0.2])
-        #: Extra road markings (randomise.py sets them): Y positions of zebra crossings and stop lines.
+        self.paint_color = (np.array([0.92, 0.92, 0.88]) if rng.random() < 0.8
+                            else np.array([0.95, 0.8, 0.2]))
+        #: Extra road markings (randomise.py sets them): Y positions of zebra crossings and stop
+        #: lines.
         self.crosswalks: tuple[float, ...] = ()
         self.stop_lines: tuple[float, ...] = ()
         self._chunks: dict[int, ChunkContent] = {}
@@ -208,7 +219,8 @@ class World:
         rng = np.random.default_rng([self.seed, 1, k + 1_000_000])
         road, y0 = self.road, k * CHUNK_LEN
         out = ChunkContent()
-        edge = road.half_width + road.sidewalk_width  # lateral distance of the sidewalk's outer edge
+        # lateral distance of the sidewalk's outer edge
+        edge = road.half_width + road.sidewalk_width
         built = []
         for side in (-1, 1):
             is_built = bool(rng.random() < self.urban)
@@ -227,7 +239,8 @@ class World:
         cx = float(self.road.center(y))
         return [p.shifted(cx + lateral, y) for p in parts]
 
-    def _buildings(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float, edge: float) -> None:
+    def _buildings(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float,
+                   edge: float) -> None:
         y = y0
         while y < y0 + CHUNK_LEN:
             length = float(rng.uniform(6.0, 20.0))
@@ -241,83 +254,100 @@ class World:
             color = _jitter_color(rng, FACADE_COLORS[rng.integers(len(FACADE_COLORS))])
             inner = edge + setback
             cx = float(self.road.center(0.5 * (y + y_end)))
-            out.static.append(_box(cx + side * inner, cx + side * (inner + depth), y, y_end, 0.0, height,
-                                   CONSTRUCTION, color, MAT_FACADE))
+            out.static.append(_box(cx + side * inner, cx + side * (inner + depth), y, y_end, 0.0,
+                                   height, CONSTRUCTION, color, MAT_FACADE))
             if rng.random() < 0.25 and setback > 1.0:  # low wall / fence in front
                 wall_h = float(rng.uniform(0.6, 1.6))
-                out.static.append(_box(cx + side * (edge + 0.2), cx + side * (edge + 0.45), y, y_end, 0.0,
-                                       wall_h, CONSTRUCTION, _jitter_color(rng, (0.6, 0.58, 0.55))))
+                out.static.append(_box(cx + side * (edge + 0.2), cx + side * (edge + 0.45), y,
+                                       y_end, 0.0, wall_h, CONSTRUCTION,
+                                       _jitter_color(rng, (0.6, 0.58, 0.55))))
             y = y_end
 
-    def _vegetation(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float, edge: float) -> None:
+    def _vegetation(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float,
+                    edge: float) -> None:
         for _ in range(int(rng.integers(2, 7))):
             y = y0 + float(rng.uniform(0, CHUNK_LEN))
             lat = side * (edge + float(rng.uniform(1.0, 15.0)))
             cx = float(self.road.center(y))
             trunk_h = float(rng.uniform(1.5, 4.0))
             r = float(rng.uniform(1.2, 3.5))
-            out.static.append(_box(cx + lat - 0.15, cx + lat + 0.15, y - 0.15, y + 0.15, 0.0, trunk_h + r * 0.5,
+            out.static.append(_box(cx + lat - 0.15, cx + lat + 0.15, y - 0.15, y + 0.15, 0.0,
+                                   trunk_h + r * 0.5,
                                    NATURE, _jitter_color(rng, (0.35, 0.25, 0.15)), MAT_BARK))
-            out.static.append(_ellipsoid(cx + lat, y, trunk_h + r, r, r, r * float(rng.uniform(0.9, 1.5)), NATURE,
+            out.static.append(_ellipsoid(cx + lat, y, trunk_h + r, r, r,
+                                         r * float(rng.uniform(0.9, 1.5)), NATURE,
                                          _jitter_color(rng, (0.2, 0.42, 0.15), 0.1), MAT_FOLIAGE))
         if rng.random() < 0.5:
             ys = y0 + float(rng.uniform(0, 10))
             ye = min(ys + float(rng.uniform(4, 14)), y0 + CHUNK_LEN)
             cx = float(self.road.center(0.5 * (ys + ye)))
             off = edge + float(rng.uniform(0.3, 2.0))
-            out.static.append(_box(cx + side * off, cx + side * (off + rng.uniform(0.8, 2.0)), ys, ye, 0.0,
-                                   float(rng.uniform(0.6, 1.8)), NATURE, _jitter_color(rng, (0.18, 0.38, 0.14)),
-                                   MAT_FOLIAGE))
+            out.static.append(_box(cx + side * off, cx + side * (off + rng.uniform(0.8, 2.0)), ys,
+                                   ye, 0.0, float(rng.uniform(0.6, 1.8)), NATURE,
+                                   _jitter_color(rng, (0.18, 0.38, 0.14)), MAT_FOLIAGE))
         if rng.random() < 0.3:  # a building far behind the greenery
             y = y0 + float(rng.uniform(0, 12))
             lat = edge + float(rng.uniform(18, 35))
             cx = float(self.road.center(y))
-            out.static.append(_box(cx + side * lat, cx + side * (lat + 12), y, y + float(rng.uniform(8, 14)), 0.0,
+            out.static.append(_box(cx + side * lat, cx + side * (lat + 12), y,
+                                   y + float(rng.uniform(8, 14)), 0.0,
                                    float(rng.uniform(5, 20)), CONSTRUCTION,
-                                   _jitter_color(rng, FACADE_COLORS[rng.integers(len(FACADE_COLORS))]), MAT_FACADE))
+                                   _jitter_color(rng,
+                                                 FACADE_COLORS[rng.integers(len(FACADE_COLORS))]),
+                                   MAT_FACADE))
 
-    def _street_furniture(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float) -> None:
+    def _street_furniture(self, rng: np.random.Generator, out: ChunkContent, side: int,
+                          y0: float) -> None:
         lat = side * (self.road.half_width + float(rng.uniform(0.3, 0.7)))
         metal = _jitter_color(rng, (0.45, 0.45, 0.47), 0.05)
         if rng.random() < 0.8:  # street light
             y = y0 + float(rng.uniform(0, CHUNK_LEN))
             cx = float(self.road.center(y))
             h = float(rng.uniform(6.0, 9.0))
-            out.static.append(_box(cx + lat - 0.1, cx + lat + 0.1, y - 0.1, y + 0.1, 0.0, h, OBJECT, metal))
+            out.static.append(_box(cx + lat - 0.1, cx + lat + 0.1, y - 0.1, y + 0.1, 0.0, h,
+                                   OBJECT, metal))
             arm = -side * float(rng.uniform(1.0, 2.0))
-            out.static.append(_box(cx + lat, cx + lat + arm, y - 0.08, y + 0.08, h - 0.2, h, OBJECT, metal))
+            out.static.append(_box(cx + lat, cx + lat + arm, y - 0.08, y + 0.08, h - 0.2, h,
+                                   OBJECT, metal))
         if rng.random() < 0.6:  # traffic sign on a pole
             y = y0 + float(rng.uniform(0, CHUNK_LEN))
             cx = float(self.road.center(y))
             h = float(rng.uniform(2.0, 2.8))
-            out.static.append(_box(cx + lat - 0.05, cx + lat + 0.05, y - 0.05, y + 0.05, 0.0, h, OBJECT, metal))
-            plate = ((0.85, 0.1, 0.1), (0.1, 0.3, 0.8), (0.95, 0.85, 0.1), (0.95, 0.95, 0.95))[rng.integers(4)]
+            out.static.append(_box(cx + lat - 0.05, cx + lat + 0.05, y - 0.05, y + 0.05, 0.0, h,
+                                   OBJECT, metal))
+            plate = ((0.85, 0.1, 0.1), (0.1, 0.3, 0.8), (0.95, 0.85, 0.1),
+                     (0.95, 0.95, 0.95))[rng.integers(4)]
             s = float(rng.uniform(0.3, 0.45))
-            out.static.append(_box(cx + lat - s, cx + lat + s, y - 0.06, y - 0.03, h, h + 2 * s, OBJECT,
-                                   _jitter_color(rng, plate, 0.05)))
+            out.static.append(_box(cx + lat - s, cx + lat + s, y - 0.06, y - 0.03, h, h + 2 * s,
+                                   OBJECT, _jitter_color(rng, plate, 0.05)))
         if rng.random() < 0.25:  # traffic light
             y = y0 + float(rng.uniform(0, CHUNK_LEN))
             cx = float(self.road.center(y))
-            out.static.append(_box(cx + lat - 0.08, cx + lat + 0.08, y - 0.08, y + 0.08, 0.0, 3.0, OBJECT, metal))
-            out.static.append(_box(cx + lat - 0.18, cx + lat + 0.18, y - 0.25, y - 0.05, 3.0, 3.9, OBJECT,
-                                   (0.08, 0.08, 0.08)))
+            out.static.append(_box(cx + lat - 0.08, cx + lat + 0.08, y - 0.08, y + 0.08, 0.0, 3.0,
+                                   OBJECT, metal))
+            out.static.append(_box(cx + lat - 0.18, cx + lat + 0.18, y - 0.25, y - 0.05, 3.0, 3.9,
+                                   OBJECT, (0.08, 0.08, 0.08)))
         if rng.random() < 0.3:  # bollards
             y = y0 + float(rng.uniform(0, CHUNK_LEN - 6))
             for i in range(int(rng.integers(2, 6))):
                 yy = y + 1.5 * i
                 cx = float(self.road.center(yy))
-                out.static.append(_box(cx + lat - 0.1, cx + lat + 0.1, yy - 0.1, yy + 0.1, 0.0, 0.9, OBJECT,
-                                       _jitter_color(rng, (0.7, 0.7, 0.2))))
+                out.static.append(_box(cx + lat - 0.1, cx + lat + 0.1, yy - 0.1, yy + 0.1, 0.0,
+                                       0.9, OBJECT, _jitter_color(rng, (0.7, 0.7, 0.2))))
 
-    def _roadside_people_and_cars(self, rng: np.random.Generator, out: ChunkContent, side: int, y0: float) -> None:
+    def _roadside_people_and_cars(self, rng: np.random.Generator, out: ChunkContent, side: int,
+                                  y0: float) -> None:
         road = self.road
         for _ in range(int(rng.poisson(1.2))):  # pedestrians on the sidewalk, some walking
             lat = side * (road.half_width + float(rng.uniform(0.4, road.sidewalk_width - 0.3)))
             speed = float(rng.choice([0.0, rng.uniform(-1.6, 1.6)]))
-            out.agents.append(Agent(person_parts(rng), lat, y0 + float(rng.uniform(0, CHUNK_LEN)), speed))
-        if rng.random() < 0.15:  # someone crossing the road, in the oncoming half (never in the ego lane)
+            out.agents.append(Agent(person_parts(rng), lat, y0 + float(rng.uniform(0, CHUNK_LEN)),
+                                    speed))
+        if rng.random() < 0.15:
+            # someone crossing the road, in the oncoming half (never in the ego lane)
             lat = float(rng.uniform(-road.half_width + 0.3, -0.3))
-            out.agents.append(Agent(person_parts(rng), lat, y0 + float(rng.uniform(0, CHUNK_LEN)), 0.0))
+            out.agents.append(Agent(person_parts(rng), lat, y0 + float(rng.uniform(0, CHUNK_LEN)),
+                                    0.0))
         y = y0 + float(rng.uniform(0, 4))
         # parked cars along the curb; on the ego side only where there is a second lane to park in
         may_park = side < 0 or road.lanes_per_direction > EGO_LANE + 1
@@ -332,15 +362,20 @@ class World:
         road = self.road
         for _ in range(int(rng.poisson(1.0))):
             lane = int(rng.integers(road.lanes_per_direction))
-            direction = 1 if rng.random() < 0.5 else -1  # right-hand traffic: +Y lanes are at lateral > 0
+            # right-hand traffic: +Y lanes are at lateral > 0
+            direction = 1 if rng.random() < 0.5 else -1
             if direction == 1 and lane == EGO_LANE:
-                continue  # the ego lane only ever holds the lead vehicle (render.py), never a car to drive through
+                # the ego lane only ever holds the lead vehicle (render.py), never a car to drive
+                # through
+                continue
             lat = direction * (lane + 0.5) * road.lane_width
             speed = direction * float(rng.uniform(4.0, 14.0))
-            out.agents.append(Agent(car_parts(rng, direction), lat, y0 + float(rng.uniform(0, CHUNK_LEN)), speed))
+            out.agents.append(Agent(car_parts(rng, direction), lat,
+                                    y0 + float(rng.uniform(0, CHUNK_LEN)), speed))
 
     # ----- queries -----
-    def primitives(self, y_from: float, y_to: float, t: float = 0.0, max_agent_speed: float = 16.0) -> list[Primitive]:
+    def primitives(self, y_from: float, y_to: float, t: float = 0.0,
+                   max_agent_speed: float = 16.0) -> list[Primitive]:
         """Everything that may be visible between ``y_from`` and ``y_to`` at time ``t`` seconds."""
         k0, k1 = math.floor(y_from / CHUNK_LEN), math.floor(y_to / CHUNK_LEN)
         prims: list[Primitive] = []
