@@ -1,22 +1,30 @@
 # SPDX-License-Identifier: Apache-2.0
 """Soak and fault injection on a live ``edgemoe_node``: nothing lost, nothing leaked, never down.
 
-    .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~56 min at 3 Hz
+    .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~58 min at 3 Hz
     .venv/bin/python bench/soak.py --frames 180 --json build/soak_short.json  # ~75 s, test-slow
 
 Three processes on a private ROS graph (random domain, localhost discovery; test/ros_testing.py):
 
-* the node: the shipped model on the ``faulty`` backend (test/fault_injection.py: the cpu backend,
-  failing like an FPGA timeout while a trigger file exists) with ``fallback_backend: cpu``,
-  1280x720 in, reliable QoS, latest-frame-wins queue of 1;
+* the node: the shipped model on the ``fpga`` backend with ``fallback_backend: cpu``, 1280x720
+  in, reliable QoS, latest-frame-wins queue of 1. The fpga backend is the real one (driver,
+  register map, device buffers and syncs, ap_start / ap_done polling, timeout, PL-reset recovery)
+  on a simulated board whose hardware model computes the backbone with the cpu backend
+  (``fpga_host``, test/host_hardware.py: fast enough for 720p, not bit-exact; the C-simulation
+  behind ``simulate=True`` is ~100x too slow here), started through test/fault_injection.py,
+  which registers it;
 * a publisher (``--role publisher``, this file): good 720p frames at ``--rate`` (one the backend
   sustains), each with a unique stamp, a hostile input of a SPEC §7 kind every ``BAD_EVERY``
   frames, and one camera outage of ``OUTAGE_S`` half-way;
 * this process, the controller: every ``--switch-every`` seconds the next action of ``ACTIONS``:
   a task switch through each of the four paths (``tasks`` parameter, ``~/task_request``, the
-  SetBool services, ``auto``), a device fault mid-stream (the node drops that frame, counts it
-  and falls back to cpu), ``~/reload_model`` of a good file (back on the primary) then a corrupt
-  one, and a lifecycle deactivate/activate; it also collects the outputs and /diagnostics.
+  SetBool services, ``auto``); a device fault at the board's next ap_start, cycling
+  ``DEVICE_FAULTS`` (a hang the driver times out after ``HANG_TIMEOUT_S``, a bad status, corrupt
+  output; injected from this process through a file the board reads): the node drops and counts
+  that frame and falls back to cpu; ``~/reload_model`` of a good file, the node's documented way
+  back to the primary (/diagnostics must name it again within ``PRIMARY_S``; after a hang the
+  driver first resets the PL), then of a corrupt one (refused, the running model kept); a
+  lifecycle deactivate/activate. It also collects the outputs and /diagnostics.
 
 Accounting, from the publisher's log of sent frames and the controller's timeline of actions:
 a good frame is *owed* an answer when it was sent while the node was active with a task on, not
@@ -28,12 +36,16 @@ are owed frames never answered beyond what the node reports it dropped by design
 (``not_delivered_by_dds``: frames sent while it was active minus its "frames received"), so it
 is a lower bound on loss: a positive value is a defect, 0 is the goal. ``unaccounted_in_node`` is
 exact: frames the node took in and neither published nor counted as dropped (must be 0).
+``faults_unexplained`` is exact too: the node's backend faults minus the faults the board took
+(must be 0), and each fault must have moved the node to its fallback (``fallbacks``).
 ``bad_inputs_owed`` are hostile inputs sent while the node listened (away from transitions);
 each must be counted. ``exceptions`` counts
 tracebacks in the node's log; a refused corrupt reload logs an error, not a traceback.
 
-The device fault is the ``faulty`` backend's, not the fpga backend's simulated hang: the fpga
-backend on the simulated device runs the bit-exact C-simulation, ~100x slower than 720p needs.
+Memory: ``rss_start_mb`` is the node's RSS after the first full cycle of ``ACTIONS`` (every path
+run once: the first reload, fault and fallback allocate what they keep for good), so
+``rss_growth_pct`` is growth in the steady state; ``rss_first_mb`` (``WARM_S`` after the
+publisher started) and ``rss_per_cycle_mb`` (after each cycle) are reported beside it.
 """
 
 from __future__ import annotations
@@ -65,30 +77,69 @@ MATCH_S = 2.0
 INACTIVE_S = 1.0
 #: Seconds after the last frame for the node to answer it.
 DRAIN_S = 5.0
+#: Seconds of frames before the first RSS sample and the first action.
+WARM_S = 10.0
 #: Controller actions, cycled: (name, what it does). The four task-switch paths come first.
 ACTIONS = (
     "param_semseg",
     "request_depth",
     "setbool_both",
     "request_auto",
-    "backend_fault",
+    "device_fault",
     "reload_good",
     "reload_bad",
     "lifecycle_cycle",
 )
-#: Seconds the simulated device stays faulty (every primary run fails; the node falls back to cpu
-#: until the next reload).
-FAULT_S = 1.0
-#: The node's executable with the ``faulty`` backend registered (test/fault_injection.py).
+#: The primary backend: the ``fpga`` backend's driver on a simulated board computing at cpu speed
+#: (test/host_hardware.py), registered by the node's executable (test/fault_injection.py).
+PRIMARY = "fpga_host"
 FAULT_EXE = [sys.executable, str(ROOT / "test" / "fault_injection.py")]
+#: Device faults injected at the board's next ap_start, cycled (``sim_device.Fault`` values): a
+#: hung kernel (the driver times out; the next primary call resets the PL), a bad status (the
+#: start reports a hardware error), and finished-but-corrupt output (out-of-range expert ids).
+DEVICE_FAULTS = ("hang", "error", "corrupt")
+#: The simulated accelerator's timeout (fpga ``timeout_s``): how long a hung kernel holds a frame.
+HANG_TIMEOUT_S = 1.0
+#: Seconds for the node's next primary kernel call to take an injected fault.
+PICKUP_S = 5.0
+#: Seconds, after a good reload, for /diagnostics to name the primary backend again.
+PRIMARY_S = 5.0
 H, W = 720, 1280
 #: The JSON keys issue 20 asks for.
-ISSUE_KEYS = ("frames_sent", "frames_out", "lost_stamps", "dropped_latest", "bad_inputs_counted",
-              "rss_start_mb", "rss_end_mb", "rss_growth_pct", "exceptions", "p50_ms", "p99_ms")
+ISSUE_KEYS = (
+    "frames_sent",
+    "frames_out",
+    "lost_stamps",
+    "dropped_latest",
+    "bad_inputs_counted",
+    "rss_start_mb",
+    "rss_end_mb",
+    "rss_growth_pct",
+    "exceptions",
+    "p50_ms",
+    "p99_ms",
+)
 #: Printed beside them (the JSON holds these and a few more).
-DETAIL_KEYS = ("frames_owed", "not_delivered_by_dds", "unaccounted_in_node", "backend_faults",
-               "fallbacks", "wrong_task_outputs", "bad_inputs_sent", "bad_inputs_owed", "actions",
-               "reloads", "node_active_at_end")
+DETAIL_KEYS = (
+    "frames_owed",
+    "not_delivered_by_dds",
+    "unaccounted_in_node",
+    "backend_faults",
+    "fallbacks",
+    "device_faults_taken",
+    "device_faults_not_taken",
+    "faults_unexplained",
+    "pl_resets",
+    "wrong_task_outputs",
+    "bad_inputs_sent",
+    "bad_inputs_owed",
+    "actions",
+    "reloads",
+    "rss_baseline",
+    "rss_first_mb",
+    "rss_per_cycle_mb",
+    "node_active_at_end",
+)
 
 
 # ----------------------------------------------------------------------------- publisher process
@@ -169,14 +220,25 @@ def run_publisher(frames: int, rate: float, out: Path) -> int:
 class Controller:
     """Drives the node through ``ACTIONS`` and keeps a timeline: (wall time, tasks on or None)."""
 
-    def __init__(self, harness: Any, bad_weights: Path, fault_trigger: Path) -> None:
+    def __init__(self, harness: Any, bad_weights: Path, fault_file: Path, diag: Any) -> None:
         self.h, self.c = harness, harness.client
-        self.bad_weights, self.fault_trigger = bad_weights, fault_trigger
+        self.bad_weights, self.fault_file, self.diag = bad_weights, fault_file, diag
         self.timeline: list[tuple[float, tuple[str, ...] | None, str]] = [
             (time.time(), ("semseg", "depth"), "start")
         ]
-        self.reloads = {"good_ok": 0, "good_failed": 0, "bad_refused": 0, "bad_accepted": 0}
+        self.reloads = {
+            "good_ok": 0,
+            "good_failed": 0,
+            "bad_refused": 0,
+            "bad_accepted": 0,
+            "back_on_primary": 0,
+            "not_back_on_primary": 0,
+        }
+        #: Faults the board took at an ap_start, by kind, and injections no kernel call took.
+        self.faults_taken = {name: 0 for name in DEVICE_FAULTS}
+        self.faults_not_taken = 0
         self._next = 0
+        self._faults_sent = 0
         from std_msgs.msg import String
 
         self._request = self.c.publisher(harness.srv("task_request"), String)
@@ -186,6 +248,10 @@ class Controller:
         action = ACTIONS[self._next % len(ACTIONS)]
         self._next += 1
         getattr(self, "_" + action)()
+
+    @property
+    def actions_done(self) -> int:
+        return self._next
 
     def _mark(self, tasks: tuple[str, ...] | None, what: str) -> None:
         self.timeline.append((time.time(), tasks, what))
@@ -212,11 +278,24 @@ class Controller:
         self._request.publish(String(data="auto"))  # this process subscribes to both outputs
         self._mark(("semseg", "depth"), "auto")
 
-    def _backend_fault(self) -> None:
-        self.fault_trigger.write_text("device hang")
-        self._mark(self.timeline[-1][1], "device fault")
-        time.sleep(FAULT_S)
-        self.fault_trigger.unlink()
+    def _device_fault(self) -> None:
+        """The next of ``DEVICE_FAULTS`` at the board's next ap_start; the node drops that frame,
+        counts it and runs on its fallback (cpu) until the next good reload."""
+        from host_hardware import inject_fault
+        from ros_testing import wait_until
+
+        fault = DEVICE_FAULTS[self._faults_sent % len(DEVICE_FAULTS)]
+        self._faults_sent += 1
+        self._mark(self.timeline[-1][1], f"device {fault}")
+        inject_fault(self.fault_file, fault)
+        try:
+            wait_until(
+                lambda: not self.fault_file.exists(), PICKUP_S, "the board to take the fault"
+            )
+            self.faults_taken[fault] += 1
+        except AssertionError:
+            self.fault_file.unlink(missing_ok=True)
+            self.faults_not_taken += 1
 
     def _reload(self, weights_path: str) -> bool:
         from std_srvs.srv import Trigger
@@ -229,8 +308,26 @@ class Controller:
         )
 
     def _reload_good(self) -> None:
-        self.reloads["good_ok" if self._reload("") else "good_failed"] += 1
+        """Reload the shipped model: the node's documented way back from its fallback to the
+        primary (node.py ``_backend_fault``); /diagnostics must name the primary again."""
+        ok = self._reload("")
+        seen = len(self.diag.messages)
+        self.reloads["good_ok" if ok else "good_failed"] += 1
         self._mark(self.timeline[-1][1], "reload good")
+        if ok:
+            back = self._diag_backend_is(PRIMARY, seen)
+            self.reloads["back_on_primary" if back else "not_back_on_primary"] += 1
+
+    def _diag_backend_is(self, backend: str, start: int) -> bool:
+        from ros_testing import diag_values
+
+        try:
+            self.diag.wait_for(
+                lambda m: diag_values(m).get("backend") == backend, PRIMARY_S, start
+            )
+        except AssertionError:
+            return False
+        return True
 
     def _reload_bad(self) -> None:
         self.reloads["bad_accepted" if self._reload(str(self.bad_weights)) else "bad_refused"] += 1
@@ -283,13 +380,15 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     from ros_testing import NodeHarness, diag_values, reliable_qos, wait_until
     from sensor_msgs.msg import Image
 
-    trigger = Path(tempfile.mkdtemp(prefix="edgemoe_soak_")) / "device_fault"
+    fault_file = Path(tempfile.mkdtemp(prefix="edgemoe_soak_")) / "device_fault"
     h = NodeHarness(
         params={
             "weights_path": "",
-            "backend": "faulty",
+            "backend": PRIMARY,
             "fallback_backend": "cpu",
-            "backend_options": json.dumps({"trigger_file": str(trigger)}),
+            "backend_options": json.dumps(
+                {"fault_file": str(fault_file), "timeout_s": HANG_TIMEOUT_S}
+            ),
             "input_qos": "reliable",
             "output_qos": "reliable",
             "queue_size": 1,
@@ -318,7 +417,7 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         bad_weights = h.tmp / "corrupt.safetensors"
         shipped = ROOT / "edgemoe_ros" / "data" / "edgemoe_synth.safetensors"
         bad_weights.write_bytes(shipped.read_bytes()[: 1 << 20])  # truncated: must be refused
-        ctl = Controller(h, bad_weights, trigger)
+        ctl = Controller(h, bad_weights, fault_file, diag)
         sent_log = h.tmp / "sent.json"
         publisher = subprocess.Popen(
             [
@@ -335,16 +434,24 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
             ],
             env=h.env,
         )
-        time.sleep(10.0)  # the first frames and warm-up before the baseline
-        rss_start = rss_mb(h.node.proc.pid)
+        t0 = time.monotonic()
+        time.sleep(WARM_S)
+        rss_first = rss_mb(h.node.proc.pid)
+        # RSS after each full cycle of ACTIONS: the trend per cycle (every path once) shows a
+        # leak apart from one-time warm-up (the first reload's and first fallback's allocations).
+        rss_cycles: list[tuple[float, float]] = []
         next_action = time.monotonic() + switch_every
         while publisher.poll() is None:
             if time.monotonic() >= next_action:
                 ctl.step()
+                if ctl.actions_done % len(ACTIONS) == 0:
+                    rss_cycles.append((time.monotonic() - t0, rss_mb(h.node.proc.pid)))
                 next_action = time.monotonic() + switch_every
             time.sleep(0.05)
         time.sleep(DRAIN_S)
         rss_end = rss_mb(h.node.proc.pid)
+        # The baseline: after the first full cycle (warm), or the first sample in a shorter run.
+        rss_start = rss_cycles[0][1] if rss_cycles else rss_first
         wait_until(
             lambda: bool(diag.messages) and bool(diag_values(diag.messages[-1])), 10, "diagnostics"
         )
@@ -355,7 +462,7 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         sent = json.loads(sent_log.read_text()) if sent_log.is_file() else []
     finally:
         h.close()
-        shutil.rmtree(trigger.parent, ignore_errors=True)
+        shutil.rmtree(fault_file.parent, ignore_errors=True)
     good = [(stamp, t) for stamp, t, kind in sent if kind == "good"]
     owed = {stamp: ctl.owed(t) for stamp, t in good}
     owed = {s: tasks for s, tasks in owed.items() if tasks}
@@ -392,6 +499,12 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         - int(values.get("frames skipped (no task)", 0)),
         "backend_faults": faults,
         "fallbacks": int(values.get("fallbacks", 0)),
+        # Every fault the node counted is one the board took (nothing else failed), and each one
+        # moved it to the fallback; each good reload brought it back to the primary.
+        "device_faults_taken": ctl.faults_taken,
+        "device_faults_not_taken": ctl.faults_not_taken,
+        "faults_unexplained": faults - sum(ctl.faults_taken.values()),
+        "pl_resets": log.count("is idle again after the PL reset"),
         "wrong_task_outputs": wrong_task,
         "bad_inputs_sent": sum(1 for _, _, kind in sent if kind != "good"),
         "bad_inputs_owed": bad_owed,
@@ -399,6 +512,15 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2),
+        "rss_baseline": (
+            f"after the first full cycle of {len(ACTIONS)} actions ({rss_cycles[0][0]:.0f} s in): "
+            "warm, every path run once"
+            if rss_cycles
+            else f"{WARM_S:g} s after the publisher started (the run ended before one full cycle)"
+        ),
+        "rss_first_mb": round(rss_first, 1),
+        "rss_growth_from_first_pct": round(100.0 * (rss_end - rss_first) / rss_first, 2),
+        "rss_per_cycle_mb": [round(mb, 1) for _, mb in rss_cycles],
         "exceptions": log.count("Traceback (most recent call last)"),
         # The last line of each traceback (the exception), so a failed run says what to look at.
         "exception_lines": _exception_lines(log),
@@ -460,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
         and doc["node_active_at_end"]
         and doc["wrong_task_outputs"] == 0
         and doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"]
+        and doc["faults_unexplained"] == 0
+        and doc["fallbacks"] == doc["backend_faults"]
+        and doc["reloads"]["not_back_on_primary"] == 0
     )
     return 0 if ok else 1
 

@@ -429,6 +429,18 @@ def test_simulated_memory_is_not_coherent():
     assert not again & itf.AP_DONE  # clear on read
 
 
+def test_the_device_remembers_a_bounded_number_of_runs():
+    """A board that runs for days (the soak, a vehicle) must not grow by one record per frame."""
+    dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
+    _program(dev, _sim_buffers(dev))
+    start = itf.AP_START.to_bytes(4, "little")
+    for _ in range(sim_device.RUNS_KEPT + 5):
+        dev.write_registers(dev.base_address + itf.REG_AP_CTRL, start)
+        dev.read_registers(dev.base_address + itf.REG_AP_CTRL, 4)
+    assert len(dev.runs) == sim_device.RUNS_KEPT
+    assert dev.runs[-1] == sim_device.SimRun(1, 0, 1)
+
+
 def test_pointer_to_unallocated_memory_is_a_bus_error():
     dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
     bufs = _sim_buffers(dev)
