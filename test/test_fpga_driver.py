@@ -429,6 +429,28 @@ def test_simulated_memory_is_not_coherent():
     assert not again & itf.AP_DONE  # clear on read
 
 
+def test_a_closed_driver_leaves_no_memory_on_the_board(overlay, device, weights, images):
+    """A board outlives the backends that use it (the process shares one per kernel): the
+    buffers a closed driver freed must go, not stay behind as the device's copies."""
+    import gc
+    import weakref
+
+    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device)
+    drv.load_weights(weights)
+    drv.run(images, 0)
+    buffers = [weakref.ref(b) for b in drv._buffers.values()]
+    images_at = int(drv._buffers["images"].device_address)
+    drv.close()
+    del drv
+    gc.collect()
+    assert [b() for b in buffers] == [None] * len(buffers)
+    assert sum(a.device.nbytes for a in device._allocs.values()) == 0
+    # the old addresses are still known: a kernel reading there is told it is a use after free
+    device.write_registers(device.base_address + itf.POINTER_ARGS["images"], images_at.to_bytes(4, "little"))
+    with pytest.raises(sim_device.SimulatedDeviceError, match="images = .* points into a freed buffer"):
+        device._resolve("images", 1)
+
+
 def test_the_device_remembers_a_bounded_number_of_runs():
     """A board that runs for days (the soak, a vehicle) must not grow by one record per frame."""
     dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())

@@ -101,12 +101,14 @@ class SimRun:
 class _Allocation:
     handle: int
     address: int
-    host: PynqBuffer
-    device: np.ndarray  # uint8 copy seen by the accelerator
+    nbytes: int
+    host: PynqBuffer | None  # None once freed: a freed buffer's memory goes back
+    device: np.ndarray  # uint8 copy seen by the accelerator (empty once freed)
     freed: bool = False
 
     @property
     def host_bytes(self) -> np.ndarray:
+        assert self.host is not None, "host bytes of a freed buffer"
         return self.host.view(np.uint8).reshape(-1)
 
 
@@ -343,7 +345,7 @@ class SimulatedDevice(Device):
         """The simulated CMA pool: ``cma_bytes`` less what live buffers hold (page-rounded)."""
         if self.cma_bytes is None:
             return None
-        used = sum(pages(len(a.device)) for a in self._allocs.values() if not a.freed)
+        used = sum(pages(a.nbytes) for a in self._allocs.values() if not a.freed)
         return CmaStatus(self.cma_bytes, max(self.cma_bytes - used, 0))
 
     def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str, **kwargs: object) -> PynqBuffer:
@@ -360,7 +362,7 @@ class SimulatedDevice(Device):
         buf.memory = self
         buf.pointer = handle
         buf.return_to = self
-        alloc = _Allocation(handle, self._next_address, buf, np.zeros(buf.nbytes, np.uint8))
+        alloc = _Allocation(handle, self._next_address, buf.nbytes, buf, np.zeros(buf.nbytes, np.uint8))
         self._allocs[handle] = alloc
         self._next_address += pages(buf.nbytes)
         self.allocations += 1
@@ -370,7 +372,11 @@ class SimulatedDevice(Device):
         alloc = self._allocs.get(handle)
         if alloc is not None:
             alloc.freed = True
-            alloc.host.freed = True  # pynq would otherwise munmap() memory it did not map
+            if alloc.host is not None:
+                alloc.host.freed = True  # pynq would otherwise munmap() memory it did not map
+            # Keep the address range (a later access is reported as use after free), not the
+            # memory: a board shared by backends that come and go must not grow.
+            alloc.host, alloc.device = None, np.empty(0, np.uint8)
 
     def flush(self, bo: int, offset: int, vaddr: int, nbytes: int) -> None:
         """Host -> device copy (``sync_to_device``)."""
@@ -442,7 +448,7 @@ class SimulatedDevice(Device):
         """The device memory a pointer register points at, checked to hold ``nbytes``."""
         address = self._pointer(name)
         for alloc in self._allocs.values():
-            if alloc.address <= address < alloc.address + len(alloc.device):
+            if alloc.address <= address < alloc.address + alloc.nbytes:
                 if alloc.freed:
                     raise SimulatedDeviceError(f"{name} = 0x{address:X} points into a freed buffer")
                 start = address - alloc.address
