@@ -38,6 +38,8 @@ is a lower bound on loss: a positive value is a defect, 0 is the goal. ``unaccou
 exact: frames the node took in and neither published nor counted as dropped (must be 0).
 ``faults_unexplained`` is exact too: the node's backend faults minus the faults the board took
 (must be 0), and each fault must have moved the node to its fallback (``fallbacks``).
+``device_faults_not_taken`` are injections no kernel call took within ``PICKUP_S`` although
+frames came (must be 0); one made as the stream ended is ``device_faults_after_last_frame``.
 ``bad_inputs_owed`` are hostile inputs sent while the node listened (away from transitions);
 each must be counted. ``exceptions`` counts
 tracebacks in the node's log; a refused corrupt reload logs an error, not a traceback.
@@ -129,6 +131,8 @@ DETAIL_KEYS = (
     "fallbacks",
     "device_faults_taken",
     "device_faults_not_taken",
+    "device_faults_after_last_frame",
+    "fault_pickup_max_s",
     "faults_unexplained",
     "pl_resets",
     "wrong_task_outputs",
@@ -237,7 +241,7 @@ class Controller:
         }
         #: Faults the board took at an ap_start, by kind, and injections no kernel call took.
         self.faults_taken = {name: 0 for name in DEVICE_FAULTS}
-        self.faults_not_taken = 0
+        self.not_taken_at: list[float] = []  # wall times of injections no kernel call took
         self.pickup_s: list[float] = []
         self._next = 0
         self._faults_sent = 0
@@ -299,7 +303,7 @@ class Controller:
             self.pickup_s.append(time.monotonic() - start)
         except AssertionError:
             self.fault_file.unlink(missing_ok=True)
-            self.faults_not_taken += 1
+            self.not_taken_at.append(self.timeline[-1][0])
 
     def _reload(self, weights_path: str) -> bool:
         from std_srvs.srv import Trigger
@@ -484,6 +488,9 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     # callbacks lagged; a new subscription not matched yet): the node never saw those frames.
     not_delivered = max(0, sum(1 for _, t in good if ctl.active_at(t)) - received_by_node)
     bad_owed = sum(1 for _, t, kind in sent if kind != "good" and ctl.owed(t))
+    frames_came = [
+        any(t <= ts <= t + PICKUP_S - MARGIN_S for _, ts in good) for t in ctl.not_taken_at
+    ]
     return {
         "frames": frames,
         "rate_hz": rate,
@@ -506,7 +513,10 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         # Every fault the node counted is one the board took (nothing else failed), and each one
         # moved it to the fallback; each good reload brought it back to the primary.
         "device_faults_taken": ctl.faults_taken,
-        "device_faults_not_taken": ctl.faults_not_taken,
+        # An injection no kernel call took is a defect only if frames came to take it (one made
+        # as the stream ended has none); those are counted apart.
+        "device_faults_not_taken": sum(frames_came),
+        "device_faults_after_last_frame": len(frames_came) - sum(frames_came),
         "fault_pickup_max_s": round(max(ctl.pickup_s), 2) if ctl.pickup_s else None,
         "faults_unexplained": faults - sum(ctl.faults_taken.values()),
         "pl_resets": log.count("is idle again after the PL reset"),
@@ -588,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         and doc["wrong_task_outputs"] == 0
         and doc["bad_inputs_owed"] <= doc["bad_inputs_counted"] <= doc["bad_inputs_sent"]
         and doc["faults_unexplained"] == 0
+        and doc["device_faults_not_taken"] == 0
         and doc["fallbacks"] == doc["backend_faults"]
         and doc["reloads"]["not_back_on_primary"] == 0
     )
