@@ -10,9 +10,10 @@ same machine, one after the other, fed the same traffic:
 
 This process publishes bgr8 frames to every ``/camI/image`` at ``--rate`` Hz (stamp = publish
 time; above what the set-ups sustain, so both run saturated and the latest frame wins) and
-subscribes to every camera's ``segmentation`` and ``depth`` (raw bytes). Over ``--seconds`` after
-a warm-up it counts ``depth`` outputs (aggregate frames/s) and their stamp-to-receipt latency per
-camera (p50/p90), and reads each node process's RSS (and PSS, which counts shared pages once).
+subscribes to every camera's ``segmentation/image`` and ``depth/image`` (raw bytes). Over
+``--seconds`` after a warm-up it counts ``depth/image`` outputs (aggregate frames/s) and their
+stamp-to-receipt latency per camera (p50/p90), and reads each node process's RSS (and PSS,
+which counts shared pages once).
 JSON keys ``cameras.<N>.throughput_ratio`` (multi frames/s / peer frames/s) and
 ``cameras.<N>.rss_ratio`` (multi RSS / peer summed RSS), at the largest size measured; the
 per-size figures are under ``cameras.<N>.<size>``.
@@ -45,6 +46,8 @@ from typing import Any
 
 import numpy as np
 from bench_processes import stop_process
+
+from edgemoe_ros.ros.topic_names import DEPTH_IMAGE, SEGMENTATION_IMAGE
 
 SIZES: dict[str, tuple[int, int]] = {"480p": (480, 640), "720p": (720, 1280)}
 CAMERAS = (1, 2, 4, 6)
@@ -123,12 +126,12 @@ class Rig:
         for c in self.cameras:
             self.subs.append(
                 self.node.create_subscription(
-                    Image, f"/{c}/depth", self._on_depth(c), qos, raw=True
+                    Image, f"/{c}/{DEPTH_IMAGE}", self._on_depth(c), qos, raw=True
                 )
             )
             self.subs.append(
                 self.node.create_subscription(
-                    Image, f"/{c}/segmentation", lambda _m: None, qos, raw=True
+                    Image, f"/{c}/{SEGMENTATION_IMAGE}", lambda _m: None, qos, raw=True
                 )
             )
         self.executor = SingleThreadedExecutor(context=self.context)

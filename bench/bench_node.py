@@ -42,10 +42,12 @@ from typing import Any
 import numpy as np
 from bench_processes import stop_process
 
+from edgemoe_ros.ros.topic_names import DEPTH_IMAGE, SEGMENTATION_COLOR, SEGMENTATION_IMAGE
+
 SIZES: dict[str, tuple[int, int]] = {"480p": (480, 640), "720p": (720, 1280)}
 NAMESPACE = "/cam"
 #: Outputs the node publishes per frame; the sink subscribes to all so each one is really sent.
-OUTPUT_TOPICS = ("segmentation", "segmentation/color", "depth")
+OUTPUT_TOPICS = (SEGMENTATION_IMAGE, SEGMENTATION_COLOR, DEPTH_IMAGE)
 #: e2e playback rate: well under what the null backend sustains, so latency is not queueing.
 E2E_HZ = 10.0
 WARMUP = 5
@@ -302,7 +304,8 @@ def bench_e2e(weights_path: Path, size: str, frames: int, tmp: Path, env: dict[s
 
 
 class Listener:
-    """Raw subscription to ``depth`` (the node publishes it last for each frame): stamp -> now latency."""
+    """Raw subscription to ``depth/image`` (the node publishes it last for each frame): stamp -> now
+    latency."""
 
     def __init__(self, node: Any):
         from sensor_msgs.msg import Image
@@ -311,10 +314,10 @@ class Listener:
 
         self.latencies: list[float] = []
         qos = profile("reliable", 10)
-        self.sub = node.create_subscription(Image, f"{NAMESPACE}/depth", self._on, qos, raw=True)
+        self.sub = node.create_subscription(Image, f"{NAMESPACE}/{DEPTH_IMAGE}", self._on, qos, raw=True)
         # Subscribe to the other outputs too, so the node publishes (and pays for) all of them.
         self._others = [node.create_subscription(Image, f"{NAMESPACE}/{t}", lambda _m: None, qos, raw=True)
-                        for t in OUTPUT_TOPICS if t != "depth"]
+                        for t in OUTPUT_TOPICS if t != DEPTH_IMAGE]
 
     def reset(self) -> None:
         self.latencies = []

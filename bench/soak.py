@@ -151,7 +151,6 @@ DETAIL_KEYS = (
 def hostile_inputs() -> list[tuple[str, Any]]:
     """One message per SPEC §7 bad-input kind the node's inputs can receive: (topic, message)."""
     from ros_testing import make_camera_info, make_image
-    from sensor_msgs.msg import CompressedImage
 
     def raw(**fields: Any) -> Any:
         msg = make_image(16, 16, "rgb8")
@@ -159,7 +158,6 @@ def hostile_inputs() -> list[tuple[str, Any]]:
             setattr(msg, k, v)
         return msg
 
-    corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(64))
     bad_info = make_camera_info(H, W)
     bad_info.k = [float("nan")] * 9
     return [
@@ -169,8 +167,7 @@ def hostile_inputs() -> list[tuple[str, Any]]:
         ("image", raw(data=bytes(100))),
         ("image", raw(width=100_000, height=100_000, step=300_000)),
         ("camera_info", bad_info),
-        ("image/compressed", corrupt),
-    ]
+    ]  # corrupt compressed frames: test_node_bad_inputs (the node reads one transport, raw here)
 
 
 def run_publisher(frames: int, rate: float, out: Path) -> int:
@@ -178,16 +175,13 @@ def run_publisher(frames: int, rate: float, out: Path) -> int:
     import rclpy
     from rclpy.duration import Duration
     from ros_testing import make_camera_info, make_image, reliable_qos
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from sensor_msgs.msg import CameraInfo, Image
 
     rclpy.init()
     node = rclpy.create_node("edgemoe_soak_publisher")
     pubs = {
         "image": node.create_publisher(Image, "image", reliable_qos()),
         "camera_info": node.create_publisher(CameraInfo, "camera_info", reliable_qos()),
-        "image/compressed": node.create_publisher(
-            CompressedImage, "image/compressed", reliable_qos()
-        ),
     }
     deadline = time.monotonic() + 60
     while (
@@ -388,6 +382,8 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     from ros_testing import NodeHarness, diag_values, reliable_qos, wait_until
     from sensor_msgs.msg import Image
 
+    from edgemoe_ros.ros.topic_names import DEPTH_IMAGE, SEGMENTATION_IMAGE
+
     fault_file = Path(tempfile.mkdtemp(prefix="edgemoe_soak_")) / "device_fault"
     h = NodeHarness(
         params={
@@ -400,7 +396,6 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
             "input_qos": "reliable",
             "output_qos": "reliable",
             "queue_size": 1,
-            "use_compressed": True,
             "max_image_pixels": H * W,
             "diagnostics_period": 1.0,
         },
@@ -418,7 +413,7 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
 
             return on_output
 
-        for task, topic in (("semseg", "segmentation"), ("depth", "depth")):
+        for task, topic in (("semseg", SEGMENTATION_IMAGE), ("depth", DEPTH_IMAGE)):
             # Stamps and arrival times only: 10,000 kept 720p messages would be gigabytes here.
             c.node.create_subscription(Image, topic, collect(task), reliable_qos())
         diag = c.diagnostics()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -22,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from launch_xml import PACKAGE, REPO_ROOT, NodeDescription, launch_description  # noqa: F401
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -38,14 +36,21 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from edgemoe_ros.model.config import tiny_config
 from edgemoe_ros.model.weights import random_init, save_weights
+from edgemoe_ros.ros.conversions import rgb_to_compressed
 
 #: The executable the package declares (console script); falls back to ``python -m``.
 NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_node")
 NODE_NAME = "edgemoe_node"
+MULTI_NODE_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
+MULTI_NODE_NAME = "edgemoe_multi_node"
+#: The multi-camera node's command for NodeHarness(executable=...), installed or from source.
+MULTI_NODE_EXECUTABLE = (
+    [str(MULTI_NODE_SCRIPT)] if MULTI_NODE_SCRIPT.exists()
+    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"])
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
@@ -314,11 +319,16 @@ def diag_values(msg: DiagnosticArray, name_contains: str = "edgemoe") -> dict[st
 
 
 def wait_diag(collector: Collector, predicate: Callable[[dict[str, str]], bool],
-              timeout: float = MSG_TIMEOUT_S) -> dict[str, str]:
-    """The first diagnostics values (received from now on) satisfying ``predicate``."""
-    msg = collector.wait_for(lambda m: bool(diag_values(m)) and predicate(diag_values(m)), timeout,
+              timeout: float = MSG_TIMEOUT_S, name_contains: str = "edgemoe") -> dict[str, str]:
+    """The first diagnostics values (received from now on) of the status whose name contains
+    ``name_contains`` (e.g. ``camera front`` of the multi-camera node) satisfying ``predicate``."""
+
+    def values(m: DiagnosticArray) -> dict[str, str]:
+        return diag_values(m, name_contains)
+
+    msg = collector.wait_for(lambda m: bool(values(m)) and predicate(values(m)), timeout,
                              start=max(collector.count() - 1, 0))
-    return diag_values(msg)
+    return values(msg)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
@@ -353,6 +363,15 @@ def make_image(height: int = 96, width: int = 160, encoding: str = "rgb8", stamp
     msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.itemsize)
     msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
+
+
+def make_compressed(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
+                    frame_id: str = "camera", seed: int = 0, pixels: np.ndarray | None = None,
+                    codec: str = "png") -> CompressedImage:
+    """``make_image``'s rgb8 frame as image_transport's compressed plugin publishes it (format
+    ``"rgb8; png compressed bgr8"``); png is lossless, so it decodes to ``make_image``'s pixels."""
+    raw = make_image(height, width, "rgb8", stamp, frame_id, seed, pixels)
+    return rgb_to_compressed(image_array(raw), codec, raw.header)
 
 
 def make_camera_info(height: int = 96, width: int = 160, stamp: tuple[int, int] | None = None,
@@ -446,62 +465,15 @@ class NodeHarness:
 
 
 # ----------------------------------------------------------------------------- launch files
-#: The package our launch files live in; in the source tree its share directory is the repo root.
-PACKAGE = "edgemoe_ros"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-_LAUNCH_SUBST = re.compile(r"\$\(([\w-]+)\s+([^)]*)\)")
+# The launch package is not installable here: launch_xml interprets our launch files as ros2
+# launch would (PACKAGE, REPO_ROOT and launch_description are imported from it above).
 
-
-def find_pkg_share(pkg: str) -> Path:
-    """Source-tree equivalent of the installed share dir: setup.py installs launch/ and config/ there."""
-    assert pkg == PACKAGE, f"launch file refers to unknown package {pkg}"
-    return REPO_ROOT
-
-
-def resolve_launch_text(text: str | None, args: dict[str, str], source: str = "launch file") -> str:
-    """The substitutions our launch files may use: $(var name) and $(find-pkg-share pkg); others fail."""
-    def sub(m: re.Match) -> str:
-        kind, arg = m.group(1), m.group(2).strip()
-        if kind == "var":
-            assert arg in args, f"$(var {arg}) names no <arg>"
-            return args[arg]
-        if kind == "find-pkg-share":
-            return str(find_pkg_share(arg))
-        raise AssertionError(f"unsupported substitution $({kind} ...) in {source}")
-    return _LAUNCH_SUBST.sub(sub, text or "")
-
-
-def launch_description(launch: Path, overrides: dict[str, str] | None = None) -> dict:
-    """Parse a one-node XML launch file without the (uninstallable) launch package: its args, and
-    the node's pkg/exec/name/namespace/ros_args/params/remaps with everything resolved as ros2
-    launch would. Every arg must have a description; overriding an undeclared arg fails."""
-    root = ET.parse(launch).getroot()
-    assert root.tag == "launch"
-    args = {}
-    for a in root.findall("arg"):
-        assert a.get("description"), f"arg {a.get('name')} has no description"
-        args[a.get("name")] = a.get("default")
-    unknown = set(overrides or {}) - set(args)
-    assert not unknown, f"overrides for undeclared args {unknown}"
-    args.update(overrides or {})
-
-    def resolve(text: str | None) -> str:
-        return resolve_launch_text(text, args, launch.name)
-
-    args = {k: resolve(v) for k, v in args.items()}
-    [node] = root.findall("node")
-    params_files, params = [], {}
-    for p in node.findall("param"):
-        if p.get("from"):
-            params_files.append(resolve(p.get("from")))
-        else:
-            params[p.get("name")] = yaml.safe_load(resolve(p.get("value")))
-    return {
-        "args": args, "pkg": node.get("pkg"), "exec": node.get("exec"), "name": node.get("name"),
-        "namespace": resolve(node.get("namespace")), "ros_args": shlex.split(resolve(node.get("ros_args"))),
-        "params_files": params_files, "params": params,
-        "remaps": [(resolve(r.get("from")), resolve(r.get("to"))) for r in node.findall("remap")],
-    }
+def launch_command(desc: NodeDescription) -> list[str]:
+    """The command ros2 launch runs for ``desc``, with the console script this venv installed."""
+    assert desc.pkg == PACKAGE, desc.pkg
+    exe = NODE_SCRIPT.with_name(desc.exec)
+    assert exe.exists(), f"console script {desc.exec} not installed at {exe}"
+    return desc.command(exe)
 
 
 # ----------------------------------------------------------------------------- bench scripts

@@ -168,7 +168,7 @@ def test_one_worker_and_two_ray_workers_write_what_the_single_bag_form_writes(
         want = _messages(alone)
         assert _messages(tmp_path / "one" / name) == want, name
         assert _messages(tmp_path / "two" / name) == want, name
-        assert "/cam/depth" in {t for t, _, _ in want}
+        assert "/cam/depth/image" in {t for t, _, _ in want}
     assert "/cam/depth/camera_info" in {t for t, _, _ in _messages(tmp_path / "two" / "drive_a")}
     assert not list((tmp_path / "two").glob(f"{PARTIAL_PREFIX}*"))
 

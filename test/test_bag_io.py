@@ -119,8 +119,8 @@ def test_single_file_is_readable_without_metadata_dir(tmp_path: Path) -> None:
 
 
 def test_unsupported_write_encoding(tmp_path: Path) -> None:
-    with pytest.raises(BagError, match=r"\[topic /cam/image_raw\]: unsupported encoding 'yuv422'"):
-        write_image_bag(tmp_path / "b", _frames(1), TOPIC, "cam", encoding="yuv422")
+    with pytest.raises(BagError, match=r"\[topic /cam/image_raw\]: unsupported encoding 'nv12'"):
+        write_image_bag(tmp_path / "b", _frames(1), TOPIC, "cam", encoding="nv12")
 
 
 def test_bad_frame_is_rejected_by_name(tmp_path: Path) -> None:
@@ -141,12 +141,14 @@ def _write_raw_image(path: Path, encoding: str, data: np.ndarray, h: int, w: int
         writer.write(TOPIC, 7, msg)
 
 
-@pytest.mark.parametrize("encoding,h,w,step,nbytes,match", [
-    ("yuv422", 2, 2, 4, 8, r"unsupported image encoding 'yuv422'"),
-    ("16UC1", 2, 2, 4, 8, r"unsupported image encoding '16UC1'"),
-    ("rgb8", 4, 4, 12, 20, r"data has 20 bytes, 12x4 = 48 expected \(truncated image\)"),
-    ("rgb8", 4, 4, 6, 48, r"step 6 is smaller than width 4 x 3"),
-    ("rgb8", 0, 4, 12, 0, r"empty image"),
+@pytest.mark.parametrize("encoding,h,w,step,nbytes,match", [  # the node's checks and messages
+    ("nv12", 16, 16, 16, 256, r"unsupported encoding 'nv12'; accepted: .*yuv422"),
+    ("16UC1", 16, 16, 32, 512, r"unsupported encoding '16UC1'"),
+    ("rgb8", 16, 16, 48, 100, r"data has 100 bytes, step 48 x height 16 needs 768"),
+    ("rgb8", 16, 16, 6, 96, r"step 6 < width 16 x 3 bytes = 48"),
+    ("rgb8", 0, 16, 48, 0, r"image \(rgb8\) has zero size 16x0"),
+    ("yuv422", 16, 17, 34, 544, r"yuv422 image width 17 is odd"),
+    ("rgb8", 4, 4, 12, 48, r"image \(rgb8\) 4x4: a side is below 16 px"),
 ])
 def test_undecodable_image_names_file_topic_and_stamp(tmp_path: Path, encoding: str, h: int, w: int,
                                                        step: int, nbytes: int, match: str) -> None:

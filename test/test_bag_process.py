@@ -67,23 +67,23 @@ def test_process_writes_inputs_and_outputs_with_input_stamps(in_bag: Path, weigh
     assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--no-progress"]) == EXIT_OK
     assert bag_info(out).storage == "mcap"
     got, src = _read_all(out), _read_all(in_bag)
-    assert set(got) == {"/cam/image_raw", "/cam/camera_info", "/cam/segmentation", "/cam/segmentation/color",
-                        "/cam/depth", "/cam/segmentation/camera_info", "/cam/depth/camera_info"}
+    assert set(got) == {"/cam/image_raw", "/cam/camera_info", "/cam/segmentation/image", "/cam/segmentation/color",
+                        "/cam/depth/image", "/cam/segmentation/camera_info", "/cam/depth/camera_info"}
     for topic in ("/cam/image_raw", "/cam/camera_info"):  # inputs copied byte for byte
         assert [(t, raw) for t, _, raw in got[topic]] == [(t, raw) for t, _, raw in src[topic]]
     engine = engine_mod.Engine(random_init(tiny_config(), seed=11), "cpu")
     for i, (stamp, rgb) in enumerate(_frames()):
         res = engine.infer(rgb, tasks=("semseg", "depth"), camera_k=np.reshape(INFO.k, (3, 3)))
         assert res.depth_scale != pytest.approx(1.0)  # the recorded lens is not the canonical camera
-        for topic, enc in (("/cam/segmentation", "mono8"), ("/cam/segmentation/color", "rgb8"),
-                           ("/cam/depth", "32FC1")):
+        for topic, enc in (("/cam/segmentation/image", "mono8"), ("/cam/segmentation/color", "rgb8"),
+                           ("/cam/depth/image", "32FC1")):
             log_time, msg, _ = got[topic][i]
             assert (log_time, m.stamp_ns(msg), msg.header.frame_id) == (stamp, stamp, "cam_optical")
             assert (msg.encoding, msg.height, msg.width) == (enc, H, W)
-        np.testing.assert_array_equal(_image(got["/cam/segmentation"][i][1]), res.semseg_at_input())
+        np.testing.assert_array_equal(_image(got["/cam/segmentation/image"][i][1]), res.semseg_at_input())
         np.testing.assert_array_equal(_image(got["/cam/segmentation/color"][i][1]),
                                       pp.colorize_semseg(res.semseg_at_input()))
-        np.testing.assert_array_equal(_image(got["/cam/depth"][i][1]), res.depth_at_input())
+        np.testing.assert_array_equal(_image(got["/cam/depth/image"][i][1]), res.depth_at_input())
         for topic in ("/cam/segmentation/camera_info", "/cam/depth/camera_info"):
             info = got[topic][i][1]
             assert m.stamp_ns(info) == stamp and CameraInfoParams.from_msg(info) == INFO  # same size: unchanged
@@ -96,8 +96,8 @@ def test_model_resolution_scales_camera_info(in_bag: Path, weights_file: Path, t
     assert main(["process", str(in_bag), str(out), "--weights", str(weights_file), "--tasks", "depth",
                  "--output-resolution", "model", "--no-progress"]) == EXIT_OK
     got = _read_all(out)
-    assert "/cam/segmentation" not in got and "/cam/segmentation/camera_info" not in got
-    depth = got["/cam/depth"]
+    assert "/cam/segmentation/image" not in got and "/cam/segmentation/camera_info" not in got
+    depth = got["/cam/depth/image"]
     assert len(depth) == len(STAMPS)
     assert all((msg.height, msg.width) == (cfg.img_h, cfg.img_w) for _, msg, _ in depth)
     assert all(np.isfinite(_image(msg)).all() for _, msg, _ in depth)
@@ -113,15 +113,15 @@ def test_undecodable_frames_are_skipped_and_counted(weights_file: Path, tmp_path
     bag = tmp_path / "in"
     good = m.rgb_to_image(_frames()[0][1], 1, "cam")
     bad = m.rgb_to_image(_frames()[1][1], 2, "cam")
-    bad.encoding = "yuv422"
+    bad.encoding = "nv12"  # no camera encoding the node reads
     with BagWriter(bag) as writer:
         for i, msg in enumerate((good, bad, good)):
             writer.write("/cam/image", 10 + i, msg)
     from edgemoe_ros.model.weights import load_weights
     summary = process_bag(bag, tmp_path / "out", load_weights(weights_file))
     assert (summary.frames, summary.skipped) == (2, 1)
-    assert summary.written["/cam/image"] == 3 and summary.written["/cam/depth"] == 2
-    assert [t for t, _, _ in _read_all(tmp_path / "out")["/cam/segmentation"]] == [10, 12]
+    assert summary.written["/cam/image"] == 3 and summary.written["/cam/depth/image"] == 2
+    assert [t for t, _, _ in _read_all(tmp_path / "out")["/cam/segmentation/image"]] == [10, 12]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "no_metadata"])
@@ -182,7 +182,7 @@ def test_console_script_prints_summary(weights_file: Path, tmp_path: Path) -> No
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == EXIT_OK, run.stderr
     assert "processed 2 frames of /cam/image/compressed" in run.stdout
-    assert "/cam/depth: 2 messages" in run.stdout
+    assert "/cam/depth/image: 2 messages" in run.stdout
     again = subprocess.run([exe, "process", str(bag), str(tmp_path / "out"), "--weights", str(weights_file)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == EXIT_BAG and "already exists" in again.stderr
@@ -203,7 +203,7 @@ def test_calibration_at_another_size_is_rescaled_to_the_outputs(weights_file: Pa
     assert (info.width, info.height) == (W, H)
     assert info.k[0] == pytest.approx(60.0) and info.k[2] == pytest.approx((W - 1) / 2)
     # Depth used the same calibration, at the image's size: focal 60, not the file's 120.
-    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth/image"][0][1])
     with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
         want = engine.infer(_frames()[0][1], ("depth",), camera_k=np.reshape(INFO.k, (3, 3)))
     np.testing.assert_allclose(depth, want.depth_at_input(), rtol=1e-6)
@@ -225,7 +225,7 @@ def test_unusable_calibration_falls_back_to_the_canonical_camera(weights_file: P
         summary = process_bag(bag, tmp_path / "out", load_weights(weights_file), tasks=["depth"])
     assert (summary.frames, summary.skipped, summary.bad_camera_info) == (3, 0, 3)
     assert any("focal lengths must be positive" in r.message for r in caplog.records)
-    depth = _image(_read_all(tmp_path / "out")["/cam/depth"][0][1])
+    depth = _image(_read_all(tmp_path / "out")["/cam/depth/image"][0][1])
     with engine_mod.Engine(load_weights(weights_file), "cpu") as engine:
         np.testing.assert_allclose(depth, engine.infer(_frames()[0][1], ("depth",)).depth_at_input(), rtol=1e-6)
 
@@ -337,7 +337,7 @@ def test_zero_size_camera_info_means_same_as_image(weights_file: Path, tmp_path:
     summary = _process(bag, tmp_path / "out", weights_file, tasks=["depth"])
     assert (summary.frames, summary.skipped) == (1, 0)
     got = _read_all(tmp_path / "out")
-    assert len(got["/cam/depth"]) == 1
+    assert len(got["/cam/depth/image"]) == 1
     relayed = CameraInfoParams.from_msg(got["/cam/depth/camera_info"][0][1])
     assert (relayed.width, relayed.height) == (W, H) and relayed.k[0] == pytest.approx(INFO.k[0])
 

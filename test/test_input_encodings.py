@@ -176,7 +176,7 @@ def test_node_segments_yuv_bayer_and_16bit_frames():
     }
     h = NodeHarness()
     try:
-        seg = h.client.collect("segmentation", Image)
+        seg = h.client.collect("segmentation/image", Image)
         pub = h.client.publisher("image", Image)
         h.client.wait_for_subscribers(pub)
         h.client.wait_for_matched(seg)

@@ -4,14 +4,14 @@ inputs, outputs, stamps, tasks and output resolution, diagnostics per camera; ba
 stopped stream on one camera leaves the others alone."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from ros_testing import (
+    MULTI_NODE_EXECUTABLE,
+    MULTI_NODE_NAME,
     NodeHarness,
     diag_values,
     image_array,
@@ -27,20 +27,18 @@ from edgemoe_ros.ros.label_info import LABEL_INFO_QOS
 
 pytestmark = pytest.mark.ros
 
-MULTI_SCRIPT = Path(sys.executable).with_name("edgemoe_multi_node")
-EXECUTABLE = (
-    [str(MULTI_SCRIPT)]
-    if MULTI_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"]
-)
-NODE = "edgemoe_multi_node"
+EXECUTABLE = MULTI_NODE_EXECUTABLE
+NODE = MULTI_NODE_NAME
 #: camera -> (tasks, output_resolution, image size)
 CAMERAS = {
     "front": (["semseg", "depth"], "input", (96, 160)),
     "left": (["semseg"], "input", (60, 80)),
     "rear": (["depth"], "model", (72, 128)),
 }
-STALE_S = 0.5
+#: Short stream-diagnostics windows, so a stopped camera is WARN then ERROR within seconds; a
+#: wide tolerance, so a live camera stays OK through this busy host's hiccups: a learned-rate
+#: WARN needs a gap of 1 / min + window * tol / (1 - tol) = 0.2 + 0.5 s at 10 Hz.
+RATE_WINDOW_S, RATE_TOLERANCE, INPUT_TIMEOUT_S = 0.5, 0.5, 1.5
 OK, WARN, ERROR = (
     int.from_bytes(x, "little")
     for x in (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
@@ -49,7 +47,12 @@ OK, WARN, ERROR = (
 
 @pytest.fixture(scope="module")
 def harness():
-    params = {"cameras": list(CAMERAS), "stale_timeout": STALE_S}
+    params = {
+        "cameras": list(CAMERAS),
+        "input_rate_window": RATE_WINDOW_S,
+        "input_rate_tolerance": RATE_TOLERANCE,
+        "input_timeout": INPUT_TIMEOUT_S,
+    }
     for name, (tasks, resolution, _) in CAMERAS.items():
         params[f"{name}.tasks"] = tasks
         params[f"{name}.output_resolution"] = resolution
@@ -64,9 +67,9 @@ def io(harness):
         (cam, topic): c.collect(f"{cam}/{topic}", typ)
         for cam in CAMERAS
         for topic, typ in (
-            ("segmentation", Image),
+            ("segmentation/image", Image),
             ("segmentation/color", Image),
-            ("depth", Image),
+            ("depth/image", Image),
             ("depth/camera_info", CameraInfo),
         )
     }
@@ -110,10 +113,14 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     for cam, (image_pub, _) in pubs.items():
         h, w = CAMERAS[cam][2]
         image_pub.publish(make_image(h, w, stamp=stamps[cam], frame_id=cam, seed=len(cam)))
-    front_seg = outs["front", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
-    front_depth = outs["front", "depth"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
-    left_seg = outs["left", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamps["left"])
-    rear_depth = outs["rear", "depth"].wait_for(lambda m: _stamp_of(m) == stamps["rear"])
+    front_seg = outs["front", "segmentation/image"].wait_for(
+        lambda m: _stamp_of(m) == stamps["front"]
+    )
+    front_depth = outs["front", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamps["front"])
+    left_seg = outs["left", "segmentation/image"].wait_for(
+        lambda m: _stamp_of(m) == stamps["left"]
+    )
+    rear_depth = outs["rear", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamps["rear"])
     rear_info = outs["rear", "depth/camera_info"].wait_for(
         lambda m: _stamp_of(m) == stamps["rear"]
     )
@@ -127,8 +134,9 @@ def test_each_camera_gets_its_own_outputs_stamps_and_tasks(io, harness):
     assert image_array(rear_depth).shape == (cfg.img_h, cfg.img_w)  # rear: output_resolution model
     assert (rear_info.width, rear_info.height) == (cfg.img_w, cfg.img_h)
     time.sleep(0.5)  # the per-camera task sets: no output of a task the camera does not run
-    assert not any(_stamp_of(m) == stamps["left"] for m in outs["left", "depth"].messages)
-    assert not any(_stamp_of(m) == stamps["rear"] for m in outs["rear", "segmentation"].messages)
+    assert not any(_stamp_of(m) == stamps["left"] for m in outs["left", "depth/image"].messages)
+    rear_seg = outs["rear", "segmentation/image"].messages
+    assert not any(_stamp_of(m) == stamps["rear"] for m in rear_seg)
     # No camera's frame was published under another camera's topics.
     for (cam, _topic), col in outs.items():
         assert all(m.header.frame_id == cam for m in col.messages), cam
@@ -150,7 +158,7 @@ def test_bad_input_on_one_camera_leaves_the_others_running(io):
     assert values["__level__"] in (str(WARN), str(ERROR))
     stamp = (400, 4)
     pubs["front"][0].publish(make_image(96, 160, stamp=stamp, frame_id="front"))
-    outs["front", "segmentation"].wait_for(lambda m: _stamp_of(m) == stamp)
+    outs["front", "segmentation/image"].wait_for(lambda m: _stamp_of(m) == stamp)
     assert _camera_diag(diag, "front", lambda v: True)["bad inputs"] == "0"
 
 
@@ -163,6 +171,8 @@ def test_stopped_camera_turns_warn_then_error_while_a_live_one_stays_ok(io):
     def stamp() -> tuple[int, int]:
         return 1 + frame // 10, (frame % 10) * 100_000_000
 
+    for cam in ("front", "rear"):  # calibrated: no camera_info warning
+        pubs[cam][1].publish(make_camera_info(*CAMERAS[cam][2], frame_id=cam))
     stop = time.monotonic() + 2.0
     while time.monotonic() < stop:  # both cameras streaming at ~10 Hz
         for cam in ("front", "rear"):
@@ -190,12 +200,49 @@ def test_stopped_camera_turns_warn_then_error_while_a_live_one_stays_ok(io):
         if level == ERROR:
             error = front
             rear = diag_values(last, "camera rear")
-    assert warn is not None and "stale" in warn["__message__"]
-    assert error is not None and "stale" in error["__message__"]
+    # WARN: its rate fell below the rate learned from its stream; ERROR: no frame for a timeout.
+    assert warn is not None and "below the minimum" in warn["__message__"], warn
+    assert error is not None and "input stale: no frame for" in error["__message__"], error
     assert rear["__level__"] == str(OK), rear
     assert float(rear["input rate hz"]) > 1.0
     accel = diag_values(diag.messages[-1], "accelerator")
     assert accel["backend"] == "cpu" and accel["cameras"] == "front,left,rear"
+
+
+def test_per_camera_expected_rate_judges_that_camera_only(io, harness):
+    """rear.expected_input_rate 50 Hz with rear at ~10 Hz: rear WARN naming the expected rate;
+    front at the same rate, learned, stays OK. A negative rate is refused."""
+    _, pubs, diag = io
+    c = harness.client
+    [bad] = c.set_parameters(harness.node_name, {"rear.expected_input_rate": -1.0})
+    assert not bad.successful and "rear.expected_input_rate" in bad.reason
+    # A 2 s window: front's learned rate then tolerates the loop's hiccups on a busy host.
+    changes = {"rear.expected_input_rate": 50.0, "input_rate_window": 2.0}
+    assert all(r.successful for r in c.set_parameters(harness.node_name, changes))
+    for cam in ("front", "rear"):  # calibrated: no camera_info warning
+        pubs[cam][1].publish(make_camera_info(*CAMERAS[cam][2], frame_id=cam))
+    try:
+        frame, slow = 0, None
+        deadline = time.monotonic() + 15.0
+        while slow is None and time.monotonic() < deadline:
+            for cam in ("front", "rear"):
+                h, w = CAMERAS[cam][2]
+                # From ~0 s: below the earlier tests' stamps, so the reception estimate restarts.
+                stamp = (frame // 10, (frame % 10) * 100_000_000 + 1)
+                pubs[cam][0].publish(make_image(h, w, stamp=stamp, frame_id=cam))
+            frame += 1
+            time.sleep(0.1)
+            last = diag.messages[-1] if diag.messages and frame > 25 else None
+            rear = diag_values(last, "camera rear") if last is not None else {}
+            if rear.get("__level__") == str(WARN) and "expected 50.00 Hz" in rear["__message__"]:
+                slow = last
+        assert slow is not None, "rear never WARN for its expected rate"
+        assert diag_values(slow, "camera rear")["expected input rate hz"] == "50.00"
+        front = diag_values(slow, "camera front")
+        assert front["__level__"] == str(OK), front["__message__"]
+    finally:
+        restore = {"rear.expected_input_rate": 0.0, "input_rate_window": RATE_WINDOW_S}
+        c.set_parameters(harness.node_name, restore)
 
 
 def test_camera_parameters_validated_and_applied(io, harness):
@@ -207,7 +254,7 @@ def test_camera_parameters_validated_and_applied(io, harness):
     assert list(c.get_parameters(harness.node_name, ["left.tasks"])["left.tasks"]) == ["depth"]
     stamp = (600, 6)
     pubs["left"][0].publish(make_image(60, 80, stamp=stamp, frame_id="left"))
-    outs["left", "depth"].wait_for(lambda m: _stamp_of(m) == stamp)
+    outs["left", "depth/image"].wait_for(lambda m: _stamp_of(m) == stamp)
 
 
 def test_bad_camera_list_stops_the_node_naming_the_parameter():
@@ -232,7 +279,7 @@ def test_lifecycle_deactivate_activate_and_shutdown_exit_cleanly():
         assert c.change_state(h.node_name, Transition.TRANSITION_DEACTIVATE)
         assert c.get_state(h.node_name) == "inactive"
         assert c.change_state(h.node_name, Transition.TRANSITION_ACTIVATE)
-        col = c.collect("b/segmentation", Image)
+        col = c.collect("b/segmentation/image", Image)
         pub = c.publisher("b/image", Image)
         c.wait_for_subscribers(pub)
         c.wait_for_matched(col)

@@ -11,7 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from ros_testing import NodeHarness, image_array, make_camera_info, make_image, wait_diag
+from ros_testing import (
+    NodeHarness,
+    image_array,
+    make_camera_info,
+    make_compressed,
+    make_image,
+    wait_diag,
+)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
@@ -26,14 +33,16 @@ GOOD_PIXELS = np.random.default_rng(7).integers(0, 256, (H, W, 3), dtype=np.uint
 _stamps = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def env():
-    h = NodeHarness(params={"use_compressed": True, "max_image_pixels": MAX_PIXELS, "queue_size": 4})
+def _env(transport: str):
+    """A node reading ``transport`` (one input subscription: raw 'image' or 'image/compressed')."""
+    h = NodeHarness(params={"image_transport": transport, "max_image_pixels": MAX_PIXELS, "queue_size": 4})
     try:
         c = h.client
-        seg, depth = c.collect("segmentation", Image), c.collect("depth", Image)
-        pubs = {"image": c.publisher("image", Image), "compressed": c.publisher("image/compressed", CompressedImage),
-                "info": c.publisher("camera_info", CameraInfo), "request": c.publisher(h.srv("task_request"), String)}
+        seg, depth = c.collect("segmentation/image", Image), c.collect("depth/image", Image)
+        image = (("image", c.publisher("image", Image)) if transport == "raw"
+                 else ("compressed", c.publisher("image/compressed", CompressedImage)))
+        pubs = dict([image], info=c.publisher("camera_info", CameraInfo),
+                    request=c.publisher(h.srv("task_request"), String))
         for p in pubs.values():
             c.wait_for_subscribers(p)
         c.wait_for_matched(seg)
@@ -44,6 +53,16 @@ def env():
         yield h, pubs, {"seg": seg, "depth": depth}, expected, c.diagnostics()
     finally:
         h.close()
+
+
+@pytest.fixture(scope="module")
+def env():
+    yield from _env("raw")
+
+
+@pytest.fixture(scope="module")
+def env_compressed():
+    yield from _env("compressed")
 
 
 def _stamp():
@@ -59,7 +78,10 @@ def _check_good_frame(env, msg_factory=None):
     """A good frame right after a bad one: outputs exactly equal the in-process engine's."""
     h, pubs, outs, expected, _ = env
     stamp = _stamp()
-    pubs["image"].publish(make_image(stamp=stamp, pixels=GOOD_PIXELS))
+    if "image" in pubs:
+        pubs["image"].publish(make_image(stamp=stamp, pixels=GOOD_PIXELS))
+    else:  # png: lossless, so the same pixels
+        pubs["compressed"].publish(make_compressed(stamp=stamp, pixels=GOOD_PIXELS))
     seg, depth = _outputs_for(outs, stamp)
     np.testing.assert_array_equal(image_array(seg), expected.semseg_at_input())
     np.testing.assert_allclose(image_array(depth), expected.depth_at_input(), rtol=1e-6)
@@ -128,9 +150,10 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_counted_by_kind_then_good_frame_correct(env, case):
-    h, pubs, outs, expected, diag = env
+def test_bad_input_counted_by_kind_then_good_frame_correct(request, case):
     topic, factory, kind = BAD_INPUTS[case]
+    env = request.getfixturevalue("env_compressed" if topic == "compressed" else "env")
+    h, pubs, outs, expected, diag = env
     key = f"bad input {kind}"
     before = wait_diag(diag, lambda v: True)
     pubs[topic].publish(factory())
@@ -163,7 +186,7 @@ def test_every_color_encoding_gives_the_rgb8_result(env, encoding):
     np.testing.assert_array_equal(image_array(seg), expected.semseg_at_input())
 
 
-def test_mono8_and_compressed_png_accepted(env):
+def test_mono8_and_compressed_png_accepted(env, env_compressed):
     h, pubs, outs, expected, _ = env
     gray = GOOD_PIXELS[..., 1].copy()
     engine = Engine(load_weights(h.weights_path), "cpu")
@@ -174,6 +197,7 @@ def test_mono8_and_compressed_png_accepted(env):
     seg, _ = _outputs_for(outs, stamp)
     np.testing.assert_array_equal(image_array(seg), want_gray)
 
+    h, pubs, outs, expected, _ = env_compressed
     ok, png = cv2.imencode(".png", GOOD_PIXELS[..., ::-1])
     msg = _compressed(png.tobytes(), "rgb8; png compressed bgr8")
     pubs["compressed"].publish(msg)
@@ -193,7 +217,7 @@ def test_backend_fault_dropped_counted_and_fallback_or_recovery(fallback, tmp_pa
     try:
         c = h.client
         diag = c.diagnostics()
-        seg = c.collect("segmentation", Image)
+        seg = c.collect("segmentation/image", Image)
         image_pub = c.publisher("image", Image)
         c.wait_for_subscribers(image_pub)
         c.wait_for_matched(seg)

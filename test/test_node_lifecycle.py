@@ -28,7 +28,7 @@ def test_full_lifecycle_and_exit_code():
     try:
         c = h.client
         assert c.get_state(h.node_name) == "unconfigured"
-        seg = c.collect("segmentation", Image)
+        seg = c.collect("segmentation/image", Image)
         image_pub = c.publisher("image", Image)
 
         assert c.change_state(h.node_name, Transition.TRANSITION_CONFIGURE)
@@ -91,7 +91,7 @@ def test_reload_model_swaps_weights_and_keeps_old_model_on_bad_file():
     h = NodeHarness()
     try:
         c = h.client
-        depth = c.collect("depth", Image)
+        depth = c.collect("depth/image", Image)
         image_pub = c.publisher("image", Image)
         c.wait_for_subscribers(image_pub)
         c.wait_for_matched(depth)

@@ -33,7 +33,7 @@ def harness():
 def io(harness):
     c = harness.client
     cols = {name: c.collect(name, typ) for name, typ in (
-        ("segmentation", Image), ("segmentation/color", Image), ("depth", Image),
+        ("segmentation/image", Image), ("segmentation/color", Image), ("depth/image", Image),
         ("segmentation/camera_info", CameraInfo), ("depth/camera_info", CameraInfo))}
     image_pub = c.publisher("image", Image)
     info_pub = c.publisher("camera_info", CameraInfo)
@@ -78,16 +78,16 @@ def test_one_image_gives_every_output_with_copied_header(harness, io):
         assert m.header.frame_id == "front_camera", name
         assert (m.header.stamp.sec, m.header.stamp.nanosec) == stamp, name
         assert (m.width, m.height) == (W, H), name
-    assert out["segmentation"].encoding == "mono8"
+    assert out["segmentation/image"].encoding == "mono8"
     assert out["segmentation/color"].encoding == "rgb8"
-    assert out["depth"].encoding == "32FC1"
+    assert out["depth/image"].encoding == "32FC1"
 
     expected = _expected(harness, msg)
-    seg = image_array(out["segmentation"])
+    seg = image_array(out["segmentation/image"])
     np.testing.assert_array_equal(seg, expected.semseg_at_input())
     color = image_array(out["segmentation/color"])
     np.testing.assert_array_equal(color, PALETTE[seg])
-    depth = image_array(out["depth"])
+    depth = image_array(out["depth/image"])
     # The node scaled depth with the camera_info K (this lens is not the canonical camera).
     assert expected.depth_scale != pytest.approx(1.0)
     np.testing.assert_allclose(depth, expected.depth_at_input(), rtol=1e-6)
@@ -109,7 +109,7 @@ def test_model_resolution_outputs_and_scaled_camera_info(harness, io):
         for name, m in out.items():
             assert (m.width, m.height) == (cfg.img_w, cfg.img_h), name
         expected = _expected(harness, msg)
-        np.testing.assert_array_equal(image_array(out["segmentation"]), expected.semseg)
+        np.testing.assert_array_equal(image_array(out["segmentation/image"]), expected.semseg)
         info = out["segmentation/camera_info"]
         sx, sy = cfg.img_w / W, cfg.img_h / H
         assert info.k[0] == pytest.approx(FOCAL * sx) and info.k[4] == pytest.approx(FOCAL * sy)
@@ -131,8 +131,8 @@ def test_crop_mode_marks_outside_as_nan_and_ignore(harness, io):
         rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(H, W, 3)
         want = engine.infer(rgb, camera_k=CAMERA_K)
         engine.close()
-        depth = image_array(out["depth"])
-        seg = image_array(out["segmentation"])
+        depth = image_array(out["depth/image"])
+        seg = image_array(out["segmentation/image"])
         np.testing.assert_array_equal(seg, want.semseg_at_input())
         np.testing.assert_array_equal(np.isnan(depth), np.isnan(want.depth_at_input()))
         assert np.isnan(depth[0]).all() and (seg[0] == IGNORE_INDEX).all()  # 96x160 -> rows cropped

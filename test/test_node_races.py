@@ -3,7 +3,8 @@
 
 The executor runs ``~/reload_model``, lifecycle transitions, the diagnostics timer and the worker
 on different threads; these tests call the callbacks from threads in the one order that used to
-break, instead of hoping a live node hits it.
+break, instead of hoping a live node hits it. The model's configure/reload/release code is shared
+(lifecycle_common.py), so those tests run on both nodes.
 """
 
 from __future__ import annotations
@@ -15,44 +16,67 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.task import Future
-from ros_testing import write_tiny_weights
+from ros_testing import make_image, write_tiny_weights
 from std_srvs.srv import Trigger
 
-from edgemoe_ros.ros import guards
+from edgemoe_ros.ros import guards, lifecycle_common
+from edgemoe_ros.ros import multi_camera_node as multi_mod
 from edgemoe_ros.ros import node as node_mod
+from edgemoe_ros.ros.multi_camera_node import MultiCameraNode, Pending
 from edgemoe_ros.ros.node import EdgeMoeNode
 
+#: (node class, its module, parameters it needs beyond the common ones)
+NODES = {
+    "single": (EdgeMoeNode, node_mod, []),
+    "multi": (MultiCameraNode, multi_mod, [Parameter("cameras", value=["a", "b"])]),
+}
 
-@pytest.fixture
-def node(ros_context, tmp_path):
+
+def _make_node(ros_context, tmp_path, kind: str):
+    cls, _, extra = NODES[kind]
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
-    n = EdgeMoeNode(
+    return cls(
         context=ros_context,
         parameter_overrides=[
             Parameter("autostart", value=False),
             Parameter("backend", value="reference"),
             Parameter("weights_path", value=str(weights)),
+            *extra,
         ],
     )
+
+
+@pytest.fixture
+def node(ros_context, tmp_path):
+    n = _make_node(ros_context, tmp_path, "single")
     yield n
     n.destroy_node()
 
 
-def test_reload_never_installs_a_model_into_a_node_cleaned_up_meanwhile(node, monkeypatch):
+@pytest.fixture(params=sorted(NODES))
+def any_node(request, ros_context, tmp_path):
+    """Each node in turn, with the module whose ``load_weights_for`` it calls."""
+    n = _make_node(ros_context, tmp_path, request.param)
+    yield n, NODES[request.param][1]
+    n.destroy_node()
+
+
+def test_reload_never_installs_a_model_into_a_node_cleaned_up_meanwhile(any_node, monkeypatch):
     """Reload loads the file (slow, outside the model lock) while cleanup runs: the node must end
     unconfigured with no model, not holding a model nobody will ever close."""
+    node, module = any_node
     assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
     loading, release = threading.Event(), threading.Event()
-    real_load = node_mod.load_weights_for
+    real_load = module.load_weights_for
 
     def slow_load(params):
         loading.set()
         assert release.wait(10.0)
         return real_load(params)
 
-    monkeypatch.setattr(node_mod, "load_weights_for", slow_load)
+    monkeypatch.setattr(module, "load_weights_for", slow_load)
     closed = []
-    monkeypatch.setattr(node_mod.LoadedModel, "close", lambda self: closed.append(self))
+    monkeypatch.setattr(lifecycle_common.LoadedModel, "close", lambda self: closed.append(self))
     response: list[Trigger.Response] = []
     reload = threading.Thread(
         target=lambda: response.append(node._on_reload(Trigger.Request(), Trigger.Response()))
@@ -67,19 +91,20 @@ def test_reload_never_installs_a_model_into_a_node_cleaned_up_meanwhile(node, mo
     cleanup.join(10.0)
     assert not reload.is_alive() and not cleanup.is_alive()
     assert response and response[0].success, response
-    assert node._lifecycle == node_mod.STATE_UNCONFIGURED
+    assert node._lifecycle == lifecycle_common.STATE_UNCONFIGURED
     assert node._model is None, "a model was installed into a cleaned-up node and leaked"
     assert len(closed) == 1  # same setup: reloaded in place, then closed once by the cleanup
 
 
-def test_configure_closes_a_model_it_replaces(node, monkeypatch):
+def test_configure_closes_a_model_it_replaces(any_node, monkeypatch):
+    node, _ = any_node
     closed = []
-    monkeypatch.setattr(node_mod.LoadedModel, "close", lambda self: closed.append(self))
+    monkeypatch.setattr(lifecycle_common.LoadedModel, "close", lambda self: closed.append(self))
     assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
     first = node._model
     # A model still held when configure runs again (e.g. after an error transition's partial
     # release) must be closed, not overwritten.
-    node._lifecycle = node_mod.STATE_UNCONFIGURED
+    node._lifecycle = lifecycle_common.STATE_UNCONFIGURED
     assert node.on_configure(None) == node_mod.TransitionCallbackReturn.SUCCESS
     assert closed == [first] and node._model is not first
 
@@ -153,15 +178,37 @@ def test_a_switch_to_auto_between_mode_and_snapshot_loses_no_frame(node, monkeyp
     assert node._frame_state().tasks.active == ("semseg",)  # auto: whoever listens
 
 
-def test_reload_frees_the_old_model_and_returns_its_memory(node, monkeypatch):
+def test_a_switch_to_auto_between_mode_and_snapshot_loses_no_frame_of_a_camera(
+    ros_context, tmp_path, monkeypatch
+):
+    """The multi-camera node read a camera's mode, then snapshot its tasks with the subscribers
+    asked only if the mode had been auto: a switch to auto in between skipped the frame."""
+    node = _make_node(ros_context, tmp_path, "multi")
+    try:
+        assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+        cam = node._cameras["a"]
+        cam.tasks = _SwitchesToAutoWhenAsked(["semseg"])
+        monkeypatch.setattr(cam, "subscribed", lambda: {"semseg": True, "depth": False})
+        ran: list[tuple[str, ...]] = []
+        monkeypatch.setattr(node, "_infer_group", lambda tasks, group: ran.append(tasks))
+        frame = make_image(48, 64, frame_id="a")
+        node._process_round([("a", Pending(frame))])
+        assert ran == [("semseg",)], "the frame was skipped as skipped_no_task"
+        assert cam.stats.snapshot_counts()[1].get("skipped_no_task", 0) == 0
+    finally:
+        node.destroy_node()
+
+
+def test_reload_frees_the_old_model_and_returns_its_memory(any_node, monkeypatch):
     """Each ~/reload_model of the same file grew the node by a model (~150 MB) that was never
     given back: the old weights must be freed and the heap trimmed after every reload."""
     import gc
     import weakref
 
+    node, _ = any_node
     assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
     trims = []
-    monkeypatch.setattr(node_mod, "release_free_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(lifecycle_common, "release_free_memory", lambda: trims.append(1) or True)
     old = []
     for _ in range(3):
         old.append(weakref.ref(node._model.engine.weights))
@@ -189,8 +236,6 @@ def test_a_backend_fault_keeps_no_old_model_alive_after_the_reload(ros_context, 
     import gc
     import weakref
 
-    from ros_testing import make_image
-
     from edgemoe_ros.backends import BackendError
 
     weights = write_tiny_weights(tmp_path / "tiny.safetensors")
@@ -198,7 +243,8 @@ def test_a_backend_fault_keeps_no_old_model_alive_after_the_reload(ros_context, 
         Parameter("autostart", value=False), Parameter("backend", value="cpu"),
         Parameter("fallback_backend", value="reference"),
         Parameter("weights_path", value=str(weights))])
-    monkeypatch.setattr(node_mod, "release_free_memory", lambda: True)  # no collection there
+    # no collection there: reference counting alone must free the old model
+    monkeypatch.setattr(lifecycle_common, "release_free_memory", lambda: True)
     gc.disable()
     try:
         assert n.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS

@@ -42,7 +42,7 @@ def test_diagnostics_keep_coming_while_clock_is_paused(paused):
 
 def test_outputs_keep_input_stamps_on_sim_time(paused):
     c = paused.client
-    seg = c.collect("segmentation", Image)
+    seg = c.collect("segmentation/image", Image)
     pub = c.publisher("image", Image)
     c.wait_for_subscribers(pub)
     c.wait_for_matched(seg)

@@ -54,7 +54,7 @@ def test_soak_720p_switching_and_bad_frames() -> None:
                     weights=False)
     try:
         c = h.client
-        seg, dep = c.collect("segmentation", Image), c.collect("depth", Image)
+        seg, dep = c.collect("segmentation/image", Image), c.collect("depth/image", Image)
         diag = c.diagnostics()
         image_pub = c.publisher("image", Image)
         request_pub = c.publisher(h.srv("task_request"), String)

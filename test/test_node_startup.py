@@ -38,7 +38,7 @@ def test_ctrl_c_mid_frame_exits_cleanly():
     try:
         c = h.client
         pub = c.publisher("image", Image)
-        seg = c.collect("segmentation", Image)
+        seg = c.collect("segmentation/image", Image)
         c.wait_for_subscribers(pub)
         c.wait_for_matched(seg)
         px = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)

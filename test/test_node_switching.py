@@ -25,7 +25,7 @@ def env():
     h = NodeHarness()
     try:
         c = h.client
-        outs = {"semseg": c.collect("segmentation", Image), "depth": c.collect("depth", Image)}
+        outs = {"semseg": c.collect("segmentation/image", Image), "depth": c.collect("depth/image", Image)}
         image_pub = c.publisher("image", Image)
         c.wait_for_subscribers(image_pub)
         for col in outs.values():
@@ -135,7 +135,7 @@ def test_auto_runs_tasks_only_while_subscribed(env):
     wait_diag(diag, lambda v: int(v["frames skipped (no task)"]) > int(before["frames skipped (no task)"]))
 
     color = c.collect("segmentation/color", Image)  # any output of a task wakes it
-    depth = c.collect("depth", Image)
+    depth = c.collect("depth/image", Image)
     c.wait_for_matched(color)
     c.wait_for_matched(depth)
     wait_diag(diag, lambda v: v["active tasks"] == "semseg,depth")
@@ -148,6 +148,6 @@ def test_auto_runs_tasks_only_while_subscribed(env):
     c.call(SetBool, h.srv("enable_segmentation"), SetBool.Request(data=False))
     assert _tasks_param(h) == ["depth"]
     # restore the module's collectors for any later test
-    outs["semseg"] = c.collect("segmentation", Image)
+    outs["semseg"] = c.collect("segmentation/image", Image)
     outs["depth"] = depth
     c.wait_for_matched(outs["semseg"])

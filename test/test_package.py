@@ -83,8 +83,8 @@ def test_colcon_build_installs_package_launch_config_and_node(tmp_path):
             shutil.copy2(path, src / item)
     env = dict(os.environ, COLCON_HOME=str(tmp_path / "colcon_home"), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(
-        [str(colcon), "build", "--base-paths", "src", "--build-base", "build", "--install-base", "install",
-         "--event-handlers", "console_cohesion+"],
+        [str(colcon), "build", "--packages-select", PACKAGE, "--base-paths", "src", "--build-base", "build",
+         "--install-base", "install", "--event-handlers", "console_cohesion+"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     prefix = tmp_path / "install" / PACKAGE

@@ -42,8 +42,24 @@ INVALID = [
     ("inference_timeout", 0.0),
     ("inference_timeout", float("nan")),
     ("use_compressed", "yes"),
+    ("use_compressed", True),  # removed: image_transport replaces it
+    ("image_transport", "theora"),
+    ("image_transport", "Raw"),
+    ("image_transport", ""),
+    ("color_compression", "webp"),
+    ("color_compression", "PNG"),
     ("publish_color", 1),
     ("autostart", "true"),
+    ("expected_input_rate", -1.0),
+    ("expected_input_rate", 1e6),
+    ("expected_input_rate", float("nan")),
+    ("input_rate_tolerance", 1.0),
+    ("input_rate_tolerance", -0.1),
+    ("input_rate_window", 0.0),
+    ("input_rate_window", -5.0),
+    ("input_timeout", 0.0),
+    ("input_timeout", "10"),
+    ("diagnostics_use_fqn", "false"),
 ]
 
 VALID = [
@@ -53,7 +69,11 @@ VALID = [
     ("output_resolution", "model"), ("resize_mode", "crop"), ("resize_mode", ""),
     ("input_qos", "best_effort"), ("input_qos", "auto"), ("output_depth", 1), ("output_depth", 1000),
     ("queue_size", 100), ("max_image_pixels", 1280 * 720),
-    ("diagnostics_period", 0.5),
+    ("diagnostics_period", 0.5), ("image_transport", "raw"), ("image_transport", "compressed"),
+    ("use_compressed", False), ("color_compression", ""), ("color_compression", "png"),
+    ("color_compression", "jpeg"),
+    ("expected_input_rate", 0.0), ("expected_input_rate", 29.97), ("input_rate_tolerance", 0.0),
+    ("input_rate_window", 0.5), ("input_timeout", 2.0), ("diagnostics_use_fqn", True),
 ]
 
 
@@ -77,14 +97,16 @@ def test_defaults_are_valid_and_every_parameter_documented():
         assert len(d.description) > 20, spec.name
     assert set(P.SPECS) == {"weights_path", "backend", "fallback_backend", "backend_options", "tasks",
                             "output_resolution", "resize_mode", "input_qos", "output_qos", "output_depth", "queue_size",
-                            "use_compressed", "publish_color", "max_image_pixels", "inference_timeout", "diagnostics_period",
-                            "autostart"}
+                            "image_transport", "use_compressed", "publish_color", "color_compression",
+                            "max_image_pixels", "inference_timeout", "diagnostics_period", "autostart",
+                            "expected_input_rate", "input_rate_tolerance", "input_rate_window",
+                            "input_timeout", "diagnostics_use_fqn"}
 
 
 def test_graph_shaping_parameters_are_read_only():
     ro = {p.name for p in P.PARAMS if p.read_only}
-    assert ro == {"input_qos", "output_qos", "output_depth", "queue_size", "use_compressed", "diagnostics_period",
-                  "autostart"}
+    assert ro == {"input_qos", "output_qos", "output_depth", "queue_size", "image_transport", "use_compressed",
+                  "color_compression", "diagnostics_period", "autostart"}
 
 
 def test_backend_options_parse():

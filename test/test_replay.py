@@ -123,7 +123,7 @@ def test_play_into_node_every_frame_comes_out_with_its_stamp(tmp_path: Path, pro
         "input_qos": "reliable", "output_qos": "reliable", "queue_size": FRAMES, "autostart": True})
     procs.nodes.append(node)
     out, out_info = tmp_path / "outputs", tmp_path / "output_info"
-    images = ["/cam/segmentation", "/cam/segmentation/color", "/cam/depth"]
+    images = ["/cam/segmentation/image", "/cam/segmentation/color", "/cam/depth/image"]
     # Images stop the recorder by count once all arrive; camera_info relays (which may start a frame
     # late, whenever the first camera_info reaches the node) go to a second recorder stopped by signal.
     rec, rec_log = procs.start("record", [str(BIN / "edgemoe-bag"), "record", str(out),
@@ -151,7 +151,7 @@ def test_play_into_node_every_frame_comes_out_with_its_stamp(tmp_path: Path, pro
     assert node.alive(), "node died during replay\n" + procs.logs()
 
     got = _recorded(out)
-    for topic in ("/cam/segmentation", "/cam/depth", "/cam/segmentation/color"):
+    for topic in ("/cam/segmentation/image", "/cam/depth/image", "/cam/segmentation/color"):
         msgs = got.get(topic, [])
         out_stamps = [m.stamp_ns(x) for x in msgs]
         assert set(out_stamps) <= set(stamps), f"{topic}: stamps not from the input: {set(out_stamps) - set(stamps)}"
@@ -160,8 +160,8 @@ def test_play_into_node_every_frame_comes_out_with_its_stamp(tmp_path: Path, pro
         assert len(out_stamps) == FRAMES, f"{topic}: duplicates in {out_stamps}"
         assert out_stamps == sorted(out_stamps), f"{topic}: out of order"
         assert all(x.header.frame_id == "cam_optical" and (x.height, x.width) == (H, W) for x in msgs)
-    assert {x.encoding for x in got["/cam/segmentation"]} == {"mono8"}
-    assert {x.encoding for x in got["/cam/depth"]} == {"32FC1"}
+    assert {x.encoding for x in got["/cam/segmentation/image"]} == {"mono8"}
+    assert {x.encoding for x in got["/cam/depth/image"]} == {"32FC1"}
     infos = _recorded(out_info).get("/cam/depth/camera_info", [])
     assert infos and {m.stamp_ns(x) for x in infos} <= set(stamps)
     assert all((x.width, x.height) == (W, H) for x in infos)

@@ -197,7 +197,7 @@ def test_node_loads_shipped_model_and_infers_without_packages_rosdep_lacks(tmp_p
     try:
         with RosClient(env) as client:
             client.wait_for_state("/edgemoe_node", "active")
-            seg = client.collect("segmentation", Image)
+            seg = client.collect("segmentation/image", Image)
             pub = client.publisher("image", Image)
             client.wait_for_subscribers(pub)
             client.wait_for_matched(seg)

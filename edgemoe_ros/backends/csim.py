@@ -205,6 +205,11 @@ class CSimBackend(Backend):
         self._lib, self.packed, self.config = lib, packed, weights.config
         self._cache_token = object()
 
+    @property
+    def library_path(self) -> Path | None:
+        """The C-simulation library in use (after ``load``): the node's diagnostics name it."""
+        return self._lib.path if self._lib is not None else None
+
     def run_raw(self, images: np.ndarray, task_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw kernel outputs for one task (features int32 raw act, routing)."""
         if self._lib is None or self.packed is None:

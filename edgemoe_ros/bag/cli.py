@@ -25,6 +25,7 @@ from ..backends.base import BackendError
 from ..blas_threads import check_blas_kernels, limit_blas_threads
 from ..model.config import ConfigError
 from ..model.weights import WeightsError
+from .clock import DEFAULT_CLOCK_HZ
 from .io import BagError, bag_info
 from .play import DEFAULT_QUEUE_SIZE
 
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=_positive_int, default=DEFAULT_QUEUE_SIZE, help="publisher history depth")
     p.add_argument("--loop", action="store_true", help="repeat until interrupted")
     p.add_argument("--restamp", action="store_true", help="replace header stamps with the publish time")
+    p.add_argument("--clock", type=_positive_float, nargs="?", const=DEFAULT_CLOCK_HZ, default=None,
+                   metavar="HZ",
+                   help="publish the bag's time on /clock for nodes with use_sim_time, at HZ "
+                        f"(default {DEFAULT_CLOCK_HZ:g}, as ros2 bag play --clock); follows --rate "
+                        "and --loop; not with --restamp")
     p.add_argument("--remap", type=_remap, action="append", default=[], metavar="OLD:=NEW",
                    help="publish a bag topic under another name (repeatable)")
     p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
@@ -279,13 +285,19 @@ def cmd_play(args: argparse.Namespace) -> int:
     """
     from .play import SHUTDOWN_TIMEOUT_S, BagPlayer, PlayStats
 
+    if args.clock is not None and args.restamp:
+        from .play import RESTAMP_WITH_CLOCK
+
+        log.error("%s", RESTAMP_WITH_CLOCK)
+        return EXIT_USAGE
     rclpy = _ros_init()
     stats = PlayStats()
     player = None
     played = False
     try:
         player = BagPlayer(args.bag, topics=args.topic, rate=None if args.max_rate else args.rate, qos=args.qos,
-                           queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap))
+                           queue_size=args.queue_size, restamp=args.restamp, remap=dict(args.remap),
+                           clock_hz=args.clock)
         if args.wait_subscribers > 0:
             player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         player.play(loops=0 if args.loop else 1, stats=stats)

@@ -202,11 +202,13 @@ class BagReader:
     def decode_image(self, topic: str, log_time: int, raw: bytes) -> BagImage:
         return self.image_from_message(topic, log_time, self.deserialize(topic, raw))
 
-    def image_from_message(self, topic: str, log_time: int, msg: Any) -> BagImage:
-        """A deserialised image message of ``topic`` as RGB (``BagError`` if it cannot be decoded)."""
+    def image_from_message(self, topic: str, log_time: int, msg: Any,
+                           max_pixels: int = m.DEFAULT_MAX_IMAGE_PIXELS) -> BagImage:
+        """A deserialised image message of ``topic`` as RGB (``BagError`` if it cannot be decoded:
+        a raw frame the node would refuse, e.g. over ``max_pixels``, or corrupt compressed data)."""
         msgtype = self._connections[topic].msgtype
         try:
-            rgb, encoding = m.message_to_rgb(msg, msgtype)
+            rgb, encoding = m.message_to_rgb(msg, msgtype, max_pixels)
         except ValueError as exc:
             raise BagError(self.path, f"frame at {m.stamp_ns(msg)} ns: {exc}", topic) from None
         return BagImage(m.stamp_ns(msg), rgb, msg.header.frame_id, encoding, topic, log_time)
@@ -289,8 +291,10 @@ def bag_info(path: str | os.PathLike) -> BagInfo:
 def read_image_frames(path: str | os.PathLike, topic: str | None = None) -> Iterator[BagImage]:
     """Decode every frame of an Image or CompressedImage topic to RGB, in recording order.
 
-    ``topic=None`` uses the bag's only image topic. Errors (missing topic, corrupt data, an encoding
-    other than rgb8/bgr8/rgba8/bgra8/mono8 or an undecodable compressed frame) raise ``BagError``.
+    ``topic=None`` uses the bag's only image topic. Raw frames are converted as the node converts
+    them (``m.RAW_ENCODINGS``: rgb/bgr/rgba/bgra/mono 8 and 16 bit, YUV 4:2:2, Bayer 8/16). Errors
+    (missing topic, corrupt data, a frame the node would refuse or an undecodable compressed
+    frame) raise ``BagError``.
     """
     with BagReader(path) as reader:
         topic = reader.pick_image_topic(topic)
@@ -303,8 +307,9 @@ def write_image_bag(path: str | os.PathLike, frames: Iterable[tuple[int, np.ndar
                     encoding: str = "rgb8") -> int:
     """Write (stamp_ns, RGB uint8 HxWx3) frames as a camera topic; returns the number of frames.
 
-    ``encoding``: a raw encoding (rgb8, bgr8, rgba8, bgra8, mono8) writes sensor_msgs/Image; "jpeg" or
-    "png" writes sensor_msgs/CompressedImage. With ``camera_info`` a CameraInfo with the same stamp
+    ``encoding``: one of ``m.RAW_ENCODINGS`` (any the node reads, e.g. rgb8, yuv422, bayer_rggb16)
+    writes sensor_msgs/Image as such a camera would (``messages.rgb_to_image``); "jpeg" or "png"
+    writes sensor_msgs/CompressedImage. With ``camera_info`` a CameraInfo with the same stamp
     goes to the sibling ``camera_info`` topic (``/cam/image`` -> ``/cam/camera_info``). The bag
     timestamp of each message is its header stamp, so replay follows the stamps.
     """

@@ -18,6 +18,10 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
+from .. import image_encodings as enc
+from ..image_encodings import DEFAULT_MAX_IMAGE_PIXELS, INPUT_ENCODINGS
+from ..ros import topic_names as names
+
 
 def _newest_store() -> Stores:
     for name in ("ROS2_KILTED", "ROS2_JAZZY"):
@@ -35,8 +39,9 @@ CAMERA_INFO_MSG = "sensor_msgs/msg/CameraInfo"
 #: Message types that carry a camera frame.
 IMAGE_TYPES: tuple[str, ...] = (IMAGE_MSG, COMPRESSED_MSG)
 
-#: Raw input encodings (SPEC §5) and their channel count.
-RAW_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+#: Raw encodings read and written: the node's input encodings (SPEC §5), converted by the node's
+#: own code (``image_encodings``), so a bag frame gives the pixels the node would get.
+RAW_ENCODINGS: tuple[str, ...] = tuple(INPUT_ENCODINGS)
 #: CompressedImage formats we write; reading accepts anything OpenCV can decode.
 COMPRESSED_FORMATS: tuple[str, ...] = ("jpeg", "png")
 #: Output encodings (REP-118 depth in metres as 32FC1).
@@ -72,21 +77,11 @@ def _check_rgb(rgb: np.ndarray) -> None:
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str = RGB8) -> Any:
-    """An RGB frame as sensor_msgs/Image in one of ``RAW_ENCODINGS`` (the camera's own encoding)."""
+    """An RGB frame as sensor_msgs/Image in one of ``RAW_ENCODINGS``, as a camera with that
+    encoding delivers it (``image_encodings.encode_rgb``: 4:2:2 chroma shared per pixel pair,
+    Bayer mosaic, 16-bit full scale)."""
     _check_rgb(rgb)
-    if encoding == "rgb8":
-        arr = rgb
-    elif encoding == "bgr8":
-        arr = rgb[..., ::-1]
-    elif encoding == "rgba8":
-        arr = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
-    elif encoding == "bgra8":
-        arr = np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
-    elif encoding == "mono8":
-        arr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    else:
-        raise ValueError(f"unsupported encoding {encoding!r}; raw encodings: {', '.join(RAW_ENCODINGS)}")
-    return array_to_image(arr, encoding, stamp, frame_id)
+    return array_to_image(enc.encode_rgb(rgb, encoding), encoding, stamp, frame_id)
 
 
 def array_to_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
@@ -99,30 +94,11 @@ def array_to_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) ->
                   data=arr.view(np.uint8).reshape(-1))
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image (one of ``RAW_ENCODINGS``) -> HxWx3 uint8 RGB, honouring row padding."""
-    enc = msg.encoding.lower()
-    if enc not in RAW_ENCODINGS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(RAW_ENCODINGS)}")
-    ch = RAW_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"empty image {w}x{h}")
-    if step < w * ch:
-        raise ValueError(f"step {step} is smaller than width {w} x {ch} bytes")
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if data.size < step * h:
-        raise ValueError(f"data has {data.size} bytes, {step}x{h} = {step * h} expected (truncated image)")
-    rows = data[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    if enc == "rgb8":
-        return rows.copy()
-    if enc == "bgr8":
-        return rows[..., ::-1].copy()
-    if enc == "rgba8":
-        return rows[..., :3].copy()
-    if enc == "bgra8":
-        return rows[..., 2::-1].copy()
-    return np.repeat(rows, 3, axis=2)
+def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB with the node's checks and conversion (any of
+    ``RAW_ENCODINGS``, row padding and byte order honoured); ``image_encodings.BadInputError``
+    (a ``ValueError``) for what the node refuses."""
+    return enc.image_to_rgb(msg, max_pixels)
 
 
 def rgb_to_compressed(rgb: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg",
@@ -147,10 +123,11 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def message_to_rgb(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+def message_to_rgb(msg: Any, msgtype: str,
+                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
     """Either image message type -> (RGB array, encoding or compressed format)."""
     if msgtype == IMAGE_MSG:
-        return image_to_rgb(msg), msg.encoding
+        return image_to_rgb(msg, max_pixels), msg.encoding
     if msgtype == COMPRESSED_MSG:
         return compressed_to_rgb(msg), msg.format
     raise ValueError(f"{msgtype} is not an image message type ({', '.join(IMAGE_TYPES)})")
@@ -213,8 +190,9 @@ def topic_namespace(image_topic: str) -> str:
 
 
 def camera_info_topic(image_topic: str) -> str:
-    """The camera_info topic beside an image topic (image_transport convention)."""
-    return f"{topic_namespace(image_topic) or ''}/camera_info"
+    """The camera_info topic beside an image topic or its ``/compressed`` transport topic
+    (image_transport's rule: ros/topic_names.camera_info_topic of the base topic)."""
+    return names.camera_info_topic(image_topic.removesuffix("/compressed"))
 
 
 def serialize(msg: Any) -> bytes:

@@ -4,7 +4,9 @@
 A stand-in for ``ros2 bag play`` (the ros2 CLI is not installable in this environment) limited to
 what a camera replay needs: image / compressed image topics and their camera_info, timed by the
 bag timestamps (scaled by ``rate``) or as fast as DDS takes them, with the original header stamps
-or restamped with the publish time (``restamp``: what an end-to-end latency measurement needs).
+or restamped with the publish time (``restamp``: what an end-to-end latency measurement needs),
+optionally with the bag's time on ``/clock`` for nodes on ``use_sim_time`` (``clock_hz``; see
+``bag.clock``).
 Messages are published as the recorded CDR bytes unless restamped, so playback costs no
 deserialisation and is bit-exact.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import messages as m
+from .clock import ClockPublisher, PlaybackClock
 from .io import BagError, BagReader
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ FLUSH_TIMEOUT_S = 10.0
 #: teardown is not bounded by anything of ours, and a player that outlives every timeout it was
 #: given stalls whatever waits for it (a benchmark, a test, a launch file).
 SHUTDOWN_TIMEOUT_S = 5.0
+#: Why ``restamp`` and ``clock_hz`` are refused together.
+RESTAMP_WITH_CLOCK = ("--restamp and --clock do not mix: restamped headers carry the system time, "
+                      "while nodes on /clock run in the bag's time")
 
 
 @dataclass
@@ -91,13 +97,16 @@ class BagPlayer:
     def __init__(self, path: str | Path, *, topics: Sequence[str] | None = None, rate: float | None = 1.0,
                  qos: str = "reliable", queue_size: int = DEFAULT_QUEUE_SIZE, restamp: bool = False,
                  remap: dict[str, str] | None = None, node_name: str = "edgemoe_bag_play",
-                 context: Any = None):
+                 context: Any = None, clock_hz: float | None = None):
+        """``clock_hz``: publish the bag's time on /clock at this frequency (None: no /clock)."""
         from rclpy.node import Node
 
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 (or None for as fast as possible), got {rate}")
         if queue_size <= 0:
             raise ValueError(f"queue_size must be > 0, got {queue_size}")
+        if restamp and clock_hz is not None:
+            raise ValueError(RESTAMP_WITH_CLOCK)
         self.path = Path(path)
         self.rate = rate
         self.restamp = restamp
@@ -119,8 +128,12 @@ class BagPlayer:
         self._pubs = {t: self.node.create_publisher(self._classes[t], remap.get(t, t), profile)
                       for t in self.topics}
         self._new_stamps: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self.clock = PlaybackClock(self._reader.info().start_ns, rate)
+        self._clock_pub = ClockPublisher(self.node, self.clock, clock_hz) if clock_hz else None
 
     def close(self) -> None:
+        if self._clock_pub is not None:
+            self._clock_pub.close()
         self.node.destroy_node()
         self._reader.close()
 
@@ -181,14 +194,18 @@ class BagPlayer:
         for topic, log_time, raw in self._reader.raw_messages(self.topics):
             if not context.ok():
                 return False
+            if t0_bag is None:
+                t0_bag, t0_wall = log_time, time.monotonic()
+                self.clock.run_from(t0_bag, t0_wall)  # a new loop: back to the bag's start
             if self.rate is not None:
-                if t0_bag is None:
-                    t0_bag, t0_wall = log_time, time.monotonic()
                 delay = t0_wall + (log_time - t0_bag) / 1e9 / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            else:
+                self.clock.hold(log_time)  # no pace: the time steps to each message's
             self._pubs[topic].publish(self._restamped(topic, raw) if self.restamp else raw)
             stats.published[topic] = stats.published.get(topic, 0) + 1
+        self.clock.hold()  # the end of the loop: the time stops where playback stopped
         return True
 
     def _restamped(self, topic: str, raw: bytes) -> Any:

@@ -2,8 +2,9 @@
 """``edgemoe-bag process IN OUT``: run the engine over a camera topic and write a new mcap bag.
 
 The output bag holds the input image topic and its camera_info copied byte for byte, plus the
-outputs the node would publish, under the camera's namespace (``/cam/image_raw`` ->
-``/cam/segmentation``, ``/cam/segmentation/color``, ``/cam/depth`` and their ``camera_info``).
+outputs the node would publish, under the camera's namespace with the node's layout
+(``/cam/image_raw`` -> ``/cam/segmentation/image``, ``/cam/segmentation/color``,
+``/cam/segmentation/camera_info``, ``/cam/depth/image``, ``/cam/depth/camera_info``).
 Every output keeps its input's header stamp, frame_id and bag timestamp, so the result lines up
 with the original recording in Foxglove/RViz and can be compared frame by frame. Depth is metric
 for the recorded camera: each frame is inferred with the K of the latest camera_info before it
@@ -27,16 +28,15 @@ from .. import postprocess as pp
 from ..model.canonical_camera import IntrinsicsError
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights
+from ..ros import topic_names as names
 from . import messages as m
 from .io import BagError, BagImage, BagReader, BagWriter
 
 log = logging.getLogger(__name__)
 
-#: Output topic names relative to the camera namespace — the node's publisher names (SPEC §5).
+#: Keys of ``output_topics``, each the node's output of that name relative to the camera namespace.
 SEGMENTATION = "segmentation"
-SEGMENTATION_COLOR = "segmentation/color"
 DEPTH = "depth"
-CAMERA_INFO_SUFFIX = "camera_info"
 OUTPUT_RESOLUTIONS = ("input", "model")
 #: Undecodable frames logged one by one before the log goes quiet (all are counted in the summary).
 MAX_SKIP_WARNINGS = 5
@@ -71,10 +71,10 @@ class ProcessSummary:
 
 def output_topics(namespace: str) -> dict[str, str]:
     """Absolute output topic names for a camera namespace ("" for the root)."""
-    names = {SEGMENTATION: SEGMENTATION, "color": SEGMENTATION_COLOR, DEPTH: DEPTH,
-             "segmentation_info": f"{SEGMENTATION}/{CAMERA_INFO_SUFFIX}",
-             "depth_info": f"{DEPTH}/{CAMERA_INFO_SUFFIX}"}
-    return {k: f"{namespace.rstrip('/')}/{v}" for k, v in names.items()}
+    relative = {SEGMENTATION: names.SEGMENTATION_IMAGE, "color": names.SEGMENTATION_COLOR,
+                DEPTH: names.DEPTH_IMAGE, "segmentation_info": names.SEGMENTATION_INFO,
+                "depth_info": names.DEPTH_INFO}
+    return {k: f"{namespace.rstrip('/')}/{v}" for k, v in relative.items()}
 
 
 def _output_info(info_msg: Any, fit: pp.FitInfo, resolution: str, stamp: int, frame_id: str) -> Any:
@@ -227,7 +227,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, weights: ModelWeights
                         msg = reader.deserialize(t, raw)
                         if reader.msgtype(t) == m.COMPRESSED_MSG:
                             conv.check_compressed(msg, max_pixels)  # header only: no decompression bomb
-                        job.frame(reader.image_from_message(t, log_time, msg), latest_info, log_time)
+                        job.frame(reader.image_from_message(t, log_time, msg, max_pixels), latest_info,
+                                  log_time)
                     except (BagError, ValueError) as exc:  # undecodable, or a size the model cannot fit
                         summary.skipped += 1
                         if summary.skipped <= MAX_SKIP_WARNINGS:

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The multi-camera node's parameters beyond ``params.py``: the camera list, per-camera choices.
 
-``cameras`` (read-only) names the cameras; for each, ``<name>.tasks`` and
-``<name>.output_resolution`` are declared at start with the node-wide ``tasks`` /
-``output_resolution`` as defaults, and validated by the same validators as the single node's
-(a bad value in a params file stops the node naming the parameter; a bad ``param set`` is refused).
+``cameras`` (read-only) names the cameras; for each, ``<name>.tasks``,
+``<name>.output_resolution``, ``<name>.image_transport`` and ``<name>.expected_input_rate`` are
+declared at start with the node-wide parameter of that name as default, and validated by the same
+validators as the single node's (a bad value in a params file stops the node naming the
+parameter; a bad ``param set`` is refused; ``image_transport`` is read-only, like the node-wide
+one).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import (
-    FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
@@ -29,14 +30,10 @@ from .params import SPECS, NodeParams, ParameterValueError
 #: One ROS name token: the camera's namespace for its topics and the prefix of its parameters.
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Per-camera parameters: suffix -> the node-wide parameter it defaults to and is validated like.
-PER_CAMERA = ("tasks", "output_resolution")
+PER_CAMERA = ("tasks", "output_resolution", "image_transport", "expected_input_rate")
 #: Cameras served per backbone call at most (the accelerator's register map takes MAX_IMAGES).
 MAX_BATCH_RANGE = (1, MAX_IMAGES)
 DEFAULT_MAX_BATCH = 8
-#: A camera whose last frame is older than this many seconds is WARN; 3x older, ERROR.
-STALE_TIMEOUT_RANGE = (0.05, 3600.0)
-DEFAULT_STALE_TIMEOUT_S = 1.0
-STALE_ERROR_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,9 @@ class CameraParams:
     name: str
     tasks: tuple[str, ...]
     output_resolution: str
+    image_transport: str
+    #: Frames/s this camera sends (0 = unknown: learned from its stream), for its diagnostics.
+    expected_input_rate: float
 
 
 def check_camera_names(value: Any) -> str | None:
@@ -64,18 +64,20 @@ def check_camera_names(value: Any) -> str | None:
     return None
 
 
-def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], int, float]:
-    """Declare ``cameras``, ``max_batch``, ``stale_timeout``, every ``<camera>.<param>``; validate.
+def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], int]:
+    """Declare ``cameras``, ``max_batch``, every ``<camera>.<param>``; validate.
 
-    Returns (cameras, max_batch, stale_timeout). Raises :class:`ParameterValueError`.
+    A camera's stream is judged by its ``<camera>.expected_input_rate`` and the node-wide
+    ``input_rate_*`` and ``input_timeout`` (params.py), each camera on its own (with an unknown
+    rate, each camera's is learned from its own stream). Returns (cameras, max_batch). Raises
+    :class:`ParameterValueError`.
     """
     node.declare_parameter(
         "cameras",
         Parameter.Type.STRING_ARRAY,
         ParameterDescriptor(
-            description="Camera names; each camera's topics are <name>/image, "
-            "<name>/camera_info and its "
-            "outputs under <name>/.",
+            description="Camera names; each camera's topics are <name>/image (or its "
+            "<name>.image_transport), <name>/camera_info and its outputs under <name>/.",
             read_only=True,
         ),
     )
@@ -87,20 +89,6 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
             read_only=True,
             integer_range=[
                 IntegerRange(from_value=MAX_BATCH_RANGE[0], to_value=MAX_BATCH_RANGE[1], step=1)
-            ],
-        ),
-    )
-    node.declare_parameter(
-        "stale_timeout",
-        DEFAULT_STALE_TIMEOUT_S,
-        ParameterDescriptor(
-            description=f"Seconds without a frame before a camera's diagnostics turn WARN "
-            f"({STALE_ERROR_FACTOR:g}x: ERROR).",
-            read_only=True,
-            floating_point_range=[
-                FloatingPointRange(
-                    from_value=STALE_TIMEOUT_RANGE[0], to_value=STALE_TIMEOUT_RANGE[1], step=0.0
-                )
             ],
         ),
     )
@@ -119,17 +107,14 @@ def declare_cameras(node: Node, defaults: NodeParams) -> tuple[tuple[str, ...], 
                 ParameterDescriptor(
                     description=f"{camera}: {spec.description}",
                     additional_constraints=spec.constraints,
+                    read_only=spec.read_only,
                 ),
             )
             value = node.get_parameter(name).value
             reason = spec.validate(value)
             if reason:
                 raise ParameterValueError(name, value, reason)
-    return (
-        tuple(cameras),
-        int(node.get_parameter("max_batch").value),
-        float(node.get_parameter("stale_timeout").value),
-    )
+    return tuple(cameras), int(node.get_parameter("max_batch").value)
 
 
 def read_camera(node: Node, camera: str) -> CameraParams:
@@ -138,6 +123,8 @@ def read_camera(node: Node, camera: str) -> CameraParams:
         camera,
         tuple(v.strip() for v in tasks),
         node.get_parameter(f"{camera}.output_resolution").value,
+        node.get_parameter(f"{camera}.image_transport").value,
+        float(node.get_parameter(f"{camera}.expected_input_rate").value),
     )
 
 

@@ -9,16 +9,9 @@ message metadata and headers (O(1), safe in the DDS callback, so a bad frame is 
 later good one replaces it in the latest-frame-wins queue); :func:`image_to_rgb` /
 :func:`compressed_to_rgb` do the pixel work on the worker thread.
 
-Input encodings (REP-118 names): rgb8 (no conversion, a view when rows are unpadded), bgr8, rgba8,
-bgra8 and mono8, plus what automotive cameras publish: YUV 4:2:2 (``uyvy``/``yuv422``,
-``yuyv``/``yuv422_yuy2``), raw Bayer (``bayer_{rggb,bggr,gbrg,grbg}{8,16}``) and 16-bit colour/mono
-(``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``mono16``). These are converted with
-``cv2.cvtColor`` directly, with the same colour codes and 16->8 bit scaling (x 255/65535) as
-cv_bridge's C++ ``cvtColor``, rather than through the ``cv_bridge`` Python package: the frame may
-be a zero-copy :class:`ImageView` with padded rows, and the ``cv_bridge`` wheel on PyPI (what a pip
-install gets) ignores ``step``, has no yuv422_yuy2 and misnames bayer_grbg, so going through it
-would give different pixels on a pip install than on a rosdep one. YUV is ITU-R BT.601
-limited range (OpenCV's convention, as cv_bridge); Bayer is demosaiced bilinearly.
+Raw images are checked and converted by ``edgemoe_ros.image_encodings`` (no ROS there, so the
+bag tools use the same code): rgb8, bgr8, rgba8, bgra8, mono8, YUV 4:2:2, Bayer 8/16 and 16-bit
+colour/mono; its names are importable from here too.
 
 Outputs are built from ``ndarray.tobytes()``: assigning an ndarray to ``msg.data`` goes through
 rosidl's per-element Python check and costs tens of milliseconds per frame. Messages built only to
@@ -31,79 +24,48 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+# Raw-image decoding lives in the ROS-free image_encodings (shared with the bag tools); its
+# names stay importable from here.
+from ..image_encodings import (  # noqa: F401
+    BAD_INPUT_KINDS,
+    BGR8,
+    BGRA8,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEPTH_32FC1,
+    INPUT_ENCODINGS,
+    KIND_BAD_CALIBRATION,
+    KIND_CORRUPT_COMPRESSED,
+    KIND_EMPTY,
+    KIND_ENCODING,
+    KIND_NON_FINITE,
+    KIND_ODD_SIZE,
+    KIND_STEP,
+    KIND_TOO_LARGE,
+    KIND_TRUNCATED,
+    MAX_ASPECT_RATIO,
+    MIN_IMAGE_SIDE,
+    MONO8,
+    RGB8,
+    RGBA8,
+    SCALE_16_TO_8,
+    UYVY,
+    YUV422,
+    YUV422_YUY2,
+    YUYV,
+    BadInputError,
+    InputEncoding,
+    check_dims,
+    check_image,
+    image_to_rgb,
+)
 from ..model.canonical_camera import IntrinsicsError, camera_matrix
 from ..postprocess import FitInfo, scale_camera_info_params
-from .cdr_image import ImageView
-
-# ----- encodings (REP-118 / sensor_msgs/image_encodings names) -----
-RGB8 = "rgb8"
-BGR8 = "bgr8"
-RGBA8 = "rgba8"
-BGRA8 = "bgra8"
-MONO8 = "mono8"
-DEPTH_32FC1 = "32FC1"
-
-UYVY = "uyvy"
-YUV422 = "yuv422"  # the older name of uyvy
-YUYV = "yuyv"
-YUV422_YUY2 = "yuv422_yuy2"  # the older name of yuyv
-
-
-@dataclass(frozen=True)
-class InputEncoding:
-    """How one input encoding is laid out and turned into RGB8.
-
-    ``channels`` x ``itemsize`` bytes per pixel (a YUV 4:2:2 pixel is 2 one-byte channels);
-    ``to_rgb``: the ``cv2.cvtColor`` code to RGB, None if the channels already are RGB;
-    ``even_width``: 4:2:2 macropixels cover two pixels, so the width must be even.
-    """
-
-    channels: int
-    itemsize: int
-    to_rgb: int | None
-    even_width: bool = False
-
-    @property
-    def bytes_per_pixel(self) -> int:
-        return self.channels * self.itemsize
-
-
-def _color_encodings(bits: int) -> dict[str, InputEncoding]:
-    """rgb/bgr/rgba/bgra/mono at 8 or 16 bits per channel."""
-    size = bits // 8
-    return {
-        f"rgb{bits}": InputEncoding(3, size, None),
-        f"bgr{bits}": InputEncoding(3, size, cv2.COLOR_BGR2RGB),
-        f"rgba{bits}": InputEncoding(4, size, cv2.COLOR_RGBA2RGB),
-        f"bgra{bits}": InputEncoding(4, size, cv2.COLOR_BGRA2RGB),
-        f"mono{bits}": InputEncoding(1, size, cv2.COLOR_GRAY2RGB),
-    }
-
-
-#: OpenCV names a Bayer pattern by the 2x2 block at (1, 1), ROS by the one at (0, 0).
-_BAYER_CODES = {"rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
-                "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB}
-
-#: Accepted input encodings and how each is converted (see the module docstring).
-INPUT_ENCODINGS: dict[str, InputEncoding] = {
-    **_color_encodings(8),
-    **_color_encodings(16),
-    UYVY: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
-    YUV422: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
-    YUYV: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
-    YUV422_YUY2: InputEncoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
-    **{f"bayer_{pattern}{bits}": InputEncoding(1, bits // 8, code)
-       for pattern, code in _BAYER_CODES.items() for bits in (8, 16)},
-}
-#: 16-bit samples are scaled to 8 bits the way cv_bridge does (full range onto full range).
-SCALE_16_TO_8 = 255.0 / 65535.0
 
 #: Output encodings -> (channels, numpy dtype).
 OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -112,115 +74,11 @@ OUTPUT_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
     DEPTH_32FC1: (1, np.dtype(np.float32)),
 }
 
-#: 4096 x 4096: above any automotive camera in use, below what a 16 GiB host decodes comfortably
-#: (the node's ``max_image_pixels`` default).
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-#: Smallest accepted image side. Below one ViT patch (16 px) a camera frame carries no usable
-#: content, and a centre crop to the model's 1:2 aspect of a smaller side degenerates to 0 rows.
-MIN_IMAGE_SIDE = 16
-#: Largest accepted width:height (or height:width) ratio; beyond it the frame is not a camera
-#: image (a mis-set width/height pair is the usual cause) and a centre crop would keep < 1/16
-#: of it.
-MAX_ASPECT_RATIO = 16.0
-
 #: Compressed codecs we decode, recognised by their magic bytes (the format string is only a hint).
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
-
-# ----- bad input kinds (diagnostics keys) -----
-KIND_ENCODING = "encoding"
-KIND_EMPTY = "empty"
-KIND_ODD_SIZE = "odd_size"
-KIND_STEP = "step_mismatch"
-KIND_TRUNCATED = "truncated"
-KIND_TOO_LARGE = "too_large"
-KIND_NON_FINITE = "non_finite"
-KIND_CORRUPT_COMPRESSED = "corrupt_compressed"
-#: A camera_info whose K cannot be a camera (a focal length <= 0); all zeros is "uncalibrated",
-#: which is fine.
-KIND_BAD_CALIBRATION = "bad_calibration"
-BAD_INPUT_KINDS: tuple[str, ...] = (
-    KIND_ENCODING, KIND_EMPTY, KIND_ODD_SIZE, KIND_STEP, KIND_TRUNCATED, KIND_TOO_LARGE,
-    KIND_NON_FINITE, KIND_CORRUPT_COMPRESSED, KIND_BAD_CALIBRATION,
-)
-
-
-class BadInputError(ValueError):
-    """A message that cannot be used. ``kind`` is a :data:`BAD_INPUT_KINDS` entry."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        if kind not in BAD_INPUT_KINDS:
-            raise ValueError(f"unknown bad-input kind {kind!r}")
-        super().__init__(message)
-        self.kind = kind
-
-
-def _check_dims(what: str, width: int, height: int, max_pixels: int) -> None:
-    if width == 0 or height == 0:
-        raise BadInputError(KIND_EMPTY, f"{what} has zero size {width}x{height}")
-    if width * height > max_pixels:
-        raise BadInputError(KIND_TOO_LARGE, f"{what} {width}x{height} = {width * height} pixels "
-                                            f"exceeds max_image_pixels={max_pixels}")
-    if min(width, height) < MIN_IMAGE_SIDE:
-        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: a side is below "
-                                           f"{MIN_IMAGE_SIDE} px")
-    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise BadInputError(KIND_ODD_SIZE, f"{what} {width}x{height}: aspect ratio beyond "
-                                           f"{MAX_ASPECT_RATIO:g}:1")
-
-
-def check_image(msg: Image | ImageView, max_pixels: int) -> None:
-    """Metadata-only validation of a raw image (encoding, sizes, step, data length)."""
-    enc = msg.encoding
-    spec = INPUT_ENCODINGS.get(enc)
-    if spec is None:
-        raise BadInputError(KIND_ENCODING, f"unsupported encoding {enc!r}; accepted: "
-                                           f"{', '.join(INPUT_ENCODINGS)}")
-    w, h, step, n = int(msg.width), int(msg.height), int(msg.step), len(msg.data)
-    _check_dims(f"image ({enc})", w, h, max_pixels)
-    if spec.even_width and w % 2:
-        raise BadInputError(KIND_ODD_SIZE, f"{enc} image width {w} is odd; 4:2:2 pixels come "
-                                           "in pairs")
-    row = w * spec.bytes_per_pixel
-    if step < row:
-        raise BadInputError(KIND_STEP, f"step {step} < width {w} x {spec.bytes_per_pixel} "
-                                       f"bytes = {row}")
-    if n < step * h:
-        raise BadInputError(KIND_TRUNCATED, f"data has {n} bytes, step {step} x height {h} "
-                                            f"needs {step * h}")
-    if n > step * h:
-        raise BadInputError(KIND_STEP, f"data has {n} bytes but step {step} x height {h} = "
-                                       f"{step * h}")
-
-
-def _pixels(msg: Image | ImageView, spec: InputEncoding) -> np.ndarray:
-    """The (H, W[, C]) samples of a checked image, a view of ``msg.data`` (row padding skipped).
-
-    16-bit samples are read in the byte order ``is_bigendian`` declares.
-    """
-    w, h, step = int(msg.width), int(msg.height), int(msg.step)
-    if spec.itemsize == 1:
-        rows = np.frombuffer(msg.data, dtype=np.uint8, count=step * h).reshape(h, step)
-        return rows[:, : w * spec.channels].reshape(h, w, spec.channels) if spec.channels > 1 \
-            else rows[:, :w]
-    dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
-    shape = (h, w, spec.channels) if spec.channels > 1 else (h, w)
-    strides = (step, spec.bytes_per_pixel, 2) if spec.channels > 1 else (step, 2)
-    return np.ndarray(shape, dtype=dtype, buffer=msg.data, strides=strides)
-
-
-def image_to_rgb(msg: Image | ImageView, max_pixels: int) -> np.ndarray:
-    """A validated raw image as a contiguous (H, W, 3) uint8 RGB array."""
-    check_image(msg, max_pixels)
-    spec = INPUT_ENCODINGS[msg.encoding]
-    px = np.ascontiguousarray(_pixels(msg, spec), dtype=np.uint8 if spec.itemsize == 1
-                              else np.uint16)
-    rgb = px if spec.to_rgb is None else cv2.cvtColor(px, spec.to_rgb)
-    if rgb.dtype != np.uint8:
-        rgb = cv2.convertScaleAbs(rgb, alpha=SCALE_16_TO_8)
-    return rgb
 
 
 def _compressed_dims(data: bytes) -> tuple[str, int, int]:
@@ -280,7 +138,7 @@ def check_compressed(msg: CompressedImage, max_pixels: int) -> None:
     found, w, h = _compressed_dims(data)
     if found != codec:
         raise BadInputError(KIND_CORRUPT_COMPRESSED, f"format says {codec} but data is {found}")
-    _check_dims(f"compressed {codec} image", w, h, max_pixels)
+    check_dims(f"compressed {codec} image", w, h, max_pixels)
     tail = data.rstrip(b"\x00")  # some encoders pad; the end marker must still be there
     if codec == "jpeg" and not tail.endswith(JPEG_EOI):
         raise BadInputError(KIND_TRUNCATED, "JPEG data ends without an EOI marker")
@@ -316,7 +174,7 @@ def check_camera_info(msg: CameraInfo, max_pixels: int = DEFAULT_MAX_IMAGE_PIXEL
     if (w, h) != (0, 0):
         if w == 0 or h == 0:
             raise BadInputError(KIND_ODD_SIZE, f"camera_info size {w}x{h}: one side is 0")
-        _check_dims("camera_info", w, h, max_pixels)
+        check_dims("camera_info", w, h, max_pixels)
 
 
 #: How far the calibration's aspect ratio may differ from the image's and still be scaled onto
@@ -400,3 +258,32 @@ def camera_info_for_output(info: CameraInfo, header: Header, image_h: int, image
     out.k = k.ravel().tolist()
     out.p = p.ravel().tolist()
     return out
+
+
+#: Codecs of the optional compressed colour output (``color_compression`` parameter).
+OUTPUT_CODECS = ("png", "jpeg")
+#: image_transport compressed plugin's default JPEG quality (0..100).
+JPEG_QUALITY = 95
+#: PNG zlib settings for palette images (large flat regions): run-length matching makes them
+#: smaller than the default strategy (8 vs 18 kB at 720p) and no slower; with it the level changes
+#: neither size nor time, so the fastest (docs/ros_conventions.md has the measurement).
+PNG_PARAMS = (cv2.IMWRITE_PNG_COMPRESSION, 1,
+              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
+
+
+def rgb_to_compressed(rgb: np.ndarray, codec: str, header: Header) -> CompressedImage:
+    """An rgb8 image as image_transport's compressed plugin publishes it: the pixels encoded
+    from BGR, ``format`` = ``"rgb8; <codec> compressed bgr8"``, the header copied."""
+    if codec not in OUTPUT_CODECS:
+        raise ValueError(f"output codec {codec!r} not one of {', '.join(OUTPUT_CODECS)}")
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"array {rgb.dtype} {rgb.shape} is not an rgb8 image")
+    params = list(PNG_PARAMS) if codec == "png" else [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    ok, data = cv2.imencode(f".{codec}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"cv2.imencode could not encode a {rgb.shape} image as {codec}")
+    msg = CompressedImage()
+    msg.header = copy_header(header)
+    msg.format = f"{RGB8}; {codec} compressed {BGR8}"
+    msg.data = data.tobytes()
+    return msg

@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the node reports on ``/diagnostics`` and how often it logs (SPEC §5, §7).
 
-The statistics classes are plain Python (thread-safe, unit tested without ROS); only
-:func:`build_status` touches ``diagnostic_msgs``. Latency is kept as percentiles over a rolling
-window of recent frames because a mean hides exactly the stalls a vehicle integrator looks for.
+The statistics classes are plain Python (thread-safe, unit tested without ROS); only the
+functions at the end (:func:`build_status`, :func:`with_stream`) touch ``diagnostic_msgs``.
+Latency is kept as percentiles over a rolling window of recent frames because a mean hides
+exactly the stalls a vehicle integrator looks for. :class:`InputMonitor` judges the camera
+stream as diagnostic_updater's FrequencyStatus / TimeStampStatus do (docs/ros_conventions.md,
+"Diagnostics"); both nodes use it, the multi-camera node once per camera.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ RATE_WINDOW_S = 5.0
 PERCENTILES = (50, 90, 99)
 #: Seconds between two log lines of the same kind (bad input of one kind, backend fault, ...).
 LOG_THROTTLE_S = 5.0
-#: Hardware-style name of our status entry.
-STATUS_NAME_SUFFIX = "edgemoe"
+#: What our status entry reports on, after the node's name: ``edgemoe_node: inference``
+#: (diagnostic_updater names a status ``<node name>: <task>``).
+STATUS_NAME_SUFFIX = "inference"
 #: Received / offered below this fraction (over the rate window) turns /diagnostics WARN.
 MIN_RECEIVED_FRACTION = 0.95
 #: Frames in the window before the offered rate is trusted (a period needs a few intervals).
@@ -128,6 +132,210 @@ class ReceptionMonitor:
                 f"{self._window:g} s ({100 * est.received / est.offered:.0f} %)")
 
 
+#: Defaults of the input-stream parameters (params.py), as diagnostic_updater's FrequencyStatusParam
+#: (tolerance 0.1, a window of 5 one-second updates) and TimeStampStatusParam (5 s) choose them.
+#: 0 Hz expected = unknown: the rate is learned from the stream.
+DEFAULT_EXPECTED_RATE_HZ = 0.0
+DEFAULT_RATE_TOLERANCE = 0.1
+DEFAULT_RATE_WINDOW_S = 5.0
+#: No frame for this long is ERROR: two windows, so a stopped stream is WARN first.
+DEFAULT_INPUT_TIMEOUT_S = 10.0
+#: A rate is learned only from a stream that kept coming for this share of the window, with at
+#: least this many frames: a few frames published by hand teach nothing and alarm nothing.
+LEARN_SPAN_FRACTION = 0.5
+LEARN_MIN_FRAMES = 4
+#: Status levels as plain ints (DiagnosticStatus.OK/WARN/ERROR are bytes); ``level_byte`` converts.
+OK, WARN, ERROR = 0, 1, 2
+
+
+def level_byte(level: int) -> bytes:
+    """A plain level as ``DiagnosticStatus.level`` wants it."""
+    return bytes([level])
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """When an input stream counts as healthy (parameters expected_input_rate,
+    input_rate_tolerance, input_rate_window, input_timeout)."""
+
+    expected_hz: float = DEFAULT_EXPECTED_RATE_HZ
+    tolerance: float = DEFAULT_RATE_TOLERANCE
+    window_s: float = DEFAULT_RATE_WINDOW_S
+    timeout_s: float = DEFAULT_INPUT_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class StreamCheck:
+    """The input stream's level, what is wrong with it (one sentence per problem), and figures."""
+
+    level: int
+    problems: tuple[str, ...]
+    values: tuple[tuple[str, str], ...]
+
+
+class InputMonitor:
+    """Is a camera stream coming at the rate it should, with its camera_info?
+
+    diagnostic_updater's semantics (``FrequencyStatus`` + ``TimeStampStatus``), our own code:
+
+    * **WARN** when the frame rate over the last ``window_s`` seconds falls below
+      ``min = expected_hz * (1 - tolerance)``. With ``expected_hz`` 0 (unknown) the expected rate
+      is *learned*: the mean arrival rate of a stream that kept coming for half a window, held
+      when the stream stops. Before a rate is known, a whole window without a frame is WARN.
+    * **ERROR** when no frame arrived for ``timeout_s`` seconds (FrequencyStatus: "no events").
+    * **WARN** when frames arrive for a whole window but no camera_info came (the node then
+      relays no calibration, and metric depth uses the model's canonical camera).
+
+    Rate: (frames - 1) / their span, which is exact for a steady stream at any rate (no
+    quantisation to whole frames per window, so a slow camera does not flap); the time since the
+    last frame counts against it only beyond the longest acceptable interval ``1 / min``. So a
+    stream that stops turns WARN after about ``tolerance * window_s`` seconds, ERROR after
+    ``timeout_s``.
+
+    Nothing is judged while not ``watching`` (node inactive, no task enabled): checking starts
+    (is *armed*) on the first report that watches, and the rate is judged once a whole window
+    has passed since then, so activation never starts with a false alarm. Arrival times are
+    monotonic host time: a bag's or a simulator's stamps do not matter.
+    """
+
+    def __init__(self, limits: StreamLimits = StreamLimits(), clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._last: float | None = None
+        self._learned_hz: float | None = None
+        self._armed_at: float | None = None
+        self._info_missing_since: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def limits(self) -> StreamLimits:
+        return self._limits
+
+    def set_limits(self, limits: StreamLimits) -> None:
+        """New parameters, from the next report on (the arrivals kept are reused)."""
+        with self._lock:
+            self._limits = limits
+
+    def tick(self) -> None:
+        """A frame arrived (good or bad: the stream is alive either way)."""
+        now = self._clock()
+        with self._lock:
+            self._arrivals.append(now)
+            self._last = now
+            self._prune(now)
+
+    def rate(self) -> float:
+        """Frames per second over the window (0.0 with fewer than two)."""
+        now = self._clock()
+        with self._lock:
+            self._prune(now)
+            return self._rate(now, self._min_hz())
+
+    def check(self, watching: bool, has_camera_info: bool = True, depth_active: bool = False) -> StreamCheck:
+        """The stream's level now; ``watching``: the node is active with a task enabled."""
+        now = self._clock()
+        with self._lock:
+            self._prune(now)
+            self._learn()
+            min_hz = self._min_hz()
+            rate = self._rate(now, min_hz)
+            values = self._values(now, rate, min_hz, has_camera_info)
+            if not watching:
+                self._armed_at = self._info_missing_since = None
+                return StreamCheck(OK, (), values)
+            if self._armed_at is None:
+                self._armed_at = now
+            problems = [p for p in (self._stream_problem(now, rate, min_hz),
+                                    self._info_problem(now, has_camera_info, depth_active)) if p]
+        level = max((lvl for lvl, _ in problems), default=OK)
+        ordered = sorted(problems, key=lambda p: -p[0])
+        return StreamCheck(level, tuple(msg for _, msg in ordered), values)
+
+    # ----- internals (called with the lock held) -----
+    def _prune(self, now: float) -> None:
+        while self._arrivals and now - self._arrivals[0] > self._limits.window_s:
+            self._arrivals.popleft()
+
+    def _span(self) -> float:
+        return self._arrivals[-1] - self._arrivals[0] if len(self._arrivals) >= 2 else 0.0
+
+    def _learn(self) -> None:
+        span = self._span()
+        if len(self._arrivals) >= LEARN_MIN_FRAMES and span >= LEARN_SPAN_FRACTION * self._limits.window_s:
+            self._learned_hz = (len(self._arrivals) - 1) / span
+
+    def _reference_hz(self) -> float | None:
+        """The rate the stream should have: the expected one, else the learned one, else None."""
+        return self._limits.expected_hz if self._limits.expected_hz > 0 else self._learned_hz
+
+    def _min_hz(self) -> float:
+        ref = self._reference_hz()
+        return 0.0 if ref is None else ref * (1.0 - self._limits.tolerance)
+
+    def _rate(self, now: float, min_hz: float) -> float:
+        n = len(self._arrivals)
+        if n < 2:
+            return 0.0
+        span = self._span()
+        # The open interval since the last frame counts only beyond the longest acceptable one
+        # (1 / min; without a minimum, the stream's own mean interval).
+        allowance = 1.0 / min_hz if min_hz > 0 else span / (n - 1)
+        return (n - 1) / max(span, now - self._arrivals[0] - allowance, 1e-9)
+
+    def _silence(self, now: float) -> float:
+        """Seconds without a frame: since the last one, or since checking started if later."""
+        assert self._armed_at is not None
+        return now - (self._armed_at if self._last is None else max(self._armed_at, self._last))
+
+    def _stream_problem(self, now: float, rate: float, min_hz: float) -> tuple[int, str] | None:
+        lim = self._limits
+        silence = self._silence(now)
+        if silence > lim.timeout_s:
+            return ERROR, f"input stale: no frame for {silence:.1f} s (input_timeout {lim.timeout_s:g} s)"
+        assert self._armed_at is not None
+        if now - self._armed_at < lim.window_s:
+            return None  # a whole window since checking started before the rate is judged
+        # One frame after a pause measures no rate yet: judge it once the next one is late.
+        restarting = len(self._arrivals) < 2 and silence <= 1.0 / max(min_hz, 1e-9)
+        if min_hz > 0 and rate < min_hz and not restarting:
+            ref = self._reference_hz()
+            how = "expected" if lim.expected_hz > 0 else "learned"
+            return WARN, (f"input rate {rate:.2f} Hz below the minimum {min_hz:.2f} Hz ({how} {ref:.2f} Hz "
+                          f"- {100 * lim.tolerance:g} %) over the last {lim.window_s:g} s")
+        if min_hz == 0 and silence >= lim.window_s:
+            return WARN, f"input stale: no frame for {silence:.1f} s"
+        return None
+
+    def _info_problem(self, now: float, has_camera_info: bool, depth_active: bool) -> tuple[int, str] | None:
+        frames_arriving = self._last is not None and now - self._last <= self._limits.window_s
+        if has_camera_info or not frames_arriving:
+            self._info_missing_since = None
+            return None
+        if self._info_missing_since is None:
+            self._info_missing_since = now
+        missing = now - self._info_missing_since
+        if missing < self._limits.window_s:
+            return None
+        effect = ("depth is in metres of the model's default camera, not of this lens" if depth_active
+                  else "outputs are published without camera_info")
+        return WARN, f"no camera_info received while frames arrive ({missing:.1f} s): {effect}"
+
+    def _values(self, now: float, rate: float, min_hz: float, has_camera_info: bool) -> tuple[tuple[str, str], ...]:
+        lim = self._limits
+        if lim.expected_hz > 0:
+            expected = f"{lim.expected_hz:.2f}"
+        else:
+            expected = "unknown" if self._learned_hz is None else f"learned {self._learned_hz:.2f}"
+        since = "never" if self._last is None else f"{now - self._last:.2f}"
+        return (("input rate hz", f"{rate:.2f}"),
+                ("expected input rate hz", expected),
+                ("minimum input rate hz", f"{min_hz:.2f}" if min_hz > 0 else "n/a"),
+                ("input rate window s", f"{lim.window_s:g}"),
+                ("seconds since last frame", since),
+                ("camera_info received", "yes" if has_camera_info else "no"))
+
+
 class LatencyWindow:
     """Percentiles (ms) of the last ``maxlen`` samples."""
 
@@ -186,7 +394,7 @@ class KeyedThrottle:
 class NodeStats:
     """Every counter the node reports, updated from callbacks and the worker thread."""
 
-    input_rate: RollingRate = field(default_factory=RollingRate)
+    input_rate: InputMonitor = field(default_factory=InputMonitor)
     reception: ReceptionMonitor = field(default_factory=ReceptionMonitor)
     output_rate: RollingRate = field(default_factory=RollingRate)
     stamp_to_publish_ms: LatencyWindow = field(default_factory=LatencyWindow)
@@ -239,21 +447,45 @@ def expert_usage_values(usage: Mapping[str, np.ndarray], moe_layers: tuple[int, 
     return out
 
 
+def status_prefix(name: str, fully_qualified_name: str, use_fqn: bool) -> str:
+    """``<node name>`` of ``<node name>: <what>``, as diagnostic_updater names a status: the plain
+    node name, or with ``use_fqn`` the fully qualified one without its leading slash (the
+    aggregator turns every '/' of a status name into a space, so a leading one would lead)."""
+    return fully_qualified_name.lstrip("/") if use_fqn else name
+
+
+def with_stream(level: bytes, message: str, stream: StreamCheck) -> tuple[bytes, str]:
+    """The node's own level/message merged with its input stream's: the worst level, every
+    problem said (as diagnostic_updater's CompositeDiagnosticTask merges tasks). ``message`` is
+    the bare lifecycle state when ``level`` is OK."""
+    if not stream.problems:
+        return level, message
+    text = "; ".join(stream.problems)
+    merged = level_byte(max(level[0], stream.level))
+    return merged, f"{message}: {text}" if level == DiagnosticStatus.OK else f"{message}; {text}"
+
+
 def build_status(node_name: str, level: bytes, message: str, backend: str, active_tasks: tuple[str, ...],
                  mode: str, stats: NodeStats, worker_counts: Mapping[str, int],
                  usage: Mapping[str, np.ndarray] | None = None, moe_layers: tuple[int, ...] = (),
-                 counts: tuple[dict[str, int], dict[str, int]] | None = None) -> DiagnosticStatus:
+                 counts: tuple[dict[str, int], dict[str, int]] | None = None,
+                 stream: StreamCheck | None = None, hardware_id: str = "") -> DiagnosticStatus:
     """One DiagnosticStatus with everything SPEC §5 asks for, keys stable for dashboards and tests.
 
-    ``counts``: a ``stats.snapshot_counts()`` the caller already took (so the level it derived
-    and the numbers reported come from the same instant); taken here if None.
+    ``node_name``: the status name's prefix (:func:`status_prefix`). ``counts``: a
+    ``stats.snapshot_counts()`` the caller already took (so the level it derived and the numbers
+    reported come from the same instant); taken here if None. ``stream``: the input stream's
+    check the level came from (its figures are reported). ``hardware_id``: the device
+    (hardware_id.py); the backend's name if ''.
     """
     bad, counters = counts if counts is not None else stats.snapshot_counts()
+    stream_values = (stream.values if stream is not None
+                     else (("input rate hz", f"{stats.input_rate.rate():.2f}"),))
     values = [
         KeyValue(key="backend", value=backend),
         KeyValue(key="task mode", value=mode),
         KeyValue(key="active tasks", value=",".join(active_tasks) or "none"),
-        KeyValue(key="input rate hz", value=f"{stats.input_rate.rate():.2f}"),
+        *(KeyValue(key=k, value=v) for k, v in stream_values),
         KeyValue(key="offered rate hz", value=_offered_rate(stats.reception)),
         KeyValue(key="frames lost in transport", value=str(counters.get("lost_in_transport", 0))),
         KeyValue(key="output rate hz", value=f"{stats.output_rate.rate():.2f}"),
@@ -273,7 +505,7 @@ def build_status(node_name: str, level: bytes, message: str, backend: str, activ
     if usage:
         values += expert_usage_values(usage, moe_layers)
     return DiagnosticStatus(level=level, name=f"{node_name}: {STATUS_NAME_SUFFIX}", message=message,
-                            hardware_id=backend, values=values)
+                            hardware_id=hardware_id or backend, values=values)
 
 
 def values_dict(status: DiagnosticStatus) -> dict[str, str]:

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The segmentation's class ids and names as vision_msgs/LabelInfo says them, in a std_msgs/String.
 
-A consumer of the ``segmentation`` mono8 image needs to know what each id means. vision_msgs'
-LabelInfo is the convention for that, but there is no Kilted wheel of vision_msgs here, so the
-node publishes the same fields as JSON, latched (transient_local, depth 1) so that a subscriber
-that starts later still gets it once::
+A consumer of the ``segmentation/image`` mono8 image needs to know what each id means.
+vision_msgs' LabelInfo is the convention for that, but there is no Kilted wheel of vision_msgs
+here, so the node publishes the same fields as JSON, latched (transient_local, depth 1) so that a
+subscriber that starts later still gets it once::
 
     {"header": {"stamp": {"sec": 12, "nanosec": 5}, "frame_id": ""},
      "class_map": [{"class_id": 0, "class_name": "flat"}, ..., {"class_id": 255,
@@ -26,9 +26,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
 
 from ..model.config import IGNORE_INDEX
+from .topic_names import LABEL_INFO
 
 #: Topic, relative to the node's namespace: next to the segmentation image it describes.
-TOPIC_LABEL_INFO = "segmentation/label_info"
+TOPIC_LABEL_INFO = LABEL_INFO
 #: Name of the id that marks "no class".
 IGNORE_NAME = "ignore"
 #: Latched: late subscribers get the last message, as LabelInfo publishers do.

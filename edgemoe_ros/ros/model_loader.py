@@ -14,6 +14,7 @@ from typing import Any
 
 from ..model.config import ModelConfig
 from ..model.weights import ModelWeights, load_weights
+from .hardware_id import hardware_id
 from .params import NodeParams
 from .watchdog import Watchdog
 
@@ -64,9 +65,21 @@ class LoadedModel:
     primary_error: str = ""
     watchdog: Watchdog = field(default_factory=lambda: Watchdog("primary"))
     fallback_watchdog: Watchdog = field(default_factory=lambda: Watchdog("fallback"))
+    #: /diagnostics ``hardware_id`` of the primary and of the fallback (hardware_id.py), taken
+    #: once here: a reload on the same backends keeps the device.
+    hardware: str = ""
+    fallback_hardware: str = ""
 
     def __post_init__(self) -> None:
         self.watchdog.name, self.fallback_watchdog.name = self.backend, self.fallback_backend or "none"
+        if not self.hardware and self.engine is not None:
+            self.hardware = hardware_id(self.backend, getattr(self.engine, "backend", None))
+        if not self.fallback_hardware and self.fallback is not None:
+            self.fallback_hardware = hardware_id(self.fallback_backend, getattr(self.fallback, "backend", None))
+
+    def hardware_of(self, on_fallback: bool) -> str:
+        """The device the frames run on now."""
+        return self.fallback_hardware if on_fallback else self.hardware
 
     def same_setup(self, params: NodeParams, config: ModelConfig) -> bool:
         """True if ``params``/``config`` need the same backends, so only the weights change.

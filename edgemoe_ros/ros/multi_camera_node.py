@@ -3,9 +3,10 @@
 
 Why one process: N ``edgemoe_node`` processes hold N copies of the model and, with
 ``backend: fpga``, N processes would program one device. Here the ``cameras`` parameter names
-the cameras; camera ``c`` is read from ``c/image`` + ``c/camera_info`` and published under
-``c/`` with the single node's layout (outputs.py). Each camera has its own ``c.tasks`` and
-``c.output_resolution``.
+the cameras; camera ``c`` is read from ``c/image`` (or, with ``c.image_transport: compressed``,
+``<resolved c/image>/compressed``) + ``c/camera_info`` and published under ``c/`` with the single
+node's layout (outputs.py). Each camera has its own ``c.tasks``, ``c.output_resolution`` and
+``c.image_transport``.
 
 Threads: DDS callbacks validate metadata and leave the frame in its camera's one-frame slot
 (camera_scheduler.py: latest frame wins, round-robin, no camera starves). One inference thread
@@ -13,15 +14,23 @@ takes a round (the newest frame of up to ``max_batch`` cameras), groups it by ta
 each group as ONE ``Engine.infer_batch`` call: the backend sees a (B, H, W, 3) batch, so each
 expert's weights are read once per batch instead of once per camera (docs/multi_camera.md).
 
-Diagnostics: one status per camera (rate, latency, drops, bad input, stale stream: WARN after
-``stale_timeout`` s without a frame, ERROR after 3x) and one for the backend/accelerator.
+Diagnostics: one status per camera (rate, latency, drops, bad input, stale or absent stream and
+missing camera_info as the single node judges them: diagnostics.InputMonitor, per camera) and
+one for the backend/accelerator.
+
+Run-time controls (docs/multi_camera.md): the single node's task switches per camera
+(``~/<c>/enable_depth``, ``~/<c>/task_request``, ``<c>.tasks``, ``auto`` by who subscribes to
+camera c's outputs) and for all cameras at once (``~/enable_depth``, ``~/task_request``,
+``tasks``); ``~/reload_model`` swaps the one model all cameras run on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +42,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.task import Future
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
+from . import topic_names
 from .camera_params import (
-    STALE_ERROR_FACTOR,
     CameraParams,
     check_camera_request,
     declare_cameras,
@@ -47,11 +57,25 @@ from .camera_params import (
 )
 from .camera_scheduler import LatestFrameScheduler, group_by
 from .cdr_image import ImageView, read_image
-from .diagnostics import KeyedThrottle, LatencyWindow, NodeStats, RollingRate, build_status
+from .diagnostics import (
+    KeyedThrottle,
+    LatencyWindow,
+    NodeStats,
+    RollingRate,
+    build_status,
+    status_prefix,
+    with_stream,
+)
+from .guards import serialised
 from .label_info import TOPIC_LABEL_INFO, LabelInfoPublisher
-from .lifecycle_common import LifecycleCommon
-from .model_loader import LoadedModel, load_model, load_weights_for
-from .outputs import CameraOutputs
+from .lifecycle_common import (
+    SRV_RELOAD,
+    STATE_ACTIVE,
+    STATE_INACTIVE,
+    LifecycleCommon,
+)
+from .model_loader import LoadedModel, load_weights_for
+from .outputs import TASK_TOPICS, CameraOutputs
 from .params import (
     check_set_request,
     declare_all,
@@ -60,13 +84,14 @@ from .params import (
 )
 from .qos import INPUT_DEPTH
 from .qos import profile as qos_profile
-from .spin import finish_after_shutdown, spin_lifecycle_node
-from .task_switch import MODE_AUTO, TaskSwitch
+from .spin import spin_lifecycle_node
+from .task_controls import TaskControls, TaskTarget
+from .task_switch import TaskRequestError, TaskSwitch
 from .watchdog import BackendHung
 
 NODE_NAME = "edgemoe_multi_node"
-TOPIC_IMAGE = "image"
-TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_IMAGE = topic_names.IMAGE
+TOPIC_CAMERA_INFO = topic_names.CAMERA_INFO
 TOPIC_DIAGNOSTICS = "/diagnostics"
 DIAGNOSTICS_QOS_DEPTH = 10
 #: How long the inference thread waits for a frame before checking whether it must stop.
@@ -88,19 +113,27 @@ class Camera:
     info: CameraInfo | None = None
     outputs: CameraOutputs | None = None
     label_info: LabelInfoPublisher | None = None
-    last_frame: float | None = None  # monotonic arrival time of the newest frame
     warned_no_k: bool = False
     seen: dict[str, int] = field(default_factory=dict)  # counts at the last diagnostics report
 
     def topic(self, name: str) -> str:
         return f"{self.name}/{name}"
 
+    def subscribed(self) -> dict[str, bool]:
+        """Per task: does any of this camera's outputs have a subscriber (``auto`` mode)."""
+        outputs = self.outputs
+        return outputs.subscribed() if outputs is not None else dict.fromkeys(TASK_TOPICS, False)
+
+    def task_target(self) -> TaskTarget:
+        return TaskTarget(self.tasks, f"{self.name}.tasks", self.subscribed, self.name)
+
 
 @dataclass(frozen=True)
 class Pending:
     """A frame waiting in its camera's slot."""
 
-    msg: Image | ImageView
+    msg: Image | ImageView | CompressedImage
+    compressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,10 +154,11 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._params = self._declare_parameters(lambda: declare_all(self))
-        names, self._max_batch, self._stale_timeout = self._declare_parameters(
+        names, self._max_batch = self._declare_parameters(
             lambda: declare_cameras(self, self._params)
         )
         self._cameras = {n: Camera(n, TaskSwitch(read_camera(self, n).tasks)) for n in names}
+        self._default_tasks = TaskSwitch(self._params.tasks)  # see _create_task_controls
         self.add_pre_set_parameters_callback(normalize_request)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -134,11 +168,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         )
         self._throttle = KeyedThrottle()
         self._group = ReentrantCallbackGroup()
-        self._model_lock = threading.Lock()
-        self._model: LoadedModel | None = None
-        self._on_fallback = False
-        self._config_error = ""
-        self._lifecycle = "unconfigured"
+        self._init_model_state()
         self._subs: list[Any] = []
         self._thread: threading.Thread | None = None
         # Results go to a second thread that restores, colourises and publishes them while the
@@ -149,7 +179,6 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             maxsize=2 * self._max_batch
         )
         self._stopping = threading.Event()
-        self._activated_at = 0.0
         # Accelerator-wide figures: batches, images per batch, backbone call time.
         self._batch_rate = RollingRate()
         self._batch_sizes: list[int] = []
@@ -163,6 +192,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         )
         for cam in self._cameras.values():
             cam.label_info = LabelInfoPublisher(self, cam.topic(TOPIC_LABEL_INFO))
+        self._create_task_controls()
+        self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
         self._diag_timer = self._steady_timer(
             self._params.diagnostics_period, self._publish_diagnostics
         )
@@ -174,34 +205,67 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def cameras(self) -> tuple[str, ...]:
         return tuple(self._cameras)
 
+    def _create_task_controls(self) -> None:
+        """Task switches per camera under ``~/<camera>/`` and for all cameras under ``~/``.
+
+        The node-wide controls also drive ``_default_tasks``, the state a camera would have if
+        only node-wide commands had reached it: mirrored into ``tasks``, so ``param get tasks``
+        answers what the node-wide commands set, while ``<camera>.tasks`` answers what runs.
+        """
+        cams = list(self._cameras.values())
+        self._camera_task_controls = {}
+        for cam in cams:
+            self._camera_task_controls[cam.name] = TaskControls(
+                self,
+                f"~/{cam.name}/",
+                [cam.task_target()],
+                self._bad_task_request([cam], f"~/{cam.name}/"),
+                self._group,
+            )
+        every_task = dict.fromkeys(TASK_TOPICS, True)  # a default has no outputs: "all listened"
+        default = TaskTarget(self._default_tasks, "tasks", lambda: every_task, "default")
+        self._all_task_controls = TaskControls(
+            self,
+            "~/",
+            [default, *(cam.task_target() for cam in cams)],
+            self._bad_task_request(cams, "~/"),
+            self._group,
+        )
+
+    def _bad_task_request(self, cams: Sequence[Camera], prefix: str) -> Any:
+        def on_bad(exc: TaskRequestError) -> None:
+            for cam in cams:  # counted by every camera the request was addressed to
+                cam.stats.count("bad_task_requests")
+            self._log_throttled(
+                "warning", f"{prefix}task_request", f"ignored {prefix}task_request: {exc}"
+            )
+
+        return on_bad
+
+    def _publish_label_info(self, class_names: tuple[str, ...]) -> None:
+        for cam in self._cameras.values():
+            assert cam.label_info is not None
+            cam.label_info.publish(class_names)
+
     # ------------------------------------------------------------------ lifecycle
+    @serialised("_transition_lock")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the weights and ONE backend for all cameras; create every camera's publishers."""
         params = read_all(self)
-        try:
-            _, weights = load_weights_for(params)
-            model = load_model(params, weights)
-        except Exception as exc:  # noqa: BLE001 - every load error must leave the node alive
-            self._config_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(
-                f"configure failed, staying unconfigured: {self._config_error}"
-            )
+        model = self._configure_model(params, load_weights_for)
+        if model is None:
             return TransitionCallbackReturn.FAILURE
-        with self._model_lock:
-            self._model, self._on_fallback = model, model.engine is None
-        self._config_error = ""
         qos = qos_profile(params.output_qos, params.output_depth)
         for cam in self._cameras.values():
-            cam.outputs = CameraOutputs(self, cam.name, qos)
-            assert cam.label_info is not None
-            cam.label_info.publish(model.config.class_names)
-        self._lifecycle = "inactive"
+            cam.outputs = CameraOutputs(self, cam.name, qos, params.color_compression)
+        self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: {len(self._cameras)} cameras {list(self._cameras)} on backend "
             f"{model.backend}, batches of up to {self._max_batch}"
         )
         return super().on_configure(state)
 
+    @serialised("_transition_lock")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the inference thread, then the subscriptions."""
         self._stopping.clear()
@@ -214,16 +278,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         self._publisher.start()
         qos = qos_profile(self._params.input_qos, INPUT_DEPTH)
         for cam in self._cameras.values():
-            self._subs.append(
-                self.create_subscription(
-                    Image,
-                    cam.topic(TOPIC_IMAGE),
-                    self._image_callback(cam),
-                    qos,
-                    callback_group=self._group,
-                    raw=True,
-                )
-            )
+            self._subs.append(self._subscribe_image(cam, qos))
             self._subs.append(
                 self.create_subscription(
                     CameraInfo,
@@ -233,31 +288,34 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     callback_group=self._group,
                 )
             )
-        self._activated_at = time.monotonic()
-        self._lifecycle = "active"
+        self._lifecycle = STATE_ACTIVE
         self.get_logger().info("activated")
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._lifecycle = "inactive"
-        return super().on_deactivate(state)
+    @serialised("_transition_lock")
+    def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """One model for every camera: new weights (or backend) for all, or the old one kept."""
+        return self._reload_model(response, load_weights_for)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_model()
-        self._lifecycle = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_all()
-        self._lifecycle = "finalized"
-        finish_after_shutdown(self.finished, self._steady_timer)
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_all()
-        self._lifecycle = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
+    def _subscribe_image(self, cam: Camera, qos: Any) -> Any:
+        """The camera's ONE image subscription, over its ``<camera>.image_transport``."""
+        transport = read_camera(self, cam.name).image_transport
+        if transport == topic_names.TRANSPORT_COMPRESSED:
+            return self.create_subscription(
+                CompressedImage,
+                topic_names.input_topic(self, cam.topic(TOPIC_IMAGE), transport),
+                self._compressed_callback(cam),
+                qos,
+                callback_group=self._group,
+            )
+        return self.create_subscription(
+            Image,
+            cam.topic(TOPIC_IMAGE),
+            self._image_callback(cam),
+            qos,
+            callback_group=self._group,
+            raw=True,
+        )
 
     def _stop_processing(self) -> None:
         self._destroy_input_subscriptions()
@@ -279,10 +337,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             if cam.outputs is not None:
                 cam.outputs.destroy()
                 cam.outputs = None
-        with self._model_lock:
-            model, self._model = self._model, None
-        if model is not None:
-            model.close()
+        self._close_model()
 
     # ------------------------------------------------------------------ parameters
     def _check_parameters(self, parameters: list[Parameter]) -> Any:
@@ -290,15 +345,37 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         return result if not result.successful else check_camera_request(parameters, self.cameras)
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        """``tasks`` is a command to every camera; ``<camera>.tasks`` to that camera alone. A
+        node-wide switch's write-back into ``tasks`` is not a new command (the cameras already
+        have their states, which may differ)."""
         self._params = read_all(self)
+        named = {p.name for p in parameters}
         for p in parameters:
             camera, _, suffix = p.name.rpartition(".")
-            if (
-                suffix == "tasks"
-                and camera in self._cameras
-                and self._cameras[camera].tasks.set_tasks(list(p.value))
-            ):
-                self.get_logger().info(f"{camera}: tasks set to {list(p.value)}")
+            if p.name == "tasks":
+                self._default_tasks.set_tasks(list(p.value))
+                if not self._all_task_controls.mirroring:  # a camera set in the same request
+                    cams = [c for c in self._cameras.values() if f"{c.name}.tasks" not in named]
+                    self._set_tasks(cams, list(p.value))  # keeps the value given to it
+                    self._mirror_camera_tasks(cams, list(p.value))
+            elif suffix == "tasks" and camera in self._cameras:
+                self._set_tasks([self._cameras[camera]], list(p.value))
+
+    def _set_tasks(self, cams: list[Camera], tasks: list[str]) -> None:
+        """The parameter path: the cameras' switches."""
+        changed = [cam.name for cam in cams if cam.tasks.set_tasks(tasks)]
+        if changed:
+            self.get_logger().info(f"tasks of {changed} set by parameter: {tasks}")
+
+    def _mirror_camera_tasks(self, cams: list[Camera], tasks: list[str]) -> None:
+        """After ``tasks`` fanned out: every ``<camera>.tasks`` tells what runs too."""
+        if cams:
+            self.set_parameters(
+                [
+                    Parameter(f"{cam.name}.tasks", Parameter.Type.STRING_ARRAY, tasks)
+                    for cam in cams
+                ]
+            )
 
     # ------------------------------------------------------------------ input callbacks
     def _image_callback(self, cam: Camera) -> Any:
@@ -317,12 +394,27 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     None,
                 )
                 return
-            cam.last_frame = time.monotonic()
-            stamp = msg.header.stamp
-            cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
-            self._scheduler.offer(cam.name, Pending(msg))
+            self._offer(cam, Pending(msg))
 
         return on_image
+
+    def _compressed_callback(self, cam: Camera) -> Any:
+        def on_compressed(msg: CompressedImage) -> None:
+            cam.stats.input_rate.tick()
+            try:
+                conv.check_compressed(msg, self._params.max_image_pixels)
+            except conv.BadInputError as exc:
+                self._bad_input(cam, exc, msg)
+                return
+            self._offer(cam, Pending(msg, compressed=True))
+
+        return on_compressed
+
+    def _offer(self, cam: Camera, pending: Pending) -> None:
+        """A checked frame into its camera's slot (replacing an older one)."""
+        stamp = pending.msg.header.stamp
+        cam.stats.reception.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
+        self._scheduler.offer(cam.name, pending)
 
     def _info_callback(self, cam: Camera) -> Any:
         def on_info(msg: CameraInfo) -> None:
@@ -367,18 +459,19 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         ready: list[tuple[str, Decoded]] = []
         for name, pending in items:
             cam = self._cameras[name]
-            outputs = cam.outputs
-            subscribed = (
-                outputs.subscribed() if outputs is not None and cam.tasks.mode == MODE_AUTO else ()
-            )
-            active = cam.tasks.snapshot(subscribed).active
+            # The function, not its value: asked under the switch's lock only in auto mode, so a
+            # switch to auto between reading the mode and the snapshot cannot skip this frame.
+            active = cam.tasks.snapshot(cam.subscribed).active
             if not active:
                 cam.stats.count("skipped_no_task")
                 continue
             try:
-                rgb = conv.image_to_rgb(pending.msg, params.max_image_pixels)
+                if pending.compressed:
+                    rgb = conv.compressed_to_rgb(pending.msg, params.max_image_pixels)
+                else:
+                    rgb = conv.image_to_rgb(pending.msg, params.max_image_pixels)
             except conv.BadInputError as exc:
-                self._bad_input(cam, exc, None)
+                self._bad_input(cam, exc, pending.msg if pending.compressed else None)
                 continue
             ready.append(
                 (name, Decoded(cam, read_camera(self, name), pending.msg.header, rgb, active))
@@ -489,7 +582,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def _camera_health(
         self, cam: Camera, bad: dict[str, int], counters: dict[str, int]
     ) -> tuple[bytes, str]:
-        """Level and message of one camera: stale stream, faults, bad input since last report."""
+        """Level and message of one camera: faults, bad input since last report (the stream's
+        own health: _publish_diagnostics)."""
         seen = {
             "faults": counters.get("backend_faults", 0),
             "bad": sum(bad.values()),
@@ -499,15 +593,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         cam.seen = seen
         if self._lifecycle != "active":
             return DiagnosticStatus.OK, self._lifecycle
-        last = cam.last_frame if cam.last_frame is not None else self._activated_at
-        age = time.monotonic() - last
-        what = "no frame received" if cam.last_frame is None else "last frame"
-        if age > STALE_ERROR_FACTOR * self._stale_timeout:
-            return DiagnosticStatus.ERROR, f"stale input: {what} for {age:.1f} s"
         if new["faults"]:
             return DiagnosticStatus.ERROR, f"{new['faults']} backend fault(s) since last report"
-        if age > self._stale_timeout:
-            return DiagnosticStatus.WARN, f"stale input: {what} for {age:.1f} s"
         if new["bad"]:
             return DiagnosticStatus.WARN, f"{new['bad']} bad input(s) since last report"
         if new["info"]:
@@ -523,7 +610,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
     def _accelerator_status(self, node_name: str) -> DiagnosticStatus:
         model = self._model
         faults, self._faults_seen = self._faults - self._faults_seen, self._faults
-        backend = "none"
+        backend, hardware = "none", ""
         level, message = DiagnosticStatus.OK, self._lifecycle
         values: list[KeyValue] = []
         if self._config_error:
@@ -532,6 +619,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             level, message = DiagnosticStatus.WARN, f"{self._lifecycle}: no model loaded"
         else:
             backend = model.fallback_backend if self._on_fallback else model.backend
+            hardware = model.hardware_of(self._on_fallback)
             hung = (model.fallback_watchdog if self._on_fallback else model.watchdog).hung_for()
             if hung is not None:
                 level, message = (
@@ -543,6 +631,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                     DiagnosticStatus.WARN,
                     f"running on fallback backend '{model.fallback_backend}'",
                 )
+            elif self._reload_error:
+                level, message = DiagnosticStatus.WARN, self._reload_error
             elif faults:
                 level, message = (
                     DiagnosticStatus.ERROR,
@@ -558,6 +648,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                 key="mean images per batch", value=f"{np.mean(sizes):.2f}" if sizes else "n/a"
             ),
             KeyValue(key="backend faults", value=str(self._faults)),
+            KeyValue(key="model reloads", value=str(self._reloads["succeeded"])),
+            KeyValue(key="failed model reloads", value=str(self._reloads["failed"])),
         ]
         p = self._batch_ms.percentiles()
         values.append(
@@ -570,23 +662,35 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             level=level,
             name=f"{node_name}: {ACCELERATOR_STATUS}",
             message=message,
-            hardware_id=backend,
+            hardware_id=hardware or backend,
             values=values,
         )
 
     def _publish_diagnostics(self) -> None:
-        node_name = self.get_fully_qualified_name().lstrip("/")
+        node_name = status_prefix(
+            self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn
+        )
         model = self._model
         backend = (
             "none"
             if model is None
             else (model.fallback_backend if self._on_fallback else model.backend)
         )
+        hardware = "" if model is None else model.hardware_of(self._on_fallback)
         statuses = [self._accelerator_status(node_name)]
+        limits = self._params.stream_limits
         for cam in self._cameras.values():
             counts = cam.stats.snapshot_counts()
             level, message = self._camera_health(cam, *counts)
             tasks = cam.tasks.snapshot(cam.outputs.subscribed() if cam.outputs is not None else ())
+            expected = read_camera(self, cam.name).expected_input_rate
+            cam.stats.input_rate.set_limits(dataclasses.replace(limits, expected_hz=expected))
+            stream = cam.stats.input_rate.check(
+                watching=self._lifecycle == STATE_ACTIVE and bool(tasks.active),
+                has_camera_info=cam.info is not None,
+                depth_active="depth" in tasks.active,
+            )
+            level, message = with_stream(level, message, stream)
             worker = {
                 "submitted": self._scheduler.offered[cam.name],
                 "dropped": self._scheduler.replaced[cam.name],
@@ -601,6 +705,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
                 cam.stats,
                 worker,
                 counts=counts,
+                stream=stream,
+                hardware_id=hardware,
             )
             status.name = f"{node_name}: camera {cam.name}"
             statuses.append(status)

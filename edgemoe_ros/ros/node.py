@@ -12,14 +12,12 @@ inference and publishes. A MultiThreadedExecutor keeps services answering during
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import (
@@ -32,19 +30,24 @@ from rclpy.parameter import Parameter
 from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header, String
-from std_srvs.srv import SetBool, Trigger
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
-from ..allocator import release_free_memory
 from ..engine import FrameResult
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
+from . import topic_names
 from .cdr_image import ImageView, read_image
-from .diagnostics import KeyedThrottle, NodeStats, build_status
+from .diagnostics import KeyedThrottle, NodeStats, build_status, status_prefix, with_stream
 from .guards import InvalidHandle, serialised
 from .label_info import LabelInfoPublisher
-from .lifecycle_common import LifecycleCommon
-from .model_loader import LoadedModel, load_model, load_weights_for
+from .lifecycle_common import (
+    SRV_RELOAD,
+    STATE_ACTIVE,
+    STATE_INACTIVE,
+    LifecycleCommon,
+)
+from .model_loader import LoadedModel, load_weights_for
 from .outputs import TASK_TOPICS, CameraOutputs
 from .params import (
     NodeParams,
@@ -55,7 +58,8 @@ from .params import (
 )
 from .qos import AUTO, INPUT_DEPTH, is_reliability_mismatch
 from .qos import profile as qos_profile
-from .spin import finish_after_shutdown, spin_lifecycle_node
+from .spin import spin_lifecycle_node
+from .task_controls import TaskControls, TaskTarget
 from .task_switch import TaskRequestError, TaskState, TaskSwitch
 from .watchdog import BackendHung
 from .worker import FrameWorker
@@ -63,22 +67,14 @@ from .worker import FrameWorker
 NODE_NAME = "edgemoe_node"
 
 # ----- topics (relative, so launch files can namespace and remap them) -----
-TOPIC_IMAGE = "image"
-TOPIC_IMAGE_COMPRESSED = "image/compressed"
-TOPIC_CAMERA_INFO = "camera_info"
+TOPIC_IMAGE = topic_names.IMAGE  # its compressed transport: <resolved image>/compressed
+TOPIC_CAMERA_INFO = topic_names.CAMERA_INFO
 # Output topics (segmentation, depth and their camera_info): outputs.py, shared with the multi-camera node.
 TOPIC_DIAGNOSTICS = "/diagnostics"
-TOPIC_TASK_REQUEST = "~/task_request"
-SRV_ENABLE = {"semseg": "~/enable_segmentation", "depth": "~/enable_depth"}
-SRV_RELOAD = "~/reload_model"
+# ~/enable_segmentation, ~/enable_depth, ~/task_request: task_controls.py; ~/reload_model:
+# lifecycle_common.py (both shared with the multi-camera node).
 
 DIAGNOSTICS_QOS_DEPTH = 10
-
-#: What a model is built from (applied on configure / ~/reload_model; set back after a failed reload).
-MODEL_PARAMETERS = ("weights_path", "backend", "fallback_backend", "backend_options", "resize_mode")
-
-STATE_UNCONFIGURED, STATE_INACTIVE, STATE_ACTIVE, STATE_FINALIZED = (
-    "unconfigured", "inactive", "active", "finalized")
 
 
 @dataclass(frozen=True)
@@ -113,14 +109,7 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         self._stats = NodeStats()
         self._throttle = KeyedThrottle()
         self._group = ReentrantCallbackGroup()
-        self._model_lock = threading.Lock()
-        # Lifecycle transitions and ~/reload_model run one at a time (guards.serialised).
-        self._transition_lock = threading.RLock()
-        self._model: LoadedModel | None = None
-        self._on_fallback = False
-        self._lifecycle = STATE_UNCONFIGURED
-        self._config_error = ""
-        self._reload_error = ""  # the last ~/reload_model failure, until a reload succeeds
+        self._init_model_state()
         self._latest_info: CameraInfo | None = None
         self._warned_no_k = False
         # One worker for the node's life (started on activate, stopped on deactivate) so its
@@ -139,11 +128,10 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, DIAGNOSTICS_QOS_DEPTH)
         self._label_info = LabelInfoPublisher(self)  # latched class names, once per loaded model
         self._diag_timer = self._steady_timer(self._params.diagnostics_period, self._publish_diagnostics)
-        for task, srv in SRV_ENABLE.items():
-            self.create_service(SetBool, srv, self._enable_handler(task), callback_group=self._group)
+        self._task_controls = TaskControls(
+            self, "~/", [TaskTarget(self._tasks, "tasks", self._subscribed)], self._bad_task_request,
+            self._group)
         self.create_service(Trigger, SRV_RELOAD, self._on_reload, callback_group=self._group)
-        self.create_subscription(String, TOPIC_TASK_REQUEST, self._on_task_request, 10,
-                                 callback_group=self._group)
         self._autostart_timer = None
         if self._params.autostart:
             self._autostart_timer = self._steady_timer(0.0, self._autostart)
@@ -153,20 +141,11 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load weights and backend(s); on any error stay unconfigured with a clear log."""
         params = read_all(self)
-        try:
-            _, weights = load_weights_for(params)
-            model = load_model(params, weights)
-        except Exception as exc:  # noqa: BLE001 - every load error must leave the node alive
-            self._config_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"configure failed, staying unconfigured: {self._config_error}")
+        model = self._configure_model(params, load_weights_for)
+        if model is None:
             return TransitionCallbackReturn.FAILURE
-        with self._model_lock:
-            old, self._model, self._on_fallback = self._model, model, model.engine is None
-        if old is not None:  # never leak a backend (threads, device buffers) by overwriting it
-            old.close()
-        self._config_error = self._reload_error = ""
-        self._label_info.publish(model.config.class_names)
-        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth))
+        self._outputs = CameraOutputs(self, "", qos_profile(params.output_qos, params.output_depth),
+                                      params.color_compression)
         self._lifecycle = STATE_INACTIVE
         self.get_logger().info(
             f"configured: backend {model.backend}"
@@ -186,22 +165,26 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         return super().on_activate(state)
 
     def _subscribe_inputs(self, qos_word: str) -> None:
-        """Image (and compressed) and camera_info subscriptions with the QoS ``qos_word`` names."""
+        """ONE image subscription (the ``image_transport`` parameter's) and camera_info, with the
+        QoS ``qos_word`` names."""
         qos = qos_profile(qos_word, INPUT_DEPTH)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input)
         image_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input,
                                                   message_lost=self._on_frames_lost)
+        transport = self._params.image_transport
+        if transport == topic_names.TRANSPORT_COMPRESSED:
+            image_sub = self.create_subscription(
+                CompressedImage, topic_names.input_topic(self, TOPIC_IMAGE, transport),
+                self._on_compressed, qos, callback_group=self._group, event_callbacks=image_events)
+        else:  # raw bytes: read_image views the pixels in place instead of rclpy copying them
+            image_sub = self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos,
+                                                 callback_group=self._group, raw=True,
+                                                 event_callbacks=image_events)
         self._subs = [
-            # Raw bytes: read_image views the pixels in place instead of rclpy copying them (cdr_image).
-            self.create_subscription(Image, TOPIC_IMAGE, self._on_image, qos, callback_group=self._group,
-                                     raw=True, event_callbacks=image_events),
+            image_sub,
             self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
                                      callback_group=self._group, event_callbacks=events),
         ]
-        if self._params.use_compressed:
-            self._subs.append(self.create_subscription(CompressedImage, TOPIC_IMAGE_COMPRESSED,
-                                                       self._on_compressed, qos, callback_group=self._group,
-                                                       event_callbacks=events))
 
     def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
         """DDS saw a gap in the image publisher's sequence numbers: frames lost in transport."""
@@ -233,36 +216,6 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
 
         timer = self._steady_timer(0.0, resubscribe)
 
-    @serialised("_transition_lock")
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._lifecycle = STATE_INACTIVE
-        self.get_logger().info("deactivated")
-        return super().on_deactivate(state)
-
-    @serialised("_transition_lock")
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_model()
-        self._lifecycle = STATE_UNCONFIGURED
-        self.get_logger().info("cleaned up")
-        return super().on_cleanup(state)
-
-    @serialised("_transition_lock")
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release everything from whatever state we are in, then let ``main`` exit."""
-        self._release_all()
-        self._lifecycle = STATE_FINALIZED
-        self.get_logger().info("shut down")
-        finish_after_shutdown(self.finished, self._steady_timer)
-        return super().on_shutdown(state)
-
-    @serialised("_transition_lock")
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.get_logger().error("error transition: releasing resources")
-        self._release_all()
-        self._lifecycle = STATE_UNCONFIGURED
-        return TransitionCallbackReturn.SUCCESS
-
     def _stop_processing(self) -> None:
         self._destroy_input_subscriptions()
         self._processing = False
@@ -274,12 +227,10 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         outputs, self._outputs = self._outputs, None
         if outputs is not None:
             outputs.destroy()
-        with self._model_lock:
-            model, self._model = self._model, None
-        if model is not None:
-            model.close()
-            del model
-            release_free_memory()
+        self._close_model()
+
+    def _publish_label_info(self, class_names: tuple[str, ...]) -> None:
+        self._label_info.publish(class_names)
 
     # ------------------------------------------------------------------ parameters and switching
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
@@ -288,35 +239,9 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
             if p.name == "tasks" and self._tasks.set_tasks(list(p.value)):
                 self.get_logger().info(f"tasks set by parameter: {list(p.value)}")
 
-    def _sync_tasks_parameter(self) -> None:
-        """Mirror a service/topic switch into the ``tasks`` parameter so ``param get`` tells the truth."""
-        value = self._tasks.as_parameter()
-        result: SetParametersResult = self.set_parameters(
-            [Parameter("tasks", Parameter.Type.STRING_ARRAY, value)])[0]
-        if not result.successful:
-            self.get_logger().error(f"could not mirror tasks {value} into the parameter: {result.reason}")
-
-    def _enable_handler(self, task: str):
-        def handle(request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-            changed = self._tasks.enable(task, bool(request.data), subscribed=self._subscribed())
-            self._sync_tasks_parameter()
-            response.success = True
-            response.message = (f"{task} {'enabled' if request.data else 'disabled'}; tasks now "
-                                f"{self._tasks.as_parameter()}" + ("" if changed else " (unchanged)"))
-            self.get_logger().info(response.message)
-            return response
-        return handle
-
-    def _on_task_request(self, msg: String) -> None:
-        try:
-            changed = self._tasks.request(msg.data)
-        except TaskRequestError as exc:
-            self._stats.count("bad_task_requests")
-            self._log_throttled("warning", "task_request", f"ignored ~/task_request: {exc}")
-            return
-        self._sync_tasks_parameter()
-        if changed:
-            self.get_logger().info(f"tasks set by ~/task_request: {self._tasks.as_parameter()}")
+    def _bad_task_request(self, exc: TaskRequestError) -> None:
+        self._stats.count("bad_task_requests")
+        self._log_throttled("warning", "task_request", f"ignored ~/task_request: {exc}")
 
     def _subscribed(self) -> dict[str, bool]:
         """Per task: does any of its outputs have a subscriber (auto mode)."""
@@ -326,56 +251,7 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
     @serialised("_transition_lock")
     def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """Reload weights (and the backend if its parameters changed) without restarting."""
-        if self._lifecycle not in (STATE_INACTIVE, STATE_ACTIVE):
-            response.success = False
-            response.message = f"node is {self._lifecycle}; configure it before reloading"
-            return response
-        params = read_all(self)
-        try:
-            response.message = self._reload(params)
-            response.success = True
-            self._reload_error = ""
-            self._label_info.publish(self._model.config.class_names)
-            self.get_logger().info(response.message)
-        except Exception as exc:  # noqa: BLE001 - a failed reload keeps the old model running
-            response.success = False
-            response.message = f"reload failed, previous model kept: {type(exc).__name__}: {exc}"
-            reverted = self._revert_model_parameters()
-            if reverted:
-                response.message += f"; parameters {', '.join(reverted)} set back to the running model's"
-            self._reload_error = response.message
-            self.get_logger().error(response.message)
-        release_free_memory()  # the replaced (or refused) model's memory back to the system
-        return response
-
-    def _revert_model_parameters(self) -> list[str]:
-        """After a failed reload: the model parameters back to what the running model was built from,
-        so ``param get`` tells what runs. Returns the names changed."""
-        model = self._model
-        if model is None or model.source is None:
-            return []
-        changes = [Parameter(name, value=getattr(model.source, name)) for name in MODEL_PARAMETERS
-                   if self.get_parameter(name).value != getattr(model.source, name)]
-        if changes:
-            for result in self.set_parameters(changes):
-                if not result.successful:
-                    self.get_logger().error(f"could not set back the model parameters: {result.reason}")
-        return [p.name for p in changes]
-
-    def _reload(self, params: NodeParams) -> str:
-        path, weights = load_weights_for(params)  # slow part outside the lock: frames keep flowing
-        with self._model_lock:
-            current = self._model
-            if current is not None and current.same_setup(params, weights.config):
-                current.reload(weights, params)
-                self._on_fallback = False
-                return f"reloaded weights {path} on backend {current.backend}"
-        model = load_model(params, weights)
-        with self._model_lock:
-            old, self._model, self._on_fallback = self._model, model, model.engine is None
-        if old is not None:
-            old.close()
-        return f"reloaded {path} on new backend {model.backend}"
+        return self._reload_model(response, load_weights_for)
 
     # ------------------------------------------------------------------ per frame
     def _on_image(self, raw: bytes) -> None:
@@ -564,17 +440,25 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         model = self._model
         counts = self._stats.snapshot_counts()
         level, message = self._health(model, *counts)
-        backend = "none"
+        # The input stream is judged only while frames are wanted: active, with a task enabled.
+        self._stats.input_rate.set_limits(self._params.stream_limits)
+        stream = self._stats.input_rate.check(
+            watching=self._lifecycle == STATE_ACTIVE and bool(tasks.active),
+            has_camera_info=self._latest_info is not None, depth_active="depth" in tasks.active)
+        level, message = with_stream(level, message, stream)
+        backend, hardware = "none", ""
         usage = None
         moe_layers: tuple[int, ...] = ()
         if model is not None:
             backend = model.fallback_backend if self._on_fallback else model.backend
+            hardware = model.hardware_of(self._on_fallback)
             engine = model.fallback if self._on_fallback else model.engine
             usage = {t: np.array(u) for t, u in getattr(engine, "expert_usage", {}).items()}
             moe_layers = model.config.moe_layers
         worker_counts = self._worker.counters()
-        status = build_status(self.get_fully_qualified_name(), level, message, backend, tasks.active,
-                              tasks.mode, self._stats, worker_counts, usage, moe_layers, counts)
+        prefix = status_prefix(self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn)
+        status = build_status(prefix, level, message, backend, tasks.active, tasks.mode, self._stats,
+                              worker_counts, usage, moe_layers, counts, stream, hardware)
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status]

@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """One camera's outputs: segmentation (ids, colour), depth and their camera_info relays.
 
+Layout (topic_names.py): ``segmentation/image``, ``segmentation/color`` and their
+``segmentation/camera_info``; ``depth/image`` and ``depth/camera_info``; optionally
+``segmentation/color/compressed``. Each image has its camera_info as sibling, where
+image_transport's CameraSubscriber and depth_image_proc look for it.
+
 Shared by the single-camera node's layout and the multi-camera node (which creates one
 ``CameraOutputs`` per camera under ``<camera>/``), so both publish the same topics, encodings and
 relayed intrinsics from an engine ``FrameResult``. Like image_pipeline, a topic nobody subscribes
@@ -18,30 +23,35 @@ from typing import Any
 
 import numpy as np
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..engine import FrameResult
 from ..postprocess import PALETTE, FitInfo, colorize_semseg, restore_to_input
 from . import conversions as conv
+from . import topic_names as names
 from .guards import subscription_count
 
-TOPIC_SEGMENTATION = "segmentation"
-TOPIC_SEGMENTATION_COLOR = "segmentation/color"
-TOPIC_SEGMENTATION_INFO = "segmentation/camera_info"
-TOPIC_DEPTH = "depth"
-TOPIC_DEPTH_INFO = "depth/camera_info"
-#: Output topic -> message type, relative to the camera's namespace.
+TOPIC_SEGMENTATION = names.SEGMENTATION_IMAGE
+TOPIC_SEGMENTATION_COLOR = names.SEGMENTATION_COLOR
+TOPIC_SEGMENTATION_COLOR_COMPRESSED = names.SEGMENTATION_COLOR_COMPRESSED
+TOPIC_SEGMENTATION_INFO = names.SEGMENTATION_INFO
+TOPIC_DEPTH = names.DEPTH_IMAGE
+TOPIC_DEPTH_INFO = names.DEPTH_INFO
+#: Output topic -> message type, relative to the camera's namespace (the compressed colour
+#: output only with the ``color_compression`` parameter set).
 OUTPUT_TOPICS: dict[str, type] = {
     TOPIC_SEGMENTATION: Image,
     TOPIC_SEGMENTATION_COLOR: Image,
     TOPIC_DEPTH: Image,
     TOPIC_SEGMENTATION_INFO: CameraInfo,
     TOPIC_DEPTH_INFO: CameraInfo,
+    TOPIC_SEGMENTATION_COLOR_COMPRESSED: CompressedImage,
 }
 #: The outputs of each task (a task in ``auto`` mode runs while one of them has a subscriber).
 TASK_TOPICS = {
-    "semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_INFO),
+    "semseg": (TOPIC_SEGMENTATION, TOPIC_SEGMENTATION_COLOR, TOPIC_SEGMENTATION_COLOR_COMPRESSED,
+               TOPIC_SEGMENTATION_INFO),
     "depth": (TOPIC_DEPTH, TOPIC_DEPTH_INFO),
 }
 
@@ -57,13 +67,20 @@ def color_at_input(color: np.ndarray, fit: FitInfo) -> np.ndarray:
 
 
 class CameraOutputs:
-    """Lifecycle publishers of one camera's outputs under ``prefix`` ('' = node namespace)."""
+    """Lifecycle publishers of one camera's outputs under ``prefix`` ('' = node namespace).
 
-    def __init__(self, node: Any, prefix: str, qos: QoSProfile) -> None:
+    ``color_compression``: '' (no compressed output) or a codec of ``conv.OUTPUT_CODECS``, in which
+    the colour segmentation is also published on ``segmentation/color/compressed``."""
+
+    def __init__(
+        self, node: Any, prefix: str, qos: QoSProfile, color_compression: str = ""
+    ) -> None:
         self._node = node
+        self._codec = color_compression
         self._pubs = {
-            topic: node.create_lifecycle_publisher(msg_type, _join(prefix, topic), qos)
+            topic: node.create_lifecycle_publisher(msg_type, names.join(prefix, topic), qos)
             for topic, msg_type in OUTPUT_TOPICS.items()
+            if color_compression or topic != TOPIC_SEGMENTATION_COLOR_COMPRESSED
         }
 
     def destroy(self) -> None:
@@ -111,25 +128,31 @@ class CameraOutputs:
             )
 
         def wanted(topic: str) -> bool:
-            return subscription_count(pubs[topic]) > 0
+            return topic in pubs and subscription_count(pubs[topic]) > 0
 
         if result.semseg is not None:
             want_ids = wanted(TOPIC_SEGMENTATION)
-            want_color = publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
+            want_raw_color = publish_color and wanted(TOPIC_SEGMENTATION_COLOR)
+            want_compressed = publish_color and wanted(TOPIC_SEGMENTATION_COLOR_COMPRESSED)
             if want_ids:
                 ids = result.semseg_at_input() if at_input else result.semseg
                 pubs[TOPIC_SEGMENTATION].publish(
                     conv.array_to_image(ids, conv.MONO8, header, borrow=True)
                 )
-            if want_color:
+            if want_raw_color or want_compressed:
                 color = colorize_semseg(
                     result.semseg, palette
                 )  # model resolution: see color_at_input
                 if at_input:
                     color = color_at_input(color, result.fit)
-                pubs[TOPIC_SEGMENTATION_COLOR].publish(
-                    conv.array_to_image(color, conv.RGB8, header, borrow=True)
-                )
+                if want_raw_color:
+                    pubs[TOPIC_SEGMENTATION_COLOR].publish(
+                        conv.array_to_image(color, conv.RGB8, header, borrow=True)
+                    )
+                if want_compressed:
+                    pubs[TOPIC_SEGMENTATION_COLOR_COMPRESSED].publish(
+                        conv.rgb_to_compressed(color, self._codec, header)
+                    )
             if relayed is not None and wanted(TOPIC_SEGMENTATION_INFO):
                 pubs[TOPIC_SEGMENTATION_INFO].publish(relayed)
         if result.depth is not None:
@@ -143,7 +166,3 @@ class CameraOutputs:
             if relayed is not None and wanted(TOPIC_DEPTH_INFO):
                 pubs[TOPIC_DEPTH_INFO].publish(relayed)
         return True
-
-
-def _join(prefix: str, topic: str) -> str:
-    return f"{prefix}/{topic}" if prefix else topic

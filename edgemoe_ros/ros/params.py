@@ -31,9 +31,17 @@ from rclpy.parameter import Parameter
 from ..backends import BACKENDS, BackendError, parse_backend_options
 from ..backends.options import check_options, check_options_any_backend
 from ..model.config import RESIZE_MODES, TASKS
-from .conversions import DEFAULT_MAX_IMAGE_PIXELS
+from .conversions import DEFAULT_MAX_IMAGE_PIXELS, OUTPUT_CODECS
+from .diagnostics import (
+    DEFAULT_EXPECTED_RATE_HZ,
+    DEFAULT_INPUT_TIMEOUT_S,
+    DEFAULT_RATE_TOLERANCE,
+    DEFAULT_RATE_WINDOW_S,
+    StreamLimits,
+)
 from .qos import DEFAULT_OUTPUT_DEPTH, INPUT_QOS_CHOICES, OUTPUT_DEPTH_RANGE, OUTPUT_QOS_CHOICES
 from .task_switch import TaskRequestError, parse_task_list
+from .topic_names import TRANSPORTS
 
 OUTPUT_RESOLUTIONS = ("input", "model")
 #: Frames waiting for the worker. 1 = latest frame wins, the right choice for live cameras.
@@ -44,6 +52,12 @@ DIAGNOSTICS_PERIOD_RANGE = (0.1, 60.0)
 #: Far above a frame's time on the backends (cpu: tens of ms; C-simulation: ~0.55 s per task).
 DEFAULT_INFERENCE_TIMEOUT_S = 10.0
 INFERENCE_TIMEOUT_RANGE = (0.1, 3600.0)
+#: Input stream diagnostics (diagnostics.InputMonitor): expected rate (0 = learn it), tolerance
+#: (a fraction below it, as diagnostic_updater's FrequencyStatusParam), window, timeout.
+EXPECTED_RATE_RANGE = (0.0, 1000.0)
+RATE_TOLERANCE_RANGE = (0.0, 0.99)
+RATE_WINDOW_RANGE = (0.1, 3600.0)
+INPUT_TIMEOUT_RANGE = (0.1, 3600.0)
 
 
 class ParameterValueError(ValueError):
@@ -73,16 +87,24 @@ def _int_in(lo: int, hi: int) -> Validator:
     return check
 
 
-def _float_in(lo: float, hi: float) -> Validator:
+def _float_in(lo: float, hi: float, unit: str = "seconds") -> Validator:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            return f"must be a number in [{lo:g}, {hi:g}] seconds"
+            return f"must be a number in [{lo:g}, {hi:g}]" + (f" {unit}" if unit else "")
         return None
     return check
 
 
 def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
+
+
+def _use_compressed(value: Any) -> str | None:
+    """The parameter ``image_transport`` replaced: only its old default passes."""
+    if value is False:
+        return None
+    return ("was removed: it subscribed to image/compressed on top of image, so every frame was "
+            "inferred and published twice; set image_transport: compressed instead (one input)")
 
 
 def _weights_path(value: Any) -> str | None:
@@ -190,9 +212,18 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 1, "Frames waiting for inference; when full the oldest is dropped "
               "(latest frame wins) and counted.", _int_in(*QUEUE_SIZE_RANGE), read_only=True,
               int_range=QUEUE_SIZE_RANGE),
-    ParamSpec("use_compressed", False, "Also subscribe to image/compressed (jpeg/png).",
-              _is_bool, read_only=True),
+    ParamSpec("image_transport", "raw", "Input transport, exactly one subscription: raw = "
+              "sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage (jpeg/png) on "
+              "'<resolved image topic>/compressed', so remapping 'image' moves both.",
+              _one_of(TRANSPORTS), read_only=True, constraints=", ".join(TRANSPORTS)),
+    ParamSpec("use_compressed", False, "Removed: use image_transport. Only false is accepted.",
+              _use_compressed, read_only=True, constraints="false (use image_transport)"),
     ParamSpec("publish_color", True, "Publish segmentation/color (rgb8 palette) for RViz.", _is_bool),
+    ParamSpec("color_compression", "", "Also publish the colour segmentation as "
+              "segmentation/color/compressed (sensor_msgs/CompressedImage, as image_transport's "
+              "compressed plugin): '' = off, png (lossless) or jpeg.",
+              _one_of(("",) + OUTPUT_CODECS), read_only=True,
+              constraints="'', " + ", ".join(OUTPUT_CODECS)),
     ParamSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Larger input frames are rejected as "
               "'too_large' before any pixel is touched.", _int_in(*MAX_IMAGE_PIXELS_RANGE),
               int_range=MAX_IMAGE_PIXELS_RANGE),
@@ -204,9 +235,27 @@ PARAMS: tuple[ParamSpec, ...] = (
               _float_in(*DIAGNOSTICS_PERIOD_RANGE), read_only=True, float_range=DIAGNOSTICS_PERIOD_RANGE),
     ParamSpec("autostart", True, "Configure and activate on start, so a plain launch (no lifecycle "
               "manager) produces output.", _is_bool, read_only=True),
+    ParamSpec("expected_input_rate", DEFAULT_EXPECTED_RATE_HZ, "Frames per second the camera sends; "
+              "/diagnostics WARN below expected_input_rate * (1 - input_rate_tolerance) over "
+              "input_rate_window. 0 = unknown: learned from the stream.",
+              _float_in(*EXPECTED_RATE_RANGE, unit="Hz"), float_range=EXPECTED_RATE_RANGE),
+    ParamSpec("input_rate_tolerance", DEFAULT_RATE_TOLERANCE, "Fraction the input rate may fall below "
+              "the expected (or learned) rate before /diagnostics turns WARN.",
+              _float_in(*RATE_TOLERANCE_RANGE, unit=""), float_range=RATE_TOLERANCE_RANGE),
+    ParamSpec("input_rate_window", DEFAULT_RATE_WINDOW_S, "Seconds over which the input rate is "
+              "measured for /diagnostics.", _float_in(*RATE_WINDOW_RANGE), float_range=RATE_WINDOW_RANGE),
+    ParamSpec("input_timeout", DEFAULT_INPUT_TIMEOUT_S, "Seconds without an input frame before "
+              "/diagnostics turns ERROR (longer than input_rate_window, so a stopped camera is WARN "
+              "first).", _float_in(*INPUT_TIMEOUT_RANGE), float_range=INPUT_TIMEOUT_RANGE),
+    ParamSpec("diagnostics_use_fqn", False, "Name /diagnostics statuses after the node's fully "
+              "qualified name without the leading slash ('front/edgemoe_node: inference') instead "
+              "of its name ('edgemoe_node: inference'): for several nodes of one name in different "
+              "namespaces.", _is_bool),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+#: Parameters still declared only to refuse an old params file that sets them (not in the config).
+REMOVED_PARAMS = ("use_compressed",)
 
 
 def validate(name: str, value: Any) -> None:
@@ -235,16 +284,29 @@ class NodeParams:
     output_qos: str
     output_depth: int
     queue_size: int
+    image_transport: str
     use_compressed: bool
     publish_color: bool
+    color_compression: str
     max_image_pixels: int
     inference_timeout: float
     diagnostics_period: float
     autostart: bool
+    expected_input_rate: float
+    input_rate_tolerance: float
+    input_rate_window: float
+    input_timeout: float
+    diagnostics_use_fqn: bool
 
     @property
     def backend_kwargs(self) -> dict[str, Any]:
         return parse_backend_options(self.backend_options)
+
+    @property
+    def stream_limits(self) -> StreamLimits:
+        """The input stream diagnostics' limits (diagnostics.InputMonitor)."""
+        return StreamLimits(float(self.expected_input_rate), float(self.input_rate_tolerance),
+                            float(self.input_rate_window), float(self.input_timeout))
 
 
 def _plain(value: Any) -> Any:
@@ -284,11 +346,13 @@ def declare_all(node: Node) -> NodeParams:
 
 def normalize_request(parameters: Sequence[Parameter]) -> list[Parameter]:
     """For ``add_pre_set_parameters_callback``: task names stored without surrounding spaces, so
-    ``param get tasks`` shows what runs (``' semseg '`` is accepted as ``semseg``)."""
+    ``param get tasks`` (and the multi-camera node's ``<camera>.tasks``) shows what runs
+    (``' semseg '`` is accepted as ``semseg``)."""
     out = []
     for p in parameters:
-        if p.name == "tasks" and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
-            p = Parameter("tasks", Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
+        is_tasks = p.name == "tasks" or p.name.endswith(".tasks")
+        if is_tasks and isinstance(p.value, list | tuple) and all(isinstance(v, str) for v in p.value):
+            p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [v.strip() for v in p.value])
         out.append(p)
     return out
 
