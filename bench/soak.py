@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Soak and fault injection on a live ``edgemoe_node``: nothing lost, nothing leaked, never down.
 
-    .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~58 min at 3 Hz
+    .venv/bin/python bench/soak.py --frames 10000 --json build/soak.json     # ~56 min at 3 Hz
     .venv/bin/python bench/soak.py --frames 180 --json build/soak_short.json  # ~75 s, test-slow
 
 Three processes on a private ROS graph (random domain, localhost discovery; test/ros_testing.py):
@@ -566,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rate",
         type=float,
         default=3.0,
-        help="frames per second (default 3: what the cpu backend sustains on a shared 2-core VM)",
+        help="frames per second (default 3: what the simulated fpga board, one backbone pass per "
+        "task at cpu speed, sustains with both tasks on a shared 2-core VM)",
     )
     p.add_argument(
         "--switch-every", type=float, default=6.0, help="seconds between controller actions"
