@@ -44,10 +44,17 @@ frames came (must be 0); one made as the stream ended is ``device_faults_after_l
 each must be counted. ``exceptions`` counts
 tracebacks in the node's log; a refused corrupt reload logs an error, not a traceback.
 
-Memory: ``rss_start_mb`` is the node's RSS after the first full cycle of ``ACTIONS`` (every path
-run once: the first reload, fault and fallback allocate what they keep for good), so
-``rss_growth_pct`` is growth in the steady state; ``rss_first_mb`` (``WARM_S`` after the
-publisher started) and ``rss_per_cycle_mb`` (after each cycle) are reported beside it.
+Memory: RSS is sampled once per cycle of ``ACTIONS``, right after the corrupt reload (the node
+has just trimmed its heap: the quietest point, ±30 MB of frame buffers and worker-thread arenas
+move between other points). ``rss_start_mb`` is the first sample after one full cycle (every
+path has run once: the first reload, fault, fallback and activation allocate what they keep),
+so ``rss_growth_pct`` (to ``rss_end_mb``, after the drain) is growth in the steady state,
+conservatively (the end is not sampled just after a trim; ``rss_end_trimmed_mb`` is, after one
+more refused reload outside the accounting, and ``rss_growth_trimmed_pct`` compares like with
+like). ``rss_per_cycle_mb`` holds every
+sample and ``rss_slope_mb_per_cycle`` their least-squares trend from the baseline on (a leak
+shows there whatever the noise); ``rss_first_mb`` is ``WARM_S`` after the publisher started,
+before the start-up peak was given back.
 """
 
 from __future__ import annotations
@@ -141,8 +148,11 @@ DETAIL_KEYS = (
     "actions",
     "reloads",
     "rss_baseline",
+    "rss_end_trimmed_mb",
+    "rss_growth_trimmed_pct",
     "rss_first_mb",
     "rss_per_cycle_mb",
+    "rss_slope_mb_per_cycle",
     "node_active_at_end",
 )
 
@@ -332,9 +342,15 @@ class Controller:
         return True
 
     def _reload_bad(self) -> None:
-        self.reloads["bad_accepted" if self._reload(str(self.bad_weights)) else "bad_refused"] += 1
-        self.c.set_parameters(self.h.node_name, {"weights_path": ""})
+        self.reloads["bad_refused" if self.refused_reload() else "bad_accepted"] += 1
         self._mark(self.timeline[-1][1], "reload bad")
+
+    def refused_reload(self) -> bool:
+        """``~/reload_model`` of the corrupt file, then the shipped one named again; True if
+        refused. The node trims its heap after it (``allocator.release_free_memory``)."""
+        accepted = self._reload(str(self.bad_weights))
+        self.c.set_parameters(self.h.node_name, {"weights_path": ""})
+        return not accepted
 
     def _lifecycle_cycle(self) -> None:
         from lifecycle_msgs.msg import Transition
@@ -440,21 +456,25 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         t0 = time.monotonic()
         time.sleep(WARM_S)
         rss_first = rss_mb(h.node.proc.pid)
-        # RSS after each full cycle of ACTIONS: the trend per cycle (every path once) shows a
-        # leak apart from one-time warm-up (the first reload's and first fallback's allocations).
-        rss_cycles: list[tuple[float, float]] = []
+        # RSS once per cycle, just after the corrupt reload (module docstring): (s in, actions
+        # done, MB).
+        rss_cycles: list[tuple[float, int, float]] = []
         next_action = time.monotonic() + switch_every
         while publisher.poll() is None:
             if time.monotonic() >= next_action:
                 ctl.step()
-                if ctl.actions_done % len(ACTIONS) == 0:
-                    rss_cycles.append((time.monotonic() - t0, rss_mb(h.node.proc.pid)))
+                if ACTIONS[(ctl.actions_done - 1) % len(ACTIONS)] == "reload_bad":
+                    rss = rss_mb(h.node.proc.pid)
+                    rss_cycles.append((time.monotonic() - t0, ctl.actions_done, rss))
                 next_action = time.monotonic() + switch_every
             time.sleep(0.05)
         time.sleep(DRAIN_S)
         rss_end = rss_mb(h.node.proc.pid)
-        # The baseline: after the first full cycle (warm), or the first sample in a shorter run.
-        rss_start = rss_cycles[0][1] if rss_cycles else rss_first
+        ctl.refused_reload()  # the baseline's phase (just trimmed), outside the accounting
+        rss_end_trimmed = rss_mb(h.node.proc.pid)
+        # The baseline: the first sample after one full cycle, or the first one in a shorter run.
+        steady = [c for c in rss_cycles if c[1] > len(ACTIONS)]
+        rss_start = (steady or rss_cycles or [(WARM_S, 0, rss_first)])[0][2]
         wait_until(
             lambda: bool(diag.messages) and bool(diag_values(diag.messages[-1])), 10, "diagnostics"
         )
@@ -523,14 +543,22 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2),
         "rss_baseline": (
-            f"after the first full cycle of {len(ACTIONS)} actions ({rss_cycles[0][0]:.0f} s in): "
-            "warm, every path run once"
-            if rss_cycles
-            else f"{WARM_S:g} s after the publisher started (the run ended before one full cycle)"
+            f"just after the corrupt reload of cycle 2 ({steady[0][0]:.0f} s in): warm, every "
+            "path run once, heap just trimmed"
+            if steady
+            else "the run ended before a second cycle: an earlier sample, not steady state"
         ),
+        # The same phase as the baseline: what remains once the node has trimmed its heap.
+        "rss_end_trimmed_mb": round(rss_end_trimmed, 1),
+        "rss_growth_trimmed_pct": round(100.0 * (rss_end_trimmed - rss_start) / rss_start, 2),
         "rss_first_mb": round(rss_first, 1),
         "rss_growth_from_first_pct": round(100.0 * (rss_end - rss_first) / rss_first, 2),
-        "rss_per_cycle_mb": [round(mb, 1) for _, mb in rss_cycles],
+        "rss_per_cycle_mb": [round(mb, 1) for _, _, mb in rss_cycles],
+        "rss_slope_mb_per_cycle": (
+            round(float(np.polyfit(range(len(steady)), [mb for _, _, mb in steady], 1)[0]), 2)
+            if len(steady) >= 3
+            else None
+        ),
         "exceptions": log.count("Traceback (most recent call last)"),
         # The last line of each traceback (the exception), so a failed run says what to look at.
         "exception_lines": _exception_lines(log),
