@@ -18,9 +18,10 @@ JSON keys ``cameras.<N>.throughput_ratio`` (multi frames/s / peer frames/s) and
 ``cameras.<N>.rss_ratio`` (multi RSS / peer summed RSS), at the largest size measured; the
 per-size figures are under ``cameras.<N>.<size>``.
 
-``expert_bytes`` explains the batching gain: from the routing of ``B`` frames in one backbone
-call, the bytes of expert weights the cpu backend reads per image (each expert used in a layer is
-read once per call) for B = 1 (the distinct experts one image uses) and for B = N.
+``expert_bytes`` (per N, and at the top level for B = 1, 2, 4, 6) explains the batching gain:
+from the routing of ``B`` frames in one backbone call, the bytes of expert weights the cpu
+backend reads per image (each expert used in a layer is read once per call) for B = 1 (the
+distinct experts one image uses) and for B = N, with the config's bound (all experts / B).
 ``engine`` measures the same in process, without ROS: frames/s of ``infer_batch`` of N frames vs N
 ``infer`` calls.
 
@@ -58,6 +59,8 @@ START_TIMEOUT_S = 180.0
 #: How long a node/sink process gets to exit on SIGINT before it is killed.
 STOP_TIMEOUT_S = 15.0
 ENGINE_RUNS = 5
+#: Batch sizes (cameras per backbone call) of the top-level ``expert_bytes``.
+EXPERT_BATCHES = (1, 2, 4, 6)
 
 
 def _frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -187,6 +190,9 @@ class Rig:
 
     def close(self) -> None:
         self.executor.shutdown()
+        # The spin thread must be out of rclpy before the node and context go: tearing them down
+        # under it aborted the bench now and then ("terminate called without an active exception").
+        self._spin.join(STOP_TIMEOUT_S)
         self.node.destroy_node()
         import rclpy
 
@@ -250,6 +256,7 @@ def bench_setup(
         ROS_LOG_DIR=str(tmp / "ros_log"),
     )
     env.setdefault("HOME", str(tmp))
+    load_before = os.getloadavg()
     procs = _start(setup, n, weights, tmp, env, multi_threads)
     rig = Rig(n, size, env)
     try:
@@ -276,6 +283,8 @@ def bench_setup(
         "rss_mb": sum(r for r, _ in memory) / 1024,
         "pss_mb": sum(p for _, p in memory) / 1024,
         "processes": len(procs),
+        # 1-min load average before start and after the counted seconds: other jobs on the host.
+        "load_avg": [load_before[0], os.getloadavg()[0]],
     }
 
 
@@ -304,8 +313,12 @@ def expert_bytes(weights: Any, n: int, size: str) -> dict[str, float]:
         for layer in range(r.shape[1]):
             single += sum(len(np.unique(r[i, layer])) for i in range(n))
             batched += len(np.unique(r[:, layer]))
+    all_experts = cfg.num_experts * len(cfg.moe_layers) * 2  # every expert of both tasks, once
     return {
         "bytes_per_expert": float(per_expert),
+        # Analytic bound from the config: a batch reads each expert at most once, so per image at
+        # most this, however the images route.
+        "per_image_bound_mb": all_experts * per_expert / n / 1e6,
         "per_image_alone_mb": single * per_expert / n / 1e6,
         "per_image_batched_mb": batched * per_expert / n / 1e6,
         "distinct_experts_per_image": single / n / 2 / len(cfg.moe_layers),
@@ -367,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="cpu threads of the multi-camera node (0 = min(N, cores), the peer's cores)",
     )
+    ap.add_argument(
+        "--setups",
+        default="multi,peer",
+        help="'multi,peer' (default: ratios), or one of them alone (e.g. to profile the node)",
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     # The synthetic frames have no camera_info: the engine's one-time warning is noise here.
@@ -389,49 +407,67 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(weights_path),
     }
     tmp = Path(tempfile.mkdtemp(prefix="bench_multicam_"))
+    setups = args.setups.split(",")
+    if not setups or any(s not in ("multi", "peer") for s in setups):
+        ap.error(f"--setups: 'multi', 'peer' or 'multi,peer', got {args.setups!r}")
     for n in counts:
         entry: dict[str, Any] = {}
         for size in sizes:
-            multi = bench_setup(
-                "multi",
-                n,
-                size,
-                str(weights_path),
-                args.rate,
-                args.seconds,
-                tmp,
-                args.multi_threads,
-            )
-            peer = bench_setup("peer", n, size, str(weights_path), args.rate, args.seconds, tmp)
-            entry[size] = {
-                "multi": multi,
-                "peer": peer,
-                "throughput_ratio": multi["frames_per_s"] / peer["frames_per_s"]
-                if peer["frames_per_s"]
-                else None,
-                "rss_ratio": multi["rss_mb"] / peer["rss_mb"],
-                "cpu_per_frame_ratio": multi["cpu_ms_per_frame"] / peer["cpu_ms_per_frame"]
-                if multi["cpu_ms_per_frame"] and peer["cpu_ms_per_frame"]
-                else None,
+            runs = {
+                setup: bench_setup(
+                    setup,
+                    n,
+                    size,
+                    str(weights_path),
+                    args.rate,
+                    args.seconds,
+                    tmp,
+                    args.multi_threads,
+                )
+                for setup in setups
             }
             print(
-                f"N={n} {size}: multi {multi['frames_per_s']:.1f} fps {multi['rss_mb']:.0f} MB | "
-                f"peer {peer['frames_per_s']:.1f} fps {peer['rss_mb']:.0f} MB",
+                f"N={n} {size}: "
+                + " | ".join(
+                    f"{setup} {r['frames_per_s']:.1f} fps {r['rss_mb']:.0f} MB "
+                    f"{_num(r['cpu_ms_per_frame'])} CPU ms/frame (load {r['load_avg'][0]:.1f})"
+                    for setup, r in runs.items()
+                ),
                 flush=True,
             )
+            entry[size] = runs
+            if len(runs) == 2:
+                entry[size].update(_ratios(runs["multi"], runs["peer"]))
+        doc["cameras"][str(n)] = entry
+        if len(setups) < 2:
+            continue
         last = entry[sizes[-1]]
         entry["throughput_ratio"] = last["throughput_ratio"]
         entry["rss_ratio"] = last["rss_ratio"]
         entry["expert_bytes"] = expert_bytes(weights, n, sizes[-1])
         entry["engine"] = bench_engine(weights, n, sizes[-1])
-        doc["cameras"][str(n)] = entry
+    # Bytes of expert weights read per image against the batch size, whatever was run above.
+    doc["expert_bytes"] = {str(b): expert_bytes(weights, b, sizes[-1]) for b in EXPERT_BATCHES}
     doc["load_avg_before"] = load_before
     doc["load_avg_after"] = os.getloadavg()
-    _print_table(doc, sizes)
+    if len(setups) == 2:
+        _print_table(doc, sizes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
     return 0
+
+
+def _ratios(multi: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    """The multi node's figures over the N processes' of the same run."""
+    cpu_m, cpu_p = multi["cpu_ms_per_frame"], peer["cpu_ms_per_frame"]
+    return {
+        "throughput_ratio": multi["frames_per_s"] / peer["frames_per_s"]
+        if peer["frames_per_s"]
+        else None,
+        "rss_ratio": multi["rss_mb"] / peer["rss_mb"],
+        "cpu_per_frame_ratio": cpu_m / cpu_p if cpu_m and cpu_p else None,
+    }
 
 
 def _num(x: float | None) -> str:

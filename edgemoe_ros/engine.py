@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, create_backend
+from .backends import BackboneResult, Backend, create_backend
 from .backends.native import fastops
 from .model.canonical_camera import camera_matrix, canonical_focal, depth_scale
 from .model.config import IGNORE_INDEX, PIXEL_HEADS, RESIZE_MODES, ConfigError, ModelConfig
@@ -68,6 +68,22 @@ class FrameResult:
         if self.depth is None:
             return None
         return restore_to_input(self.depth, self.fit, np.nan, "linear")
+
+
+@dataclass
+class BackboneBatch:
+    """A batch between ``Engine.run_backbone`` and ``Engine.finish_batch``: the backbone's output
+    and what the heads and decoding need, with the model and head kernels it started with."""
+
+    weights: ModelWeights
+    head_ops: fastops.PooledHeads | None
+    tasks: tuple[str, ...]
+    batch: np.ndarray  # (B, img_h, img_w, 3) uint8 model images (the guided heads read pixels)
+    fits: list[FitInfo]
+    scales: list[float]
+    out: BackboneResult
+    preprocess_ms: float
+    backbone_ms: float
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -234,6 +250,21 @@ class Engine:
         tasks, camera_ks[i])`` up to float32 rounding of batch-size-dependent matmul blocking
         (test_engine_batch.py). ``camera_ks``: one K (or None) per image; None = no K for any.
         Timings are of the whole batch (every result carries the same numbers).
+
+        The same as ``finish_batch(run_backbone(images, tasks, camera_ks))``.
+        """
+        return self.finish_batch(self.run_backbone(images, tasks, camera_ks))
+
+    def run_backbone(self, images: Sequence[np.ndarray], tasks: Sequence[str] | str = ("semseg", "depth"),
+                     camera_ks: Sequence[np.ndarray | Sequence[float] | None] | None = None
+                     ) -> BackboneBatch:
+        """First half of ``infer_batch``: check, fit and stack the images, run the backbone.
+
+        Why split: a caller with a stream of batches (the multi-camera node) runs the heads of
+        batch n (``finish_batch``, host code) on another thread while the backend runs the
+        backbone of batch n+1, so the backbone's device or cores do not wait for the host. Both
+        halves may run at the same time for DIFFERENT batches; the weights and head kernels a
+        batch started with are the ones it finishes with.
         """
         t0 = time.perf_counter()
         weights, head_ops = self.weights, self._head_ops
@@ -251,20 +282,34 @@ class Engine:
         t1 = time.perf_counter()
         out = self.backend.run(batch, tasks)
         t2 = time.perf_counter()
+        return BackboneBatch(weights=weights, head_ops=head_ops, tasks=tasks, batch=batch,
+                             fits=[fit for _, fit in fitted], scales=scales, out=out,
+                             preprocess_ms=(t1 - t0) * 1e3, backbone_ms=(t2 - t1) * 1e3)
+
+    def finish_batch(self, state: BackboneBatch) -> list[FrameResult]:
+        """Second half of ``infer_batch``: task heads, decoding, depth scale, usage counters.
+
+        ``timings_ms["total"]`` is preprocess + backbone + heads: the time the batch was worked
+        on, without any wait between the two halves.
+        """
+        t2 = time.perf_counter()
+        tasks, weights, out = state.tasks, state.weights, state.out
+        cfg = weights.config
         semseg: np.ndarray | None = None
         depth: np.ndarray | None = None
         for task in tasks:
-            pred = run_head(weights, cfg, task, out.features[task], batch, head_ops)
+            pred = run_head(weights, cfg, task, out.features[task], state.batch, state.head_ops)
             if task == "semseg":
                 semseg = decode_semseg(pred)
             else:
                 depth = decode_depth(pred, cfg)
         t3 = time.perf_counter()
         self._count_usage(tasks, out.expert_counts)
-        timings = dict(zip(TIMING_KEYS, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
-                                         (time.perf_counter() - t0) * 1e3), strict=True))
+        heads_ms = (t3 - t2) * 1e3
+        timings = dict(zip(TIMING_KEYS, (state.preprocess_ms, state.backbone_ms, heads_ms,
+                                         state.preprocess_ms + state.backbone_ms + heads_ms), strict=True))
         results = []
-        for i, ((_, fit), scale) in enumerate(zip(fitted, scales, strict=True)):
+        for i, (fit, scale) in enumerate(zip(state.fits, state.scales, strict=True)):
             d = None
             if depth is not None:
                 d = depth[i]

@@ -55,4 +55,12 @@ def test_bench_multicam_writes_the_issue_json(tmp_path):
     assert eb["distinct_experts_per_image"] <= eb["distinct_experts_per_batch"]
     assert size["cpu_per_frame_ratio"] == multi["cpu_ms_per_frame"] / peer["cpu_ms_per_frame"]
     assert entry["engine"]["batched_cpu_ms_per_frame"] > 0 and len(doc["load_avg_before"]) == 3
+    per_batch = doc["expert_bytes"]
+    assert list(per_batch) == ["1", "2", "4", "6"]
+    read = [per_batch[b]["per_image_batched_mb"] for b in per_batch]
+    assert read == sorted(read, reverse=True) and read[-1] < read[0]  # fewer bytes per image
+    assert all(
+        e["per_image_batched_mb"] <= e["per_image_bound_mb"] + 1e-9 for e in per_batch.values()
+    )
+    assert per_batch["1"]["per_image_batched_mb"] == per_batch["1"]["per_image_alone_mb"]
     assert "N= 2" in proc.stdout or " 2  480p" in proc.stdout

@@ -101,6 +101,28 @@ def test_one_backbone_call_and_experts_grouped_over_all_images(monkeypatch, fast
     assert expert_rows == [3 * cfg.num_tokens] * len(cfg.moe_layers)
 
 
+def test_pipelined_halves_equal_infer_batch_with_a_reload_between(fast):
+    """The multi-camera node runs batch 2's backbone before batch 1's heads: each batch must still
+    finish with the model it started with, bit-identical to infer_batch of that model."""
+    other = random_init(tiny_config(), seed=9)
+    with _engine(CpuBackend(native="on")) as eng, Engine(other, backend="cpu") as ref_eng:
+        first, second = _images(2), _images(3)
+        expected_first = eng.infer_batch(first, BOTH, _ks())
+        expected_second = ref_eng.infer_batch(second, BOTH)
+        state_first = eng.run_backbone(first, BOTH, _ks())
+        eng.reload(other)  # between the halves: the first batch keeps its own weights and heads
+        state_second = eng.run_backbone(second, BOTH)
+        got_first = eng.finish_batch(state_first)
+        got_second = eng.finish_batch(state_second)
+    for got, expected in ((got_first, expected_first), (got_second, expected_second)):
+        for g, e in zip(got, expected, strict=True):
+            assert np.array_equal(g.semseg, e.semseg) and np.array_equal(g.depth, e.depth)
+            assert g.fit == e.fit and g.depth_scale == e.depth_scale
+            assert g.timings_ms["total"] == pytest.approx(
+                sum(g.timings_ms[k] for k in ("preprocess", "backbone", "heads"))
+            )
+
+
 def test_usage_counts_every_image(fast):
     with _engine("cpu") as eng:
         eng.infer_batch(_images(), ("depth",))

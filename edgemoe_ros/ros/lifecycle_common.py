@@ -141,7 +141,12 @@ class LifecycleCommon:
         with self._model_lock:
             old, self._model, self._on_fallback = self._model, model, model.engine is None
         if old is not None:
+            self._drain_in_flight()
             old.close()
+
+    def _drain_in_flight(self) -> None:
+        """Wait for work that took the old model before a swap and still runs on it outside the
+        model lock (the multi-camera node's heads stage); the single node has none."""
 
     def _close_model(self) -> None:
         """Close the model (cleanup, shutdown) and give its memory back to the system."""

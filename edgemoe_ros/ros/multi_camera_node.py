@@ -11,8 +11,10 @@ node's layout (outputs.py). Each camera has its own ``c.tasks``, ``c.output_reso
 Threads: DDS callbacks validate metadata and leave the frame in its camera's one-frame slot
 (camera_scheduler.py: latest frame wins, round-robin, no camera starves). One inference thread
 takes a round (the newest frame of up to ``max_batch`` cameras), groups it by task set and runs
-each group as ONE ``Engine.infer_batch`` call: the backend sees a (B, H, W, 3) batch, so each
-expert's weights are read once per batch instead of once per camera (docs/multi_camera.md).
+each group's backbone as ONE call (``Engine.run_backbone``): the backend sees a (B, H, W, 3)
+batch, so each expert's weights are read once per batch instead of once per camera
+(docs/multi_camera.md). A heads stage finishes the batch (``Engine.finish_batch``) while the
+backbone runs the next one, and a publish stage publishes (stage.py: FIFO, bounded).
 
 Diagnostics: one status per camera (rate, latency, drops, bad input, stale or absent stream and
 missing camera_info as the single node judges them: diagnostics.InputMonitor, per camera) and
@@ -27,7 +29,6 @@ camera c's outputs) and for all cameras at once (``~/enable_depth``, ``~/task_re
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from ..engine import BackboneBatch, Engine, FrameResult
 from ..postprocess import camera_k_from_info, model_palette
 from . import conversions as conv
 from . import topic_names
@@ -85,6 +87,7 @@ from .params import (
 from .qos import INPUT_DEPTH
 from .qos import profile as qos_profile
 from .spin import spin_lifecycle_node
+from .stage import Stage
 from .task_controls import TaskControls, TaskTarget
 from .task_switch import TaskRequestError, TaskSwitch
 from .watchdog import BackendHung
@@ -99,6 +102,10 @@ POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 #: Name of the backend/accelerator status (after the node's name).
 ACCELERATOR_STATUS = "accelerator"
+#: Batches waiting for the heads stage: one, so the backbone runs at most one batch ahead.
+HEADS_DEPTH = 1
+#: Batches of frames waiting for the publish stage (as the publisher's queue before the stages).
+PUBLISH_DEPTH_BATCHES = 2
 #: Batches whose sizes the accelerator status averages.
 BATCH_HISTORY = 100
 
@@ -137,6 +144,34 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class HeadsJob:
+    """A group whose backbone has run, on its way to the heads stage."""
+
+    model: LoadedModel
+    engine: Engine  # primary or fallback: the one the backbone ran on
+    group: list[Outbound]
+    state: BackboneBatch
+    palette: np.ndarray | None
+    backbone_ms: float  # fit + backbone, through the watchdog
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A frame past the backbone: what heads and publishing need, without its pixels (at 720p
+    the decoded input is 2.7 MB; the stages would otherwise hold up to 3 batches of them)."""
+
+    camera: Camera
+    params: CameraParams
+    header: Header
+    input_size: tuple[int, int]  # (height, width) of the camera image
+
+    @classmethod
+    def of(cls, frame: Decoded) -> Outbound:
+        h, w = frame.rgb.shape[:2]
+        return cls(frame.camera, frame.params, frame.header, (h, w))
+
+
+@dataclass(frozen=True)
 class Decoded:
     """A frame taken from its slot and decoded, with the camera choices it is processed with."""
 
@@ -171,13 +206,13 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         self._init_model_state()
         self._subs: list[Any] = []
         self._thread: threading.Thread | None = None
-        # Results go to a second thread that restores, colourises and publishes them while the
-        # inference thread runs the next batch (the backbone releases the GIL): one camera's
-        # publishing no longer waits in line behind the backbone, nor the backbone behind it.
-        self._publisher: threading.Thread | None = None
-        self._results: queue.Queue[tuple[Decoded, Any, np.ndarray | None] | None] = queue.Queue(
-            maxsize=2 * self._max_batch
-        )
+        # The frame pipeline (stage.py): the inference thread fits and runs the backbone of a
+        # round; the heads stage runs heads and decoding of that round while the backbone runs
+        # the next one; the publish stage restores, colourises and publishes. Each stage is one
+        # thread (the backbone and the heads' kernels release the GIL), FIFO, so every camera's
+        # frames leave in the order they came.
+        self._heads: Stage[HeadsJob] | None = None
+        self._publisher: Stage[tuple[Outbound, FrameResult, np.ndarray | None]] | None = None
         self._stopping = threading.Event()
         # Accelerator-wide figures: batches, images per batch, backbone call time.
         self._batch_rate = RollingRate()
@@ -270,12 +305,20 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         """Start the inference thread, then the subscriptions."""
         self._stopping.clear()
         self._scheduler.reopen()
+        self._publisher = Stage(
+            "edgemoe-multi-publish",
+            lambda item: self._publish(*item),
+            lambda exc: self._stage_failed("publish", exc),
+            PUBLISH_DEPTH_BATCHES * self._max_batch,
+        )
+        self._heads = Stage(
+            "edgemoe-multi-heads",
+            self._finish_group,
+            lambda exc: self._stage_failed("heads", exc),
+            HEADS_DEPTH,
+        )
         self._thread = threading.Thread(target=self._run, name="edgemoe-multi", daemon=True)
         self._thread.start()
-        self._publisher = threading.Thread(
-            target=self._publish_loop, name="edgemoe-multi-publish", daemon=True
-        )
-        self._publisher.start()
         qos = qos_profile(self._params.input_qos, INPUT_DEPTH)
         for cam in self._cameras.values():
             self._subs.append(self._subscribe_image(cam, qos))
@@ -326,11 +369,22 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             if self._thread.is_alive():
                 self.get_logger().error("inference thread did not stop in time")
             self._thread = None
-        if self._publisher is not None:
-            self._results.put(None)  # after the inference thread: nothing is queued behind it
-            self._publisher.join(STOP_TIMEOUT_S)
-            self._publisher = None
+        # After the inference thread: nothing is put behind the last item; each stage finishes
+        # what it holds before the next one is stopped.
+        for name, stage in (("heads", self._heads), ("publish", self._publisher)):
+            if stage is not None and not stage.stop(STOP_TIMEOUT_S):
+                self.get_logger().error(f"{name} stage did not stop in time")
+        self._heads = self._publisher = None
         self._scheduler.clear()
+
+    def _drain_in_flight(self) -> None:
+        """A reload swapped the model: batches whose backbone ran on the old one finish their
+        heads on its engine (``BackboneBatch``), so it is closed only after they are done."""
+        heads = self._heads
+        if heads is not None and not heads.drain(self._params.inference_timeout):
+            self.get_logger().error(
+                "heads stage did not finish the old model's batches in time; closing it anyway"
+            )
 
     def _release_model(self) -> None:
         for cam in self._cameras.values():
@@ -480,7 +534,8 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             self._infer_group(tasks, [frame for _, frame in group])
 
     def _infer_group(self, tasks: tuple[str, ...], group: list[Decoded]) -> None:
-        """One ``infer_batch`` for the cameras of one task set, through the backend's watchdog."""
+        """The backbone half of one ``infer_batch`` for the cameras of one task set, through the
+        backend's watchdog; the heads stage finishes it (``_finish_group``)."""
         rgbs = [f.rgb for f in group]
         ks = [self._camera_k(f.camera, f.rgb, tasks) for f in group]
         with self._model_lock:
@@ -494,31 +549,45 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             )
             t0 = time.perf_counter()
             try:
-                results = watchdog.call(
-                    self._params.inference_timeout, engine.infer_batch, rgbs, tasks, ks
+                state = watchdog.call(
+                    self._params.inference_timeout, engine.run_backbone, rgbs, tasks, ks
                 )
             except Exception as exc:  # noqa: BLE001 - BackendError, device timeout: drop the group's frames
                 self._backend_fault(model, exc, [f.camera for f in group])
                 return
             ms = (time.perf_counter() - t0) * 1e3
             palette = model_palette(model.config)
-        self._batch_rate.tick()
-        self._batch_sizes = (self._batch_sizes + [len(group)])[-BATCH_HISTORY:]
-        self._batch_ms.add(ms)
-        for frame, result in zip(group, results, strict=True):
-            frame.camera.stats.inference_ms.add(ms)
-            self._results.put((frame, result, palette))  # blocks while the publisher is behind
+        heads = self._heads
+        if heads is not None:  # blocks while the heads stage is a batch behind
+            heads.put(HeadsJob(model, engine, [Outbound.of(f) for f in group], state, palette, ms))
 
-    def _publish_loop(self) -> None:
-        while (item := self._results.get()) is not None:
-            try:
-                self._publish(*item)
-            except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the thread
-                if not self.context.ok():
-                    return
-                self._log_throttled(
-                    "error", "publish", f"publishing failed: {type(exc).__name__}: {exc}"
-                )
+    def _finish_group(self, job: HeadsJob) -> None:
+        """Heads and decoding of one group (heads stage), then its frames to the publish stage.
+
+        Runs on the engine the backbone ran on, with the model the batch started with; the model
+        is released only after the stages have stopped (``_stop_processing``)."""
+        t0 = time.perf_counter()
+        try:
+            results = job.engine.finish_batch(job.state)
+        except Exception as exc:  # noqa: BLE001 - as a failed backbone call: drop the group's frames
+            self._backend_fault(job.model, exc, [f.camera for f in job.group])
+            return
+        ms = job.backbone_ms + (time.perf_counter() - t0) * 1e3
+        self._batch_rate.tick()
+        self._batch_sizes = (self._batch_sizes + [len(job.group)])[-BATCH_HISTORY:]
+        self._batch_ms.add(ms)
+        publisher = self._publisher
+        for frame, result in zip(job.group, results, strict=True):
+            frame.camera.stats.inference_ms.add(ms)
+            if publisher is not None:  # blocks while the publish stage is behind
+                publisher.put((frame, result, job.palette))
+
+    def _stage_failed(self, stage: str, exc: Exception) -> None:
+        """A stage's item failed (a bug, or publishers gone at shutdown): log it, go on."""
+        if self.context.ok():
+            self._log_throttled(
+                "error", stage, f"{stage} stage failed: {type(exc).__name__}: {exc}"
+            )
 
     def _camera_k(self, cam: Camera, rgb: np.ndarray, tasks: tuple[str, ...]) -> np.ndarray | None:
         info = cam.info
@@ -533,9 +602,9 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
             )
         return k
 
-    def _publish(self, frame: Decoded, result: Any, palette: np.ndarray | None) -> None:
+    def _publish(self, frame: Outbound, result: Any, palette: np.ndarray | None) -> None:
         cam, header = frame.camera, frame.header
-        in_h, in_w = frame.rgb.shape[:2]
+        in_h, in_w = frame.input_size
         info = cam.info
         if info is not None and not conv.calibration_fits(info, in_h, in_w):
             cam.stats.count("camera_info_mismatch")
