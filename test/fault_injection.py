@@ -4,7 +4,9 @@
 Run as a script (it is the node's executable in the fault tests): it registers the backend, then
 calls the real ``main``. ``faulty`` is the cpu backend, except that while ``trigger_file`` exists
 every ``run`` raises ``BackendError`` the way an FPGA timeout does. ``crash_once`` kills its
-process once instead (the fleet tests' dying worker).
+process once instead (the fleet tests' dying worker). ``fpga_host`` is the ``fpga`` backend on a
+simulated board that computes at cpu speed, its faults (hang, bad status, corrupt output) injected
+at ap_start from a file (test/host_hardware.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from edgemoe_ros.model.weights import ModelWeights
 
 FAULTY = "faulty"
 CRASH_ONCE = "crash_once"
+#: test/host_hardware.py's backend (not imported here: it needs pynq).
+FPGA_HOST = "fpga_host"
 #: Exit status of a process ``CrashOnceBackend`` kills.
 EXIT_CRASH = 70
 
@@ -69,6 +73,7 @@ def register() -> None:
     module = __name__ if __name__ != "__main__" else "fault_injection"
     BACKENDS[FAULTY] = f"{module}:FaultyBackend"
     BACKENDS[CRASH_ONCE] = f"{module}:CrashOnceBackend"
+    BACKENDS[FPGA_HOST] = "host_hardware:HostFpgaBackend"  # imported (pynq) only when created
 
 
 if __name__ == "__main__":

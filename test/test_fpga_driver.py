@@ -429,6 +429,40 @@ def test_simulated_memory_is_not_coherent():
     assert not again & itf.AP_DONE  # clear on read
 
 
+def test_a_closed_driver_leaves_no_memory_on_the_board(overlay, device, weights, images):
+    """A board outlives the backends that use it (the process shares one per kernel): the
+    buffers a closed driver freed must go, not stay behind as the device's copies."""
+    import gc
+    import weakref
+
+    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device)
+    drv.load_weights(weights)
+    drv.run(images, 0)
+    buffers = [weakref.ref(b) for b in drv._buffers.values()]
+    images_at = int(drv._buffers["images"].device_address)
+    drv.close()
+    del drv
+    gc.collect()
+    assert [b() for b in buffers] == [None] * len(buffers)
+    assert sum(a.device.nbytes for a in device._allocs.values()) == 0
+    # the old addresses are still known: a kernel reading there is told it is a use after free
+    device.write_registers(device.base_address + itf.POINTER_ARGS["images"], images_at.to_bytes(4, "little"))
+    with pytest.raises(sim_device.SimulatedDeviceError, match="images = .* points into a freed buffer"):
+        device._resolve("images", 1)
+
+
+def test_the_device_remembers_a_bounded_number_of_runs():
+    """A board that runs for days (the soak, a vehicle) must not grow by one record per frame."""
+    dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
+    _program(dev, _sim_buffers(dev))
+    start = itf.AP_START.to_bytes(4, "little")
+    for _ in range(sim_device.RUNS_KEPT + 5):
+        dev.write_registers(dev.base_address + itf.REG_AP_CTRL, start)
+        dev.read_registers(dev.base_address + itf.REG_AP_CTRL, 4)
+    assert len(dev.runs) == sim_device.RUNS_KEPT
+    assert dev.runs[-1] == sim_device.SimRun(1, 0, 1)
+
+
 def test_pointer_to_unallocated_memory_is_a_bus_error():
     dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
     bufs = _sim_buffers(dev)

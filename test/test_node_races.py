@@ -225,3 +225,59 @@ def test_throttled_logging_at_several_levels_never_raises(node):
     node._log_throttled("error", "fault.cpu", "a backend fault")
     node._log_throttled("debug", "queue_drop", "a queue drop")
     node._log_throttled("info", "other", "something")
+
+
+def test_a_backend_fault_keeps_no_old_model_alive_after_the_reload(ros_context, tmp_path,
+                                                                   monkeypatch):
+    """A frame the primary failed on left its exception in a reference cycle (watchdog.py) whose
+    traceback held the engine's frame with the model it ran: after the reload that brings the
+    primary back, the old model stayed alive until a full collection, after the reload's trim,
+    so the node's RSS grew per fault (bench/soak.py). Reference counting alone must free it."""
+    import gc
+    import weakref
+
+    from edgemoe_ros.backends import BackendError
+
+    weights = write_tiny_weights(tmp_path / "tiny.safetensors")
+    n = EdgeMoeNode(context=ros_context, parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("backend", value="cpu"),
+        Parameter("fallback_backend", value="reference"),
+        Parameter("weights_path", value=str(weights))])
+    # no collection there: reference counting alone must free the old model
+    monkeypatch.setattr(lifecycle_common, "release_free_memory", lambda: True)
+    gc.disable()
+    try:
+        assert n.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+
+        def device_error(*args, **kwargs):
+            raise BackendError("simulated device error")
+
+        for _ in range(3):
+            primary = n._model.engine
+            old = weakref.ref(primary.weights)
+            primary.backend.run = device_error
+            n._process_frame(node_mod.Frame(make_image(), False), n._frame_state())
+            assert n._on_fallback and n._stats.snapshot_counts()[1]["backend_faults"] >= 1
+            del primary.backend.run
+            assert n._on_reload(Trigger.Request(), Trigger.Response()).success
+            assert not n._on_fallback
+            del primary
+            assert old() is None, "the old model outlived its reload"
+    finally:
+        gc.enable()
+        n.destroy_node()
+
+
+def test_lifecycle_cycles_leave_nothing_behind_in_the_callback_group(node):
+    """rclpy's callback group keeps a weak reference per entity ever added: each
+    deactivate/activate left its destroyed subscriptions' and event handlers' behind."""
+    assert node.trigger_configure() == node_mod.TransitionCallbackReturn.SUCCESS
+    node.trigger_activate()
+    node.trigger_deactivate()
+    node.trigger_activate()
+    size = len(node._group.entities)
+    for _ in range(5):
+        node.trigger_deactivate()
+        node.trigger_activate()
+    assert len(node._group.entities) == size
+    node.trigger_deactivate()

@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,8 @@ PROBE_PRIORITY = 7
 #: Where simulated DDR allocations start (each is page-aligned, like CMA allocations).
 SIM_DDR_BASE = 0x1000_0000
 _BOARD_IDS = itertools.count()
+#: Accepted starts a device remembers (:attr:`SimulatedDevice.runs`).
+RUNS_KEPT = 1024
 
 #: hardware(images, weights_one_time, weights_experts, features_out, routing_out,
 #:          num_images, task_id, reload_one_time_weights) -> return code (0 = ok, see CSIM_ERRORS)
@@ -99,12 +101,14 @@ class SimRun:
 class _Allocation:
     handle: int
     address: int
-    host: PynqBuffer
-    device: np.ndarray  # uint8 copy seen by the accelerator
+    nbytes: int
+    host: PynqBuffer | None  # None once freed: a freed buffer's memory goes back
+    device: np.ndarray  # uint8 copy seen by the accelerator (empty once freed)
     freed: bool = False
 
     @property
     def host_bytes(self) -> np.ndarray:
+        assert self.host is not None, "host bytes of a freed buffer"
         return self.host.view(np.uint8).reshape(-1)
 
 
@@ -294,8 +298,10 @@ class SimulatedDevice(Device):
         self._wedged = False
         self._allocs: dict[int, _Allocation] = {}
         self._next_address = SIM_DDR_BASE
-        #: Accepted starts, in order, and register writes per offset (for tests and debugging).
-        self.runs: list[SimRun] = []
+        self._layout: itf.WeightLayout | None = None
+        #: The last ``RUNS_KEPT`` accepted starts, in order, and register writes per offset (for
+        #: tests and debugging; bounded, so a device that runs for days does not grow).
+        self.runs: deque[SimRun] = deque(maxlen=RUNS_KEPT)
         self.register_writes: Counter[int] = Counter()
         self.allocations = 0
         self.downloads = 0
@@ -339,7 +345,7 @@ class SimulatedDevice(Device):
         """The simulated CMA pool: ``cma_bytes`` less what live buffers hold (page-rounded)."""
         if self.cma_bytes is None:
             return None
-        used = sum(pages(len(a.device)) for a in self._allocs.values() if not a.freed)
+        used = sum(pages(a.nbytes) for a in self._allocs.values() if not a.freed)
         return CmaStatus(self.cma_bytes, max(self.cma_bytes - used, 0))
 
     def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str, **kwargs: object) -> PynqBuffer:
@@ -356,7 +362,7 @@ class SimulatedDevice(Device):
         buf.memory = self
         buf.pointer = handle
         buf.return_to = self
-        alloc = _Allocation(handle, self._next_address, buf, np.zeros(buf.nbytes, np.uint8))
+        alloc = _Allocation(handle, self._next_address, buf.nbytes, buf, np.zeros(buf.nbytes, np.uint8))
         self._allocs[handle] = alloc
         self._next_address += pages(buf.nbytes)
         self.allocations += 1
@@ -366,7 +372,11 @@ class SimulatedDevice(Device):
         alloc = self._allocs.get(handle)
         if alloc is not None:
             alloc.freed = True
-            alloc.host.freed = True  # pynq would otherwise munmap() memory it did not map
+            if alloc.host is not None:
+                alloc.host.freed = True  # pynq would otherwise munmap() memory it did not map
+            # Keep the address range (a later access is reported as use after free), not the
+            # memory: a board shared by backends that come and go must not grow.
+            alloc.host, alloc.device = None, np.empty(0, np.uint8)
 
     def flush(self, bo: int, offset: int, vaddr: int, nbytes: int) -> None:
         """Host -> device copy (``sync_to_device``)."""
@@ -438,7 +448,7 @@ class SimulatedDevice(Device):
         """The device memory a pointer register points at, checked to hold ``nbytes``."""
         address = self._pointer(name)
         for alloc in self._allocs.values():
-            if alloc.address <= address < alloc.address + len(alloc.device):
+            if alloc.address <= address < alloc.address + alloc.nbytes:
                 if alloc.freed:
                     raise SimulatedDeviceError(f"{name} = 0x{address:X} points into a freed buffer")
                 start = address - alloc.address
@@ -450,16 +460,17 @@ class SimulatedDevice(Device):
         raise SimulatedDeviceError(f"{name} = 0x{address:X} is not an allocated buffer (DMA decode error)")
 
     def _start(self) -> None:
+        fault = self.next_fault()  # before the control block changes: a failing source refuses the start
         args = {name: self._regs.get(off, 0) for name, off in itf.SCALAR_ARGS.items()}
         run = SimRun(args["num_images"], args["task_id"], args["reload_one_time_weights"])
         self.runs.append(run)
         self._ctrl = (self._ctrl | itf.AP_START) & ~(itf.AP_IDLE | itf.AP_DONE | itf.AP_READY)
         log.debug("simulated %s start: %s", itf.TOP_FUNCTION, run)
-        if self.fault in (Fault.HANG, Fault.WEDGED):
-            self._wedged = self.fault is Fault.WEDGED
+        if fault in (Fault.HANG, Fault.WEDGED):
+            self._wedged = fault is Fault.WEDGED
             return
         try:
-            code = self._execute(run)
+            code = self._execute(run, fault)
         except Exception:
             self._ctrl = (self._ctrl & ~itf.AP_START) | itf.AP_IDLE
             raise
@@ -469,15 +480,24 @@ class SimulatedDevice(Device):
                                        f"{itf.CSIM_ERRORS.get(code, 'unknown error')} ({run})")
         self._done_at = time.monotonic() + self.completion_delay_s
 
-    def _execute(self, run: SimRun) -> int:
-        if self.fault is Fault.ERROR:
+    def next_fault(self) -> Fault:
+        """The fault of the run being started (called at each accepted ap_start): :attr:`fault`.
+
+        The one place a fault enters a run, so a subclass can take it from elsewhere (the soak's
+        device reads a file another process writes: test/host_hardware.py)."""
+        return self.fault
+
+    def _execute(self, run: SimRun, fault: Fault) -> int:
+        if fault is Fault.ERROR:
             return itf.CSIM_ERR_NUM_IMAGES if run.num_images <= 0 else itf.CSIM_ERR_TASK_ID
         if self.hardware is None:
             raise SimulatedDeviceError("simulated device has no hardware model attached")
         if not 1 <= run.num_images <= itf.MAX_IMAGES:
             return itf.CSIM_ERR_NUM_IMAGES
         cfg = self.config
-        layout = itf.weight_layout(cfg)
+        if self._layout is None:  # the model is fixed per board; laying it out costs ~8 ms a run
+            self._layout = itf.weight_layout(cfg)
+        layout = self._layout
         shapes = itf.buffer_shapes(cfg, run.num_images)
 
         def view(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -491,7 +511,7 @@ class SimulatedDevice(Device):
         routing = view("routing_out", *shapes["routing_out"])
         code = self.hardware(images, one_time, experts, features, routing, run.num_images, run.task_id,
                              run.reload_one_time_weights)
-        if code == itf.CSIM_OK and self.fault is Fault.CORRUPT:
+        if code == itf.CSIM_OK and fault is Fault.CORRUPT:
             routing[...] = -1
         return code
 

@@ -104,10 +104,9 @@ class FpgaBackend(Backend):
         bitstream = self.bitstream
         try:
             if self.simulate:
-                from ..accel import hwh, sim_device
+                from ..accel import hwh
 
-                device = sim_device.acquire_board(cfg, self._csim_library(cfg))
-                self.sim_device = device
+                device = self.sim_device = self._acquire_simulated_board(cfg)
                 if bitstream is None:
                     self._overlay_dir = Path(tempfile.mkdtemp(prefix="edgemoe_overlay_"))
                     bitstream = hwh.write_overlay(self._overlay_dir)
@@ -117,6 +116,19 @@ class FpgaBackend(Backend):
             self._close_driver()
             raise BackendError(f"fpga: cannot open the accelerator ({bitstream}): {exc}") from exc
         self._needs_recovery = False
+
+    def _acquire_simulated_board(self, cfg: ModelConfig) -> Any:
+        """The simulated board to drive with ``simulate=True``: the process's shared board whose
+        hardware is the C-simulation (a test subclass puts another hardware model behind the same
+        registers). Paired with :meth:`_release_simulated_board`."""
+        from ..accel import sim_device
+
+        return sim_device.acquire_board(cfg, self._csim_library(cfg))
+
+    def _release_simulated_board(self, board: Any) -> None:
+        from ..accel import sim_device
+
+        sim_device.release_board(board)
 
     def _csim_library(self, cfg: ModelConfig) -> Path:
         if self.csim_library is not None:
@@ -134,9 +146,7 @@ class FpgaBackend(Backend):
             self.driver.close()
             self.driver = None
         if self.sim_device is not None:
-            from ..accel import sim_device
-
-            sim_device.release_board(self.sim_device)
+            self._release_simulated_board(self.sim_device)
             self.sim_device = None
         if self._overlay_dir is not None:
             shutil.rmtree(self._overlay_dir, ignore_errors=True)

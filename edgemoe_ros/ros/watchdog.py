@@ -60,9 +60,16 @@ class Watchdog:
                     self._hung = True
                     raise BackendHung(f"backend '{self.name}' did not return within "
                                       f"{timeout_s:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        error = outcome.pop("error", None)
+        if error is not None:
+            # Raised from a local cleared on the way out: an exception kept in this frame (or in
+            # ``outcome``) is a reference cycle through its own traceback, which holds the call's
+            # frames and the model they ran until a full collection (after a reload's trim).
+            try:
+                raise error
+            finally:
+                error = None
+        return outcome.pop("value")
 
     def hung_for(self) -> float | None:
         """Seconds the abandoned call has been running, or None if no call is hung."""
@@ -112,5 +119,9 @@ class Watchdog:
                 done.set()
                 self._busy_since, self._hung = None, False
                 deferred, self._deferred = self._deferred, []
+            # Forget the call before waiting for the next: its arguments (a frame, the model it
+            # ran on) must not outlive it, e.g. on a primary idle after a fault until a reload.
+            fn = outcome = done = None
             for action in deferred:
                 action()
+            deferred = []
