@@ -10,7 +10,12 @@ biggest cost around inference: resizing a 128x256 depth map to 720p and wrapping
 took 8.3 ms per frame with the defaults and 0.6 ms with the settings below (same process, 40 runs).
 
 ``tune_allocator`` raises glibc's mmap threshold to its maximum and the trim threshold well above
-one frame's worth, so freed buffers are reused by the next frame. The cost is that up to
+one frame's worth, so freed buffers are reused by the next frame. It also caps the number of
+malloc arenas (``ARENA_MAX``): glibc gives threads up to 8 per core of their own, each keeping
+its freed frame buffers and its fragments of a freed model, and ``malloc_trim`` cannot hand back
+what lies between live chunks there. The node's threads (DDS, executor, worker, watchdog runner,
+native pools, the multi-camera stages) then grew RSS by ~10 % over a 600-frame soak; with one
+arena the same soak ended 4.6 % below its start (docs/HARDENING.md). The cost is that up to
 ``TRIM_THRESHOLD_BYTES`` of freed memory may stay in the process (RSS) instead of going back to
 the system. It is process-wide, so the executables call it once at start; library code never does.
 Set ``EDGEMOE_MALLOC_TUNING=0`` to keep the C library's defaults (e.g. to compare).
@@ -29,11 +34,17 @@ log = logging.getLogger(__name__)
 #: ``mallopt`` parameter numbers from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 #: Allocations below this come from the heap, not a fresh mmap: glibc's largest allowed value on
 #: 64-bit (HEAP_MAX_SIZE / 2), well above a 1080p float32 depth map (8.3 MB).
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 #: Free memory at the heap top is returned to the kernel only beyond this: several frames' worth.
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
+#: Malloc arenas at most: the main one and one shared by every other thread. Large buffers come
+#: from the heap under the raised mmap threshold either way; what threads would gain from arenas
+#: of their own is less lock contention on small allocations, which the frame path does not make
+#: many of (the kernels allocate nothing per call).
+ARENA_MAX = 2
 #: Environment switch: "0" / "false" / "off" keeps the defaults.
 ENV_SWITCH = "EDGEMOE_MALLOC_TUNING"
 
@@ -59,7 +70,7 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
-                   trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+                   trim_threshold: int = TRIM_THRESHOLD_BYTES, arena_max: int = ARENA_MAX) -> bool:
     """Apply the thresholds once per process; True if they are in effect.
 
     Returns False (and changes nothing) when disabled by the environment, or when the C library
@@ -78,10 +89,11 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
         _applied = False
         return False
     ok = bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and \
-        bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
+        bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold))) and \
+        bool(libc.mallopt(M_ARENA_MAX, int(arena_max)))
     if not ok:
-        log.warning("allocator tuning: glibc mallopt refused mmap threshold %d / trim threshold %d",
-                    mmap_threshold, trim_threshold)
+        log.warning("allocator tuning: glibc mallopt refused mmap threshold %d / trim threshold "
+                    "%d / arena max %d", mmap_threshold, trim_threshold, arena_max)
     _applied = ok
     return ok
 

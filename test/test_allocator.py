@@ -113,3 +113,47 @@ def test_release_free_memory_frees_what_only_a_reference_cycle_held() -> None:
                          timeout=60, check=True).stdout.split()
     before, after = (int(v) for v in out)
     assert before - after >= 150, f"RSS {before} MB -> {after} MB: the cycle's memory was kept"
+
+
+# Threads that allocate at the same time, then glibc's own account of its heaps (malloc_info).
+_ARENAS = textwrap.dedent("""
+    import ctypes, ctypes.util, threading
+    from edgemoe_ros.allocator import tune_allocator
+    tune_allocator()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    barrier = threading.Barrier(8)
+    def work():
+        blocks = []
+        barrier.wait()
+        for _ in range(200):
+            blocks.append(libc.malloc(4096))
+        barrier.wait()
+        for b in blocks:
+            libc.free(b)
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+    libc.open_memstream.restype = ctypes.c_void_p
+    fp = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+    libc.malloc_info(0, ctypes.c_void_p(fp))
+    libc.fclose(ctypes.c_void_p(fp))
+    print(buf.value.decode().count("<heap nr="))
+""")
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="allocator tuning is glibc-only")
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_arenas_are_capped_so_threads_do_not_keep_heaps_of_their_own(switch):
+    """8 threads allocating at once: at most ARENA_MAX heaps with the tuning; more without it
+    (the check can fail: glibc's default is up to 8 arenas per core)."""
+    env = dict(os.environ, **{allocator.ENV_SWITCH: switch})
+    out = subprocess.run([sys.executable, "-c", _ARENAS], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    heaps = int(out.split()[-1])
+    if switch == "1":
+        assert heaps <= allocator.ARENA_MAX, heaps
+    else:
+        assert heaps > allocator.ARENA_MAX, heaps
