@@ -49,8 +49,9 @@ def test_tuned_process_reuses_frame_buffers_without_page_faults() -> None:
     assert default > 0.5 * pages_per_frame, f"only {default} faults per frame with the defaults"
 
 
-@pytest.mark.parametrize(("value", "enabled"), [("1", True), ("", True), ("0", False), ("off", False),
-                                                 ("False", False), ("no", False), ("yes", True)])
+@pytest.mark.parametrize(("value", "enabled"),
+                         [("1", True), ("", True), ("0", False), ("off", False),
+                          ("False", False), ("no", False), ("yes", True)])
 def test_environment_switch(value: str, enabled: bool) -> None:
     assert allocator.tuning_enabled({allocator.ENV_SWITCH: value}) is enabled
     assert allocator.tuning_enabled({}) is True
@@ -63,7 +64,8 @@ _RELEASE = textwrap.dedent("""
     import numpy as np
     from edgemoe_ros.allocator import release_free_memory, tune_allocator
     def rss():
-        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+        return next(int(l.split()[1]) for l in open("/proc/self/status")
+                    if l.startswith("VmRSS")) / 1024
     tune_allocator()
     blocks = [np.ones(4 << 20, np.uint8) for _ in range(50)]
     pin = np.ones(1 << 20, np.uint8)
@@ -92,7 +94,8 @@ _RELEASE_CYCLE = textwrap.dedent("""
     import numpy as np
     from edgemoe_ros.allocator import release_free_memory, tune_allocator
     def rss():
-        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+        return next(int(l.split()[1]) for l in open("/proc/self/status")
+                    if l.startswith("VmRSS")) / 1024
     gc.disable()
     tune_allocator()
     cycle = {"blocks": [np.ones(4 << 20, np.uint8) for _ in range(50)]}

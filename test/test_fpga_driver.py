@@ -75,7 +75,8 @@ def device(csim_lib):
 
 @pytest.fixture
 def driver(overlay, device):
-    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device, timeout_s=2.0)
+    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device,
+                        timeout_s=2.0)
     yield drv
     drv.close()
 
@@ -97,11 +98,15 @@ def test_overlay_exposes_our_ip_and_register_map(overlay):
         else:
             assert regs[arg.name] == arg.offset
     ctrl_fields = desc["registers"]["CTRL"]["fields"]
-    assert [ctrl_fields[f]["bit_offset"] for f in ("AP_START", "AP_DONE", "AP_IDLE", "AP_READY", "AUTO_RESTART")] \
-        == [m.bit_length() - 1 for m in (itf.AP_START, itf.AP_DONE, itf.AP_IDLE, itf.AP_READY, itf.AP_AUTO_RESTART)]
+    assert [ctrl_fields[f]["bit_offset"]
+            for f in ("AP_START", "AP_DONE", "AP_IDLE", "AP_READY", "AUTO_RESTART")] \
+        == [m.bit_length() - 1
+            for m in (itf.AP_START, itf.AP_DONE, itf.AP_IDLE, itf.AP_READY, itf.AP_AUTO_RESTART)]
     ip = getattr(ov, hwh.BLOCK_DESIGN.ip_instance)
-    assert int(ip.register_map.CTRL.AP_IDLE) == 1  # pynq's own register map reads the simulated block
-    assert ov.clock_dict[0]["enable"] == 1 and ov.clock_dict[0]["frequency"] == pytest.approx(itf.CLOCK_MHZ)
+    # pynq's own register map reads the simulated block
+    assert int(ip.register_map.CTRL.AP_IDLE) == 1
+    assert (ov.clock_dict[0]["enable"] == 1
+            and ov.clock_dict[0]["frequency"] == pytest.approx(itf.CLOCK_MHZ))
     assert "PSDDR" in ov.mem_dict  # from our generated .xclbin memory topology
 
 
@@ -123,7 +128,8 @@ def test_simulated_device_is_probed_only_once_installed():
     try:
         assert sim_device.SimulatedDevice._probe_() == [dev]
         assert Device.active_device is dev
-        assert pynq.allocate((4,), np.int16).device is dev  # pynq's default target is now the simulation
+        # pynq's default target is now the simulation
+        assert pynq.allocate((4,), np.int16).device is dev
     finally:
         sim_device.uninstall(dev)
     assert dev not in sim_device.SimulatedDevice._probe_()
@@ -131,11 +137,13 @@ def test_simulated_device_is_probed_only_once_installed():
 
 # ------------------------------------------------------------------ bit-exact end to end
 @pytest.mark.parametrize("task_id", range(len(CFG.tasks)))
-def test_outputs_equal_the_csim_backend_bit_for_bit(driver, weights, images, csim_reference, task_id):
+def test_outputs_equal_the_csim_backend_bit_for_bit(driver, weights, images, csim_reference,
+                                                    task_id):
     driver.load_weights(weights)
     features, routing = driver.run(images, task_id)
     want_f, want_r = csim_reference[task_id]
-    assert features.dtype == np.int32 and features.shape == itf.buffer_shapes(CFG, BATCH)["features_out"][0]
+    assert (features.dtype == np.int32
+            and features.shape == itf.buffer_shapes(CFG, BATCH)["features_out"][0])
     np.testing.assert_array_equal(features, want_f)
     np.testing.assert_array_equal(routing, want_r)
 
@@ -175,8 +183,8 @@ def test_full_size_model_matches_csim(overlay, tmp_path):
     except BackendError as exc:
         pytest.skip(f"C-simulation library unavailable: {exc}")
     out = tmp_path / "reference.npz"
-    proc = subprocess.run([sys.executable, "-c", _FULL_SIZE_REFERENCE, str(out)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _FULL_SIZE_REFERENCE, str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     want = np.load(out)
     img = np.random.default_rng(1).integers(0, 256, (1, cfg.img_h, cfg.img_w, 3), dtype=np.uint8)
@@ -189,7 +197,8 @@ def test_full_size_model_matches_csim(overlay, tmp_path):
 
 
 # ------------------------------------------------------------------ weights reload policy
-def test_parameters_reload_only_when_the_model_changes(driver, device, weights, images, csim_reference):
+def test_parameters_reload_only_when_the_model_changes(driver, device, weights, images,
+                                                       csim_reference):
     assert driver.load_weights(weights) is True
     driver.run(images, 0)
     driver.run(images, 1)  # task switch: no reload
@@ -197,7 +206,8 @@ def test_parameters_reload_only_when_the_model_changes(driver, device, weights, 
     assert [r.reload_one_time_weights for r in device.runs] == [1, 0, 0]
     assert [r.task_id for r in device.runs] == [0, 1, 0]
 
-    assert driver.load_weights(random_init(CFG, seed=11)) is False  # same model again: nothing to do
+    # same model again: nothing to do
+    assert driver.load_weights(random_init(CFG, seed=11)) is False
     driver.run(images, 0)
     assert device.runs[-1].reload_one_time_weights == 0
 
@@ -213,7 +223,8 @@ def test_parameters_reload_only_when_the_model_changes(driver, device, weights, 
 
 
 def test_weights_reach_the_device_only_through_sync(driver, device, weights, images):
-    """The simulated memory is non-coherent: a host write without sync is invisible to the kernel."""
+    """The simulated memory is non-coherent: a host write without sync is invisible to the
+    kernel."""
     driver.load_weights(weights)
     syncs = device.syncs_to_device
     driver.run(images, 0)
@@ -227,11 +238,14 @@ def test_weights_for_another_model_are_refused(driver):
 
 
 def test_weights_with_another_host_head_load(driver, weights, images):
-    """The head runs on the host: a guided-head model uses the same bitstream and the same backbone."""
+    """The head runs on the host: a guided-head model uses the same bitstream and the same
+    backbone."""
     driver.load_weights(weights)
     plain_features, plain_routing = driver.run(images, 0)
-    guided = random_init(CFG.replace(head="guided"), seed=11)  # same backbone tensors (same seed, heads last)
-    np.testing.assert_array_equal(guided["blocks.0.attn.qkv.weight"], weights["blocks.0.attn.qkv.weight"])
+    # same backbone tensors (same seed, heads last)
+    guided = random_init(CFG.replace(head="guided"), seed=11)
+    np.testing.assert_array_equal(guided["blocks.0.attn.qkv.weight"],
+                                  weights["blocks.0.attn.qkv.weight"])
     driver.load_weights(guided)
     features, routing = driver.run(images, 0)
     np.testing.assert_array_equal(features, plain_features)
@@ -240,11 +254,13 @@ def test_weights_with_another_host_head_load(driver, weights, images):
 
 # ------------------------------------------------------------------ faults
 def test_hung_accelerator_times_out_quickly_with_register_state(overlay, device, weights, images):
-    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device, timeout_s=0.05)
+    drv = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=device,
+                        timeout_s=0.05)
     drv.load_weights(weights)
     device.fault = sim_device.Fault.HANG
     start = time.monotonic()
-    with pytest.raises(AcceleratorTimeout, match=r"ap_ctrl=0x01 \(ap_start=1 ap_done=0 ap_idle=0") as err:
+    with pytest.raises(AcceleratorTimeout,
+                       match=r"ap_ctrl=0x01 \(ap_start=1 ap_done=0 ap_idle=0") as err:
         drv.run(images, 1)
     assert time.monotonic() - start < 1.0
     assert "task_id=1" in str(err.value) and "0.05 s" in str(err.value)
@@ -262,7 +278,8 @@ def test_hung_accelerator_times_out_quickly_with_register_state(overlay, device,
 def test_device_error_is_reported(driver, device, weights, images):
     driver.load_weights(weights)
     device.fault = sim_device.Fault.ERROR
-    with pytest.raises(AcceleratorError, match="device error during write register 0x00.*returned -2"):
+    with pytest.raises(AcceleratorError,
+                       match="device error during write register 0x00.*returned -2"):
         driver.run(images, 0)
 
 
@@ -274,8 +291,10 @@ def test_corrupt_results_are_detected(driver, device, weights, images):
 
 
 def test_polling_waits_for_a_slow_accelerator(overlay, csim_lib, weights, images, csim_reference):
-    dev = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib), completion_delay_s=0.05)
-    with EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev, timeout_s=2.0) as drv:
+    dev = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib),
+                                     completion_delay_s=0.05)
+    with EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev,
+                       timeout_s=2.0) as drv:
         drv.load_weights(weights)
         start = time.monotonic()
         features, _ = drv.run(images, 0)
@@ -336,7 +355,8 @@ def test_describe_ctrl_decodes_every_bit():
 
 # ------------------------------------------------------------------ the fpga backend
 def test_fpga_backend_simulated_equals_csim_and_recovers(csim_lib, weights, images):
-    backend = create_backend("fpga", simulate=True, max_images=2, csim_library=csim_lib, timeout_s=0.1)
+    backend = create_backend("fpga", simulate=True, max_images=2, csim_library=csim_lib,
+                             timeout_s=0.1)
     reference = create_backend("csim")
     try:
         backend.load(weights)
@@ -388,7 +408,8 @@ class _RecordingHardware:
     def __init__(self) -> None:
         self.images: np.ndarray | None = None
 
-    def __call__(self, images, one_time, experts, features, routing, num_images, task_id, reload) -> int:
+    def __call__(self, images, one_time, experts, features, routing, num_images, task_id,
+                 reload) -> int:
         self.images = images.copy()
         routing[...] = 0
         return itf.CSIM_OK
@@ -400,7 +421,8 @@ def _program(dev: sim_device.SimulatedDevice, buffers: dict, num_images: int = 1
         address = buffers[name].device_address if name in buffers else 0xDEAD_0000
         dev.write_registers(base + offset, (address & 0xFFFF_FFFF).to_bytes(4, "little"))
         dev.write_registers(base + offset + 4, (address >> 32).to_bytes(4, "little"))
-    for name, value in (("num_images", num_images), ("task_id", 0), ("reload_one_time_weights", 1)):
+    for name, value in (("num_images", num_images), ("task_id", 0),
+                        ("reload_one_time_weights", 1)):
         dev.write_registers(base + itf.SCALAR_ARGS[name], value.to_bytes(4, "little"))
 
 
@@ -446,8 +468,10 @@ def test_a_closed_driver_leaves_no_memory_on_the_board(overlay, device, weights,
     assert [b() for b in buffers] == [None] * len(buffers)
     assert sum(a.device.nbytes for a in device._allocs.values()) == 0
     # the old addresses are still known: a kernel reading there is told it is a use after free
-    device.write_registers(device.base_address + itf.POINTER_ARGS["images"], images_at.to_bytes(4, "little"))
-    with pytest.raises(sim_device.SimulatedDeviceError, match="images = .* points into a freed buffer"):
+    device.write_registers(device.base_address + itf.POINTER_ARGS["images"],
+                           images_at.to_bytes(4, "little"))
+    with pytest.raises(sim_device.SimulatedDeviceError,
+                       match="images = .* points into a freed buffer"):
         device._resolve("images", 1)
 
 
@@ -468,7 +492,8 @@ def test_pointer_to_unallocated_memory_is_a_bus_error():
     bufs = _sim_buffers(dev)
     del bufs["weights_experts"]
     _program(dev, bufs)
-    with pytest.raises(sim_device.SimulatedDeviceError, match="weights_experts = 0xDEAD0000 is not an allocated"):
+    with pytest.raises(sim_device.SimulatedDeviceError,
+                       match="weights_experts = 0xDEAD0000 is not an allocated"):
         dev.write_registers(dev.base_address + itf.REG_AP_CTRL, itf.AP_START.to_bytes(4, "little"))
 
 
@@ -481,25 +506,30 @@ def test_buffer_too_small_for_the_batch_is_a_bus_error():
 
 def test_register_access_outside_the_control_block_is_refused():
     dev = sim_device.SimulatedDevice(CFG, _RecordingHardware())
-    with pytest.raises(sim_device.SimulatedDeviceError, match="outside edgemoe_top's control registers"):
+    with pytest.raises(sim_device.SimulatedDeviceError,
+                       match="outside edgemoe_top's control registers"):
         dev.read_registers(dev.base_address + itf.CONTROL_RANGE_BYTES, 4)
 
 
-def test_two_simulated_boards_keep_their_own_parameters(overlay, csim_lib, weights, images, csim_reference):
+def test_two_simulated_boards_keep_their_own_parameters(overlay, csim_lib, weights, images,
+                                                        csim_reference):
     """Two devices on one C-simulation build share the kernel's static cache in this process;
     A, then B (other weights), then A again must run on A's parameters, as two boards would."""
     other = random_init(CFG, seed=12)
     dev_a = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib))
     dev_b = sim_device.SimulatedDevice(CFG, sim_device.CsimHardware(csim_lib))
-    drv_a = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_a, timeout_s=2.0)
-    drv_b = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_b, timeout_s=2.0)
+    drv_a = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_a,
+                          timeout_s=2.0)
+    drv_b = EdgeMoeDriver(overlay, CFG, max_images=BATCH, download=False, device=dev_b,
+                          timeout_s=2.0)
     try:
         drv_a.load_weights(weights)
         drv_b.load_weights(other)
         first = drv_a.run(images, 0)
         drv_b.run(images, 0)  # B's parameters now fill the shared cache
         again = drv_a.run(images, 0)
-        assert dev_a.runs[-1].reload_one_time_weights == 0  # the driver rightly asked for no reload
+        # the driver rightly asked for no reload
+        assert dev_a.runs[-1].reload_one_time_weights == 0
         for got in (first, again):
             np.testing.assert_array_equal(got[0], csim_reference[0][0])
             np.testing.assert_array_equal(got[1], csim_reference[0][1])
@@ -509,10 +539,12 @@ def test_two_simulated_boards_keep_their_own_parameters(overlay, csim_lib, weigh
 
 
 def _one_image_call(weights) -> tuple[itf.PackedWeights, np.ndarray, np.ndarray, np.ndarray]:
-    """Packed weights and zeroed images / features / routing buffers for a one-image kernel call."""
+    """Packed weights and zeroed images / features / routing buffers for a one-image kernel
+    call."""
     shapes = itf.buffer_shapes(CFG, 1)
     return (itf.pack_weights(weights), np.zeros(shapes["images"][0], np.uint8),
-            np.zeros(shapes["features_out"][0], np.int32), np.zeros(shapes["routing_out"][0], np.int32))
+            np.zeros(shapes["features_out"][0], np.int32),
+            np.zeros(shapes["routing_out"][0], np.int32))
 
 
 def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
@@ -520,17 +552,21 @@ def test_a_board_that_never_loaded_parameters_reports_it(csim_lib, weights):
     packed, imgs, feats, rout = _one_image_call(weights)
     loaded, fresh = sim_device.CsimHardware(csim_lib), sim_device.CsimHardware(csim_lib)
     assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 1) == itf.CSIM_OK
-    assert fresh(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS
+    assert (fresh(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0)
+            == itf.CSIM_ERR_NO_ONE_TIME_WEIGHTS)
     assert loaded(imgs, packed.one_time, packed.experts, feats, rout, 1, 0, 0) == itf.CSIM_OK
 
 
 def test_csim_hardware_refuses_buffers_it_would_misuse(csim_lib, weights):
-    """The C-simulation trusts its pointers: wrong dtypes, too few images or read-only outputs are refused."""
+    """The C-simulation trusts its pointers: wrong dtypes, too few images or read-only outputs are
+    refused."""
     packed, imgs, feats, rout = _one_image_call(weights)
     hw = sim_device.CsimHardware(csim_lib)
     frozen = np.frombuffer(bytes(rout.nbytes), np.int32).reshape(rout.shape)
-    for args, match in (((imgs.astype(np.float32), packed.one_time, packed.experts, feats, rout, 1), "images"),
-                        ((imgs, packed.one_time.astype(np.int32), packed.experts, feats, rout, 1), "one_time"),
+    for args, match in (((imgs.astype(np.float32), packed.one_time, packed.experts, feats, rout,
+                          1), "images"),
+                        ((imgs, packed.one_time.astype(np.int32), packed.experts, feats, rout, 1),
+                         "one_time"),
                         ((imgs, packed.one_time, packed.experts, feats, rout, 2), "needs 2"),
                         ((imgs, packed.one_time, packed.experts, feats, frozen, 1), "read-only")):
         with pytest.raises(sim_device.SimulatedDeviceError, match=match):

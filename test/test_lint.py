@@ -24,14 +24,12 @@ def test_ruff_clean():
     assert "All checks passed" in proc.stdout
 
 
-def test_line_length_is_ros2_style_and_legacy_exemptions_only_shrink():
+def test_line_length_is_ros2_style_for_every_file():
+    """The limit holds everywhere: neither a global nor a per-file (legacy) E501 exemption."""
     config = tomllib.loads((REPO / "ruff.toml").read_text())
     assert config["line-length"] == ROS2_LINE_LENGTH
-    assert "E501" not in config["lint"].get("ignore", [])
-    stale = []
-    for path, rules in config["lint"].get("per-file-ignores", {}).items():
-        file = REPO / path
-        if rules == ["E501"] and (not file.is_file() or max(
-                map(len, file.read_text().splitlines()), default=0) <= ROS2_LINE_LENGTH):
-            stale.append(path)
-    assert not stale, f"nothing left to exempt; remove from ruff.toml per-file-ignores: {stale}"
+    lint = config["lint"]
+    assert not {"E501", "E5", "E"} & set(lint.get("ignore", []))
+    exempt = [path for path, rules in lint.get("per-file-ignores", {}).items()
+              if {"E501", "E5", "E"} & set(rules)]
+    assert not exempt, f"files exempt from the {ROS2_LINE_LENGTH}-character limit: {exempt}"

@@ -2,14 +2,15 @@
 """A simulated PYNQ device whose "hardware" is the C-simulation of ``hls_accel/``.
 
 pynq 4.0.0 installs on x86 but finds no device. To run the *real* driver code path
-(``pynq.Overlay`` -> ``DefaultIP.write/read`` -> ``pynq.allocate`` -> ``sync_to_device`` -> start ->
-poll -> ``sync_from_device``) without a board, this module registers a ``pynq.pl_server.device.Device``
-subclass with capability ``REGISTER_RW``: pynq then routes every ``ip.write``/``ip.read`` of the
-overlay to :meth:`SimulatedDevice.write_registers`/:meth:`read_registers`, which model the Vitis
-HLS AXI-lite control block of ``edgemoe_top`` (register offsets from ``accel/interface.py``):
-a write of ap_start resolves the pointer registers to the buffers the driver allocated and runs
-the hardware model on them, then raises ap_done/ap_idle/ap_ready (ap_done and ap_ready clear on
-read, as in HLS).
+(``pynq.Overlay`` -> ``DefaultIP.write/read`` -> ``pynq.allocate`` -> ``sync_to_device`` -> start
+-> poll -> ``sync_from_device``) without a board, this module registers a
+``pynq.pl_server.device.Device`` subclass with capability ``REGISTER_RW``: pynq then routes every
+``ip.write``/``ip.read`` of the overlay to
+:meth:`SimulatedDevice.write_registers`/:meth:`read_registers`, which model the Vitis HLS AXI-lite
+control block of ``edgemoe_top`` (register offsets from ``accel/interface.py``): a write of
+ap_start resolves the pointer registers to the buffers the driver allocated and runs the hardware
+model on them, then raises ap_done/ap_idle/ap_ready (ap_done and ap_ready clear on read, as in
+HLS).
 
 Memory is modelled as non-coherent, like the Zynq PS DDR seen through the HP ports: each buffer
 has a host copy (the ``PynqBuffer`` the driver sees) and a device copy (what the accelerator
@@ -21,8 +22,9 @@ returns the control block to idle as ``download`` does; ``cma_bytes`` models a C
 allocations draw from.
 
 Fault injection (:class:`Fault`) makes the device hang (never finish: the driver must time out;
-``WEDGED``: and a PL reset does not help, only re-programming), fail (the hardware model reports an error; modelled as a bus error on the start write), or
-finish with corrupted outputs (the driver must notice).
+``WEDGED``: and a PL reset does not help, only re-programming), fail (the hardware model reports an
+error; modelled as a bus error on the start write), or finish with corrupted outputs (the driver
+must notice).
 
 The simulated device is only probed by pynq after :func:`install` (so importing this module on a
 real board changes nothing); the driver can also be handed a :class:`SimulatedDevice` directly.
@@ -67,11 +69,13 @@ RUNS_KEPT = 1024
 
 #: hardware(images, weights_one_time, weights_experts, features_out, routing_out,
 #:          num_images, task_id, reload_one_time_weights) -> return code (0 = ok, see CSIM_ERRORS)
-Hardware = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int], int]
+Hardware = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int],
+                    int]
 
 
 class SimulatedDeviceError(RuntimeError):
-    """The simulated hardware failed (bad pointer, hardware model error): a bus error on a board."""
+    """The simulated hardware failed (bad pointer, hardware model error): a bus error on a
+    board."""
 
 
 class Fault(enum.Enum):
@@ -114,10 +118,12 @@ class _Allocation:
 
 _RTLD_NOW = 2
 _LM_ID_NEWLM = -1
-_RUN_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                  ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32)
+_RUN_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                  ctypes.c_int32)
 _INT_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int32)
-#: (library path, mtime, size) -> (private copy directory, dlmopen handle); one namespace per build.
+#: (library path, mtime, size) -> (private copy directory, dlmopen handle); one namespace per
+#: build.
 _LOADED: dict[tuple[str, int, int], tuple[tempfile.TemporaryDirectory, int]] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -174,12 +180,14 @@ def _symbol(handle: int, name: str, path: Path) -> int:
     libc.dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     address = libc.dlsym(handle, name.encode())
     if not address:
-        raise SimulatedDeviceError(f"{path}: symbol {name} missing; not an edgemoe C-simulation library")
+        raise SimulatedDeviceError(f"{path}: symbol {name} missing; not an edgemoe C-simulation "
+                                   "library")
     return address
 
 
 class CsimHardware:
-    """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware` callable.
+    """The C-simulation shared library (ABI of docs/ARCHITECTURE.md) as a :data:`Hardware`
+    callable.
 
     One instance is one board's accelerator. The library is loaded in a link-map namespace of its
     own (see :func:`_load_isolated`), shared by every instance using the same build, so their
@@ -192,13 +200,15 @@ class CsimHardware:
     def __init__(self, library: str | Path):
         path = Path(library)
         if not path.is_file():
-            raise SimulatedDeviceError(f"C-simulation library {path} not found (build it with `make hls`)")
+            raise SimulatedDeviceError(f"C-simulation library {path} not found (build it with "
+                                       "`make hls`)")
         self.path = path
         handle = _load_isolated(path)
         version = int(_INT_FUNCTION(_symbol(handle, "edgemoe_csim_abi_version", path))())
         if version != itf.ABI_VERSION:
             raise SimulatedDeviceError(
-                f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild hls_accel")
+                f"{path}: ABI version {version}, interface.py expects {itf.ABI_VERSION}; rebuild "
+                "hls_accel")
         self._signature = _INT_FUNCTION(_symbol(handle, "edgemoe_csim_model_signature", path))
         self._run = _RUN_SIGNATURE(_symbol(handle, "edgemoe_csim_run", path))
         with _LOAD_LOCK:
@@ -210,13 +220,15 @@ class CsimHardware:
         """Refuse a library compiled for another model."""
         got, want = int(self._signature()), itf.model_signature(cfg)
         if got != want:
-            raise SimulatedDeviceError(f"{self.path} was built for another model (signature {got}, "
-                                       f"model needs {want}); rebuild it for this config")
+            raise SimulatedDeviceError(f"{self.path} was built for another model "
+                                       f"(signature {got}, model needs {want}); rebuild it for "
+                                       "this config")
 
-    def __call__(self, images: np.ndarray, weights_one_time: np.ndarray, weights_experts: np.ndarray,
-                 features_out: np.ndarray, routing_out: np.ndarray, num_images: int, task_id: int,
-                 reload_one_time_weights: int) -> int:
-        _check_buffers(images, weights_one_time, weights_experts, features_out, routing_out, num_images)
+    def __call__(self, images: np.ndarray, weights_one_time: np.ndarray,
+                 weights_experts: np.ndarray, features_out: np.ndarray, routing_out: np.ndarray,
+                 num_images: int, task_id: int, reload_one_time_weights: int) -> int:
+        _check_buffers(images, weights_one_time, weights_experts, features_out, routing_out,
+                       num_images)
 
         def ptr(a: np.ndarray) -> int:
             return a.ctypes.data
@@ -230,8 +242,8 @@ class CsimHardware:
                 # supplies the streamed linear weights, which equal the device buffer's unless a
                 # driver rewrote that buffer without asking for a reload.
                 one_time, reload = self._cached_one_time, 1
-            code = int(self._run(ptr(images), ptr(one_time), ptr(weights_experts), ptr(features_out),
-                                 ptr(routing_out), num_images, task_id, reload))
+            code = int(self._run(ptr(images), ptr(one_time), ptr(weights_experts),
+                                 ptr(features_out), ptr(routing_out), num_images, task_id, reload))
             if code == itf.CSIM_OK:
                 if reload_one_time_weights:
                     self._cached_one_time = np.array(weights_one_time, copy=True)
@@ -239,24 +251,25 @@ class CsimHardware:
             return code
 
 
-def _check_buffers(images: np.ndarray, one_time: np.ndarray, experts: np.ndarray, features: np.ndarray,
-                   routing: np.ndarray, num_images: int) -> None:
+def _check_buffers(images: np.ndarray, one_time: np.ndarray, experts: np.ndarray,
+                   features: np.ndarray, routing: np.ndarray, num_images: int) -> None:
     """What the C-simulation needs of its buffers before it gets their pointers (it trusts them):
     the right dtypes, C-contiguous, outputs writeable, and ``num_images`` images present. The
     sizes the model fixes are checked by ``check_model`` and the device's pointer decoding."""
     wants = (("images", images, np.uint8, False), ("weights_one_time", one_time, np.int16, False),
-             ("weights_experts", experts, np.int16, False), ("features_out", features, np.int32, True),
-             ("routing_out", routing, np.int32, True))
+             ("weights_experts", experts, np.int16, False),
+             ("features_out", features, np.int32, True), ("routing_out", routing, np.int32, True))
     for name, arr, dtype, written in wants:
         if not isinstance(arr, np.ndarray) or arr.dtype != dtype or not arr.flags.c_contiguous:
             got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise SimulatedDeviceError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array, got {got}")
+            raise SimulatedDeviceError(f"{name} must be a C-contiguous {np.dtype(dtype).name} "
+                                       f"array, got {got}")
         if written and not arr.flags.writeable:
             raise SimulatedDeviceError(f"{name} is written by the accelerator but is read-only")
     for name, arr in (("images", images), ("features_out", features), ("routing_out", routing)):
         if arr.ndim < 1 or arr.shape[0] < num_images:
-            raise SimulatedDeviceError(f"{name} holds {arr.shape[0] if arr.ndim else 0} images, the run needs "
-                                       f"{num_images}")
+            raise SimulatedDeviceError(f"{name} holds {arr.shape[0] if arr.ndim else 0} images, "
+                                       f"the run needs {num_images}")
 
 
 class SimulatedDevice(Device):
@@ -264,8 +277,8 @@ class SimulatedDevice(Device):
 
     ``config`` is the model the simulated hardware was "synthesised" for (buffer sizes are checked
     against it); ``hardware`` computes a run (default: none until set; tests and the fpga backend
-    pass a :class:`CsimHardware`); ``completion_delay_s`` delays ap_done after a start, so polling is
-    exercised as on the board.
+    pass a :class:`CsimHardware`); ``completion_delay_s`` delays ap_done after a start, so polling
+    is exercised as on the board.
     """
 
     _probe_priority_ = PROBE_PRIORITY
@@ -275,9 +288,9 @@ class SimulatedDevice(Device):
     def _probe_(cls) -> list[SimulatedDevice]:
         return list(cls._installed)
 
-    def __init__(self, config: ModelConfig, hardware: Hardware | None = None, *, tag: str | None = None,
-                 base_address: int = BLOCK_DESIGN.control_base, completion_delay_s: float = 0.0,
-                 cma_bytes: int | None = None):
+    def __init__(self, config: ModelConfig, hardware: Hardware | None = None, *,
+                 tag: str | None = None, base_address: int = BLOCK_DESIGN.control_base,
+                 completion_delay_s: float = 0.0, cma_bytes: int | None = None):
         # Each simulated board is a device of its own (the driver's device lock is per tag).
         super().__init__(tag or f"edgemoe_sim_{os.getpid()}_{next(_BOARD_IDS)}")
         self.name = "edgemoe-simulated-zcu102"
@@ -348,13 +361,16 @@ class SimulatedDevice(Device):
         used = sum(pages(a.nbytes) for a in self._allocs.values() if not a.freed)
         return CmaStatus(self.cma_bytes, max(self.cma_bytes - used, 0))
 
-    def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str, **kwargs: object) -> PynqBuffer:
-        """A host buffer plus its device-side copy at a fresh page-aligned simulated DDR address."""
+    def allocate(self, shape: tuple[int, ...] | int, dtype: np.dtype | str,
+                 **kwargs: object) -> PynqBuffer:
+        """A host buffer plus its device-side copy at a fresh page-aligned simulated DDR
+        address."""
         handle = len(self._allocs) + 1
         status = self.cma_status()
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if status is not None and pages(nbytes) > status.free_bytes:
-            raise SimulatedDeviceError(f"CMA exhausted: {nbytes} bytes wanted, {status.free_bytes} free")
+            raise SimulatedDeviceError(f"CMA exhausted: {nbytes} bytes wanted, "
+                                       f"{status.free_bytes} free")
         buf = PynqBuffer(shape, dtype, device_address=self._next_address, device=self, bo=handle)
         buf[...] = 0
         # pynq's freebuffer() hands ``pointer`` back to ``return_to`` when ``memory`` is set:
@@ -362,7 +378,8 @@ class SimulatedDevice(Device):
         buf.memory = self
         buf.pointer = handle
         buf.return_to = self
-        alloc = _Allocation(handle, self._next_address, buf.nbytes, buf, np.zeros(buf.nbytes, np.uint8))
+        alloc = _Allocation(handle, self._next_address, buf.nbytes, buf,
+                            np.zeros(buf.nbytes, np.uint8))
         self._allocs[handle] = alloc
         self._next_address += pages(buf.nbytes)
         self.allocations += 1
@@ -415,8 +432,9 @@ class SimulatedDevice(Device):
         offset = address - self.base_address
         if offset < 0 or offset + max(length, 4) > itf.CONTROL_RANGE_BYTES or offset % 4:
             raise SimulatedDeviceError(
-                f"AXI-lite access at 0x{address:X} ({length} bytes) outside {itf.TOP_FUNCTION}'s control "
-                f"registers 0x{self.base_address:X}..0x{self.base_address + itf.CONTROL_RANGE_BYTES - 1:X}")
+                f"AXI-lite access at 0x{address:X} ({length} bytes) outside "
+                f"{itf.TOP_FUNCTION}'s control registers "
+                f"0x{self.base_address:X}..0x{self.base_address + itf.CONTROL_RANGE_BYTES - 1:X}")
         return offset
 
     def _write_word(self, offset: int, value: int) -> None:
@@ -450,17 +468,20 @@ class SimulatedDevice(Device):
         for alloc in self._allocs.values():
             if alloc.address <= address < alloc.address + alloc.nbytes:
                 if alloc.freed:
-                    raise SimulatedDeviceError(f"{name} = 0x{address:X} points into a freed buffer")
+                    raise SimulatedDeviceError(f"{name} = 0x{address:X} points into a freed "
+                                               "buffer")
                 start = address - alloc.address
                 if start + nbytes > len(alloc.device):
                     raise SimulatedDeviceError(
-                        f"{name} = 0x{address:X}: buffer has {len(alloc.device) - start} bytes from there, "
-                        f"the kernel accesses {nbytes}")
+                        f"{name} = 0x{address:X}: buffer has {len(alloc.device) - start} bytes "
+                        f"from there, the kernel accesses {nbytes}")
                 return alloc.device[start:start + nbytes]
-        raise SimulatedDeviceError(f"{name} = 0x{address:X} is not an allocated buffer (DMA decode error)")
+        raise SimulatedDeviceError(f"{name} = 0x{address:X} is not an allocated buffer (DMA "
+                                   "decode error)")
 
     def _start(self) -> None:
-        fault = self.next_fault()  # before the control block changes: a failing source refuses the start
+        # before the control block changes: a failing source refuses the start
+        fault = self.next_fault()
         args = {name: self._regs.get(off, 0) for name, off in itf.SCALAR_ARGS.items()}
         run = SimRun(args["num_images"], args["task_id"], args["reload_one_time_weights"])
         self.runs.append(run)
@@ -509,8 +530,8 @@ class SimulatedDevice(Device):
         experts = view("weights_experts", (layout.experts_words,), np.dtype(np.int16))
         features = view("features_out", *shapes["features_out"])
         routing = view("routing_out", *shapes["routing_out"])
-        code = self.hardware(images, one_time, experts, features, routing, run.num_images, run.task_id,
-                             run.reload_one_time_weights)
+        code = self.hardware(images, one_time, experts, features, routing, run.num_images,
+                             run.task_id, run.reload_one_time_weights)
         if code == itf.CSIM_OK and fault is Fault.CORRUPT:
             routing[...] = -1
         return code

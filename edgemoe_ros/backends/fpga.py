@@ -5,7 +5,8 @@ On a ZCU102 running PYNQ, ``bitstream`` is the Vivado output of ``hls_accel/viti
 its ``.hwh`` beside it). With ``simulate=True`` the very same driver runs against
 :class:`~edgemoe_ros.accel.sim_device.SimulatedDevice`, whose hardware is the HLS C-simulation
 library, and the overlay files (``.bit``/``.hwh``/``.xclbin``) are generated from
-``accel/interface.py`` when no bitstream is given. That is how the driver is tested without a board.
+``accel/interface.py`` when no bitstream is given. That is how the driver is tested without a
+board.
 
 The accelerator computes one task per call (the router is a kernel argument), so a frame with two
 tasks is two calls; the shared prefix of SPEC §2 is a CPU-backend optimisation the hardware does
@@ -62,16 +63,17 @@ class FpgaBackend(Backend):
     name = "fpga"
 
     def __init__(self, bitstream: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 simulate: bool = False, max_images: int = 1, csim_library: str | Path | None = None,
-                 download: bool | None = None) -> None:
+                 simulate: bool = False, max_images: int = 1,
+                 csim_library: str | Path | None = None, download: bool | None = None) -> None:
         super().__init__()
         if timeout_s <= 0:
             raise BackendError(f"fpga: timeout_s must be > 0, got {timeout_s!r}")
         if not 1 <= int(max_images) <= itf.MAX_IMAGES:
-            raise BackendError(f"fpga: max_images must be in 1..{itf.MAX_IMAGES}, got {max_images!r}")
+            raise BackendError(f"fpga: max_images must be in 1..{itf.MAX_IMAGES}, got "
+                               f"{max_images!r}")
         if not simulate and bitstream is None:
-            raise BackendError("fpga: option 'bitstream' (path of the overlay .bit) is required on a board; "
-                               "use simulate=True to run on the simulated device")
+            raise BackendError("fpga: option 'bitstream' (path of the overlay .bit) is required "
+                               "on a board; use simulate=True to run on the simulated device")
         if bitstream is not None and not Path(bitstream).is_file():
             raise BackendError(f"fpga: bitstream {bitstream} does not exist")
         self.bitstream = Path(bitstream) if bitstream is not None else None
@@ -110,8 +112,9 @@ class FpgaBackend(Backend):
                 if bitstream is None:
                     self._overlay_dir = Path(tempfile.mkdtemp(prefix="edgemoe_overlay_"))
                     bitstream = hwh.write_overlay(self._overlay_dir)
-            self.driver = EdgeMoeDriver(bitstream, cfg, max_images=self.max_images, download=self.download,
-                                        device=device, timeout_s=self.timeout_s)
+            self.driver = EdgeMoeDriver(bitstream, cfg, max_images=self.max_images,
+                                        download=self.download, device=device,
+                                        timeout_s=self.timeout_s)
         except (AcceleratorError, RuntimeError, OSError) as exc:
             self._close_driver()
             raise BackendError(f"fpga: cannot open the accelerator ({bitstream}): {exc}") from exc
@@ -162,7 +165,8 @@ class FpgaBackend(Backend):
             try:
                 self.driver.recover()
             except AcceleratorError as exc:
-                raise BackendError(f"fpga: accelerator still unusable after a reset: {exc}") from exc
+                raise BackendError(
+                    f"fpga: accelerator still unusable after a reset: {exc}") from exc
             self._needs_recovery = False
         features: dict[str, np.ndarray] = {}
         routing: dict[str, np.ndarray] = {}

@@ -40,13 +40,15 @@ SHARD_FRAMES = 32
 
 def render_set(seeds: range | list[int], width: int, height: int, randomise: str | None = None,
                canonical_hfov_deg: float = DEFAULT_HFOV_DEG) -> dict[str, np.ndarray]:
-    """Render frames into stacked arrays: rgb (N,H,W,3) u8, labels (N,H,W) u8, depth (N,H,W) f32 (+inf = sky).
+    """Render frames into stacked arrays: rgb (N,H,W,3) u8, labels (N,H,W) u8, depth (N,H,W) f32
+    (+inf = sky).
 
     ``randomise``: a domain-randomisation profile (``scenes.randomise.PROFILES``). Its frames have
     random lenses, so their depth is returned as the depth target of the canonical camera
     (``canonical_depth``); ignored overlays have label ``IGNORE_INDEX`` and NaN depth."""
     frames = [render_frame(s, width, height, randomise=randomise) for s in seeds]
-    depth = [f.depth if randomise is None else canonical_depth(f.depth, f.K, width, height, canonical_hfov_deg)
+    depth = [f.depth if randomise is None
+             else canonical_depth(f.depth, f.K, width, height, canonical_hfov_deg)
              for f in frames]
     return {
         "rgb": np.stack([f.rgb for f in frames]),
@@ -70,14 +72,17 @@ def shard_path(cache_dir: Path, first_seed: int) -> Path:
 
 def write_shard(cache_dir: Path, first_seed: int, width: int, height: int,
                 randomise: str | None = None) -> Path:
-    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16; sky stays inf).
+    """Render ``SHARD_FRAMES`` frames from ``first_seed`` and store them (depth as float16; sky
+    stays inf).
 
     ``randomise``: a domain-randomisation profile; its frames' depth is stored as the canonical
     camera's target (``render_set``), so a randomised cache needs no per-frame K to train on."""
-    data = render_set(range(first_seed, first_seed + SHARD_FRAMES), width, height, randomise=randomise)
+    data = render_set(range(first_seed, first_seed + SHARD_FRAMES), width, height,
+                      randomise=randomise)
     # float16 tops out at 65504 m: clamp finite distances (the horizon) so only sky stays +inf
     depth = data["depth"]
-    data["depth"] = np.where(np.isfinite(depth), np.minimum(depth, FLOAT16_DEPTH_CAP), depth).astype(np.float16)
+    data["depth"] = np.where(np.isfinite(depth), np.minimum(depth, FLOAT16_DEPTH_CAP),
+                             depth).astype(np.float16)
     path = shard_path(cache_dir, first_seed)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **data)
@@ -89,9 +94,10 @@ def list_shards(cache_dir: Path) -> list[Path]:
     return sorted(p for p in cache_dir.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
 
 
-def ensure_shards(cache_dir: Path, count: int, width: int, height: int, first_seed: int = TRAIN_SEED_START,
-                  randomise: str | None = None) -> None:
-    """Make sure at least ``count`` shards exist (rendered synchronously; used before training starts).
+def ensure_shards(cache_dir: Path, count: int, width: int, height: int,
+                  first_seed: int = TRAIN_SEED_START, randomise: str | None = None) -> None:
+    """Make sure at least ``count`` shards exist (rendered synchronously; used before training
+    starts).
 
     ``randomise``: profile of the frames (``write_shard``); keep one cache folder per profile."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,8 @@ class FramePool:
                     for key in parts:
                         parts[key].append(z[key])
                 loaded.append(name)
-            except (OSError, ValueError, KeyError) as exc:  # retired or still being replaced: skip it
+            # retired or still being replaced: skip it
+            except (OSError, ValueError, KeyError) as exc:
                 log.warning("skipping cache shard %s: %s", name, exc)
                 for key in parts:
                     del parts[key][len(loaded):]
@@ -161,7 +168,8 @@ class FramePool:
         self.loaded = loaded
         return True
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator,
+               batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = rng.integers(0, len(self), batch)
         return self.rgb[idx], self.labels[idx], self.depth[idx]
 

@@ -22,12 +22,14 @@ from ..model.config import LIGHT_HEADS, PIXEL_HEADS, PYRAMID_COORDS, ModelConfig
 from ..model.layers import PIXEL_DIVISOR
 from ..model.weights import ModelWeights, WeightsError, expected_shapes
 
-#: Depth-head output bias at init: log of a typical street depth (metres), so training starts near it.
+#: Depth-head output bias at init: log of a typical street depth (metres), so training starts near
+#: it.
 DEPTH_INIT_LOG_METRES = math.log(10.0)
 
 
 def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Squared coefficient of variation (M3ViT/Shazeer): 0 when every expert gets the same share."""
+    """Squared coefficient of variation (M3ViT/Shazeer): 0 when every expert gets the same
+    share."""
     x = x.float()
     if x.numel() <= 1:
         return x.new_zeros(())
@@ -86,7 +88,8 @@ class MoE(nn.Module):
         self.fc1 = StackedLinear(cfg.num_experts, cfg.dim, cfg.expert_hidden)
         self.fc2 = StackedLinear(cfg.num_experts, cfg.expert_hidden, cfg.dim)
 
-    def forward(self, x: torch.Tensor, task_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, task_id: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (output like x, chosen experts (B, N, k) int64, load-balancing loss)."""
         b, n, d = x.shape
         flat = x.reshape(b * n, d)
@@ -98,7 +101,8 @@ class MoE(nn.Module):
             if tok.numel() == 0:
                 continue
             y = self.fc2.expert(e, F.gelu(self.fc1.expert(e, flat[tok])))
-            # .to: under bf16 autocast the expert's linears return bf16 while the residual stream is float32.
+            # .to: under bf16 autocast the expert's linears return bf16 while the residual stream
+            # is float32.
             out = out.index_add(0, tok, (y * gates[tok, slot].unsqueeze(-1)).to(out.dtype))
         sparse = torch.zeros_like(probs).scatter(1, chosen, gates)
         importance = sparse.sum(0)
@@ -122,7 +126,8 @@ class Block(nn.Module):
     def forward_attn(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attn(self.norm1(x))
 
-    def forward_mlp(self, x: torch.Tensor, task_id: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def forward_mlp(self, x: torch.Tensor,
+                    task_id: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         h = self.norm2(x)
         if self.is_moe:
             out, chosen, aux = self.moe(h, task_id)
@@ -166,7 +171,8 @@ class GuidedHead(LightHead):
     def forward(self, feats: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
         if pixels is None:
             raise ValueError("the guided head needs the input pixels")
-        coarse = super().forward(feats).permute(0, 2, 3, 1)  # channels-last for the per-pixel layers
+        # channels-last for the per-pixel layers
+        coarse = super().forward(feats).permute(0, 2, 3, 1)
         guide = F.gelu(self.guide(pixels)).permute(0, 2, 3, 1)
         out = coarse + self.refine(F.gelu(self.fuse(torch.cat([coarse, guide], dim=-1))))
         return out.permute(0, 3, 1, 2)
@@ -184,7 +190,8 @@ class MixBlock(nn.Module):
         return x + F.gelu(_pointwise(self.dw(x), self.pw.weight, self.pw.bias))
 
 
-def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def _pointwise(x: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
     """A 1x1 conv on NCHW ``x`` with a linear's (out, in) weight."""
     return F.conv2d(x, weight[:, :, None, None], bias)
 
@@ -224,17 +231,21 @@ class PyramidHead(nn.Module):
             if isinstance(m, nn.Conv2d | nn.Linear):
                 m.reset_parameters()
 
-    def _coords(self, h: int, w: int, offset: tuple[int, int], scale: float, like: torch.Tensor) -> torch.Tensor:
+    def _coords(self, h: int, w: int, offset: tuple[int, int], scale: float,
+                like: torch.Tensor) -> torch.Tensor:
         """(1, 2, h, w) row/column in [-1, 1] of an h x w map whose cells are ``scale`` pixels."""
-        ys = ((torch.arange(h, dtype=like.dtype) + 0.5) * scale + offset[0]) / self.cfg.img_h * 2 - 1
-        xs = ((torch.arange(w, dtype=like.dtype) + 0.5) * scale + offset[1]) / self.cfg.img_w * 2 - 1
+        ys = ((torch.arange(h, dtype=like.dtype) + 0.5) * scale
+              + offset[0]) / self.cfg.img_h * 2 - 1
+        xs = ((torch.arange(w, dtype=like.dtype) + 0.5) * scale
+              + offset[1]) / self.cfg.img_w * 2 - 1
         return torch.stack(torch.broadcast_tensors(ys[:, None], xs[None, :]))[None]
 
-    def _fuse(self, fuse: nn.Linear, coarse: torch.Tensor, pixels: torch.Tensor, offset: tuple[int, int],
-              scale: float) -> torch.Tensor:
+    def _fuse(self, fuse: nn.Linear, coarse: torch.Tensor, pixels: torch.Tensor,
+              offset: tuple[int, int], scale: float) -> torch.Tensor:
         c, p = coarse.shape[1], pixels.shape[1]
         h, w = pixels.shape[-2:]
-        x = F.interpolate(_pointwise(coarse, fuse.weight[:, :c]), size=(h, w), mode="bilinear", align_corners=False)
+        x = F.interpolate(_pointwise(coarse, fuse.weight[:, :c]), size=(h, w), mode="bilinear",
+                          align_corners=False)
         x = x + _pointwise(pixels, fuse.weight[:, c:c + p], fuse.bias)
         x = x + _pointwise(self._coords(h, w, offset, scale, x), fuse.weight[:, c + p:])
         return F.gelu(x)
@@ -276,7 +287,8 @@ class EvalBatchNorm(nn.Module):
 
 
 class UpHead(nn.Module):
-    """M3ViT VisionTransformerUpHead: norm, up_stages x (3x3 conv, BN, ReLU, 2x bilinear), 1x1 conv."""
+    """M3ViT VisionTransformerUpHead: norm, up_stages x (3x3 conv, BN, ReLU, 2x bilinear), 1x1
+    conv."""
 
     def __init__(self, cfg: ModelConfig, channels: int):
         super().__init__()
@@ -302,7 +314,8 @@ class UpHead(nn.Module):
 
 
 class EdgeMoEViT(nn.Module):
-    """The multi-task MoE ViT. Images enter as float ``u8 / 256`` (B, 3, H, W); normalisation is inside."""
+    """The multi-task MoE ViT. Images enter as float ``u8 / 256`` (B, 3, H, W); normalisation is
+    inside."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -312,17 +325,21 @@ class EdgeMoEViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(cfg.num_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg, cfg.is_moe(i)) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
-        head_cls = {"light": LightHead, "guided": GuidedHead, "pyramid": PyramidHead, "up": UpHead}[cfg.head]
+        head_cls = {"light": LightHead, "guided": GuidedHead, "pyramid": PyramidHead,
+                    "up": UpHead}[cfg.head]
         self.heads = nn.ModuleDict({t: head_cls(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
-        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
+        self.register_buffer("pixel_mean",
+                             torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(1, -1, 1, 1),
+        self.register_buffer("pixel_std",
+                             torch.tensor(cfg.pixel_std, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
         self.reset_parameters()
 
     # ----- init -----
     def reset_parameters(self) -> None:
-        """ViT (timm) init: truncated normal 0.02 for weights and embeddings, zero biases, LN = identity."""
+        """ViT (timm) init: truncated normal 0.02 for weights and embeddings, zero biases, LN =
+        identity."""
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if p.dim() == 1 and leaf == "weight":
@@ -337,14 +354,16 @@ class EdgeMoEViT(nn.Module):
             if isinstance(head, PyramidHead):
                 head.reset_parameters()
         if "depth" in self.heads:
-            nn.init.constant_(depth_output_layer(self.heads["depth"], self.cfg).bias, DEPTH_INIT_LOG_METRES)
+            nn.init.constant_(depth_output_layer(self.heads["depth"], self.cfg).bias,
+                              DEPTH_INIT_LOG_METRES)
 
     # ----- forward -----
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(self._pixels(images)).flatten(2).transpose(1, 2)  # (B, P, D), patches row-major
+        # (B, P, D), patches row-major
+        x = self.patch_embed(self._pixels(images)).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
@@ -380,17 +399,19 @@ class EdgeMoEViT(nn.Module):
 
     def backbone_with_routing(self, images: torch.Tensor, task: str
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, routing (B, num_moe_layers, num_tokens, top_k) and the mean load-balancing loss."""
+        """Features, routing (B, num_moe_layers, num_tokens, top_k) and the mean load-balancing
+        loss."""
         x, first = self._shared_prefix(images)
         feats, routing, aux = self._task_suffix(x, first, self.cfg.task_id(task))
         b = images.shape[0]
-        stacked = torch.stack(routing, 1) if routing else torch.zeros(b, 0, self.cfg.num_tokens, self.cfg.top_k,
-                                                                       dtype=torch.long)
+        stacked = (torch.stack(routing, 1) if routing
+                   else torch.zeros(b, 0, self.cfg.num_tokens, self.cfg.top_k, dtype=torch.long))
         return feats, stacked, aux
 
     def forward_tasks(self, images: torch.Tensor, tasks: tuple[str, ...] | list[str]
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Head outputs for several tasks with the shared prefix computed once; aux loss summed over tasks."""
+        """Head outputs for several tasks with the shared prefix computed once; aux loss summed
+        over tasks."""
         x, first = self._shared_prefix(images)
         pixels = self._pixels(images) if self.cfg.head in PIXEL_HEADS else None
         outs, aux = {}, x.new_zeros(())
@@ -421,20 +442,25 @@ def build_torch_model(cfg: ModelConfig) -> EdgeMoEViT:
 
 def images_to_tensor(images_u8: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) RGB → float (B, 3, H, W) ``u8 / 256``, the module's input convention."""
-    return torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2).float() / PIXEL_DIVISOR
+    return (torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2).float()
+            / PIXEL_DIVISOR)
 
 
 def load_model_weights(module: EdgeMoEViT, weights: ModelWeights) -> None:
-    """Copy ``weights`` into ``module``; the config must match (names and shapes are then exact)."""
+    """Copy ``weights`` into ``module``; the config must match (names and shapes are then
+    exact)."""
     if weights.config != module.cfg:
-        raise WeightsError(weights.source, "model config of the weights differs from the torch module's config")
+        raise WeightsError(weights.source,
+                           "model config of the weights differs from the torch module's config")
     weights.validate()
-    state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.tensors.items()}
+    state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+             for k, v in weights.tensors.items()}
     module.load_state_dict(state, strict=True)
 
 
 def to_model_weights(module: EdgeMoEViT, cfg: ModelConfig | None = None) -> ModelWeights:
-    """Export the module as float32 ``ModelWeights`` (``cfg``: optionally the same config with new notes)."""
+    """Export the module as float32 ``ModelWeights`` (``cfg``: optionally the same config with new
+    notes)."""
     cfg = cfg or module.cfg
     state = module.state_dict()
     expected = expected_shapes(cfg)

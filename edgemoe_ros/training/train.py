@@ -2,19 +2,20 @@
 """Train the SPEC §2 model on procedural driving scenes, on CPU, within a wall-clock budget.
 
     python -m edgemoe_ros.training.train --out runs/synth --minutes 70 [--resume] [--batch 32]
-    python -m edgemoe_ros.training.train --out runs/guided --init MODEL.safetensors --head guided ...
+    python -m edgemoe_ros.training.train --out runs/guided --init MODEL.safetensors
+        --head guided ...
 
-Both tasks are trained every step: the shared prefix (patch embedding, block 0, block 1
-attention) runs once, then each task's routers pick its experts, and the losses are summed:
-cross-entropy for segmentation (class-weighted, ignore 255; optionally plus a Lovász-softmax IoU
-term, ``--lovasz``, and with pixels near label edges weighted up, ``--edge-weight``), L1 on
-log-depth (scale-aware: a 10 % error costs the same near and far), and the M3ViT load-balancing
-loss. AdamW with a short warmup and a cosine decay over the *time* budget, so a run of any length ends annealed. The run is
-resumable from ``OUT/last.pt`` (model, optimiser, step, elapsed time, RNG state), and the
-shipped weights file is re-exported periodically so a usable model exists even if the run stops.
-``--init`` starts a new run from an exported model instead of random weights: every tensor whose
-name and shape match is copied, the rest (e.g. the refinement of a ``guided`` head added to a
-light-head model) keeps its initialisation and learns ``--new-lr-mult`` times faster.
+Both tasks are trained every step: the shared prefix (patch embedding, block 0, block 1 attention)
+runs once, then each task's routers pick its experts, and the losses are summed: cross-entropy for
+segmentation (class-weighted, ignore 255; optionally plus a Lovász-softmax IoU term, ``--lovasz``,
+and with pixels near label edges weighted up, ``--edge-weight``), L1 on log-depth (scale-aware: a
+10 % error costs the same near and far), and the M3ViT load-balancing loss. AdamW with a short
+warmup and a cosine decay over the *time* budget, so a run of any length ends annealed. The run is
+resumable from ``OUT/last.pt`` (model, optimiser, step, elapsed time, RNG state), and the shipped
+weights file is re-exported periodically so a usable model exists even if the run stops. ``--init``
+starts a new run from an exported model instead of random weights: every tensor whose name and
+shape match is copied, the rest (e.g. the refinement of a ``guided`` head added to a light-head
+model) keeps its initialisation and learns ``--new-lr-mult`` times faster.
 
 After every optimiser step the backbone weights are clamped to the range of the fixed-point
 format the accelerator stores them in (``accel/interface.py``), so the exported model never
@@ -65,7 +66,8 @@ class Hyper:
     #: M3ViT's load-balancing loss coefficient.
     aux_coef: float = 1e-2
     depth_weight: float = 1.0
-    #: Sky is trained towards max_depth with this weight (keeps the demo's depth map sane; not evaluated).
+    #: Sky is trained towards max_depth with this weight (keeps the demo's depth map sane; not
+    #: evaluated).
     sky_depth_weight: float = 0.1
     grad_clip: float = 1.0
     #: Exponent of the inverse-frequency class weights (0 = unweighted, 1 = fully balanced).
@@ -78,19 +80,21 @@ class Hyper:
 
 
 def class_weights(freq: np.ndarray, power: float) -> torch.Tensor:
-    """Soft inverse-frequency weights: rare classes (people, poles) count more, bounded to [0.5, 5]."""
+    """Soft inverse-frequency weights: rare classes (people, poles) count more, bounded to [0.5,
+    5]."""
     f = np.maximum(freq, 1e-6)
     w = (np.median(f) / f) ** power
     return torch.tensor(np.clip(w, 0.5, 5.0), dtype=torch.float32)
 
 
-def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor,
+                   ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Lovász-softmax loss (Berman et al., CVPR 2018): a convex surrogate of 1 - IoU, averaged over
     the classes present in the batch.
 
     Cross-entropy rewards every pixel alike, so thin classes (people, poles) that are a few percent
-    of the pixels move mIoU far more than they move the loss; this term optimises the per-class
-    IoU directly. For hard (one-hot) probabilities it equals 1 - mean IoU over those classes exactly,
+    of the pixels move mIoU far more than they move the loss; this term optimises the per-class IoU
+    directly. For hard (one-hot) probabilities it equals 1 - mean IoU over those classes exactly,
     which is how the tests pin it down. ``logits`` (B, C, H, W), ``labels`` (B, H, W) int64.
     """
     c = logits.shape[1]
@@ -124,8 +128,9 @@ def edge_band(labels: torch.Tensor, radius: int) -> torch.Tensor:
     return (hi != lo)[:, 0]
 
 
-def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_w: torch.Tensor | None,
-                           pixel_w: torch.Tensor | None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           class_w: torch.Tensor | None, pixel_w: torch.Tensor | None,
+                           ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Cross-entropy with class weights and optional per-pixel weights, normalised like PyTorch's
     weighted mean (by the summed weights of the pixels that count), so ``pixel_w`` of all ones is
     exactly ``F.cross_entropy(..., weight=class_w)``.
@@ -135,7 +140,8 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_w: 
     """
     if pixel_w is None:
         return F.cross_entropy(logits, labels, weight=class_w, ignore_index=ignore_index)
-    ce = F.cross_entropy(logits, labels, weight=class_w, ignore_index=ignore_index, reduction="none")
+    ce = F.cross_entropy(logits, labels, weight=class_w, ignore_index=ignore_index,
+                         reduction="none")
     valid = labels != ignore_index
     w = pixel_w * valid
     if class_w is not None:
@@ -145,7 +151,8 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_w: 
 
 def augment(x: torch.Tensor, labels: torch.Tensor, depth: torch.Tensor, gen: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Horizontal flip, photometric jitter and occasional blur (demo frames are downscaled renders)."""
+    """Horizontal flip, photometric jitter and occasional blur (demo frames are downscaled
+    renders)."""
     b = x.shape[0]
     flip = torch.rand(b, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -167,9 +174,9 @@ def augment(x: torch.Tensor, labels: torch.Tensor, depth: torch.Tensor, gen: tor
 
 def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, sky_weight: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target max_depth),
-    0 where the depth is unknown (NaN, +inf off the sky). Sky is the class named "sky" of the
-    model's classes (both schemes have one); a model without it trains no sky prior."""
+    """Log-depth targets and per-pixel weights: 1 on surfaces, ``sky_weight`` on sky (target
+    max_depth), 0 where the depth is unknown (NaN, +inf off the sky). Sky is the class named "sky"
+    of the model's classes (both schemes have one); a model without it trains no sky prior."""
     sky_class = cfg.class_names.index("sky") if "sky" in cfg.class_names else -1
     sky = labels == sky_class
     finite = torch.isfinite(depth)
@@ -179,8 +186,9 @@ def depth_targets(depth: torch.Tensor, labels: torch.Tensor, cfg: ModelConfig, s
     return target, weight
 
 
-def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torch.Tensor, cfg: ModelConfig,
-                hyper: Hyper, class_w: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torch.Tensor,
+                cfg: ModelConfig, hyper: Hyper,
+                class_w: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The task losses of head outputs (B, C, H, W) against labels and depth (B, H, W); ``total``
     is their weighted sum. Shared by the full trainer and the heads-only one (train_heads.py)."""
     result: dict[str, torch.Tensor] = {}
@@ -204,9 +212,11 @@ def task_losses(outs: dict[str, torch.Tensor], labels: torch.Tensor, depth: torc
     return result
 
 
-def make_optimizer(model: EdgeMoEViT, hyper: Hyper, fresh: set[str], new_lr_mult: float) -> torch.optim.AdamW:
+def make_optimizer(model: EdgeMoEViT, hyper: Hyper, fresh: set[str],
+                   new_lr_mult: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not embeddings, norms, biases); parameters in
-    ``fresh`` (not given by an init file) learn ``new_lr_mult`` x faster (group key ``lr_mult``)."""
+    ``fresh`` (not given by an init file) learn ``new_lr_mult`` x faster (group key
+    ``lr_mult``)."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for n, p in model.named_parameters():
         decays = p.dim() > 1 and n not in ("cls_token", "pos_embed")
@@ -228,7 +238,8 @@ def scheduled_lr(hyper: Hyper, step: int, progress: float) -> float:
 
 def apply_update(model: EdgeMoEViT, opt: torch.optim.Optimizer, hyper: Hyper,
                  ranges: list[tuple[torch.nn.Parameter, float, float]]) -> None:
-    """Clip the gradient norm, step, and clamp the backbone to the accelerator's fixed-point ranges."""
+    """Clip the gradient norm, step, and clamp the backbone to the accelerator's fixed-point
+    ranges."""
     torch.nn.utils.clip_grad_norm_(model.parameters(), hyper.grad_clip)
     opt.step()
     with torch.no_grad():
@@ -239,9 +250,9 @@ def apply_update(model: EdgeMoEViT, opt: torch.optim.Optimizer, hyper: Hyper,
 class Trainer:
     """Model, optimiser and the loss of one step; no I/O (so tests can drive it directly)."""
 
-    def __init__(self, cfg: ModelConfig, hyper: Hyper, weights: torch.Tensor | None = None, seed: int = 0,
-                 init: dict[str, np.ndarray] | None = None, new_lr_mult: float = 1.0,
-                 fresh: set[str] | None = None):
+    def __init__(self, cfg: ModelConfig, hyper: Hyper, weights: torch.Tensor | None = None,
+                 seed: int = 0, init: dict[str, np.ndarray] | None = None,
+                 new_lr_mult: float = 1.0, fresh: set[str] | None = None):
         """``init``: tensors to start from; the parameters it lacks (or, when resuming, ``fresh``)
         learn ``new_lr_mult`` x faster."""
         torch.manual_seed(seed)
@@ -270,7 +281,8 @@ class Trainer:
         result["total"] = result["total"] + self.hyper.aux_coef * aux
         return result
 
-    def step(self, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, progress: float) -> dict[str, float]:
+    def step(self, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray,
+             progress: float) -> dict[str, float]:
         self.model.train()
         lr = self.lr_at(progress)
         for g in self.opt.param_groups:
@@ -280,11 +292,13 @@ class Trainer:
         parts["total"].backward()
         apply_update(self.model, self.opt, self.hyper, self._ranges)
         self.step_count += 1
-        return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()} | {"lr": lr}
+        return {k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                for k, v in parts.items()} | {"lr": lr}
 
     @torch.no_grad()
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class ids (B,H,W) u8, depth metres (B,H,W) f32) with the engine's head post-processing."""
+        """(class ids (B,H,W) u8, depth metres (B,H,W) f32) with the engine's head
+        post-processing."""
         self.model.eval()
         outs, _ = self.model.forward_tasks(images_to_tensor(rgb), self.cfg.tasks)
         seg = outs["semseg"].argmax(1).numpy().astype(np.uint8)
@@ -293,7 +307,8 @@ class Trainer:
 
 
 def copy_matching(model: EdgeMoEViT, tensors: dict[str, np.ndarray]) -> set[str]:
-    """Copy every tensor whose name and shape match a parameter; returns the names left as initialised.
+    """Copy every tensor whose name and shape match a parameter; returns the names left as
+    initialised.
 
     A tensor of the right name but another shape is an error (a different model, not a new head).
     """
@@ -307,17 +322,19 @@ def copy_matching(model: EdgeMoEViT, tensors: dict[str, np.ndarray]) -> set[str]
                                  f"the model wants {tuple(params[name].shape)}")
             params[name].copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
     fresh = set(params) - set(tensors)
-    log.info("initialised from file: %d tensors; new (learning x faster): %s", len(params) - len(fresh),
-             sorted(fresh) or "none")
+    log.info("initialised from file: %d tensors; new (learning x faster): %s",
+             len(params) - len(fresh), sorted(fresh) or "none")
     return fresh
 
 
 def fixed_point_ranges(model: EdgeMoEViT) -> list[tuple[torch.nn.Parameter, float, float]]:
-    """(parameter, min, max) of every backbone tensor the accelerator stores in a fixed-point format."""
+    """(parameter, min, max) of every backbone tensor the accelerator stores in a fixed-point
+    format."""
     try:
         from ..accel.interface import FORMATS, weight_layout
     except ImportError:  # the accelerator interface is optional for training
-        log.warning("accel.interface not importable: training without fixed-point range constraints")
+        log.warning("accel.interface not importable: training without fixed-point range "
+                    "constraints")
         return []
     params = dict(model.named_parameters())
     ranges: dict[str, tuple[float, float]] = {}
@@ -339,8 +356,9 @@ def validate(trainer: Trainer, val: dict[str, np.ndarray], batch: int = 8) -> di
 
 def save_checkpoint(path: Path, trainer: Trainer, state: dict) -> None:
     save_checkpoint_file(path, {
-        "model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-        "class_w": trainer.class_w, "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
+        "model": trainer.model.state_dict(), "opt": trainer.opt.state_dict(),
+        "step": trainer.step_count, "class_w": trainer.class_w,
+        "torch_gen": trainer.gen.get_state(), "fresh": sorted(trainer.fresh),
         "new_lr_mult": trainer.new_lr_mult, **state})
 
 
@@ -352,9 +370,10 @@ def export(trainer: Trainer, path: Path, notes: dict) -> None:
     log.info("exported %s (%.1f MB, step %d)", path, path.stat().st_size / 1e6, trainer.step_count)
 
 
-def _watch_parent(ppid: int, niceness: int, fn, *args) -> None:  # noqa: ANN001 - multiprocessing target
-    """Run ``fn`` in a thread at lower priority; exit when the trainer that started us is gone (even
-    if it was killed, so no orphan keeps rendering)."""
+# ANN001 below: ``fn`` is any multiprocessing target.
+def _watch_parent(ppid: int, niceness: int, fn, *args) -> None:  # noqa: ANN001
+    """Run ``fn`` in a thread at lower priority; exit when the trainer that started us is gone
+    (even if it was killed, so no orphan keeps rendering)."""
     import threading
 
     try:
@@ -367,42 +386,55 @@ def _watch_parent(ppid: int, niceness: int, fn, *args) -> None:  # noqa: ANN001 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m edgemoe_ros.training.train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgemoe_ros.training.train",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log)")
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget (total, across resumes)")
-    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0 = only the time budget)")
+    ap.add_argument("--minutes", type=float, default=60.0,
+                    help="wall-clock training budget (total, across resumes)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="stop after this many steps (0 = only the time budget)")
     ap.add_argument("--batch", type=int, default=Hyper.batch)
     ap.add_argument("--lr", type=float, default=Hyper.lr)
     ap.add_argument("--lovasz", type=float, default=Hyper.lovasz_weight,
                     help="weight of a Lovász-softmax (IoU) term added to the segmentation loss")
     ap.add_argument("--edge-weight", type=float, default=Hyper.edge_weight,
                     help="extra cross-entropy weight of pixels near a label edge (0 = off)")
-    ap.add_argument("--edge-radius", type=int, default=Hyper.edge_radius, help="edge band half-width in pixels")
+    ap.add_argument("--edge-radius", type=int, default=Hyper.edge_radius,
+                    help="edge band half-width in pixels")
     ap.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_NAME}")
-    ap.add_argument("--cache", type=Path, default=Path("data_cache"), help="rendered-frame cache root")
-    ap.add_argument("--initial-shards", type=int, default=16, help=f"shards of {data.SHARD_FRAMES} frames before step 1")
-    ap.add_argument("--max-shards", type=int, default=150, help="cache size kept by the background renderer")
-    ap.add_argument("--no-refresh", action="store_true", help="no background renderer (fixed cache)")
+    ap.add_argument("--cache", type=Path, default=Path("data_cache"),
+                    help="rendered-frame cache root")
+    ap.add_argument("--initial-shards", type=int, default=16,
+                    help=f"shards of {data.SHARD_FRAMES} frames before step 1")
+    ap.add_argument("--max-shards", type=int, default=150,
+                    help="cache size kept by the background renderer")
+    ap.add_argument("--no-refresh", action="store_true",
+                    help="no background renderer (fixed cache)")
     ap.add_argument("--val-frames", type=int, default=24)
-    ap.add_argument("--val-every", type=float, default=10.0, help="minutes between quick validations")
-    ap.add_argument("--export-every", type=float, default=15.0, help="minutes between exports of the weights")
+    ap.add_argument("--val-every", type=float, default=10.0,
+                    help="minutes between quick validations")
+    ap.add_argument("--export-every", type=float, default=15.0,
+                    help="minutes between exports of the weights")
     ap.add_argument("--export", type=Path, default=SHIPPED_WEIGHTS, help="weights file to write")
     ap.add_argument("--tiny", action="store_true", help="tiny model (tests)")
     ap.add_argument("--head", choices=HEAD_TYPES, default=None,
                     help="task head type (default: the --init file's, else the config default)")
     ap.add_argument("--init", type=Path, default=None,
-                    help="start a new run from this weights file (tensors matched by name and shape)")
+                    help="start a new run from this weights file (tensors matched by name and "
+                         "shape)")
     ap.add_argument("--new-lr-mult", type=float, default=10.0,
                     help="learning-rate multiplier of parameters --init does not provide")
     # 1 thread: on a shared, oversubscribed 2-core machine 2 OpenMP threads measured 7x slower
-    # (each parallel region waits for a descheduled worker); more threads only help on an idle machine.
+    # (each parallel region waits for a descheduled worker); more threads only help on an idle
+    # machine.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, float]:
-    """Train per ``args``; ``command`` (the command line) is recorded in the exported file's notes."""
+    """Train per ``args``; ``command`` (the command line) is recorded in the exported file's
+    notes."""
     torch.set_num_threads(args.threads)
     cfg = tiny_config() if args.tiny else ModelConfig()
     init = None
@@ -411,14 +443,15 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         cfg, init = start.config.replace(notes={}), start.tensors
     if args.head is not None:
         cfg = cfg.replace(head=args.head)
-    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz, edge_weight=args.edge_weight,
-                  edge_radius=args.edge_radius)
+    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz,
+                  edge_weight=args.edge_weight, edge_radius=args.edge_radius)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache / f"synth_{cfg.img_h}x{cfg.img_w}"
     data.ensure_shards(cache, args.initial_shards, cfg.img_w, cfg.img_h)
     pool = data.FramePool(cache)
     pool.reload()
-    val = data.render_set(range(data.VAL_SEED_START, data.VAL_SEED_START + args.val_frames), cfg.img_w, cfg.img_h)
+    val = data.render_set(range(data.VAL_SEED_START, data.VAL_SEED_START + args.val_frames),
+                          cfg.img_w, cfg.img_h)
 
     ckpt_path = args.out / CHECKPOINT_NAME
     elapsed, images_seen, history = 0.0, 0, []
@@ -431,8 +464,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         if "config" in ck:
             cfg = ModelConfig.from_json(ck["config"])
         if args.head is not None and args.head != cfg.head:
-            raise SystemExit(f"--head {args.head}: the run in {args.out} trains a {cfg.head!r} head; "
-                             f"start a new run (another --out) to change it")
+            raise SystemExit(f"--head {args.head}: the run in {args.out} trains a {cfg.head!r} "
+                             f"head; start a new run (another --out) to change it")
         trainer = Trainer(cfg, hyper, ck["class_w"], args.seed, fresh=set(ck.get("fresh", ())),
                           new_lr_mult=ck.get("new_lr_mult", 1.0))
         trainer.model.load_state_dict(ck["model"])
@@ -441,7 +474,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         trainer.gen.set_state(ck["torch_gen"])
         rng.bit_generator.state = ck["np_rng"]
         elapsed, images_seen, history = ck["elapsed_s"], ck["images_seen"], ck.get("history", [])
-        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count, elapsed / 60)
+        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count,
+                 elapsed / 60)
     else:
         freq = data.class_frequencies(pool.labels, cfg.num_classes)
         trainer = Trainer(cfg, hyper, class_weights(freq, hyper.class_weight_power), args.seed,
@@ -453,22 +487,23 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
     if not args.no_refresh:
         ctx = mp.get_context("spawn")  # see train_heads.build_cache: never fork a threaded process
         refresher = ctx.Process(target=_watch_parent, daemon=True,
-                                args=(os.getpid(), 10, data.refresh_worker, str(cache), cfg.img_w, cfg.img_h,
-                                      args.max_shards))
+                                args=(os.getpid(), 10, data.refresh_worker, str(cache), cfg.img_w,
+                                      cfg.img_h, args.max_shards))
         refresher.start()
 
     budget = args.minutes * 60.0
 
     def notes(metrics: dict[str, float]) -> dict:
         return {"trained_by": "edgemoe_ros.training.train", "command": command,
-                "steps": trainer.step_count, "images_seen": images_seen, "train_minutes": round(elapsed / 60, 1),
-                "batch": hyper.batch, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "steps": trainer.step_count, "images_seen": images_seen,
+                "train_minutes": round(elapsed / 60, 1), "batch": hyper.batch,
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "data": f"edgemoe_ros.scenes render_frame seeds >= {data.TRAIN_SEED_START}",
                 "val": {k: round(v, 4) for k, v in metrics.items()}}
 
     def state() -> dict:
-        return {"elapsed_s": elapsed, "images_seen": images_seen, "np_rng": rng.bit_generator.state,
-                "history": history, "config": cfg.to_json()}
+        return {"elapsed_s": elapsed, "images_seen": images_seen,
+                "np_rng": rng.bit_generator.state, "history": history, "config": cfg.to_json()}
 
     t_start = time.time() - elapsed
     last_val = last_export = last_ckpt = time.time()
@@ -484,16 +519,20 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
             now = time.time()
             if trainer.step_count % 10 == 0 or trainer.step_count == 1:
                 rate = window_n / max(now - window_t, 1e-9)
-                log.info("step %d | seg %.3f depth %.3f aux %.3f | lr %.2e | %.1f img/s | %.1f/%.0f min | ETA %.1f min",
-                         trainer.step_count, parts.get("seg", 0), parts.get("depth", 0), parts["aux"], parts["lr"],
-                         rate, elapsed / 60, budget / 60, max(budget - elapsed, 0) / 60)
+                log.info("step %d | seg %.3f depth %.3f aux %.3f | lr %.2e | %.1f img/s | "
+                         "%.1f/%.0f min | ETA %.1f min",
+                         trainer.step_count, parts.get("seg", 0), parts.get("depth", 0),
+                         parts["aux"], parts["lr"], rate, elapsed / 60, budget / 60,
+                         max(budget - elapsed, 0) / 60)
                 window_t, window_n = now, 0
             if trainer.step_count % 100 == 0 and refresher is not None and pool.reload():
                 log.info("frame pool reloaded: %d frames", len(pool))
             if now - last_val > args.val_every * 60:
                 metrics = validate(trainer, val)
-                history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
-                log.info("val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+                history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1),
+                                **metrics})
+                log.info("val step %d: %s", trainer.step_count,
+                         {k: round(v, 4) for k, v in metrics.items()})
                 last_val = time.time()
             if now - last_ckpt > 5 * 60:
                 save_checkpoint(ckpt_path, trainer, state())
@@ -506,14 +545,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
             refresher.terminate()
     metrics = validate(trainer, val)
     history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
-    log.info("final val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("final val step %d: %s", trainer.step_count,
+             {k: round(v, 4) for k, v in metrics.items()})
     save_checkpoint(ckpt_path, trainer, state())
     export(trainer, args.export, notes(metrics))
     return metrics | {"steps": trainer.step_count}
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout)
     argv = sys.argv[1:] if argv is None else argv
     run(parse_args(argv), "python -m edgemoe_ros.training.train " + shlex.join(argv))
     return 0

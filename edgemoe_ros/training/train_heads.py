@@ -66,8 +66,8 @@ FIRST_SEED = data.TRAIN_SEED_START + 1_000_000
 LOG_EVERY_STEPS = 50
 CHECKPOINT_MINUTES = 5.0
 VAL_BATCH = 20
-#: Optimiser settings of the shipped head run that differ from the full trainer's (``train.Hyper``):
-#: heads alone on cached features take a short warm-up and lighter weight decay.
+#: Optimiser settings of the shipped head run that differ from the full trainer's
+#: (``train.Hyper``): heads alone on cached features take a short warm-up and lighter weight decay.
 HEAD_WARMUP_STEPS = 50
 HEAD_WEIGHT_DECAY = 0.01
 
@@ -77,8 +77,10 @@ HEAD_FIELD_PREFIXES = ("head", "light_", "guide_", "refine_", "pyramid_", "up_",
 
 
 def backbone_digest(weights: ModelWeights) -> str:
-    """Hash of the backbone tensors and config (heads excluded): cached features are keyed by it."""
-    fields = {k: v for k, v in weights.config.to_dict().items() if not k.startswith(HEAD_FIELD_PREFIXES)}
+    """Hash of the backbone tensors and config (heads excluded): cached features are keyed by
+    it."""
+    fields = {k: v for k, v in weights.config.to_dict().items()
+              if not k.startswith(HEAD_FIELD_PREFIXES)}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for name in sorted(weights.tensors):
         if not name.startswith("heads."):
@@ -110,15 +112,18 @@ def randomised_seed(seed: int, share: float) -> bool:
 
 
 def render_shard(first_seed: int, count: int, augmented: bool, width: int, height: int,
-                 backend=None, randomise: str | None = None,  # noqa: ANN001 - a Backend, or the worker's
+                 # ANN001: backend is a Backend, or the worker's
+                 backend=None, randomise: str | None = None,  # noqa: ANN001
                  share: float = 1.0, photometric: float = 0.0) -> dict[str, np.ndarray]:
     """Render ``count`` frames from ``first_seed``, augment each once (seeded by its seed), and run
     the backbone on them: rgb, labels, depth (float16, sky +inf) and ``feat_<task>`` (float16).
     ``randomise``: profile for a ``share`` of the frames (``randomised_seed``), None = none;
-    ``photometric``: strength of the sensor augmentation (``augment.photometric``) of augmented frames."""
+    ``photometric``: strength of the sensor augmentation (``augment.photometric``) of augmented
+    frames."""
     backend = backend or _worker_backend
     if backend is None:
-        raise RuntimeError("render_shard needs a loaded backend (or a cache worker started by build_cache)")
+        raise RuntimeError("render_shard needs a loaded backend (or a cache worker started by "
+                           "build_cache)")
     cfg = backend.config
     out: dict[str, list[np.ndarray]] = {"rgb": [], "labels": [], "depth": []}
     for seed in range(first_seed, first_seed + count):
@@ -126,13 +131,16 @@ def render_shard(first_seed: int, count: int, augmented: bool, width: int, heigh
         frame = data.render_set([seed], width, height, randomise=profile)
         rgb, labels, depth = frame["rgb"], frame["labels"], frame["depth"]
         if augmented:
-            x, lab, dep = augment(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / PIXEL_DIVISOR,
-                                  torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(depth),
-                                  torch.Generator().manual_seed(seed))
-            rgb = np.floor(x.permute(0, 2, 3, 1).numpy() * PIXEL_DIVISOR).clip(0, 255).astype(np.uint8)
+            x, lab, dep = augment(
+                torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / PIXEL_DIVISOR,
+                torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(depth),
+                torch.Generator().manual_seed(seed))
+            rgb = (np.floor(x.permute(0, 2, 3, 1).numpy() * PIXEL_DIVISOR)
+                   .clip(0, 255).astype(np.uint8))
             labels, depth = lab.numpy().astype(np.uint8), dep.numpy()
             if photometric > 0:
-                rgb = photometric_augment(rgb[0], np.random.default_rng([seed, PHOTOMETRIC_STREAM]),
+                rgb = photometric_augment(rgb[0],
+                                          np.random.default_rng([seed, PHOTOMETRIC_STREAM]),
                                           strength=photometric)[None]
         feats = backend.run(rgb, cfg.tasks).features
         for task in cfg.tasks:
@@ -155,10 +163,12 @@ def _write_shard(job: tuple[str, int, int, bool, int, int, str | None, float, fl
 
 
 def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: int, workers: int,
-                randomise: str | None = None, share: float = 1.0, photometric: float = 0.0) -> None:
-    """Make sure ``cache_dir`` holds ``frames`` training frames and ``val_frames`` validation frames
-    (held-out validation seeds, not augmented, never randomised: they measure the default scenes);
-    renders only what is missing, ``workers`` at a time. ``randomise``/``share``: see ``render_shard``."""
+                randomise: str | None = None, share: float = 1.0,
+                photometric: float = 0.0) -> None:
+    """Make sure ``cache_dir`` holds ``frames`` training frames and ``val_frames`` validation
+    frames (held-out validation seeds, not augmented, never randomised: they measure the default
+    scenes); renders only what is missing, ``workers`` at a time. ``randomise``/``share``: see
+    ``render_shard``."""
     cfg = load_weights(weights_path).config
     cache_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -168,7 +178,8 @@ def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: in
             path = cache_dir / f"{kind}_{first + start:09d}_{min(SHARD_FRAMES, total - start)}.npz"
             if not path.exists():
                 jobs.append((str(path), first + start, min(SHARD_FRAMES, total - start), augmented,
-                             cfg.img_w, cfg.img_h, randomise if kind == "train" else None, share, photometric))
+                             cfg.img_w, cfg.img_h, randomise if kind == "train" else None, share,
+                             photometric))
     if not jobs:
         return
     log.info("feature cache %s: rendering %d shards on %d workers", cache_dir, len(jobs), workers)
@@ -178,11 +189,13 @@ def build_cache(weights_path: Path, cache_dir: Path, frames: int, val_frames: in
     # forever for its task (seen: a make test hung here after the fleet tests' Ray).
     with mp.get_context("spawn").Pool(workers, _init_worker, (str(weights_path),)) as pool:
         for i, path in enumerate(pool.imap_unordered(_write_shard, jobs), 1):
-            log.info("cached %s (%d/%d, %.1f min)", Path(path).name, i, len(jobs), (time.time() - t0) / 60)
+            log.info("cached %s (%d/%d, %.1f min)", Path(path).name, i, len(jobs),
+                     (time.time() - t0) / 60)
 
 
 def load_cache(cache_dir: Path, kind: str, frames: int, first: int) -> dict[str, np.ndarray]:
-    """The first ``frames`` cached frames of ``kind`` ("train" or "val") in memory, depth as float32."""
+    """The first ``frames`` cached frames of ``kind`` ("train" or "val") in memory, depth as
+    float32."""
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, frames, SHARD_FRAMES):
         count = min(SHARD_FRAMES, frames - start)
@@ -203,7 +216,8 @@ def head_config(init: ModelConfig, head: str) -> ModelConfig:
 
 @dataclass
 class Crop:
-    """A crop in token units: rows [row, row + rows), columns [col, col + cols) of the token grid."""
+    """A crop in token units: rows [row, row + rows), columns [col, col + cols) of the token
+    grid."""
 
     row: int
     col: int
@@ -224,13 +238,16 @@ class HeadTrainer:
         """``init``: tensors of a model with the same head to continue from (else a fresh head)."""
         torch.manual_seed(seed)
         self.cfg, self.hyper, self.class_w = cfg, hyper, class_w
-        self.heads = torch.nn.ModuleDict({t: PyramidHead(cfg, cfg.head_out_channels(t)) for t in cfg.tasks})
-        torch.nn.init.constant_(depth_output_layer(self.heads["depth"], cfg).bias, DEPTH_INIT_LOG_METRES)
+        self.heads = torch.nn.ModuleDict({t: PyramidHead(cfg, cfg.head_out_channels(t))
+                                          for t in cfg.tasks})
+        torch.nn.init.constant_(depth_output_layer(self.heads["depth"], cfg).bias,
+                                DEPTH_INIT_LOG_METRES)
         if init is not None:
             state = {k[len("heads."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
                      for k, v in init.items() if k.startswith("heads.")}
             self.heads.load_state_dict(state, strict=True)
-        self.opt = torch.optim.AdamW(self.heads.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
+        self.opt = torch.optim.AdamW(self.heads.parameters(), lr=hyper.lr,
+                                     weight_decay=hyper.weight_decay)
         self.step_count = 0
         mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(cfg.pixel_std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -242,14 +259,16 @@ class HeadTrainer:
         cos = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
         return h.lr * warm * (h.min_lr_frac + (1.0 - h.min_lr_frac) * cos)
 
-    def outputs(self, batch: dict[str, np.ndarray], crop: Crop | None = None) -> dict[str, torch.Tensor]:
+    def outputs(self, batch: dict[str, np.ndarray],
+                crop: Crop | None = None) -> dict[str, torch.Tensor]:
         """Head outputs (B, C, h, w) for the frames of ``batch`` (or the ``crop`` of each)."""
         cfg, k = self.cfg, self.cfg.patch
         mean, std = self._pixel_norm
         rgb = batch["rgb"]
         crop = crop or Crop(0, 0, cfg.grid_h, cfg.grid_w)
         rows, cols = crop.pixels(k)
-        pixels = (torch.from_numpy(np.ascontiguousarray(rgb[:, rows, cols])).permute(0, 3, 1, 2).float()
+        pixels = (torch.from_numpy(np.ascontiguousarray(rgb[:, rows, cols]))
+                  .permute(0, 3, 1, 2).float()
                   / PIXEL_DIVISOR - mean) / std
         outs = {}
         for task in cfg.tasks:
@@ -259,14 +278,18 @@ class HeadTrainer:
             outs[task] = self.heads[task](feats, pixels, (rows.start, cols.start))
         return outs
 
-    def losses(self, batch: dict[str, np.ndarray], crop: Crop | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict[str, np.ndarray], crop: Crop | None = None
+               ) -> dict[str, torch.Tensor]:
         outs = self.outputs(batch, crop)
-        rows, cols = crop.pixels(self.cfg.patch) if crop is not None else (slice(None), slice(None))
+        rows, cols = (crop.pixels(self.cfg.patch) if crop is not None
+                      else (slice(None), slice(None)))
         labels = torch.from_numpy(batch["labels"][:, rows, cols].astype(np.int64))
-        depth = torch.from_numpy(np.ascontiguousarray(batch["depth"][:, rows, cols], dtype=np.float32))
+        depth = torch.from_numpy(np.ascontiguousarray(batch["depth"][:, rows, cols],
+                                                      dtype=np.float32))
         return task_losses(outs, labels, depth, self.cfg, self.hyper, self.class_w)
 
-    def step(self, batch: dict[str, np.ndarray], crop: Crop | None, progress: float) -> dict[str, float]:
+    def step(self, batch: dict[str, np.ndarray], crop: Crop | None,
+             progress: float) -> dict[str, float]:
         self.heads.train()
         lr = self.lr_at(progress)
         for g in self.opt.param_groups:
@@ -281,7 +304,8 @@ class HeadTrainer:
 
     @torch.no_grad()
     def validate(self, val: dict[str, np.ndarray], batch: int = VAL_BATCH) -> dict[str, float]:
-        """mIoU, pixel accuracy, AbsRel, RMSE and δ1 on full frames, decoded as the engine decodes."""
+        """mIoU, pixel accuracy, AbsRel, RMSE and δ1 on full frames, decoded as the engine
+        decodes."""
         self.heads.eval()
         cfg = self.cfg
         meter = SegDepthMeter(cfg.num_classes, cfg.max_depth)
@@ -305,14 +329,17 @@ class HeadTrainer:
 
 def random_crop(cfg: ModelConfig, rng: np.random.Generator, rows: int, cols: int) -> Crop:
     rows, cols = min(rows, cfg.grid_h), min(cols, cfg.grid_w)
-    return Crop(int(rng.integers(0, cfg.grid_h - rows + 1)), int(rng.integers(0, cfg.grid_w - cols + 1)), rows, cols)
+    return Crop(int(rng.integers(0, cfg.grid_h - rows + 1)),
+                int(rng.integers(0, cfg.grid_w - cols + 1)), rows, cols)
 
 
 def save_checkpoint(path: Path, trainer: HeadTrainer, state: dict) -> None:
-    """Heads, optimiser and step, plus ``state`` (the run's clock, rng, history, backbone digest)."""
+    """Heads, optimiser and step, plus ``state`` (the run's clock, rng, history, backbone
+    digest)."""
     save_checkpoint_file(path, {
-        "heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(), "step": trainer.step_count,
-        "class_w": trainer.class_w, "config": trainer.cfg.to_json(), **state})
+        "heads": trainer.heads.state_dict(), "opt": trainer.opt.state_dict(),
+        "step": trainer.step_count, "class_w": trainer.class_w, "config": trainer.cfg.to_json(),
+        **state})
 
 
 def export_dtype(init: ModelWeights) -> str:
@@ -331,33 +358,43 @@ def export_dtype(init: ModelWeights) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m edgemoe_ros.training.train_heads",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("--init", type=Path, default=SHIPPED_WEIGHTS, help="model whose backbone is kept")
+    ap.add_argument("--init", type=Path, default=SHIPPED_WEIGHTS,
+                    help="model whose backbone is kept")
     ap.add_argument("--head", choices=TRAINABLE_HEADS, default="pyramid")
     ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint)")
-    ap.add_argument("--export", type=Path, default=None, help="weights file to write (default OUT/export.safetensors)")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="weights file to write (default OUT/export.safetensors)")
     ap.add_argument("--cache", type=Path, default=Path("data_cache"), help="feature-cache root")
-    ap.add_argument("--frames", type=int, default=8000, help="training frames to cache and train on")
+    ap.add_argument("--frames", type=int, default=8000,
+                    help="training frames to cache and train on")
     ap.add_argument("--val-frames", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that build the cache")
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget (total, across resumes)")
-    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0 = only the time budget)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes that build the cache")
+    ap.add_argument("--minutes", type=float, default=60.0,
+                    help="wall-clock training budget (total, across resumes)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="stop after this many steps (0 = only the time budget)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, nargs=2, default=(4, 8), metavar=("ROWS", "COLS"),
                     help="training crop in tokens (0 0 = whole frames)")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--lovasz", type=float, default=1.0, help="weight of the Lovász-softmax (IoU) term")
+    ap.add_argument("--lovasz", type=float, default=1.0,
+                    help="weight of the Lovász-softmax (IoU) term")
     ap.add_argument("--continue-heads", action="store_true",
-                    help="start from the --init file's heads (it must have this head type) instead of fresh ones")
+                    help="start from the --init file's heads (it must have this head type) "
+                         "instead of fresh ones")
     ap.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_NAME}")
     ap.add_argument("--val-every", type=float, default=10.0, help="minutes between validations")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--randomise", choices=[k for k in PROFILES if k != "off"], default=None,
-                    help="domain-randomisation profile of the training frames (scenes/randomise.py)")
+                    help="domain-randomisation profile of the training frames "
+                         "(scenes/randomise.py)")
     ap.add_argument("--randomise-share", type=float, default=1.0,
                     help="fraction of training frames randomised (the rest are default scenes)")
     ap.add_argument("--photometric", type=float, default=0.0,
-                    help="strength of the sensor augmentation of training frames (training/augment.py; 0 = off)")
+                    help="strength of the sensor augmentation of training frames "
+                         "(training/augment.py; 0 = off)")
     args = ap.parse_args(argv)
     for name in ("frames", "val_frames", "workers", "batch", "threads"):
         if getattr(args, name) < 1:
@@ -366,17 +403,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--minutes and --val-every must be positive, --steps not negative")
     rows, cols = args.crop
     if rows < 0 or cols < 0 or (rows == 0) != (cols == 0):
-        ap.error(f"--crop takes two positive token counts, or 0 0 for whole frames; got {rows} {cols}")
+        ap.error(f"--crop takes two positive token counts, or 0 0 for whole frames; got {rows} "
+                 f"{cols}")
     return args
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, float]:
-    """Cache, train and export per ``args``; ``command`` is recorded in the exported file's notes."""
+    """Cache, train and export per ``args``; ``command`` is recorded in the exported file's
+    notes."""
     torch.set_num_threads(args.threads)
     init = load_weights(args.init)
     cfg = head_config(init.config, args.head)
     if args.continue_heads and init.config.head != cfg.head:
-        raise SystemExit(f"--continue-heads: {args.init} has a {init.config.head!r} head, not this run's {cfg.head!r}")
+        raise SystemExit(f"--continue-heads: {args.init} has a {init.config.head!r} head, not "
+                         f"this run's {cfg.head!r}")
     export_path = args.export or args.out / "export.safetensors"
     digest = backbone_digest(init)
     cache = args.cache / f"heads_{cfg.img_h}x{cfg.img_w}_{digest}"
@@ -384,14 +424,14 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         cache = cache.with_name(f"{cache.name}_{args.randomise}{args.randomise_share:g}")
     if args.photometric > 0:
         cache = cache.with_name(f"{cache.name}_photo{args.photometric:g}")
-    build_cache(args.init, cache, args.frames, args.val_frames, args.workers, args.randomise, args.randomise_share,
-                args.photometric)
+    build_cache(args.init, cache, args.frames, args.val_frames, args.workers, args.randomise,
+                args.randomise_share, args.photometric)
     train = load_cache(cache, "train", args.frames, FIRST_SEED)
     val = load_cache(cache, "val", args.val_frames, data.VAL_SEED_START)
     log.info("training frames %d, validation frames %d", len(train["rgb"]), len(val["rgb"]))
 
-    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz, warmup_steps=HEAD_WARMUP_STEPS,
-                  weight_decay=HEAD_WEIGHT_DECAY)
+    hyper = Hyper(batch=args.batch, lr=args.lr, lovasz_weight=args.lovasz,
+                  warmup_steps=HEAD_WARMUP_STEPS, weight_decay=HEAD_WEIGHT_DECAY)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.out / CHECKPOINT_NAME
     rng = np.random.default_rng(args.seed)
@@ -405,23 +445,24 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
             raise SystemExit(f"--resume: {ckpt_path} trains another head config than this run")
         if ck.get("backbone_digest") != digest:
             # Same config, other tensors: the heads learnt another backbone's features.
-            raise SystemExit(f"--resume: {ckpt_path} trained heads on backbone {ck.get('backbone_digest')}, "
-                             f"but {args.init} is backbone {digest}")
+            raise SystemExit(f"--resume: {ckpt_path} trained heads on backbone "
+                             f"{ck.get('backbone_digest')}, but {args.init} is backbone {digest}")
         trainer = HeadTrainer(cfg, hyper, ck["class_w"], args.seed)
         trainer.heads.load_state_dict(ck["heads"])
         trainer.opt.load_state_dict(ck["opt"])
         trainer.step_count = ck["step"]
         rng.bit_generator.state = ck["np_rng"]
         elapsed, frames_seen, history = ck["elapsed_s"], ck["frames_seen"], ck["history"]
-        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count, elapsed / 60)
+        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, trainer.step_count,
+                 elapsed / 60)
     else:
         freq = data.class_frequencies(train["labels"], cfg.num_classes)
         trainer = HeadTrainer(cfg, hyper, class_weights(freq, hyper.class_weight_power), args.seed,
                               init=init.tensors if args.continue_heads else None)
 
     def state() -> dict:
-        return {"elapsed_s": elapsed, "frames_seen": frames_seen, "np_rng": rng.bit_generator.state,
-                "history": history, "backbone_digest": digest}
+        return {"elapsed_s": elapsed, "frames_seen": frames_seen,
+                "np_rng": rng.bit_generator.state, "history": history, "backbone_digest": digest}
 
     budget = args.minutes * 60.0
     rows, cols = args.crop
@@ -438,28 +479,35 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
         now = time.time()
         if trainer.step_count % LOG_EVERY_STEPS == 0 or trainer.step_count == window_step + 1:
             log.info("step %d | seg %.3f depth %.3f | lr %.2e | %.2f s/step | %.1f/%.0f min",
-                     trainer.step_count, parts.get("seg", 0.0), parts.get("depth", 0.0), parts["lr"],
-                     (now - window_t) / (trainer.step_count - window_step), elapsed / 60, budget / 60)
+                     trainer.step_count, parts.get("seg", 0.0), parts.get("depth", 0.0),
+                     parts["lr"], (now - window_t) / (trainer.step_count - window_step),
+                     elapsed / 60, budget / 60)
             window_t, window_step = now, trainer.step_count
         if now - last_val > args.val_every * 60:
             metrics = trainer.validate(val)
-            history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
-            log.info("val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+            history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1),
+                            **metrics})
+            log.info("val step %d: %s", trainer.step_count,
+                     {k: round(v, 4) for k, v in metrics.items()})
             last_val = time.time()
         if now - last_ckpt > CHECKPOINT_MINUTES * 60:
             save_checkpoint(ckpt_path, trainer, state())
             last_ckpt = time.time()
     metrics = trainer.validate(val)
     history.append({"step": trainer.step_count, "minutes": round(elapsed / 60, 1), **metrics})
-    log.info("final val step %d: %s", trainer.step_count, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("final val step %d: %s", trainer.step_count,
+             {k: round(v, 4) for k, v in metrics.items()})
     save_checkpoint(ckpt_path, trainer, state())
     # The full trainer's keys (steps, images_seen, ...) describe the head training here; the
     # backbone's own training record is kept under "backbone".
-    notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command, "steps": trainer.step_count,
-             "images_seen": frames_seen, "train_minutes": round(elapsed / 60, 1), "batch": hyper.batch,
-             "crop_tokens": [rows, cols], "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    notes = {"trained_by": "edgemoe_ros.training.train_heads", "command": command,
+             "steps": trainer.step_count, "images_seen": frames_seen,
+             "train_minutes": round(elapsed / 60, 1), "batch": hyper.batch,
+             "crop_tokens": [rows, cols],
+             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "data": f"{args.frames} frames, render_frame seeds {FIRST_SEED}.., augmented once"
-                     + (f", {args.randomise_share:g} randomised ({args.randomise})" if args.randomise else "")
+                     + (f", {args.randomise_share:g} randomised ({args.randomise})"
+                        if args.randomise else "")
                      + (f", photometric {args.photometric:g}" if args.photometric > 0 else ""),
              "val": {k: round(v, 4) for k, v in metrics.items()}, "backbone": init.config.notes}
     export_path.parent.mkdir(parents=True, exist_ok=True)
@@ -470,7 +518,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout)
     argv = sys.argv[1:] if argv is None else argv
     run(parse_args(argv), "python -m edgemoe_ros.training.train_heads " + shlex.join(argv))
     return 0
