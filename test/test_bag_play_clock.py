@@ -23,6 +23,7 @@ from edgemoe_ros.bag import CameraInfoParams, write_image_bag
 from edgemoe_ros.bag.cli import EXIT_USAGE, build_parser, main
 from edgemoe_ros.bag.clock import DEFAULT_CLOCK_HZ, PlaybackClock
 from edgemoe_ros.bag.play import BagPlayer
+from edgemoe_ros.ros.outputs import TOPIC_SEGMENTATION
 
 os.environ.setdefault("ROS_LOG_DIR", "/tmp/edgemoe_test_ros_log")
 NS = 1_000_000_000
@@ -124,7 +125,7 @@ def test_node_on_sim_time_runs_in_the_bag_time_of_play_clock(tmp_path):
         clock = c.collect("/clock", Clock, QoSProfile(depth=1000,
                                                       reliability=ReliabilityPolicy.BEST_EFFORT))
         diag = c.diagnostics()
-        seg = c.collect("segmentation", Image)
+        seg = c.collect(TOPIC_SEGMENTATION, Image)
         c.wait_for_matched(seg)
         proc = subprocess.run(
             [str(BIN / "edgemoe-bag"), "play", str(tmp_path / "bag"), "--clock", "50",
