@@ -143,6 +143,7 @@ DETAIL_KEYS = (
     "faults_unexplained",
     "pl_resets",
     "wrong_task_outputs",
+    "wrong_task_detail",
     "bad_inputs_sent",
     "bad_inputs_owed",
     "actions",
@@ -490,9 +491,25 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     owed = {stamp: ctl.owed(t) for stamp, t in good}
     owed = {s: tasks for s, tasks in owed.items() if tasks}
     unanswered = [s for s in owed if s not in received]
-    wrong_task = sum(
-        1 for s, tasks in owed.items() if s in received and set(received[s]) - set(tasks)
-    )
+    wrong = [s for s, tasks in owed.items() if s in received and set(received[s]) - set(tasks)]
+    wrong_task = len(wrong)
+    sent_at = dict(good)
+    # Why each was wrong, for the reader: an answer later than the next action (a switch applies
+    # to the next frame processed) points at MARGIN_S, not the node.
+    wrong_detail = [
+        {
+            "stamp_ns": s,
+            "owed": list(owed[s]),
+            "got": sorted(received[s]),
+            "answer_after_s": round(max(received[s].values()) - sent_at[s], 3),
+            "next_action_after_s": round(
+                min((w - sent_at[s] for w, _, _ in ctl.timeline if w > sent_at[s]), default=-1.0),
+                3,
+            ),
+            "next_action": next((a for w, _, a in ctl.timeline if w > sent_at[s]), ""),
+        }
+        for s in wrong[:50]
+    ]
     latency = np.array(
         [(t - s / 1e9) * 1e3 for s, outs in received.items() for t in outs.values()]
     )
@@ -536,6 +553,7 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
         "faults_unexplained": faults - sum(ctl.faults_taken.values()),
         "pl_resets": log.count("is idle again after the PL reset"),
         "wrong_task_outputs": wrong_task,
+        "wrong_task_detail": wrong_detail,
         "bad_inputs_sent": sum(1 for _, _, kind in sent if kind != "good"),
         "bad_inputs_owed": bad_owed,
         "bad_inputs_counted": int(values.get("bad inputs", 0)),
