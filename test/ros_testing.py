@@ -55,6 +55,8 @@ MULTI_NODE_EXECUTABLE = (
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
+#: One get_state call while waiting for a state: a lost request is asked again after this.
+STATE_POLL_TIMEOUT_S = 5.0
 #: Fast DDS supports domain ids 0..232; 0 is the default everyone else uses.
 DOMAIN_RANGE = (1, 232)
 
@@ -352,13 +354,21 @@ class RosClient:
         req.transition = Transition(id=transition_id)
         return bool(self.call(ChangeState, f"{node}/change_state", req).success)
 
-    def get_state(self, node: str) -> str:
-        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+    def get_state(self, node: str, timeout: float = MSG_TIMEOUT_S) -> str:
+        req = GetState.Request()
+        return self.call(GetState, f"{node}/get_state", req, timeout).current_state.label
 
     def wait_for_state(self, node: str, label: str, timeout: float = START_TIMEOUT_S) -> None:
-        wait_until(
-            lambda: self.get_state(node) == label, timeout, f"{node} in state {label}", poll=0.2
-        )
+        def reached() -> bool:
+            # A request sent just after the service was discovered can go unanswered (its
+            # response is dropped while the server's writer is not yet matched with our reader:
+            # make test waited 30 s once): each poll asks again rather than waiting on one call.
+            try:
+                return self.get_state(node, timeout=STATE_POLL_TIMEOUT_S) == label
+            except AssertionError:
+                return False
+
+        wait_until(reached, timeout, f"{node} in state {label}", poll=0.2)
 
     # ----- diagnostics -----
     def diagnostics(self) -> Collector:
