@@ -40,6 +40,10 @@ exact: frames the node took in and neither published nor counted as dropped (mus
 (must be 0), and each fault must have moved the node to its fallback (``fallbacks``).
 ``device_faults_not_taken`` are injections no kernel call took within ``PICKUP_S`` although
 frames came (must be 0); one made as the stream ended is ``device_faults_after_last_frame``.
+``wrong_task_outputs`` are answered frames (owed or not) whose outputs no task set in force
+between the frame's sending and its first output could give: a switch applies to the next frame
+processed, so a frame sent before a switch and processed after it may carry the new set
+(``Controller.possible_tasks``); an output of a task that was off the whole time is a defect.
 ``bad_inputs_owed`` are hostile inputs sent while the node listened (away from transitions);
 each must be counted. ``exceptions`` counts
 tracebacks in the node's log; a refused corrupt reload logs an error, not a traceback.
@@ -82,6 +86,10 @@ MARGIN_S = 2.5
 #: Frames sent this shortly after an activate are not owed one either: the new subscription is
 #: still being matched by DDS, and what it misses never reaches the node.
 MATCH_S = 2.0
+#: Seconds after an action's call returned during which the node may still apply the state
+#: before it (a ``~/task_request`` message is still on its way; a deactivate lets the frame in
+#: hand finish).
+APPLY_S = 2.0
 #: Seconds between deactivate and activate.
 INACTIVE_S = 1.0
 #: Seconds after the last frame for the node to answer it.
@@ -236,6 +244,9 @@ class Controller:
         self.timeline: list[tuple[float, tuple[str, ...] | None, str]] = [
             (time.time(), ("semseg", "depth"), "start")
         ]
+        #: When each action of ``timeline`` was begun (its entry is made once its call returned):
+        #: the node may apply it anywhere from here on.
+        self.begun: list[float] = [self.timeline[0][0]]
         self.reloads = {
             "good_ok": 0,
             "good_failed": 0,
@@ -264,12 +275,15 @@ class Controller:
     def actions_done(self) -> int:
         return self._next
 
-    def _mark(self, tasks: tuple[str, ...] | None, what: str) -> None:
-        self.timeline.append((time.time(), tasks, what))
+    def _mark(self, tasks: tuple[str, ...] | None, what: str, begun: float | None = None) -> None:
+        now = time.time()
+        self.timeline.append((now, tasks, what))
+        self.begun.append(now if begun is None else begun)
 
     def _param_semseg(self) -> None:
+        begun = time.time()
         self.c.set_parameters(self.h.node_name, {"tasks": ["semseg"]})
-        self._mark(("semseg",), "tasks parameter")
+        self._mark(("semseg",), "tasks parameter", begun)
 
     def _request_depth(self) -> None:
         from std_msgs.msg import String
@@ -280,8 +294,9 @@ class Controller:
     def _setbool_both(self) -> None:
         from std_srvs.srv import SetBool
 
+        begun = time.time()
         self.c.call(SetBool, self.h.srv("enable_segmentation"), SetBool.Request(data=True))
-        self._mark(("semseg", "depth"), "SetBool")
+        self._mark(("semseg", "depth"), "SetBool", begun)
 
     def _request_auto(self) -> None:
         from std_msgs.msg import String
@@ -360,8 +375,9 @@ class Controller:
         self._mark(None, "deactivate")
         self.c.change_state(self.h.node_name, Transition.TRANSITION_DEACTIVATE)
         time.sleep(INACTIVE_S)
+        begun = time.time()
         self.c.change_state(self.h.node_name, Transition.TRANSITION_ACTIVATE)
-        self._mark(tasks, "activate")
+        self._mark(tasks, "activate", begun)
 
     def active_at(self, t: float) -> bool:
         """Was the node active (subscribed, processing) when a message was sent at ``t``."""
@@ -384,6 +400,38 @@ class Controller:
             if when <= t:
                 tasks = state
         return tasks or ()
+
+    def possible_tasks(self, sent: float, answered: float) -> list[tuple[str, ...]]:
+        """Task sets the node may have applied to a frame sent at ``sent`` and answered at
+        ``answered``: a switch applies to the next frame processed, which may be any time in
+        between. That is the set in force when it was sent (and the one before, while the last
+        action may still be taking effect: ``APPLY_S`` after its call returned, e.g. a
+        ``~/task_request`` message still on its way) and every set begun before the answer."""
+        possible: list[tuple[str, ...] | None] = []
+        for i, (done, tasks, _) in enumerate(self.timeline):
+            if self.begun[i] <= sent:
+                taking_effect = i > 0 and done + APPLY_S >= sent
+                possible = [self.timeline[i - 1][1], tasks] if taking_effect else [tasks]
+            elif self.begun[i] <= answered:
+                possible.append(tasks)
+        return [tasks for tasks in possible if tasks]
+
+
+def wrong_task_frames(
+    ctl: Controller, sent_at: dict[int, float], received: dict[int, dict[str, float]]
+) -> list[int]:
+    """Stamps of answered frames whose outputs no task set in force between their sending and
+    their first output could give (a switch applies to the next frame processed, so any set in
+    that window is right; outputs of one frame come from one set)."""
+    return [
+        stamp
+        for stamp, outs in received.items()
+        if stamp in sent_at
+        and not any(
+            set(outs) <= set(tasks)
+            for tasks in ctl.possible_tasks(sent_at[stamp], min(outs.values()))
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -491,15 +539,16 @@ def run_soak(frames: int, rate: float, switch_every: float) -> dict[str, Any]:
     owed = {stamp: ctl.owed(t) for stamp, t in good}
     owed = {s: tasks for s, tasks in owed.items() if tasks}
     unanswered = [s for s in owed if s not in received]
-    wrong = [s for s, tasks in owed.items() if s in received and set(received[s]) - set(tasks)]
-    wrong_task = len(wrong)
     sent_at = dict(good)
-    # Why each was wrong, for the reader: an answer later than the next action (a switch applies
-    # to the next frame processed) points at MARGIN_S, not the node.
+    wrong = wrong_task_frames(ctl, sent_at, received)
+    wrong_task = len(wrong)
     wrong_detail = [
         {
             "stamp_ns": s,
-            "owed": list(owed[s]),
+            "owed": list(owed.get(s, ())),
+            "possible": [
+                list(tasks) for tasks in ctl.possible_tasks(sent_at[s], min(received[s].values()))
+            ],
             "got": sorted(received[s]),
             "answer_after_s": round(max(received[s].values()) - sent_at[s], 3),
             "next_action_after_s": round(
