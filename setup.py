@@ -11,7 +11,9 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "bench"]),
-    package_data={PACKAGE: ["data/*.safetensors", "data/*.json", "backends/native/*.cpp"]},
+    package_data={
+        PACKAGE: ["data/*.safetensors", "data/*.json", "data/*.xml", "backends/native/*.cpp"]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -88,6 +88,7 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
         log.debug("allocator tuning skipped: the C library is not glibc")
         _applied = False
         return False
+    no_huge_pages_for_numpy()
     ok = bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and \
         bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold))) and \
         bool(libc.mallopt(M_ARENA_MAX, int(arena_max)))
@@ -96,6 +97,31 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
                     "%d / arena max %d", mmap_threshold, trim_threshold, arena_max)
     _applied = ok
     return ok
+
+
+def no_huge_pages_for_numpy() -> bool:
+    """Stop numpy asking for transparent huge pages on its large arrays; True if it was asked.
+
+    Why: numpy ``madvise(MADV_HUGEPAGE)``s every array of 4 MB or more, which marks those heap
+    ranges for khugepaged. With the kernel's default ``max_ptes_none`` (511), khugepaged
+    collapses any 2 MB range of them with a single page in use back into a whole huge page. So
+    the frame buffers that ``malloc_trim`` handed back were filled in again, zeroed, while the
+    heap in use stayed flat. Measured in bench/soak.py (720p, cpu-speed fpga model, 1,500 frames):
+    AnonHugePages 66 -> 164 MB and RSS minus heap in use 150 -> 192 MB over 4 minutes, with heap
+    in use level at 303-316 MB (docs/HARDENING.md). The arrays stay on 4 KiB pages (no measurable
+    effect on the kernels: docs/HARDENING.md); ``NUMPY_MADVISE_HUGEPAGE=1`` in the environment
+    keeps numpy's choice.
+    """
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE") is not None:
+        return False  # the user chose
+    try:
+        from numpy.core.multiarray import _set_madvise_hugepage
+    except ImportError:  # numpy 2 moved it
+        try:
+            from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[no-redef]
+        except ImportError:
+            return False
+    return bool(_set_madvise_hugepage(False))
 
 
 def release_free_memory() -> bool:
@@ -118,3 +144,62 @@ def release_free_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size, from ``/proc/self/statm`` (None where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class FreeMemoryDecay:
+    """Give freed heap pages back to the kernel once a burst has left them unused.
+
+    Why: ``tune_allocator`` keeps freed frame buffers in the heap so the next frame does not
+    re-fault them; the price is that a burst (a reload, a backlog of frames, a device fault and
+    its fallback) leaves its freed buffers resident for good. jemalloc's answer is decay purging
+    (dirty pages returned ~10 s after they were freed); glibc has none. So the node calls
+    :meth:`tick` from its diagnostics timer, and this calls ``malloc_trim(0)`` when RSS stands
+    more than ``slack_bytes`` above its settled level and ``period_s`` passed since the last
+    trim. The settled level is RSS ``period_s`` after a trim (the frames have re-faulted their
+    buffers by then), or lower if RSS falls below it. In steady state frames reuse their buffers
+    and RSS stays level: nothing is trimmed. After a burst: one trim, then each frame buffer is
+    re-faulted once (a few ms). No ``gc.collect`` here (that is :func:`release_free_memory`'s,
+    for rare events): a full collection holds the GIL for tens of ms on a model-sized heap.
+    """
+
+    def __init__(self, period_s: float = 10.0, slack_bytes: int = 32 * 1024 * 1024) -> None:
+        self.period_s = period_s
+        self.slack_bytes = slack_bytes
+        self.trims = 0
+        self._last_trim = float("-inf")
+        self._settled: int | None = None
+        self._settle_at: float | None = None
+
+    def tick(self, now: float) -> bool:
+        """Trim if due (see the class); True if it trimmed. ``now``: a monotonic clock, s."""
+        rss = rss_bytes()
+        if rss is None or not _applied:
+            return False
+        if self._settle_at is None:
+            self._settle_at = now + self.period_s
+        if self._settled is None:
+            if now >= self._settle_at:
+                self._settled = rss
+            return False
+        if rss < self._settled:
+            self._settled = rss
+            return False
+        if rss - self._settled <= self.slack_bytes or now - self._last_trim < self.period_s:
+            return False
+        libc = _glibc()
+        if libc is None:
+            return False
+        libc.malloc_trim(0)
+        self.trims += 1
+        self._last_trim = now
+        self._settled, self._settle_at = None, now + self.period_s
+        return True

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,77 @@ def test_arenas_are_capped_so_threads_do_not_keep_heaps_of_their_own(switch):
         assert heaps <= allocator.ARENA_MAX, heaps
     else:
         assert heaps > allocator.ARENA_MAX, heaps
+
+
+# FreeMemoryDecay with a fake clock: frames that reuse their buffers (no trim), then a burst of
+# ~200 MB freed under a live block (one trim, at the first tick allowed), then steady again.
+# Prints one line per phase: trims so far and RSS in MB.
+_DECAY = textwrap.dedent("""
+    import numpy as np
+    from edgemoe_ros.allocator import FreeMemoryDecay, rss_bytes, tune_allocator
+    def mb():
+        return round(rss_bytes() / 2**20)
+    tune_allocator()
+    decay = FreeMemoryDecay(period_s=10.0, slack_bytes=32 << 20)
+    t = 0.0
+    def frames(seconds):
+        global t
+        for _ in range(int(seconds)):
+            frame = np.ones(8 << 20, np.uint8)  # one frame's buffers, freed each time
+            del frame
+            decay.tick(t)
+            t += 1.0
+    frames(30)
+    print(decay.trims, mb())
+    burst = [np.ones(4 << 20, np.uint8) for _ in range(50)]
+    pin = np.ones(1 << 20, np.uint8)
+    del burst
+    peak = mb()
+    frames(15)
+    print(decay.trims, peak, mb())
+    frames(60)
+    print(decay.trims, mb())
+""")
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="malloc_trim is glibc-only")
+def test_free_memory_decay_trims_after_a_burst_and_not_in_steady_state() -> None:
+    lines = subprocess.run([sys.executable, "-c", _DECAY], capture_output=True, text=True,
+                           timeout=60, check=True).stdout.splitlines()
+    steady_trims, steady_mb = (int(v) for v in lines[0].split())
+    burst_trims, peak_mb, after_mb = (int(v) for v in lines[1].split())
+    end_trims, end_mb = (int(v) for v in lines[2].split())
+    assert steady_trims == 0, lines  # frames reuse their buffers: nothing to give back
+    assert burst_trims == 1 and peak_mb - after_mb >= 150, lines  # the burst went back, once
+    assert end_trims == 1 and end_mb - steady_mb < 32, lines  # and steady state is steady again
+
+
+# Whether the memory of a large numpy array is marked for transparent huge pages ("hg" in the
+# VmFlags of its mapping in /proc/self/smaps), with or without the tuning.
+_HUGEPAGE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from edgemoe_ros.allocator import tune_allocator
+    if sys.argv[1] == "1":
+        tune_allocator()
+    array = np.ones(16 << 20, np.uint8)
+    address = array.ctypes.data + (8 << 20)  # mid-array: numpy advises from the next page on
+    flags = None
+    for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            start, end = (int(v, 16) for v in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("VmFlags:"):
+            flags = line.split()[1:]
+    print("hg" in flags)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+@pytest.mark.parametrize("tuned, marked", [("0", True), ("1", False)])
+def test_tuned_process_keeps_numpy_arrays_off_transparent_huge_pages(tuned, marked):
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    out = subprocess.run([sys.executable, "-c", _HUGEPAGE, tuned], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.strip()
+    assert out == str(marked)

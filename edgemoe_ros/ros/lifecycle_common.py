@@ -14,6 +14,7 @@ loader is passed in by the node at each call, so a test that replaces a node mod
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from ..allocator import release_free_memory
+from ..allocator import FreeMemoryDecay, release_free_memory
 from ..model.weights import ModelWeights
 from .guards import serialised
 from .model_loader import LoadedModel, load_model
@@ -245,6 +246,14 @@ class LifecycleCommon:
         """
         return self.create_timer(  # type: ignore[attr-defined]
             period_s, callback, callback_group=self._group, clock=self._steady_clock)
+
+    def _decay_free_memory(self) -> None:
+        """From the diagnostics timer: hand a burst's freed buffers back to the kernel once
+        they stay unused (``allocator.FreeMemoryDecay``; nothing happens in steady state)."""
+        decay = getattr(self, "_memory_decay", None)
+        if decay is None:
+            decay = self._memory_decay = FreeMemoryDecay()
+        decay.tick(time.monotonic())
 
     def _autostart(self) -> None:
         """One-shot timer callback: configure, then activate if configure succeeded."""

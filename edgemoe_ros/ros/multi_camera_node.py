@@ -736,6 +736,7 @@ class MultiCameraNode(LifecycleCommon, LifecycleNode):
         )
 
     def _publish_diagnostics(self) -> None:
+        self._decay_free_memory()
         node_name = status_prefix(
             self.get_name(), self.get_fully_qualified_name(), self._params.diagnostics_use_fqn
         )

@@ -461,6 +461,7 @@ class EdgeMoeNode(LifecycleCommon, LifecycleNode):
         return DiagnosticStatus.OK, state
 
     def _publish_diagnostics(self) -> None:
+        self._decay_free_memory()
         tasks = self._frame_state().tasks
         model = self._model
         counts = self._stats.snapshot_counts()

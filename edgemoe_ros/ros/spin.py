@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """``main`` of a lifecycle node process, shared by ``edgemoe_node`` and ``edgemoe_multi_node``.
 
-Both tune the process the same way (allocator, BLAS threads), spin a MultiThreadedExecutor until
-the node's ``finished`` future (set after the shutdown transition), Ctrl-C or an external
-shutdown (no traceback), log a callback's exception and keep spinning, exit 2 with a FATAL line
-on a bad parameter, and always destroy the node so the backend is released.
+Both tune the process the same way (allocator, BLAS threads, DDS sample memory), spin a
+MultiThreadedExecutor until the node's ``finished`` future (set after the shutdown transition),
+Ctrl-C or an external shutdown (no traceback), log a callback's exception and keep spinning, exit
+2 with a FATAL line on a bad parameter, and always destroy the node so the backend is released.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rclpy.task import Future
 
 from ..allocator import tune_allocator
 from ..blas_threads import check_blas_kernels, limit_blas_threads
+from ..dds_memory import configure_dds_memory
 from .guards import spin_until_done
 from .params import ParameterValueError
 
@@ -52,7 +53,9 @@ def spin_lifecycle_node(
     tune_allocator()  # frame-sized buffers reused, not re-faulted every frame (see allocator.py)
     limit_blas_threads()  # numpy's small matmuls on one thread unless the environment says so
     check_blas_kernels()
+    dds_memory = configure_dds_memory()  # DDS sample pools give memory back (dds_memory.py)
     rclpy.init(args=args)
+    rclpy.logging.get_logger(name).debug(f"DDS history memory policy: {dds_memory}")
     node = None
     code = 0
     try:
