@@ -40,11 +40,14 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 #: Free memory at the heap top is returned to the kernel only beyond this: several frames' worth.
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
-#: Malloc arenas at most: the main one and one shared by every other thread. Large buffers come
-#: from the heap under the raised mmap threshold either way; what threads would gain from arenas
-#: of their own is less lock contention on small allocations, which the frame path does not make
-#: many of (the kernels allocate nothing per call).
-ARENA_MAX = 2
+#: Malloc arenas at most: one, the main heap, for every thread. Large buffers come from the heap
+#: under the raised mmap threshold either way; what threads would gain from arenas of their own is
+#: less lock contention on small allocations, which the frame path does not make many of (the
+#: kernels allocate nothing per call; Python's small objects have their own allocator). With 2,
+#: the second arena's 64 MB heaps held 164 MB resident six minutes into a soak while the whole
+#: process had ~305 MB in use, and per-cycle RSS kept rising (docs/HARDENING.md); a single arena
+#: had ended an earlier soak 4.6 % below its start.
+ARENA_MAX = 1
 #: Environment switch: "0" / "false" / "off" keeps the defaults.
 ENV_SWITCH = "EDGEMOE_MALLOC_TUNING"
 
