@@ -31,8 +31,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "edgemoe_node = edgemoe_ros.ros.node:main",
-            "edgemoe_multi_node = edgemoe_ros.ros.multi_camera_node:main",
+            "edgemoe_node = edgemoe_ros.ros.executables:edgemoe_node",
+            "edgemoe_multi_node = edgemoe_ros.ros.executables:edgemoe_multi_node",
             "edgemoe-infer = edgemoe_ros.cli.infer:main",
             "edgemoe-bag = edgemoe_ros.bag.cli:main",
             "edgemoe-demo = edgemoe_ros.demo:main",

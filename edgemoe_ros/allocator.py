@@ -43,10 +43,12 @@ TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 #: Malloc arenas at most: one, the main heap, for every thread. Large buffers come from the heap
 #: under the raised mmap threshold either way; what threads would gain from arenas of their own is
 #: less lock contention on small allocations, which the frame path does not make many of (the
-#: kernels allocate nothing per call; Python's small objects have their own allocator). With 2,
-#: the second arena's 64 MB heaps held 164 MB resident six minutes into a soak while the whole
-#: process had ~305 MB in use, and per-cycle RSS kept rising (docs/HARDENING.md); a single arena
-#: had ended an earlier soak 4.6 % below its start.
+#: kernels allocate nothing per call; Python's small objects have their own allocator). The cap
+#: binds only threads that take an arena after it is set, so the node's console scripts set it
+#: before importing rclpy (ros/executables.py). Set after it, the node ran on three arenas whose
+#: 64 MB heaps held 164 MB resident six minutes into a soak, with ~305 MB in use in the whole
+#: process, and RSS per cycle kept rising (docs/HARDENING.md); a single arena had ended an earlier
+#: soak 4.6 % below its start.
 ARENA_MAX = 1
 #: Environment switch: "0" / "false" / "off" keeps the defaults.
 ENV_SWITCH = "EDGEMOE_MALLOC_TUNING"

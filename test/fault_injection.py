@@ -79,6 +79,6 @@ def register() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     register()
-    from edgemoe_ros.ros.node import main
+    from edgemoe_ros.ros.executables import edgemoe_node
 
-    sys.exit(main())
+    sys.exit(edgemoe_node())

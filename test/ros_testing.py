@@ -51,7 +51,7 @@ MULTI_NODE_NAME = "edgemoe_multi_node"
 #: The multi-camera node's command for NodeHarness(executable=...), installed or from source.
 MULTI_NODE_EXECUTABLE = (
     [str(MULTI_NODE_SCRIPT)] if MULTI_NODE_SCRIPT.exists()
-    else [sys.executable, "-m", "edgemoe_ros.ros.multi_camera_node"])
+    else [sys.executable, "-m", "edgemoe_ros.ros.executables", "multi"])
 #: Generous: 2 shared CPU cores, many engineers; discovery + model import take a few seconds.
 START_TIMEOUT_S = 60.0
 MSG_TIMEOUT_S = 30.0
@@ -120,7 +120,7 @@ def node_command(
         else (
             [str(NODE_SCRIPT)]
             if NODE_SCRIPT.exists()
-            else [sys.executable, "-m", "edgemoe_ros.ros.node"]
+            else [sys.executable, "-m", "edgemoe_ros.ros.executables"]
         )
     )
     cmd = exe + ["--ros-args"]

@@ -35,7 +35,10 @@ CONFIG = ROOT / "config" / "edgemoe.yaml"
 
 def test_exec_is_the_declared_console_script():
     desc = launch_description(LAUNCH)
-    assert f"{desc['exec']} = edgemoe_ros.ros.node:main" in (ROOT / "setup.py").read_text()
+    assert (
+        f"{desc['exec']} = edgemoe_ros.ros.executables:edgemoe_node"
+        in (ROOT / "setup.py").read_text()
+    )
 
 
 def test_default_args_resolve_to_package_config():

@@ -44,7 +44,7 @@ def test_launch_names_the_multi_camera_console_script_and_6cam_config():
     desc = launch_description(LAUNCH)
     assert desc["pkg"] == PACKAGE and desc["exec"] == "edgemoe_multi_node"
     assert (
-        "edgemoe_multi_node = edgemoe_ros.ros.multi_camera_node:main"
+        "edgemoe_multi_node = edgemoe_ros.ros.executables:edgemoe_multi_node"
         in (ROOT / "setup.py").read_text()
     )
     assert desc["params_files"] == [str(CONFIG)] and CONFIG.is_file()
