@@ -3,6 +3,7 @@
 large messages its reader history held.
 
     python dds_pool_probe.py sub TUNED OUT   # TUNED 1: configure_dds_memory() before rclpy.init
+                                             # (or the environment names a profile file)
     python dds_pool_probe.py pub             # sends MESSAGES of MESSAGE_BYTES, reliable
 
 The subscriber does not spin while the messages arrive, so DDS holds them all; then it takes them

@@ -73,12 +73,13 @@ def test_the_profile_changes_only_the_memory_policy():
     assert kind.text == "ASYNCHRONOUS"  # what rmw_fastrtps sets when it chooses
 
 
-def _probe(tuned: bool, tmp_path: Path) -> dict[str, float]:
+def _probe(tuned: bool, tmp_path: Path, **extra_env: str) -> dict[str, float]:
     from ros_testing import ros_env
 
     env = ros_env(tmp_path)
     for var in (*dds_memory.PROFILE_VARS, dds_memory.USE_QOS_FROM_XML, dds_memory.ENV_SWITCH):
         env.pop(var, None)
+    env.update(extra_env)
     out = tmp_path / f"probe_{int(tuned)}.json"
     script = str(HERE / "dds_pool_probe.py")
     sub = subprocess.Popen([sys.executable, script, "sub", str(int(tuned)), str(out)], env=env,
@@ -104,3 +105,17 @@ def test_a_subscription_gives_back_the_messages_it_held(tmp_path):
     # rmw_fastrtps's default keeps the payloads in the reader's pool; the profile frees them
     assert default["after_mb"] - default["start_mb"] > 0.8 * held_mb, default
     assert tuned["after_mb"] - tuned["start_mb"] < 0.1 * held_mb, tuned
+
+
+@pytest.mark.ros
+def test_the_shipped_large_frames_profile_gives_memory_back_too(tmp_path):
+    """config/fastdds_large_frames.xml, set for every process with the variable its comment
+    names: the subscriber (not tuned itself: it is the user's profile) frees what it held."""
+    from dds_pool_probe import MESSAGE_BYTES, MESSAGES
+
+    profile = HERE.parent / "config" / "fastdds_large_frames.xml"
+    run = _probe(False, tmp_path, FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
+                 RMW_FASTRTPS_USE_QOS_FROM_XML="1")
+    held_mb = MESSAGES * MESSAGE_BYTES / 2**20
+    assert run["taken"] == MESSAGES and run["held_mb"] - run["start_mb"] > 0.8 * held_mb, run
+    assert run["after_mb"] - run["start_mb"] < 0.1 * held_mb, run
