@@ -28,6 +28,7 @@ import ctypes.util
 import gc
 import logging
 import os
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ ENV_SWITCH = "EDGEMOE_MALLOC_TUNING"
 _applied: bool | None = None
 
 
-def tuning_enabled(environ: dict[str, str] | None = None) -> bool:
-    """False when ``EDGEMOE_MALLOC_TUNING`` is set to 0/false/off/no."""
-    value = (environ if environ is not None else os.environ).get(ENV_SWITCH, "1")
+def tuning_enabled(environ: Mapping[str, str] | None = None, switch: str = ENV_SWITCH) -> bool:
+    """False when the environment switch ``switch`` (``EDGEMOE_MALLOC_TUNING`` unless named) is
+    set to 0/false/off/no: the one reading of every process-tuning switch."""
+    value = (environ if environ is not None else os.environ).get(switch, "1")
     return value.strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -168,19 +170,19 @@ class FreeMemoryDecay:
     its fallback) leaves its freed buffers resident for good. jemalloc's answer is decay purging
     (dirty pages returned ~10 s after they were freed); glibc has none. So the node calls
     :meth:`tick` from its diagnostics timer, and this calls ``malloc_trim(0)`` when RSS stands
-    more than ``slack_bytes`` above its settled level and ``period_s`` passed since the last
-    trim. The settled level is RSS ``period_s`` after a trim (the frames have re-faulted their
-    buffers by then), or lower if RSS falls below it. In steady state frames reuse their buffers
-    and RSS stays level: nothing is trimmed. After a burst: one trim, then each frame buffer is
-    re-faulted once (a few ms). No ``gc.collect`` here (that is :func:`release_free_memory`'s,
-    for rare events): a full collection holds the GIL for tens of ms on a model-sized heap.
+    more than ``slack_bytes`` above its settled level, so at most once per ``period_s``. The
+    settled level is RSS ``period_s`` after the first tick or the last trim (the frames have
+    re-faulted their buffers by then), or lower if RSS falls below it. In steady state frames
+    reuse their buffers and RSS stays level: nothing is trimmed. After a burst: one trim, then
+    each frame buffer is re-faulted once (a few ms). No ``gc.collect`` here (that is
+    :func:`release_free_memory`'s, for rare events): a full collection holds the GIL for tens of
+    ms on a model-sized heap.
     """
 
     def __init__(self, period_s: float = 10.0, slack_bytes: int = 32 * 1024 * 1024) -> None:
         self.period_s = period_s
         self.slack_bytes = slack_bytes
         self.trims = 0
-        self._last_trim = float("-inf")
         self._settled: int | None = None
         self._settle_at: float | None = None
 
@@ -198,13 +200,12 @@ class FreeMemoryDecay:
         if rss < self._settled:
             self._settled = rss
             return False
-        if rss - self._settled <= self.slack_bytes or now - self._last_trim < self.period_s:
+        if rss - self._settled <= self.slack_bytes:
             return False
         libc = _glibc()
         if libc is None:
             return False
         libc.malloc_trim(0)
         self.trims += 1
-        self._last_trim = now
         self._settled, self._settle_at = None, now + self.period_s
         return True

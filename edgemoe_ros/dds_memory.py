@@ -28,6 +28,8 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from .allocator import tuning_enabled
+
 log = logging.getLogger(__name__)
 
 #: The endpoint profile shipped with the package.
@@ -55,7 +57,7 @@ def configure_dds_memory(
     """Select the ``DYNAMIC`` history memory policy for this process's DDS endpoints, unless the
     user configured Fast DDS; returns what was done (one of the module's words)."""
     env = os.environ if environ is None else environ
-    if env.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
+    if not tuning_enabled(env, ENV_SWITCH):
         return OFF
     if env.get("RMW_IMPLEMENTATION", FASTDDS_RMWS[0]) not in FASTDDS_RMWS:
         return OTHER_RMW
